@@ -1,0 +1,64 @@
+# camflow: build / run / test plumbing.
+#   make install       Debian packages + .venv (pip install -e '.[dev]' when pyproject.toml changed)
+#   make services-up   Kafka (KRaft, 127.0.0.1:$(KAFKA_PORT)) + MinIO (127.0.0.1:$(MINIO_PORT))
+#   make services-down stop both (by PID; no-op when not running)
+#   make test          install, services-up, pytest against them, services-down (always)
+#   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
+#   make lint          ruff check + mypy (config in pyproject.toml)
+# Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := install
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3.11
+VENV := .venv
+VENV_STAMP := $(VENV)/.camflow-installed
+
+# Test services, on ports that stay clear of the usual defaults (9092/9093/9000).
+KAFKA_PORT ?= 19092
+KAFKA_CONTROLLER_PORT ?= 19093
+MINIO_PORT ?= 19000
+MINIO_ROOT_USER ?= camflow
+MINIO_ROOT_PASSWORD ?= camflow-secret
+TEST_BUCKET ?= camflow-test
+PYTEST_ARGS ?=
+export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
+
+.PHONY: install system-packages services-up services-down test run lint
+
+install: system-packages $(VENV_STAMP)
+
+system-packages:
+	bash scripts/install-system.sh
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Order-only on the interpreter: only a newer pyproject.toml (or a missing stamp) re-runs pip.
+$(VENV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $@
+
+services-up:
+	bash scripts/kafka.sh start
+	bash scripts/minio.sh start
+
+services-down:
+	status=0; \
+	bash scripts/minio.sh stop || status=1; \
+	bash scripts/kafka.sh stop || status=1; \
+	exit $$status
+
+# scripts/test.sh starts the services, traps EXIT/INT/TERM to stop them, and exits with
+# pytest's code (5, "no tests collected", counts as failure).
+test: install
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+run: install
+	$(VENV)/bin/camflow run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy

@@ -1,0 +1,25 @@
+"""Errors of the shared contracts (events, bus, store, tokens, config)."""
+
+
+class CamflowError(Exception):
+    """Root of every error raised by camflow's shared contracts."""
+
+
+class EventDecodeError(CamflowError):
+    """Bytes on the bus that are not an event this reader understands."""
+
+
+class NotFound(CamflowError):
+    """A store key that does not exist."""
+
+
+class TokenError(CamflowError):
+    """A token that is malformed, forged, expired, or scoped to another stream or action."""
+
+
+class ConfigError(CamflowError):
+    """A setting with a value outside its expected form."""
+
+
+class MediaFormatError(CamflowError):
+    """Bytes that are not the ISO BMFF / fMP4 structure the segment contract promises."""

@@ -1,0 +1,306 @@
+"""Versioned events: the only things that travel on the bus.
+
+Every event is a frozen dataclass with a schema version and an explicit wire form::
+
+    b"CFE1" | u32 big-endian length of the JSON header | JSON header | binary payload
+
+The JSON header always holds ``"type"`` and ``"v"``; the payload is empty except for a
+raw segment, whose fMP4 bytes travel there untouched. A reader accepts the current
+version and the previous one, so a rolling deploy never breaks a consumer: previous
+versions are upgraded by the ``_upgrade_v{N}`` readers below.
+
+History:
+
+- ``raw-segment`` v1 had no ``wall_clock`` (the packager then used the time it received
+  the segment); v2 adds it.
+- ``segment-ready`` v1 had no ``wall_clock``; v2 adds it.
+- ``stream-state`` v1 had no ``last_seq``; v2 adds it (``None`` when unknown).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias
+
+from camflow.errors import EventDecodeError
+
+MAGIC = b"CFE1"
+_HEADER = struct.Struct(">4sI")
+MAX_HEADER_BYTES = 1 << 20
+
+TOPIC_RAW = "camflow.segments.raw"
+TOPIC_READY = "camflow.segments.ready"
+TOPIC_STREAMS = "camflow.streams"
+TOPIC_HEALTH = "camflow.health"
+
+
+class StreamStateKind(enum.Enum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class RawSegment:
+    """An IDR-aligned, self-contained fMP4 segment cut by ingest (init section included).
+
+    ``start`` and ``duration`` are in ``timescale`` ticks on the epoch's timeline;
+    ``wall_clock`` is the camera's (or ingest's) UNIX time of the first frame.
+    """
+
+    TYPE: ClassVar[str] = "raw-segment"
+    VERSION: ClassVar[int] = 2
+
+    stream: str
+    epoch: str
+    seq: int
+    start: int
+    duration: int
+    timescale: int
+    codecs: str
+    width: int
+    height: int
+    wall_clock: float
+    data: bytes = field(repr=False)
+
+    @property
+    def duration_s(self) -> float:
+        return self.duration / self.timescale
+
+
+@dataclass(frozen=True)
+class RenditionRef:
+    """One rendition of a ready segment: where its objects are and what it is."""
+
+    name: str
+    width: int
+    height: int
+    bandwidth: int
+    codecs: str
+    init_key: str
+    key: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "width": self.width,
+            "height": self.height,
+            "bandwidth": self.bandwidth,
+            "codecs": self.codecs,
+            "init_key": self.init_key,
+            "key": self.key,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RenditionRef:
+        return cls(
+            name=str(d["name"]),
+            width=int(d["width"]),
+            height=int(d["height"]),
+            bandwidth=int(d["bandwidth"]),
+            codecs=str(d["codecs"]),
+            init_key=str(d["init_key"]),
+            key=str(d["key"]),
+            size=int(d["size"]),
+        )
+
+
+@dataclass(frozen=True)
+class SegmentReady:
+    """Every rendition of one segment is in the store (written before this event)."""
+
+    TYPE: ClassVar[str] = "segment-ready"
+    VERSION: ClassVar[int] = 2
+
+    stream: str
+    epoch: str
+    seq: int
+    start: int
+    duration: int
+    timescale: int
+    wall_clock: float
+    renditions: tuple[RenditionRef, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return self.duration / self.timescale
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A stream's publish session changed state.
+
+    ``last_seq`` on ``offline`` is the last segment sequence number published in the
+    epoch (``-1`` when none was), so the packager can end the playlist once every
+    segment before it is in, whatever order the events arrive in.
+    """
+
+    TYPE: ClassVar[str] = "stream-state"
+    VERSION: ClassVar[int] = 2
+
+    stream: str
+    epoch: str
+    state: StreamStateKind
+    reason: str
+    at: float
+    last_seq: int | None = None
+
+
+Event: TypeAlias = RawSegment | SegmentReady | StreamState
+
+
+def _frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    return _HEADER.pack(MAGIC, len(blob)) + blob + payload
+
+
+def encode(event: Event) -> bytes:
+    """Serialise an event at its current version."""
+    if isinstance(event, RawSegment):
+        return _frame(
+            {
+                "type": event.TYPE,
+                "v": event.VERSION,
+                "stream": event.stream,
+                "epoch": event.epoch,
+                "seq": event.seq,
+                "start": event.start,
+                "duration": event.duration,
+                "timescale": event.timescale,
+                "codecs": event.codecs,
+                "width": event.width,
+                "height": event.height,
+                "wall_clock": event.wall_clock,
+            },
+            event.data,
+        )
+    if isinstance(event, SegmentReady):
+        return _frame(
+            {
+                "type": event.TYPE,
+                "v": event.VERSION,
+                "stream": event.stream,
+                "epoch": event.epoch,
+                "seq": event.seq,
+                "start": event.start,
+                "duration": event.duration,
+                "timescale": event.timescale,
+                "wall_clock": event.wall_clock,
+                "renditions": [r.to_json() for r in event.renditions],
+            }
+        )
+    return _frame(
+        {
+            "type": event.TYPE,
+            "v": event.VERSION,
+            "stream": event.stream,
+            "epoch": event.epoch,
+            "state": event.state.value,
+            "reason": event.reason,
+            "at": event.at,
+            "last_seq": event.last_seq,
+        }
+    )
+
+
+def _raw_segment(h: dict[str, Any], payload: bytes) -> RawSegment:
+    return RawSegment(
+        stream=str(h["stream"]),
+        epoch=str(h["epoch"]),
+        seq=int(h["seq"]),
+        start=int(h["start"]),
+        duration=int(h["duration"]),
+        timescale=int(h["timescale"]),
+        codecs=str(h["codecs"]),
+        width=int(h["width"]),
+        height=int(h["height"]),
+        wall_clock=float(h["wall_clock"]),
+        data=payload,
+    )
+
+
+def _segment_ready(h: dict[str, Any], payload: bytes) -> SegmentReady:
+    return SegmentReady(
+        stream=str(h["stream"]),
+        epoch=str(h["epoch"]),
+        seq=int(h["seq"]),
+        start=int(h["start"]),
+        duration=int(h["duration"]),
+        timescale=int(h["timescale"]),
+        wall_clock=float(h["wall_clock"]),
+        renditions=tuple(RenditionRef.from_json(r) for r in h["renditions"]),
+    )
+
+
+def _stream_state(h: dict[str, Any], payload: bytes) -> StreamState:
+    last = h.get("last_seq")
+    return StreamState(
+        stream=str(h["stream"]),
+        epoch=str(h["epoch"]),
+        state=StreamStateKind(h["state"]),
+        reason=str(h["reason"]),
+        at=float(h["at"]),
+        last_seq=None if last is None else int(last),
+    )
+
+
+def _with_received_wall_clock(h: dict[str, Any]) -> dict[str, Any]:
+    # v1 carried no wall clock: the time the reader received it is the best it can do.
+    return {**h, "wall_clock": time.time()}
+
+
+def _with_unknown_last_seq(h: dict[str, Any]) -> dict[str, Any]:
+    return {**h, "last_seq": None}
+
+
+_Reader = Callable[[dict[str, Any], bytes], Event]
+_Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+
+# (type, version) -> (upgrade of the header to the current version, reader of the current version)
+_READERS: dict[tuple[str, int], tuple[_Upgrade | None, _Reader]] = {
+    (RawSegment.TYPE, 2): (None, _raw_segment),
+    (RawSegment.TYPE, 1): (_with_received_wall_clock, _raw_segment),
+    (SegmentReady.TYPE, 2): (None, _segment_ready),
+    (SegmentReady.TYPE, 1): (_with_received_wall_clock, _segment_ready),
+    (StreamState.TYPE, 2): (None, _stream_state),
+    (StreamState.TYPE, 1): (_with_unknown_last_seq, _stream_state),
+}
+
+
+def decode(data: bytes) -> Event:
+    """Parse an event of the current or the previous version; anything else is an EventDecodeError."""
+    if len(data) < _HEADER.size:
+        raise EventDecodeError(f"event of {len(data)} bytes is shorter than its {_HEADER.size}-byte frame")
+    magic, length = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise EventDecodeError(f"event starts with {magic!r}, expected {MAGIC!r}")
+    if length > MAX_HEADER_BYTES or _HEADER.size + length > len(data):
+        raise EventDecodeError(f"event header length {length} exceeds the {len(data)} bytes received")
+    try:
+        header = json.loads(data[_HEADER.size : _HEADER.size + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventDecodeError(f"event header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise EventDecodeError(f"event header is a {type(header).__name__}, expected an object")
+    key = (header.get("type"), header.get("v"))
+    entry = _READERS.get(key)  # type: ignore[arg-type]
+    if entry is None:
+        raise EventDecodeError(
+            f"event type {key[0]!r} version {key[1]!r} is not one this reader accepts "
+            f"(accepted: {sorted(_READERS)})"
+        )
+    upgrade, reader = entry
+    if upgrade is not None:
+        header = upgrade(header)
+    try:
+        return reader(header, data[_HEADER.size + length :])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EventDecodeError(f"{key[0]} v{key[1]} event has a bad field: {exc!r}") from exc

@@ -1,0 +1,79 @@
+"""Object keys and names: deterministic, so a retried write lands on the same key.
+
+Layout in the store::
+
+    streams/{stream}/{epoch}/{rendition}/init.mp4
+    streams/{stream}/{epoch}/{rendition}/{seq:08d}.m4s
+    streams/{stream}/{rendition}.m3u8          live media playlist of one rendition
+    streams/{stream}/master.m3u8               live master playlist
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from camflow.errors import ConfigError
+
+STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+EPOCH_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z$")
+RENDITION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._/-]*$")
+
+
+def is_stream_name(name: str) -> bool:
+    return STREAM_RE.fullmatch(name) is not None
+
+
+def check_stream_name(name: str) -> str:
+    if not is_stream_name(name):
+        raise ConfigError(
+            f"stream name {name!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def is_epoch(name: str) -> bool:
+    return EPOCH_RE.fullmatch(name) is not None
+
+
+RESERVED_RENDITIONS = frozenset({"master"})  # streams/{stream}/master.m3u8 is the master playlist
+
+
+def is_rendition(name: str) -> bool:
+    return RENDITION_RE.fullmatch(name) is not None and name not in RESERVED_RENDITIONS
+
+
+def is_safe_key(key: str) -> bool:
+    """True for a relative key with no empty, '.' or '..' component."""
+    if KEY_RE.fullmatch(key) is None:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def new_epoch(now: float | None = None) -> str:
+    """A sortable name for one publish session, e.g. ``20261121T101500123Z`` (UTC, ms)."""
+    t = time.time() if now is None else now
+    total_ms = int(t * 1000)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(total_ms // 1000)) + f"{total_ms % 1000:03d}Z"
+
+
+def stream_prefix(stream: str) -> str:
+    return f"streams/{stream}/"
+
+
+def init_key(stream: str, epoch: str, rendition: str) -> str:
+    return f"streams/{stream}/{epoch}/{rendition}/init.mp4"
+
+
+def segment_key(stream: str, epoch: str, rendition: str, seq: int) -> str:
+    return f"streams/{stream}/{epoch}/{rendition}/{seq:08d}.m4s"
+
+
+def media_playlist_key(stream: str, rendition: str) -> str:
+    return f"streams/{stream}/{rendition}.m3u8"
+
+
+def master_playlist_key(stream: str) -> str:
+    return f"streams/{stream}/master.m3u8"

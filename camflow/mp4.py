@@ -1,0 +1,113 @@
+"""ISO BMFF box helpers for the segment contract: split a fragmented MP4 into its init
+section (``ftyp`` + ``moov``) and its media segment (``styp``/``moof``/``mdat``…), and read
+or set the ``tfdt`` (baseMediaDecodeTime) of its fragments. Bytes in, bytes out; no I/O.
+
+Why set ``tfdt`` ourselves: FFmpeg's mp4 muxer starts a new file's timeline at zero, and
+with ``frag_discont`` it puts the first *presentation* time in ``tfdt``, which shifts a
+stream with B-frames by its reorder delay on every remux. camflow owns the timeline: the
+first sample's decode time is what the segment says it is.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from camflow.errors import MediaFormatError
+
+# Options for FFmpeg's mp4 muxer that give a CMAF-style fragmented MP4: an init section
+# without samples, then one fragment per keyframe, data offsets relative to each moof.
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+cmaf"
+
+_MEDIA_BOXES = {b"styp", b"sidx", b"moof", b"prft", b"emsg"}
+
+
+def iter_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """Yield (type, offset, size) of each top-level box in data[start:end]."""
+    pos, stop = start, len(data) if end is None else end
+    while pos < stop:
+        if stop - pos < 8:
+            raise MediaFormatError(
+                f"truncated box header at offset {pos}: {stop - pos} bytes left, expected 8"
+            )
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if size == 1:
+            if stop - pos < 16:
+                raise MediaFormatError(f"truncated 64-bit box size at offset {pos}")
+            size = struct.unpack_from(">Q", data, pos + 8)[0]
+        elif size == 0:
+            size = stop - pos
+        if size < 8 or pos + size > stop:
+            raise MediaFormatError(f"box {kind!r} at offset {pos} has size {size}, past the end ({stop})")
+        yield kind, pos, size
+        pos += size
+
+
+def split_init(data: bytes) -> tuple[bytes, bytes]:
+    """(init section, media segment) of a fragmented MP4 written by one muxer run."""
+    for kind, offset, _ in iter_boxes(data):
+        if kind in _MEDIA_BOXES:
+            init, media = data[:offset], data[offset:]
+            if b"moov" not in init or b"moof" not in media:
+                raise MediaFormatError("fragmented MP4 has no moov before its first fragment")
+            return init, media
+    raise MediaFormatError("MP4 has no movie fragment (moof): expected a fragmented MP4")
+
+
+def _child(data: bytes, parent: tuple[int, int], kind: bytes) -> tuple[int, int] | None:
+    offset, size = parent
+    for k, o, s in iter_boxes(data, offset + 8, offset + size):
+        if k == kind:
+            return o, s
+    return None
+
+
+def base_media_decode_times(data: bytes) -> list[int]:
+    """The ``tfdt`` baseMediaDecodeTime of each fragment's first track, in order."""
+    out: list[int] = []
+    for kind, offset, size in iter_boxes(data):
+        if kind != b"moof":
+            continue
+        traf = _child(data, (offset, size), b"traf")
+        tfdt = _child(data, traf, b"tfdt") if traf else None
+        if tfdt is None:
+            raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
+        version = data[tfdt[0] + 8]
+        fmt = ">Q" if version == 1 else ">I"
+        out.append(struct.unpack_from(fmt, data, tfdt[0] + 12)[0])
+    return out
+
+
+def shift_base_media_decode_time(media: bytes, first_dts: int) -> bytes:
+    """Set the first fragment's ``tfdt`` to ``first_dts`` and move the later ones by as much.
+
+    Only 64-bit (version 1) ``tfdt`` boxes are rewritten in place, so no box changes size
+    and every data offset stays valid; FFmpeg writes version 1.
+    """
+    out = bytearray(media)
+    delta: int | None = None
+    for kind, offset, size in iter_boxes(media):
+        if kind != b"moof":
+            continue
+        traf = _child(media, (offset, size), b"traf")
+        tfdt = _child(media, traf, b"tfdt") if traf else None
+        if tfdt is None:
+            raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
+        if media[tfdt[0] + 8] != 1:
+            raise MediaFormatError(f"tfdt at offset {tfdt[0]} is version {media[tfdt[0] + 8]}, expected 1")
+        current = struct.unpack_from(">Q", media, tfdt[0] + 12)[0]
+        if delta is None:
+            delta = first_dts - current
+        value = current + delta
+        if value < 0:
+            raise MediaFormatError(f"tfdt would become negative ({value})")
+        struct.pack_into(">Q", out, tfdt[0] + 12, value)
+    if delta is None:
+        raise MediaFormatError("media segment has no fragment (moof)")
+    return bytes(out)
+
+
+def placed(fragmented: bytes, first_dts: int) -> tuple[bytes, bytes]:
+    """(init, media) of one muxer run's output, its fragments moved to start at ``first_dts``."""
+    init, media = split_init(fragmented)
+    return init, shift_base_media_decode_time(media, first_dts)

@@ -1,0 +1,139 @@
+"""S3Store: MinIO, AWS S3 or any S3-compatible server (minio client, path-style addressing).
+
+Location as a URL: ``http(s)://HOST:PORT/BUCKET[/PREFIX]``. Credentials come from the
+usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment variables and the
+region from ``AWS_REGION`` (default ``us-east-1``); never from flags. The bucket is
+created on start when it does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from camflow.errors import ConfigError, NotFound
+from camflow.keys import is_safe_key
+from camflow.store.base import ObjectInfo, check_key
+
+_MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    endpoint: str
+    secure: bool
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"S3 location {url!r} is not of the form http(s)://HOST:PORT/BUCKET[/PREFIX]")
+        path = parts.path.strip("/")
+        bucket, _, prefix = path.partition("/")
+        if not bucket:
+            raise ConfigError(f"S3 location {url!r} names no bucket: expected http(s)://HOST:PORT/BUCKET")
+        return cls(parts.netloc, parts.scheme == "https", bucket, prefix.strip("/"))
+
+
+class S3Store:
+    def __init__(self, location: S3Location, pool_size: int = 32) -> None:
+        access = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not access or not secret:
+            raise ConfigError("S3 store needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+        self.location = location
+        http = urllib3.PoolManager(
+            maxsize=pool_size,
+            timeout=urllib3.Timeout(connect=5.0, read=30.0),
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
+        self._client = Minio(
+            location.endpoint,
+            access_key=access,
+            secret_key=secret,
+            secure=location.secure,
+            region=os.environ.get("AWS_REGION", "us-east-1"),
+            http_client=http,
+        )
+
+    def _k(self, key: str) -> str:
+        check_key(key)
+        return f"{self.location.prefix}/{key}" if self.location.prefix else key
+
+    def _start(self) -> None:
+        if not self._client.bucket_exists(self.location.bucket):
+            try:
+                self._client.make_bucket(self.location.bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    async def close(self) -> None:
+        return None
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await asyncio.to_thread(
+            self._client.put_object,
+            self.location.bucket,
+            self._k(key),
+            io.BytesIO(data),
+            len(data),
+            content_type,
+        )
+
+    def _get(self, key: str) -> bytes:
+        try:
+            resp = self._client.get_object(self.location.bucket, self._k(key))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise NotFound(f"no object at key {key!r}") from exc
+            raise
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    async def get(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._get, key)
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._client.stat_object(self.location.bucket, self._k(key))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise
+        modified = st.last_modified.timestamp() if st.last_modified else 0.0
+        return ObjectInfo(key=key, size=int(st.size or 0), etag=str(st.etag or ""), last_modified=modified)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await asyncio.to_thread(self._head, key)
+
+    def _list(self, prefix: str) -> list[str]:
+        if prefix and not is_safe_key(prefix.rstrip("/")):
+            check_key(prefix)
+        full = f"{self.location.prefix}/{prefix}" if self.location.prefix else prefix
+        strip = len(self.location.prefix) + 1 if self.location.prefix else 0
+        return sorted(
+            str(o.object_name)[strip:]
+            for o in self._client.list_objects(self.location.bucket, prefix=full, recursive=True)
+        )
+
+    async def list(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._client.remove_object, self.location.bucket, self._k(key))

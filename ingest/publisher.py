@@ -1,0 +1,184 @@
+"""One publish session's media path: RTP packets → access units → segments → the bus.
+
+The camera is never blocked by a slow bus: cut segments wait in a bounded queue in front
+of the bus; when it is full the oldest waiting segment is dropped, counted and logged
+(the packager's gap handling covers the hole). When the session ends, the partial
+segment in hand is flushed, the queue drains (bounded in time), and an ``offline`` state
+naming the last published sequence number closes the epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from camflow.bus import Bus
+from camflow.events import (
+    TOPIC_RAW,
+    TOPIC_STREAMS,
+    RawSegment,
+    StreamState,
+    StreamStateKind,
+    encode,
+)
+from camflow.keys import new_epoch
+from camflow.log import get_logger
+from ingest.errors import ParseError
+from ingest.mux import SegmentMuxer
+from ingest.rtp.base import AccessUnit, Depacketizer
+from ingest.rtp.packet import RtpPacket
+from ingest.segmenter import TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+
+DEFAULT_QUEUE_SEGMENTS = 8
+DRAIN_SECONDS = 15.0
+
+
+@dataclass
+class PublishStats:
+    rtp_packets: int = 0
+    rtp_bytes: int = 0
+    rtp_invalid: int = 0
+    units: int = 0
+    segments_cut: int = 0
+    segments_published: int = 0
+    segments_dropped: int = 0
+    segments_unmuxable: int = 0
+    publish_errors: int = 0
+
+
+class Publisher:
+    def __init__(
+        self,
+        bus: Bus,
+        stream: str,
+        depacketizer: Depacketizer,
+        *,
+        segment_target: float = 2.0,
+        queue_segments: int = DEFAULT_QUEUE_SEGMENTS,
+        epoch: str | None = None,
+    ) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.epoch = epoch or new_epoch()
+        self.depacketizer = depacketizer
+        self.segmenter = Segmenter(segment_target)
+        self.muxer = SegmentMuxer()
+        self.stats = PublishStats()
+        self.log = get_logger("ingest", stream_id=stream, epoch=self.epoch)
+        self._queue: deque[RawSegment] = deque()
+        self._queue_max = queue_segments
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._last_published = -1
+        self._wall_base: tuple[float, int] | None = None  # (UNIX time, pts) of the first unit
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bus.publish(
+            TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.LIVE, "record"))
+        )
+        self._task = asyncio.create_task(self._drain(), name=f"publish-{self.stream}")
+        self.log.info("publish_started")
+
+    def _state(self, kind: StreamStateKind, reason: str, last_seq: int | None = None) -> StreamState:
+        return StreamState(self.stream, self.epoch, kind, reason, time.time(), last_seq)
+
+    def on_rtp(self, data: bytes) -> None:
+        """One RTP packet of the video track (sync: called from the connection's read loop)."""
+        self.stats.rtp_packets += 1
+        self.stats.rtp_bytes += len(data)
+        try:
+            packet = RtpPacket.parse(data)
+        except ParseError:
+            self.stats.rtp_invalid += 1
+            return
+        for unit in self.depacketizer.push(packet):
+            self._on_unit(unit)
+
+    def _on_unit(self, unit: AccessUnit) -> None:
+        self.stats.units += 1
+        if self._wall_base is None and unit.is_idr:
+            self._wall_base = (time.time(), unit.pts)
+        for segment in self.segmenter.push(unit):
+            self._on_segment(segment)
+
+    def _on_segment(self, segment: CutSegment) -> None:
+        self.stats.segments_cut += 1
+        try:
+            data = self.muxer.mux(segment)
+        except Exception as exc:
+            self.stats.segments_unmuxable += 1
+            self.log.warning("segment_unmuxable", seq=segment.seq, error=str(exc))
+            return
+        params = self.muxer.params
+        assert params is not None and self._wall_base is not None
+        wall = self._wall_base[0] + (segment.start - TIMELINE_ORIGIN) / TIMESCALE
+        event = RawSegment(
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=segment.seq,
+            start=segment.start,
+            duration=segment.duration,
+            timescale=TIMESCALE,
+            codecs=params.codecs,
+            width=params.width,
+            height=params.height,
+            wall_clock=wall,
+            data=data,
+        )
+        if len(self._queue) >= self._queue_max:
+            dropped = self._queue.popleft()
+            self.stats.segments_dropped += 1
+            self.log.warning(
+                "segment_dropped", seq=dropped.seq, reason="bus too slow", queued=len(self._queue)
+            )
+        self._queue.append(event)
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while True:
+            while self._queue:
+                event = self._queue.popleft()
+                try:
+                    await self.bus.publish(
+                        TOPIC_RAW, f"{event.stream}/{event.epoch}/{event.seq}", encode(event)
+                    )
+                except Exception as exc:
+                    self.stats.publish_errors += 1
+                    self.log.error("segment_publish_failed", seq=event.seq, error=str(exc))
+                    continue
+                self.stats.segments_published += 1
+                self._last_published = max(self._last_published, event.seq)
+            if self._closing:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def close(self, reason: str) -> None:
+        """End of the session: flush the partial segment, drain, publish ``offline``."""
+        if self._closing:
+            return
+        for unit in self.depacketizer.flush():
+            self._on_unit(unit)
+        for segment in self.segmenter.flush():
+            self._on_segment(segment)
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), DRAIN_SECONDS)
+            except TimeoutError:
+                self._task.cancel()
+                self.stats.segments_dropped += len(self._queue)
+                self.log.error("drain_timeout", left=len(self._queue))
+        self.muxer.close()
+        last = self.segmenter.next_seq - 1
+        try:
+            await self.bus.publish(
+                TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.OFFLINE, reason, last))
+            )
+        except Exception as exc:
+            self.log.error("state_publish_failed", error=str(exc))
+        self.log.info("publish_ended", reason=reason, last_seq=last, **vars(self.stats))

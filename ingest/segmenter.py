@@ -1,0 +1,154 @@
+"""Segmenter: cuts a stream of access units into IDR-aligned segments. Pure logic, no I/O.
+
+A segment starts on an IDR frame and ends before the first IDR that comes at least
+``target`` after its start, so its duration is known exactly when it is cut.
+
+Timeline: RTP timestamps are presentation times. The epoch's timeline starts at
+``TIMELINE_ORIGIN`` (one second) rather than zero, so that decode times, which run
+behind presentation times when a camera sends B-frames, never go negative.
+
+Decode times are not on the wire. Within a closed GOP the decode time of the i-th unit
+in decode order is the i-th smallest presentation time minus a constant reorder delay
+``D`` (the smallest that keeps every decode time at or before its presentation time);
+``D`` is kept per stream and only ever grows, so decode times stay continuous from one
+segment to the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from ingest.rtp.base import AccessUnit
+
+TIMESCALE = 90_000
+TIMELINE_ORIGIN = TIMESCALE  # 1 s
+DEFAULT_TARGET = 2.0
+MAX_SEGMENT_SECONDS = 30.0  # a camera whose IDRs never come is cut anyway (the next unit is not an IDR)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One access unit placed on the epoch timeline (all times in TIMESCALE ticks)."""
+
+    pts: int
+    dts: int
+    duration: int
+    nalus: tuple[bytes, ...]
+    is_idr: bool
+
+
+@dataclass(frozen=True)
+class CutSegment:
+    seq: int
+    start: int  # pts of the first IDR
+    duration: int
+    samples: tuple[Sample, ...]
+
+
+@dataclass
+class SegmenterCounters:
+    dropped_before_idr: int = 0
+    reorder_delay_increases: int = 0
+    forced_cuts: int = 0
+    dts_nudged: int = 0
+
+
+@dataclass
+class _Pending:
+    start: int
+    units: list[tuple[int, AccessUnit]] = field(default_factory=list)  # (timeline pts, unit)
+
+
+class Segmenter:
+    def __init__(self, target: float = DEFAULT_TARGET, timescale: int = TIMESCALE) -> None:
+        if target <= 0:
+            raise ValueError(f"segment target duration {target} s, expected > 0")
+        self.target_ticks = round(target * timescale)
+        self.max_ticks = round(MAX_SEGMENT_SECONDS * timescale)
+        self.timescale = timescale
+        self.counters = SegmenterCounters()
+        self._base: int | None = None
+        self._pending: _Pending | None = None
+        self._seq = 0
+        self._reorder_delay = 0
+        self._last_dts: int | None = None
+        self._frame_ticks = timescale // 30
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    def to_timeline(self, pts: int) -> int:
+        assert self._base is not None
+        return pts - self._base + TIMELINE_ORIGIN
+
+    def push(self, unit: AccessUnit) -> list[CutSegment]:
+        """Add one unit (in decode order); returns the segment it completes, if any."""
+        if self._base is None:
+            if not unit.is_idr:
+                self.counters.dropped_before_idr += 1
+                return []
+            self._base = unit.pts
+        t = self.to_timeline(unit.pts)
+        out: list[CutSegment] = []
+        pending = self._pending
+        if pending is None:
+            self._pending = _Pending(start=t, units=[(t, unit)])
+            return out
+        elapsed = t - pending.start
+        if unit.is_idr and elapsed >= self.target_ticks:
+            out.append(self._cut(pending, end=t))
+            self._pending = _Pending(start=t, units=[(t, unit)])
+        elif elapsed >= self.max_ticks and unit.is_idr:
+            self.counters.forced_cuts += 1
+            out.append(self._cut(pending, end=t))
+            self._pending = _Pending(start=t, units=[(t, unit)])
+        else:
+            pending.units.append((t, unit))
+        return out
+
+    def flush(self) -> list[CutSegment]:
+        """End of the publish session: the partial segment in hand, if it has any unit."""
+        pending, self._pending = self._pending, None
+        if pending is None or not pending.units:
+            return []
+        end = max(t for t, _ in pending.units) + self._frame_ticks
+        return [self._cut(pending, end=end)]
+
+    def _cut(self, pending: _Pending, end: int) -> CutSegment:
+        times = [t for t, _ in pending.units]
+        ordered = sorted(times)
+        delay = max(0, max(o - t for o, t in zip(ordered, times, strict=True)))
+        if delay > self._reorder_delay:
+            if self._seq > 0:
+                self.counters.reorder_delay_increases += 1
+            self._reorder_delay = delay
+        dts = [o - self._reorder_delay for o in ordered]
+        prev = self._last_dts
+        for i in range(len(dts)):
+            # Decode times strictly increase, also across segments (the delay may have grown).
+            if prev is not None and dts[i] <= prev:
+                dts[i] = prev + 1
+                self.counters.dts_nudged += 1
+            prev = dts[i]
+        end_dts = end - self._reorder_delay
+        samples = []
+        for i, (t, unit) in enumerate(pending.units):
+            nxt = dts[i + 1] if i + 1 < len(dts) else max(end_dts, dts[i] + 1)
+            samples.append(
+                Sample(pts=t, dts=dts[i], duration=nxt - dts[i], nalus=unit.nalus, is_idr=unit.is_idr)
+            )
+        if len(times) > 1:
+            spans = sorted(b - a for a, b in itertools.pairwise(ordered) if b > a)
+            if spans:
+                self._frame_ticks = spans[len(spans) // 2]
+        self._last_dts = dts[-1]
+        seg = CutSegment(
+            seq=self._seq,
+            start=pending.start,
+            duration=end - pending.start,
+            samples=tuple(samples),
+        )
+        self._seq += 1
+        return seg

@@ -1,0 +1,298 @@
+"""Packager on a LocalBus and a FileStore: events in (out of order, garbage, epochs), playlists out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import m3u8
+import pytest
+
+from camflow.bus import Consumer, LocalBus, Message
+from camflow.errors import NotFound
+from camflow.events import (
+    TOPIC_READY,
+    TOPIC_STREAMS,
+    RenditionRef,
+    SegmentReady,
+    StreamState,
+    StreamStateKind,
+    encode,
+)
+from camflow.keys import init_key, master_playlist_key, media_playlist_key, segment_key
+from camflow.store import FileStore
+from packager.commits import CommitTracker
+from packager.rules import check_master, check_media
+from packager.service import Packager
+
+STREAM = "cam1"
+EPOCH_A = "20261121T101500000Z"
+EPOCH_B = "20261121T103000000Z"
+T0 = 1_795_256_100.0
+LADDER = (("720p", 1280, 720, 2_800_000, "avc1.64001f"), ("360p", 640, 360, 800_000, "avc1.42c01e"))
+
+
+def ready(epoch: str, seq: int, *, names: Sequence[str] = ("720p", "360p"), bump: int = 0) -> SegmentReady:
+    refs = tuple(
+        RenditionRef(
+            name=name,
+            width=w,
+            height=h,
+            bandwidth=bw + bump,
+            codecs=codecs,
+            init_key=init_key(STREAM, epoch, name),
+            key=segment_key(STREAM, epoch, name, seq),
+            size=1000,
+        )
+        for name, w, h, bw, codecs in LADDER
+        if name in names
+    )
+    return SegmentReady(STREAM, epoch, seq, seq * 180_000, 180_000, 90_000, T0 + 2.0 * seq, refs)
+
+
+def offline(epoch: str, last_seq: int | None) -> StreamState:
+    return StreamState(STREAM, epoch, StreamStateKind.OFFLINE, "camera left", T0 + 100, last_seq)
+
+
+class RecordingStore(FileStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[tuple[str, str]] = []
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await super().put(key, data, content_type)
+        self.puts.append((key, content_type))
+
+
+class RecordingConsumer:
+    def __init__(self, inner: Consumer) -> None:
+        self._inner = inner
+        self.committed: list[Message] = []
+
+    async def get(self, timeout: float = 1.0) -> Message | None:
+        return await self._inner.get(timeout)
+
+    async def commit(self, message: Message) -> None:
+        self.committed.append(message)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class RecordingBus(LocalBus):
+    consumer: RecordingConsumer
+
+    async def subscribe(self, topics: Sequence[str], group: str) -> RecordingConsumer:  # type: ignore[override]
+        self.consumer = RecordingConsumer(await super().subscribe(topics, group))
+        return self.consumer
+
+
+class Rig:
+    def __init__(self, bus: RecordingBus, store: RecordingStore, packager: Packager) -> None:
+        self.bus, self.store, self.packager = bus, store, packager
+
+    async def send(self, *events: SegmentReady | StreamState) -> None:
+        for ev in events:
+            topic = TOPIC_READY if isinstance(ev, SegmentReady) else TOPIC_STREAMS
+            await self.bus.publish(topic, ev.stream, encode(ev))
+
+    async def text(self, key: str) -> str | None:
+        try:
+            return (await self.store.get(key)).decode()
+        except NotFound:
+            return None
+
+    async def until(self, key: str, check: Callable[[str], bool], timeout: float = 5.0) -> str:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            text = await self.text(key)
+            if text is not None and check(text):
+                return text
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{key} never matched; last:\n{text}")
+            await asyncio.sleep(0.01)
+
+    async def settle(self) -> None:
+        """Let the packager drain what was published."""
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+
+
+def media(rendition: str = "720p") -> str:
+    return media_playlist_key(STREAM, rendition)
+
+
+def uris(text: str) -> list[str]:
+    return [s.uri for s in m3u8.loads(text).segments]
+
+
+def seg_uri(epoch: str, seq: int, rendition: str = "720p") -> str:
+    return f"{epoch}/{rendition}/{seq:08d}.m4s"
+
+
+@pytest.fixture(params=[10.0])
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    bus, store = RecordingBus(), RecordingStore(tmp_path)
+    await store.start()
+    packager = Packager(bus, store, gap_timeout=request.param)
+    stop = asyncio.Event()
+    task = asyncio.create_task(packager.run(stop))
+    await asyncio.wait_for(packager.ready.wait(), 2)
+    yield Rig(bus, store, packager)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_out_of_order_segments_are_appended_in_order(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 2), ready(EPOCH_A, 0), ready(EPOCH_A, 3), ready(EPOCH_A, 1))
+    text = await rig.until(media(), lambda t: len(uris(t)) == 4)
+    assert uris(text) == [seg_uri(EPOCH_A, n) for n in range(4)]
+    assert check_media(text) == []
+    parsed = m3u8.loads(text)
+    assert parsed.segments[0].init_section.uri == f"{EPOCH_A}/720p/init.mp4"
+    assert parsed.segments[3].program_date_time.timestamp() == pytest.approx(T0 + 6.0)
+    low = await rig.until(media("360p"), lambda t: len(uris(t)) == 4)
+    assert uris(low) == [seg_uri(EPOCH_A, n, "360p") for n in range(4)]
+    master = await rig.until(master_playlist_key(STREAM), lambda t: "360p" in t)
+    assert check_master(master) == []
+    assert [p.uri for p in m3u8.loads(master).playlists] == ["720p.m3u8", "360p.m3u8"]
+    stats = rig.packager.stats
+    assert (stats.segments_appended, stats.out_of_order, stats.gaps) == (4, 2, 0)
+
+
+async def test_playlists_written_before_master(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0))
+    await rig.until(master_playlist_key(STREAM), lambda t: True)
+    keys = [k for k, _ in rig.store.puts]
+    assert keys.index(master_playlist_key(STREAM)) > max(keys.index(media("720p")), keys.index(media("360p")))
+    assert {ct for _, ct in rig.store.puts} == {"application/vnd.apple.mpegurl"}
+
+
+async def test_master_tracks_peak_and_average_bandwidth(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1, bump=200_000))
+    master = await rig.until(master_playlist_key(STREAM), lambda t: "BANDWIDTH=3000000" in t)
+    info = m3u8.loads(master).playlists[0].stream_info
+    assert (info.bandwidth, info.average_bandwidth) == (3_000_000, 2_900_000)
+
+
+async def test_offline_first_ends_only_after_last_segment(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), offline(EPOCH_A, 2), ready(EPOCH_A, 2))
+    await rig.settle()
+    text = await rig.text(media())
+    assert text is not None
+    assert "#EXT-X-ENDLIST" not in text
+    assert uris(text) == [seg_uri(EPOCH_A, 0)]
+    await rig.send(ready(EPOCH_A, 1))
+    text = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t)
+    assert uris(text) == [seg_uri(EPOCH_A, n) for n in range(3)]
+    assert m3u8.loads(text).is_endlist
+    low = await rig.until(media("360p"), lambda t: "#EXT-X-ENDLIST" in t)
+    assert len(uris(low)) == 3
+
+
+async def test_offline_before_any_segment(rig: Rig) -> None:
+    await rig.send(offline(EPOCH_A, 1), ready(EPOCH_A, 1))
+    await rig.settle()
+    assert await rig.text(media()) is None
+    await rig.send(ready(EPOCH_A, 0))
+    text = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t)
+    assert uris(text) == [seg_uri(EPOCH_A, 0), seg_uri(EPOCH_A, 1)]
+
+
+async def test_offline_without_last_seq_ends_with_what_is_in(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1), offline(EPOCH_A, None))
+    text = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t)
+    assert len(uris(text)) == 2
+
+
+async def test_garbage_message_is_skipped(rig: Rig) -> None:
+    await rig.bus.publish(TOPIC_READY, STREAM, b"not an event at all")
+    await rig.bus.publish(TOPIC_STREAMS, STREAM, b"CFE1\x00\x00\x00\x02{}")
+    await rig.send(ready(EPOCH_A, 0))
+    text = await rig.until(media(), lambda t: len(uris(t)) == 1)
+    assert uris(text) == [seg_uri(EPOCH_A, 0)]
+    assert rig.packager.stats.decode_errors == 2
+
+
+async def test_new_epoch_after_end_continues_with_discontinuity(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1), offline(EPOCH_A, 1))
+    await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t)
+    await rig.send(ready(EPOCH_B, 0))
+    text = await rig.until(media(), lambda t: len(uris(t)) == 3)
+    assert check_media(text) == []
+    assert "#EXT-X-ENDLIST" not in text
+    segs = m3u8.loads(text).segments
+    assert [s.discontinuity for s in segs] == [False, False, True]
+    assert segs[2].uri == seg_uri(EPOCH_B, 0)
+    assert segs[2].init_section.uri == f"{EPOCH_B}/720p/init.mp4"
+
+
+async def test_late_segment_of_old_epoch_is_rejected(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), offline(EPOCH_A, 0), ready(EPOCH_B, 0))
+    await rig.until(media(), lambda t: len(uris(t)) == 2)
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1))
+    await rig.settle()
+    assert rig.packager.stats.rejected + rig.packager.stats.duplicates == 2
+    assert len(uris(await rig.text(media()) or "")) == 2
+
+
+async def test_rendition_missing_from_one_segment_gets_a_gap(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1, names=("720p",)), ready(EPOCH_A, 2))
+    text = await rig.until(media("360p"), lambda t: len(uris(t)) == 3)
+    assert [bool(s.gap_tag) for s in m3u8.loads(text).segments] == [False, True, False]
+
+
+async def test_commit_waits_for_effects(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 1))
+    await rig.settle()
+    assert rig.bus.consumer.committed == []  # seq 1 waits for seq 0: not done, not committed
+    await rig.send(ready(EPOCH_A, 0))
+    await rig.until(media(), lambda t: len(uris(t)) == 2)
+    await rig.settle()
+    assert [m.offset for m in rig.bus.consumer.committed] == [1]
+
+
+@pytest.mark.parametrize("rig", [0.2], indirect=True)
+async def test_gap_timeout_skips_missing_segment(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 2), ready(EPOCH_A, 3))
+    await rig.settle()
+    text = await rig.until(media(), lambda t: len(uris(t)) == 4, timeout=3)
+    segs = m3u8.loads(text).segments
+    assert [s.uri for s in segs] == [seg_uri(EPOCH_A, n) for n in range(4)]
+    assert [bool(s.gap_tag) for s in segs] == [False, True, False, False]
+    assert segs[1].duration == 2.0
+    assert segs[1].program_date_time.timestamp() == pytest.approx(T0 + 2.0)
+    assert check_media(text) == []
+    assert rig.packager.stats.gaps == 1
+    await rig.send(ready(EPOCH_A, 1))  # too late: already skipped
+    await rig.settle()
+    assert rig.packager.stats.duplicates == 1
+
+
+@pytest.mark.parametrize("rig", [0.2], indirect=True)
+async def test_joining_mid_epoch_starts_at_first_seen(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 5), ready(EPOCH_A, 6))
+    text = await rig.until(media(), lambda t: len(uris(t)) == 2, timeout=3)
+    assert uris(text) == [seg_uri(EPOCH_A, 5), seg_uri(EPOCH_A, 6)]
+    assert m3u8.loads(text).media_sequence == 0
+
+
+@pytest.mark.parametrize("rig", [0.2], indirect=True)
+async def test_unfinished_epoch_gives_way_to_newer_one(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_B, 0))
+    text = await rig.until(media(), lambda t: len(uris(t)) == 2, timeout=3)
+    assert [s.discontinuity for s in m3u8.loads(text).segments] == [False, True]
+
+
+def test_commit_tracker_commits_done_prefix() -> None:
+    tracker = CommitTracker()
+    msgs = [Message(TOPIC_READY, STREAM, b"", offset=n) for n in range(3)]
+    other = Message(TOPIC_STREAMS, STREAM, b"", offset=0)
+    tokens = [tracker.track(m) for m in msgs]
+    t_other = tracker.track(other)
+    assert tracker.done(tokens[1]) is None
+    assert tracker.done(t_other) is other
+    assert tracker.done(tokens[0]) is msgs[1]
+    assert tracker.done(tokens[2]) is msgs[2]
+    assert tracker.outstanding == 0
