@@ -64,7 +64,9 @@ def display_host(host: str) -> str:
 
 async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
     """Start ``roles`` (ingest, transcode, package, edge) on one bus and store; run until a signal."""
-    bus = make_bus(args, required=args.command != "run")
+    bus = (
+        make_bus(args, required=args.command != "run") if roles & {"ingest", "transcode", "package"} else None
+    )
     store = make_store(args) if roles & {"transcode", "package", "edge"} else None
     signer = make_signer(args) if roles & {"ingest", "edge"} else None
     stop = asyncio.Event()
@@ -72,7 +74,8 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    await bus.start()
+    if bus is not None:
+        await bus.start()
     if store is not None:
         await store.start()
     tasks: list[asyncio.Task[None]] = []
@@ -83,7 +86,7 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
             from transcode.ladder import DEFAULT_LADDER, parse_ladder
             from transcode.service import TranscodeWorker
 
-            assert store is not None
+            assert store is not None and bus is not None
             ladder = parse_ladder(args.ladder) if args.ladder else DEFAULT_LADDER
             worker = TranscodeWorker(bus, store, ladder=ladder, processes=args.processes)
             tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
@@ -91,7 +94,7 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
         if "package" in roles:
             from packager.service import Packager
 
-            assert store is not None
+            assert store is not None and bus is not None
             packager = Packager(bus, store, live_window=args.live_window)
             tasks.append(asyncio.create_task(packager.run(workers_stop), name="package"))
             await _ready(packager.ready, tasks)
@@ -105,7 +108,7 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
         if "ingest" in roles:
             from ingest.service import build_rtsp_server
 
-            assert signer is not None
+            assert signer is not None and bus is not None
             rtsp = build_rtsp_server(
                 bus, signer, host=args.host, port=args.rtsp_port, segment_target=args.segment_duration
             )
@@ -134,7 +137,8 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
                     log.error("service_failed", service=task.get_name(), error=repr(result))
         if store is not None:
             await store.close()
-        await bus.close()
+        if bus is not None:
+            await bus.close()
 
 
 async def _ready(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

@@ -286,12 +286,14 @@ def decode(data: bytes) -> Event:
         raise EventDecodeError(f"event header length {length} exceeds the {len(data)} bytes received")
     try:
         header = json.loads(data[_HEADER.size : _HEADER.size + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise EventDecodeError(f"event header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise EventDecodeError(f"event header is a {type(header).__name__}, expected an object")
     key = (header.get("type"), header.get("v"))
-    entry = _READERS.get(key)  # type: ignore[arg-type]
+    # Only a string type and an integer version can name a reader (a list is unhashable; True == 1).
+    valid = isinstance(key[0], str) and type(key[1]) is int
+    entry = _READERS.get(key) if valid else None  # type: ignore[arg-type]
     if entry is None:
         raise EventDecodeError(
             f"event type {key[0]!r} version {key[1]!r} is not one this reader accepts "
@@ -302,5 +304,5 @@ def decode(data: bytes) -> Event:
         header = upgrade(header)
     try:
         return reader(header, data[_HEADER.size + length :])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
         raise EventDecodeError(f"{key[0]} v{key[1]} event has a bad field: {exc!r}") from exc

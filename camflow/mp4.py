@@ -62,6 +62,13 @@ def _child(data: bytes, parent: tuple[int, int], kind: bytes) -> tuple[int, int]
     return None
 
 
+def _check_tfdt_size(data: bytes, tfdt: tuple[int, int]) -> None:
+    offset, size = tfdt
+    expected = 20 if size > 8 and data[offset + 8] == 1 else 16  # header, version+flags, 64/32-bit time
+    if size < expected:
+        raise MediaFormatError(f"tfdt at offset {offset} has size {size}, expected {expected}")
+
+
 def base_media_decode_times(data: bytes) -> list[int]:
     """The ``tfdt`` baseMediaDecodeTime of each fragment's first track, in order."""
     out: list[int] = []
@@ -72,6 +79,7 @@ def base_media_decode_times(data: bytes) -> list[int]:
         tfdt = _child(data, traf, b"tfdt") if traf else None
         if tfdt is None:
             raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
+        _check_tfdt_size(data, tfdt)
         version = data[tfdt[0] + 8]
         fmt = ">Q" if version == 1 else ">I"
         out.append(struct.unpack_from(fmt, data, tfdt[0] + 12)[0])
@@ -93,6 +101,7 @@ def shift_base_media_decode_time(media: bytes, first_dts: int) -> bytes:
         tfdt = _child(media, traf, b"tfdt") if traf else None
         if tfdt is None:
             raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
+        _check_tfdt_size(media, tfdt)
         if media[tfdt[0] + 8] != 1:
             raise MediaFormatError(f"tfdt at offset {tfdt[0]} is version {media[tfdt[0] + 8]}, expected 1")
         current = struct.unpack_from(">Q", media, tfdt[0] + 12)[0]
@@ -101,6 +110,8 @@ def shift_base_media_decode_time(media: bytes, first_dts: int) -> bytes:
         value = current + delta
         if value < 0:
             raise MediaFormatError(f"tfdt would become negative ({value})")
+        if value >= 1 << 64:
+            raise MediaFormatError(f"tfdt would become {value}, past the 64-bit range")
         struct.pack_into(">Q", out, tfdt[0] + 12, value)
     if delta is None:
         raise MediaFormatError("media segment has no fragment (moof)")

@@ -75,6 +75,8 @@ class TokenSigner:
         """Return the claims of a valid token for (stream, action); raise a TokenError naming why not."""
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenError(f"token is {len(token)} characters long, at most {MAX_TOKEN_CHARS} expected")
+        if not token.isascii():  # hmac.compare_digest refuses non-ASCII str with a TypeError
+            raise TokenError("token has non-ASCII characters, expected base64url and '.'")
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != PREFIX:
             raise TokenError(f"token is not of the form {PREFIX}.<claims>.<signature>")

@@ -196,8 +196,8 @@ class Sps:
 
 def _parse_vui_fps(r: _BitReader) -> float | None:
     if r.flag() and r.u(8) == 255:  # aspect_ratio_info_present_flag, aspect_ratio_idc Extended_SAR
-            r.u(16)
-            r.u(16)
+        r.u(16)
+        r.u(16)
     if r.flag():  # overscan_info_present_flag
         r.u(1)
     if r.flag():  # video_signal_type_present_flag

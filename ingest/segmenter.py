@@ -100,7 +100,7 @@ class Segmenter:
         if unit.is_idr and elapsed >= self.target_ticks:
             out.append(self._cut(pending, end=t))
             self._pending = _Pending(start=t, units=[(t, unit)])
-        elif elapsed >= self.max_ticks and unit.is_idr:
+        elif elapsed >= self.max_ticks:  # no IDR for too long: cut anyway, memory stays bounded
             self.counters.forced_cuts += 1
             out.append(self._cut(pending, end=t))
             self._pending = _Pending(start=t, units=[(t, unit)])

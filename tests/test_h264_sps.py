@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors.rtsp_publish import FFMPEG_5_1_SPROP, GSTREAMER_1_22_SPROP
 
 from ingest.errors import ParseError
 from ingest.h264 import (
@@ -22,6 +21,7 @@ from ingest.h264 import (
     remove_emulation_prevention,
     split_annexb,
 )
+from tests.vectors.rtsp_publish import FFMPEG_5_1_SPROP, GSTREAMER_1_22_SPROP
 
 
 def encode(path: Path, size: str, *extra: str, frames: int = 1) -> bytes:

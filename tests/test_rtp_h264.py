@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors.rtsp_publish import FFMPEG_5_1_SPROP
 
 from ingest.errors import ParseError
 from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, is_vcl, nal_type, split_annexb
 from ingest.rtp.base import AccessUnit, Depacketizer, TimestampUnwrapper
 from ingest.rtp.h264 import H264Depacketizer, H264Packetizer, parse_sprop_parameter_sets
 from ingest.rtp.packet import RtpPacket
+from tests.vectors.rtsp_publish import FFMPEG_5_1_SPROP
 
 FUZZ = settings(database=None, max_examples=300, deadline=None)
 

@@ -6,7 +6,6 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors.rtsp_publish import FFMPEG_5_1_SETUP, GSTREAMER_1_22_SETUP, GSTREAMER_1_22_UDP_TRANSPORT
 
 from ingest.errors import ParseError
 from ingest.rtsp.headers import (
@@ -21,6 +20,7 @@ from ingest.rtsp.headers import (
     parse_authorization,
 )
 from ingest.rtsp.message import Request
+from tests.vectors.rtsp_publish import FFMPEG_5_1_SETUP, GSTREAMER_1_22_SETUP, GSTREAMER_1_22_UDP_TRANSPORT
 
 FUZZ = settings(database=None, max_examples=300)
 

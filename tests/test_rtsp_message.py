@@ -3,14 +3,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors.rtsp_publish import (
-    FFMPEG_5_1_ANNOUNCE,
-    FFMPEG_5_1_REQUESTS,
-    FFMPEG_5_1_SDP,
-    GSTREAMER_1_22_ANNOUNCE,
-    GSTREAMER_1_22_REQUESTS,
-    GSTREAMER_1_22_SDP,
-)
 
 from ingest.errors import ParseError
 from ingest.rtsp.message import (
@@ -19,6 +11,14 @@ from ingest.rtsp.message import (
     Request,
     Response,
     ResponseReader,
+)
+from tests.vectors.rtsp_publish import (
+    FFMPEG_5_1_ANNOUNCE,
+    FFMPEG_5_1_REQUESTS,
+    FFMPEG_5_1_SDP,
+    GSTREAMER_1_22_ANNOUNCE,
+    GSTREAMER_1_22_REQUESTS,
+    GSTREAMER_1_22_SDP,
 )
 
 ALL_REQUESTS = FFMPEG_5_1_REQUESTS + GSTREAMER_1_22_REQUESTS

@@ -5,10 +5,15 @@ import contextlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vectors.rtsp_publish import FFMPEG_5_1_SDP, FFMPEG_5_1_SPROP, GSTREAMER_1_22_SDP, GSTREAMER_1_22_SPROP
 
 from ingest.errors import ParseError
 from ingest.rtsp.sdp import RtpMap, SessionDescription, parse_fmtp_params
+from tests.vectors.rtsp_publish import (
+    FFMPEG_5_1_SDP,
+    FFMPEG_5_1_SPROP,
+    GSTREAMER_1_22_SDP,
+    GSTREAMER_1_22_SPROP,
+)
 
 FUZZ = settings(database=None, max_examples=300)
 

@@ -44,7 +44,7 @@ def parse_ladder(text: str) -> tuple[Rung, ...]:
             raise ConfigError(f"ladder rung {item!r}: height must be even and between 64 and 4320")
         kbps = 0
         if rate:
-            if not rate.endswith("k") or not rate[:-1].isdigit():
+            if not rate.endswith("k") or not (rate[:-1].isascii() and rate[:-1].isdigit()):
                 raise ConfigError(f"ladder rung {item!r}: bitrate must look like 800k")
             kbps = int(rate[:-1])
         else:

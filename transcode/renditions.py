@@ -84,6 +84,8 @@ def transcode_segment(data: bytes, ladder: tuple[Rung, ...], end_pts: int) -> li
         if not container.streams.video:
             raise BadSegment("raw segment has no video stream")
         src = container.streams.video[0]
+        if src.codec_context is None:  # e.g. a moov cut short: the stream's codec parameters did not parse
+            raise BadSegment("raw segment's video stream has no codec parameters")
         src_w, src_h = src.codec_context.width, src.codec_context.height
         try:
             packets = [p for p in container.demux(src) if p.dts is not None]
@@ -92,7 +94,7 @@ def transcode_segment(data: bytes, ladder: tuple[Rung, ...], end_pts: int) -> li
         if not packets:
             raise BadSegment("raw segment has no video packets")
         out: list[RenditionMedia] = []
-        encoded = [r for r in ladder if not r.is_source and r.height is not None and r.height < src_h]
+        encoded = [r for r in ladder if not r.is_source and r.height is not None and r.height <= src_h]
         for rung in ladder:
             if rung.is_source:
                 whole = _write(packets, lambda o: o.add_stream_from_template(src))

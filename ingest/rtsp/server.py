@@ -153,11 +153,19 @@ class RtspServer:
     ) -> Publisher | None:
         before = session.state
         response = session.handle(request)
+        log.debug(
+            "rtsp_request",
+            method=request.method,
+            cseq=request.cseq,
+            status=response.status,
+            state=session.state.value,
+            stream_id=session.stream,
+        )
         if response.status == 401:
             self.stats.unauthorized += 1
             log.warning("rtsp_unauthorized", uri=request.uri.split("?")[0])
-        if before is not State.RECORDING and session.state is State.RECORDING:
-            publisher = await self._begin(session)
+        if before is not State.RECORDING and session.state is State.RECORDING and publisher is None:
+            publisher = await self._begin(session)  # RECORD after PAUSE resumes the same publisher
         writer.write(bytes(response))
         await writer.drain()
         return publisher

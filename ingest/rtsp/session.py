@@ -163,7 +163,13 @@ class PublishSession:
         return self._refuse(request, 455, "PLAY is not valid on a publish session")
 
     def _pause(self, request: Request) -> Response:
-        return self._refuse(request, 455, "PAUSE is not valid on a publish session")
+        # RFC 2326 A.2: PAUSE while recording returns to Ready (GStreamer sends it at end of stream).
+        if self.state not in (State.RECORDING, State.READY):
+            return self._refuse(request, 455, f"PAUSE in state {self.state.value}")
+        if refused := self._check_session(request):
+            return refused
+        self.state = State.READY
+        return self._ok(request, (self._session_header(),))
 
     def _announce(self, request: Request) -> Response:
         if self.state is not State.INIT:

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from camflow.errors import EventDecodeError
+from camflow.events import (
+    MAGIC,
+    MAX_HEADER_BYTES,
+    RawSegment,
+    RenditionRef,
+    SegmentReady,
+    StreamState,
+    StreamStateKind,
+    decode,
+    encode,
+)
+
+FUZZ = settings(database=None, max_examples=500)
+
+# A payload that looks like a frame, JSON and an MP4 box: the reader must not look inside it.
+TRICKY_PAYLOAD = MAGIC + struct.pack(">I", 2) + b'{}{"type":"x"}\x00\x00\x00\x18ftypcmfc\xff\xfe\x00' * 50
+
+RAW = RawSegment(
+    stream="cam-1",
+    epoch="20261121T101500123Z",
+    seq=7,
+    start=90_000,
+    duration=180_000,
+    timescale=90_000,
+    codecs="avc1.64001f",
+    width=1280,
+    height=720,
+    wall_clock=1_795_256_100.25,
+    data=TRICKY_PAYLOAD,
+)
+REF = RenditionRef(
+    name="360p",
+    width=640,
+    height=360,
+    bandwidth=800_000,
+    codecs="avc1.4d401e",
+    init_key="streams/cam-1/20261121T101500123Z/360p/init.mp4",
+    key="streams/cam-1/20261121T101500123Z/360p/00000007.m4s",
+    size=200_000,
+)
+READY = SegmentReady(
+    stream="cam-1",
+    epoch="20261121T101500123Z",
+    seq=7,
+    start=90_000,
+    duration=180_000,
+    timescale=90_000,
+    wall_clock=1_795_256_100.25,
+    renditions=(REF, RenditionRef(**{**REF.to_json(), "name": "source", "width": 1280, "height": 720})),
+)
+STATE = StreamState(
+    stream="cam-1",
+    epoch="20261121T101500123Z",
+    state=StreamStateKind.OFFLINE,
+    reason="teardown",
+    at=1_795_256_200.5,
+    last_seq=41,
+)
+
+
+def frame(header: Any, payload: bytes = b"") -> bytes:
+    blob = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return MAGIC + struct.pack(">I", len(blob)) + blob + payload
+
+
+def header_of(data: bytes) -> dict[str, Any]:
+    (length,) = struct.unpack_from(">I", data, 4)
+    header: dict[str, Any] = json.loads(data[8 : 8 + length])
+    return header
+
+
+@pytest.mark.parametrize("event", [RAW, READY, STATE], ids=["raw-segment", "segment-ready", "stream-state"])
+def test_round_trip(event: RawSegment | SegmentReady | StreamState) -> None:
+    assert decode(encode(event)) == event
+
+
+def test_raw_segment_payload_travels_untouched() -> None:
+    data = encode(RAW)
+    assert data.endswith(TRICKY_PAYLOAD)
+    assert decode(data).data == TRICKY_PAYLOAD  # type: ignore[union-attr]
+
+
+def test_raw_segment_with_every_byte_value_and_empty_payload() -> None:
+    for payload in (bytes(range(256)) * 4, b""):
+        event = RawSegment(**{**RAW.__dict__, "data": payload})
+        assert decode(encode(event)) == event
+
+
+def test_stream_state_with_unknown_last_seq_round_trips() -> None:
+    event = StreamState(**{**STATE.__dict__, "state": StreamStateKind.LIVE, "last_seq": None})
+    assert decode(encode(event)) == event
+
+
+def test_current_version_is_written() -> None:
+    assert header_of(encode(RAW))["v"] == 2
+    assert header_of(encode(STATE))["type"] == "stream-state"
+
+
+# Version-1 headers as a reader from before each field existed wrote them, built by hand.
+V1_RAW = {k: v for k, v in header_of(encode(RAW)).items() if k != "wall_clock"} | {"v": 1}
+V1_READY = {k: v for k, v in header_of(encode(READY)).items() if k != "wall_clock"} | {"v": 1}
+V1_STATE = {k: v for k, v in header_of(encode(STATE)).items() if k != "last_seq"} | {"v": 1}
+
+
+def test_v1_raw_segment_is_upgraded_with_the_time_received() -> None:
+    before = time.time()
+    event = decode(frame(V1_RAW, TRICKY_PAYLOAD))
+    assert isinstance(event, RawSegment)
+    assert before <= event.wall_clock <= time.time()
+    assert event == RawSegment(**{**RAW.__dict__, "wall_clock": event.wall_clock})
+
+
+def test_v1_segment_ready_is_upgraded_with_the_time_received() -> None:
+    before = time.time()
+    event = decode(frame(V1_READY))
+    assert isinstance(event, SegmentReady)
+    assert before <= event.wall_clock <= time.time()
+    assert event.renditions == READY.renditions
+    assert (event.stream, event.seq, event.start, event.duration) == (READY.stream, 7, 90_000, 180_000)
+
+
+def test_v1_stream_state_is_upgraded_with_unknown_last_seq() -> None:
+    assert decode(frame(V1_STATE)) == StreamState(**{**STATE.__dict__, "last_seq": None})
+
+
+BAD_FRAMES = {
+    "empty": (b"", "shorter than its 8-byte frame"),
+    "truncated frame header": (MAGIC + b"\x00\x00", "shorter than its 8-byte frame"),
+    "bad magic": (b"CFE2" + encode(STATE)[4:], "expected b'CFE1'"),
+    "header length past the end": (encode(STATE)[:-3], "exceeds the"),
+    "header length over the limit": (MAGIC + struct.pack(">I", MAX_HEADER_BYTES + 1), "exceeds the"),
+    "header not JSON": (frame(b"{not json"), "not JSON"),
+    "header not UTF-8": (frame(b'{"type":"\xff"}'), "not JSON"),
+    "header nested too deep": (frame(b"[" * 100_000 + b"]" * 100_000), "not JSON"),
+    "header is a list": (frame([1, 2]), "is a list, expected an object"),
+    "header is a string": (frame("raw-segment"), "is a str, expected an object"),
+    "unknown type": (frame({**V1_STATE, "type": "stream-gone"}), "'stream-gone' version 1 is not one"),
+    "unknown version": (frame({**V1_STATE, "v": 3}), "version 3 is not one"),
+    "version 0": (frame({**V1_STATE, "v": 0}), "version 0 is not one"),
+    "version as a string": (frame({**V1_STATE, "v": "2"}), "version '2' is not one"),
+    "version true": (frame({**V1_STATE, "v": True}), "version True is not one"),
+    "type unhashable": (frame({**V1_STATE, "type": ["stream-state"]}), "is not one this reader accepts"),
+    "no type": (frame({"v": 2}), "type None version 2"),
+    "missing field": (frame({k: v for k, v in V1_RAW.items() if k != "seq"}), "KeyError('seq')"),
+    "field of the wrong type": (frame({**V1_RAW, "seq": "seven"}), "'seven'"),
+    "unknown state": (frame({**V1_STATE, "state": "exploded"}), "'exploded'"),
+    "infinite seq": (frame({**V1_RAW, "seq": float("inf")}), "OverflowError"),
+    "huge wall clock": (frame({**header_of(encode(RAW)), "wall_clock": 10**400}), "bad field"),
+    "rendition not an object": (frame({**V1_READY, "renditions": ["360p"]}), "bad field"),
+    "rendition missing size": (
+        frame({**V1_READY, "renditions": [{k: v for k, v in REF.to_json().items() if k != "size"}]}),
+        "KeyError('size')",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
+def test_bad_frames_raise_event_decode_error(data: bytes, message: str) -> None:
+    with pytest.raises(EventDecodeError) as err:
+        decode(data)
+    assert message in str(err.value)
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_decode_arbitrary_bytes_raises_only_event_decode_error(data: bytes) -> None:
+    with contextlib.suppress(EventDecodeError):
+        decode(data)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(
+    st.sampled_from([V1_RAW, V1_READY, V1_STATE, header_of(encode(RAW)), header_of(encode(READY))]),
+    st.sampled_from(["type", "v", "stream", "seq", "wall_clock", "renditions", "state", "at", "last_seq"]),
+    JSON,
+)
+def test_decode_frames_with_one_field_replaced_raises_only_event_decode_error(
+    header: dict[str, Any], name: str, value: Any
+) -> None:
+    with contextlib.suppress(EventDecodeError):
+        decode(frame({**header, name: value}, b"payload"))
