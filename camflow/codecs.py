@@ -1,0 +1,96 @@
+"""RFC 6381 ``CODECS`` strings for HLS, from parameter sets. Bytes in, strings out.
+
+- H.264: ``avc1.PPCCLL``: profile_idc, the constraint-flags byte and level_idc of the SPS.
+- H.265: ``hvc1.<space><profile>.<compat>.<tier><level>[.<constraints>]`` (ISO/IEC 14496-15
+  annex E): profile space as '', A, B or C; general_profile_idc in decimal; the 32
+  compatibility flags bit-reversed, in hex without leading zeros; tier L or H and
+  general_level_idc in decimal; the six constraint bytes in hex, trailing zero bytes left out.
+
+Accepted inputs: an SPS NAL unit (without start code), Annex B bytes holding one, or the
+``extradata`` FFmpeg gives a stream (``avcC`` / ``hvcC`` records or Annex B).
+"""
+
+from __future__ import annotations
+
+from camflow.errors import MediaFormatError
+
+H264_SPS = 7
+H265_SPS = 33
+
+
+def _unescape(data: bytes) -> bytes:
+    """Remove emulation-prevention bytes (00 00 03 → 00 00)."""
+    out = bytearray()
+    zeros = 0
+    for byte in data:
+        if zeros >= 2 and byte == 3:
+            zeros = 0
+            continue
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _annexb_nalus(data: bytes) -> list[bytes]:
+    nalus, pos = [], data.find(b"\x00\x00\x01")
+    while pos >= 0:
+        nxt = data.find(b"\x00\x00\x01", pos + 3)
+        nalus.append(data[pos + 3 : len(data) if nxt < 0 else nxt].rstrip(b"\x00"))
+        pos = nxt
+    return [n for n in nalus if n]
+
+
+def avc1(sps: bytes) -> str:
+    if len(sps) < 4 or sps[0] & 0x1F != H264_SPS:
+        raise MediaFormatError(f"H.264 SPS expected (NAL type 7), got {sps[:4].hex()!r}")
+    return "avc1." + sps[1:4].hex()
+
+
+def _hvc1_from_ptl(ptl: bytes) -> str:
+    """From the 12 bytes of general_profile_tier_level (space/tier/profile, compat, constraints, level)."""
+    if len(ptl) < 12:
+        raise MediaFormatError(f"H.265 profile_tier_level of {len(ptl)} bytes, expected 12")
+    space = "".join(("", "A", "B", "C")[ptl[0] >> 6])
+    tier = "H" if ptl[0] & 0x20 else "L"
+    profile = ptl[0] & 0x1F
+    compat = int.from_bytes(ptl[1:5], "big")
+    reversed_compat = int(f"{compat:032b}"[::-1], 2)
+    constraints = ptl[5:11].rstrip(b"\x00")
+    level = ptl[11]
+    text = f"hvc1.{space}{profile}.{reversed_compat:X}.{tier}{level}"
+    if constraints:
+        text += "." + ".".join(f"{b:X}" for b in constraints)
+    return text
+
+
+def hvc1(sps: bytes) -> str:
+    if len(sps) < 3 or (sps[0] >> 1) & 0x3F != H265_SPS:
+        raise MediaFormatError(f"H.265 SPS expected (NAL type 33), got {sps[:4].hex()!r}")
+    rbsp = _unescape(sps[2:])  # after the 2-byte NAL header
+    return _hvc1_from_ptl(rbsp[1:13])  # after vps_id(4) max_sub_layers(3) temporal_id_nesting(1)
+
+
+def from_extradata(extradata: bytes) -> str:
+    """The codecs string of a stream from its FFmpeg extradata (avcC, hvcC, or Annex B)."""
+    if not extradata:
+        raise MediaFormatError("stream has no extradata to read the codec from")
+    if extradata[0] == 1 and len(extradata) >= 23 and _looks_like_hvcc(extradata):
+        return _hvc1_from_ptl(extradata[1:13])
+    if extradata[0] == 1 and len(extradata) >= 4:
+        return "avc1." + extradata[1:4].hex()
+    for nal in _annexb_nalus(extradata):
+        if nal[0] & 0x1F == H264_SPS and not (nal[0] & 0x80):
+            try:
+                return avc1(nal)
+            except MediaFormatError:
+                pass
+        if (nal[0] >> 1) & 0x3F == H265_SPS:
+            return hvc1(nal)
+    raise MediaFormatError(f"no SPS in extradata {extradata[:8].hex()!r}...")
+
+
+def _looks_like_hvcc(extradata: bytes) -> bool:
+    # hvcC: byte 21 low 2 bits = lengthSizeMinusOne, byte 22 = numOfArrays, then arrays of NAL types 32-34.
+    if len(extradata) < 24:
+        return False
+    return 1 <= extradata[22] <= 16 and (extradata[23] & 0x3F) in (32, 33, 34, 39)
