@@ -18,8 +18,10 @@ H264_SPS = 7
 H265_SPS = 33
 
 
-def _unescape(data: bytes) -> bytes:
-    """Remove emulation-prevention bytes (00 00 03 → 00 00)."""
+def remove_emulation_prevention(data: bytes) -> bytes:
+    """NAL payload to RBSP: drop each 0x03 that follows two zero bytes (H.264 and H.265 alike)."""
+    if b"\x00\x00\x03" not in data:
+        return data
     out = bytearray()
     zeros = 0
     for byte in data:
@@ -66,7 +68,7 @@ def _hvc1_from_ptl(ptl: bytes) -> str:
 def hvc1(sps: bytes) -> str:
     if len(sps) < 3 or (sps[0] >> 1) & 0x3F != H265_SPS:
         raise MediaFormatError(f"H.265 SPS expected (NAL type 33), got {sps[:4].hex()!r}")
-    rbsp = _unescape(sps[2:])  # after the 2-byte NAL header
+    rbsp = remove_emulation_prevention(sps[2:])  # after the 2-byte NAL header
     return _hvc1_from_ptl(rbsp[1:13])  # after vps_id(4) max_sub_layers(3) temporal_id_nesting(1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from camflow.codecs import remove_emulation_prevention
 from ingest.errors import ParseError
 
 NAL_SLICE = 1
@@ -57,21 +58,6 @@ def split_annexb(data: bytes) -> list[bytes]:
 def join_annexb(nalus: Iterable[bytes]) -> bytes:
     """NAL units to an Annex B byte stream with 4-byte start codes."""
     return b"".join(START_CODE + nal for nal in nalus)
-
-
-def remove_emulation_prevention(data: bytes) -> bytes:
-    """NAL payload to RBSP: drop each 0x03 that follows two zero bytes."""
-    if b"\x00\x00\x03" not in data:
-        return data
-    out = bytearray()
-    zeros = 0
-    for byte in data:
-        if zeros >= 2 and byte == 3:
-            zeros = 0
-            continue
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
 
 
 class _BitReader:
