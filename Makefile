@@ -5,6 +5,7 @@
 #   make test          install, services-up, pytest against them, services-down (always)
 #   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
 #   make lint          ruff check + mypy (config in pyproject.toml)
+#   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
 
 SHELL := /bin/bash
@@ -15,6 +16,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 VENV_STAMP := $(VENV)/.camflow-installed
+HLSJS := edge/web/node_modules/hls.js/dist/hls.min.js
 
 # Test services, on ports that stay clear of the usual defaults (9092/9093/9000).
 KAFKA_PORT ?= 19092
@@ -26,9 +28,9 @@ TEST_BUCKET ?= camflow-test
 PYTEST_ARGS ?=
 export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
 
-.PHONY: install system-packages services-up services-down test run lint
+.PHONY: install system-packages services-up services-down test run lint bench
 
-install: system-packages $(VENV_STAMP)
+install: system-packages $(VENV_STAMP) $(HLSJS)
 
 system-packages:
 	bash scripts/install-system.sh
@@ -39,6 +41,11 @@ $(VENV)/bin/python:
 # Order-only on the interpreter: only a newer pyproject.toml (or a missing stamp) re-runs pip.
 $(VENV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -e '.[dev]'
+	touch $@
+
+# hls.js for the edge's player page, from npm, served by the edge from disk (never from a CDN).
+$(HLSJS): edge/web/package.json edge/web/package-lock.json
+	npm ci --prefix edge/web --no-audit --no-fund
 	touch $@
 
 services-up:
@@ -62,3 +69,8 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+BENCH ?=
+BENCH_ARGS ?=
+bench: install
+	$(VENV)/bin/python -m bench $(BENCH) $(BENCH_ARGS)

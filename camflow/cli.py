@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
 from camflow.errors import CamflowError, ConfigError
@@ -21,6 +23,9 @@ from camflow.keys import check_stream_name
 from camflow.log import configure_logging, get_logger
 from camflow.store import FileStore, Store
 from camflow.tokens import Action, TokenSigner, load_secret
+
+if TYPE_CHECKING:
+    from ingest.pull import PullSource
 
 log = get_logger("cli")
 WILDCARD = ("0.0.0.0", "::", "")
@@ -69,6 +74,7 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
     )
     store = make_store(args) if roles & {"transcode", "package", "edge"} else None
     signer = make_signer(args) if roles & {"ingest", "edge"} else None
+    pull_sources = _pull_sources(args) if "ingest" in roles else []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,37 +89,81 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
     workers_stop = asyncio.Event()
     try:
         if "transcode" in roles:
-            from transcode.ladder import DEFAULT_LADDER, parse_ladder
+            from transcode.ladder import DEFAULT_LADDER, load_ladder_file, parse_ladder
             from transcode.service import TranscodeWorker
 
             assert store is not None and bus is not None
-            ladder = parse_ladder(args.ladder) if args.ladder else DEFAULT_LADDER
-            worker = TranscodeWorker(bus, store, ladder=ladder, processes=args.processes)
+            if args.ladder and args.ladder_file:
+                raise ConfigError("--ladder and --ladder-file name the same thing: give one of them")
+            ladder = DEFAULT_LADDER
+            if args.ladder_file:
+                ladder = load_ladder_file(Path(args.ladder_file))
+            elif args.ladder:
+                ladder = parse_ladder(args.ladder)
+            worker = TranscodeWorker(
+                bus,
+                store,
+                ladder=ladder,
+                processes=args.processes,
+                threads=args.threads,
+                max_attempts=args.attempts,
+            )
             tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
             await _ready(worker.ready, tasks)
         if "package" in roles:
             from packager.service import Packager
 
             assert store is not None and bus is not None
-            packager = Packager(bus, store, live_window=args.live_window)
+            packager = Packager(
+                bus,
+                store,
+                live_window=args.live_window,
+                target_duration=args.target_duration or math.ceil(2 * getattr(args, "segment_duration", 2.0)),
+                offline_grace=args.offline_grace,
+                dvr_window=args.dvr_window,
+                retain=args.retain,
+                retain_streams=dict(args.retain_stream or []),
+                retention_interval=args.retention_interval,
+            )
             tasks.append(asyncio.create_task(packager.run(workers_stop), name="package"))
             await _ready(packager.ready, tasks)
         if "edge" in roles:
-            from edge.service import EdgeServer
+            from edge.service import EdgeServer, is_worker_process, spawn_workers, stop_workers
 
             assert store is not None and signer is not None
-            edge = EdgeServer(store, signer, host=args.host, port=args.http_port)
+            workers = getattr(args, "workers", 1)
+            options = {**_edge_options(args), "reuse_port": workers > 1}
+            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, **options)
             await edge.start()
             stoppers.append(edge.stop)
+            if workers > 1 and not is_worker_process():
+                procs = spawn_workers(workers - 1)
+                stoppers.append(lambda: asyncio.to_thread(stop_workers, procs))
         if "ingest" in roles:
-            from ingest.service import build_rtsp_server
+            from ingest.service import build_rtsp_server, parse_rtsp_flags
 
             assert signer is not None and bus is not None
+            udp_ports, auth_schemes = parse_rtsp_flags(args.rtsp_udp_ports, args.rtsp_auth)
             rtsp = build_rtsp_server(
-                bus, signer, host=args.host, port=args.rtsp_port, segment_target=args.segment_duration
+                bus,
+                signer,
+                host=args.host,
+                port=args.rtsp_port,
+                segment_target=args.segment_duration,
+                session_timeout=args.rtsp_session_timeout,
+                udp_ports=udp_ports,
+                auth_schemes=auth_schemes,
+                handshake_timeout=args.rtsp_handshake_timeout,
+                max_connections=args.rtsp_max_connections,
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
+            if pull_sources:
+                from ingest.pull import PullSources
+
+                pulls = PullSources(bus, pull_sources, segment_target=args.segment_duration)
+                await pulls.start()
+                stoppers.insert(0, pulls.stop)
         if args.command == "run":
             _print_urls(args, signer)
         else:
@@ -139,6 +189,19 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
             await store.close()
         if bus is not None:
             await bus.close()
+
+
+def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
+    """``--pull`` and ``--sources``, checked before anything starts (a bad one is a ConfigError)."""
+    if not (args.pull or args.sources):
+        return []
+    from ingest.pull import check_unique, load_sources, parse_pull
+
+    sources = [parse_pull(text) for text in args.pull or []]
+    if args.sources:
+        sources += load_sources(Path(args.sources))
+    check_unique(sources)
+    return sources
 
 
 async def _ready(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
@@ -175,6 +238,7 @@ def _print_urls(args: argparse.Namespace, signer: TokenSigner | None) -> None:
         f'"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}"\n'
         f"  watch at: http://{host}:{args.http_port}/live/{stream}/master.m3u8?token={view}\n"
         f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
+        f"  player:   http://{host}:{args.http_port}/watch/{stream}?token={view}\n"
         f"  other streams: camflow token publish|view STREAM --data-dir {args.data_dir}\n"
         f"Ctrl-C stops it.",
         flush=True,
@@ -188,6 +252,69 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
+    return value
+
+
+def _token_scope(text: str) -> str:
+    return text if text == "*" else check_stream_name(text)
+
+
+def _ttl(text: str) -> float | None:
+    if text.strip().lower() == "never":
+        return None
+    try:
+        return _positive(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds or never") from None
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
+def _count0(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number (0 or more)")
+    return int(text)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``45s`` or plain seconds, as seconds."""
+    body = text.strip().lower()
+    unit = _UNITS.get(body[-1:])
+    try:
+        value = float(body[:-1] if unit else body) * (unit or 1.0)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a positive age like 7d, 12h, 30m, 45s or seconds"
+        )
+    return value
+
+
+def _stream_duration(text: str) -> tuple[str, float]:
+    stream, sep, age = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected STREAM=AGE, e.g. cam7=1d")
+    try:
+        return check_stream_name(stream), _duration(age)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _whole_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of seconds >= 1")
     return value
 
 
@@ -215,21 +342,120 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
 def _add_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtsp-port", type=int, default=8554, help="RTSP listen port (default 8554)")
     p.add_argument(
+        "--rtsp-udp-ports",
+        default="20000-20999",
+        metavar="FIRST-LAST",
+        help="UDP ports for RTP/RTCP of cameras that push over UDP, one even/odd pair per track; "
+        "`off` allows TCP only (default 20000-20999)",
+    )
+    p.add_argument(
+        "--rtsp-session-timeout",
+        type=int,
+        default=60,
+        help="seconds without an RTSP request or RTP/RTCP packet after which a session ends (default 60)",
+    )
+    p.add_argument(
+        "--rtsp-handshake-timeout",
+        type=_positive,
+        default=10.0,
+        help="seconds a new connection has to announce a stream before it is closed (default 10)",
+    )
+    p.add_argument(
+        "--rtsp-max-connections",
+        type=int,
+        default=1024,
+        help="open RTSP connections; at the limit the oldest that announced nothing is closed, "
+        "else new ones get 503 (default 1024)",
+    )
+    p.add_argument(
+        "--rtsp-auth",
+        default="digest,basic",
+        help="schemes a 401 offers publishers: digest and/or basic (default digest,basic)",
+    )
+    p.add_argument(
         "--segment-duration",
         type=_positive,
         default=2.0,
         help="target segment duration in seconds; segments cut at the first IDR after it (default 2)",
     )
+    p.add_argument(
+        "--pull",
+        action="append",
+        metavar="NAME=URL",
+        help="pull an RTSP source into stream NAME, e.g. cam7=rtsp://10.0.0.7/stream1 (repeatable)",
+    )
+    p.add_argument(
+        "--sources",
+        metavar="FILE",
+        help='TOML file of pull sources: cam7 = "rtsp://..." or a [cam7] table with url, transport',
+    )
 
 
 def _add_transcode(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ladder", help="renditions, e.g. source,720p:2500k,360p:800k (default source,360p)")
-    p.add_argument("--processes", type=int, default=None, help="transcode processes (default: one per core)")
+    p.add_argument(
+        "--ladder",
+        help="renditions, e.g. source,720p:2500k,360p:800k:1200k:baseline (default source,720p,360p)",
+    )
+    p.add_argument("--ladder-file", metavar="PATH", help="the ladder from a .toml or .yaml file (see README)")
+    p.add_argument(
+        "--processes", type=_count, default=None, help="transcode processes (default: one per core)"
+    )
+    p.add_argument(
+        "--threads",
+        type=_count0,
+        default=1,
+        help="encoder and decoder threads per rung (default 1: measured best per CPU-second; 0: codec's)",
+    )
+    p.add_argument(
+        "--attempts",
+        type=_count,
+        default=3,
+        help="tries per segment before it goes to the dead-letter topic camflow.segments.dead (default 3)",
+    )
 
 
 def _add_package(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--live-window", type=_positive, default=60.0, help="seconds of media in live playlists (default 60)"
+    )
+    p.add_argument(
+        "--target-duration",
+        type=_whole_seconds,
+        default=None,
+        help="EXT-X-TARGETDURATION of live playlists, fixed for their life; longer segments become "
+        "EXT-X-GAP live (recordings keep them) (default ceil(2 x --segment-duration), 4 for `package`)",
+    )
+    p.add_argument(
+        "--offline-grace",
+        type=float,
+        default=10.0,
+        help="seconds a live playlist stays open after its camera left, so a reconnect continues it "
+        "(default 10)",
+    )
+    p.add_argument(
+        "--dvr-window",
+        type=float,
+        default=600.0,
+        help="longest ?dvr=SECONDS a live playlist can reach back; 0 disables DVR (default 600)",
+    )
+    p.add_argument(
+        "--retain",
+        type=_duration,
+        default=None,
+        help="delete recorded segments older than this, e.g. 7d, 12h, 30m, 45s (default: keep forever)",
+    )
+    p.add_argument(
+        "--retain-stream",
+        type=_stream_duration,
+        action="append",
+        metavar="STREAM=AGE",
+        help="retention of one stream, e.g. cam7=1d (repeatable; overrides --retain for it)",
+    )
+    p.add_argument(
+        "--retention-interval",
+        type=_positive,
+        default=60.0,
+        help="seconds between retention sweeps (default 60)",
     )
 
 
@@ -244,6 +470,35 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_edge(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache-mb", type=_positive, default=256.0, help="edge in-memory object cache, MiB (default 256)"
+    )
+    p.add_argument(
+        "--playlist-max-age",
+        type=_positive,
+        default=None,
+        help="max-age of live playlists, seconds (default: half the playlist's target duration)",
+    )
+    p.add_argument(
+        "--token-check",
+        choices=["all", "playlists"],
+        default="all",
+        help="check view tokens on every request (all, default) or on playlists only, so a CDN can "
+        "share segments across viewers (playlists)",
+    )
+
+
+def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
+    from edge.policy import TokenCheck
+
+    return {
+        "cache_bytes": int(args.cache_mb * 1024 * 1024),
+        "playlist_max_age": args.playlist_max_age,
+        "token_check": TokenCheck(args.token_check),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camflow", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcode(run)
     _add_package(run)
     run.add_argument("--http-port", type=int, default=8080, help="HTTP (edge) port (default 8080)")
+    _add_edge(run)
     run.add_argument(
         "--stream",
         default="cam1",
@@ -281,17 +537,78 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(edge)
     _add_backends(edge)
     edge.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    _add_edge(edge)
+    edge.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="edge processes sharing --http-port with SO_REUSEPORT, each with its own cache (default 1)",
+    )
 
     token = sub.add_parser("token", help="print a publish or view token for a stream")
     token.add_argument("action", choices=[a.value for a in Action])
-    token.add_argument("stream", type=check_stream_name)
-    token.add_argument("--ttl", type=_positive, default=DEFAULT_TOKEN_TTL, help="seconds (default 86400)")
+    token.add_argument("stream", type=_token_scope, help="a stream name, or '*' for an admin token")
+    token.add_argument(
+        "--ttl",
+        type=_ttl,
+        default=DEFAULT_TOKEN_TTL,
+        help="seconds (default 86400), or `never` for a publish token a camera keeps as its password "
+        "(needed for RTSP Digest; revoked only by rotating CAMFLOW_SECRET)",
+    )
     token.add_argument(
         "--data-dir",
         default=os.environ.get("CAMFLOW_DATA_DIR", "./data"),
         help="where the embedded default keeps its secret (ignored when CAMFLOW_SECRET is set)",
     )
+
+    load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
+    load.add_argument("--url", default="rtsp://127.0.0.1:8554", help="ingest to load (default :8554 here)")
+    load.add_argument("--streams", type=int, default=10, help="concurrent sessions, 1..1000 (default 10)")
+    load.add_argument("--duration", type=_positive, default=10.0, help="seconds of publishing (default 10)")
+    media = load.add_mutually_exclusive_group(required=True)
+    media.add_argument("--clip", metavar="FILE", help="H.264 clip to packetize (e.g. an MP4)")
+    media.add_argument("--rtp", metavar="FILE", help="RTP recording made with --save-rtp")
+    load.add_argument("--save-rtp", metavar="FILE", help="also save the clip's RTP recording to FILE")
+    load.add_argument("--transport", choices=["tcp"], default="tcp", help="RTP over the RTSP connection")
+    load.add_argument("--prefix", default="load", help="stream names PREFIX000, PREFIX001... (default load)")
+    load.add_argument(
+        "--token-secret-from",
+        metavar="DATA_DIR",
+        help="issue publish tokens with the secret of this data dir (or CAMFLOW_SECRET); default no token",
+    )
+    load.add_argument("--allow-remote", action="store_true", help="allow a target that is not loopback")
     return parser
+
+
+def _loadgen(args: argparse.Namespace) -> int:
+    from ingest.loadgen import LoadPlan, Recording, check_target, record_clip, report, run_load
+
+    target = check_target(args.url, args.allow_remote)
+    recording = record_clip(Path(args.clip)) if args.clip else Recording.load(Path(args.rtp))
+    if args.save_rtp:
+        recording.save(Path(args.save_rtp))
+    token = None
+    if args.token_secret_from:
+        signer = TokenSigner(load_secret(Path(args.token_secret_from)))
+        ttl = args.duration + 3600
+
+        def token(stream: str) -> str:
+            return signer.issue(stream, Action.PUBLISH, ttl)
+
+    check_stream_name(f"{args.prefix}000")
+    plan = LoadPlan(
+        target.host, target.effective_port, recording, args.streams, args.duration, args.prefix, token
+    )
+    print(
+        f"loadgen: {args.streams} sessions x {args.duration:g} s to {target.host}:{target.effective_port}, "
+        f"{recording.bitrate / 1e6:.2f} Mb/s each ({len(recording.frames)} frames per loop)",
+        flush=True,
+    )
+    results = asyncio.run(run_load(plan))
+    print(report(results), flush=True)
+    return 1 if any(r.error for r in results) else 0
 
 
 ROLES = {
@@ -303,14 +620,31 @@ ROLES = {
 }
 
 
+def _use_uvloop() -> None:
+    """The edge serves many small responses: uvloop's event loop makes each one cheaper."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "token":
+            if args.ttl is None and args.action != Action.PUBLISH.value:
+                raise ConfigError("--ttl never: only publish tokens (camera credentials) may never expire")
+            if (args.action == Action.ADMIN.value) != (args.stream == "*"):
+                raise ConfigError(f"stream {args.stream!r}: admin tokens take '*', others a stream name")
             signer = make_signer(args)
             print(signer.issue(args.stream, Action(args.action), args.ttl))
             return 0
+        if args.command == "loadgen":
+            return _loadgen(args)
         configure_logging(args.log_level)
+        if args.command == "edge":
+            _use_uvloop()
         asyncio.run(_serve(args, ROLES[args.command]))
         return 0
     except ConfigError as exc:

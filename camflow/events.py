@@ -15,6 +15,11 @@ History:
   the segment); v2 adds it.
 - ``segment-ready`` v1 had no ``wall_clock``; v2 adds it.
 - ``stream-state`` v1 had no ``last_seq``; v2 adds it (``None`` when unknown).
+- ``raw-segment`` and ``segment-ready`` v3 add ``damaged`` (packets of a reference picture
+  were lost) and ``discontinuity`` (the camera's clock jumped: a new continuous timeline
+  starts here, EXT-X-DISCONTINUITY downstream); v1 and v2 are read as ``False``.
+  ``segment-ready`` v3 renditions also carry ``frame_rate`` (0 when unknown, and in v1/v2).
+- ``segment-dead`` v1: a raw segment the transcoder gave up on (dead-letter topic).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ TOPIC_RAW = "camflow.segments.raw"
 TOPIC_READY = "camflow.segments.ready"
 TOPIC_STREAMS = "camflow.streams"
 TOPIC_HEALTH = "camflow.health"
+TOPIC_DEAD = "camflow.segments.dead"
 
 
 class StreamStateKind(enum.Enum):
@@ -55,7 +61,7 @@ class RawSegment:
     """
 
     TYPE: ClassVar[str] = "raw-segment"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     stream: str
     epoch: str
@@ -68,6 +74,8 @@ class RawSegment:
     height: int
     wall_clock: float
     data: bytes = field(repr=False)
+    damaged: bool = False
+    discontinuity: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -86,9 +94,11 @@ class RenditionRef:
     init_key: str
     key: str
     size: int
+    frame_rate: float = 0.0  # frames per second; 0 when unknown (v3 adds it, earlier read as 0)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "frame_rate": self.frame_rate,
             "name": self.name,
             "width": self.width,
             "height": self.height,
@@ -110,6 +120,7 @@ class RenditionRef:
             init_key=str(d["init_key"]),
             key=str(d["key"]),
             size=int(d["size"]),
+            frame_rate=float(d.get("frame_rate", 0.0)),
         )
 
 
@@ -118,7 +129,7 @@ class SegmentReady:
     """Every rendition of one segment is in the store (written before this event)."""
 
     TYPE: ClassVar[str] = "segment-ready"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     stream: str
     epoch: str
@@ -128,6 +139,8 @@ class SegmentReady:
     timescale: int
     wall_clock: float
     renditions: tuple[RenditionRef, ...]
+    damaged: bool = False
+    discontinuity: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -154,7 +167,30 @@ class StreamState:
     last_seq: int | None = None
 
 
-Event: TypeAlias = RawSegment | SegmentReady | StreamState
+@dataclass(frozen=True)
+class SegmentDead:
+    """A raw segment that failed to transcode ``attempts`` times, with the last ``reason``.
+
+    The payload is the raw segment's event exactly as it was consumed (from ``topic``,
+    ``partition``, ``offset``), so it can be inspected or published again.
+    """
+
+    TYPE: ClassVar[str] = "segment-dead"
+    VERSION: ClassVar[int] = 1
+
+    stream: str
+    epoch: str
+    seq: int
+    reason: str
+    attempts: int
+    at: float
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes = field(repr=False)
+
+
+Event: TypeAlias = RawSegment | SegmentReady | StreamState | SegmentDead
 
 
 def _frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -179,6 +215,8 @@ def encode(event: Event) -> bytes:
                 "width": event.width,
                 "height": event.height,
                 "wall_clock": event.wall_clock,
+                "damaged": event.damaged,
+                "discontinuity": event.discontinuity,
             },
             event.data,
         )
@@ -195,7 +233,26 @@ def encode(event: Event) -> bytes:
                 "timescale": event.timescale,
                 "wall_clock": event.wall_clock,
                 "renditions": [r.to_json() for r in event.renditions],
+                "damaged": event.damaged,
+                "discontinuity": event.discontinuity,
             }
+        )
+    if isinstance(event, SegmentDead):
+        return _frame(
+            {
+                "type": event.TYPE,
+                "v": event.VERSION,
+                "stream": event.stream,
+                "epoch": event.epoch,
+                "seq": event.seq,
+                "reason": event.reason,
+                "attempts": event.attempts,
+                "at": event.at,
+                "topic": event.topic,
+                "partition": event.partition,
+                "offset": event.offset,
+            },
+            event.raw,
         )
     return _frame(
         {
@@ -224,6 +281,8 @@ def _raw_segment(h: dict[str, Any], payload: bytes) -> RawSegment:
         height=int(h["height"]),
         wall_clock=float(h["wall_clock"]),
         data=payload,
+        damaged=_flag(h, "damaged"),
+        discontinuity=_flag(h, "discontinuity"),
     )
 
 
@@ -237,6 +296,8 @@ def _segment_ready(h: dict[str, Any], payload: bytes) -> SegmentReady:
         timescale=int(h["timescale"]),
         wall_clock=float(h["wall_clock"]),
         renditions=tuple(RenditionRef.from_json(r) for r in h["renditions"]),
+        damaged=_flag(h, "damaged"),
+        discontinuity=_flag(h, "discontinuity"),
     )
 
 
@@ -250,6 +311,37 @@ def _stream_state(h: dict[str, Any], payload: bytes) -> StreamState:
         at=float(h["at"]),
         last_seq=None if last is None else int(last),
     )
+
+
+def _segment_dead(h: dict[str, Any], payload: bytes) -> SegmentDead:
+    return SegmentDead(
+        stream=str(h["stream"]),
+        epoch=str(h["epoch"]),
+        seq=int(h["seq"]),
+        reason=str(h["reason"]),
+        attempts=int(h["attempts"]),
+        at=float(h["at"]),
+        topic=str(h["topic"]),
+        partition=int(h["partition"]),
+        offset=int(h["offset"]),
+        raw=payload,
+    )
+
+
+def _flag(h: dict[str, Any], name: str) -> bool:
+    value = h[name]
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} {value!r}: expected true or false")
+    return value
+
+
+def _without_v3_flags(h: dict[str, Any]) -> dict[str, Any]:
+    # v2 and earlier knew nothing of lost packets or clock jumps.
+    return {**h, "damaged": False, "discontinuity": False}
+
+
+def _from_v1_segment(h: dict[str, Any]) -> dict[str, Any]:
+    return _without_v3_flags(_with_received_wall_clock(h))
 
 
 def _with_received_wall_clock(h: dict[str, Any]) -> dict[str, Any]:
@@ -266,12 +358,15 @@ _Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
 # (type, version) -> (upgrade of the header to the current version, reader of the current version)
 _READERS: dict[tuple[str, int], tuple[_Upgrade | None, _Reader]] = {
-    (RawSegment.TYPE, 2): (None, _raw_segment),
-    (RawSegment.TYPE, 1): (_with_received_wall_clock, _raw_segment),
-    (SegmentReady.TYPE, 2): (None, _segment_ready),
-    (SegmentReady.TYPE, 1): (_with_received_wall_clock, _segment_ready),
+    (RawSegment.TYPE, 3): (None, _raw_segment),
+    (RawSegment.TYPE, 2): (_without_v3_flags, _raw_segment),
+    (RawSegment.TYPE, 1): (_from_v1_segment, _raw_segment),
+    (SegmentReady.TYPE, 3): (None, _segment_ready),
+    (SegmentReady.TYPE, 2): (_without_v3_flags, _segment_ready),
+    (SegmentReady.TYPE, 1): (_from_v1_segment, _segment_ready),
     (StreamState.TYPE, 2): (None, _stream_state),
     (StreamState.TYPE, 1): (_with_unknown_last_seq, _stream_state),
+    (SegmentDead.TYPE, 1): (None, _segment_dead),
 }
 
 

@@ -6,6 +6,10 @@ Layout in the store::
     streams/{stream}/{epoch}/{rendition}/{seq:08d}.m4s
     streams/{stream}/{rendition}.m3u8          live media playlist of one rendition
     streams/{stream}/master.m3u8               live master playlist
+    streams/{stream}/dvr/{rendition}.m3u8      live playlist with the longest DVR window
+    streams/{stream}/recordings/{bucket}/{epoch}.json  recording index chunk (camflow.recordings)
+    streams/{stream}/{epoch}/thumbs/{seq:08d}.jpg  thumbnail of one segment
+    streams/{stream}/thumb.jpg                 thumbnail of the latest segment transcoded
 """
 
 from __future__ import annotations
@@ -71,9 +75,30 @@ def segment_key(stream: str, epoch: str, rendition: str, seq: int) -> str:
     return f"streams/{stream}/{epoch}/{rendition}/{seq:08d}.m4s"
 
 
+def thumbnail_key(stream: str, epoch: str, seq: int) -> str:
+    return f"streams/{stream}/{epoch}/thumbs/{seq:08d}.jpg"
+
+
+def latest_thumbnail_key(stream: str) -> str:
+    return f"streams/{stream}/thumb.jpg"
+
+
 def media_playlist_key(stream: str, rendition: str) -> str:
     return f"streams/{stream}/{rendition}.m3u8"
 
 
 def master_playlist_key(stream: str) -> str:
     return f"streams/{stream}/master.m3u8"
+
+
+def dvr_playlist_key(stream: str, rendition: str) -> str:
+    return f"streams/{stream}/dvr/{rendition}.m3u8"
+
+
+def recordings_prefix(stream: str) -> str:
+    return f"streams/{stream}/recordings/"
+
+
+def recording_index_key(stream: str, bucket: str, epoch: str) -> str:
+    """``bucket`` as ``camflow.recordings.format_bucket`` writes it (YYYYMMDDTHHMMSSZ)."""
+    return f"streams/{stream}/recordings/{bucket}/{epoch}.json"

@@ -2,6 +2,11 @@
 
 Wire form: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "v1." + claims part))>``
 with claims ``{"s": stream, "a": action, "e": expiry (UNIX seconds)}``.
+
+``"e": 0`` means the token never expires (``issue(..., ttl=None)``, ``camflow token publish S --ttl never``).
+Such a token is deterministic for its (stream, action), so a server holding the secret can recompute it:
+RTSP Digest authentication needs the password on the server side. It is revoked only by rotating
+``CAMFLOW_SECRET`` (which revokes every token).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ MAX_TOKEN_CHARS = 1024
 class Action(enum.Enum):
     PUBLISH = "publish"
     VIEW = "view"
+    ADMIN = "admin"  # an operator: stream "*" (every stream), e.g. the edge's stream list and API
 
 
 class TokenExpired(TokenError):
@@ -43,7 +49,11 @@ class TokenScopeError(TokenError):
 class Claims:
     stream: str
     action: Action
-    expires: float
+    expires: float  # UNIX seconds; 0 = never
+
+    @property
+    def permanent(self) -> bool:
+        return self.expires == 0
 
 
 def _b64(data: bytes) -> str:
@@ -60,14 +70,19 @@ class TokenSigner:
             raise ConfigError(f"token secret is {len(secret)} bytes long, expected at least 16")
         self._secret = secret
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another use of the secret (RTSP Digest nonces), unrelated to token signatures."""
+        return hmac.new(self._secret, f"camflow-key:{purpose}".encode(), hashlib.sha256).digest()
+
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
 
-    def issue(self, stream: str, action: Action, ttl: float, now: float | None = None) -> str:
-        if ttl <= 0:
-            raise ConfigError(f"token ttl is {ttl} s, expected a positive number of seconds")
+    def issue(self, stream: str, action: Action, ttl: float | None, now: float | None = None) -> str:
+        """A token valid for ``ttl`` seconds, or forever (``"e": 0``, the same token every time) for None."""
+        if ttl is not None and ttl <= 0:
+            raise ConfigError(f"token ttl is {ttl} s, expected a positive number of seconds or never")
         t = time.time() if now is None else now
-        claims = {"s": stream, "a": action.value, "e": math.ceil(t + ttl)}
+        claims = {"s": stream, "a": action.value, "e": 0 if ttl is None else math.ceil(t + ttl)}
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         return f"{PREFIX}.{body}.{self._sign(body)}"
 
@@ -89,7 +104,7 @@ class TokenSigner:
         except (ValueError, KeyError, TypeError) as exc:
             raise TokenError(f"token claims are malformed: {exc}") from exc
         t = time.time() if now is None else now
-        if claims.expires <= t:
+        if not claims.permanent and claims.expires <= t:
             raise TokenExpired(f"token expired {int(t - claims.expires)} s ago")
         if claims.stream != stream:
             raise TokenScopeError(f"token is for stream {claims.stream!r}, not {stream!r}")

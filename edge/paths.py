@@ -7,6 +7,7 @@ built, so nothing a viewer sends (``..``, percent-encoding, odd characters) reac
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -80,6 +81,7 @@ def _rendition(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_live_path(raw_path: str) -> LiveObject:
     """The object named by a raw (still percent-encoded) request path; ``BadPath`` if it names none."""
     if not raw_path.startswith(LIVE_PREFIX):

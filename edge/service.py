@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from aiohttp import web
 
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
-from edge.app import build_app
+from edge.app import DEFAULT_CACHE_MB, build_app
+from edge.policy import TokenCheck
 
 
 class EdgeServer:
@@ -22,10 +28,16 @@ class EdgeServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        playlist_max_age: float = 1.0,
+        playlist_max_age: float | None = None,
+        cache_bytes: int = DEFAULT_CACHE_MB * 1024 * 1024,
+        token_check: TokenCheck = TokenCheck.ALL,
+        reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
     ) -> None:
-        self._app = build_app(store, signer, playlist_max_age=playlist_max_age)
+        self._app = build_app(
+            store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
+        )
+        self._reuse_port = reuse_port
         self._host = host
         self._requested_port = port
         self._shutdown_timeout = shutdown_timeout
@@ -46,7 +58,8 @@ class EdgeServer:
         runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._host, self._requested_port).start()
+            site = web.TCPSite(runner, self._host, self._requested_port, reuse_port=self._reuse_port or None)
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -72,7 +85,7 @@ async def run_edge(
     port: int,
     stop: asyncio.Event,
     *,
-    playlist_max_age: float = 1.0,
+    playlist_max_age: float | None = None,
 ) -> None:
     """Serve the edge until ``stop`` is set (or this task is cancelled), then shut it down."""
     server = EdgeServer(store, signer, host=host, port=port, playlist_max_age=playlist_max_age)
@@ -81,3 +94,34 @@ async def run_edge(
         await stop.wait()
     finally:
         await server.stop()
+
+
+WORKER_ENV = "CAMFLOW_EDGE_WORKER"  # set in the extra worker processes `camflow edge --workers N` starts
+
+
+def is_worker_process() -> bool:
+    return os.environ.get(WORKER_ENV) == "1"
+
+
+def spawn_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` more copies of this `camflow edge` command, sharing its port with SO_REUSEPORT.
+
+    Each worker is a whole edge with its own cache; the kernel spreads connections over them.
+    """
+    argv = [sys.executable, "-m", "camflow.cli", *sys.argv[1:]]
+    env = {**os.environ, WORKER_ENV: "1"}
+    return [subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL) for _ in range(count)]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """SIGTERM each worker by PID, then SIGKILL what is left after ``timeout``."""
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in workers:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

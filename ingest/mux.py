@@ -2,10 +2,12 @@
 with PyAV, without decoding a single frame of the segment.
 
 PyAV copies codec parameters only from a stream it demuxed, so each publish session
-opens a template once: the raw H.264 demuxer reading the parameter sets and first IDR
-(a few milliseconds, once per session or parameter-set change). Every segment is then a
-plain remux of Annex B access units; the mp4 muxer writes avcC and length-prefixed NAL
-units itself.
+opens a template once: the raw H.264 (``h264``) or H.265 (``hevc``) demuxer reading the
+parameter sets and first IDR / IRAP picture (a few milliseconds, once per session or
+parameter-set change). Every segment is then a plain remux of Annex B access units; the
+mp4 muxer writes avcC / hvcC and length-prefixed NAL units itself. H.265 is written as
+``hvc1`` (what HLS players require): the parameter sets live in the hvcC record, so the
+copies in front of each IRAP picture that equal it are left out of the samples.
 
 The muxer starts every file at zero; ``camflow.mp4.placed`` then sets ``tfdt`` to the
 segment's first decode time, so the segments of one epoch line up end to end.
@@ -20,28 +22,48 @@ from fractions import Fraction
 import av
 import av.container
 
+from camflow.codecs import avc1, hvc1
 from camflow.mp4 import MOVFLAGS, placed
-from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, join_annexb, nal_type
+from ingest import h264, h265
+from ingest.h264 import join_annexb
 from ingest.segmenter import TIMESCALE, CutSegment
+
+H264 = "h264"
+HEVC = "hevc"
+CODECS = (H264, HEVC)
 
 
 @dataclass(frozen=True)
 class VideoParams:
-    sps: bytes
-    pps: bytes
+    codec: str  # "h264" or "hevc" (FFmpeg's names)
+    parameter_sets: tuple[bytes, ...]  # SPS, PPS (H.264) or VPS, SPS, PPS (H.265)
     width: int
     height: int
 
     @property
     def codecs(self) -> str:
-        """RFC 6381 codecs string, e.g. ``avc1.640028``: profile, constraint flags, level from the SPS."""
-        return "avc1." + self.sps[1:4].hex()
+        """RFC 6381 codecs string from the SPS, e.g. ``avc1.640028`` or ``hvc1.1.6.L93.B0``."""
+        if self.codec == HEVC:
+            return hvc1(self.parameter_sets[1])
+        return avc1(self.parameter_sets[0])
+
+    @property
+    def sps(self) -> bytes:
+        return self.parameter_sets[0 if self.codec == H264 else 1]
+
+
+def _kind(codec: str, nal: bytes) -> int:
+    return (nal[0] >> 1) & 0x3F if codec == HEVC else nal[0] & 0x1F
 
 
 class SegmentMuxer:
     """Turns cut segments of one publish session into fMP4 bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, codec: str = H264) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"video codec {codec!r}: expected one of {CODECS}")
+        self.codec = codec
+        self._kinds = h265.PARAMETER_SETS if codec == HEVC else (h264.NAL_SPS, h264.NAL_PPS)
         self._template: av.container.InputContainer | None = None
         self._params: VideoParams | None = None
 
@@ -54,32 +76,43 @@ class SegmentMuxer:
             self._template.close()
             self._template = None
 
+    def _is_key_picture(self, kind: int) -> bool:
+        return h265.is_irap(kind) if self.codec == HEVC else kind == h264.NAL_IDR
+
     def _ensure_template(self, segment: CutSegment) -> VideoParams:
         first = segment.samples[0]
-        sps = next((n for n in first.nalus if nal_type(n) == NAL_SPS), None)
-        pps = next((n for n in first.nalus if nal_type(n) == NAL_PPS), None)
-        if sps is None or pps is None:
-            raise ValueError(f"segment {segment.seq} starts without SPS/PPS before its IDR")
-        if self._params is not None and self._params.sps == sps and self._params.pps == pps:
+        found = {_kind(self.codec, n): n for n in first.nalus if len(n) >= 2}
+        if any(k not in found for k in self._kinds):
+            names = "VPS/SPS/PPS" if self.codec == HEVC else "SPS/PPS"
+            raise ValueError(f"segment {segment.seq} starts without {names} before its first picture")
+        sets = tuple(found[k] for k in self._kinds)
+        if self._params is not None and self._params.parameter_sets == sets:
             return self._params
         self.close()
-        head = [n for n in first.nalus if nal_type(n) in (NAL_SPS, NAL_PPS, NAL_IDR)]
-        template = av.open(io.BytesIO(join_annexb(head)), "r", format="h264")
+        head = [*sets, *(n for n in first.nalus if self._is_key_picture(_kind(self.codec, n)))]
+        template = av.open(io.BytesIO(join_annexb(head)), "r", format=self.codec)
         ctx = template.streams.video[0].codec_context
         self._template = template
-        self._params = VideoParams(sps=sps, pps=pps, width=ctx.width, height=ctx.height)
+        self._params = VideoParams(self.codec, sets, ctx.width, ctx.height)
         return self._params
 
+    def _sample_nalus(self, nalus: tuple[bytes, ...], params: VideoParams) -> list[bytes]:
+        if self.codec != HEVC:
+            return list(nalus)
+        return [n for n in nalus if n not in params.parameter_sets]
+
     def mux(self, segment: CutSegment) -> bytes:
-        self._ensure_template(segment)
+        params = self._ensure_template(segment)
         assert self._template is not None
         buf = io.BytesIO()
         time_base = Fraction(1, TIMESCALE)
         with av.open(buf, "w", format="mp4", options={"movflags": MOVFLAGS}) as out:
             stream = out.add_stream_from_template(self._template.streams.video[0])
+            if self.codec == HEVC:
+                stream.codec_context.codec_tag = "hvc1"
             stream.time_base = time_base
             for sample in segment.samples:
-                packet = av.Packet(join_annexb(sample.nalus))
+                packet = av.Packet(join_annexb(self._sample_nalus(sample.nalus, params)))
                 packet.stream = stream
                 packet.time_base = time_base
                 packet.pts = sample.pts

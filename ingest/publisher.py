@@ -5,11 +5,18 @@ of the bus; when it is full the oldest waiting segment is dropped, counted and l
 (the packager's gap handling covers the hole). When the session ends, the partial
 segment in hand is flushed, the queue drains (bounded in time), and an ``offline`` state
 naming the last published sequence number closes the epoch.
+
+Over UDP a small jitter buffer (``ingest.rtp.jitter``) puts packets back in order first.
+What the depacketizer, the jitter buffer and the segmenter corrected (lost, late, reordered
+packets, parameter sets re-inserted, timestamp jumps, damaged segments) is logged at most
+once per segment (``media_corrected``, the counts since the last one) and summed up in
+``publish_ended``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -26,8 +33,9 @@ from camflow.events import (
 from camflow.keys import new_epoch
 from camflow.log import get_logger
 from ingest.errors import ParseError
-from ingest.mux import SegmentMuxer
+from ingest.mux import H264, SegmentMuxer
 from ingest.rtp.base import AccessUnit, Depacketizer
+from ingest.rtp.jitter import JitterBuffer
 from ingest.rtp.packet import RtpPacket
 from ingest.segmenter import TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
 
@@ -46,6 +54,7 @@ class PublishStats:
     segments_dropped: int = 0
     segments_unmuxable: int = 0
     publish_errors: int = 0
+    sender_reports: int = 0
 
 
 class Publisher:
@@ -58,13 +67,17 @@ class Publisher:
         segment_target: float = 2.0,
         queue_segments: int = DEFAULT_QUEUE_SEGMENTS,
         epoch: str | None = None,
+        codec: str = H264,
+        jitter: JitterBuffer | None = None,
     ) -> None:
         self.bus = bus
         self.stream = stream
         self.epoch = epoch or new_epoch()
         self.depacketizer = depacketizer
         self.segmenter = Segmenter(segment_target)
-        self.muxer = SegmentMuxer()
+        self.muxer = SegmentMuxer(codec)
+        self.jitter = jitter  # UDP only: TCP cannot reorder
+        self._corrections_logged: dict[str, int] = {}
         self.stats = PublishStats()
         self.log = get_logger("ingest", stream_id=stream, epoch=self.epoch)
         self._queue: deque[RawSegment] = deque()
@@ -73,6 +86,7 @@ class Publisher:
         self._closing = False
         self._last_published = -1
         self._wall_base: tuple[float, int] | None = None  # (UNIX time, pts) of the first unit
+        self._sender_report: tuple[float, int] | None = None  # (camera UNIX time, RTP timestamp), RTCP SR
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -94,13 +108,41 @@ class Publisher:
         except ParseError:
             self.stats.rtp_invalid += 1
             return
+        if self.jitter is None:
+            self._depacketize(packet)
+            return
+        for ordered in self.jitter.push(packet, time.monotonic()):
+            self._depacketize(ordered)
+
+    def _depacketize(self, packet: RtpPacket) -> None:
         for unit in self.depacketizer.push(packet):
             self._on_unit(unit)
+
+    def on_unit(self, unit: AccessUnit) -> None:
+        """One access unit (90 kHz pts) of a source that is not RTP: a pulled RTSP source (ingest.pull)."""
+        self._on_unit(unit)
+
+    def on_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
+        """An RTCP sender report of the video track: ``wall_clock`` follows the camera's clock from now on."""
+        self.stats.sender_reports += 1
+        self._sender_report = (ntp_unix, rtp_timestamp & 0xFFFFFFFF)
+        if self._wall_base is not None:
+            self._wall_base = (self._camera_time(self._wall_base[1]), self._wall_base[1])
+
+    def _camera_time(self, pts: int) -> float:
+        """UNIX time of ``pts`` by the camera's last sender report, else by arrival (now)."""
+        if self._sender_report is None:
+            return time.time()
+        ntp_unix, rtp_timestamp = self._sender_report
+        diff = (pts - rtp_timestamp) & 0xFFFFFFFF
+        if diff >= 1 << 31:
+            diff -= 1 << 32
+        return ntp_unix + diff / self.depacketizer.clock_rate
 
     def _on_unit(self, unit: AccessUnit) -> None:
         self.stats.units += 1
         if self._wall_base is None and unit.is_idr:
-            self._wall_base = (time.time(), unit.pts)
+            self._wall_base = (self._camera_time(unit.pts), unit.pts)
         for segment in self.segmenter.push(unit):
             self._on_segment(segment)
 
@@ -127,7 +169,10 @@ class Publisher:
             height=params.height,
             wall_clock=wall,
             data=data,
+            damaged=segment.damaged,
+            discontinuity=segment.discontinuity,
         )
+        self._log_corrections(segment.seq)
         if len(self._queue) >= self._queue_max:
             dropped = self._queue.popleft()
             self.stats.segments_dropped += 1
@@ -160,6 +205,9 @@ class Publisher:
         """End of the session: flush the partial segment, drain, publish ``offline``."""
         if self._closing:
             return
+        if self.jitter is not None:
+            for packet in self.jitter.flush():
+                self._depacketize(packet)
         for unit in self.depacketizer.flush():
             self._on_unit(unit)
         for segment in self.segmenter.flush():
@@ -181,4 +229,22 @@ class Publisher:
             )
         except Exception as exc:
             self.log.error("state_publish_failed", error=str(exc))
-        self.log.info("publish_ended", reason=reason, last_seq=last, **vars(self.stats))
+        self.log.info("publish_ended", reason=reason, last_seq=last, **vars(self.stats), **self.corrections())
+
+    def corrections(self) -> dict[str, int]:
+        """Every correction counter of the media path (depacketizer, jitter buffer, segmenter), by name."""
+        out: dict[str, int] = {}
+        jitter = self.jitter.counters if self.jitter is not None else None
+        for counters in (getattr(self.depacketizer, "counters", None), jitter, self.segmenter.counters):
+            if counters is not None and dataclasses.is_dataclass(counters) and not isinstance(counters, type):
+                out.update({k: v for k, v in dataclasses.asdict(counters).items() if isinstance(v, int)})
+        return out
+
+    def _log_corrections(self, seq: int) -> None:
+        """At most one log line per segment: what was corrected since the previous line."""
+        now = self.corrections()
+        changed = {k: v - self._corrections_logged.get(k, 0) for k, v in now.items()}
+        changed = {k: v for k, v in changed.items() if v}
+        if changed:
+            self._corrections_logged = now
+            self.log.info("media_corrected", seq=seq, **changed)

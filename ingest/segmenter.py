@@ -12,6 +12,13 @@ in decode order is the i-th smallest presentation time minus a constant reorder 
 ``D`` (the smallest that keeps every decode time at or before its presentation time);
 ``D`` is kept per stream and only ever grows, so decode times stay continuous from one
 segment to the next.
+
+Camera clocks: a unit whose time jumps forward by more than ``MAX_FORWARD_JUMP`` or back by
+more than B-frame reordering explains (``BACKWARD_TOLERANCE``, or twice ``D``) closes the
+segment in hand. The timeline is then rebased so that the next IDR starts exactly where that
+segment ended (units before it are dropped and counted: they cannot start a segment), and the
+segment it starts carries ``discontinuity``. A segment holding a unit the depacketizer marked
+``damaged`` (lost packets of a reference picture) is marked ``damaged`` too.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ TIMESCALE = 90_000
 TIMELINE_ORIGIN = TIMESCALE  # 1 s
 DEFAULT_TARGET = 2.0
 MAX_SEGMENT_SECONDS = 30.0  # a camera whose IDRs never come is cut anyway (the next unit is not an IDR)
+MAX_FORWARD_JUMP = 10.0  # seconds: a bigger step forward between units is a new timeline
+BACKWARD_TOLERANCE = 0.5  # seconds: a bigger step back than this (and than 2 D) is a new timeline
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class Sample:
     duration: int
     nalus: tuple[bytes, ...]
     is_idr: bool
+    damaged: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class CutSegment:
     start: int  # pts of the first IDR
     duration: int
     samples: tuple[Sample, ...]
+    damaged: bool = False  # a sample lost packets of a reference picture
+    discontinuity: bool = False  # first segment after the camera's clock jumped (a rebased timeline)
 
 
 @dataclass
@@ -52,12 +64,18 @@ class SegmenterCounters:
     reorder_delay_increases: int = 0
     forced_cuts: int = 0
     dts_nudged: int = 0
+    timestamp_jumps_forward: int = 0
+    timestamp_jumps_backward: int = 0
+    dropped_after_jump: int = 0  # units between a timestamp jump and the next IDR
+    segments_damaged: int = 0
 
 
 @dataclass
 class _Pending:
     start: int
     units: list[tuple[int, AccessUnit]] = field(default_factory=list)  # (timeline pts, unit)
+    discontinuity: bool = False
+    latest: int = 0  # the highest timeline pts in it
 
 
 class Segmenter:
@@ -74,6 +92,9 @@ class Segmenter:
         self._reorder_delay = 0
         self._last_dts: int | None = None
         self._frame_ticks = timescale // 30
+        self._forward_jump = round(MAX_FORWARD_JUMP * timescale)
+        self._backward_tolerance = round(BACKWARD_TOLERANCE * timescale)
+        self._rebase_at: int | None = None  # after a jump: the timeline pts the next IDR is given
 
     @property
     def next_seq(self) -> int:
@@ -85,36 +106,59 @@ class Segmenter:
 
     def push(self, unit: AccessUnit) -> list[CutSegment]:
         """Add one unit (in decode order); returns the segment it completes, if any."""
+        discontinuity = False
         if self._base is None:
             if not unit.is_idr:
                 self.counters.dropped_before_idr += 1
                 return []
             self._base = unit.pts
+        elif self._rebase_at is not None:
+            if not unit.is_idr:
+                self.counters.dropped_after_jump += 1
+                return []
+            self._base = unit.pts + TIMELINE_ORIGIN - self._rebase_at
+            self._rebase_at = None
+            discontinuity = True
         t = self.to_timeline(unit.pts)
         out: list[CutSegment] = []
         pending = self._pending
+        if pending is not None and self._jumped(t, pending.latest):
+            end = pending.latest + self._frame_ticks
+            out.append(self._cut(pending, end=end))
+            self._pending = None
+            self._rebase_at = end
+            return out + self.push(unit)
         if pending is None:
-            self._pending = _Pending(start=t, units=[(t, unit)])
+            self._pending = _Pending(start=t, units=[(t, unit)], discontinuity=discontinuity, latest=t)
             return out
         elapsed = t - pending.start
         if unit.is_idr and elapsed >= self.target_ticks:
             out.append(self._cut(pending, end=t))
-            self._pending = _Pending(start=t, units=[(t, unit)])
+            self._pending = _Pending(start=t, units=[(t, unit)], latest=t)
         elif elapsed >= self.max_ticks:  # no IDR for too long: cut anyway, memory stays bounded
             self.counters.forced_cuts += 1
             out.append(self._cut(pending, end=t))
-            self._pending = _Pending(start=t, units=[(t, unit)])
+            self._pending = _Pending(start=t, units=[(t, unit)], latest=t)
         else:
             pending.units.append((t, unit))
+            pending.latest = max(pending.latest, t)
         return out
+
+    def _jumped(self, t: int, latest: int) -> bool:
+        if t - latest > self._forward_jump:
+            self.counters.timestamp_jumps_forward += 1
+            return True
+        if latest - t > max(self._backward_tolerance, 2 * self._reorder_delay):
+            self.counters.timestamp_jumps_backward += 1
+            return True
+        return False
 
     def flush(self) -> list[CutSegment]:
         """End of the publish session: the partial segment in hand, if it has any unit."""
         pending, self._pending = self._pending, None
         if pending is None or not pending.units:
             return []
-        end = max(t for t, _ in pending.units) + self._frame_ticks
-        return [self._cut(pending, end=end)]
+        return [self._cut(pending, end=pending.latest + self._frame_ticks)]
 
     def _cut(self, pending: _Pending, end: int) -> CutSegment:
         times = [t for t, _ in pending.units]
@@ -136,19 +180,22 @@ class Segmenter:
         samples = []
         for i, (t, unit) in enumerate(pending.units):
             nxt = dts[i + 1] if i + 1 < len(dts) else max(end_dts, dts[i] + 1)
-            samples.append(
-                Sample(pts=t, dts=dts[i], duration=nxt - dts[i], nalus=unit.nalus, is_idr=unit.is_idr)
-            )
+            samples.append(Sample(t, dts[i], nxt - dts[i], unit.nalus, unit.is_idr, damaged=unit.damaged))
         if len(times) > 1:
             spans = sorted(b - a for a, b in itertools.pairwise(ordered) if b > a)
             if spans:
                 self._frame_ticks = spans[len(spans) // 2]
         self._last_dts = dts[-1]
+        damaged = any(x.damaged for x in samples)
+        if damaged:
+            self.counters.segments_damaged += 1
         seg = CutSegment(
             seq=self._seq,
             start=pending.start,
             duration=end - pending.start,
             samples=tuple(samples),
+            damaged=damaged,
+            discontinuity=pending.discontinuity,
         )
         self._seq += 1
         return seg

@@ -1,24 +1,76 @@
-"""The ingest service: the RTSP server, with publish tokens checked against the shared secret."""
+"""The ingest service: the RTSP server, with publish tokens checked against the shared secret.
+
+A publisher proves it holds a publish token for the stream in one of three ways:
+
+- ``?token=T`` in the URL (any valid token);
+- RTSP Basic, ``rtsp://STREAM:T@host/STREAM`` (any valid token as the password);
+- RTSP Digest (RFC 2617/7616, MD5) with user = stream and password = the stream's never-expiring
+  publish token (``camflow token publish STREAM --ttl never``): Digest hides the password, so the
+  server must be able to compute it, and only the ``"e": 0`` token is deterministic.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from camflow.bus import Bus
-from camflow.errors import TokenError
+from camflow.errors import ConfigError, TokenError
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
-from ingest.rtsp.server import RtspServer
+from ingest.errors import ParseError
+from ingest.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
+from ingest.rtsp.headers import DigestCredentials
+from ingest.rtsp.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RtspServer
 from ingest.rtsp.session import AuthRequest
+from ingest.rtsp.udp import parse_port_range
+from ingest.rtsp.url import RtspUrl
 
 log = get_logger("ingest")
+DEFAULT_SCHEMES = (AuthScheme.DIGEST, AuthScheme.BASIC)
 
 
-def token_authorizer(signer: TokenSigner) -> Callable[[AuthRequest], bool]:
+def _digest_refusal(
+    signer: TokenSigner, nonces: DigestNonces, request: AuthRequest, creds: DigestCredentials
+) -> str | None:
+    """Why these Digest credentials do not authorize ``request``; None when they do."""
+    if creds.username != request.stream:
+        return f"Digest user {creds.username!r}: expected the stream name {request.stream!r}"
+    if creds.realm != REALM:
+        return f"Digest realm {creds.realm!r}: expected {REALM!r}"
+    if not nonces.check(creds.nonce):
+        return "Digest nonce is not one of ours or is older than its lifetime"
+    try:
+        path = RtspUrl.parse(creds.uri).path
+        if path != request.stream and not path.startswith(request.stream + "/"):
+            return f"Digest uri {creds.uri[:80]!r}: expected a URL of stream {request.stream!r}"
+        # The only password a server can recompute: the stream's never-expiring publish token.
+        if not creds.verify(signer.issue(request.stream, Action.PUBLISH, None), request.method):
+            return (
+                "Digest response does not match the stream's never-expiring publish token: a camera with"
+                " credentials needs `camflow token publish STREAM --ttl never` as its password, or ?token="
+            )
+    except ParseError as exc:
+        return str(exc)
+    return None
+
+
+def token_authorizer(
+    signer: TokenSigner,
+    schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
+    nonces: DigestNonces | None = None,
+) -> Callable[[AuthRequest], bool]:
     def authorize(request: AuthRequest) -> bool:
-        # The token comes in ?token=..., or as the password of rtsp://user:token@host/stream
-        # (the user name is the stream's) for cameras that only know credentials.
-        token = request.query.get("token") or request.password
+        if request.digest is not None:
+            if AuthScheme.DIGEST not in schemes or nonces is None:
+                reason: str | None = "Digest authentication is not enabled (--rtsp-auth)"
+            else:
+                reason = _digest_refusal(signer, nonces, request, request.digest)
+            if reason is not None:
+                log.info("publish_refused", stream_id=request.stream, scheme="digest", reason=reason)
+            return reason is None
+        token = request.query.get("token")
+        if not token and AuthScheme.BASIC in schemes:
+            token = request.password
         if not token:
             return False
         try:
@@ -39,12 +91,30 @@ def build_rtsp_server(
     port: int,
     segment_target: float = 2.0,
     session_timeout: int = 60,
+    udp_ports: tuple[int, int] | None = None,
+    auth_schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> RtspServer:
+    nonces = DigestNonces(signer.derive_key("rtsp-digest-nonce"))
     return RtspServer(
         bus,
-        token_authorizer(signer),
+        token_authorizer(signer, auth_schemes, nonces),
         host=host,
         port=port,
         segment_target=segment_target,
         session_timeout=session_timeout,
+        challenges=Challenger(auth_schemes, nonces),
+        udp_ports=udp_ports,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
     )
+
+
+def parse_rtsp_flags(udp_ports: str, auth: str) -> tuple[tuple[int, int] | None, tuple[AuthScheme, ...]]:
+    """``--rtsp-udp-ports`` (FIRST-LAST, or ``off``) and ``--rtsp-auth``; a ConfigError names a bad value."""
+    try:
+        ports = None if udp_ports.strip().lower() == "off" else parse_port_range(udp_ports)
+        return ports, parse_schemes(auth)
+    except ParseError as exc:
+        raise ConfigError(str(exc)) from None

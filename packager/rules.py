@@ -6,13 +6,23 @@ of the same playlist (what a client sees when it reloads); ``check_master`` at a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 _PDT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _EXTINF_RE = re.compile(r"^(\d+(?:\.\d+)?),")
 _MAP_RE = re.compile(r'^URI="([^"]+)"')
-_STREAM_INF_RE = re.compile(r'^BANDWIDTH=(\d+),AVERAGE-BANDWIDTH=(\d+),CODECS="[^"]+",RESOLUTION=\d+x\d+$')
+_STREAM_INF_RE = re.compile(
+    r'^BANDWIDTH=(\d+),AVERAGE-BANDWIDTH=(\d+),CODECS="[^"]+",RESOLUTION=\d+x\d+'
+    r'(?:,FRAME-RATE=\d+\.\d{3})?(?:,AUDIO="([^"]+)")?$'
+)
+_MEDIA_GROUP_RE = re.compile(r'TYPE=AUDIO,GROUP-ID="([^"]+)"')
+
+
+def nearest(seconds: float) -> int:
+    """An EXTINF rounded to the nearest integer, halves up (what RFC 8216 4.3.3.1 compares)."""
+    return math.floor(seconds + 0.5)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class ParsedMedia:
     media_sequence: int = 0
     discontinuity_sequence: int = 0
     endlist: bool = False
+    playlist_type: str | None = None
     segments: list[ParsedSegment] = field(default_factory=list)
     problems: list[Violation] = field(default_factory=list)
 
@@ -83,6 +94,8 @@ def parse_media(text: str) -> ParsedMedia:
             gap = True
         elif tag == "#EXT-X-ENDLIST":
             p.endlist = True
+        elif tag == "#EXT-X-PLAYLIST-TYPE":
+            p.playlist_type = value
         elif not ln.startswith("#"):
             if duration is None:
                 p.problems.append(Violation("extinf", f"segment {ln!r} has no EXTINF"))
@@ -101,7 +114,7 @@ def check_media(text: str) -> list[Violation]:
     if p.target_duration is None:
         out.append(Violation("target-duration", "EXT-X-TARGETDURATION is missing"))
     for s in p.segments:
-        if p.target_duration is not None and round(s.duration) > p.target_duration:
+        if p.target_duration is not None and nearest(s.duration) > p.target_duration:
             out.append(
                 Violation(
                     "target-duration",
@@ -132,12 +145,16 @@ def check_update(before: str, after: str) -> list[Violation]:
                 f"went back from {a.discontinuity_sequence} to {b.discontinuity_sequence}",
             )
         )
-    if (
-        a.target_duration is not None
-        and b.target_duration is not None
-        and b.target_duration < a.target_duration
-    ):
-        out.append(Violation("target-duration", f"decreased from {a.target_duration} to {b.target_duration}"))
+    if a.endlist and before != after:
+        # The client stopped reloading: what follows is a new presentation at the same URI.
+        # Sequence numbers must still not go back (a stray reload must not confuse it).
+        if b.segments and a.segments and b.segments[0].msn <= a.segments[-1].msn:
+            out.append(
+                Violation("endlist", "an ended playlist was reopened: it gained entries after ENDLIST")
+            )
+        return out
+    if a.target_duration != b.target_duration:
+        out.append(Violation("target-duration", f"changed from {a.target_duration} to {b.target_duration}"))
     old = {s.msn: s for s in a.segments}
     for s in b.segments:
         prev = old.get(s.msn)
@@ -161,6 +178,9 @@ def check_master(text: str) -> list[Violation]:
     if not lines or lines[0] != "#EXTM3U":
         out.append(Violation("extm3u", "the first line is not #EXTM3U"))
     bandwidths: list[int] = []
+    groups = {
+        m.group(1) for ln in lines if (m := _MEDIA_GROUP_RE.search(ln)) and ln.startswith("#EXT-X-MEDIA:")
+    }
     for i, ln in enumerate(lines):
         if not ln.startswith("#EXT-X-STREAM-INF:"):
             continue
@@ -171,6 +191,8 @@ def check_master(text: str) -> list[Violation]:
             )
             continue
         peak, avg = int(m.group(1)), int(m.group(2))
+        if m.group(3) is not None and m.group(3) not in groups:
+            out.append(Violation("stream-inf", f"AUDIO group {m.group(3)!r} has no EXT-X-MEDIA"))
         if avg > peak:
             out.append(Violation("stream-inf", f"AVERAGE-BANDWIDTH {avg} is above BANDWIDTH {peak}"))
         bandwidths.append(peak)

@@ -5,31 +5,46 @@ One ``StreamPackager`` per stream holds that stream's playlists and reorder buff
 the service writes what changed, media playlists before the master, and then commits
 every message whose effects are now written (``CommitTracker``).
 
-Playlists are not rebuilt from the store on restart yet: a restarted packager starts
-each stream afresh from the first uncommitted event. ``StreamPackager`` is built from
-events alone, so seeding it from stored playlists can be added in front of ``run``.
+Write order per flush: recording index chunks (``camflow.recordings``), then media (and
+DVR) playlists, then the master; then the commits. So an object named by a playlist is
+always in the index, and a crash at any point only repeats work.
+
+Restart and rebalance: the first event of a stream this process does not know yet
+(at start, or when a rebalance hands it a partition) rebuilds the stream's state from
+the playlists its previous owner wrote (``StreamPackager.restore``), and index chunks
+are read before they are first rewritten; re-delivered events are then recognised as
+duplicates (``stats.duplicates``) and nothing is missing or repeated. A partition taken
+away and handed back within one process life is not detected (the bus reports no
+assignments): that process's state of those streams would be stale.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
 from camflow.bus import Bus, Consumer, Message
-from camflow.errors import EventDecodeError
+from camflow.errors import EventDecodeError, NotFound
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
-from camflow.keys import is_stream_name
+from camflow.keys import dvr_playlist_key, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.log import get_logger
+from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from packager.commits import CommitTracker
-from packager.stream import PackagerStats, StreamPackager
+from packager.errors import PlaylistError
+from packager.playlist import DEFAULT_TARGET, parse_master
+from packager.retention import Retention
+from packager.stream import IndexAppend, PackagerStats, StreamPackager
 
 GROUP = "camflow-packager"
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+INDEX_CONTENT_TYPE = "application/json"
 POLL_SECONDS = 0.5
+CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket and a late one)
 
 
 class Packager:
@@ -46,12 +61,25 @@ class Packager:
         *,
         live_window: float = 60.0,
         gap_timeout: float = 10.0,
+        target_duration: int = DEFAULT_TARGET,
+        offline_grace: float = 0.0,
+        dvr_window: float = 0.0,
+        retain: float | None = None,
+        retain_streams: dict[str, float] | None = None,
+        retention_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
         self._store = store
         self._live_window = live_window
         self._gap_timeout = gap_timeout
+        self._target = target_duration
+        self._grace = offline_grace
+        self._dvr_window = dvr_window
+        self._chunks: dict[str, dict[tuple[str, int], IndexChunk]] = {}
+        self.retention = Retention(store, retain=retain, per_stream=retain_streams or {})
+        self._retention_interval = retention_interval
+        self._next_sweep = 0.0
         self._clock = clock
         self.stats = PackagerStats()
         self.ready = asyncio.Event()
@@ -62,14 +90,27 @@ class Packager:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await self._bus.subscribe([TOPIC_READY, TOPIC_STREAMS], GROUP)
+        if self.retention.enabled:
+            try:
+                await self.retention.install_lifecycle()
+            except Exception as exc:  # a store that refuses lifecycle rules still gets swept
+                self._log.warning("lifecycle rule not installed", error=repr(exc))
         self.ready.set()
-        self._log.info("packager started", live_window=self._live_window, gap_timeout=self._gap_timeout)
+        self._log.info(
+            "packager started",
+            live_window=self._live_window,
+            gap_timeout=self._gap_timeout,
+            target_duration=self._target,
+            offline_grace=self._grace,
+            dvr_window=self._dvr_window,
+        )
         try:
             while not stop.is_set():
                 msg = await consumer.get(self._poll_timeout())
                 if msg is not None:
                     await self._handle(consumer, msg)
                 await self._tick(consumer)
+                await self._sweep()
         finally:
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))
@@ -94,16 +135,71 @@ class Packager:
             self._log.warning("event rejected", topic=msg.topic, offset=msg.offset, type=type(event).__name__)
             await self._commit(consumer, [token])
             return
-        stream = self._streams.get(event.stream)
-        if stream is None:
-            stream = self._streams[event.stream] = StreamPackager(
-                event.stream, live_window=self._live_window, gap_timeout=self._gap_timeout, stats=self.stats
-            )
+        stream = self._streams.get(event.stream) or await self._open(event.stream)
         if isinstance(event, SegmentReady):
             stream.on_segment(event, token, self._clock())
         else:
             stream.on_state(event, token, self._clock())
         await self._flush(consumer, stream)
+
+    @property
+    def streams(self) -> dict[str, StreamPackager]:
+        return self._streams
+
+    async def _open(self, name: str) -> StreamPackager:
+        """A stream new to this process: state rebuilt from what its previous owner stored."""
+        stream = self._streams[name] = StreamPackager(
+            name,
+            live_window=self._live_window,
+            gap_timeout=self._gap_timeout,
+            stats=self.stats,
+            target_duration=self._target,
+            offline_grace=self._grace,
+            dvr_window=self._dvr_window,
+        )
+        try:
+            master = (await self._store.get(master_playlist_key(name))).decode()
+        except NotFound:
+            return stream
+        media: dict[str, str] = {}
+        dvr: dict[str, str] = {}
+        try:
+            for rendition in parse_master(master):
+                for key, into in (
+                    (media_playlist_key(name, rendition), media),
+                    (dvr_playlist_key(name, rendition), dvr),
+                ):
+                    try:
+                        into[rendition] = text = (await self._store.get(key)).decode()
+                    except NotFound:
+                        continue
+                    self._written[key] = text
+            stream.restore(master, media, dvr)
+            self._written[master_playlist_key(name)] = master
+        except (PlaylistError, UnicodeDecodeError) as exc:
+            self._log.warning("stored playlists unreadable; starting afresh", stream_id=name, error=str(exc))
+            stream = self._streams[name] = StreamPackager(
+                name,
+                live_window=self._live_window,
+                gap_timeout=self._gap_timeout,
+                stats=self.stats,
+                target_duration=self._target,
+                offline_grace=self._grace,
+                dvr_window=self._dvr_window,
+            )
+        return stream
+
+    async def _sweep(self) -> None:
+        """Retention for the streams this process owns, every ``retention_interval`` seconds."""
+        if not self.retention.enabled or self._clock() < self._next_sweep:
+            return
+        self._next_sweep = self._clock() + self._retention_interval
+        for name, stream in list(self._streams.items()):
+            try:
+                await self.retention.sweep(name, stream.named(), functools.partial(self.cached_chunk, name))
+            except Exception as exc:
+                self.retention.stats.errors += 1
+                self._log.warning("retention sweep failed", stream_id=name, error=repr(exc))
 
     async def _tick(self, consumer: Consumer) -> None:
         now = self._clock()
@@ -121,12 +217,43 @@ class Packager:
 
     async def _flush(self, consumer: Consumer, stream: StreamPackager) -> None:
         out = stream.take_output()
+        await self._write_index(stream.stream, out.index)
         for key, text in out.writes:
             if self._written.get(key) == text:
                 continue
             await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)
             self._written[key] = text
         await self._commit(consumer, out.done)
+
+    async def _write_index(self, stream: str, appends: list[IndexAppend]) -> None:
+        changed: dict[str, IndexChunk] = {}
+        for a in appends:
+            chunk = await self._chunk(stream, a.epoch, bucket_of(a.segment.wall_clock))
+            if chunk.add(a.segment, a.renditions):
+                changed[chunk_key(chunk)] = chunk
+        for key, chunk in changed.items():
+            await self._store.put(key, chunk.render(), INDEX_CONTENT_TYPE)
+
+    async def _chunk(self, stream: str, epoch: str, bucket: int) -> IndexChunk:
+        cache = self._chunks.setdefault(stream, {})
+        chunk = cache.get((epoch, bucket))
+        if chunk is not None:
+            return chunk
+        chunk = IndexChunk(stream, epoch, bucket)
+        try:
+            chunk = IndexChunk.parse(await self._store.get(chunk_key(chunk)))
+        except NotFound:
+            pass
+        except RecordingIndexError as exc:
+            self._log.warning("index chunk unreadable; rewritten", stream_id=stream, error=str(exc))
+        cache[(epoch, bucket)] = chunk
+        while len(cache) > CHUNKS_CACHED:
+            del cache[min(cache, key=lambda k: k[1])]
+        return chunk
+
+    def cached_chunk(self, stream: str, epoch: str, bucket: int) -> IndexChunk | None:
+        """The in-memory index chunk (retention edits it there, so the next append keeps the edit)."""
+        return self._chunks.get(stream, {}).get((epoch, bucket))
 
     async def _commit(self, consumer: Consumer, tokens: Iterable[int]) -> None:
         latest: dict[tuple[str, int], Message] = {}

@@ -19,20 +19,42 @@ Policy, in the order a stream lives it:
   that, the missing seqs are skipped (or, when only a newer epoch waits, the rest of the
   current epoch is given up) and counted in ``stats.gaps``.
 - ``offline`` with ``last_seq`` ends the epoch once every seq up to it is appended or
-  skipped; when no newer epoch waits, every playlist gets EXT-X-ENDLIST. An ``offline``
-  without ``last_seq`` (a v1 event) takes the highest seq known at that moment.
-- The first entry of a new epoch in a playlist carries EXT-X-DISCONTINUITY (reopening an
-  ended playlist). Renditions absent from a new epoch's first segment are ended and leave
-  the master; a rendition missing from one segment of its epoch gets a gap entry.
+  skipped. An ``offline`` without ``last_seq`` (a v1 event) takes the highest seq known
+  at that moment.
+- End of stream: a camera that reconnects (reboot, network blip) starts a new epoch. For
+  ``offline_grace`` seconds after its epoch ended the playlists stay live (no ENDLIST):
+  a new epoch arriving then just continues them with EXT-X-DISCONTINUITY, so viewers
+  keep watching (hls.js keeps reloading an unchanged live playlist). After the grace
+  every playlist gets EXT-X-ENDLIST. A client that saw ENDLIST stops reloading (RFC 8216
+  6.3.4, hls.js), so an ended playlist is never reopened: a later epoch starts a new
+  presentation at the same URI (``MediaPlaylist.append``) with sequence numbers that
+  continue past the old ones. The ``offline`` is committed only once this is decided.
+- The first entry of a new epoch in a playlist carries EXT-X-DISCONTINUITY, as does a
+  segment flagged ``discontinuity`` (the camera's clock jumped). Renditions absent from a
+  new epoch's first segment are ended and leave the master; a rendition missing from one
+  segment of its epoch gets a gap entry.
+- Target duration: fixed per playlist from configuration (``target_duration``). A segment
+  too long for it (a camera GOP longer than the target) cannot be named in the live
+  playlist without breaking RFC 8216 6.2.1; its time is filled with EXT-X-GAP entries of
+  at most the target each (the timeline and PROGRAM-DATE-TIME stay right), it is counted
+  in ``stats.overlong`` and logged with the fix. The recording keeps it: VOD playlists
+  are written once and take the longest segment's duration as their target.
+- Appends are idempotent per rendition (``MediaPlaylist.holds``): after a restart the
+  renditions' playlists may differ by the one segment a crash interrupted, and the
+  re-delivered event completes only the ones that lack it (``restore``).
+- Every appended segment is also handed out for the recording index (``Output.index``),
+  which the service writes before the playlists.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from camflow.events import SegmentReady, StreamState, StreamStateKind
 from camflow.keys import (
+    dvr_playlist_key,
     is_epoch,
     is_rendition,
     is_safe_key,
@@ -42,7 +64,15 @@ from camflow.keys import (
     stream_prefix,
 )
 from camflow.log import get_logger
-from packager.playlist import MasterPlaylist, MediaPlaylist, PlaylistEntry, Variant
+from camflow.recordings import RecordedRendition, RecordedSegment
+from packager.playlist import (
+    DEFAULT_TARGET,
+    MasterPlaylist,
+    MediaPlaylist,
+    PlaylistEntry,
+    Variant,
+    parse_master,
+)
 
 
 @dataclass
@@ -53,10 +83,22 @@ class PackagerStats:
     out_of_order: int = 0
     duplicates: int = 0
     rejected: int = 0
+    overlong: int = 0
+    restored: int = 0
+
+
+@dataclass(frozen=True)
+class IndexAppend:
+    """A segment for the recording index: written before the playlists that name it."""
+
+    epoch: str
+    segment: RecordedSegment
+    renditions: tuple[RecordedRendition, ...]
 
 
 @dataclass
 class Output:
+    index: list[IndexAppend] = field(default_factory=list)
     writes: list[tuple[str, str]] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
 
@@ -87,6 +129,7 @@ class _Epoch:
 @dataclass
 class _Rendition:
     playlist: MediaPlaylist
+    dvr: MediaPlaylist | None = None
     map_uri: str = ""
     peak: int = 0
     bits: float = 0.0
@@ -94,11 +137,26 @@ class _Rendition:
 
 
 class StreamPackager:
-    def __init__(self, stream: str, *, live_window: float, gap_timeout: float, stats: PackagerStats) -> None:
+    def __init__(
+        self,
+        stream: str,
+        *,
+        live_window: float,
+        gap_timeout: float,
+        stats: PackagerStats,
+        target_duration: int = DEFAULT_TARGET,
+        offline_grace: float = 0.0,
+        dvr_window: float = 0.0,
+    ) -> None:
         self.stream = stream
         self.stats = stats
         self._window = live_window
         self._gap_timeout = gap_timeout
+        self._target = target_duration
+        self._grace = offline_grace
+        self._dvr_window = dvr_window
+        self._ending_since: float | None = None
+        self._index: list[IndexAppend] = []
         self._prefix = stream_prefix(stream)
         self._epochs: dict[str, _Epoch] = {}
         self._current: _Epoch | None = None
@@ -161,16 +219,22 @@ class StreamPackager:
         self._advance(now)
 
     def deadline(self) -> float | None:
-        """When ``tick`` next has something to do (a gap timeout), in the clock of ``now``."""
+        """When ``tick`` next has something to do (a gap timeout, the end of the offline grace)."""
+        times = []
         ep = self._current
-        if ep is None or ep.blocked_since is None:
-            return None
-        return ep.blocked_since + self._gap_timeout
+        if ep is not None and ep.blocked_since is not None:
+            times.append(ep.blocked_since + self._gap_timeout)
+        if self._ending_since is not None:
+            times.append(self._ending_since + self._grace)
+        return min(times) if times else None
 
     def tick(self, now: float) -> None:
         ep = self._current
-        if ep is None or ep.blocked_since is None or now - ep.blocked_since < self._gap_timeout:
-            return
+        if ep is not None and ep.blocked_since is not None and now - ep.blocked_since >= self._gap_timeout:
+            self._skip(ep)
+        self._advance(now)
+
+    def _skip(self, ep: _Epoch) -> None:
         ep.blocked_since = None
         if ep.pending:
             lowest = min(ep.pending)
@@ -187,15 +251,15 @@ class StreamPackager:
             self.stats.gaps += lost
             ep.last_seq = ep.next_seq - 1
             self._log.warning("epoch abandoned", epoch=ep.name, last_seq=ep.last_seq, lost=lost)
-        self._advance(now)
 
     def take_output(self) -> Output:
-        out = Output(done=self._done)
-        self._done = []
+        out = Output(index=self._index, done=self._done)
+        self._index, self._done = [], []
         for name in sorted(self._dirty):
-            out.writes.append(
-                (media_playlist_key(self.stream, name), self._renditions[name].playlist.render())
-            )
+            r = self._renditions[name]
+            out.writes.append((media_playlist_key(self.stream, name), r.playlist.render()))
+            if r.dvr is not None:
+                out.writes.append((dvr_playlist_key(self.stream, name), r.dvr.render()))
         self._dirty.clear()
         if self._master.variants:
             text = self._master.render()
@@ -203,6 +267,69 @@ class StreamPackager:
                 out.writes.append((master_playlist_key(self.stream), text))
                 self._master_text = text
         return out
+
+    def named(self) -> set[tuple[str, int]]:
+        """``(epoch, seq)`` of every real segment a live or DVR playlist names now."""
+        out: set[tuple[str, int]] = set()
+        for r in self._renditions.values():
+            for pl in (r.playlist, r.dvr):
+                if pl is not None:
+                    out.update((e.epoch, e.seq) for e in pl.entries if not e.gap)
+        return out
+
+    # -- restart -------------------------------------------------------------------------------
+
+    def restore(self, master: str, media: dict[str, str], dvr: dict[str, str]) -> None:
+        """Continue from the playlists this stream's previous owner wrote (before any event).
+
+        ``media``/``dvr`` are the stored playlists of the renditions the master names. The
+        current epoch resumes after the last seq *every* rendition has (the re-delivered
+        event of a seq only some have completes the others); older epochs are stale.
+        """
+        variants = parse_master(master)
+        newest: str | None = None
+        for name, variant in variants.items():
+            if name not in media:
+                continue
+            r = self._renditions[name] = _Rendition(
+                MediaPlaylist.parse(media[name], self._window, self._target)
+            )
+            if self._dvr_window > 0:
+                r.dvr = (
+                    MediaPlaylist.parse(dvr[name], self._dvr_window, self._target)
+                    if name in dvr
+                    else MediaPlaylist(self._dvr_window, self._target)
+                )
+            last = r.playlist.last
+            if last is None:
+                continue
+            r.map_uri = last.map_uri
+            r.seconds = sum(e.duration for e in r.playlist.entries)
+            r.peak, r.bits = variant.bandwidth, variant.average_bandwidth * r.seconds
+            self._master.set(name, variant)
+            newest = last.epoch if newest is None else max(newest, last.epoch)
+        if newest is None:
+            return
+        ep = self._current = self._epoch(newest)
+        after: list[int] = []  # per rendition that has the epoch: the seq after its last
+        firsts: list[int] = []
+        lagging = False  # a rendition whose playlist has not reached this epoch at all
+        for name, r in self._renditions.items():
+            seqs = [e.seq for e in r.playlist.entries if e.epoch == newest]
+            if seqs:
+                ep.renditions.append(name)
+                after.append(seqs[-1] + 1)
+                firsts.append(seqs[0])
+            elif name in self._master.variants:
+                lagging = True
+        ep.next_seq = min(firsts) if lagging else min(after)
+        ep.appended = 1
+        self._ended = all(r.playlist.ended for r in self._renditions.values())
+        if self._ended:
+            ep.last_seq = ep.next_seq - 1
+        self._master_text = master
+        self.stats.restored += 1
+        self._log.info("stream restored", epoch=newest, next_seq=ep.next_seq, ended=self._ended)
 
     # -- the reorder buffer --------------------------------------------------------------------
 
@@ -222,15 +349,25 @@ class StreamPackager:
                 continue
             newer = any(name > ep.name for name in self._epochs)
             if ep.finished():
+                if newer:
+                    self._done.extend(ep.offline_tokens)
+                    ep.offline_tokens.clear()
+                    self._ending_since = None
+                    del self._epochs[ep.name]
+                    self._floor = ep.name
+                    self._current = None
+                    continue
+                if not self._ended:
+                    if self._ending_since is None:
+                        self._ending_since = now
+                        self._log.info("epoch finished", epoch=ep.name, grace=self._grace)
+                    if now - self._ending_since < self._grace:
+                        return
+                    self._end()
+                self._ending_since = None
                 self._done.extend(ep.offline_tokens)
                 ep.offline_tokens.clear()
-                if not newer:
-                    self._end()
-                    return
-                del self._epochs[ep.name]
-                self._floor = ep.name
-                self._current = None
-                continue
+                return
             if ep.pending or newer:
                 if ep.blocked_since is None:
                     ep.blocked_since = now
@@ -244,46 +381,79 @@ class StreamPackager:
             ep.renditions = list(names)
             for name in [n for n in self._master.variants if n not in names]:
                 self._renditions[name].playlist.end()
+                if (dvr := self._renditions[name].dvr) is not None:
+                    dvr.end()
                 self._master.remove(name)
                 self._dirty.add(name)
                 self._log.info("rendition dropped", epoch=ev.epoch, rendition=name)
             self._log.info("epoch started", epoch=ev.epoch, first_seq=ev.seq, renditions=names)
+        overlong = not MediaPlaylist(1.0, self._target).fits(ev.duration_s)
+        if overlong:
+            self.stats.overlong += 1
+            self._log.warning(
+                "segment longer than the target duration",
+                epoch=ev.epoch,
+                seq=ev.seq,
+                duration=round(ev.duration_s, 3),
+                target_duration=self._target,
+                fix="raise --target-duration or shorten the camera's keyframe interval",
+            )
         for ref in ev.renditions:
             r = self._renditions.get(ref.name)
             if r is None:
-                r = self._renditions[ref.name] = _Rendition(MediaPlaylist(self._window))
+                r = self._renditions[ref.name] = _Rendition(
+                    MediaPlaylist(self._window, self._target),
+                    MediaPlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
+                )
             if ep.appended == 0 or ref.name not in self._master.variants:
                 r.peak, r.bits, r.seconds = 0, 0.0, 0.0
             if ref.name not in ep.renditions:
                 ep.renditions.append(ref.name)
             r.map_uri = ref.init_key[len(self._prefix) :]
-            self._add(
-                r,
-                ref.name,
-                PlaylistEntry(
-                    ev.epoch,
-                    ev.seq,
-                    ev.duration_s,
-                    ref.key[len(self._prefix) :],
-                    r.map_uri,
-                    ev.wall_clock,
-                    discontinuity=self._starts_epoch(r, ev.epoch),
-                ),
+            if r.playlist.holds(ev.epoch, ev.seq):
+                continue  # re-delivered after a restart: this rendition has it already
+            entry = PlaylistEntry(
+                ev.epoch,
+                ev.seq,
+                ev.duration_s,
+                ref.key[len(self._prefix) :],
+                r.map_uri,
+                ev.wall_clock,
+                discontinuity=self._starts_epoch(r, ev.epoch) or ev.discontinuity,
             )
+            if overlong:
+                self._add_pieces(r, ref.name, entry)
+            else:
+                self._add(r, ref.name, entry)
             r.peak = max(r.peak, ref.bandwidth)
             r.bits += ref.bandwidth * ev.duration_s
             r.seconds += ev.duration_s
             average = min(r.peak, round(r.bits / r.seconds))
             self._master.set(
-                ref.name, Variant(f"{ref.name}.m3u8", r.peak, average, ref.codecs, ref.width, ref.height)
+                ref.name,
+                Variant(
+                    f"{ref.name}.m3u8", r.peak, average, ref.codecs, ref.width, ref.height, ref.frame_rate
+                ),
             )
         for name in ep.renditions:
-            if name not in names:
+            if name not in names and not self._renditions[name].playlist.holds(ev.epoch, ev.seq):
                 self._add_gap(name, ev.epoch, ev.seq, ev.duration_s, ev.wall_clock)
+        self._index.append(
+            IndexAppend(
+                ev.epoch,
+                RecordedSegment(ev.seq, ev.wall_clock, ev.duration_s, tuple(names)),
+                tuple(
+                    RecordedRendition(
+                        ref.name, ref.width, ref.height, ref.codecs, ref.bandwidth, ref.frame_rate
+                    )
+                    for ref in ev.renditions
+                ),
+            )
+        )
         ep.appended += 1
         ep.end_ticks, ep.timescale = ev.start + ev.duration, ev.timescale
-        self.stats.segments_appended += 1
         self._ended = False
+        self.stats.segments_appended += 1
         self._log.debug("segment appended", epoch=ev.epoch, seq=ev.seq)
 
     def _append_gaps(self, ep: _Epoch, missing: range, following: SegmentReady) -> None:
@@ -304,10 +474,34 @@ class StreamPackager:
         entry = PlaylistEntry(
             epoch, seq, duration, uri, r.map_uri, pdt, self._starts_epoch(r, epoch), gap=True
         )
-        self._add(r, name, entry)
+        if r.playlist.fits(duration):
+            self._add(r, name, entry)
+        else:
+            self._add_pieces(r, name, entry)
+
+    def _add_pieces(self, r: _Rendition, name: str, entry: PlaylistEntry) -> None:
+        """``entry``'s time as EXT-X-GAP entries of at most the target duration each."""
+        count = math.ceil(entry.duration / r.playlist.target_duration)
+        each = entry.duration / count
+        start = entry.program_date_time
+        for i in range(count):
+            pdt = None if start is None else start + i * each
+            piece = PlaylistEntry(
+                entry.epoch,
+                entry.seq,
+                each,
+                entry.uri,
+                entry.map_uri,
+                pdt,
+                entry.discontinuity and i == 0,
+                True,
+            )
+            self._add(r, name, piece)
 
     def _add(self, r: _Rendition, name: str, entry: PlaylistEntry) -> None:
         r.playlist.append(entry)
+        if r.dvr is not None:
+            r.dvr.append(entry)
         self._dirty.add(name)
 
     def _end(self) -> None:
@@ -315,7 +509,10 @@ class StreamPackager:
             return
         self._ended = True
         for name in self._master.variants:
-            self._renditions[name].playlist.end()
+            r = self._renditions[name]
+            r.playlist.end()
+            if r.dvr is not None:
+                r.dvr.end()
             self._dirty.add(name)
         self._log.info("stream ended", epoch=self._current.name if self._current else None)
 

@@ -4,11 +4,13 @@
 set -euo pipefail
 pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav nginx chromium wrk
-      openssl iproute2 procps curl)
+      openssl iproute2 procps curl util-linux python3-gi gir1.2-gst-rtsp-server-1.0)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm installs hls.js for the edge's player page (make install); any node >= 18 with npm will do.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -57,7 +57,8 @@ class Camflow:
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def token(self, action: str, stream: str, ttl: float | None = None) -> str:
+    def token(self, action: str, stream: str, ttl: float | str | None = None) -> str:
+        """A token from `camflow token`; ``ttl="never"`` for a camera's never-expiring publish token."""
         args = [*CAMFLOW, "token", action, stream, "--data-dir", str(self.data_dir)]
         if ttl is not None:
             args += ["--ttl", str(ttl)]

@@ -105,7 +105,8 @@ def test_stream_state_with_unknown_last_seq_round_trips() -> None:
 
 
 def test_current_version_is_written() -> None:
-    assert header_of(encode(RAW))["v"] == 2
+    assert header_of(encode(RAW))["v"] == 3
+    assert header_of(encode(READY))["v"] == 3
     assert header_of(encode(STATE))["type"] == "stream-state"
 
 
@@ -130,6 +131,32 @@ def test_v1_segment_ready_is_upgraded_with_the_time_received() -> None:
     assert before <= event.wall_clock <= time.time()
     assert event.renditions == READY.renditions
     assert (event.stream, event.seq, event.start, event.duration) == (READY.stream, 7, 90_000, 180_000)
+
+
+def test_v3_flags_round_trip() -> None:
+    raw = RawSegment(**{**RAW.__dict__, "damaged": True, "discontinuity": True})
+    ready = SegmentReady(**{**READY.__dict__, "damaged": True, "discontinuity": False})
+    assert decode(encode(raw)) == raw and decode(encode(ready)) == ready
+    assert header_of(encode(raw))["discontinuity"] is True
+
+
+# Version-2 headers: no damaged / discontinuity flags.
+V3_FLAGS = ("damaged", "discontinuity")
+V2_RAW = {k: v for k, v in header_of(encode(RAW)).items() if k not in V3_FLAGS} | {"v": 2}
+V2_READY = {k: v for k, v in header_of(encode(READY)).items() if k not in V3_FLAGS} | {"v": 2}
+
+
+def test_v2_segments_are_read_as_undamaged_and_continuous() -> None:
+    assert decode(frame(V2_RAW, TRICKY_PAYLOAD)) == RAW
+    assert decode(frame(V2_READY)) == READY
+    v1 = decode(frame({k: v for k, v in V2_RAW.items() if k != "wall_clock"} | {"v": 1}))
+    assert isinstance(v1, RawSegment) and not v1.damaged and not v1.discontinuity
+
+
+@pytest.mark.parametrize("value", [1, "true", None])
+def test_v3_flag_must_be_a_boolean(value: object) -> None:
+    with pytest.raises(EventDecodeError, match=r"discontinuity .*expected true or false"):
+        decode(frame({**header_of(encode(READY)), "discontinuity": value}))
 
 
 def test_v1_stream_state_is_upgraded_with_unknown_last_seq() -> None:

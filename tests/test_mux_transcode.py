@@ -16,12 +16,13 @@ from ingest.mux import SegmentMuxer
 from ingest.rtp.base import AccessUnit
 from ingest.segmenter import TIMESCALE, CutSegment, Segmenter
 from transcode.errors import BadSegment
-from transcode.ladder import DEFAULT_LADDER, SOURCE, Rung
+from transcode.ladder import SOURCE, Rung
 from transcode.renditions import RenditionMedia, transcode_segment
 
 FRAME = TIMESCALE // 30
 TOOL_TIMEOUT = 120
 CAMERA_BASE = 1_234_567  # RTP timeline of the camera's first frame
+LADDER = (SOURCE, Rung("180p", height=180, bitrate=300_000))
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ def raw_segments(workdir: Path) -> list[Raw]:
 
 @pytest.fixture(scope="module")
 def renditions(raw_segments: list[Raw]) -> list[list[RenditionMedia]]:
-    return [transcode_segment(r.data, DEFAULT_LADDER, r.cut.start + r.cut.duration) for r in raw_segments]
+    return [
+        list(transcode_segment(r.data, LADDER, r.cut.start + r.cut.duration).renditions) for r in raw_segments
+    ]
 
 
 def test_clip_is_cut_into_three_two_second_segments(raw_segments: list[Raw]) -> None:
@@ -169,7 +172,7 @@ def test_ladder_renditions(renditions: list[list[RenditionMedia]]) -> None:
     for source, low in renditions:
         assert (source.name, source.width, source.height) == ("source", 640, 360)
         assert source.codecs.startswith("avc1.64") and len(source.codecs) == len("avc1.64001e")
-        assert (low.name, low.height) == ("360p", 360) and low.codecs.startswith("avc1.")
+        assert (low.name, low.width, low.height) == ("180p", 320, 180) and low.codecs.startswith("avc1.")
 
 
 def test_renditions_start_at_the_segment_start(
@@ -207,15 +210,15 @@ def test_rendition_durations_match_the_segment(
 def test_rungs_above_the_source_height_are_skipped(raw_segments: list[Raw]) -> None:
     raw = raw_segments[0]
     ladder = (SOURCE, Rung("720p", height=720, bitrate=2_500_000), Rung("360p", height=360, bitrate=800_000))
-    media = transcode_segment(raw.data, ladder, raw.cut.start + raw.cut.duration)
-    assert [m.name for m in media] == ["source", "360p"]
+    media = transcode_segment(raw.data, ladder, raw.cut.start + raw.cut.duration).renditions
+    assert [m.name for m in media] == ["source"]  # 720p is above the source, 360p is the source
 
 
 def test_lower_rung_is_scaled(raw_segments: list[Raw], workdir: Path) -> None:
     raw = raw_segments[1]
     (low,) = transcode_segment(
         raw.data, (Rung("180p", height=180, bitrate=200_000),), raw.cut.start + raw.cut.duration
-    )
+    ).renditions
     assert (low.name, low.width, low.height) == ("180p", 320, 180)
     with av.open(io.BytesIO(low.init + low.media), "r") as container:
         ctx = container.streams.video[0].codec_context
@@ -236,4 +239,4 @@ CORRUPT = {
 def test_corrupt_input_is_a_bad_segment(raw_segments: list[Raw], corrupt: object) -> None:
     raw = raw_segments[0]
     with pytest.raises(BadSegment):
-        transcode_segment(corrupt(raw.data), DEFAULT_LADDER, raw.cut.start + raw.cut.duration)  # type: ignore[operator]
+        transcode_segment(corrupt(raw.data), LADDER, raw.cut.start + raw.cut.duration)  # type: ignore[operator]

@@ -20,10 +20,11 @@ from camflow.events import (
     StreamStateKind,
     encode,
 )
-from camflow.keys import init_key, master_playlist_key, media_playlist_key, segment_key
+from camflow.keys import init_key, master_playlist_key, media_playlist_key, recording_index_key, segment_key
+from camflow.recordings import IndexChunk, RecordedRendition, bucket_of, format_bucket
 from camflow.store import FileStore
 from packager.commits import CommitTracker
-from packager.rules import check_master, check_media
+from packager.rules import check_master, check_media, check_update
 from packager.service import Packager
 
 STREAM = "cam1"
@@ -133,9 +134,11 @@ def seg_uri(epoch: str, seq: int, rendition: str = "720p") -> str:
 
 @pytest.fixture(params=[10.0])
 async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """A packager on a LocalBus and a FileStore; param: gap timeout, or (gap timeout, offline grace)."""
     bus, store = RecordingBus(), RecordingStore(tmp_path)
     await store.start()
-    packager = Packager(bus, store, gap_timeout=request.param)
+    gap, grace = request.param if isinstance(request.param, tuple) else (request.param, 0.0)
+    packager = Packager(bus, store, gap_timeout=gap, offline_grace=grace)
     stop = asyncio.Event()
     task = asyncio.create_task(packager.run(stop))
     await asyncio.wait_for(packager.ready.wait(), 2)
@@ -161,12 +164,19 @@ async def test_out_of_order_segments_are_appended_in_order(rig: Rig) -> None:
     assert (stats.segments_appended, stats.out_of_order, stats.gaps) == (4, 2, 0)
 
 
-async def test_playlists_written_before_master(rig: Rig) -> None:
+async def test_index_then_playlists_then_master(rig: Rig) -> None:
     await rig.send(ready(EPOCH_A, 0))
     await rig.until(master_playlist_key(STREAM), lambda t: True)
     keys = [k for k, _ in rig.store.puts]
+    index = keys.index(recording_index_key(STREAM, format_bucket(bucket_of(T0)), EPOCH_A))
+    assert index < min(keys.index(media("720p")), keys.index(media("360p")))
     assert keys.index(master_playlist_key(STREAM)) > max(keys.index(media("720p")), keys.index(media("360p")))
-    assert {ct for _, ct in rig.store.puts} == {"application/vnd.apple.mpegurl"}
+    assert {ct for k, ct in rig.store.puts if k.endswith(".m3u8")} == {"application/vnd.apple.mpegurl"}
+    chunk = IndexChunk.parse(await rig.store.get(keys[index]))
+    assert [(s.seq, s.wall_clock, s.duration, s.renditions) for s in chunk.segments.values()] == [
+        (0, T0, 2.0, ("720p", "360p"))
+    ]
+    assert chunk.renditions["720p"] == RecordedRendition("720p", 1280, 720, "avc1.64001f", 2_800_000, 0.0)
 
 
 async def test_master_tracks_peak_and_average_bandwidth(rig: Rig) -> None:
@@ -215,26 +225,50 @@ async def test_garbage_message_is_skipped(rig: Rig) -> None:
     assert rig.packager.stats.decode_errors == 2
 
 
-async def test_new_epoch_after_end_continues_with_discontinuity(rig: Rig) -> None:
+async def test_new_epoch_after_end_starts_a_new_presentation(rig: Rig) -> None:
     await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1), offline(EPOCH_A, 1))
-    await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t)
+    ended = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t)
+    await rig.send(ready(EPOCH_B, 0))
+    text = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" not in t)
+    assert check_media(text) == [] and check_update(ended, text) == []
+    parsed = m3u8.loads(text)
+    assert [s.uri for s in parsed.segments] == [seg_uri(EPOCH_B, 0)]
+    assert parsed.segments[0].discontinuity and parsed.media_sequence == 2
+    assert parsed.segments[0].init_section.uri == f"{EPOCH_B}/720p/init.mp4"
+
+
+@pytest.mark.parametrize("rig", [(10.0, 30.0)], indirect=True)
+async def test_reconnect_within_grace_continues_the_live_playlist(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1), offline(EPOCH_A, 1))
+    await rig.settle()
+    before = await rig.text(media())
+    assert before is not None and "#EXT-X-ENDLIST" not in before  # still live: the camera may come back
+    assert all(m.topic == TOPIC_READY for m in rig.bus.consumer.committed)  # offline waits for the decision
     await rig.send(ready(EPOCH_B, 0))
     text = await rig.until(media(), lambda t: len(uris(t)) == 3)
-    assert check_media(text) == []
-    assert "#EXT-X-ENDLIST" not in text
-    segs = m3u8.loads(text).segments
-    assert [s.discontinuity for s in segs] == [False, False, True]
-    assert segs[2].uri == seg_uri(EPOCH_B, 0)
-    assert segs[2].init_section.uri == f"{EPOCH_B}/720p/init.mp4"
+    assert check_update(before, text) == [] and check_media(text) == []
+    assert [s.discontinuity for s in m3u8.loads(text).segments] == [False, False, True]
+    await rig.settle()
+    assert any(m.topic == TOPIC_STREAMS for m in rig.bus.consumer.committed)
+
+
+@pytest.mark.parametrize("rig", [(10.0, 1.5)], indirect=True)
+async def test_endlist_after_grace(rig: Rig) -> None:
+    await rig.send(ready(EPOCH_A, 0), offline(EPOCH_A, 0))
+    await rig.settle()
+    assert "#EXT-X-ENDLIST" not in (await rig.text(media()) or "")
+    text = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t, timeout=4)
+    assert len(uris(text)) == 1
+    assert any(m.topic == TOPIC_STREAMS for m in rig.bus.consumer.committed)
 
 
 async def test_late_segment_of_old_epoch_is_rejected(rig: Rig) -> None:
     await rig.send(ready(EPOCH_A, 0), offline(EPOCH_A, 0), ready(EPOCH_B, 0))
-    await rig.until(media(), lambda t: len(uris(t)) == 2)
+    await rig.until(media(), lambda t: uris(t) == [seg_uri(EPOCH_B, 0)])
     await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1))
     await rig.settle()
     assert rig.packager.stats.rejected + rig.packager.stats.duplicates == 2
-    assert len(uris(await rig.text(media()) or "")) == 2
+    assert uris(await rig.text(media()) or "") == [seg_uri(EPOCH_B, 0)]
 
 
 async def test_rendition_missing_from_one_segment_gets_a_gap(rig: Rig) -> None:
@@ -283,6 +317,19 @@ async def test_unfinished_epoch_gives_way_to_newer_one(rig: Rig) -> None:
     await rig.send(ready(EPOCH_A, 0), ready(EPOCH_B, 0))
     text = await rig.until(media(), lambda t: len(uris(t)) == 2, timeout=3)
     assert [s.discontinuity for s in m3u8.loads(text).segments] == [False, True]
+
+
+async def test_camera_clock_jump_becomes_a_discontinuity_in_the_same_epoch(rig: Rig) -> None:
+    # Ingest rebased the timeline of a camera whose clock jumped: seq 2 carries discontinuity.
+    jumped = SegmentReady(**{**ready(EPOCH_A, 2).__dict__, "discontinuity": True})
+    await rig.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1), jumped, ready(EPOCH_A, 3))
+    for rendition in ("720p", "360p"):
+        text = await rig.until(media(rendition), lambda t: len(uris(t)) == 4)
+        assert check_media(text) == []
+        assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+        segs = m3u8.loads(text).segments
+        assert [s.discontinuity for s in segs] == [False, False, True, False]
+        assert uris(text) == [seg_uri(EPOCH_A, n, rendition) for n in range(4)]
 
 
 def test_commit_tracker_commits_done_prefix() -> None:

@@ -8,7 +8,16 @@ import m3u8
 import pytest
 
 from packager.errors import PlaylistError
-from packager.playlist import MasterPlaylist, MediaPlaylist, PlaylistEntry, Variant, format_pdt, render_master
+from packager.playlist import (
+    AudioRendition,
+    MasterPlaylist,
+    MediaPlaylist,
+    PlaylistEntry,
+    Variant,
+    format_pdt,
+    parse_master,
+    render_master,
+)
 from packager.rules import check_master, check_media, check_update
 
 EPOCH_A = "20261121T101500000Z"
@@ -50,7 +59,7 @@ def test_render_reads_back() -> None:
     assert text.startswith("#EXTM3U\n#EXT-X-VERSION:7\n")
     parsed = clean(text)
     assert parsed.version == 7
-    assert parsed.target_duration == 2
+    assert parsed.target_duration == 4  # the default, fixed up front
     assert parsed.media_sequence == 0
     assert parsed.discontinuity_sequence == 0
     assert parsed.is_independent_segments
@@ -63,20 +72,31 @@ def test_render_reads_back() -> None:
     assert parsed.segments[0].program_date_time.isoformat() == "2026-11-21T10:15:00+00:00"
 
 
-def test_target_duration_is_ceiling_of_longest_and_never_decreases() -> None:
-    pl = MediaPlaylist(window=4.0)
-    pl.append(entry(0, duration=2.0004))
-    assert pl.target_duration == 2  # written as 2.000
-    pl.append(entry(1, duration=2.4))
-    assert pl.target_duration == 3
+def test_target_duration_is_fixed_and_refuses_longer_entries() -> None:
+    pl = MediaPlaylist(window=4.0, target_duration=3)
     texts = [pl.render()]
-    for seq in range(2, 8):
-        pl.append(entry(seq, duration=2.0))
+    for seq, duration in enumerate([2.0004, 2.4, 3.4994, 1.0, 2.0, 2.0, 2.0]):
+        pl.append(entry(seq, duration=duration))
         texts.append(pl.render())
         assert clean(texts[-1]).target_duration == 3
-    assert all(e.seq > 1 for e in pl.entries)  # the 2.4 s entry slid out; the target stayed
+    assert pl.fits(3.499) and not pl.fits(3.5)  # nearest integer, halves up (RFC 8216 4.3.3.1)
+    with pytest.raises(PlaylistError, match="rounds above the target duration of 3 s"):
+        pl.append(entry(9, duration=3.5))
     for before, after in itertools.pairwise(texts):
         assert check_update(before, after) == []
+
+
+def test_rules_flag_a_changed_target_duration() -> None:
+    a, b = MediaPlaylist(target_duration=2), MediaPlaylist(target_duration=3)
+    a.append(entry(0))
+    b.append(entry(0))
+    assert [v.rule for v in check_update(a.render(), b.render())] == ["target-duration"]
+
+
+@pytest.mark.parametrize("target", [0, -1, 2.5])
+def test_bad_target_duration_is_refused(target: int) -> None:
+    with pytest.raises(PlaylistError, match="target duration"):
+        MediaPlaylist(target_duration=target)
 
 
 def test_media_sequence_counts_what_slid_out() -> None:
@@ -168,19 +188,45 @@ def test_pdt_on_every_segment() -> None:
     )
 
 
-def test_endlist_and_reopen_by_new_epoch() -> None:
-    pl = MediaPlaylist()
-    pl.append(entry(0))
+def test_ended_playlist_is_never_reopened_a_new_epoch_starts_a_new_presentation() -> None:
+    pl = MediaPlaylist(window=10.0)
+    for seq in range(3):
+        pl.append(entry(seq))
     pl.end()
     ended = pl.render()
     assert ended.rstrip().endswith("#EXT-X-ENDLIST")
     assert clean(ended).is_endlist
-    with pytest.raises(PlaylistError, match="only with a discontinuity"):
-        pl.append(entry(1))
-    pl.append(entry(0, EPOCH_B, discontinuity=True))
-    reopened = pl.render()
-    assert "#EXT-X-ENDLIST" not in reopened
-    assert check_update(ended, reopened) == []
+    pl.append(entry(0, EPOCH_B, pdt=T0 + 900))  # even without the flag: it gets a discontinuity
+    fresh = pl.render()
+    parsed = clean(fresh)
+    assert not parsed.is_endlist
+    assert [s.uri for s in parsed.segments] == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert parsed.segments[0].discontinuity
+    assert parsed.media_sequence == 3  # past every number the old presentation used
+    assert check_update(ended, fresh) == []
+    # Reopening (the old entries plus the new one, ENDLIST gone) is what the rules refuse.
+    reopened = ended.replace("#EXT-X-ENDLIST\n", "") + (
+        f"#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n{EPOCH_B}/720p/00000000.m4s\n"
+    )
+    assert [v.rule for v in check_update(ended, reopened)] == ["endlist"]
+
+
+def test_stored_playlist_reads_back_into_the_same_state() -> None:
+    pl = MediaPlaylist(window=6.0, target_duration=3)
+    for seq in range(3):
+        pl.append(entry(seq))
+    pl.append(entry(3, gap=True))
+    pl.append(entry(0, EPOCH_B, discontinuity=True, pdt=T0 + 900.5))
+    pl.append(entry(1, EPOCH_B, pdt=T0 + 902.5))
+    text = pl.render()
+    back = MediaPlaylist.parse(text, window=6.0, target_duration=5)
+    assert back.render() == text  # the published target (3) stays, not the configured 5
+    assert back.entries == pl.entries
+    back.append(entry(2, EPOCH_B, pdt=T0 + 904.5))
+    pl.append(entry(2, EPOCH_B, pdt=T0 + 904.5))
+    assert back.render() == pl.render()
+    with pytest.raises(PlaylistError, match="EPOCH/RENDITION"):
+        MediaPlaylist.parse(text.replace(f"{EPOCH_B}/720p/00000001.m4s", "x.m4s"), 6.0, 3)
 
 
 def test_gap_entry() -> None:
@@ -242,3 +288,29 @@ def test_rules_catch_violations() -> None:
         '#EXT-X-STREAM-INF:BANDWIDTH=2,AVERAGE-BANDWIDTH=3,CODECS="a",RESOLUTION=1x1\nb.m3u8\n'
     )
     assert len(check_master(unsorted)) == 2
+
+
+def test_master_frame_rate_and_audio_group() -> None:
+    master = MasterPlaylist()
+    master.set_audio("aac", AudioRendition("audio", "English", "audio_aac.m3u8", language="en"))
+    master.set(
+        "720p", Variant("720p.m3u8", 2_900_000, 2_500_000, "avc1.64001f,mp4a.40.2", 1280, 720, 29.97, "audio")
+    )
+    master.set("360p", Variant("360p.m3u8", 900_000, 800_000, "avc1.42c01e", 640, 360, 25.0))
+    text = master.render()
+    assert check_master(text) == []
+    parsed = m3u8.loads(text)
+    [audio] = parsed.media
+    assert (audio.type, audio.group_id, audio.name, audio.language, audio.default, audio.uri) == (
+        "AUDIO",
+        "audio",
+        "English",
+        "en",
+        "YES",
+        "audio_aac.m3u8",
+    )
+    assert [p.stream_info.frame_rate for p in parsed.playlists] == [29.97, 25.0]
+    assert parsed.playlists[0].stream_info.audio == "audio"
+    assert parse_master(text) == master.variants
+    with pytest.raises(PlaylistError, match="audio group"):
+        render_master([Variant("a.m3u8", 1, 1, "avc1", 1, 1, audio="nope")])

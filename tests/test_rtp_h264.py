@@ -95,7 +95,7 @@ def test_fu_a_lost_middle_fragment_drops_that_nal_only() -> None:
         rtp(fu_a(nal, False, False, nal[21:25]), 4),
         rtp(fu_a(nal, False, True, nal[25:]), 5, marker=True),
     ]
-    assert run(d, packets) == [AccessUnit(3000, (P1,), False)]
+    assert run(d, packets) == [AccessUnit(3000, (P1,), False, damaged=True)]  # nal_ref_idc 2: a reference
     assert d.counters.fu_dropped == 1
     assert d.counters.packets_lost == 1
 
@@ -109,7 +109,7 @@ def test_fu_a_lost_start_fragment() -> None:
         rtp(fu_a(nal, False, True, nal[21:]), 4, marker=True),
         rtp(P2, 5, ts=6000, marker=True),
     ]
-    assert run(d, packets) == [AccessUnit(3000, (P1,), False), AccessUnit(6000, (P2,), False)]
+    assert run(d, packets) == [AccessUnit(3000, (P1,), False, damaged=True), AccessUnit(6000, (P2,), False)]
     assert d.counters.fu_dropped == 1
     assert d.counters.packets_lost == 1
 

@@ -1,80 +1,85 @@
-"""Raw segment → CMAF renditions. CPU-bound: runs in a worker process, never on the event loop.
+"""Raw segment → CMAF renditions and a thumbnail. CPU-bound: runs in a worker process, never
+on the event loop.
 
-The source rung is a stream copy (no re-encode). Encoded rungs decode the segment once,
-scale once per rung and encode with libx264: a fresh encoder per segment, so every
-rendition starts with an IDR at the segment's first presentation time, with the same
-timestamps as the source (players switch rungs cleanly).
+Per segment: demux once; the ``source`` rung is a stream copy when the camera's codec is
+browser-playable H.264 (no decode at all, except the first picture for the thumbnail).
+Otherwise the segment is decoded once, each decoded frame is scaled once per encoded rung
+and the rungs are encoded side by side (one thread per rung; libx264 threads inside
+each, or one when ``threads=1``). An H.265 camera gets an H.264 ``source`` encode at its
+own resolution, which browsers play, and keeps its original as ``source-hevc``.
+
+Rungs at or above the source height are skipped when the ladder has a ``source`` rung
+(the source already is that picture), rungs above it otherwise; if that leaves nothing,
+the lowest rung is encoded at the source height. Audio is not in raw segments yet; when
+it is, each rendition gets a stream copy of it (``_copy`` takes any stream).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
-import av.container
 import av.error
 
-from camflow.errors import MediaFormatError
-from camflow.mp4 import MOVFLAGS, placed
+from camflow.mp4 import MOVFLAGS
+from transcode.encoder import RenditionMedia, RungEncoder, codecs_of, jpeg, place, scaled_size
 from transcode.errors import BadSegment
-from transcode.ladder import Rung
+from transcode.ladder import HEVC_SOURCE_NAME, SOURCE_NAME, Rung
+
+BROWSER_H264_PROFILES = ("avc1.42", "avc1.4d", "avc1.64")  # baseline, main, high
+BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")
 
 
 @dataclass(frozen=True)
-class RenditionMedia:
-    name: str
-    width: int
-    height: int
-    codecs: str
-    init: bytes
-    media: bytes
+class TranscodedSegment:
+    renditions: tuple[RenditionMedia, ...]
+    thumbnail: bytes  # JPEG of the segment's first picture
 
 
-def _codecs_from_extradata(extradata: bytes | None) -> str:
-    """RFC 6381 ``avc1.PPCCLL`` from avcC or Annex B extradata."""
-    if not extradata:
-        raise BadSegment("encoded stream has no extradata to read the SPS from")
-    if extradata[0] == 1 and len(extradata) >= 4:  # avcC
-        return "avc1." + extradata[1:4].hex()
-    pos = extradata.find(b"\x00\x00\x01")
-    while pos >= 0:
-        nal = extradata[pos + 3 :]
-        if nal and nal[0] & 0x1F == 7 and len(nal) >= 4:
-            return "avc1." + nal[1:4].hex()
-        pos = extradata.find(b"\x00\x00\x01", pos + 3)
-    raise BadSegment("no SPS in the encoded stream's extradata")
+@dataclass(frozen=True)
+class Plan:
+    copies: tuple[str, ...]  # rendition names that are a stream copy of the source
+    encodes: tuple[tuple[str, Rung, int], ...]  # (name, rung, height)
 
 
-def _write(packets: list[av.Packet[Any]], add_stream: Any) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4", options={"movflags": MOVFLAGS}) as out:
-        stream = add_stream(out)
-        for packet in packets:
-            packet.stream = stream
-            out.mux(packet)
-    return buf.getvalue()
+def browser_playable(codecs: str, pix_fmt: str | None) -> bool:
+    return codecs.startswith(BROWSER_H264_PROFILES) and (pix_fmt or "") in BROWSER_PIX_FMTS
 
 
-def _placed(fragmented: bytes, first_dts: int | None) -> tuple[bytes, bytes]:
-    try:
-        return placed(fragmented, first_dts or 0)
-    except MediaFormatError as exc:
-        raise BadSegment(f"muxed rendition is not a fragmented MP4: {exc}") from exc
+def plan_ladder(ladder: tuple[Rung, ...], codecs: str, pix_fmt: str | None, src_h: int) -> Plan:
+    """Which renditions a source of ``codecs`` and height ``src_h`` becomes."""
+    copies: list[str] = []
+    encodes: list[tuple[str, Rung, int]] = []
+    has_source = any(r.is_source for r in ladder)
+    for rung in ladder:
+        if rung.is_source:
+            if browser_playable(codecs, pix_fmt):
+                copies.append(SOURCE_NAME)
+            else:
+                encodes.append((SOURCE_NAME, rung, src_h))
+                if codecs.startswith(("hvc1", "hev1")):
+                    copies.append(HEVC_SOURCE_NAME)
+        elif rung.height is not None and (rung.height < src_h or (rung.height == src_h and not has_source)):
+            encodes.append((rung.name, rung, rung.height))
+    if not copies and not encodes:
+        lowest = min(ladder, key=lambda r: r.height or 0)
+        encodes.append((lowest.name, lowest, src_h - src_h % 2))
+    return Plan(tuple(copies), tuple(encodes))
 
 
-def _scaled_size(src_w: int, src_h: int, height: int) -> tuple[int, int]:
-    width = round(src_w * height / src_h / 2) * 2
-    return max(2, width), height
-
-
-def transcode_segment(data: bytes, ladder: tuple[Rung, ...], end_pts: int) -> list[RenditionMedia]:
-    """Every rung of ``ladder`` (rungs above the source height are skipped) for one raw segment.
+def transcode_segment(
+    data: bytes, ladder: tuple[Rung, ...], end_pts: int, threads: int = 0
+) -> TranscodedSegment:
+    """Every rendition of one raw segment, in ladder order, and its thumbnail.
 
     ``end_pts`` is the segment's end on the epoch timeline (start + duration), in the
-    stream's time base: the duration of each rendition's last sample.
+    stream's time base: where each rendition's last sample ends.
     """
     try:
         container = av.open(io.BytesIO(data), "r", format="mp4")
@@ -84,88 +89,101 @@ def transcode_segment(data: bytes, ladder: tuple[Rung, ...], end_pts: int) -> li
         if not container.streams.video:
             raise BadSegment("raw segment has no video stream")
         src = container.streams.video[0]
-        if src.codec_context is None:  # e.g. a moov cut short: the stream's codec parameters did not parse
+        ctx = src.codec_context
+        if ctx is None or not ctx.width or not ctx.height:  # e.g. a moov cut short
             raise BadSegment("raw segment's video stream has no codec parameters")
-        src_w, src_h = src.codec_context.width, src.codec_context.height
         try:
             packets = [p for p in container.demux(src) if p.dts is not None]
         except av.error.FFmpegError as exc:
             raise BadSegment(f"raw segment does not demux: {exc}") from exc
         if not packets:
             raise BadSegment("raw segment has no video packets")
-        out: list[RenditionMedia] = []
-        encoded = [r for r in ladder if not r.is_source and r.height is not None and r.height <= src_h]
-        for rung in ladder:
-            if rung.is_source:
-                whole = _write(packets, lambda o: o.add_stream_from_template(src))
-                init, media = _placed(whole, packets[0].dts)
-                extradata = src.codec_context.extradata
-                out.append(
-                    RenditionMedia(rung.name, src_w, src_h, _codecs_from_extradata(extradata), init, media)
-                )
-        if encoded:
-            out.extend(_encode_rungs(packets, src, encoded, end_pts))
-    order = {r.name: i for i, r in enumerate(ladder)}
-    return sorted(out, key=lambda m: order[m.name])
+        codecs = codecs_of(ctx.extradata)
+        plan = plan_ladder(ladder, codecs, ctx.format.name if ctx.format else None, ctx.height)
+        out: dict[str, RenditionMedia] = {}
+        for name in plan.copies:
+            tag = "hvc1" if name == HEVC_SOURCE_NAME else None
+            init, media = place(_copy(packets, src, tag), packets[0].dts)
+            out[name] = RenditionMedia(name, ctx.width, ctx.height, codecs, init, media)
+        thumbnail = _encode_rungs(packets, src, plan.encodes, end_pts, threads, out)
+    order = [name for name, *_ in plan.encodes] + list(plan.copies)
+    ranked = {r.name: i for i, r in enumerate(ladder)} | {HEVC_SOURCE_NAME: len(ladder)}
+    return TranscodedSegment(tuple(out[n] for n in sorted(order, key=lambda n: ranked[n])), thumbnail)
+
+
+def warm(seconds: float) -> None:
+    """Run in each pool process at start (importing this module loads PyAV and FFmpeg); the
+    short sleep keeps one process from taking every warm-up call."""
+    time.sleep(seconds)
+
+
+def _copy(packets: list[av.Packet[Any]], src: Any, tag: str | None) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4", options={"movflags": MOVFLAGS}) as container:
+        stream = container.add_stream_from_template(src)
+        if tag:
+            stream.codec_tag = tag  # Apple's HLS wants hvc1 (parameter sets in the sample entry)
+        for packet in packets:
+            packet.stream = stream
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def _decode(packets: list[av.Packet[Any]], src: Any, first_only: bool) -> Iterator[av.VideoFrame]:
+    decoder: Any = av.CodecContext.create(src.codec_context.name, "r")
+    decoder.extradata = src.codec_context.extradata
+    decoder.thread_type = "AUTO"
+    try:
+        for packet in packets[:1] if first_only else packets:
+            yield from decoder.decode(packet)
+        yield from decoder.decode(None)
+    except av.error.FFmpegError as exc:
+        raise BadSegment(f"raw segment does not decode: {exc}") from exc
 
 
 def _encode_rungs(
-    packets: list[av.Packet[Any]], src: Any, rungs: list[Rung], end_pts: int
-) -> list[RenditionMedia]:
+    packets: list[av.Packet[Any]],
+    src: Any,
+    encodes: tuple[tuple[str, Rung, int], ...],
+    end_pts: int,
+    threads: int,
+    out: dict[str, RenditionMedia],
+) -> bytes:
+    """Decode once, feed every encoder (one thread each), return the first picture as a JPEG."""
     time_base: Fraction = src.time_base
-    decoder = av.CodecContext.create(src.codec_context.name, "r")
-    decoder.extradata = src.codec_context.extradata
-    decoder.thread_type = "AUTO"
-    frames: list[av.VideoFrame] = []
+    src_w, src_h = src.codec_context.width, src.codec_context.height
+    rate = _frame_rate(packets, time_base)
+    encoders = [
+        RungEncoder(name, rung, scaled_size(src_w, src_h, height), time_base, rate, threads)
+        for name, rung, height in encodes
+    ]
+    thumbnail: bytes | None = None
     try:
-        for packet in packets:
-            frames.extend(decoder.decode(packet))
-        frames.extend(decoder.decode(None))
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(encoders))) as pool:
+            for frame in _decode(packets, src, first_only=not encoders):
+                if thumbnail is None:
+                    thumbnail = jpeg(frame)
+                if frame.pts is None:
+                    continue
+                frame.time_base = time_base
+                if len(encoders) > 1:
+                    list(pool.map(lambda e, f=frame: e.encode(f), encoders))
+                elif encoders:
+                    encoders[0].encode(frame)
+            for media in pool.map(lambda e: e.finish(end_pts), encoders):
+                out[media.name] = media
     except av.error.FFmpegError as exc:
-        raise BadSegment(f"raw segment does not decode: {exc}") from exc
-    if not frames:
-        raise BadSegment("raw segment decoded to no frames")
-    rate = _frame_rate(frames, time_base)
-    out: list[RenditionMedia] = []
-    for rung in rungs:
-        assert rung.height is not None
-        width, height = _scaled_size(frames[0].width, frames[0].height, rung.height)
-        buf = io.BytesIO()
-        with av.open(buf, "w", format="mp4", options={"movflags": MOVFLAGS}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            ctx = stream.codec_context
-            ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
-            ctx.time_base = time_base
-            stream.time_base = time_base
-            ctx.bit_rate = rung.bitrate
-            ctx.gop_size = 10_000  # one IDR, at the start: every segment gets a fresh encoder
-            ctx.thread_type = "AUTO"
-            ctx.options = {
-                "preset": rung.preset,
-                "profile": rung.profile,
-                "x264-params": f"scenecut=0:bframes=0:vbv-maxrate={rung.bitrate // 1000 * 3 // 2}"
-                f":vbv-bufsize={rung.bitrate // 1000 * 2}",
-            }
-            encoded: list[av.Packet[Any]] = []
-            for frame in frames:
-                scaled = frame.reformat(width=width, height=height, format="yuv420p")
-                scaled.pts, scaled.time_base = frame.pts, time_base
-                encoded.extend(stream.encode(scaled))
-            encoded.extend(stream.encode(None))
-            # Exact durations, so the rendition ends where the segment ends.
-            for i, packet in enumerate(encoded):
-                nxt = encoded[i + 1].dts if i + 1 < len(encoded) else end_pts
-                assert packet.dts is not None and nxt is not None
-                packet.duration = max(1, nxt - packet.dts)
-                container.mux(packet)
-            codecs = _codecs_from_extradata(ctx.extradata)
-        init, media = _placed(buf.getvalue(), encoded[0].dts)
-        out.append(RenditionMedia(rung.name, width, height, codecs, init, media))
-    return out
+        raise BadSegment(f"raw segment does not transcode: {exc}") from exc
+    finally:
+        for encoder in encoders:
+            encoder.close()
+    if thumbnail is None:
+        raise BadSegment("raw segment decoded to no picture")
+    return thumbnail
 
 
-def _frame_rate(frames: list[av.VideoFrame], time_base: Fraction) -> Fraction:
-    pts = sorted(f.pts for f in frames if f.pts is not None)
+def _frame_rate(packets: list[av.Packet[Any]], time_base: Fraction) -> Fraction:
+    pts = sorted(p.pts for p in packets if p.pts is not None)
     if len(pts) < 2:
         return Fraction(30)
     span = (pts[-1] - pts[0]) * time_base

@@ -22,7 +22,7 @@ from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from camflow.bus.base import Message
-from camflow.events import TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY, TOPIC_STREAMS
+from camflow.events import TOPIC_DEAD, TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY, TOPIC_STREAMS
 from camflow.log import get_logger
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -33,6 +33,8 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_READY: (8, {"retention.ms": str(24 * 3600 * 1000)}),
     TOPIC_STREAMS: (8, {"cleanup.policy": "compact"}),  # as many as READY: one packager owns both
     TOPIC_HEALTH: (4, {"retention.ms": str(3600 * 1000)}),
+    # raw segments the transcoder gave up on, with the reason (keyed by stream)
+    TOPIC_DEAD: (4, {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": str(7 * 24 * 3600 * 1000)}),
 }
 
 log = get_logger("bus.kafka")
@@ -59,6 +61,10 @@ class KafkaConsumerAdapter:
             fetch_max_bytes=2 * MAX_MESSAGE_BYTES,
             max_poll_records=16,
             max_poll_interval_ms=600_000,
+            # A member killed with SIGKILL loses its partitions after 6 s (the broker's minimum),
+            # well inside the packager's gap timeout.
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
             client_id=f"camflow-{self._group}",
         )
 

@@ -137,3 +137,30 @@ class S3Store:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._client.remove_object, self.location.bucket, self._k(key))
+
+    def _set_expiration(self, prefix: str, days: int) -> None:
+        from minio.commonconfig import ENABLED, Filter
+        from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+
+        full = f"{self.location.prefix}/{prefix}" if self.location.prefix else prefix
+        rule_id = f"camflow-expire-{full}".replace("/", "-")[:255]
+        try:
+            current = self._client.get_bucket_lifecycle(self.location.bucket)
+        except S3Error as exc:
+            if exc.code != "NoSuchLifecycleConfiguration":
+                raise
+            current = None
+        rules = [r for r in (current.rules if current else []) if r.rule_id != rule_id]
+        expire = Expiration(days=days)
+        rules.append(Rule(ENABLED, rule_filter=Filter(prefix=full), rule_id=rule_id, expiration=expire))
+        self._client.set_bucket_lifecycle(self.location.bucket, LifecycleConfig(rules))
+
+    async def set_expiration(self, prefix: str, days: int) -> None:
+        """A bucket lifecycle rule: objects under ``prefix`` expire ``days`` after their last write.
+
+        Other rules of the bucket are kept; this prefix's rule is replaced.
+        """
+        check_key(prefix.rstrip("/"))
+        if days < 1:
+            raise ConfigError(f"lifecycle expiration of {days} days: expected a whole number >= 1")
+        await asyncio.to_thread(self._set_expiration, prefix, days)

@@ -1,4 +1,7 @@
-"""The codec-neutral media unit and the depacketizer protocol every RTP payload format implements."""
+"""The codec-neutral media unit, the depacketizer protocol every RTP payload format implements, and
+the machinery the NAL-unit formats (H.264, H.265) share: loss detection, access unit boundaries,
+fragment reassembly, size bounds and parameter-set re-insertion.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,18 @@ from typing import Protocol
 
 from ingest.rtp.packet import RtpPacket
 
+VIDEO_CLOCK_RATE = 90_000
+MAX_NAL_SIZE = 4 * 1024 * 1024  # a fragmented NAL growing past this is dropped
+MAX_AU_SIZE = 8 * 1024 * 1024  # an access unit growing past this (in bytes or NAL units) is dropped
+MAX_AU_NALUS = 4096
+
 
 @dataclass(frozen=True)
 class AccessUnit:
     pts: int  # presentation time in the payload's clock (90 kHz for video), unwrapped to 64 bits
     nalus: tuple[bytes, ...]  # NAL units without start codes, in decode order
-    is_idr: bool  # contains an IDR slice (H.264 type 5)
+    is_idr: bool  # a random access point: H.264 IDR (type 5), H.265 IRAP (types 16..23)
+    damaged: bool = False  # packets of this reference picture (or right before it) were lost
 
 
 class Depacketizer(Protocol):
@@ -47,3 +56,192 @@ class TimestampUnwrapper:
             self._last64 += diff
         self._last32 = timestamp
         return self._last64
+
+
+@dataclass
+class DepacketizerCounters:
+    """What a NAL-unit depacketizer corrected or dropped since it was created."""
+
+    packets_lost: int = 0  # sequence number gaps, in packets
+    packets_late: int = 0  # reordered or duplicated packets, dropped
+    packets_invalid: int = 0  # empty, truncated aggregation packets, reserved or unsupported NAL types
+    fu_dropped: int = 0  # NAL units lost because one of their fragments was missing
+    oversize_dropped: int = 0  # NAL units or access units over the size bounds
+    params_inserted: int = 0  # random access units given parameter sets they did not carry in-band
+    units_damaged: int = 0  # access units marked damaged: packets of a reference picture were lost
+    paci_dropped: int = 0  # H.265 PACI packets (type 50), not supported, dropped
+
+
+class NalDepacketizer:
+    """Shared core of the H.264 and H.265 depacketizers.
+
+    An access unit ends at the marker bit or when the RTP timestamp changes. A sequence number gap
+    marks the unit it falls in as damaged (when that unit is a reference picture) or, when it falls
+    on a unit boundary (the lost packets may have held a whole picture), both neighbouring units.
+    Subclasses parse the payload and call ``_add_nal`` / ``_fragment``; they name their NAL types
+    through the ``_kind`` / ``_is_vcl`` / ``_is_random_access`` / ``_is_reference`` hooks.
+    """
+
+    clock_rate = VIDEO_CLOCK_RATE
+    PARAMETER_SETS: tuple[int, ...] = ()  # NAL types of the parameter sets, in the order they precede a unit
+    AUD: int = -1  # NAL type of the access unit delimiter
+
+    def __init__(self, parameter_sets: dict[int, bytes] | None = None) -> None:
+        self.counters = DepacketizerCounters()
+        self._params: dict[int, bytes] = dict(parameter_sets or {})
+        self._unwrapper = TimestampUnwrapper()
+        self._last_seq: int | None = None
+        self._timestamp: int | None = None  # RTP timestamp of the pending access unit
+        self._nalus: list[bytes] = []
+        self._size = 0
+        self._fragment_buf: bytearray | None = None
+        self._discarding_fragment = False
+        self._lost_inside = False  # packets of the pending unit were lost
+        self._lost_around = False  # packets lost at a boundary: the pending unit may be the one hit
+        self._lost_next = False  # ... and so may the unit after it
+
+    # -- hooks --------------------------------------------------------------------------------------
+
+    def _kind(self, nal: bytes) -> int:
+        raise NotImplementedError
+
+    def _is_vcl(self, kind: int) -> bool:
+        raise NotImplementedError
+
+    def _is_random_access(self, kinds: list[int]) -> bool:
+        raise NotImplementedError
+
+    def _is_reference(self, nal: bytes, kind: int) -> bool:
+        raise NotImplementedError
+
+    def _depacketize(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    # -- packets in ---------------------------------------------------------------------------------
+
+    def push(self, packet: RtpPacket) -> list[AccessUnit]:
+        out: list[AccessUnit] = []
+        if self._last_seq is not None:
+            gap = (packet.sequence_number - self._last_seq - 1) & 0xFFFF
+            if gap >= 0x8000:
+                self.counters.packets_late += 1
+                return out
+            if gap:
+                self.counters.packets_lost += gap
+                self._drop_fragment(lost=True)
+                if packet.timestamp == self._timestamp:
+                    self._lost_inside = True
+                else:
+                    self._lost_around = self._lost_next = True
+        self._last_seq = packet.sequence_number
+
+        if self._timestamp is not None and packet.timestamp != self._timestamp:
+            self._drop_fragment()
+            self._emit(out)
+            if self._lost_next:
+                self._lost_around, self._lost_next = True, False
+        self._timestamp = packet.timestamp
+        self._depacketize(packet.payload)
+        if packet.marker:
+            self._drop_fragment()
+            self._emit(out)
+        return out
+
+    def flush(self) -> list[AccessUnit]:
+        out: list[AccessUnit] = []
+        self._drop_fragment()
+        self._emit(out)
+        return out
+
+    # -- for subclasses -----------------------------------------------------------------------------
+
+    def _fragment(self, start: bool, end: bool, nal_header: bytes, data: bytes) -> None:
+        """One fragment of a fragmented NAL unit: ``nal_header`` is the rebuilt header of the whole NAL."""
+        if start:
+            self._drop_fragment()
+            self._discarding_fragment = False
+            self._fragment_buf = bytearray(nal_header)
+        elif self._fragment_buf is None:
+            if not self._discarding_fragment:  # its start was lost: count the NAL once, skip the rest of it
+                self.counters.fu_dropped += 1
+                self._discarding_fragment = not end
+            return
+        self._fragment_buf += data
+        if len(self._fragment_buf) > MAX_NAL_SIZE:
+            self.counters.oversize_dropped += 1
+            self._fragment_buf = None
+            self._discarding_fragment = not end
+            return
+        if end:  # start and end both set (seen on CostarHD cameras) is a complete NAL in one fragment
+            nal = bytes(self._fragment_buf)
+            self._fragment_buf = None
+            self._add_nal(nal)
+
+    def _drop_fragment(self, *, lost: bool = False) -> None:
+        """Drop an incomplete fragmented NAL; after a loss, its remaining fragments are skipped uncounted."""
+        if self._fragment_buf is not None:
+            self.counters.fu_dropped += 1
+            self._fragment_buf = None
+            self._discarding_fragment = lost
+        elif not lost:
+            self._discarding_fragment = False
+
+    def _add_nal(self, nal: bytes) -> None:
+        self._nalus.append(bytes(nal))
+        self._size += len(nal)
+        if self._size > MAX_AU_SIZE or len(self._nalus) > MAX_AU_NALUS:
+            self.counters.oversize_dropped += 1
+            self._nalus.clear()
+            self._size = 0
+
+    # -- access units out ---------------------------------------------------------------------------
+
+    def _emit(self, out: list[AccessUnit]) -> None:
+        nalus = self._nalus
+        if not nalus:
+            return
+        kinds = [self._kind(nal) for nal in nalus]
+        if not any(self._is_vcl(k) for k in kinds):
+            return  # parameter sets or SEI sent apart (own timestamp or marker): keep them for the next unit
+        self._nalus = []
+        self._size = 0
+        for nal, kind in zip(nalus, kinds, strict=True):
+            if kind in self.PARAMETER_SETS:
+                self._params[kind] = nal
+        is_idr = self._is_random_access(kinds)
+        reference = any(
+            self._is_vcl(k) and self._is_reference(n, k) for n, k in zip(nalus, kinds, strict=True)
+        )
+        if is_idr and any(k not in kinds for k in self.PARAMETER_SETS):
+            nalus = self._with_parameter_sets(nalus, kinds)
+        damaged = self._lost_around or (self._lost_inside and reference)
+        self._lost_inside = self._lost_around = False
+        if damaged:
+            self.counters.units_damaged += 1
+        pts = self._unwrapper.unwrap(self._timestamp if self._timestamp is not None else 0)
+        out.append(AccessUnit(pts=pts, nalus=tuple(nalus), is_idr=is_idr, damaged=damaged))
+
+    def _with_parameter_sets(self, nalus: list[bytes], kinds: list[int]) -> list[bytes]:
+        """Insert the known parameter sets the unit lacks, each in its rank (VPS, SPS, PPS): before the
+        first present one of a later rank, else after the last present one, else after a leading AUD."""
+        out, out_kinds = list(nalus), list(kinds)
+        rank = {k: i for i, k in enumerate(self.PARAMETER_SETS)}
+        inserted = False
+        for kind in self.PARAMETER_SETS:
+            nal = self._params.get(kind)
+            if kind in out_kinds or nal is None:
+                continue
+            present = [(i, rank[k]) for i, k in enumerate(out_kinds) if k in rank]
+            later = [i for i, r in present if r > rank[kind]]
+            if later:
+                at = later[0]
+            elif present:
+                at = present[-1][0] + 1
+            else:
+                at = 1 if out_kinds[0] == self.AUD else 0
+            out.insert(at, nal)
+            out_kinds.insert(at, kind)
+            inserted = True
+        if inserted:
+            self.counters.params_inserted += 1
+        return out

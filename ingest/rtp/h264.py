@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import base64
-import binascii
-from dataclasses import dataclass
 
 from ingest.errors import ParseError
 from ingest.h264 import NAL_AUD, NAL_FU_A, NAL_IDR, NAL_PPS, NAL_SPS, NAL_STAP_A, is_vcl
-from ingest.rtp.base import AccessUnit, TimestampUnwrapper
+from ingest.rtp.base import VIDEO_CLOCK_RATE, AccessUnit, DepacketizerCounters, NalDepacketizer
 from ingest.rtp.packet import RtpPacket
 
-H264_CLOCK_RATE = 90_000
-MAX_NAL_SIZE = 4 * 1024 * 1024  # a fragmented NAL growing past this is dropped
-MAX_AU_SIZE = 8 * 1024 * 1024  # an access unit growing past this (in bytes or NAL units) is dropped
-MAX_AU_NALUS = 4096
+H264_CLOCK_RATE = VIDEO_CLOCK_RATE
+H264Counters = DepacketizerCounters  # the counters every NAL-unit depacketizer keeps
 
 
 def parse_sprop_parameter_sets(value: str) -> tuple[bytes | None, bytes | None]:
@@ -26,7 +22,7 @@ def parse_sprop_parameter_sets(value: str) -> tuple[bytes | None, bytes | None]:
             continue
         try:
             nal = base64.b64decode(item, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or a character outside ASCII
             raise ParseError(f"sprop-parameter-sets item {item!r}: expected base64 ({exc})") from None
         if not nal:
             continue
@@ -37,71 +33,37 @@ def parse_sprop_parameter_sets(value: str) -> tuple[bytes | None, bytes | None]:
     return sps, pps
 
 
-@dataclass
-class H264Counters:
-    """What the depacketizer corrected or dropped since it was created."""
-
-    packets_lost: int = 0  # sequence number gaps, in packets
-    packets_late: int = 0  # reordered or duplicated packets, dropped
-    packets_invalid: int = 0  # empty, truncated STAP-A, reserved or unsupported NAL types
-    fu_dropped: int = 0  # NAL units lost because one of their FU-A fragments was missing
-    oversize_dropped: int = 0  # NAL units or access units over the size bounds
-    params_inserted: int = 0  # IDR access units given SPS/PPS they did not carry in-band
-
-
-class H264Depacketizer:
-    clock_rate = H264_CLOCK_RATE
+class H264Depacketizer(NalDepacketizer):
+    PARAMETER_SETS = (NAL_SPS, NAL_PPS)
+    AUD = NAL_AUD
 
     def __init__(self, sprop_parameter_sets: str | None = None) -> None:
-        self.counters = H264Counters()
-        self._sps: bytes | None = None
-        self._pps: bytes | None = None
+        params: dict[int, bytes] = {}
         if sprop_parameter_sets:
-            self._sps, self._pps = parse_sprop_parameter_sets(sprop_parameter_sets)
-        self._unwrapper = TimestampUnwrapper()
-        self._last_seq: int | None = None
-        self._timestamp: int | None = None  # RTP timestamp of the pending access unit
-        self._nalus: list[bytes] = []
-        self._size = 0
-        self._fragment: bytearray | None = None
-        self._discarding_fragment = False
+            sps, pps = parse_sprop_parameter_sets(sprop_parameter_sets)
+            params = {k: v for k, v in ((NAL_SPS, sps), (NAL_PPS, pps)) if v is not None}
+        super().__init__(params)
 
     @property
     def sps(self) -> bytes | None:
         """The latest SPS, in-band or from ``sprop-parameter-sets``."""
-        return self._sps
+        return self._params.get(NAL_SPS)
 
     @property
     def pps(self) -> bytes | None:
-        return self._pps
+        return self._params.get(NAL_PPS)
 
-    def push(self, packet: RtpPacket) -> list[AccessUnit]:
-        out: list[AccessUnit] = []
-        if self._last_seq is not None:
-            gap = (packet.sequence_number - self._last_seq - 1) & 0xFFFF
-            if gap >= 0x8000:
-                self.counters.packets_late += 1
-                return out
-            if gap:
-                self.counters.packets_lost += gap
-                self._drop_fragment(lost=True)
-        self._last_seq = packet.sequence_number
+    def _kind(self, nal: bytes) -> int:
+        return nal[0] & 0x1F
 
-        if self._timestamp is not None and packet.timestamp != self._timestamp:
-            self._drop_fragment()
-            self._emit(out)
-        self._timestamp = packet.timestamp
-        self._depacketize(packet.payload)
-        if packet.marker:
-            self._drop_fragment()
-            self._emit(out)
-        return out
+    def _is_vcl(self, kind: int) -> bool:
+        return is_vcl(kind)
 
-    def flush(self) -> list[AccessUnit]:
-        out: list[AccessUnit] = []
-        self._drop_fragment()
-        self._emit(out)
-        return out
+    def _is_random_access(self, kinds: list[int]) -> bool:
+        return NAL_IDR in kinds
+
+    def _is_reference(self, nal: bytes, kind: int) -> bool:
+        return bool(nal[0] & 0x60)  # nal_ref_idc
 
     def _depacketize(self, payload: bytes) -> None:
         if not payload:
@@ -115,7 +77,12 @@ class H264Depacketizer:
             self._drop_fragment()
             self._stap_a(payload)
         elif kind == NAL_FU_A:
-            self._fu_a(payload)
+            if len(payload) < 2:
+                self.counters.packets_invalid += 1
+                return
+            fu_header = payload[1]
+            nal_header = bytes([(payload[0] & 0xE0) | (fu_header & 0x1F)])
+            self._fragment(bool(fu_header & 0x80), bool(fu_header & 0x40), nal_header, payload[2:])
         else:  # 0, 30, 31 reserved; STAP-B, MTAP16/24 and FU-B are interleaved mode only
             self.counters.packets_invalid += 1
 
@@ -137,84 +104,6 @@ class H264Depacketizer:
             self.counters.packets_invalid += 1
         for nal in nalus:
             self._add_nal(nal)
-
-    def _fu_a(self, payload: bytes) -> None:
-        if len(payload) < 2:
-            self.counters.packets_invalid += 1
-            return
-        fu_header = payload[1]
-        start, end = bool(fu_header & 0x80), bool(fu_header & 0x40)
-        if start:
-            self._drop_fragment()
-            self._discarding_fragment = False
-            self._fragment = bytearray([(payload[0] & 0xE0) | (fu_header & 0x1F)])
-        elif self._fragment is None:
-            if not self._discarding_fragment:  # its start was lost: count the NAL once, skip the rest of it
-                self.counters.fu_dropped += 1
-                self._discarding_fragment = not end
-            return
-        self._fragment += payload[2:]
-        if len(self._fragment) > MAX_NAL_SIZE:
-            self.counters.oversize_dropped += 1
-            self._fragment = None
-            self._discarding_fragment = not end
-            return
-        if end:  # start and end both set (seen on CostarHD cameras) is a complete NAL in one fragment
-            nal = bytes(self._fragment)
-            self._fragment = None
-            self._add_nal(nal)
-
-    def _drop_fragment(self, *, lost: bool = False) -> None:
-        """Drop an incomplete fragmented NAL; after a loss, its remaining fragments are skipped uncounted."""
-        if self._fragment is not None:
-            self.counters.fu_dropped += 1
-            self._fragment = None
-            self._discarding_fragment = lost
-        elif not lost:
-            self._discarding_fragment = False
-
-    def _add_nal(self, nal: bytes) -> None:
-        self._nalus.append(bytes(nal))
-        self._size += len(nal)
-        if self._size > MAX_AU_SIZE or len(self._nalus) > MAX_AU_NALUS:
-            self.counters.oversize_dropped += 1
-            self._nalus.clear()
-            self._size = 0
-
-    def _emit(self, out: list[AccessUnit]) -> None:
-        nalus = self._nalus
-        if not nalus:
-            return
-        types = [nal[0] & 0x1F for nal in nalus]
-        if not any(is_vcl(t) for t in types):
-            return  # parameter sets or SEI sent apart (own timestamp or marker): keep them for the next unit
-        self._nalus = []
-        self._size = 0
-        for nal, kind in zip(nalus, types, strict=True):
-            if kind == NAL_SPS:
-                self._sps = nal
-            elif kind == NAL_PPS:
-                self._pps = nal
-        is_idr = NAL_IDR in types
-        if is_idr and (NAL_SPS not in types or NAL_PPS not in types):
-            nalus = self._with_parameter_sets(nalus, types)
-        pts = self._unwrapper.unwrap(self._timestamp if self._timestamp is not None else 0)
-        out.append(AccessUnit(pts=pts, nalus=tuple(nalus), is_idr=is_idr))
-
-    def _with_parameter_sets(self, nalus: list[bytes], types: list[int]) -> list[bytes]:
-        missing = [
-            nal
-            for nal, kind in ((self._sps, NAL_SPS), (self._pps, NAL_PPS))
-            if nal is not None and kind not in types
-        ]
-        if not missing:
-            return nalus
-        self.counters.params_inserted += 1
-        # SPS and PPS go after a leading access unit delimiter; a missing PPS alone right after the SPS.
-        at = 1 if types[0] == NAL_AUD else 0
-        if NAL_SPS in types:
-            at = len(types) - types[::-1].index(NAL_SPS)
-        return nalus[:at] + missing + nalus[at:]
 
 
 class H264Packetizer:

@@ -10,6 +10,9 @@ from ingest.errors import ParseError
 RTP_VERSION = 2
 RTCP_SR = 200
 RTCP_RR = 201
+RTCP_SDES = 202
+SDES_CNAME = 1
+NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 
 _RTP_HEADER = struct.Struct("!BBHII")
 _RTCP_HEADER = struct.Struct("!BBHI")
@@ -160,6 +163,16 @@ class SenderReport:
     def ntp_seconds(self) -> float:
         return self.ntp_timestamp / (1 << 32)
 
+    @property
+    def unix_time(self) -> float:
+        """The NTP timestamp as UNIX seconds (NTP era 0, i.e. until 2036)."""
+        return self.ntp_seconds - NTP_UNIX_OFFSET
+
+    @property
+    def compact_ntp(self) -> int:
+        """The middle 32 bits of the NTP timestamp: what a receiver report echoes as LSR."""
+        return (self.ntp_timestamp >> 16) & 0xFFFFFFFF
+
     @classmethod
     def parse(cls, data: bytes) -> SenderReport:
         """The first SR of a compound RTCP packet (report blocks are ignored)."""
@@ -225,3 +238,19 @@ class ReceiverReport:
                     blocks.append(ReportBlock(ssrc, frac, cumulative, high, jitter, lsr, dlsr))
                 return cls(packet.ssrc, tuple(blocks))
         raise ParseError(f"RTCP packet {bytes(data[:8]).hex()!r}: expected a receiver report (type 201)")
+
+
+@dataclass(frozen=True)
+class SourceDescription:
+    """An RTCP SDES packet with one chunk carrying a CNAME (RFC 3550 6.5), as every compound packet needs."""
+
+    ssrc: int
+    cname: str
+
+    def __bytes__(self) -> bytes:
+        text = self.cname.encode()
+        if len(text) > 255:
+            raise ValueError(f"CNAME of {len(text)} bytes: expected at most 255")
+        chunk = struct.pack("!IBB", self.ssrc, SDES_CNAME, len(text)) + text
+        chunk += bytes(4 - len(chunk) % 4)  # the item list ends with a null octet, padded to 32 bits
+        return struct.pack("!BBH", 0x81, RTCP_SDES, len(chunk) // 4) + chunk

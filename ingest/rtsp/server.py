@@ -1,10 +1,11 @@
-"""The RTSP server's socket side: asyncio streams around the sans-IO session.
+"""The RTSP server: listener, connection limits, UDP ports, and the registry of live publishers.
 
-One task per connection reads bytes, feeds the ``MessageReader``, hands requests to the
-``PublishSession`` and interleaved frames to the stream's ``Publisher``. A malformed
-request gets ``400 Bad Request`` and its connection is closed; every other connection
-keeps running. A new publisher of a stream that is already live replaces the old one
-(the camera reconnected before its old TCP connection died), as mediamtx does by default.
+Each accepted connection is an ``RtspConnection`` (``ingest/rtsp/connection.py``). A sweeper task
+ticks every connection about once a second (session and handshake deadlines, receiver reports).
+At ``max_connections`` a new connection first evicts the oldest connection that has not announced a
+stream (an idle or slow client cannot lock cameras out); when every connection is a live session it
+is refused with ``503 Service Unavailable``. A new publisher of a stream that is already live
+replaces the old one (the camera reconnected before its old connection died), as mediamtx does.
 """
 
 from __future__ import annotations
@@ -18,21 +19,48 @@ from camflow.bus import Bus
 from camflow.log import get_logger
 from ingest.errors import ParseError
 from ingest.publisher import Publisher
+from ingest.rtp.base import Depacketizer
 from ingest.rtp.h264 import H264Depacketizer
-from ingest.rtsp.message import InterleavedFrame, MessageReader, Request, Response
-from ingest.rtsp.session import AuthRequest, PublishSession, State
+from ingest.rtp.h265 import H265Depacketizer
+from ingest.rtp.jitter import JitterBuffer
+from ingest.rtsp.auth import basic_only
+from ingest.rtsp.connection import READ_SIZE, RtspConnection
+from ingest.rtsp.message import Response
+from ingest.rtsp.session import AuthRequest, Track
+from ingest.rtsp.udp import UdpPortPool, UdpStats
 
-READ_SIZE = 64 * 1024
 log = get_logger("ingest.rtsp")
+SWEEP_SECONDS = 1.0
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass
 class ServerStats:
     connections: int = 0
+    connections_refused: int = 0
+    connections_evicted: int = 0
+    handshake_timeouts: int = 0
     bad_requests: int = 0
     unauthorized: int = 0
     sessions_timed_out: int = 0
     publishers_replaced: int = 0
+
+
+def depacketizer_for(track: Track) -> Depacketizer:
+    """The depacketizer of an announced video track's payload format (H264 or H265).
+
+    Malformed parameter sets in the SDP are logged and ignored: the camera may still send
+    them in-band.
+    """
+    fmtp = track.media.fmtp
+    try:
+        if track.encoding == "H265":
+            return H265Depacketizer(fmtp)
+        return H264Depacketizer(fmtp.get("sprop-parameter-sets"))
+    except ParseError as exc:
+        log.warning("sdp_parameter_sets_ignored", encoding=track.encoding, error=str(exc))
+        return H265Depacketizer() if track.encoding == "H265" else H264Depacketizer()
 
 
 class RtspServer:
@@ -45,132 +73,131 @@ class RtspServer:
         port: int = 8554,
         segment_target: float = 2.0,
         session_timeout: int = 60,
+        challenges: Callable[[], tuple[str, ...]] = basic_only,
+        udp_ports: tuple[int, int] | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.bus = bus
         self.authorize = authorize
+        self.challenges = challenges
         self.host = host
         self.port = port
         self.segment_target = segment_target
         self.session_timeout = session_timeout
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self.udp_pool = UdpPortPool(host, udp_ports) if udp_ports is not None else None
+        self.udp_stats = UdpStats()
         self.stats = ServerStats()
         self.publishers: dict[str, Publisher] = {}
-        self._owners: dict[str, asyncio.Task[None]] = {}
+        self._owners: dict[str, RtspConnection] = {}
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[RtspConnection, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._refused_logged = 0
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._client, self.host, self.port, limit=READ_SIZE)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("rtsp_listening", host=self.host, port=self.port)
+        self._sweeper = asyncio.create_task(self._sweep(), name="rtsp-sweeper")
+        log.info(
+            "rtsp_listening",
+            host=self.host,
+            port=self.port,
+            udp_ports=str(self.udp_pool) if self.udp_pool else None,
+            session_timeout=self.session_timeout,
+            max_connections=self.max_connections,
+        )
         return self.port
 
     async def stop(self) -> None:
         """Stop taking connections, end every session (flushing its segments)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        tasks = list(self._connections.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
 
+    # --- connections --------------------------------------------------------------------------
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.max_connections and not self._evict_idle():
+            await self._refuse(writer)
+            return
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
-        await self._serve(reader, writer)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = RtspConnection(self, reader, writer)
+        self._connections[connection] = task
         self.stats.connections += 1
-        peer = writer.get_extra_info("peername")
-        session = PublishSession(self.authorize, timeout=self.session_timeout)
-        parser = MessageReader()
-        publisher: Publisher | None = None
-        end_reason = "connection closed"
         try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.session_timeout)
-                except TimeoutError:
-                    self.stats.sessions_timed_out += 1
-                    end_reason = "session timeout"
-                    break
-                if not data:
-                    break
-                parser.feed(data)
-                while True:
-                    try:
-                        item = parser.next_item()
-                    except ParseError as exc:
-                        self.stats.bad_requests += 1
-                        log.warning("rtsp_bad_request", peer=str(peer), error=str(exc))
-                        body = (str(exc) + "\r\n").encode()
-                        writer.write(
-                            bytes(
-                                Response(
-                                    400,
-                                    "Bad Request",
-                                    (("Content-Type", "text/plain"), ("Content-Length", str(len(body)))),
-                                    body,
-                                )
-                            )
-                        )
-                        await writer.drain()
-                        end_reason = "bad request"
-                        return
-                    if item is None:
-                        break
-                    if isinstance(item, InterleavedFrame):
-                        if publisher is not None:
-                            match = session.track_for_channel(item.channel)
-                            if match is not None and not match[1] and match[0] is session.video_track:
-                                publisher.on_rtp(item.payload)
-                        continue
-                    publisher = await self._request(session, item, writer, publisher)
-                    if session.state is State.CLOSED:
-                        end_reason = "teardown"
-                        return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            end_reason = "connection reset"
-        except asyncio.CancelledError:
-            end_reason = "server stopping"
-            raise
+            await connection.run()
         finally:
-            if publisher is not None:
-                await self._end(publisher, end_reason)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._connections.pop(connection, None)
 
-    async def _request(
-        self,
-        session: PublishSession,
-        request: Request,
-        writer: asyncio.StreamWriter,
-        publisher: Publisher | None,
-    ) -> Publisher | None:
-        before = session.state
-        response = session.handle(request)
-        log.debug(
-            "rtsp_request",
-            method=request.method,
-            cseq=request.cseq,
-            status=response.status,
-            state=session.state.value,
-            stream_id=session.stream,
-        )
-        if response.status == 401:
-            self.stats.unauthorized += 1
-            log.warning("rtsp_unauthorized", uri=request.uri.split("?")[0])
-        if before is not State.RECORDING and session.state is State.RECORDING and publisher is None:
-            publisher = await self._begin(session)  # RECORD after PAUSE resumes the same publisher
-        writer.write(bytes(response))
-        await writer.drain()
-        return publisher
+    def _evict_idle(self) -> bool:
+        """Abort the oldest connection that has not announced a stream; False if there is none."""
+        idle = [c for c in self._connections if not c.announced and c.end_reason is None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.opened)
+        self.stats.connections_evicted += 1
+        oldest.abort(f"evicted: {self.max_connections} connections open and it announced nothing")
+        self._connections.pop(oldest, None)
+        return True
 
-    async def _begin(self, session: PublishSession) -> Publisher:
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        self.stats.connections_refused += 1
+        if self.stats.connections_refused >= 2 * self._refused_logged:  # 1, 2, 4, 8, ... not one per client
+            self._refused_logged = self.stats.connections_refused
+            log.warning(
+                "rtsp_connection_refused",
+                reason=f"{self.max_connections} live sessions (--rtsp-max-connections)",
+                refused=self.stats.connections_refused,
+            )
+        body = f"server full: {self.max_connections} live RTSP sessions; retry later\r\n".encode()
+        headers = (("Content-Type", "text/plain"), ("Content-Length", str(len(body))))
+        writer.write(bytes(Response(503, "Service Unavailable", headers, body)))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        reported = (0, 0)
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for connection in list(self._connections):
+                try:
+                    connection.tick(now)
+                except Exception as exc:  # a bug in one connection must not stop the others' deadlines
+                    log.error("rtsp_tick_failed", peer=connection.peer, error=repr(exc), exc_info=True)
+                    connection.abort("internal error")
+            closed = (self.stats.connections_evicted, self.stats.handshake_timeouts)
+            if closed != reported:  # one line a second at most, however many idle clients there are
+                log.warning(
+                    "rtsp_idle_connections_closed",
+                    evicted=closed[0] - reported[0],
+                    handshake_timeouts=closed[1] - reported[1],
+                    open=len(self._connections),
+                )
+                reported = closed
+
+    # --- publishers -----------------------------------------------------------------------------
+
+    async def begin_publisher(self, connection: RtspConnection) -> Publisher:
+        session = connection.session
         assert session.stream is not None
         video = session.video_track
         assert video is not None
@@ -179,22 +206,22 @@ class RtspServer:
             self.stats.publishers_replaced += 1
             owner = self._owners.get(session.stream)
             log.info("publisher_replaced", stream_id=session.stream, old_epoch=old.epoch)
-            if owner is not None and owner is not asyncio.current_task():
-                owner.cancel()
+            if owner is not None and owner is not connection:
+                owner.abort("replaced by a new publisher of the stream")
         publisher = Publisher(
             self.bus,
             session.stream,
-            H264Depacketizer(video.media.fmtp.get("sprop-parameter-sets")),
+            depacketizer_for(video),
             segment_target=self.segment_target,
+            codec="hevc" if video.encoding == "H265" else "h264",
+            jitter=JitterBuffer() if video.server_ports is not None else None,  # UDP can reorder
         )
         await publisher.start()
         self.publishers[session.stream] = publisher
-        task = asyncio.current_task()
-        assert task is not None
-        self._owners[session.stream] = task
+        self._owners[session.stream] = connection
         return publisher
 
-    async def _end(self, publisher: Publisher, reason: str) -> None:
+    async def end_publisher(self, publisher: Publisher, reason: str) -> None:
         if self.publishers.get(publisher.stream) is publisher:
             del self.publishers[publisher.stream]
             self._owners.pop(publisher.stream, None)

@@ -2,26 +2,41 @@
 
 States follow RFC 2326 for a recording session: INIT → (ANNOUNCE) ANNOUNCED → (SETUP of
 every announced medium) READY → (RECORD) RECORDING → (TEARDOWN) CLOSED. The socket code
-(``ingest/rtsp/server.py``) feeds requests, writes the responses and watches ``state``.
+(``ingest/rtsp/connection.py``) feeds requests, writes the responses and watches ``state``.
+
+Transports: RTP/AVP/TCP interleaved, and RTP/AVP (or RTP/AVP/UDP) unicast, whose server ports come
+from the ``UdpBinder`` the socket side passes in. Multicast is refused with 461, a transport without
+``mode=record`` (any case) with 400. Every request, and every RTP/RTCP packet the socket side reports
+with ``touch()``, keeps the session alive; ``expired()`` says when ``timeout`` seconds passed without.
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from camflow.keys import is_stream_name
 from ingest.errors import ParseError
-from ingest.rtsp.headers import Session, Transport, TransportSpec, parse_authorization
+from ingest.rtsp.auth import REALM, basic_only
+from ingest.rtsp.headers import (
+    BasicCredentials,
+    DigestCredentials,
+    Session,
+    Transport,
+    TransportSpec,
+    parse_authorization,
+)
 from ingest.rtsp.message import Request, Response
 from ingest.rtsp.sdp import MediaDescription, SessionDescription
 from ingest.rtsp.url import RtspUrl, split_setup_url
 
 PUBLIC = "DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, GET_PARAMETER, TEARDOWN, OPTIONS"
-SUPPORTED_VIDEO = {"H264"}
-REALM = "camflow"
+SUPPORTED_VIDEO = {"H264", "H265"}
+__all__ = ["REALM", "AuthRequest", "PublishSession", "State", "Track", "UdpBinder"]
 
 
 class State(enum.Enum):
@@ -36,8 +51,10 @@ class State(enum.Enum):
 class AuthRequest:
     stream: str
     query: Mapping[str, str]
-    username: str | None
+    username: str | None  # Basic, or user:password in the URL
     password: str | None
+    method: str = "ANNOUNCE"
+    digest: DigestCredentials | None = None  # Authorization: Digest ..., verified by the authorizer
 
 
 @dataclass
@@ -48,6 +65,12 @@ class Track:
     media: MediaDescription
     control: str
     rtp_channel: int | None = None  # TCP interleaved channel of RTP (RTCP is rtp_channel + 1)
+    client_ports: tuple[int, int] | None = None  # UDP: the camera's RTP and RTCP ports
+    server_ports: tuple[int, int] | None = None  # UDP: ours
+
+    @property
+    def is_setup(self) -> bool:
+        return self.rtp_channel is not None or self.server_ports is not None
 
     @property
     def encoding(self) -> str:
@@ -56,6 +79,12 @@ class Track:
     @property
     def is_video(self) -> bool:
         return self.media.kind == "video"
+
+
+class UdpBinder(Protocol):
+    """The socket side's UDP ports: bind a pair for ``track`` (its ``client_ports`` are set)."""
+
+    def bind(self, track: Track) -> tuple[int, int] | None: ...  # (RTP, RTCP) ports; None when none free
 
 
 class PublishSession:
@@ -67,10 +96,17 @@ class PublishSession:
         *,
         timeout: int = 60,
         session_id: str | None = None,
+        challenges: Callable[[], tuple[str, ...]] = basic_only,
+        udp: UdpBinder | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._authorize = authorize
+        self._challenges = challenges
+        self._udp = udp
+        self._clock = clock
         self.timeout = timeout
         self.session_id = session_id or secrets.token_hex(8)
+        self.last_activity = clock()
         self.state = State.INIT
         self.stream: str | None = None
         self.announce_url: RtspUrl | None = None
@@ -93,7 +129,15 @@ class PublishSession:
                 return track, True
         return None
 
+    def touch(self) -> None:
+        """Activity that is not a request (RTP or RTCP from the camera) keeps the session alive."""
+        self.last_activity = self._clock()
+
+    def expired(self) -> bool:
+        return self._clock() - self.last_activity > self.timeout
+
     def handle(self, request: Request) -> Response:
+        self.last_activity = self._clock()
         if request.cseq is None:
             return self._refuse(request, 400, "missing CSeq")
         method = request.method.upper()
@@ -180,17 +224,18 @@ class PublishSession:
                 request, 404, f"no stream path {url.path!r}: expected rtsp://host:port/<stream>"
             )
         username, password = url.username, url.password
+        digest = None
         auth = request.header("Authorization")
         if auth is not None:
             creds = parse_authorization(auth)
-            username = getattr(creds, "username", username)
-            password = getattr(creds, "password", password)
-        if not self._authorize(AuthRequest(url.path, url.query, username, password)):
+            if isinstance(creds, BasicCredentials):
+                username, password = creds.username, creds.password
+            else:
+                digest = creds
+        if not self._authorize(AuthRequest(url.path, url.query, username, password, request.method, digest)):
+            challenges = tuple(("WWW-Authenticate", value) for value in self._challenges())
             return self._refuse(
-                request,
-                401,
-                "a valid publish token is required (?token=... or password)",
-                (("WWW-Authenticate", f'Basic realm="{REALM}"'),),
+                request, 401, "a valid publish token is required (?token=..., or as the password)", challenges
             )
         ctype = (request.header("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/sdp":
@@ -223,31 +268,59 @@ class PublishSession:
         chosen = self._choose_transport(Transport.parse(header))
         if isinstance(chosen, str):
             return self._refuse(request, 461, chosen)
+        if not chosen.is_record:
+            return self._refuse(
+                request, 400, f"Transport {str(chosen)!r} without mode=record: expected mode=record"
+            )
+        if chosen.lower_transport == "UDP":
+            reply = self._setup_udp(track, chosen)
+            if isinstance(reply, tuple):
+                return self._refuse(request, *reply)
+        else:
+            reply = self._setup_tcp(track, chosen)
+        self.state = State.READY
+        return self._ok(request, (("Transport", str(reply)), self._session_header()))
+
+    def _setup_tcp(self, track: Track, spec: TransportSpec) -> TransportSpec:
         used = {
-            c for t in self.tracks if t.rtp_channel is not None for c in (t.rtp_channel, t.rtp_channel + 1)
+            c
+            for t in self.tracks
+            if t.rtp_channel is not None and t is not track
+            for c in (t.rtp_channel, t.rtp_channel + 1)
         }
-        channels = chosen.interleaved
+        channels = spec.interleaved
         if channels is None or channels[0] in used or channels[1] in used:
             first = next(c for c in range(0, 254, 2) if c not in used and c + 1 not in used)
             channels = (first, first + 1)
         track.rtp_channel = channels[0]
-        self.state = State.READY
-        reply = TransportSpec(
+        return TransportSpec(
             "RTP/AVP/TCP", "unicast", interleaved=(channels[0], channels[0] + 1), mode="record"
         )
-        return self._ok(request, (("Transport", str(reply)), self._session_header()))
+
+    def _setup_udp(self, track: Track, spec: TransportSpec) -> TransportSpec | tuple[int, str]:
+        if spec.client_port is None:
+            return 400, f"Transport {str(spec)!r} without client_port: expected client_port=N-M"
+        if self._udp is None:
+            return 461, f"Transport {spec.protocol}: UDP is not enabled on this server; use RTP/AVP/TCP"
+        if track.server_ports is None or track.client_ports != spec.client_port:
+            track.client_ports = spec.client_port
+            ports = self._udp.bind(track)
+            if ports is None:
+                return 503, "no free UDP port pair on the server: use RTP/AVP/TCP or retry later"
+            track.server_ports = ports
+        return TransportSpec(
+            "RTP/AVP", "unicast", client_port=spec.client_port, server_port=track.server_ports
+        )
 
     def _choose_transport(self, transport: Transport) -> TransportSpec | str:
+        """The client's first usable unicast RTP/AVP spec, or why none is."""
         reasons = []
         for spec in transport.specs:
             if spec.delivery == "multicast":
-                reasons.append(f"{spec.protocol} multicast")
+                reasons.append(f"{spec.protocol};multicast (multicast is not supported)")
                 continue
-            if spec.lower_transport != "TCP":
-                reasons.append(f"{spec.protocol} (only RTP/AVP/TCP interleaved is supported so far)")
-                continue
-            if not spec.is_record:
-                reasons.append(f"mode={spec.mode} (expected mode=record)")
+            if spec.lower_transport is None:
+                reasons.append(f"{spec.protocol} (expected RTP/AVP, RTP/AVP/UDP or RTP/AVP/TCP)")
                 continue
             return spec
         return "no usable transport: " + "; ".join(reasons)
@@ -257,7 +330,7 @@ class PublishSession:
             return self._refuse(request, 455, f"RECORD in state {self.state.value}")
         if refused := self._check_session(request):
             return refused
-        if any(t.rtp_channel is None for t in self.tracks if t.is_video and t.encoding in SUPPORTED_VIDEO):
+        if any(not t.is_setup for t in self.tracks if t.is_video and t.encoding in SUPPORTED_VIDEO):
             return self._refuse(request, 455, "RECORD before the video track was set up")
         self.state = State.RECORDING
         return self._ok(request, (self._session_header(),))

@@ -1,0 +1,238 @@
+"""Edge throughput against nginx, and request coalescing.
+
+``python -m bench edge [-- --workers 2 --seconds 5 --connections 64 --repeats 3]``
+
+1. `camflow edge --workers N` (a real process tree, FileStore) serves a cached 500 KB segment
+   and a 5 KB live playlist (with a view token, rewritten into every URI); Debian's nginx
+   serves the same bytes from disk (``sendfile on``, as many workers). wrk measures requests/s
+   for each; the medians of ``--repeats`` runs and the ratio edge/nginx are printed against
+   the targets (0.8x for segments, 0.5x for playlists).
+2. 500 concurrent cold requests for one segment through the edge app: store reads (must be 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from camflow.store import FileStore
+from camflow.tokens import Action, TokenSigner
+from edge.app import build_app
+from edge.state import EDGE
+
+EPOCH = "20261121T101500123Z"
+SECRET = "bench-edge-secret-0123456789abcdef"
+SEGMENT_KEY = f"streams/bench/{EPOCH}/source/00000001.m4s"
+PLAYLIST_KEY = "streams/bench/source.m3u8"
+TARGETS = {"segment": 0.8, "playlist": 0.5}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def playlist_text(size: int = 5000) -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:1"]
+    lines.append(f'#EXT-X-MAP:URI="{EPOCH}/source/init.mp4"')
+    seq = 1
+    while len("\n".join(lines)) < size - 80:
+        lines += ["#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:15:00.000Z", "#EXTINF:2.000,"]
+        lines.append(f"{EPOCH}/source/{seq:08d}.m4s")
+        seq += 1
+    return "\n".join(lines) + "\n"
+
+
+def write_objects(root: Path) -> None:
+    for key, data in ((SEGMENT_KEY, os.urandom(500_000)), (PLAYLIST_KEY, playlist_text().encode())):
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                resp.read()
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+NGINX_CONF = """
+worker_processes {workers};
+daemon off;
+pid nginx.pid;
+error_log stderr warn;
+{user}
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path temp/body;
+    proxy_temp_path temp/proxy;
+    fastcgi_temp_path temp/fastcgi;
+    uwsgi_temp_path temp/uwsgi;
+    scgi_temp_path temp/scgi;
+    types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /live/ {{ alias {root}/streams/; }}
+    }}
+}}
+"""
+
+
+def wrk(url: str, seconds: float, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no Requests/sec:\n{out}")
+    return float(match[1])
+
+
+async def coalescing(root: Path) -> tuple[int, int]:
+    """500 concurrent cold requests for one segment: (store reads, 200 responses)."""
+    reads: list[str] = []
+
+    class CountingStore(FileStore):
+        async def get(self, key: str) -> bytes:
+            reads.append(key)
+            return await super().get(key)
+
+    store = CountingStore(root)
+    signer = TokenSigner(SECRET.encode())
+    token = signer.issue("bench", Action.VIEW, ttl=600)
+    app = build_app(store, signer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    url = f"http://127.0.0.1:{port}/live/bench/{EPOCH}/source/00000001.m4s?token={token}"
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def one() -> int:
+                async with session.get(url) as resp:
+                    await resp.read()
+                    return resp.status
+
+            statuses = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(500))), timeout=120)
+        assert app[EDGE].cache.stats.misses == 1
+    finally:
+        await runner.cleanup()
+    return len(reads), sum(1 for s in statuses if s == 200)
+
+
+def parse(rest: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench edge --")
+    p.add_argument("--workers", type=int, default=2, help="edge processes and nginx workers (default 2)")
+    p.add_argument("--seconds", type=float, default=5.0, help="wrk duration per run (default 5)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per case; medians reported (default 3)")
+    return p.parse_args(rest)
+
+
+def run(args: argparse.Namespace) -> None:
+    opts = parse(args.rest)
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"bench edge: {tool} is not installed; run `make install`")
+    with tempfile.TemporaryDirectory(prefix="camflow-bench-edge-") as tmp:
+        work = Path(tmp)
+        data = work / "data"
+        write_objects(data / "store")
+        token = TokenSigner(SECRET.encode()).issue("bench", Action.VIEW, ttl=3600)
+        edge_port, nginx_port = free_port(), free_port()
+        env = {**os.environ, "CAMFLOW_SECRET": SECRET}
+        cli = [sys.executable, "-m", "camflow.cli", "edge", "--host", "127.0.0.1", "--data-dir", str(data)]
+        edge = subprocess.Popen(
+            [*cli, "--http-port", str(edge_port), "--workers", str(opts.workers), "--log-level", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        prefix = work / "nginx"
+        (prefix / "temp").mkdir(parents=True)
+        conf = NGINX_CONF.format(
+            workers=opts.workers,
+            port=nginx_port,
+            root=data / "store",
+            user="user root;" if os.geteuid() == 0 else "",
+        )
+        (prefix / "nginx.conf").write_text(conf)
+        nginx_exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        nginx = subprocess.Popen(
+            [nginx_exe, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"]
+        )
+        try:
+            urls = {
+                (
+                    "edge",
+                    "segment",
+                ): f"http://127.0.0.1:{edge_port}/live/bench/{EPOCH}/source/00000001.m4s?token={token}",
+                ("edge", "playlist"): f"http://127.0.0.1:{edge_port}/live/bench/source.m3u8?token={token}",
+                ("nginx", "segment"): f"http://127.0.0.1:{nginx_port}/live/bench/{EPOCH}/source/00000001.m4s",
+                ("nginx", "playlist"): f"http://127.0.0.1:{nginx_port}/live/bench/source.m3u8",
+            }
+            for url in urls.values():
+                wait_http(url)
+            for _ in range(opts.workers * 4):  # warm every worker's cache
+                for (server, _kind), url in urls.items():
+                    if server == "edge":
+                        wait_http(url)
+            results: dict[tuple[str, str], list[float]] = {k: [] for k in urls}
+            for _ in range(opts.repeats):
+                for key, url in urls.items():
+                    results[key].append(wrk(url, opts.seconds, opts.connections))
+        finally:
+            stop(edge)
+            stop(nginx)
+        print(
+            f"wrk -t2 -c{opts.connections} -d{max(1, round(opts.seconds))}s, medians of {opts.repeats}; "
+            f"{opts.workers} edge processes, {opts.workers} nginx workers"
+        )
+        print(f"{'object':<10}{'edge req/s':>12}{'nginx req/s':>13}{'ratio':>8}{'target':>8}")
+        for kind in ("segment", "playlist"):
+            e = statistics.median(results[("edge", kind)])
+            n = statistics.median(results[("nginx", kind)])
+            ok = "ok" if e / n >= TARGETS[kind] else "BELOW"
+            print(f"{kind:<10}{e:>12.0f}{n:>13.0f}{e / n:>7.2f}x{TARGETS[kind]:>7.1f}x {ok}")
+        reads, ok_count = asyncio.run(coalescing(data / "store"))
+        print(f"500 concurrent cold requests: {ok_count} x 200, {reads} store read(s) (expected 1)")

@@ -1,0 +1,178 @@
+"""Pages for people: ``/watch/{stream}?token=`` (the player) and ``/?token=`` (live streams, operator).
+
+The player uses hls.js, installed from npm into ``edge/web/node_modules`` by ``make install``
+and served from disk at ``/static/hls.min.js``; nothing is loaded from another origin.
+Thumbnails (``streams/{stream}/thumb.jpg``, written by the transcoder) are served at
+``/thumb/{stream}.jpg?token=`` through the cache, fresh for ``THUMB_TTL`` seconds.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from camflow.errors import NotFound, TokenError
+from camflow.keys import is_stream_name, latest_thumbnail_key
+from edge.delivery import token_error, token_missing
+from edge.http import error_response, http_date
+from edge.state import EDGE, EdgeState
+
+HLSJS_ENV = "CAMFLOW_HLSJS_DIR"
+HERE = Path(__file__).resolve().parent
+THUMB_TTL = 2.0
+
+
+def default_static_dir() -> Path:
+    return HERE / "static"
+
+
+def hlsjs_path() -> Path:
+    base = Path(os.environ.get(HLSJS_ENV) or HERE / "web" / "node_modules" / "hls.js" / "dist")
+    return base / "hls.min.js"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title>"
+        '<link rel=stylesheet href="/static/camflow.css"></head>\n'
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def _viewers(n: int) -> str:
+    return f"{n} viewer" if n == 1 else f"{n} viewers"
+
+
+def _stream_or_error(state: EdgeState, stream: str) -> web.Response | None:
+    if is_stream_name(stream):
+        return None
+    state.counters.bad_path += 1
+    return error_response(
+        400, "bad_path", f"stream name {stream!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -"
+    )
+
+
+async def watch(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    stream = request.match_info["stream"]
+    refused = _stream_or_error(state, stream)
+    if refused is not None:
+        return refused
+    token = request.query.get("token", "")
+    if not token:
+        return token_missing(state, request.path, stream)
+    try:
+        state.auth.verify_viewer(token, stream)
+    except TokenError as exc:
+        return token_error(state, exc, stream)
+    config = html.escape(json.dumps({"stream": stream, "token": token}), quote=True)
+    body = (
+        f'<main id=player data-config="{config}">'
+        f"<h1>{html.escape(stream)}</h1>"
+        "<video id=video muted autoplay playsinline controls></video>"
+        "<p id=health class=line>health: waiting for the first sample…</p>"
+        "<p id=latency class=line>latency to live edge: -</p>"
+        "<p id=status class=line>loading…</p>"
+        "</main>"
+        '<script src="/static/hls.min.js"></script><script src="/static/player.js"></script>'
+    )
+    return web.Response(text=_page(f"{stream} · camflow", body), content_type="text/html")
+
+
+async def index(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    token = request.query.get("token", "")
+    if not token:
+        return error_response(
+            401,
+            "token_missing",
+            "the stream list needs an operator token: /?token=T with T from `camflow token admin`",
+            headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
+        )
+    try:
+        state.auth.verify_operator(token)
+    except TokenError as exc:
+        return token_error(state, exc, "*")
+    q = html.escape(token, quote=True)
+    cards = []
+    for name in state.catalog.names:
+        summary = await state.catalog.summary(name)
+        if summary is None or summary.state.value != "live":
+            continue
+        n = html.escape(name)
+        facts = " · ".join(
+            part
+            for part in (
+                summary.resolution,
+                f"{summary.bitrate // 1000} kbit/s" if summary.bitrate else None,
+                _viewers(state.viewers.count(name)),
+            )
+            if part
+        )
+        cards.append(
+            f'<li class=card><a href="/watch/{n}?token={q}">'
+            f'<img src="/thumb/{n}.jpg?token={q}" alt="latest thumbnail of {n}" '
+            "onerror=\"this.classList.add('missing')\">"
+            f"<strong>{n}</strong></a><span class=line>{html.escape(facts)}</span></li>"
+        )
+    listing = "<ul class=streams>" + "".join(cards) + "</ul>" if cards else "<p>No live streams.</p>"
+    return web.Response(
+        text=_page("live streams · camflow", f"<main><h1>Live streams</h1>{listing}</main>"),
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def thumb(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    stream = request.match_info["stream"]
+    refused = _stream_or_error(state, stream)
+    if refused is not None:
+        return refused
+    token = request.query.get("token", "")
+    if not token:
+        return token_missing(state, request.path, stream)
+    try:
+        state.auth.verify_viewer(token, stream)
+    except TokenError as exc:
+        return token_error(state, exc, stream)
+    key = latest_thumbnail_key(stream)
+    try:
+        cached = await state.cache.get(key, state.store.get, lambda _: THUMB_TTL)
+    except NotFound:
+        return error_response(404, "not_found", f"stream {stream!r} has no thumbnail yet")
+    except Exception as exc:
+        state.counters.store_failed += 1
+        state.log.error("store_failed", stream_id=stream, key=key, error=repr(exc))
+        return error_response(502, "store_unavailable", f"the store could not serve {key!r}; try again")
+    headers = {
+        "Cache-Control": f"private, max-age={int(THUMB_TTL)}",
+        "ETag": cached.etag,
+        "Last-Modified": http_date(cached.last_modified),
+    }
+    return web.Response(body=cached.data, content_type="image/jpeg", headers=headers)
+
+
+async def hlsjs(request: web.Request) -> web.StreamResponse:
+    path = hlsjs_path()
+    if not path.is_file():
+        return error_response(
+            404,
+            "not_found",
+            f"hls.js is not installed at {str(path)!r}: run `make install` (npm ci in edge/web)",
+        )
+    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def add_page_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/watch/{stream}", watch)
+    app.router.add_get("/thumb/{stream}.jpg", thumb)
+    app.router.add_get("/static/hls.min.js", hlsjs)
+    app.router.add_static("/static/", app[EDGE].static_dir, append_version=False)

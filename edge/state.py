@@ -1,0 +1,49 @@
+"""The edge application's typed state, shared by its route modules."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from camflow.store import Store
+from edge.auth import Authorizer, ViewerCounter
+from edge.cache import Fetch, ObjectCache
+from edge.catalog import StreamCatalog
+from edge.health import HealthSource
+from edge.policy import PlaylistPolicy, TokenCheck
+
+
+@dataclass
+class EdgeCounters:
+    """Requests refused or failed, by reason (also logged, one event each)."""
+
+    bad_path: int = 0
+    token_missing: int = 0
+    token_refused: int = 0
+    not_found: int = 0
+    store_failed: int = 0
+
+
+@dataclass(frozen=True)
+class EdgeState:
+    store: Store
+    auth: Authorizer
+    cache: ObjectCache
+    fetch: Fetch
+    policy: PlaylistPolicy
+    token_check: TokenCheck
+    viewers: ViewerCounter
+    catalog: StreamCatalog
+    health: HealthSource
+    health_interval: float
+    static_dir: Path
+    counters: EdgeCounters
+    log: Any
+
+
+EDGE = web.AppKey("edge", EdgeState)
+CLOSING = web.AppKey("edge-closing", asyncio.Event)  # set on shutdown: long responses (SSE) end

@@ -1,0 +1,293 @@
+"""One camera's RTSP connection: the socket side of a ``PublishSession``.
+
+It reads requests and interleaved frames from the TCP connection, routes RTP and RTCP (interleaved or
+from the track's UDP ports) to the stream's ``Publisher`` and to reception statistics, and sends RTCP
+receiver reports back. The server's sweeper calls ``tick`` about once a second: RTP/RTCP counts as
+session activity there, and a connection that announced nothing within the handshake timeout, or
+whose session went silent for its timeout, is aborted. Ending a connection, however it ends, flushes
+the publisher's partial segment and publishes the stream's ``offline`` state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from typing import TYPE_CHECKING
+
+from camflow.log import get_logger
+from ingest.errors import ParseError
+from ingest.publisher import Publisher
+from ingest.rtp.packet import RTCP_SR, RtcpPacket, SenderReport
+from ingest.rtsp.message import InterleavedFrame, MessageReader, Request, Response
+from ingest.rtsp.rtcp import REPORT_INTERVAL, ReceptionStats, receiver_report
+from ingest.rtsp.session import PublishSession, State, Track
+from ingest.rtsp.udp import UdpTrackLink
+
+if TYPE_CHECKING:
+    from ingest.rtsp.server import RtspServer
+
+READ_SIZE = 64 * 1024
+log = get_logger("ingest.rtsp")
+
+
+class RtspConnection:
+    def __init__(
+        self, server: RtspServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.camera_host = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.session = PublishSession(
+            server.authorize,
+            timeout=server.session_timeout,
+            challenges=server.challenges,
+            udp=self if server.udp_pool is not None else None,
+        )
+        self.parser = MessageReader()
+        self.publisher: Publisher | None = None
+        self.opened = self.loop.time()
+        self.activity = 0  # reads and datagrams; compared by ``tick``
+        self._seen_activity = 0
+        self.end_reason: str | None = None
+        self.links: dict[int, UdpTrackLink] = {}
+        self.reception: dict[int, ReceptionStats] = {}
+        self._channels: dict[int, tuple[Track, bool]] = {}
+        self._ssrc = secrets.randbits(32)
+        self._next_report = self.opened + REPORT_INTERVAL
+        self.rtcp_invalid = 0
+        self.receiver_reports = 0
+
+    @property
+    def announced(self) -> bool:
+        return self.session.state is not State.INIT
+
+    # --- the read loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    break
+                self.activity += 1
+                self.parser.feed(data)
+                if not await self._consume():
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.end_reason = self.end_reason or "connection reset"
+        except asyncio.CancelledError:
+            self.end_reason = self.end_reason or "server stopping"
+            raise
+        finally:
+            await self.close()
+
+    async def _consume(self) -> bool:
+        """Handle every complete item in the parser; False when the connection must end."""
+        arrival = self.loop.time()
+        while True:
+            try:
+                item = self.parser.next_item()
+            except ParseError as exc:
+                self.server.stats.bad_requests += 1
+                log.warning("rtsp_bad_request", peer=self.peer, error=str(exc), stream_id=self.session.stream)
+                body = (str(exc) + "\r\n").encode()
+                headers = (("Content-Type", "text/plain"), ("Content-Length", str(len(body))))
+                self.writer.write(bytes(Response(400, "Bad Request", headers, body)))
+                await self.writer.drain()
+                self.end_reason = "bad request"
+                return False
+            if item is None:
+                return True
+            if isinstance(item, InterleavedFrame):
+                match = self._channels.get(item.channel)
+                if match is not None:
+                    track, is_rtcp = match
+                    if is_rtcp:
+                        self._on_rtcp(track, item.payload, arrival)
+                    else:
+                        self._on_rtp(track, item.payload, arrival)
+                continue
+            await self._request(item)
+            if self.session.state is State.CLOSED:
+                self.end_reason = "teardown"
+                return False
+
+    async def _request(self, request: Request) -> None:
+        session = self.session
+        before = session.state
+        response = session.handle(request)
+        log.debug(
+            "rtsp_request",
+            method=request.method,
+            cseq=request.cseq,
+            status=response.status,
+            state=session.state.value,
+            stream_id=session.stream,
+        )
+        if response.status == 401:
+            self.server.stats.unauthorized += 1
+            log.warning("rtsp_unauthorized", peer=self.peer, uri=request.uri.split("?")[0])
+        elif response.status >= 400:
+            log.info(
+                "rtsp_refused",
+                peer=self.peer,
+                method=request.method,
+                status=response.status,
+                reason=response.body.decode(errors="replace").strip(),
+                stream_id=session.stream,
+            )
+        if request.method.upper() == "SETUP" and response.status == 200:
+            self._index_tracks()
+        if before is not State.RECORDING and session.state is State.RECORDING and self.publisher is None:
+            self.publisher = await self.server.begin_publisher(self)  # RECORD after PAUSE keeps the publisher
+        self.writer.write(bytes(response))
+        await self.writer.drain()
+
+    def _index_tracks(self) -> None:
+        self._channels = {}
+        for track in self.session.tracks:
+            if track.is_setup and track.index not in self.reception:
+                rate = track.media.rtpmap.clock_rate if track.media.rtpmap else 90000
+                self.reception[track.index] = ReceptionStats(rate or 90000)
+            if track.rtp_channel is not None:
+                self._channels[track.rtp_channel] = (track, False)
+                self._channels[track.rtp_channel + 1] = (track, True)
+
+    # --- UdpBinder: the session asks for a track's server ports ------------------------------
+
+    def bind(self, track: Track) -> tuple[int, int] | None:
+        pool = self.server.udp_pool
+        assert pool is not None and track.client_ports is not None
+        sockets = pool.bind_pair()
+        if sockets is None:
+            log.warning("rtsp_udp_ports_exhausted", ports=str(pool), stream_id=self.session.stream)
+            return None
+        old = self.links.pop(track.index, None)
+        if old is not None:
+            old.close()
+        link = UdpTrackLink(
+            sockets,
+            self.camera_host,
+            track.client_ports,
+            lambda data, arrival: self._on_udp_rtp(track, data, arrival),
+            lambda data, arrival: self._on_udp_rtcp(track, data, arrival),
+            self.server.udp_stats,
+        )
+        link.start(self.loop)
+        self.links[track.index] = link
+        return link.server_ports
+
+    def _on_udp_rtp(self, track: Track, data: bytes, arrival: float) -> None:
+        self.activity += 1
+        self._on_rtp(track, data, arrival)
+
+    def _on_udp_rtcp(self, track: Track, data: bytes, arrival: float) -> None:
+        self.activity += 1
+        self._on_rtcp(track, data, arrival)
+
+    # --- media ----------------------------------------------------------------------------------
+
+    def _on_rtp(self, track: Track, data: bytes, arrival: float) -> None:
+        stats = self.reception.get(track.index)
+        if stats is not None:
+            stats.on_rtp(data, arrival)
+        if self.publisher is not None and track is self.session.video_track:
+            self.publisher.on_rtp(data)
+
+    def _on_rtcp(self, track: Track, data: bytes, arrival: float) -> None:
+        try:
+            packets = RtcpPacket.parse_compound(data)
+        except ParseError as exc:
+            self.rtcp_invalid += 1
+            log.debug("rtcp_invalid", error=str(exc), stream_id=self.session.stream)
+            return
+        for packet in packets:
+            if packet.packet_type != RTCP_SR:
+                continue
+            try:
+                report = SenderReport.parse(data)
+            except ParseError:
+                self.rtcp_invalid += 1
+                return
+            stats = self.reception.get(track.index)
+            if stats is not None:
+                stats.on_sender_report(report, arrival)
+            if self.publisher is not None and track is self.session.video_track:
+                self.publisher.on_sender_report(report.unix_time, report.rtp_timestamp)
+            return
+
+    def _send_reports(self, now: float) -> None:
+        self._next_report = now + REPORT_INTERVAL
+        if self.session.state is not State.RECORDING:
+            return
+        for track in self.session.tracks:
+            stats = self.reception.get(track.index)
+            block = stats.report_block(now) if stats is not None else None
+            if block is None:
+                continue
+            data = receiver_report(self._ssrc, f"camflow@{self.server.host}", [block])
+            link = self.links.get(track.index)
+            if link is not None:
+                link.send_rtcp(data)
+            elif track.rtp_channel is not None and not self.writer.is_closing():
+                self.writer.write(bytes(InterleavedFrame(track.rtp_channel + 1, data)))
+            else:
+                continue
+            self.receiver_reports += 1
+
+    # --- liveness -------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Called by the server's sweeper: activity, deadlines, receiver reports."""
+        if self.end_reason is not None:
+            return
+        if self.activity != self._seen_activity:
+            self._seen_activity = self.activity
+            self.session.touch()
+        if not self.announced:
+            if now - self.opened > self.server.handshake_timeout:
+                self.server.stats.handshake_timeouts += 1
+                self.abort(f"no ANNOUNCE within {self.server.handshake_timeout:g} s")
+        elif self.session.expired():
+            self.server.stats.sessions_timed_out += 1
+            self.abort(f"session timeout ({self.session.timeout} s without a request or packet)")
+        elif now >= self._next_report:
+            self._send_reports(now)
+
+    def abort(self, reason: str) -> None:
+        """End the connection now (the read loop sees end of file and cleans up)."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+    async def close(self) -> None:
+        reason = self.end_reason or "connection closed"
+        self.end_reason = reason
+        for link in self.links.values():
+            link.close()
+        self.links.clear()
+        if self.publisher is not None:
+            publisher, self.publisher = self.publisher, None
+            log.info(
+                "rtsp_session_ended",
+                stream_id=publisher.stream,
+                reason=reason,
+                peer=self.peer,
+                transport="udp" if any(t.server_ports for t in self.session.tracks) else "tcp",
+                lost=sum(s.lost for s in self.reception.values()),
+                late=sum(s.late for s in self.reception.values()),
+                sender_reports=sum(s.sender_reports for s in self.reception.values()),
+                receiver_reports=self.receiver_reports,
+                rtcp_invalid=self.rtcp_invalid,
+            )
+            await self.server.end_publisher(publisher, reason)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()

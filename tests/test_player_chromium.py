@@ -1,0 +1,229 @@
+"""Headless Chromium plays /watch/{stream} (hls.js served by the edge) during a live push.
+
+ffmpeg pushes a 30 s clip with -re into `camflow run`; Chromium opens the player page; over
+the DevTools protocol (aiohttp websocket) the test reads the video element and hls.js's error
+list every second. Playback must advance more than 10 s within a bounded time, with no
+hls.js error (no stall), and the page must show the stream's health line and the latency to
+the live edge. A screenshot is saved (tmp dir and .run/artifacts/player.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.process import camflow_run, make_clip, stop_process
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("CAMFLOW_ARTIFACTS", REPO / ".run" / "artifacts"))
+PUSH = ["ffmpeg", "-loglevel", "warning", "-re", "-i"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1100,900",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+]
+PROBE = """(() => { try { return JSON.stringify({
+  t: document.getElementById('video').currentTime,
+  paused: document.getElementById('video').paused,
+  cf: window.camflow ? {errors: window.camflow.errors, stalls: window.camflow.stalls,
+                        fatal: window.camflow.fatal, samples: window.camflow.samples,
+                        latency: window.camflow.latency} : null,
+  health: document.getElementById('health').textContent,
+  latency: document.getElementById('latency').textContent,
+  status: document.getElementById('status').textContent,
+}); } catch (e) { return null; } })()"""  # null until the page has loaded
+
+
+def chromium_path() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed: run `make install` (scripts/install-system.sh)")
+    return exe
+
+
+@contextmanager
+def chromium(profile: Path, url: str, log: Path) -> Iterator[int]:
+    """Chromium on ``url`` with a fresh profile; yields its DevTools port; stopped by PID."""
+    profile.mkdir(parents=True)
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        active = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (active.exists() and active.read_text().strip()):
+            if proc.poll() is not None:
+                raise RuntimeError(f"chromium exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("chromium wrote no DevToolsActivePort within 30 s")
+            time.sleep(0.1)
+        yield int(active.read_text().splitlines()[0])
+    finally:
+        stop_process(proc, timeout=10)
+
+
+class DevTools:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        msg_id = next(self._ids)
+        await self._ws.send_json({"id": msg_id, "method": method, "params": params})
+        for _ in range(10_000):  # skip events until our answer (bounded)
+            msg = await asyncio.wait_for(self._ws.receive_json(), timeout=30)
+            if msg.get("id") == msg_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                result: dict[str, Any] = msg["result"]
+                return result
+        raise RuntimeError(f"{method}: no answer")
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+
+def wait_for_master(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200 and "#EXT-X-STREAM-INF" in resp.read().decode():
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no master playlist at {url} within {timeout} s")
+
+
+async def test_chromium_plays_the_watch_page_during_a_live_push(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip30.mp4", 30, size="640x360", rate=25, gop=50)
+    with camflow_run(tmp_path, ["--ladder", "source"]) as cf:
+        publish, view = cf.token("publish", "cam1"), cf.token("view", "cam1")
+        push = subprocess.Popen(
+            [
+                *PUSH,
+                str(clip),
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                "tcp",
+                cf.rtsp_url("cam1", publish),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_master(cf.http_url(f"/live/cam1/master.m3u8?token={view}"))
+            page = cf.http_url(f"/watch/cam1?token={view}")
+            with chromium(tmp_path / "profile", page, tmp_path / "chromium.log") as port:
+                samples = await watch(port, tmp_path / "player.png")
+                listing = await operator_page(
+                    port, cf.http_url(f"/?token={cf.token('admin', '*')}"), tmp_path
+                )
+        finally:
+            stop_process(push, timeout=10)
+    first = next(s for s in samples if s["t"] > 0)
+    last = samples[-1]
+    print("\nfirst", first, "\nlast", last)
+    assert last["t"] - first["t"] > 10.0, samples
+    assert last["cf"]["errors"] == [] and last["cf"]["stalls"] == 0, last["cf"]
+    assert last["health"].startswith("health: live · 640x360"), last["health"]
+    assert " · 25.0 fps · " in last["health"] or " · 25 fps · " in last["health"], last["health"]
+    assert "behind the live edge" in last["latency"], last["latency"]
+    assert (tmp_path / "player.png").stat().st_size > 10_000
+    # The operator's list shows the live stream with the transcoder's latest thumbnail.
+    assert listing["streams"] == ["cam1"], listing
+    assert listing["thumbs"] and listing["thumbs"][0] > 0, listing
+
+
+async def operator_page(port: int, url: str, tmp_path: Path) -> dict[str, Any]:
+    """Open ``url`` in the same browser tab; the stream cards and their thumbnails' pixel widths."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+            target = next(t for t in await resp.json(content_type=None) if t.get("type") == "page")
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            tools = DevTools(ws)
+            await tools.call("Page.navigate", url=url)
+            probe = (
+                "JSON.stringify({streams: [...document.querySelectorAll('.card strong')]"
+                ".map(e => e.textContent), thumbs: [...document.images]"
+                ".map(i => i.complete ? i.naturalWidth : -1)})"
+            )
+            listing: dict[str, Any] = {}
+            for _ in range(40):  # bounded: up to 20 s for the page and a thumbnail
+                await asyncio.sleep(0.5)
+                raw = await tools.evaluate(probe)
+                listing = json.loads(raw) if raw else {}
+                if listing.get("thumbs") and listing["thumbs"][0] > 0:
+                    break
+                if listing.get("streams") is not None and not listing.get("thumbs"):
+                    await tools.call("Page.reload")
+            shot = await tools.call("Page.captureScreenshot", format="png")
+            data = base64.b64decode(shot["data"])
+            (tmp_path / "streams.png").write_bytes(data)
+            (ARTIFACTS / "streams.png").write_bytes(data)
+    return listing
+
+
+async def watch(port: int, screenshot: Path) -> list[dict[str, Any]]:
+    """Poll the page once a second (at most 40 s) until playback advanced 12 s; then screenshot."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                targets = [t for t in await resp.json(content_type=None) if t.get("type") == "page"]
+            if targets:
+                break
+            await asyncio.sleep(0.1)
+        async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            tools = DevTools(ws)
+            samples: list[dict[str, Any]] = []
+            start: float | None = None
+            for _ in range(40):
+                await asyncio.sleep(1.0)
+                raw = await tools.evaluate(PROBE)
+                if raw is None:
+                    continue
+                sample = json.loads(raw)
+                samples.append(sample)
+                if start is None and sample["t"] > 0:
+                    start = sample["t"]
+                if start is not None and sample["t"] - start > 12.0 and "live" in sample["health"]:
+                    break
+            shot = await tools.call("Page.captureScreenshot", format="png")
+            data = base64.b64decode(shot["data"])
+            screenshot.write_bytes(data)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            (ARTIFACTS / "player.png").write_bytes(data)
+    return samples

@@ -1,0 +1,211 @@
+"""Pull sources against a real RTSP server: GStreamer's gst-rtsp-server (python3-gi, system Python).
+
+The server serves ``videotestsrc ! x264enc ! rtph264pay`` (SPS/PPS only in the SDP, as many
+cameras do); `camflow run --pull` pulls it; ffprobe plays the HLS the edge serves. The server
+is stopped (the stream goes offline) and restarted (the source reconnects into a new epoch),
+and a source that is down at start is pulled once it comes up.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.process import Camflow, camflow_run, free_port, stop_process
+
+pytestmark = pytest.mark.integration
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+GST_SERVER = r"""
+import sys
+import gi
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer
+
+Gst.init(None)
+server = GstRtspServer.RTSPServer()
+server.set_address("127.0.0.1")
+server.set_service(sys.argv[1])
+factory = GstRtspServer.RTSPMediaFactory()
+factory.set_launch(
+    "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 "
+    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=500 "
+    "! rtph264pay name=pay0 pt=96 )"
+)
+factory.set_shared(True)
+server.get_mount_points().add_factory("/test", factory)
+if server.attach(None) == 0:
+    sys.exit("could not listen")
+print("ready", flush=True)
+GLib.MainLoop().run()
+"""
+
+
+def gst_rtsp_available() -> bool:
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+        capture_output=True,
+        timeout=30,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _need_gst_rtsp_server() -> None:
+    if not gst_rtsp_available():
+        pytest.fail("gst-rtsp-server missing: run scripts/install-system.sh (gir1.2-gst-rtsp-server-1.0)")
+
+
+@contextmanager
+def rtsp_server(tmp: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """gst-rtsp-server on 127.0.0.1:port/test until it prints ready (bounded); stopped by PID after."""
+    script = tmp / "gst_rtsp_server.py"
+    script.write_text(GST_SERVER)
+    log = tmp / f"gst-{port}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([SYSTEM_PYTHON, str(script), str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gst-rtsp-server did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def wait_until(what: str, check: object, timeout: float) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def events(cf: Camflow, name: str) -> list[dict[str, object]]:
+    found = []
+    for line in cf.log.splitlines():
+        if f'"{name}"' in line:
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [e for e in found if e.get("event") == name]
+
+
+def epochs_with_segments(cf: Camflow, stream: str) -> list[str]:
+    root = cf.data_dir / "store" / "streams" / stream
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("source/*.m4s")))
+
+
+def ffprobe_video(url: str) -> dict[str, object]:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "json",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    streams = json.loads(out.stdout)["streams"]
+    assert streams, out.stdout
+    first: dict[str, object] = streams[0]
+    return first
+
+
+def test_pull_plays_goes_offline_and_reconnects_into_a_new_epoch(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/test"
+    extra = ["--ladder", "source", "--segment-duration", "1", "--pull", f"cam7={url}"]
+    with rtsp_server(tmp_path, port) as server, camflow_run(tmp_path, extra) as cf:
+        view = cf.token("view", "cam7")
+        wait_until(
+            "first epoch has 3 segments",
+            lambda: len(list((cf.data_dir / "store" / "streams" / "cam7").glob("*/source/*.m4s"))) >= 3,
+            60,
+        )
+        master = cf.http_url(f"/live/cam7/master.m3u8?token={view}")
+        video = ffprobe_video(master)
+        assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240), video
+        first_epochs = epochs_with_segments(cf, "cam7")
+        assert len(first_epochs) == 1
+
+        stop_process(server)
+        wait_until("publish_ended after the server stopped", lambda: events(cf, "publish_ended"), 30)
+        ended = events(cf, "publish_ended")[0]
+        assert str(ended["reason"]).startswith("source failed"), ended
+        assert ended["segments_published"] and ended["segments_dropped"] == 0, ended
+        wait_until("a retry failed while the server is down", lambda: events(cf, "pull_failed"), 30)
+
+        with rtsp_server(tmp_path, port):
+            wait_until("a second epoch with segments", lambda: len(epochs_with_segments(cf, "cam7")) == 2, 90)
+            connected = events(cf, "pull_connected")
+            assert len(connected) == 2 and connected[0]["epoch"] != connected[1]["epoch"], connected
+            assert ffprobe_video(master)["codec_name"] == "h264"
+    states = [e for e in events(cf, "publish_started") if e.get("stream_id") == "cam7"]
+    assert len(states) == 2
+
+
+def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None:
+    port = free_port()
+    sources = tmp_path / "sources.toml"
+    sources.write_text(f'[cam8]\nurl = "rtsp://127.0.0.1:{port}/test"\ntransport = "udp"\n')
+    with camflow_run(
+        tmp_path, ["--ladder", "source", "--segment-duration", "1", "--sources", str(sources)]
+    ) as cf:
+        wait_until(
+            "two failed attempts with the source down", lambda: len(events(cf, "pull_failed")) >= 2, 30
+        )
+        failed = events(cf, "pull_failed")
+        assert all(e["stream_id"] == "cam8" and e["connects"] == 0 for e in failed), failed
+        assert float(str(failed[1]["retry_in"])) > 0
+        with rtsp_server(tmp_path, port):
+            wait_until(
+                "segments from the source",
+                lambda: len(list((cf.data_dir / "store" / "streams" / "cam8").glob("*/source/*.m4s"))) >= 2,
+                90,
+            )
+            view = cf.token("view", "cam8")
+            video = ffprobe_video(cf.http_url(f"/live/cam8/master.m3u8?token={view}"))
+            assert (video["width"], video["height"]) == (320, 240)
+        assert events(cf, "pull_connected")[0]["stream_id"] == "cam8"
+
+
+def test_bad_pull_flag_is_a_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            *__import__("tests.process", fromlist=["CAMFLOW"]).CAMFLOW,
+            "ingest",
+            "--kafka",
+            "127.0.0.1:1",
+            "--pull",
+            "cam7-http://x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "expected NAME=rtsp://" in out.stderr

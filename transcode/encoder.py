@@ -1,0 +1,137 @@
+"""One encoded rung of one segment: scale each decoded frame, encode with libx264, mux CMAF.
+
+A fresh encoder per segment, so every rendition starts with an IDR at the segment's
+first presentation time; no B-frames, so decode time equals presentation time and the
+rendition's ``tfdt`` is the segment start; the last sample lasts until ``end_pts``, so
+every rendition of a segment has the same duration as the source.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+from av.video.reformatter import VideoReformatter
+
+from camflow.codecs import from_extradata
+from camflow.errors import MediaFormatError
+from camflow.mp4 import MOVFLAGS, placed
+from transcode.errors import BadSegment
+from transcode.ladder import Rung
+
+THUMB_HEIGHT = 180
+
+
+@dataclass(frozen=True)
+class RenditionMedia:
+    name: str
+    width: int
+    height: int
+    codecs: str
+    init: bytes
+    media: bytes
+
+
+def codecs_of(extradata: bytes | None) -> str:
+    try:
+        return from_extradata(extradata or b"")
+    except MediaFormatError as exc:
+        raise BadSegment(f"cannot read the codec from the stream's parameter sets: {exc}") from exc
+
+
+def place(fragmented: bytes, first_dts: int | None) -> tuple[bytes, bytes]:
+    try:
+        return placed(fragmented, first_dts or 0)
+    except MediaFormatError as exc:
+        raise BadSegment(f"muxed rendition is not a fragmented MP4: {exc}") from exc
+
+
+def scaled_size(src_w: int, src_h: int, height: int) -> tuple[int, int]:
+    width = round(src_w * height / src_h / 2) * 2
+    return max(2, width), height
+
+
+class RungEncoder:
+    """libx264 for one rung; ``threads`` 0 lets the codec choose (frame threads), 1 is single-threaded."""
+
+    def __init__(
+        self,
+        name: str,
+        rung: Rung,
+        size: tuple[int, int],
+        time_base: Fraction,
+        rate: Fraction,
+        threads: int,
+    ) -> None:
+        self.name = name
+        self.width, self.height = size
+        self.time_base = time_base
+        self._buf = io.BytesIO()
+        self._out = av.open(self._buf, "w", format="mp4", options={"movflags": MOVFLAGS})
+        self._stream: Any = self._out.add_stream("libx264", rate=rate)
+        ctx = self._stream.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
+        ctx.time_base = time_base
+        self._stream.time_base = time_base
+        bitrate, maxrate = rung.target_bitrate(self.height), rung.target_maxrate(self.height)
+        ctx.bit_rate = bitrate
+        ctx.gop_size = 10_000  # one IDR, at the start: every segment gets a fresh encoder
+        if threads:
+            ctx.thread_count = threads
+        ctx.thread_type = "AUTO"
+        ctx.options = {
+            "preset": rung.preset,
+            "profile": rung.profile,
+            "x264-params": f"scenecut=0:bframes=0:vbv-maxrate={maxrate // 1000}:vbv-bufsize={maxrate // 500}",
+        }
+        self._packets: list[av.Packet[Any]] = []
+        # Its own scaler: frame.reformat() keeps one per frame, and the rungs share frames across threads.
+        self._scaler = VideoReformatter()
+
+    def encode(self, frame: av.VideoFrame) -> None:
+        if (frame.width, frame.height) != (self.width, self.height) or frame.format.name != "yuv420p":
+            scaled = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p")
+            scaled.pts, scaled.time_base = frame.pts, frame.time_base
+            frame = scaled
+        self._packets.extend(self._stream.encode(frame))
+
+    def finish(self, end_pts: int) -> RenditionMedia:
+        try:
+            self._packets.extend(self._stream.encode(None))
+            packets = self._packets
+            if not packets:
+                raise BadSegment(f"rendition {self.name} encoded no frames")
+            for i, packet in enumerate(packets):
+                nxt = packets[i + 1].dts if i + 1 < len(packets) else end_pts
+                assert packet.dts is not None and nxt is not None
+                packet.duration = max(1, nxt - packet.dts)  # exact: ends where the segment ends
+                self._out.mux(packet)
+            codecs = codecs_of(self._stream.codec_context.extradata)
+        finally:
+            self._out.close()
+        init, media = place(self._buf.getvalue(), packets[0].dts)
+        return RenditionMedia(self.name, self.width, self.height, codecs, init, media)
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def jpeg(frame: av.VideoFrame, height: int = THUMB_HEIGHT) -> bytes:
+    """A JPEG of ``frame`` scaled to ``height`` (never above the frame's own)."""
+    width, height = scaled_size(frame.width, frame.height, min(height, frame.height - frame.height % 2))
+    ctx: Any = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuvj420p"
+    ctx.time_base = Fraction(1, 25)
+    small = frame.reformat(width=width, height=height, format="yuvj420p")
+    small.pts = 0
+    try:
+        packets = [*ctx.encode(small), *ctx.encode(None)]
+    except av.error.FFmpegError as exc:
+        raise BadSegment(f"thumbnail does not encode: {exc}") from exc
+    if not packets:
+        raise BadSegment("thumbnail encoder gave no picture")
+    return bytes(packets[0])
