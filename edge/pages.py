@@ -58,9 +58,8 @@ def _stream_or_error(state: EdgeState, stream: str) -> web.Response | None:
     )
 
 
-async def watch(request: web.Request) -> web.Response:
-    state = request.app[EDGE]
-    stream = request.match_info["stream"]
+def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
+    """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
     refused = _stream_or_error(state, stream)
     if refused is not None:
         return refused
@@ -71,6 +70,16 @@ async def watch(request: web.Request) -> web.Response:
         state.auth.verify_viewer(token, stream)
     except TokenError as exc:
         return token_error(state, exc, stream)
+    return None
+
+
+async def watch(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    stream = request.match_info["stream"]
+    refused = _viewer_refusal(request, state, stream)
+    if refused is not None:
+        return refused
+    token = request.query["token"]
     config = html.escape(json.dumps({"stream": stream, "token": token}), quote=True)
     body = (
         f'<main id=player data-config="{config}">'
@@ -132,16 +141,9 @@ async def index(request: web.Request) -> web.Response:
 async def thumb(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = _stream_or_error(state, stream)
+    refused = _viewer_refusal(request, state, stream)
     if refused is not None:
         return refused
-    token = request.query.get("token", "")
-    if not token:
-        return token_missing(state, request.path, stream)
-    try:
-        state.auth.verify_viewer(token, stream)
-    except TokenError as exc:
-        return token_error(state, exc, stream)
     key = latest_thumbnail_key(stream)
     try:
         cached = await state.cache.get(key, state.store.get, lambda _: THUMB_TTL)

@@ -146,9 +146,8 @@ class Packager:
     def streams(self) -> dict[str, StreamPackager]:
         return self._streams
 
-    async def _open(self, name: str) -> StreamPackager:
-        """A stream new to this process: state rebuilt from what its previous owner stored."""
-        stream = self._streams[name] = StreamPackager(
+    def _new_stream(self, name: str) -> StreamPackager:
+        return StreamPackager(
             name,
             live_window=self._live_window,
             gap_timeout=self._gap_timeout,
@@ -157,6 +156,10 @@ class Packager:
             offline_grace=self._grace,
             dvr_window=self._dvr_window,
         )
+
+    async def _open(self, name: str) -> StreamPackager:
+        """A stream new to this process: state rebuilt from what its previous owner stored."""
+        stream = self._streams[name] = self._new_stream(name)
         try:
             master = (await self._store.get(master_playlist_key(name))).decode()
         except NotFound:
@@ -178,15 +181,7 @@ class Packager:
             self._written[master_playlist_key(name)] = master
         except (PlaylistError, UnicodeDecodeError) as exc:
             self._log.warning("stored playlists unreadable; starting afresh", stream_id=name, error=str(exc))
-            stream = self._streams[name] = StreamPackager(
-                name,
-                live_window=self._live_window,
-                gap_timeout=self._gap_timeout,
-                stats=self.stats,
-                target_duration=self._target,
-                offline_grace=self._grace,
-                dvr_window=self._dvr_window,
-            )
+            stream = self._streams[name] = self._new_stream(name)
         return stream
 
     async def _sweep(self) -> None:

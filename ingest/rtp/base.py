@@ -245,3 +245,21 @@ class NalDepacketizer:
         if inserted:
             self.counters.params_inserted += 1
         return out
+
+
+def rtp_packets(
+    payloads: list[bytes], *, payload_type: int, ssrc: int, first_sequence: int, timestamp: int
+) -> list[RtpPacket]:
+    """One access unit's payloads as consecutive RTP packets, the marker bit on the last."""
+    last = len(payloads) - 1
+    return [
+        RtpPacket(
+            payload_type=payload_type,
+            sequence_number=(first_sequence + i) & 0xFFFF,
+            timestamp=timestamp & 0xFFFFFFFF,
+            ssrc=ssrc,
+            payload=payload,
+            marker=i == last,
+        )
+        for i, payload in enumerate(payloads)
+    ]

@@ -6,7 +6,7 @@ import base64
 
 from ingest.errors import ParseError
 from ingest.h264 import NAL_AUD, NAL_FU_A, NAL_IDR, NAL_PPS, NAL_SPS, NAL_STAP_A, is_vcl
-from ingest.rtp.base import VIDEO_CLOCK_RATE, AccessUnit, DepacketizerCounters, NalDepacketizer
+from ingest.rtp.base import VIDEO_CLOCK_RATE, AccessUnit, DepacketizerCounters, NalDepacketizer, rtp_packets
 from ingest.rtp.packet import RtpPacket
 
 H264_CLOCK_RATE = VIDEO_CLOCK_RATE
@@ -142,17 +142,12 @@ class H264Packetizer:
                 if pos + chunk >= len(body):
                     fu_header |= 0x40
                 payloads.append(bytes([indicator, fu_header]) + body[pos : pos + chunk])
-        packets = []
-        for i, payload in enumerate(payloads):
-            packets.append(
-                RtpPacket(
-                    payload_type=self.payload_type,
-                    sequence_number=self._seq,
-                    timestamp=unit.pts & 0xFFFFFFFF,
-                    ssrc=self.ssrc,
-                    payload=payload,
-                    marker=i == len(payloads) - 1,
-                )
-            )
-            self._seq = (self._seq + 1) & 0xFFFF
+        packets = rtp_packets(
+            payloads,
+            payload_type=self.payload_type,
+            ssrc=self.ssrc,
+            first_sequence=self._seq,
+            timestamp=unit.pts,
+        )
+        self._seq = (self._seq + len(packets)) & 0xFFFF
         return packets

@@ -27,7 +27,7 @@ from ingest.h265 import (
     is_sub_layer_non_reference,
     is_vcl,
 )
-from ingest.rtp.base import AccessUnit, NalDepacketizer
+from ingest.rtp.base import AccessUnit, NalDepacketizer, rtp_packets
 from ingest.rtp.packet import RtpPacket
 
 SPROP_KEYS = {"sprop-vps": NAL_VPS, "sprop-sps": NAL_SPS, "sprop-pps": NAL_PPS}
@@ -203,17 +203,12 @@ class H265Packetizer:
 
     def packetize(self, unit: AccessUnit) -> list[RtpPacket]:
         payloads = self._payloads(unit.nalus)
-        packets = []
-        for i, payload in enumerate(payloads):
-            packets.append(
-                RtpPacket(
-                    payload_type=self.payload_type,
-                    sequence_number=self._seq,
-                    timestamp=unit.pts & 0xFFFFFFFF,
-                    ssrc=self.ssrc,
-                    payload=payload,
-                    marker=i == len(payloads) - 1,
-                )
-            )
-            self._seq = (self._seq + 1) & 0xFFFF
+        packets = rtp_packets(
+            payloads,
+            payload_type=self.payload_type,
+            ssrc=self.ssrc,
+            first_sequence=self._seq,
+            timestamp=unit.pts,
+        )
+        self._seq = (self._seq + len(packets)) & 0xFFFF
         return packets
