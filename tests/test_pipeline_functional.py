@@ -96,6 +96,7 @@ def test_rtsp_push_plays_as_hls(backend: str, clip20: Path, tmp_path: Path) -> N
         master = wait_for_ended(master_url, variants=2)
         assert 'CODECS="avc1.' in master
         assert "RESOLUTION=1280x720" in master and "RESOLUTION=640x360" in master
+        assert master.count("FRAME-RATE=30.000") == 2, master  # the clip is 30 fps, both rungs
 
         probe = ffprobe(master_url)
         streams = probe["streams"]

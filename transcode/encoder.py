@@ -34,6 +34,7 @@ class RenditionMedia:
     codecs: str
     init: bytes
     media: bytes
+    frame_rate: float = 0.0  # frames per second of the segment; 0 when unknown (audio)
 
 
 def codecs_of(extradata: bytes | None) -> str:
@@ -70,6 +71,7 @@ class RungEncoder:
         self.name = name
         self.width, self.height = size
         self.time_base = time_base
+        self.rate = rate
         self._buf = io.BytesIO()
         self._out = av.open(self._buf, "w", format="mp4", options={"movflags": MOVFLAGS})
         self._stream: Any = self._out.add_stream("libx264", rate=rate)
@@ -114,7 +116,7 @@ class RungEncoder:
         finally:
             self._out.close()
         init, media = place(self._buf.getvalue(), packets[0].dts)
-        return RenditionMedia(self.name, self.width, self.height, codecs, init, media)
+        return RenditionMedia(self.name, self.width, self.height, codecs, init, media, float(self.rate))
 
     def close(self) -> None:
         self._out.close()

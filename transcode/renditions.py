@@ -104,7 +104,8 @@ def transcode_segment(
         for name in plan.copies:
             tag = "hvc1" if name == HEVC_SOURCE_NAME else None
             init, media = place(_copy(packets, src, tag), packets[0].dts)
-            out[name] = RenditionMedia(name, ctx.width, ctx.height, codecs, init, media)
+            rate = float(_frame_rate(packets, src.time_base or Fraction(1, 90_000)))
+            out[name] = RenditionMedia(name, ctx.width, ctx.height, codecs, init, media, rate)
         thumbnail = _encode_rungs(packets, src, plan.encodes, end_pts, threads, out)
     order = [name for name, *_ in plan.encodes] + list(plan.copies)
     ranked = {r.name: i for i, r in enumerate(ladder)} | {HEVC_SOURCE_NAME: len(ladder)}

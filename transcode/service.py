@@ -256,6 +256,7 @@ class TranscodeWorker:
                     init_key=ikey,
                     key=skey,
                     size=len(media.media),
+                    frame_rate=media.frame_rate,
                 )
             )
         await asyncio.gather(*writes)
