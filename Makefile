@@ -2,8 +2,9 @@
 #   make install       Debian packages + .venv (pip install -e '.[dev]' when pyproject.toml changed)
 #   make services-up   Kafka (KRaft, 127.0.0.1:$(KAFKA_PORT)) + MinIO (127.0.0.1:$(MINIO_PORT))
 #   make services-down stop both (by PID; no-op when not running)
-#   make test          install, services-up, pytest against them, services-down (always)
+#   make test          install, helm (chart checks), services-up, pytest against them, services-down (always)
 #   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
+#   make image         the container image (scripts/image.sh): build/image/camflow-<version>.oci.tar + its digest
 #   make lint          ruff check + mypy (config in pyproject.toml)
 #   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
@@ -28,7 +29,7 @@ TEST_BUCKET ?= camflow-test
 PYTEST_ARGS ?=
 export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
 
-.PHONY: install system-packages services-up services-down test run lint bench
+.PHONY: install system-packages helm image services-up services-down test run lint bench
 
 install: system-packages $(VENV_STAMP) $(HLSJS)
 
@@ -48,6 +49,15 @@ $(HLSJS): edge/web/package.json edge/web/package-lock.json
 	npm ci --prefix edge/web --no-audit --no-fund
 	touch $@
 
+# helm for the chart checks (tests/test_helm_chart.py): a `go install` build, cached in ~/.cache/camflow.
+helm:
+	bash scripts/helm.sh install
+
+# The container image the Helm chart runs, built from Debian's packages without a container engine
+# (README "Container image"); tests/test_image.py builds it too (reused while the sources are unchanged).
+image: install
+	bash scripts/image.sh
+
 services-up:
 	bash scripts/kafka.sh start
 	bash scripts/minio.sh start
@@ -60,7 +70,7 @@ services-down:
 
 # scripts/test.sh starts the services, traps EXIT/INT/TERM to stop them, and exits with
 # pytest's code (5, "no tests collected", counts as failure).
-test: install
+test: install helm
 	bash scripts/test.sh $(PYTEST_ARGS)
 
 run: install

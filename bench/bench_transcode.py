@@ -13,7 +13,8 @@ ingest publishes them):
 2. camflow's default ladder (source copy + 720p + 360p) against the same CLI ladder
    (target >= 1.6x).
 3. throughput (media seconds per wall second) of 1 and 2 ``TranscodeWorker`` in one
-   consumer group on the bus, each single-threaded with one process: the scaling factor.
+   consumer group on the bus, each single-threaded with one process and given one core
+   (``sched_setaffinity`` on the bench and the worker processes it spawns): the scaling factor.
 4. per-segment latency, raw segment published → every rendition ready, with segments
    published in real time (one per 2 s) to 2 workers: p50 and p95.
 
@@ -126,10 +127,25 @@ async def workers_run(
 ) -> tuple[list[float], float]:
     """(seconds from publish to ready per segment, wall seconds for all): ``workers`` one-process
     workers in one group; ``pace`` 0 publishes everything at once (single-threaded encoders)."""
-    from transcode.service import TranscodeWorker  # after configure_logging: it binds its logger at import
 
     bus, store = LocalBus(), FileStore(work / f"store-{workers}-{pace}")
     await store.start()
+    # One core per worker: this process and the worker processes it spawns (they inherit the
+    # affinity) run on ``workers`` cores, so 1 worker cannot borrow the second core.
+    cores = sorted(os.sched_getaffinity(0))
+    if pace == 0 and len(cores) >= workers:
+        os.sched_setaffinity(0, set(cores[:workers]))
+    try:
+        return await _workers_run(bus, store, segments, workers, pace)
+    finally:
+        os.sched_setaffinity(0, set(cores))
+
+
+async def _workers_run(
+    bus: LocalBus, store: FileStore, segments: list[RawClipSegment], workers: int, pace: float
+) -> tuple[list[float], float]:
+    from transcode.service import TranscodeWorker  # after configure_logging: it binds its logger at import
+
     ready = await bus.subscribe([TOPIC_READY], "bench")
     stop = asyncio.Event()
     threads = 1 if pace == 0 else 0

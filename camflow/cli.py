@@ -21,11 +21,13 @@ from camflow.bus import Bus, LocalBus
 from camflow.errors import CamflowError, ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import configure_logging, get_logger
+from camflow.metrics import MeteredStore, Readiness
 from camflow.store import FileStore, Store
 from camflow.tokens import Action, TokenSigner, load_secret
 
 if TYPE_CHECKING:
     from ingest.pull import PullSource
+    from ingest.whip.http import WhipService
 
 log = get_logger("cli")
 WILDCARD = ("0.0.0.0", "::", "")
@@ -51,8 +53,8 @@ def make_store(args: argparse.Namespace) -> Store:
     if args.s3:
         from camflow.store.s3 import S3Location, S3Store
 
-        return S3Store(S3Location.parse(args.s3))
-    return FileStore(Path(args.data_dir) / "store")
+        return MeteredStore(S3Store(S3Location.parse(args.s3)))
+    return MeteredStore(FileStore(Path(args.data_dir) / "store"))
 
 
 def make_signer(args: argparse.Namespace) -> TokenSigner:
@@ -70,7 +72,9 @@ def display_host(host: str) -> str:
 async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
     """Start ``roles`` (ingest, transcode, package, edge) on one bus and store; run until a signal."""
     bus = (
-        make_bus(args, required=args.command != "run") if roles & {"ingest", "transcode", "package"} else None
+        make_bus(args, required=args.command != "run")
+        if roles & {"ingest", "transcode", "package"} or ("edge" in roles and args.kafka)  # edge: health feed
+        else None
     )
     store = make_store(args) if roles & {"transcode", "package", "edge"} else None
     signer = make_signer(args) if roles & {"ingest", "edge"} else None
@@ -87,7 +91,9 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
     tasks: list[asyncio.Task[None]] = []
     stoppers: list[Callable[[], Awaitable[None]]] = []
     workers_stop = asyncio.Event()
+    observed = _Observed(args, bus)
     try:
+        whip = _whip_service(args, bus, signer) if "ingest" in roles else None
         if "transcode" in roles:
             from transcode.ladder import DEFAULT_LADDER, load_ladder_file, parse_ladder
             from transcode.service import TranscodeWorker
@@ -110,6 +116,7 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
             )
             tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
             await _ready(worker.ready, tasks)
+            observed.transcode(worker)
         if "package" in roles:
             from packager.service import Packager
 
@@ -127,18 +134,27 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
             )
             tasks.append(asyncio.create_task(packager.run(workers_stop), name="package"))
             await _ready(packager.ready, tasks)
+            observed.package(packager)
         if "edge" in roles:
-            from edge.service import EdgeServer, is_worker_process, spawn_workers, stop_workers
+            from edge.service import EdgeServer, is_worker_process, spawn_workers, stop_workers, watch_parent
 
             assert store is not None and signer is not None
             workers = getattr(args, "workers", 1)
             options = {**_edge_options(args), "reuse_port": workers > 1}
-            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, **options)
+            feed = observed.edge_feed()
+            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
+            if whip is not None:
+                from ingest.whip.http import PREFIX
+
+                edge.mount(PREFIX, whip.app())  # WHIP on the edge's HTTP port
             await edge.start()
             stoppers.append(edge.stop)
             if workers > 1 and not is_worker_process():
                 procs = spawn_workers(workers - 1)
                 stoppers.append(lambda: asyncio.to_thread(stop_workers, procs))
+            parent_watch = watch_parent(stop)  # a worker stops when its parent dies, even by SIGKILL
+            if parent_watch is not None:
+                stoppers.append(parent_watch.stop)
         if "ingest" in roles:
             from ingest.service import build_rtsp_server, parse_rtsp_flags
 
@@ -158,12 +174,20 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
+            if whip is not None:
+                if "edge" not in roles:
+                    from ingest.whip.http import serve_whip
+
+                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port))
+                stoppers.insert(0, whip.stop)
             if pull_sources:
                 from ingest.pull import PullSources
 
                 pulls = PullSources(bus, pull_sources, segment_target=args.segment_duration)
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
+            observed.ingest(rtsp, pulls if pull_sources else None, whip)
+        await observed.start()
         if args.command == "run":
             _print_urls(args, signer)
         else:
@@ -174,21 +198,126 @@ async def _serve(args: argparse.Namespace, roles: set[str]) -> None:
         waiter.cancel()
         crashed.cancel()
     finally:
+        observed.readiness.draining = True  # /readyz fails from the first moment of the shutdown
         for stopper in stoppers:
             with contextlib.suppress(Exception):
                 await stopper()
         if tasks:
-            # Let the workers finish what ingest flushed, then stop them.
-            await asyncio.sleep(args.drain_seconds if stop.is_set() else 0)
+            # Let the workers finish what ingest (in this process) flushed, then stop them. A worker
+            # alone (`camflow transcode`, `package`) stops at once: it finishes the segment in hand,
+            # publishes and commits it, and leaves the rest to the group.
+            drain = args.drain_seconds if stop.is_set() and "ingest" in roles else 0
+            await asyncio.sleep(drain)
             workers_stop.set()
             done = await asyncio.gather(*tasks, return_exceptions=True)
             for task, result in zip(tasks, done, strict=True):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.error("service_failed", service=task.get_name(), error=repr(result))
+        await observed.stop()  # after ingest: its last samples say offline
         if store is not None:
             await store.close()
         if bus is not None:
             await bus.close()
+
+
+class _Observed:
+    """Health samples, Prometheus sources and readiness of the services this process runs."""
+
+    def __init__(self, args: argparse.Namespace, bus: Bus | None) -> None:
+        from camflow.health import HealthReporter
+
+        self.args = args
+        self.bus = bus
+        self.readiness = Readiness()
+        self.reporters: list[HealthReporter] = []
+        self.sources: list[Any] = []
+        self.server: Any = None
+
+    def _report(self, service: str, collect: Any, source: Any) -> None:
+        from camflow.health import HealthReporter
+        from camflow.metrics import add_source
+
+        add_source(source)
+        self.sources.append(source)
+        if self.bus is not None:
+            self.reporters.append(HealthReporter(self.bus, service, collect, self.args.health_interval))
+
+    def ingest(self, rtsp: Any, pulls: Any, whip: Any) -> None:
+        from ingest.health import IngestHealth
+
+        assert self.bus is not None
+
+        def pulled() -> list[Any]:
+            return [c.publisher for c in pulls.clients if c.publisher is not None] if pulls else []
+
+        def whipped() -> list[Any]:
+            return [s.publisher for s in whip.sessions.values() if s.publisher is not None] if whip else []
+
+        target = self.args.segment_duration
+        health = IngestHealth(self.bus, rtsp=rtsp, pulled=pulled, whip=whipped, segment_target=target)
+        self._report("ingest", health.collect, health.samples)
+        self.readiness.add("ingest", lambda: rtsp.open_connections >= 0 and not self.readiness.draining)
+
+    def transcode(self, worker: Any) -> None:
+        from transcode.health import TranscodeHealth
+
+        health = TranscodeHealth(worker)
+        self._report("transcode", health.collect, health.samples)
+        self.readiness.add("transcode", worker.ready.is_set)
+
+    def package(self, packager: Any) -> None:
+        from packager.health import PackagerHealth
+
+        health = PackagerHealth(packager)
+        self._report("package", health.collect, health.samples)
+        self.readiness.add("package", packager.ready.is_set)
+
+    def edge_feed(self) -> Any:
+        if self.bus is None:
+            return None
+        from edge.health import HealthFeed
+
+        return HealthFeed(self.bus, interval=self.args.health_interval, readiness=self.readiness)
+
+    async def start(self) -> None:
+        for reporter in self.reporters:
+            reporter.start()
+        if self.args.metrics_port is not None:
+            from camflow.metrics import MetricsServer
+
+            host = self.args.metrics_host or self.args.host
+            self.server = MetricsServer(self.readiness, host=host, port=self.args.metrics_port)
+            await self.server.start()
+
+    async def stop(self) -> None:
+        from camflow.metrics import remove_source
+
+        for reporter in self.reporters:
+            await reporter.stop()
+        for source in self.sources:
+            remove_source(source)
+        if self.server is not None:
+            await self.server.stop()
+
+
+def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None) -> WhipService:
+    """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
+    import ingest.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
+    from ingest.whip.http import WhipService
+    from ingest.whip.ice import IcePolicy, check_announce_ip, install, parse_webrtc_ports
+    from ingest.whip.session import SessionLimits
+
+    assert bus is not None and signer is not None
+    addresses = () if args.host in WILDCARD else (args.host,)
+    ports, announce_ip = parse_webrtc_ports(args.webrtc_ports), check_announce_ip(args.webrtc_announce_ip)
+    policy = IcePolicy(addresses, ports, announce_ip)
+    install(policy)
+    limits = SessionLimits(
+        segment_target=args.segment_duration,
+        connect_timeout=1.5 * args.webrtc_timeout,
+        media_timeout=args.webrtc_timeout,
+    )
+    return WhipService(bus, signer, policy=policy, limits=limits)
 
 
 def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
@@ -389,6 +518,23 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='TOML file of pull sources: cam7 = "rtsp://..." or a [cam7] table with url, transport',
     )
+    p.add_argument(
+        "--webrtc-ports",
+        default="any",
+        metavar="FIRST-LAST",
+        help="UDP ports of WHIP (WebRTC) media, e.g. 40000-40999 (default any: ephemeral)",
+    )
+    p.add_argument(
+        "--webrtc-announce-ip",
+        metavar="IP",
+        help="address written into WHIP answers' host candidates (a 1:1 NAT or load balancer in front)",
+    )
+    p.add_argument(
+        "--webrtc-timeout",
+        type=float,
+        default=10.0,
+        help="seconds without video before a WHIP session ends; 1.5x that to connect (default 10)",
+    )
 
 
 def _add_transcode(p: argparse.ArgumentParser) -> None:
@@ -461,12 +607,26 @@ def _add_package(p: argparse.ArgumentParser) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ["CAMFLOW_METRICS_PORT"]) if os.environ.get("CAMFLOW_METRICS_PORT") else None,
+        help="serve /metrics, /healthz and /readyz on this port (default: off; run and edge also serve "
+        "them on --http-port; env CAMFLOW_METRICS_PORT)",
+    )
+    p.add_argument("--metrics-host", default=None, help="address of --metrics-port (default: --host)")
+    p.add_argument(
+        "--health-interval",
+        type=_positive,
+        default=2.0,
+        help="seconds between the health samples this process publishes on camflow.health (default 2)",
+    )
     p.add_argument("--log-level", default=os.environ.get("CAMFLOW_LOG_LEVEL", "info"))
     p.add_argument(
         "--drain-seconds",
         type=float,
         default=5.0,
-        help="on shutdown, time given to finish segments in flight (default 5)",
+        help="on shutdown, seconds this process's workers get to finish what ingest flushed (run; default 5)",
     )
 
 
@@ -487,6 +647,11 @@ def _add_edge(p: argparse.ArgumentParser) -> None:
         help="check view tokens on every request (all, default) or on playlists only, so a CDN can "
         "share segments across viewers (playlists)",
     )
+    p.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="serve every edge request through the aiohttp application (for comparison; slower)",
+    )
 
 
 def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -496,6 +661,7 @@ def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
         "cache_bytes": int(args.cache_mb * 1024 * 1024),
         "playlist_max_age": args.playlist_max_age,
         "token_check": TokenCheck(args.token_check),
+        "fast_path": not args.no_fast_path,
     }
 
 
@@ -518,10 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream whose URLs are printed at start (default cam1)",
     )
 
-    ingest = sub.add_parser("ingest", help="the RTSP ingest service alone")
+    ingest = sub.add_parser("ingest", help="the RTSP and WHIP ingest service alone")
     _add_common(ingest)
     _add_backends(ingest, store=False)
     _add_ingest(ingest)
+    ingest.add_argument("--http-port", type=int, default=8080, help="HTTP port of /whip (default 8080)")
 
     transcode = sub.add_parser("transcode", help="a transcode worker alone")
     _add_common(transcode)
@@ -563,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the embedded default keeps its secret (ignored when CAMFLOW_SECRET is set)",
     )
 
+    from camflow.tail import add_tail_parser
+
+    add_tail_parser(sub, check_stream_name, _positive)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument("--url", default="rtsp://127.0.0.1:8554", help="ingest to load (default :8554 here)")
     load.add_argument("--streams", type=int, default=10, help="concurrent sessions, 1..1000 (default 10)")
@@ -640,6 +810,10 @@ def main(argv: list[str] | None = None) -> int:
             signer = make_signer(args)
             print(signer.issue(args.stream, Action(args.action), args.ttl))
             return 0
+        if args.command == "tail":
+            from camflow.tail import tail_command
+
+            return tail_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
         configure_logging(args.log_level)

@@ -20,6 +20,11 @@ History:
   starts here, EXT-X-DISCONTINUITY downstream); v1 and v2 are read as ``False``.
   ``segment-ready`` v3 renditions also carry ``frame_rate`` (0 when unknown, and in v1/v2).
 - ``segment-dead`` v1: a raw segment the transcoder gave up on (dead-letter topic).
+- ``segment-ready`` v4 renditions carry ``kind`` (``video`` or ``audio``), ``channels`` and
+  ``sample_rate`` (audio; 0 for video): an audio-only rendition (AAC, ``mp4a.40.2``) sits beside
+  the video ones. v3 and earlier renditions are read as video.
+- ``health-sample`` v1: one service's view of one stream's health (``camflow.health``, keyed by
+  stream); fields a service does not measure are ``null``.
 """
 
 from __future__ import annotations
@@ -95,9 +100,19 @@ class RenditionRef:
     key: str
     size: int
     frame_rate: float = 0.0  # frames per second; 0 when unknown (v3 adds it, earlier read as 0)
+    kind: str = "video"  # "video" or "audio" (v4 adds it, earlier read as "video")
+    channels: int = 0  # audio channels; 0 for video
+    sample_rate: int = 0  # audio samples per second; 0 for video
+
+    @property
+    def is_audio(self) -> bool:
+        return self.kind == "audio"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
+            "channels": self.channels,
+            "sample_rate": self.sample_rate,
             "frame_rate": self.frame_rate,
             "name": self.name,
             "width": self.width,
@@ -121,7 +136,16 @@ class RenditionRef:
             key=str(d["key"]),
             size=int(d["size"]),
             frame_rate=float(d.get("frame_rate", 0.0)),
+            kind=_rendition_kind(d.get("kind", "video")),
+            channels=int(d.get("channels", 0)),
+            sample_rate=int(d.get("sample_rate", 0)),
         )
+
+
+def _rendition_kind(value: object) -> str:
+    if value not in ("video", "audio"):
+        raise ValueError(f"rendition kind {value!r}: expected 'video' or 'audio'")
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -129,7 +153,7 @@ class SegmentReady:
     """Every rendition of one segment is in the store (written before this event)."""
 
     TYPE: ClassVar[str] = "segment-ready"
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
 
     stream: str
     epoch: str
@@ -190,7 +214,66 @@ class SegmentDead:
     raw: bytes = field(repr=False)
 
 
-Event: TypeAlias = RawSegment | SegmentReady | StreamState | SegmentDead
+@dataclass(frozen=True)
+class HealthSample:
+    """One service's view of one stream, published every few seconds on ``camflow.health``.
+
+    ``service`` is ``ingest``, ``transcode``, ``package`` or ``edge``; ``instance`` names the
+    process (``host/pid``). Only ingest knows the publish ``state`` (``None`` elsewhere). A
+    figure the service does not measure is ``None``. Units: bits/s, frames/s, seconds, messages.
+    """
+
+    TYPE: ClassVar[str] = "health-sample"
+    VERSION: ClassVar[int] = 1
+
+    stream: str
+    service: str
+    instance: str
+    at: float
+    state: StreamStateKind | None = None
+    reason: str = ""
+    epoch: str = ""
+    bitrate: float | None = None  # ingest: bits/s received
+    fps: float | None = None  # ingest: frames/s received
+    gop_seconds: float | None = None  # ingest: duration of the newest segment (IDR to IDR)
+    timestamp_corrections: int | None = None  # ingest: timestamp fixes this session
+    packets_lost: int | None = None  # ingest: RTP packets lost this session
+    segment_age: float | None = None  # ingest: since the newest segment was cut; package: live edge age
+    transcode_latency: float | None = None  # transcode: seconds for this stream's newest segment
+    consumer_lag: int | None = None  # transcode/package: messages behind in its consumer group
+    playlist_age: float | None = None  # package: seconds since the playlists were written
+    viewers: int | None = None  # edge
+
+    FIGURES: ClassVar[tuple[str, ...]] = (
+        "bitrate",
+        "fps",
+        "gop_seconds",
+        "timestamp_corrections",
+        "packets_lost",
+        "segment_age",
+        "transcode_latency",
+        "consumer_lag",
+        "playlist_age",
+        "viewers",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (also the wire header, less ``type`` and ``v``)."""
+        out: dict[str, Any] = {
+            "stream": self.stream,
+            "service": self.service,
+            "instance": self.instance,
+            "at": self.at,
+            "state": None if self.state is None else self.state.value,
+            "reason": self.reason,
+            "epoch": self.epoch,
+        }
+        for name in self.FIGURES:
+            out[name] = getattr(self, name)
+        return out
+
+
+Event: TypeAlias = RawSegment | SegmentReady | StreamState | SegmentDead | HealthSample
 
 
 def _frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -254,6 +337,8 @@ def encode(event: Event) -> bytes:
             },
             event.raw,
         )
+    if isinstance(event, HealthSample):
+        return _frame({"type": event.TYPE, "v": event.VERSION, **event.to_json()})
     return _frame(
         {
             "type": event.TYPE,
@@ -328,6 +413,43 @@ def _segment_dead(h: dict[str, Any], payload: bytes) -> SegmentDead:
     )
 
 
+def _optional(h: dict[str, Any], name: str, kind: type[int] | type[float]) -> Any:
+    value = h.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} {value!r}: expected a number or null")
+    return kind(value)
+
+
+def health_sample_from_json(h: dict[str, Any]) -> HealthSample:
+    """A sample from its JSON form (the wire header, or a line of ``camflow tail --json``)."""
+    state = h.get("state")
+    return HealthSample(
+        stream=str(h["stream"]),
+        service=str(h["service"]),
+        instance=str(h["instance"]),
+        at=float(h["at"]),
+        state=None if state is None else StreamStateKind(state),
+        reason=str(h.get("reason") or ""),
+        epoch=str(h.get("epoch") or ""),
+        bitrate=_optional(h, "bitrate", float),
+        fps=_optional(h, "fps", float),
+        gop_seconds=_optional(h, "gop_seconds", float),
+        timestamp_corrections=_optional(h, "timestamp_corrections", int),
+        packets_lost=_optional(h, "packets_lost", int),
+        segment_age=_optional(h, "segment_age", float),
+        transcode_latency=_optional(h, "transcode_latency", float),
+        consumer_lag=_optional(h, "consumer_lag", int),
+        playlist_age=_optional(h, "playlist_age", float),
+        viewers=_optional(h, "viewers", int),
+    )
+
+
+def _health_sample(h: dict[str, Any], payload: bytes) -> HealthSample:
+    return health_sample_from_json(h)
+
+
 def _flag(h: dict[str, Any], name: str) -> bool:
     value = h[name]
     if not isinstance(value, bool):
@@ -338,6 +460,16 @@ def _flag(h: dict[str, Any], name: str) -> bool:
 def _without_v3_flags(h: dict[str, Any]) -> dict[str, Any]:
     # v2 and earlier knew nothing of lost packets or clock jumps.
     return {**h, "damaged": False, "discontinuity": False}
+
+
+def _video_renditions(h: dict[str, Any]) -> dict[str, Any]:
+    # v3 and earlier had video renditions only (a "kind" there would not be ours to trust).
+    renditions = h.get("renditions")
+    if not isinstance(renditions, list):
+        return h
+    video = {"kind": "video", "channels": 0, "sample_rate": 0}
+    plain = [{**r, **video} if isinstance(r, dict) else r for r in renditions]
+    return {**h, "renditions": plain}
 
 
 def _from_v1_segment(h: dict[str, Any]) -> dict[str, Any]:
@@ -361,12 +493,14 @@ _READERS: dict[tuple[str, int], tuple[_Upgrade | None, _Reader]] = {
     (RawSegment.TYPE, 3): (None, _raw_segment),
     (RawSegment.TYPE, 2): (_without_v3_flags, _raw_segment),
     (RawSegment.TYPE, 1): (_from_v1_segment, _raw_segment),
-    (SegmentReady.TYPE, 3): (None, _segment_ready),
+    (SegmentReady.TYPE, 4): (None, _segment_ready),
+    (SegmentReady.TYPE, 3): (_video_renditions, _segment_ready),
     (SegmentReady.TYPE, 2): (_without_v3_flags, _segment_ready),
     (SegmentReady.TYPE, 1): (_from_v1_segment, _segment_ready),
     (StreamState.TYPE, 2): (None, _stream_state),
     (StreamState.TYPE, 1): (_with_unknown_last_seq, _stream_state),
     (SegmentDead.TYPE, 1): (None, _segment_dead),
+    (HealthSample.TYPE, 1): (None, _health_sample),
 }
 
 

@@ -34,5 +34,8 @@ def configure_logging(level: str = "info") -> None:
 
 
 def get_logger(component: str, **bound: Any) -> Any:
-    """A logger bound with the component name (and any other fields, e.g. ``stream_id``)."""
-    return structlog.get_logger().bind(component=component, **bound)
+    """A logger bound with the component name (and any other fields, e.g. ``stream_id``).
+
+    Lazy: a module-level logger made at import takes the level and renderer that
+    ``configure_logging`` sets later (binding at import would freeze structlog's defaults)."""
+    return structlog.get_logger(component=component, **bound)

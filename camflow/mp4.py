@@ -11,7 +11,7 @@ first sample's decode time is what the segment says it is.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from camflow.errors import MediaFormatError
 
@@ -69,56 +69,82 @@ def _check_tfdt_size(data: bytes, tfdt: tuple[int, int]) -> None:
         raise MediaFormatError(f"tfdt at offset {offset} has size {size}, expected {expected}")
 
 
-def base_media_decode_times(data: bytes) -> list[int]:
-    """The ``tfdt`` baseMediaDecodeTime of each fragment's first track, in order."""
-    out: list[int] = []
+def _trafs(data: bytes) -> Iterator[tuple[int, tuple[int, int]]]:
+    """(track_ID, tfdt box) of every track fragment of every fragment, in order."""
     for kind, offset, size in iter_boxes(data):
         if kind != b"moof":
             continue
-        traf = _child(data, (offset, size), b"traf")
-        tfdt = _child(data, traf, b"tfdt") if traf else None
-        if tfdt is None:
+        found = False
+        for k, o, s in iter_boxes(data, offset + 8, offset + size):
+            if k != b"traf":
+                continue
+            tfdt = _child(data, (o, s), b"tfdt")
+            if tfdt is None:
+                raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
+            _check_tfdt_size(data, tfdt)
+            tfhd = _child(data, (o, s), b"tfhd")
+            found = True  # a traf without a complete tfhd counts as track 0
+            yield (struct.unpack_from(">I", data, tfhd[0] + 12)[0] if tfhd and tfhd[1] >= 16 else 0), tfdt
+        if not found:
             raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
-        _check_tfdt_size(data, tfdt)
+
+
+def base_media_decode_times(data: bytes, track_id: int | None = None) -> list[int]:
+    """The ``tfdt`` baseMediaDecodeTime of each fragment's first track (or of track ``track_id``)."""
+    out: list[int] = []
+    last_moof = -1
+    for track, tfdt in _trafs(data):
+        moof = _moof_of(data, tfdt[0])
+        if (track_id is None and moof == last_moof) or (track_id is not None and track != track_id):
+            continue
+        last_moof = moof
         version = data[tfdt[0] + 8]
         fmt = ">Q" if version == 1 else ">I"
         out.append(struct.unpack_from(fmt, data, tfdt[0] + 12)[0])
     return out
 
 
-def shift_base_media_decode_time(media: bytes, first_dts: int) -> bytes:
-    """Set the first fragment's ``tfdt`` to ``first_dts`` and move the later ones by as much.
+def _moof_of(data: bytes, position: int) -> int:
+    for kind, offset, size in iter_boxes(data):
+        if kind == b"moof" and offset <= position < offset + size:
+            return offset
+    return -1
 
-    Only 64-bit (version 1) ``tfdt`` boxes are rewritten in place, so no box changes size
-    and every data offset stays valid; FFmpeg writes version 1.
+
+def shift_base_media_decode_time(media: bytes, first_dts: int | Mapping[int, int]) -> bytes:
+    """Set each track's first ``tfdt`` to its first decode time and move its later ones by as much.
+
+    ``first_dts`` is one value for every track (a single-track file) or ``{track_ID: first dts}``, each
+    in its own track's timescale; a track missing from the mapping is an error. Only 64-bit (version 1)
+    ``tfdt`` boxes are rewritten in place, so no box changes size and every data offset stays valid;
+    FFmpeg writes version 1.
     """
     out = bytearray(media)
-    delta: int | None = None
-    for kind, offset, size in iter_boxes(media):
-        if kind != b"moof":
-            continue
-        traf = _child(media, (offset, size), b"traf")
-        tfdt = _child(media, traf, b"tfdt") if traf else None
-        if tfdt is None:
-            raise MediaFormatError(f"fragment at offset {offset} has no traf/tfdt")
-        _check_tfdt_size(media, tfdt)
+    deltas: dict[int, int] = {}
+    for track, tfdt in _trafs(media):
         if media[tfdt[0] + 8] != 1:
             raise MediaFormatError(f"tfdt at offset {tfdt[0]} is version {media[tfdt[0] + 8]}, expected 1")
         current = struct.unpack_from(">Q", media, tfdt[0] + 12)[0]
-        if delta is None:
-            delta = first_dts - current
-        value = current + delta
+        if track not in deltas:
+            if isinstance(first_dts, int):
+                target = first_dts
+            elif track in first_dts:
+                target = first_dts[track]
+            else:
+                raise MediaFormatError(f"track {track} has no first decode time: given {sorted(first_dts)}")
+            deltas[track] = target - current
+        value = current + deltas[track]
         if value < 0:
             raise MediaFormatError(f"tfdt would become negative ({value})")
         if value >= 1 << 64:
             raise MediaFormatError(f"tfdt would become {value}, past the 64-bit range")
         struct.pack_into(">Q", out, tfdt[0] + 12, value)
-    if delta is None:
+    if not deltas:
         raise MediaFormatError("media segment has no fragment (moof)")
     return bytes(out)
 
 
-def placed(fragmented: bytes, first_dts: int) -> tuple[bytes, bytes]:
-    """(init, media) of one muxer run's output, its fragments moved to start at ``first_dts``."""
+def placed(fragmented: bytes, first_dts: int | Mapping[int, int]) -> tuple[bytes, bytes]:
+    """(init, media) of one muxer run's output, each track's fragments moved to start at its first dts."""
     init, media = split_init(fragmented)
     return init, shift_base_media_decode_time(media, first_dts)

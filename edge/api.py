@@ -1,7 +1,17 @@
-"""``/api/streams`` (operator token) and ``/api/streams/{stream}/health`` (Server-Sent Events).
+"""The edge's API and operator endpoints.
 
-The health stream sends one ``event: health`` every ``health_interval`` seconds from the app's
-``HealthSource``, until the viewer goes away, the app shuts down, or ``MAX_SSE_SECONDS`` pass
+- ``/api/streams`` (operator token): every stream's summary.
+- ``/api/streams/{stream}/health`` (view token, Server-Sent Events): one ``event: health`` every
+  ``health_interval`` seconds from the app's ``HealthSource``, with the health feed's picture
+  (publish state and reason, ingest and transcode figures) laid over it when the edge has one.
+- ``/api/health`` (operator token, Server-Sent Events): every ``HealthSample`` as it arrives on
+  ``camflow.health`` (first the latest one of each stream and service), ``?stream=`` to keep one
+  stream; without a bus, samples derived from the catalog every ``health_interval`` seconds.
+  ``camflow tail --edge URL`` reads it.
+- ``/metrics`` (Prometheus), ``/readyz`` (the store answers, the edge is not shutting down, and
+  the other in-process services are ready); ``/healthz`` is in ``edge.app``.
+
+SSE responses end when the client goes away, the app shuts down, or ``MAX_SSE_SECONDS`` pass
 (EventSource reconnects by itself), so no stream is held open forever.
 """
 
@@ -11,33 +21,55 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from camflow.errors import TokenError
+from camflow.events import HealthSample, StreamStateKind
 from camflow.keys import is_stream_name
+from camflow.metrics import add_source, metrics_response, remove_source
 from edge.delivery import token_error, token_missing
+from edge.health import HEALTH_FEED, HealthFeed
 from edge.http import CORS_HEADERS, error_response
-from edge.state import CLOSING, EDGE
+from edge.metrics import edge_samples
+from edge.state import CLOSING, EDGE, EdgeState
 
 MAX_SSE_SECONDS = 3600.0
+READY_TIMEOUT = 2.0
+READY_KEY = "streams/.readyz"  # headed to prove the store answers (it need not exist)
+SSE_HEADERS = {
+    **CORS_HEADERS,
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+}
 
 
-async def streams(request: web.Request) -> web.Response:
-    state = request.app[EDGE]
+def operator_refusal(request: web.Request, state: EdgeState) -> web.Response | None:
+    """401/403 (counted, like every token refusal) unless ``?token=`` is an operator token."""
     token = request.query.get("token", "")
     if not token:
         state.counters.token_missing += 1
         return error_response(
             401,
             "token_missing",
-            "/api/streams needs an operator token in ?token= (camflow token admin)",
+            f"{request.path} needs an operator token in ?token= (camflow token admin '*')",
             headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
         )
     try:
         state.auth.verify_operator(token)
     except TokenError as exc:
         return token_error(state, exc, "*")
+    return None
+
+
+async def streams(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    refused = operator_refusal(request, state)
+    if refused is not None:
+        return refused
     out = []
     for name in state.catalog.names:
         summary = await state.catalog.summary(name)
@@ -71,14 +103,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         state.auth.verify_viewer(token, stream)
     except TokenError as exc:
         return token_error(state, exc, stream)
-    resp = web.StreamResponse(
-        headers={
-            **CORS_HEADERS,
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     await resp.write(b"retry: 3000\n\n")
     closing = request.app[CLOSING]
@@ -89,6 +114,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         except Exception as exc:  # a failing source must not end the stream
             state.log.warning("health_sample_failed", stream_id=stream, error=repr(exc))
             sample = None
+        sample = _overlay(request.app.get(HEALTH_FEED), stream, sample)
         data = json.dumps(sample if sample is not None else _unknown(stream), separators=(",", ":"))
         try:
             await resp.write(f"event: health\ndata: {data}\n\n".encode())
@@ -99,6 +125,121 @@ async def health(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _overlay(feed: HealthFeed | None, stream: str, sample: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The catalog's sample with the health feed's picture of the stream laid over it."""
+    merged = feed.board.merged(stream) if feed is not None else None
+    if merged is None:
+        return sample
+    out = dict(sample or {"stream": stream, "time": round(time.time(), 3)})
+    if merged["state"] is not None:
+        out["state"], out["reason"] = merged["state"], merged["reason"]
+    out["feed"] = {k: v for k, v in merged.items() if v is not None}
+    out["source"] = "feed"
+    return out
+
+
+def _catalog_sample(state: EdgeState, summary: Any) -> HealthSample:
+    return HealthSample(
+        stream=summary.stream,
+        service="edge",
+        instance="catalog",
+        at=time.time(),
+        state=StreamStateKind(summary.state.value),
+        reason="from the playlists in the store",
+        bitrate=None if summary.bitrate is None else float(summary.bitrate),
+        fps=summary.fps,
+        segment_age=summary.last_segment_age,
+        viewers=state.viewers.count(summary.stream),
+    )
+
+
+async def _write_event(resp: web.StreamResponse, sample: HealthSample) -> bool:
+    data = json.dumps(sample.to_json(), separators=(",", ":"))
+    try:
+        await resp.write(f"event: health\ndata: {data}\n\n".encode())
+    except (ConnectionResetError, RuntimeError):
+        return False  # the client went away
+    return True
+
+
+async def health_feed(request: web.Request) -> web.StreamResponse:
+    state = request.app[EDGE]
+    refused = operator_refusal(request, state)
+    if refused is not None:
+        return refused
+    only = request.query.get("stream")
+    if only is not None and not is_stream_name(only):
+        state.counters.bad_path += 1
+        return error_response(400, "bad_path", f"stream {only!r} is not valid: expected A-Z a-z 0-9 _ -")
+    feed = request.app.get(HEALTH_FEED)
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    await resp.prepare(request)
+    await resp.write(b"retry: 3000\n\n")
+    closing = request.app[CLOSING]
+    deadline = time.monotonic() + MAX_SSE_SECONDS
+    if feed is not None and feed.bus is not None:
+        queue = feed.subscribe()
+        try:
+            for sample in feed.board.latest():
+                if (only is None or sample.stream == only) and not await _write_event(resp, sample):
+                    return resp
+            while not closing.is_set() and time.monotonic() < deadline:
+                try:
+                    sample = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                if (only is None or sample.stream == only) and not await _write_event(resp, sample):
+                    break
+        finally:
+            feed.unsubscribe(queue)
+        return resp
+    while not closing.is_set() and time.monotonic() < deadline:  # no bus: what the catalog knows
+        for name in [only] if only is not None else state.catalog.names:
+            summary = await state.catalog.summary(name)
+            if summary is not None and not await _write_event(resp, _catalog_sample(state, summary)):
+                return resp
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing.wait(), timeout=state.health_interval)
+    return resp
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return metrics_response()
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    reasons = ["draining: shutting down"] if request.app[CLOSING].is_set() else []
+    try:
+        await asyncio.wait_for(state.store.head(READY_KEY), READY_TIMEOUT)
+    except Exception as exc:
+        reasons.append(f"store: {exc!r}")
+    feed = request.app.get(HEALTH_FEED)
+    if feed is not None and feed.readiness is not None:
+        reasons += [r for r in feed.readiness.reasons() if not r.startswith("starting:")]
+    if reasons:
+        return web.json_response({"status": "not_ready", "reasons": reasons}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _observed(app: web.Application) -> AsyncIterator[None]:
+    """The edge's metrics source and health feed live as long as the app."""
+    state = app[EDGE]
+    source = edge_samples(state)
+    add_source(source)
+    feed = app.get(HEALTH_FEED)
+    if feed is not None:
+        await feed.start(state.viewers, lambda: state.catalog.names)
+    yield
+    if feed is not None:
+        await feed.stop()
+    remove_source(source)
+
+
 def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/streams", streams)
     app.router.add_get("/api/streams/{stream}/health", health)
+    app.router.add_get("/api/health", health_feed)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/readyz", readyz)
+    app.cleanup_ctx.append(_observed)

@@ -35,6 +35,7 @@ from edge.catalog import StreamCatalog
 from edge.delivery import live, object_fetcher
 from edge.health import CatalogHealth, HealthSource
 from edge.http import CORS_HEADERS, CORS_ORIGIN, error_response
+from edge.metrics import count_requests
 from edge.pages import add_page_routes, default_static_dir
 from edge.paths import LIVE_PREFIX
 from edge.policy import PlaylistPolicy, TokenCheck
@@ -159,7 +160,7 @@ def build_app(
     ``playlist_max_age`` overrides the live playlists' ``max-age`` (default: half the target
     duration); ``cache_bytes`` bounds the in-memory cache.
     """
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[count_requests, json_errors])
     viewers = ViewerCounter()
     cache = ObjectCache(cache_bytes)
     policy = PlaylistPolicy(playlist_max_age)

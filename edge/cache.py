@@ -16,9 +16,13 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 Loader = Callable[[str], Awaitable[bytes]]
+
+# What the last ``get`` in this task was: hit, miss or coalesced (the edge counts requests by it).
+CACHE_RESULT: ContextVar[str] = ContextVar("camflow_edge_cache_result", default="none")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,15 @@ class ObjectCache:
         """The cached entry, fresh or not, without touching the LRU order."""
         return self._entries.get(key)
 
+    def fresh(self, key: str) -> CachedObject | None:
+        """The entry when it is cached and fresh (a hit, counted), else None; never loads."""
+        entry = self._entries.get(key)
+        if entry is None or not entry.fresh(self._clock()):
+            return None
+        self._entries.move_to_end(key)
+        self.stats.hits += 1
+        return entry
+
     async def get(self, key: str, load: Loader, ttl: Callable[[bytes], float | None]) -> CachedObject:
         """The object under ``key``: from memory when fresh, else from ``load`` (once, however many ask).
 
@@ -89,15 +102,18 @@ class ObjectCache:
         if entry is not None and entry.fresh(self._clock()):
             self._entries.move_to_end(key)
             self.stats.hits += 1
+            CACHE_RESULT.set("hit")
             return entry
         task = self._loading.get(key)
         if task is None:
             self.stats.misses += 1
+            CACHE_RESULT.set("miss")
             task = asyncio.create_task(self._load(key, load, ttl, entry), name=f"cache-load:{key}")
             task.add_done_callback(_retrieve)
             self._loading[key] = task
         else:
             self.stats.coalesced += 1
+            CACHE_RESULT.set("coalesced")
         # A waiter that goes away (viewer disconnected) does not cancel the load the others await.
         return await asyncio.shield(task)
 

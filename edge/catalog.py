@@ -4,8 +4,14 @@ State, resolution, bitrate and frame rate come from the master playlist (RESOLUT
 FRAME-RATE of the top variant; without FRAME-RATE, the newest segment's samples over its
 duration); the age of the last segment from the newest
 PROGRAM-DATE-TIME plus its duration in that variant's media playlist; ``offline`` from
-EXT-X-ENDLIST or a last segment older than three target durations. Stream names come from a
-listing of the store, refreshed in the background (``refresh``).
+EXT-X-ENDLIST or a last segment older than three target durations.
+
+Stream names are refreshed in the background (``refresh``) without listing every object under
+``streams/`` (on S3 that is every segment kept: thousands of requests each time): the store
+names the folders directly under ``streams/`` (one delimited listing, ``Browsable.children``).
+A folder whose master playlist is not written yet (or was deleted) is a name with no summary
+(``summary`` is None), which the stream list and the API skip. A store that cannot name
+folders is listed in full.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from camflow.errors import MediaFormatError, NotFound
 from camflow.keys import is_rendition, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.mp4 import iter_boxes
 from camflow.store import Store
+from camflow.store.base import Browsable
 from edge.cache import Fetch
 from edge.errors import BadPath
 from edge.paths import LIVE_PREFIX, parse_live_path
@@ -79,7 +86,11 @@ class StreamCatalog:
         return list(self._names)
 
     async def refresh(self) -> list[str]:
-        """List the streams that have a master playlist in the store."""
+        """The streams in the store: the folders under ``streams/`` (else the keys of master playlists)."""
+        if isinstance(self._store, Browsable):
+            folders = await self._store.children("streams/")
+            self._names = sorted(n for n in folders if is_stream_name(n))
+            return self.names
         keys = await self._store.list("streams/")
         names = sorted(
             {

@@ -81,7 +81,7 @@ def _store_failed(state: EdgeState, obj: LiveObject, exc: Exception) -> web.Resp
 Representation = tuple[bytes, dict[str, str]]
 
 
-def _playlist_representation(
+def playlist_representation(
     state: EdgeState, cached: CachedObject, obj: LiveObject, token: str, gzipped: bool
 ) -> Representation:
     """The playlist as this viewer gets it (token in every URI) and its headers; memoised per entry."""
@@ -110,7 +110,7 @@ def _playlist_representation(
     return body, headers
 
 
-def _media_representation(cached: CachedObject, obj: LiveObject) -> Representation:
+def media_representation(cached: CachedObject, obj: LiveObject) -> Representation:
     hit = cached.derived.get("media")
     if hit is not None:
         return cast(Representation, hit)
@@ -153,12 +153,12 @@ async def live(request: web.Request) -> web.StreamResponse:
         state.viewers.saw(obj.stream, token)
         gzipped = wants_gzip(request)
         try:
-            body, headers = _playlist_representation(state, cached, obj, token, gzipped)
+            body, headers = playlist_representation(state, cached, obj, token, gzipped)
         except UnicodeDecodeError as exc:
             return _store_failed(state, obj, exc)
     else:
         gzipped = False
-        body, headers = _media_representation(cached, obj)
+        body, headers = media_representation(cached, obj)
     asked = request.headers
     if "If-None-Match" in asked or "If-Modified-Since" in asked:
         etag = headers["ETag"]

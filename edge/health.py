@@ -1,17 +1,35 @@
-"""Where the health samples of ``/api/streams/{stream}/health`` come from, behind one small interface.
+"""Where the edge's health figures come from.
 
-Today ``CatalogHealth`` derives a sample from what the edge itself knows (the stream's playlists
-and its viewers here). A source fed by the ``camflow.health`` topic can replace it later without
-touching the HTTP side: anything with ``async sample(stream) -> dict | None`` will do.
+- ``CatalogHealth`` derives a sample from what the edge itself knows (the stream's playlists and
+  its viewers here): it works with no bus at all.
+- ``HealthFeed``, when the edge has a bus (``camflow run``, ``camflow edge --kafka``), follows
+  ``camflow.health``: it keeps the latest sample of every stream and service (a
+  ``camflow.health.HealthBoard``), hands every new sample to the ``/api/health`` streams, and
+  publishes the edge's own samples (viewers). ``/api/streams/{stream}/health`` overlays the
+  board's picture (the publish state with its reason, ingest and transcode figures) on the
+  catalog's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
+from aiohttp import web
+
+from camflow.bus import Bus
+from camflow.events import HealthSample
+from camflow.health import DEFAULT_INTERVAL, HealthBoard, HealthReporter, follow_health
+from camflow.log import get_logger
+from camflow.metrics import Readiness, instance_name
 from edge.auth import ViewerCounter
 from edge.catalog import StreamCatalog
+
+FOLLOW_RETRY_SECONDS = 5.0
+log = get_logger("edge.health")
+SUBSCRIBER_QUEUE = 1024  # samples an /api/health client may fall behind by (then the oldest go)
 
 
 class HealthSource(Protocol):
@@ -35,3 +53,88 @@ class CatalogHealth:
             "time": round(time.time(), 3),
             "source": "edge",
         }
+
+
+class HealthFeed:
+    """The ``camflow.health`` topic as the edge sees it; ``readiness`` adds the other services'
+    checks to the edge's ``/readyz`` (``camflow run``: every service in one process)."""
+
+    def __init__(
+        self, bus: Bus | None, *, interval: float = DEFAULT_INTERVAL, readiness: Readiness | None = None
+    ) -> None:
+        self.bus = bus
+        self.interval = interval
+        self.readiness = readiness
+        self.board = HealthBoard()
+        self.instance = instance_name()
+        self._subscribers: set[asyncio.Queue[HealthSample]] = set()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reporter: HealthReporter | None = None
+
+    def add(self, sample: HealthSample) -> None:
+        self.board.add(sample)
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(sample)
+
+    def subscribe(self) -> asyncio.Queue[HealthSample]:
+        queue: asyncio.Queue[HealthSample] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[HealthSample]) -> None:
+        self._subscribers.discard(queue)
+
+    async def start(self, viewers: ViewerCounter, names: Any) -> None:
+        """Follow the topic and publish the edge's viewer samples (when there is a bus)."""
+        if self.bus is None:
+            return
+        self._stop.clear()
+        self._tasks.append(asyncio.create_task(self._follow(self.bus), name="edge-health"))
+        self._tasks.append(asyncio.create_task(self._prune(), name="edge-health-prune"))
+
+        async def collect() -> list[HealthSample]:
+            now = time.time()
+            return [
+                HealthSample(stream, "edge", self.instance, now, viewers=n)
+                for stream in names()
+                if (n := viewers.count(stream)) > 0
+            ]
+
+        self._reporter = HealthReporter(self.bus, "edge", collect, self.interval)
+        self._reporter.start()
+
+    async def _follow(self, bus: Bus) -> None:
+        """Follow the topic; when the bus fails (Kafka unreachable), log it and try again."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await follow_health(bus, self.add, self._stop)
+            except Exception as exc:
+                failures += 1
+                if failures & (failures - 1) == 0:
+                    log.warning("health_feed_failed", error=repr(exc), failures=failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), FOLLOW_RETRY_SECONDS)
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(30.0)
+            self.board.prune()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._reporter is not None:
+            await self._reporter.stop()
+            self._reporter = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+
+HEALTH_FEED = web.AppKey("edge-health-feed", HealthFeed)

@@ -57,7 +57,12 @@ def byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
 
 
 def wants_gzip(request: web.Request) -> bool:
-    for part in request.headers.get("Accept-Encoding", "").split(","):
+    return accepts_gzip(request.headers.get("Accept-Encoding", ""))
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when an ``Accept-Encoding`` value takes gzip (or ``*``) with a non-zero q."""
+    for part in accept_encoding.split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip().lower() in ("gzip", "*"):
             return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")

@@ -98,6 +98,7 @@ async def index(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     token = request.query.get("token", "")
     if not token:
+        state.counters.token_missing += 1  # counted like every other refusal (edge.api counts its own)
         return error_response(
             401,
             "token_missing",

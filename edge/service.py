@@ -14,12 +14,22 @@ from aiohttp import web
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
-from edge.app import DEFAULT_CACHE_MB, build_app
+from edge.app import DEFAULT_CACHE_MB, EDGE, build_app
+from edge.fastpath import FastPath
+from edge.health import HEALTH_FEED, HealthFeed
+from edge.lifeline import PARENT_ENV, ParentWatch, parent_pid_from_env
+from edge.metrics import REQUESTS
 from edge.policy import TokenCheck
+from edge.wire import EdgeSite
 
 
 class EdgeServer:
-    """The edge on ``host:port``; port 0 binds a free port, reported by ``start()`` and ``port``."""
+    """The edge on ``host:port``; port 0 binds a free port, reported by ``start()`` and ``port``.
+
+    Connections start on the fast path (``edge.wire``, ``edge.fastpath``): plain GETs of cached
+    objects are answered without aiohttp's request machinery; ``fast_path=False`` serves every
+    request through the aiohttp application (same answers, slower).
+    """
 
     def __init__(
         self,
@@ -33,17 +43,34 @@ class EdgeServer:
         token_check: TokenCheck = TokenCheck.ALL,
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
+        fast_path: bool = True,
+        health_feed: HealthFeed | None = None,
     ) -> None:
         self._app = build_app(
             store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
         )
         self._reuse_port = reuse_port
+        self._fast_path = FastPath(self._app[EDGE]) if fast_path else None
+        if health_feed is not None:
+            self._app[HEALTH_FEED] = health_feed
+        if self._fast_path is not None:
+            fast = self._fast_path
+            REQUESTS.fast_paths.append(lambda: (fast.served, fast.loaded))
         self._host = host
         self._requested_port = port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._log = get_logger("edge")
+
+    def mount(self, prefix: str, app: web.Application) -> None:
+        """Serve ``app`` under ``prefix`` on the edge's port (another service's routes; before ``start``)."""
+        self._app.add_subapp(prefix, app)
+
+    @property
+    def fast_path(self) -> FastPath | None:
+        """The fast path (its ``served`` count), None with ``fast_path=False``."""
+        return self._fast_path
 
     @property
     def port(self) -> int:
@@ -58,7 +85,15 @@ class EdgeServer:
         runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._requested_port, reuse_port=self._reuse_port or None)
+            site: web.TCPSite
+            if self._fast_path is not None:
+                site = EdgeSite(
+                    runner, self._fast_path, self._host, self._requested_port, reuse_port=self._reuse_port
+                )
+            else:
+                site = web.TCPSite(
+                    runner, self._host, self._requested_port, reuse_port=self._reuse_port or None
+                )
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -103,13 +138,24 @@ def is_worker_process() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
 
 
+def watch_parent(stop: asyncio.Event) -> ParentWatch | None:
+    """In a worker process: set ``stop`` when the parent `camflow edge` dies (even by SIGKILL)."""
+    parent = parent_pid_from_env()
+    if not is_worker_process() or parent is None:
+        return None
+    watch = ParentWatch(parent, stop)
+    watch.start()
+    return watch
+
+
 def spawn_workers(count: int) -> list[subprocess.Popen[bytes]]:
     """``count`` more copies of this `camflow edge` command, sharing its port with SO_REUSEPORT.
 
     Each worker is a whole edge with its own cache; the kernel spreads connections over them.
+    Workers die with this process (``edge.lifeline``), even when it is killed with SIGKILL.
     """
     argv = [sys.executable, "-m", "camflow.cli", *sys.argv[1:]]
-    env = {**os.environ, WORKER_ENV: "1"}
+    env = {**os.environ, WORKER_ENV: "1", PARENT_ENV: str(os.getpid())}
     return [subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL) for _ in range(count)]
 
 

@@ -69,6 +69,8 @@ _SEGMENT_TAGS = frozenset(
     {"#EXT-X-DISCONTINUITY", "#EXT-X-MAP", "#EXT-X-PROGRAM-DATE-TIME", "#EXTINF", "#EXT-X-GAP"}
 )
 _LIVE_PLAYLIST_RE = re.compile(r"^/live/([^/]+)/([^/]+)\.m3u8$")
+_AUDIO_URI = re.compile(r'^(#EXT-X-MEDIA:.*URI="[^"?]+\.m3u8)"')
+AUDIO_GROUP = "aud"  # the packager's EXT-X-MEDIA group of a stream's audio rendition
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,10 @@ def _renditions(runs: list[EpochRun]) -> dict[str, tuple[int, str, int, int, flo
     return out
 
 
+def _is_audio(codecs: str) -> bool:
+    return codecs.startswith("mp4a.")
+
+
 def _playlist(text: str, token: str, cache: str) -> web.Response:
     body = add_token_to_playlist(text, token)
     return web.Response(text=body, content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache})
@@ -277,12 +283,26 @@ async def vod_master(request: web.Request) -> web.Response:
     start, end = _range(request)
     runs = await _recorded(request, stream, start, end)
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    renditions = _renditions(runs)
+    audio = {n: r for n, r in renditions.items() if _is_audio(r[1])}  # the transcoder's AAC rendition
+    for name in sorted(audio)[:1]:
+        lines.append(
+            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="{name}",DEFAULT=YES,AUTOSELECT=YES,'
+            f'URI="{name}.m3u8?{_query(start, end)}"'
+        )
+    extra = max((r[0] for r in audio.values()), default=0)
     for name, (bandwidth, codecs, width, height, fps) in sorted(
-        _renditions(runs).items(), key=lambda kv: (-kv[1][0], kv[0])
+        renditions.items(), key=lambda kv: (-kv[1][0], kv[0])
     ):
+        if name in audio:
+            continue
+        if audio:
+            bandwidth, codecs = bandwidth + extra, f"{codecs},{renditions[min(audio)][1]}"
         attrs = f'BANDWIDTH={bandwidth},CODECS="{codecs}",RESOLUTION={width}x{height}'
         if fps > 0:
             attrs += f",FRAME-RATE={fps:.3f}"
+        if audio:
+            attrs += f',AUDIO="{AUDIO_GROUP}"'
         lines += [f"#EXT-X-STREAM-INF:{attrs}", f"{name}.m3u8?{_query(start, end)}"]
     return _playlist("\n".join(lines) + "\n", token, VOD_CACHE)
 
@@ -291,7 +311,9 @@ async def _vod(request: web.Request, stream: str, token: str, rendition: str | N
     start, end = _range(request)
     runs = await _recorded(request, stream, start, end)
     if rendition is None:
-        rendition = max(_renditions(runs).items(), key=lambda kv: (kv[1][0], kv[0]))[0]
+        every = list(_renditions(runs).items())
+        video = [kv for kv in every if not _is_audio(kv[1][1])] or every
+        rendition = max(video, key=lambda kv: (kv[1][0], kv[0]))[0]
     if not is_rendition(rendition):
         raise _Refused(
             error_response(400, "bad_path", f"rendition {rendition!r} is not valid: expected a-z 0-9 _ -")
@@ -425,9 +447,10 @@ async def _dvr(request: web.Request, name: str, playlist: str) -> web.Response:
         if playlist != "master":
             detail += " (is the packager's --dvr-window 0?)"
         return error_response(404, "not_found", detail)
-    if playlist == "master":
+    if playlist == "master":  # every rendition's URI, the audio one in EXT-X-MEDIA too
         body = "\n".join(
-            f"{ln}?dvr={text}" if ln and not ln.startswith("#") else ln for ln in body.split("\n")
+            f"{ln}?dvr={text}" if ln and not ln.startswith("#") else _AUDIO_URI.sub(rf'\1?dvr={text}"', ln)
+            for ln in body.split("\n")
         )
     else:
         body = trim_live(body, seconds)

@@ -4,7 +4,8 @@ One asyncio process, one TCP connection per session: ANNOUNCE (SDP with the stre
 ``sprop-parameter-sets``), SETUP (RTP/AVP/TCP interleaved, ``mode=record``), RECORD, then
 the recording's RTP packets as interleaved frames, paced in real time by their send times
 (decode order; the recording loops, timestamps and sequence numbers carrying on), then
-TEARDOWN. Each session has its own SSRC and its own stream name ``{prefix}{i:03d}``.
+TEARDOWN. Sessions start streaming together once every one of them is recording (or failed).
+Each session has its own SSRC and its own stream name ``{prefix}{i:03d}``.
 
 The recording is made once from a clip (PyAV demux, ``H264Packetizer``) and can be saved
 and replayed (``--save-rtp`` / ``--rtp``): a file of records ``!IH`` (send time in 90 kHz
@@ -204,7 +205,7 @@ class _Publish:
         self.url = f"rtsp://{plan.host}:{plan.port}/{self.result.stream}{query}"
         self.reader = ResponseReader()
 
-    async def run(self, start_at: float) -> SessionResult:
+    async def run(self, start: _Start, spread: float) -> SessionResult:
         writer = None
         try:
             try:
@@ -220,7 +221,8 @@ class _Publish:
             await self._ask(reader, writer, "RECORD", self.url, (("Range", "npt=0.000-"),))
             drain = asyncio.create_task(self._discard(reader, writer))
             try:
-                await self._send(writer, start_at)
+                start_at = await start.ready()
+                await self._send(writer, start_at + spread)
             finally:
                 drain.cancel()
             await self._ask(reader, writer, "TEARDOWN", self.url)
@@ -229,6 +231,7 @@ class _Publish:
         except _Refused as exc:
             self.result.error = str(exc)
         finally:
+            start.leave()
             if writer is not None:
                 writer.close()
         return self.result
@@ -318,17 +321,41 @@ class _Refused(Exception):
     """The server answered a request with an error status."""
 
 
+class _Start:
+    """Every session streams from one common start, once every session is recording (or has failed),
+    so that lateness measures the streaming, not the time the server took to answer N handshakes."""
+
+    def __init__(self, sessions: int) -> None:
+        self._waiting = sessions
+        self._at: float | None = None
+        self._event = asyncio.Event()
+
+    async def ready(self) -> float:
+        self.leave()
+        await self._event.wait()
+        assert self._at is not None
+        return self._at
+
+    def leave(self) -> None:
+        if self._event.is_set():
+            return
+        self._waiting -= 1
+        if self._waiting <= 0:
+            self._at = asyncio.get_running_loop().time() + 0.2
+            self._event.set()
+
+
 async def run_load(plan: LoadPlan) -> list[SessionResult]:
-    """Every session of ``plan`` at once (connections spread over the first 100 ms), until ``duration``."""
+    """Every session of ``plan`` at once: all connect and hand-shake, then all stream from one common start
+    (spread over 100 ms) for ``duration`` seconds; lateness counts from that start."""
     if not 1 <= plan.streams <= MAX_STREAMS:
         raise ConfigError(f"--streams {plan.streams}: expected 1..{MAX_STREAMS}")
     if not 0 < plan.duration <= MAX_DURATION:
         raise ConfigError(f"--duration {plan.duration}: expected 0 < seconds <= {MAX_DURATION}")
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.5
+    start = _Start(plan.streams)
     sessions = [_Publish(plan, i) for i in range(plan.streams)]
     plan.results = list(
-        await asyncio.gather(*(s.run(start + i * 0.1 / plan.streams) for i, s in enumerate(sessions)))
+        await asyncio.gather(*(s.run(start, i * 0.1 / plan.streams) for i, s in enumerate(sessions)))
     )
     return plan.results
 

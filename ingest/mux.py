@@ -11,6 +11,11 @@ copies in front of each IRAP picture that equal it are left out of the samples.
 
 The muxer starts every file at zero; ``camflow.mp4.placed`` then sets ``tfdt`` to the
 segment's first decode time, so the segments of one epoch line up end to end.
+
+A stream with audio (``audio`` set to its AAC configuration) gets a second track, AAC-LC
+(``mp4a.40.2``) in the timescale of its sample rate, holding the segment's audio samples; its
+template is one ADTS frame read by PyAV's ``aac`` demuxer, and its ``tfdt`` is set to the first
+audio sample's time on the same epoch timeline.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import av.container
 from camflow.codecs import avc1, hvc1
 from camflow.mp4 import MOVFLAGS, placed
 from ingest import h264, h265
+from ingest.audio import AudioConfig
 from ingest.h264 import join_annexb
-from ingest.segmenter import TIMESCALE, CutSegment
+from ingest.segmenter import TIMESCALE, AudioSample, CutSegment
 
 H264 = "h264"
 HEVC = "hevc"
@@ -66,6 +72,8 @@ class SegmentMuxer:
         self._kinds = h265.PARAMETER_SETS if codec == HEVC else (h264.NAL_SPS, h264.NAL_PPS)
         self._template: av.container.InputContainer | None = None
         self._params: VideoParams | None = None
+        self.audio: AudioConfig | None = None  # set when the stream has an audio track
+        self._audio_template: tuple[AudioConfig, av.container.InputContainer] | None = None
 
     @property
     def params(self) -> VideoParams | None:
@@ -75,6 +83,19 @@ class SegmentMuxer:
         if self._template is not None:
             self._template.close()
             self._template = None
+        if self._audio_template is not None:
+            self._audio_template[1].close()
+            self._audio_template = None
+
+    def _ensure_audio_template(self, config: AudioConfig, first: AudioSample) -> av.container.InputContainer:
+        if self._audio_template is not None and self._audio_template[0] == config:
+            return self._audio_template[1]
+        if self._audio_template is not None:
+            self._audio_template[1].close()
+        adts = b"".join(config.adts_header(len(first.data)) + first.data for _ in range(2))
+        template = av.open(io.BytesIO(adts), "r", format="aac")
+        self._audio_template = (config, template)
+        return template
 
     def _is_key_picture(self, kind: int) -> bool:
         return h265.is_irap(kind) if self.codec == HEVC else kind == h264.NAL_IDR
@@ -111,6 +132,7 @@ class SegmentMuxer:
             if self.codec == HEVC:
                 stream.codec_context.codec_tag = "hvc1"
             stream.time_base = time_base
+            packets = []
             for sample in segment.samples:
                 packet = av.Packet(join_annexb(self._sample_nalus(sample.nalus, params)))
                 packet.stream = stream
@@ -119,6 +141,27 @@ class SegmentMuxer:
                 packet.dts = sample.dts
                 packet.duration = sample.duration
                 packet.is_keyframe = sample.is_idr
+                packets.append(packet)
+            audio = self.audio if segment.audio else None
+            if audio is not None:
+                template = self._ensure_audio_template(audio, segment.audio[0])
+                audio_stream = out.add_stream_from_template(template.streams.audio[0])
+                # The ADTS template carries no AudioSpecificConfig; without it the esds has no
+                # DecoderSpecificInfo, which FFmpeg tolerates and browsers (MSE) refuse.
+                plain = AudioConfig.aac_lc(audio.sample_rate, audio.channels)
+                audio_stream.codec_context.extradata = plain.asc
+                audio_base = Fraction(1, audio.sample_rate)
+                audio_stream.time_base = audio_base
+                for item in segment.audio:
+                    packet = av.Packet(item.data)
+                    packet.stream = audio_stream
+                    packet.time_base = audio_base
+                    packet.pts = packet.dts = item.time
+                    packet.duration = item.duration
+                    packet.is_keyframe = True
+                    packets.append(packet)
+            for packet in packets:
                 out.mux(packet)
-        init, media = placed(buf.getvalue(), segment.samples[0].dts)
+        first = segment.samples[0].dts
+        init, media = placed(buf.getvalue(), first if audio is None else {1: first, 2: segment.audio[0].time})
         return init + media

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from camflow.bus import Bus
@@ -32,6 +33,8 @@ from camflow.events import (
 )
 from camflow.keys import new_epoch
 from camflow.log import get_logger
+from ingest.audio import AudioConfig, AudioDepacketizer, AudioUnit
+from ingest.audio_path import AudioPath
 from ingest.errors import ParseError
 from ingest.mux import H264, SegmentMuxer
 from ingest.rtp.base import AccessUnit, Depacketizer
@@ -77,6 +80,10 @@ class Publisher:
         self.segmenter = Segmenter(segment_target)
         self.muxer = SegmentMuxer(codec)
         self.jitter = jitter  # UDP only: TCP cannot reorder
+        self.audio: AudioPath | None = None  # set by attach_audio when the stream has audio
+        # The per-packet path over TCP: depacketizers that take header fields skip building an RtpPacket.
+        push_fields = getattr(depacketizer, "push_fields", None) if jitter is None else None
+        self._push_fields: Callable[[int, int, bool, bytes], list[AccessUnit]] | None = push_fields
         self._corrections_logged: dict[str, int] = {}
         self.stats = PublishStats()
         self.log = get_logger("ingest", stream_id=stream, epoch=self.epoch)
@@ -88,6 +95,10 @@ class Publisher:
         self._wall_base: tuple[float, int] | None = None  # (UNIX time, pts) of the first unit
         self._sender_report: tuple[float, int] | None = None  # (camera UNIX time, RTP timestamp), RTCP SR
         self._task: asyncio.Task[None] | None = None
+        # For the health feed, set once per session or per segment (never per packet):
+        self.started_at = time.monotonic()
+        self.last_segment: tuple[float, float, int] | None = None  # (monotonic cut time, seconds, IDRs)
+        self.end_reason: str | None = None
 
     async def start(self) -> None:
         await self.bus.publish(
@@ -114,6 +125,26 @@ class Publisher:
         for ordered in self.jitter.push(packet, time.monotonic()):
             self._depacketize(ordered)
 
+    def on_rtp_header(
+        self, second: int, sequence_number: int, timestamp: int, ssrc: int, payload: bytes, size: int
+    ) -> None:
+        """``on_rtp`` for a packet whose fixed header (V=2, no CSRC, extension or padding) the caller read:
+        ``second`` is its second byte (marker, payload type), ``size`` the whole packet's length."""
+        stats = self.stats
+        stats.rtp_packets += 1
+        stats.rtp_bytes += size
+        push = self._push_fields
+        if push is None:
+            packet = RtpPacket(second & 0x7F, sequence_number, timestamp, ssrc, payload, second > 0x7F)
+            if self.jitter is None:
+                self._depacketize(packet)
+            else:
+                for ordered in self.jitter.push(packet, time.monotonic()):
+                    self._depacketize(ordered)
+            return
+        for unit in push(sequence_number, timestamp, second > 0x7F, payload):
+            self._on_unit(unit)
+
     def _depacketize(self, packet: RtpPacket) -> None:
         for unit in self.depacketizer.push(packet):
             self._on_unit(unit)
@@ -122,9 +153,40 @@ class Publisher:
         """One access unit (90 kHz pts) of a source that is not RTP: a pulled RTSP source (ingest.pull)."""
         self._on_unit(unit)
 
+    def attach_audio(
+        self,
+        config: AudioConfig,
+        depacketizer: AudioDepacketizer | None = None,
+        jitter: JitterBuffer | None = None,
+    ) -> None:
+        """Give the stream an AAC audio track (see ``ingest.audio_path.AudioPath``); call before any audio."""
+        self.audio = AudioPath(config, self.segmenter, depacketizer=depacketizer, jitter=jitter)
+        self.muxer.audio = config
+        self.log.info(
+            "audio_attached", codecs=config.codecs, rate=config.sample_rate, channels=config.channels
+        )
+
+    def on_audio_rtp(self, data: bytes) -> None:
+        """One RTP packet of the audio track."""
+        if self.audio is not None:
+            for segment in self.audio.on_rtp(data):
+                self._publish_segment(segment)
+
+    def on_audio_unit(self, unit: AudioUnit) -> None:
+        """One AAC access unit of a source that is not RTP (WHIP), pts in the config's sample rate."""
+        if self.audio is not None:
+            for segment in self.audio.on_unit(unit):
+                self._publish_segment(segment)
+
+    def on_audio_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
+        if self.audio is not None:
+            self.audio.on_sender_report(ntp_unix, rtp_timestamp)
+
     def on_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
         """An RTCP sender report of the video track: ``wall_clock`` follows the camera's clock from now on."""
         self.stats.sender_reports += 1
+        if self.audio is not None:
+            self.audio.on_video_sender_report(ntp_unix, rtp_timestamp)
         self._sender_report = (ntp_unix, rtp_timestamp & 0xFFFFFFFF)
         if self._wall_base is not None:
             self._wall_base = (self._camera_time(self._wall_base[1]), self._wall_base[1])
@@ -143,11 +205,22 @@ class Publisher:
         self.stats.units += 1
         if self._wall_base is None and unit.is_idr:
             self._wall_base = (self._camera_time(unit.pts), unit.pts)
+        if unit.is_idr and self.audio is not None:
+            self.audio.on_video_idr(unit.pts)
         for segment in self.segmenter.push(unit):
             self._on_segment(segment)
 
     def _on_segment(self, segment: CutSegment) -> None:
+        if self.audio is not None:  # held until its audio is in
+            for ready in self.audio.segments(segment):
+                self._publish_segment(ready)
+            return
+        self._publish_segment(segment)
+
+    def _publish_segment(self, segment: CutSegment) -> None:
         self.stats.segments_cut += 1
+        idrs = sum(1 for sample in segment.samples if sample.is_idr)
+        self.last_segment = (time.monotonic(), segment.duration / TIMESCALE, idrs)
         try:
             data = self.muxer.mux(segment)
         except Exception as exc:
@@ -205,6 +278,7 @@ class Publisher:
         """End of the session: flush the partial segment, drain, publish ``offline``."""
         if self._closing:
             return
+        self.end_reason = reason
         if self.jitter is not None:
             for packet in self.jitter.flush():
                 self._depacketize(packet)
@@ -212,6 +286,9 @@ class Publisher:
             self._on_unit(unit)
         for segment in self.segmenter.flush():
             self._on_segment(segment)
+        if self.audio is not None:
+            for segment in self.audio.flush():
+                self._publish_segment(segment)
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -235,7 +312,9 @@ class Publisher:
         """Every correction counter of the media path (depacketizer, jitter buffer, segmenter), by name."""
         out: dict[str, int] = {}
         jitter = self.jitter.counters if self.jitter is not None else None
-        for counters in (getattr(self.depacketizer, "counters", None), jitter, self.segmenter.counters):
+        audio = (self.audio.counters, self.audio.track.counters) if self.audio is not None else ()
+        video = getattr(self.depacketizer, "counters", None)
+        for counters in (video, jitter, self.segmenter.counters, *audio):
             if counters is not None and dataclasses.is_dataclass(counters) and not isinstance(counters, type):
                 out.update({k: v for k, v in dataclasses.asdict(counters).items() if isinstance(v, int)})
         return out

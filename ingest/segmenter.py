@@ -19,6 +19,11 @@ segment in hand. The timeline is then rebased so that the next IDR starts exactl
 segment ended (units before it are dropped and counted: they cannot start a segment), and the
 segment it starts carries ``discontinuity``. A segment holding a unit the depacketizer marked
 ``damaged`` (lost packets of a reference picture) is marked ``damaged`` too.
+
+Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
+own timescale, its sample rate) and hands each segment the samples whose time falls in
+[segment start, next segment start), filling what is missing with silence so that the audio of
+every segment covers it exactly.
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class AudioSample:
+    """One AAC access unit on the epoch timeline, in the audio track's timescale (its sample rate)."""
+
+    time: int
+    data: bytes = field(repr=False)
+    duration: int
+
+
+@dataclass(frozen=True)
 class CutSegment:
     seq: int
     start: int  # pts of the first IDR
@@ -56,6 +70,7 @@ class CutSegment:
     samples: tuple[Sample, ...]
     damaged: bool = False  # a sample lost packets of a reference picture
     discontinuity: bool = False  # first segment after the camera's clock jumped (a rebased timeline)
+    audio: tuple[AudioSample, ...] = ()  # the audio in [start, start + duration), when the stream has audio
 
 
 @dataclass
@@ -95,6 +110,11 @@ class Segmenter:
         self._forward_jump = round(MAX_FORWARD_JUMP * timescale)
         self._backward_tolerance = round(BACKWARD_TOLERANCE * timescale)
         self._rebase_at: int | None = None  # after a jump: the timeline pts the next IDR is given
+
+    @property
+    def base(self) -> int | None:
+        """The pts (camera clock) at TIMELINE_ORIGIN; None until the first IDR."""
+        return self._base
 
     @property
     def next_seq(self) -> int:
@@ -199,3 +219,90 @@ class Segmenter:
         )
         self._seq += 1
         return seg
+
+
+def audio_ticks(video_ticks: int, sample_rate: int, timescale: int = TIMESCALE) -> int:
+    """A time on the video timeline (``timescale`` ticks) in audio ticks (1/``sample_rate`` s)."""
+    return video_ticks * sample_rate // timescale
+
+
+@dataclass
+class AudioTrackCounters:
+    audio_units: int = 0
+    audio_late_dropped: int = 0  # samples whose segment had already been cut
+    audio_overflow_dropped: int = 0  # samples over the buffer bound (video stalled while audio flowed)
+    audio_silence_inserted: int = 0  # silent units that filled a hole so audio covers each segment
+
+
+class AudioTrack:
+    """Audio samples waiting for the segment they fall in (bounded: ``max_seconds`` of audio).
+
+    ``silence`` is one silent access unit of the track's configuration: holes of a frame or more (audio
+    that starts after the video, lost packets, a camera that stops sending audio) are filled with it.
+    """
+
+    def __init__(
+        self, sample_rate: int, silence: bytes, *, frame: int = 1024, max_seconds: float = 10.0
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.silence = silence
+        self.frame = frame
+        self.counters = AudioTrackCounters()
+        self._max = max(1, round(max_seconds * sample_rate / frame))
+        self._samples: list[AudioSample] = []
+        self._taken_until: int | None = None  # audio ticks: everything before went into a segment
+
+    @property
+    def end(self) -> int | None:
+        """Where the audio received so far ends (audio ticks), None before the first sample."""
+        return self._samples[-1].time + self._samples[-1].duration if self._samples else None
+
+    def covers(self, video_end: int) -> bool:
+        end = self.end
+        return end is not None and end >= audio_ticks(video_end, self.sample_rate)
+
+    def push(self, sample: AudioSample) -> None:
+        self.counters.audio_units += 1
+        last = self._samples[-1] if self._samples else None
+        floor = max(self._taken_until or sample.time, last.time + 1 if last else sample.time)
+        if sample.time < floor:
+            self.counters.audio_late_dropped += 1
+            return
+        if len(self._samples) >= self._max:
+            self._samples.pop(0)
+            self.counters.audio_overflow_dropped += 1
+        self._samples.append(sample)
+
+    def take(self, video_start: int, video_end: int) -> tuple[AudioSample, ...]:
+        """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence."""
+        start = audio_ticks(video_start, self.sample_rate)
+        end = audio_ticks(video_end, self.sample_rate)
+        first_take = self._taken_until is None
+        if self._taken_until is not None and self._taken_until > start:
+            start = self._taken_until
+        self._taken_until = end
+        inside = [s for s in self._samples if start <= s.time < end]
+        self._samples = [s for s in self._samples if s.time >= end]
+        out: list[AudioSample] = []
+        at = start
+        if first_take and inside and inside[0].time > start:
+            # Silence before the first sample, in whole frames ending on it: the audio covers the
+            # video's start (a player seeks over a hole there) and keeps the camera's frame grid.
+            count = -(-(inside[0].time - start) // self.frame)
+            out = [
+                AudioSample(inside[0].time - i * self.frame, self.silence, self.frame)
+                for i in range(count, 0, -1)
+            ]
+            self.counters.audio_silence_inserted += count
+            at = inside[0].time
+        for sample in [*inside, None]:
+            until = end if sample is None else sample.time
+            while until - at >= self.frame:  # a hole of a frame or more
+                out.append(AudioSample(at, self.silence, self.frame))
+                self.counters.audio_silence_inserted += 1
+                at += self.frame
+            if sample is None:
+                break
+            out.append(sample)
+            at = sample.time + sample.duration
+        return tuple(out)

@@ -258,10 +258,9 @@ class Variant:
 
 @dataclass(frozen=True)
 class AudioRendition:
-    """An audio rendition (EXT-X-MEDIA:TYPE=AUDIO) of group ``group``.
-
-    No audio is packaged yet; this is the shape an audio rendition from the transcoder
-    takes: its own media playlist at ``uri``, and variants that name ``group``.
+    """An audio rendition (EXT-X-MEDIA:TYPE=AUDIO) of group ``group``: its own media playlist
+    at ``uri`` (aligned with the video ones), and variants that name ``group``.
+    ``channels`` 0 means unknown (no CHANNELS attribute).
     """
 
     group: str
@@ -269,6 +268,7 @@ class AudioRendition:
     uri: str
     language: str = ""
     default: bool = True
+    channels: int = 0
 
 
 def _quoted_ok(*values: str) -> bool:
@@ -286,6 +286,8 @@ def render_master(variants: Iterable[Variant], audio: Iterable[AudioRendition] =
         if a.language:
             media.append(f'LANGUAGE="{a.language}"')
         media.append(f"DEFAULT={'YES' if a.default else 'NO'},AUTOSELECT=YES")
+        if a.channels > 0:
+            media.append(f'CHANNELS="{a.channels}"')
         media.append(f'URI="{a.uri}"')
         lines.append("#EXT-X-MEDIA:" + ",".join(media))
         groups.add(a.group)
@@ -321,6 +323,14 @@ class MasterPlaylist:
 
     def remove(self, name: str) -> None:
         self.variants.pop(name, None)
+        self.audio.pop(name, None)
+
+    def has(self, name: str) -> bool:
+        return name in self.variants or name in self.audio
+
+    def names(self) -> list[str]:
+        """Every rendition the master names: variants, then audio renditions."""
+        return [*self.variants, *self.audio]
 
     def set_audio(self, name: str, rendition: AudioRendition) -> None:
         self.audio[name] = rendition
@@ -356,4 +366,28 @@ def parse_master(text: str) -> dict[str, Variant]:
         except (KeyError, ValueError) as exc:
             raise PlaylistError(f"stored master has a variant {ln!r} this packager did not write") from exc
         out[uri.removesuffix(".m3u8")] = variant
+    return out
+
+
+def parse_master_audio(text: str) -> dict[str, AudioRendition]:
+    """The audio renditions (EXT-X-MEDIA:TYPE=AUDIO) of a master this module rendered, by name."""
+    out: dict[str, AudioRendition] = {}
+    for ln in (ln.strip() for ln in text.splitlines()):
+        if not ln.startswith("#EXT-X-MEDIA:"):
+            continue
+        attrs = {k: v.strip('"') for k, v in _ATTR_RE.findall(ln.partition(":")[2])}
+        if attrs.get("TYPE") != "AUDIO":
+            continue
+        try:
+            rendition = AudioRendition(
+                attrs["GROUP-ID"],
+                attrs["NAME"],
+                attrs["URI"],
+                attrs.get("LANGUAGE", ""),
+                attrs.get("DEFAULT") == "YES",
+                int(attrs.get("CHANNELS", "0").partition("/")[0]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise PlaylistError(f"stored master has an audio rendition {ln!r} it did not write") from exc
+        out[rendition.uri.removesuffix(".m3u8")] = rendition
     return out

@@ -28,15 +28,17 @@ from dataclasses import asdict
 from typing import Any
 
 from camflow.bus import Bus, Consumer, Message
+from camflow.bus.base import Rebalancing
 from camflow.errors import EventDecodeError, NotFound
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
 from camflow.keys import dvr_playlist_key, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.log import get_logger
 from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
+from camflow.store.base import Browsable
 from packager.commits import CommitTracker
 from packager.errors import PlaylistError
-from packager.playlist import DEFAULT_TARGET, parse_master
+from packager.playlist import DEFAULT_TARGET, parse_master, parse_master_audio
 from packager.retention import Retention
 from packager.stream import IndexAppend, PackagerStats, StreamPackager
 
@@ -85,11 +87,17 @@ class Packager:
         self.ready = asyncio.Event()
         self._streams: dict[str, StreamPackager] = {}
         self._tracker = CommitTracker()
+        self._generation = 0  # the consumer's assignment these streams belong to
         self._written: dict[str, str] = {}
         self._log: Any = get_logger("packager")
+        # For the health feed (UNIX times): the wall-clock end of each stream's newest ready segment,
+        # and when its playlists were last written.
+        self.live_edge: dict[str, float] = {}
+        self.playlists_written: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await self._bus.subscribe([TOPIC_READY, TOPIC_STREAMS], GROUP)
+        self.consumer: Consumer | None = consumer  # the health feed asks it for the lag
         if self.retention.enabled:
             try:
                 await self.retention.install_lifecycle()
@@ -107,13 +115,29 @@ class Packager:
         try:
             while not stop.is_set():
                 msg = await consumer.get(self._poll_timeout())
+                self._check_assignment(consumer)
                 if msg is not None:
                     await self._handle(consumer, msg)
                 await self._tick(consumer)
-                await self._sweep()
+                await self._sweep(consumer)
         finally:
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))
+
+    def _check_assignment(self, consumer: Consumer) -> None:
+        """After a rebalance, forget every stream: another packager may have owned (and moved on)
+        any of them meanwhile. Each is rebuilt from the store on its next event; what was held
+        uncommitted here is delivered again to its owner, which skips what the store has."""
+        if not isinstance(consumer, Rebalancing) or consumer.generation == self._generation:
+            return
+        if self._generation and self._streams:
+            self.stats.rebalances += 1
+            self._log.info("partitions reassigned; streams dropped", streams=len(self._streams))
+        self._generation = consumer.generation
+        self._streams.clear()
+        self._chunks.clear()
+        self._written.clear()
+        self._tracker = CommitTracker()
 
     async def _handle(self, consumer: Consumer, msg: Message) -> None:
         token = self._tracker.track(msg)
@@ -137,6 +161,8 @@ class Packager:
             return
         stream = self._streams.get(event.stream) or await self._open(event.stream)
         if isinstance(event, SegmentReady):
+            end = event.wall_clock + event.duration_s
+            self.live_edge[event.stream] = max(end, self.live_edge.get(event.stream, end))
             stream.on_segment(event, token, self._clock())
         else:
             stream.on_state(event, token, self._clock())
@@ -167,7 +193,7 @@ class Packager:
         media: dict[str, str] = {}
         dvr: dict[str, str] = {}
         try:
-            for rendition in parse_master(master):
+            for rendition in [*parse_master(master), *parse_master_audio(master)]:
                 for key, into in (
                     (media_playlist_key(name, rendition), media),
                     (dvr_playlist_key(name, rendition), dvr),
@@ -184,11 +210,24 @@ class Packager:
             stream = self._streams[name] = self._new_stream(name)
         return stream
 
-    async def _sweep(self) -> None:
-        """Retention for the streams this process owns, every ``retention_interval`` seconds."""
+    async def _sweep(self, consumer: Consumer) -> None:
+        """Retention for the streams this process owns, every ``retention_interval`` seconds:
+        those it has seen, and those in the store whose events would come here (a camera gone
+        before this process started), opened from the store for what their playlists name."""
         if not self.retention.enabled or self._clock() < self._next_sweep:
             return
         self._next_sweep = self._clock() + self._retention_interval
+        if isinstance(self._store, Browsable):
+            try:
+                stored = await self._store.children("streams/")
+            except Exception as exc:
+                self.retention.stats.errors += 1
+                self._log.warning("stream folders not listed", error=repr(exc))
+                stored = []
+            for name in stored:
+                mine = not isinstance(consumer, Rebalancing) or consumer.owns(TOPIC_READY, name)
+                if name not in self._streams and is_stream_name(name) and mine:
+                    await self._open(name)
         for name, stream in list(self._streams.items()):
             try:
                 await self.retention.sweep(name, stream.named(), functools.partial(self.cached_chunk, name))
@@ -218,6 +257,7 @@ class Packager:
                 continue
             await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)
             self._written[key] = text
+            self.playlists_written[stream.stream] = time.time()
         await self._commit(consumer, out.done)
 
     async def _write_index(self, stream: str, appends: list[IndexAppend]) -> None:

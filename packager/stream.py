@@ -67,12 +67,16 @@ from camflow.log import get_logger
 from camflow.recordings import RecordedRendition, RecordedSegment
 from packager.playlist import (
     DEFAULT_TARGET,
+    AudioRendition,
     MasterPlaylist,
     MediaPlaylist,
     PlaylistEntry,
     Variant,
     parse_master,
+    parse_master_audio,
 )
+
+AUDIO_GROUP = "aud"  # the EXT-X-MEDIA group of a stream's audio rendition
 
 
 @dataclass
@@ -85,6 +89,7 @@ class PackagerStats:
     rejected: int = 0
     overlong: int = 0
     restored: int = 0
+    rebalances: int = 0  # partition reassignments that made this process drop its streams
 
 
 @dataclass(frozen=True)
@@ -287,8 +292,10 @@ class StreamPackager:
         event of a seq only some have completes the others); older epochs are stale.
         """
         variants = parse_master(master)
+        audio = parse_master_audio(master)
         newest: str | None = None
-        for name, variant in variants.items():
+        named: list[tuple[str, Variant | AudioRendition]] = [*variants.items(), *audio.items()]
+        for name, variant in named:
             if name not in media:
                 continue
             r = self._renditions[name] = _Rendition(
@@ -305,8 +312,11 @@ class StreamPackager:
                 continue
             r.map_uri = last.map_uri
             r.seconds = sum(e.duration for e in r.playlist.entries)
-            r.peak, r.bits = variant.bandwidth, variant.average_bandwidth * r.seconds
-            self._master.set(name, variant)
+            if isinstance(variant, AudioRendition):
+                self._master.set_audio(name, variant)
+            else:
+                r.peak, r.bits = variant.bandwidth, variant.average_bandwidth * r.seconds
+                self._master.set(name, variant)
             newest = last.epoch if newest is None else max(newest, last.epoch)
         if newest is None:
             return
@@ -320,7 +330,7 @@ class StreamPackager:
                 ep.renditions.append(name)
                 after.append(seqs[-1] + 1)
                 firsts.append(seqs[0])
-            elif name in self._master.variants:
+            elif self._master.has(name):
                 lagging = True
         ep.next_seq = min(firsts) if lagging else min(after)
         ep.appended = 1
@@ -379,7 +389,7 @@ class StreamPackager:
         names = [r.name for r in ev.renditions]
         if ep.appended == 0:
             ep.renditions = list(names)
-            for name in [n for n in self._master.variants if n not in names]:
+            for name in [n for n in self._master.names() if n not in names]:
                 self._renditions[name].playlist.end()
                 if (dvr := self._renditions[name].dvr) is not None:
                     dvr.end()
@@ -387,6 +397,7 @@ class StreamPackager:
                 self._dirty.add(name)
                 self._log.info("rendition dropped", epoch=ev.epoch, rendition=name)
             self._log.info("epoch started", epoch=ev.epoch, first_seq=ev.seq, renditions=names)
+        audio = next((ref for ref in ev.renditions if ref.is_audio), None)
         overlong = not MediaPlaylist(1.0, self._target).fits(ev.duration_s)
         if overlong:
             self.stats.overlong += 1
@@ -405,7 +416,7 @@ class StreamPackager:
                     MediaPlaylist(self._window, self._target),
                     MediaPlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
                 )
-            if ep.appended == 0 or ref.name not in self._master.variants:
+            if ep.appended == 0 or not self._master.has(ref.name):
                 r.peak, r.bits, r.seconds = 0, 0.0, 0.0
             if ref.name not in ep.renditions:
                 ep.renditions.append(ref.name)
@@ -429,10 +440,25 @@ class StreamPackager:
             r.bits += ref.bandwidth * ev.duration_s
             r.seconds += ev.duration_s
             average = min(r.peak, round(r.bits / r.seconds))
+            if ref.is_audio:
+                self._master.set_audio(
+                    ref.name,
+                    AudioRendition(AUDIO_GROUP, ref.name, f"{ref.name}.m3u8", channels=ref.channels),
+                )
+                continue
+            # A variant plays with the audio group: its BANDWIDTH and CODECS count the audio too.
+            extra = audio.bandwidth if audio is not None else 0
             self._master.set(
                 ref.name,
                 Variant(
-                    f"{ref.name}.m3u8", r.peak, average, ref.codecs, ref.width, ref.height, ref.frame_rate
+                    f"{ref.name}.m3u8",
+                    r.peak + extra,
+                    average + extra,
+                    ref.codecs if audio is None else f"{ref.codecs},{audio.codecs}",
+                    ref.width,
+                    ref.height,
+                    ref.frame_rate,
+                    AUDIO_GROUP if audio is not None else None,
                 ),
             )
         for name in ep.renditions:
@@ -508,7 +534,7 @@ class StreamPackager:
         if self._ended:
             return
         self._ended = True
-        for name in self._master.variants:
+        for name in self._master.names():
             r = self._renditions[name]
             r.playlist.end()
             if r.dvr is not None:
@@ -548,6 +574,7 @@ class StreamPackager:
             for key in (ref.key, ref.init_key):
                 if not key.startswith(self._prefix) or not is_safe_key(key):
                     return f"key {key!r} is not a safe key under {self._prefix!r}"
-            if ref.bandwidth <= 0 or '"' in ref.codecs or ref.width <= 0 or ref.height <= 0:
+            sized = ref.channels > 0 if ref.is_audio else ref.width > 0 and ref.height > 0
+            if ref.bandwidth <= 0 or '"' in ref.codecs or not sized:
                 return f"rendition {ref.name} has bandwidth/size/codecs out of range"
         return None

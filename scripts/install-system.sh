@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav nginx chromium wrk
-      openssl iproute2 procps curl util-linux python3-gi gir1.2-gst-rtsp-server-1.0)
+      openssl iproute2 procps curl util-linux python3-gi gir1.2-gst-rtsp-server-1.0
+      debootstrap umoci skopeo)  # the container image: scripts/image.sh builds it, tests/test_image.py reads it
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

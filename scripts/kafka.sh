@@ -19,6 +19,8 @@ CPORT="${KAFKA_CONTROLLER_PORT:-9093}"
 LIB="$CACHE/kafka-$KAFKA_VERSION/libs"
 DIR="$RUN/kafka"
 PIDFILE="$DIR/kafka.pid"
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 install() {
   if [ -f "$LIB/.complete" ]; then return 0; fi
@@ -51,17 +53,7 @@ POM
   exec 9>&-
 }
 
-# True when the PID in $PIDFILE is alive AND is our broker (guards against a recycled PID).
-running() {
-  [ -f "$PIDFILE" ] || return 1
-  local pid; pid="$(cat "$PIDFILE" 2>/dev/null)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/server.properties"
-}
-
-# True when something accepts TCP connections on 127.0.0.1:$1.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+running() { pid_running "$PIDFILE" "$DIR/server.properties"; }
 
 # Kafka's Uuid.randomUuid(): 16 random bytes, URL-safe base64 without padding, not starting with '-'.
 random_uuid() {
@@ -76,14 +68,7 @@ start() {
   install
   if running; then echo "kafka: already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
   rm -f "$PIDFILE"
-  local p
-  for p in "$PORT" "$CPORT"; do
-    if port_open "$p"; then
-      echo "kafka: port 127.0.0.1:$p is already in use by another process (not started by this script);" \
-        "stop it or set KAFKA_PORT / KAFKA_CONTROLLER_PORT" >&2
-      exit 1
-    fi
-  done
+  ports_free kafka "KAFKA_PORT / KAFKA_CONTROLLER_PORT" "$PORT" "$CPORT"
   # Scratch state: a fresh log dir each start (no cluster-id / quorum mismatch, no stale topics).
   rm -rf "$DIR/data"
   mkdir -p "$DIR/data"
@@ -156,12 +141,7 @@ L4J
 
 stop() {
   if ! running; then echo "kafka: not running"; rm -f "$PIDFILE"; return 0; fi
-  local pid; pid="$(cat "$PIDFILE")"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$pid" 2>/dev/null; then echo "kafka: pid $pid ignored SIGTERM for 30 s; SIGKILL" >&2; kill -9 "$pid" 2>/dev/null || true; fi
-  rm -f "$PIDFILE"
-  echo "kafka: stopped"
+  stop_pid kafka "$PIDFILE" 60 0.5
 }
 
 case "${1:-}" in

@@ -18,53 +18,18 @@ DIR="$RUN/minio"
 PIDFILE="$DIR/minio.pid"
 export MINIO_ROOT_USER="${MINIO_ROOT_USER:-camflow}"
 export MINIO_ROOT_PASSWORD="${MINIO_ROOT_PASSWORD:-camflow-secret}"
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
-install() {
-  if [ -x "$BIN" ]; then return 0; fi
-  mkdir -p "$(dirname "$BIN")"
-  # One build at a time: a second `install` waits for the first and then finds the binary.
-  exec 9>"$(dirname "$BIN")/../.install.lock"
-  if ! flock -n 9; then
-    echo "minio: another build of $MINIO_VERSION is running; waiting for it"
-    flock 9
-  fi
-  if [ -x "$BIN" ]; then exec 9>&-; return 0; fi
-  echo "minio: building github.com/minio/minio@$MINIO_VERSION with go install (takes a few minutes once)"
-  # Build into a scratch GOBIN and rename, so $BIN never exists half-written.
-  local tmpbin; tmpbin="$(mktemp -d "$(dirname "$BIN")/../gobin.XXXXXX")"
-  if ! GOBIN="$tmpbin" GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-mod=mod \
-      go install "github.com/minio/minio@$MINIO_VERSION"; then
-    rm -rf "$tmpbin"; echo "minio: go install failed" >&2; exit 1
-  fi
-  mv -f "$tmpbin/minio" "$BIN"
-  rm -rf "$tmpbin"
-  exec 9>&-
-}
+install() { go_install_cached minio github.com/minio/minio "$MINIO_VERSION" "$BIN" "$CACHE"; }
 
-# True when the PID in $PIDFILE is alive AND is our server (guards against a recycled PID).
-running() {
-  [ -f "$PIDFILE" ] || return 1
-  local pid; pid="$(cat "$PIDFILE" 2>/dev/null)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/data"
-}
-
-# True when something accepts TCP connections on 127.0.0.1:$1.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+running() { pid_running "$PIDFILE" "$DIR/data"; }
 
 start() {
   install
   if running; then echo "minio: already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
   rm -f "$PIDFILE"
-  local p
-  for p in "$PORT" "$CONSOLE_PORT"; do
-    if port_open "$p"; then
-      echo "minio: port 127.0.0.1:$p is already in use by another process (not started by this script);" \
-        "stop it or set MINIO_PORT / MINIO_CONSOLE_PORT" >&2
-      exit 1
-    fi
-  done
+  ports_free minio "MINIO_PORT / MINIO_CONSOLE_PORT" "$PORT" "$CONSOLE_PORT"
   mkdir -p "$DIR/data"
   # setsid: own session, so a Ctrl-C / hang-up on the caller's terminal does not reach the server
   # (this script has no job control, so setsid execs in place and $! stays the server's PID).
@@ -89,12 +54,7 @@ start() {
 
 stop() {
   if ! running; then echo "minio: not running"; rm -f "$PIDFILE"; return 0; fi
-  local pid; pid="$(cat "$PIDFILE")"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  if kill -0 "$pid" 2>/dev/null; then echo "minio: pid $pid ignored SIGTERM for 10 s; SIGKILL" >&2; kill -9 "$pid" 2>/dev/null || true; fi
-  rm -f "$PIDFILE"
-  echo "minio: stopped"
+  stop_pid minio "$PIDFILE" 40 0.25
 }
 
 case "${1:-}" in

@@ -106,7 +106,7 @@ def test_stream_state_with_unknown_last_seq_round_trips() -> None:
 
 def test_current_version_is_written() -> None:
     assert header_of(encode(RAW))["v"] == 3
-    assert header_of(encode(READY))["v"] == 3
+    assert header_of(encode(READY))["v"] == 4  # v4: audio renditions
     assert header_of(encode(STATE))["type"] == "stream-state"
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from camflow.errors import ConfigError, NotFound
 from camflow.store import FileStore, Store
-from camflow.store.base import UnsafeKey
+from camflow.store.base import Browsable, UnsafeKey
 from camflow.store.s3 import S3Location, S3Store
 from tests import services
 
@@ -97,6 +97,15 @@ async def test_list_prefix_is_sorted_and_exact(store: Store) -> None:
     assert await store.list("streams/") == sorted(k for k in keys if k.startswith("streams/"))
     assert await store.list("") == sorted(keys)
     assert await store.list("nothing/") == []
+
+
+async def test_children_name_the_folders_one_level_down(store: Store) -> None:
+    keys = ["streams/b/x.m3u8", "streams/a/e1/1.m4s", "streams/ab/1.m4s", "streams/top.json", "other/c/1"]
+    await asyncio.gather(*(store.put(k, k.encode()) for k in keys))
+    assert isinstance(store, Browsable)
+    assert await store.children("streams/") == ["a", "ab", "b"]
+    assert await store.children("streams/a/") == ["e1"]
+    assert await store.children("nothing/") == []
 
 
 async def test_overwrite_replaces_the_whole_object(store: Store) -> None:

@@ -9,6 +9,7 @@ every rendition of a segment has the same duration as the source.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -35,6 +36,9 @@ class RenditionMedia:
     init: bytes
     media: bytes
     frame_rate: float = 0.0  # frames per second of the segment; 0 when unknown (audio)
+    seconds: float = 0.0  # wall time spent producing it (scale + encode + mux, or the stream copy)
+    channels: int = 0  # an audio rendition's channels (0: video)
+    sample_rate: int = 0  # an audio rendition's sample rate (0: video)
 
 
 def codecs_of(extradata: bytes | None) -> str:
@@ -93,8 +97,14 @@ class RungEncoder:
         self._packets: list[av.Packet[Any]] = []
         # Its own scaler: frame.reformat() keeps one per frame, and the rungs share frames across threads.
         self._scaler = VideoReformatter()
+        self._seconds = 0.0
 
     def encode(self, frame: av.VideoFrame) -> None:
+        started = time.perf_counter()
+        self._encode(frame)
+        self._seconds += time.perf_counter() - started
+
+    def _encode(self, frame: av.VideoFrame) -> None:
         if (frame.width, frame.height) != (self.width, self.height) or frame.format.name != "yuv420p":
             scaled = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p")
             scaled.pts, scaled.time_base = frame.pts, frame.time_base
@@ -102,6 +112,7 @@ class RungEncoder:
         self._packets.extend(self._stream.encode(frame))
 
     def finish(self, end_pts: int) -> RenditionMedia:
+        started = time.perf_counter()
         try:
             self._packets.extend(self._stream.encode(None))
             packets = self._packets
@@ -116,7 +127,9 @@ class RungEncoder:
         finally:
             self._out.close()
         init, media = place(self._buf.getvalue(), packets[0].dts)
-        return RenditionMedia(self.name, self.width, self.height, codecs, init, media, float(self.rate))
+        seconds = self._seconds + time.perf_counter() - started
+        rate = float(self.rate)
+        return RenditionMedia(self.name, self.width, self.height, codecs, init, media, rate, seconds)
 
     def close(self) -> None:
         self._out.close()

@@ -10,8 +10,11 @@ own resolution, which browsers play, and keeps its original as ``source-hevc``.
 
 Rungs at or above the source height are skipped when the ladder has a ``source`` rung
 (the source already is that picture), rungs above it otherwise; if that leaves nothing,
-the lowest rung is encoded at the source height. Audio is not in raw segments yet; when
-it is, each rendition gets a stream copy of it (``_copy`` takes any stream).
+the lowest rung is encoded at the source height.
+
+Audio (AAC in the raw segment's second track) is never re-encoded: it is copied into one
+audio-only rendition, ``audio`` (CMAF, ``mp4a.40.2``), beside video renditions that stay
+video only, as HLS wants for an ``EXT-X-MEDIA`` audio group.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ from transcode.encoder import RenditionMedia, RungEncoder, codecs_of, jpeg, plac
 from transcode.errors import BadSegment
 from transcode.ladder import HEVC_SOURCE_NAME, SOURCE_NAME, Rung
 
+IVF_MAGIC = b"DKIF"
+VP8_CODECS = "vp08.00.10.08"
 BROWSER_H264_PROFILES = ("avc1.42", "avc1.4d", "avc1.64")  # baseline, main, high
 BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")
+AUDIO_NAME = "audio"
+AAC_CODECS = "mp4a.40.2"
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ def transcode_segment(
     stream's time base: where each rendition's last sample ends.
     """
     try:
-        container = av.open(io.BytesIO(data), "r", format="mp4")
+        # A VP8 source (WHIP) comes as IVF: FFmpeg's MP4 muxer has no VP8. It is always encoded.
+        container = av.open(io.BytesIO(data), "r", format="ivf" if data[:4] == IVF_MAGIC else "mp4")
     except (av.error.FFmpegError, ValueError) as exc:
         raise BadSegment(f"raw segment is not a readable MP4: {exc}") from exc
     with container:
@@ -98,18 +106,46 @@ def transcode_segment(
             raise BadSegment(f"raw segment does not demux: {exc}") from exc
         if not packets:
             raise BadSegment("raw segment has no video packets")
-        codecs = codecs_of(ctx.extradata)
+        codecs = VP8_CODECS if ctx.name == "vp8" else codecs_of(ctx.extradata)
         plan = plan_ladder(ladder, codecs, ctx.format.name if ctx.format else None, ctx.height)
         out: dict[str, RenditionMedia] = {}
         for name in plan.copies:
             tag = "hvc1" if name == HEVC_SOURCE_NAME else None
+            started = time.perf_counter()
             init, media = place(_copy(packets, src, tag), packets[0].dts)
             rate = float(_frame_rate(packets, src.time_base or Fraction(1, 90_000)))
-            out[name] = RenditionMedia(name, ctx.width, ctx.height, codecs, init, media, rate)
+            seconds = time.perf_counter() - started
+            out[name] = RenditionMedia(name, ctx.width, ctx.height, codecs, init, media, rate, seconds)
         thumbnail = _encode_rungs(packets, src, plan.encodes, end_pts, threads, out)
     order = [name for name, *_ in plan.encodes] + list(plan.copies)
     ranked = {r.name: i for i, r in enumerate(ladder)} | {HEVC_SOURCE_NAME: len(ladder)}
-    return TranscodedSegment(tuple(out[n] for n in sorted(order, key=lambda n: ranked[n])), thumbnail)
+    video = tuple(out[n] for n in sorted(order, key=lambda n: ranked[n]))
+    audio = audio_rendition(data) if data[:4] != IVF_MAGIC else None
+    return TranscodedSegment(video if audio is None else (*video, audio), thumbnail)
+
+
+def audio_rendition(data: bytes) -> RenditionMedia | None:
+    """The raw segment's AAC track as the ``audio`` rendition (a stream copy); None when it has none."""
+    started = time.perf_counter()
+    try:
+        with av.open(io.BytesIO(data), "r", format="mp4") as container:
+            if not container.streams.audio:
+                return None
+            src = container.streams.audio[0]
+            ctx = src.codec_context
+            if ctx is None or ctx.name != "aac":
+                raise BadSegment(f"raw segment's audio is {ctx.name if ctx else None!r}: expected aac")
+            packets = [p for p in container.demux(src) if p.dts is not None]
+            if not packets:
+                raise BadSegment("raw segment's audio track has no packets")
+            init, media = place(_copy(packets, src, None), packets[0].dts)
+            channels, rate = ctx.channels, ctx.sample_rate
+    except av.error.FFmpegError as exc:
+        raise BadSegment(f"raw segment's audio does not demux: {exc}") from exc
+    seconds = time.perf_counter() - started
+    return RenditionMedia(
+        AUDIO_NAME, 0, 0, AAC_CODECS, init, media, 0.0, seconds, channels=channels, sample_rate=rate
+    )
 
 
 def warm(seconds: float) -> None:

@@ -36,6 +36,7 @@ from camflow.events import (
 )
 from camflow.keys import init_key, latest_thumbnail_key, segment_key, thumbnail_key
 from camflow.log import get_logger
+from camflow.metrics import TRANSCODE_SECONDS, TRANSCODE_SEGMENT_SECONDS
 from camflow.store import Store
 from transcode.errors import TranscodeError
 from transcode.ladder import DEFAULT_LADDER, Rung
@@ -74,7 +75,14 @@ class TranscodeWorker:
         self._latest_thumb: dict[str, tuple[str, int]] = {}
         self._offsets = OffsetTracker()
         self._consumer: Consumer | None = None
+        # stream -> (seconds its newest finished segment took, None before the first; when last seen)
+        self.recent: dict[str, tuple[float | None, float]] = {}
         self.ready = asyncio.Event()  # set once subscribed (a LocalBus drops what comes before)
+
+    @property
+    def consumer(self) -> Consumer | None:
+        """The raw topic's consumer once subscribed (the health feed asks it for the lag)."""
+        return self._consumer
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         # "spawn": the parent runs threads (Kafka clients, executors) that a fork would copy mid-state.
@@ -146,7 +154,11 @@ class TranscodeWorker:
             log.warning("unexpected_event", type=type(event).__name__, topic=message.topic)
             return
         slog = log.bind(stream_id=event.stream, epoch=event.epoch, seq=event.seq)
+        slog.debug("segment_started", partition=message.partition, offset=message.offset)
         started = time.perf_counter()
+        if event.stream not in self.recent and len(self.recent) >= 10_000:
+            self.recent.clear()
+        self.recent[event.stream] = (self.recent.get(event.stream, (None, 0.0))[0], time.time())
         self.stats.observe_lag(max(0.0, time.time() - event.wall_clock - event.duration_s))
         result: TranscodedSegment | None = None
         reason = ""
@@ -184,6 +196,10 @@ class TranscodeWorker:
         self.stats.segments += 1
         self.stats.media_seconds += event.duration_s
         self.stats.latencies.append(elapsed)
+        TRANSCODE_SEGMENT_SECONDS.observe(elapsed)
+        for media in result.renditions:
+            TRANSCODE_SECONDS.labels(media.name).observe(media.seconds)
+        self.recent[event.stream] = (elapsed, time.time())
         slog.debug("segment_transcoded", seconds=round(elapsed, 3), renditions=[r.name for r in refs])
 
     async def _transcode(self, event: RawSegment) -> TranscodedSegment:
@@ -257,6 +273,9 @@ class TranscodeWorker:
                     key=skey,
                     size=len(media.media),
                     frame_rate=media.frame_rate,
+                    kind="audio" if media.channels else "video",
+                    channels=media.channels,
+                    sample_rate=media.sample_rate,
                 )
             )
         await asyncio.gather(*writes)

@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from camflow.bus.base import Message
 from camflow.events import TOPIC_DEAD, TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY, TOPIC_STREAMS
 from camflow.log import get_logger
+from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
@@ -40,6 +43,33 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
 log = get_logger("bus.kafka")
 
 
+class _Generations(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Counts assignments. Called inside ``poll`` (the consumer's own thread): the records a
+    poll returns after a rebalance are of the new assignment only, and the buffer is empty
+    then (``get`` polls only when it is)."""
+
+    def __init__(self, adapter: KafkaConsumerAdapter) -> None:
+        self._adapter = adapter
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked", group=self._adapter._group, partitions=len(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        adapter = self._adapter
+        adapter.assigned = {(tp.topic[len(adapter._prefix) :], tp.partition) for tp in assigned}
+        adapter.partitions = {
+            t: len(adapter._consumer.partitions_for_topic(adapter._prefix + t) or ())
+            for t, _ in adapter.assigned
+        }
+        adapter.generation += 1
+        log.info(
+            "partitions assigned",
+            group=self._adapter._group,
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            generation=self._adapter.generation,
+        )
+
+
 class KafkaConsumerAdapter:
     def __init__(self, bootstrap: str, topics: Sequence[str], group: str, prefix: str = "") -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"kc-{group}")
@@ -49,10 +79,13 @@ class KafkaConsumerAdapter:
         self._group = prefix + group
         self._consumer: Any = None
         self._buffer: deque[Message] = deque()
+        # +1 on every partition assignment (see ``Rebalancing``); only the poll thread writes it
+        self.generation = 0
+        self.assigned: set[tuple[str, int]] = set()  # (topic without prefix, partition)
+        self.partitions: dict[str, int] = {}  # topic -> partition count, as of the assignment
 
     def _open(self) -> None:
         self._consumer = KafkaConsumer(
-            *self._topics,
             bootstrap_servers=self._bootstrap,
             group_id=self._group,
             enable_auto_commit=False,
@@ -67,6 +100,13 @@ class KafkaConsumerAdapter:
             heartbeat_interval_ms=1_000,
             client_id=f"camflow-{self._group}",
         )
+        self._consumer.subscribe(self._topics, listener=_Generations(self))
+
+    def owns(self, topic: str, key: str) -> bool:
+        """Whether messages keyed ``key`` on ``topic`` come to this member now (the producer's
+        default partitioner: murmur2 of the key)."""
+        count = self.partitions.get(topic, 0)
+        return bool(count) and (topic, (murmur2(key.encode()) & 0x7FFFFFFF) % count) in self.assigned
 
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
@@ -100,6 +140,26 @@ class KafkaConsumerAdapter:
 
     async def commit(self, message: Message) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._commit, message)
+
+    def _lag(self) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return 0
+        ends = consumer.end_offsets(assigned)
+        behind = 0
+        for tp in assigned:
+            position = consumer.position(tp, timeout_ms=1000)
+            if position is None:
+                return None
+            behind += max(0, int(ends.get(tp, position)) - int(position))
+        return behind + len(self._buffer)  # polled but not handed out yet
+
+    async def lag(self) -> int | None:
+        """End offsets minus this member's positions over its assigned partitions, plus its buffer."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._lag)
 
     async def close(self) -> None:
         if self._consumer is not None:
@@ -191,10 +251,76 @@ class KafkaBus:
         )
         fut.add_callback(ok)
         fut.add_errback(failed)
-        await done
+        started = time.perf_counter()
+        try:
+            await done
+        except BaseException:
+            BUS_PUBLISH_ERRORS.labels(topic).inc()
+            raise
+        BUS_PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
 
     async def subscribe(self, topics: Sequence[str], group: str) -> KafkaConsumerAdapter:
         consumer = KafkaConsumerAdapter(self.bootstrap, topics, group, self.prefix)
         await consumer.open()
         self._consumers.append(consumer)
         return consumer
+
+    async def follow(self, topics: Sequence[str], since: float = 0.0) -> KafkaFollower:
+        """Read every partition of ``topics`` outside any group, from ``since`` seconds ago."""
+        follower = KafkaFollower(self.bootstrap, topics, self.prefix, since)
+        await follower.open()
+        return follower
+
+
+class KafkaFollower(KafkaConsumerAdapter):
+    """A reader without a consumer group (nothing committed): every partition, from a point in time.
+
+    ``since`` seconds back (by message timestamp; 0: only what comes next), so a new reader of a
+    topic published every few seconds sees the current picture at once.
+    """
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], prefix: str, since: float) -> None:
+        super().__init__(bootstrap, topics, "follow", prefix)
+        self._since = since
+
+    def _open(self) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=2 * MAX_MESSAGE_BYTES,
+            max_poll_records=256,
+            client_id="camflow-follow",
+        )
+        self._assign()
+
+    def _assign(self) -> None:
+        """Every partition of the topics, positioned ``since`` seconds back (topics not created yet:
+        none, and ``_poll`` asks again)."""
+        consumer = self._consumer
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self._topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        consumer.seek_to_end(*partitions)
+        if self._since > 0:
+            at = int((time.time() - self._since) * 1000)
+            for tp, found in consumer.offsets_for_times({tp: at for tp in partitions}).items():
+                if found is not None:
+                    consumer.seek(tp, found.offset)
+
+    def _poll(self, timeout: float) -> list[Message]:
+        if not self._consumer.assignment():
+            time.sleep(timeout)
+            self._consumer.topics()  # refreshes the metadata: the topics may exist by now
+            self._assign()
+            return []
+        return super()._poll(timeout)
+
+    async def commit(self, message: Message) -> None:
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from camflow.errors import CamflowError
 from camflow.keys import is_safe_key
@@ -38,6 +38,16 @@ class Store(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove the object; removing a missing one is not an error."""
+        ...
+
+
+@runtime_checkable
+class Browsable(Protocol):
+    """A store that names the sub-folders of a folder without listing every key below them
+    (a directory read; an S3 listing with a ``/`` delimiter)."""
+
+    async def children(self, prefix: str) -> list[str]:
+        """The names of the folders directly under ``prefix`` (which ends with ``/``), sorted."""
         ...
 
 

@@ -68,6 +68,18 @@ class FileStore:
     async def head(self, key: str) -> ObjectInfo | None:
         return await asyncio.to_thread(self._head, key)
 
+    def _children(self, prefix: str) -> list[str]:
+        if prefix and not is_safe_key(prefix.rstrip("/")):
+            check_key(prefix)
+        try:
+            with os.scandir(self.root / prefix) as entries:
+                return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith(".tmp-"))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    async def children(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._children, prefix)
+
     def _list(self, prefix: str) -> list[str]:
         keys: list[str] = []
         if prefix and not is_safe_key(prefix.rstrip("/")):

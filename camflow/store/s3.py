@@ -122,6 +122,20 @@ class S3Store:
     async def head(self, key: str) -> ObjectInfo | None:
         return await asyncio.to_thread(self._head, key)
 
+    def _children(self, prefix: str) -> list[str]:
+        if prefix and not is_safe_key(prefix.rstrip("/")):
+            check_key(prefix)
+        full = f"{self.location.prefix}/{prefix}" if self.location.prefix else prefix
+        names = (
+            str(o.object_name)[len(full) :].rstrip("/")
+            for o in self._client.list_objects(self.location.bucket, prefix=full, recursive=False)
+            if o.is_dir
+        )
+        return sorted(n for n in names if n)
+
+    async def children(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._children, prefix)
+
     def _list(self, prefix: str) -> list[str]:
         if prefix and not is_safe_key(prefix.rstrip("/")):
             check_key(prefix)

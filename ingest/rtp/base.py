@@ -94,7 +94,8 @@ class NalDepacketizer:
         self._timestamp: int | None = None  # RTP timestamp of the pending access unit
         self._nalus: list[bytes] = []
         self._size = 0
-        self._fragment_buf: bytearray | None = None
+        self._fragment_parts: list[bytes] | None = None  # the pieces of a fragmented NAL, header first
+        self._fragment_size = 0
         self._discarding_fragment = False
         self._lost_inside = False  # packets of the pending unit were lost
         self._lost_around = False  # packets lost at a boundary: the pending unit may be the one hit
@@ -120,29 +121,36 @@ class NalDepacketizer:
     # -- packets in ---------------------------------------------------------------------------------
 
     def push(self, packet: RtpPacket) -> list[AccessUnit]:
+        return self.push_fields(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+
+    def push_fields(
+        self, sequence_number: int, timestamp: int, marker: bool, payload: bytes
+    ) -> list[AccessUnit]:
+        """``push`` from the header fields the caller already read (the per-packet path over TCP)."""
         out: list[AccessUnit] = []
-        if self._last_seq is not None:
-            gap = (packet.sequence_number - self._last_seq - 1) & 0xFFFF
+        last = self._last_seq
+        if last is not None and sequence_number != (last + 1) & 0xFFFF:
+            gap = (sequence_number - last - 1) & 0xFFFF
             if gap >= 0x8000:
                 self.counters.packets_late += 1
                 return out
-            if gap:
-                self.counters.packets_lost += gap
-                self._drop_fragment(lost=True)
-                if packet.timestamp == self._timestamp:
-                    self._lost_inside = True
-                else:
-                    self._lost_around = self._lost_next = True
-        self._last_seq = packet.sequence_number
+            self.counters.packets_lost += gap
+            self._drop_fragment(lost=True)
+            if timestamp == self._timestamp:
+                self._lost_inside = True
+            else:
+                self._lost_around = self._lost_next = True
+        self._last_seq = sequence_number
 
-        if self._timestamp is not None and packet.timestamp != self._timestamp:
-            self._drop_fragment()
-            self._emit(out)
-            if self._lost_next:
-                self._lost_around, self._lost_next = True, False
-        self._timestamp = packet.timestamp
-        self._depacketize(packet.payload)
-        if packet.marker:
+        if timestamp != self._timestamp:
+            if self._timestamp is not None:
+                self._drop_fragment()
+                self._emit(out)
+                if self._lost_next:
+                    self._lost_around, self._lost_next = True, False
+            self._timestamp = timestamp
+        self._depacketize(payload)
+        if marker:
             self._drop_fragment()
             self._emit(out)
         return out
@@ -156,38 +164,44 @@ class NalDepacketizer:
     # -- for subclasses -----------------------------------------------------------------------------
 
     def _fragment(self, start: bool, end: bool, nal_header: bytes, data: bytes) -> None:
-        """One fragment of a fragmented NAL unit: ``nal_header`` is the rebuilt header of the whole NAL."""
+        """One fragment of a fragmented NAL unit: ``nal_header`` is the rebuilt header of the whole NAL
+        (read only on the start fragment). The pieces are joined once, when the end fragment comes."""
+        parts = self._fragment_parts
         if start:
-            self._drop_fragment()
+            if parts is not None:
+                self.counters.fu_dropped += 1
             self._discarding_fragment = False
-            self._fragment_buf = bytearray(nal_header)
-        elif self._fragment_buf is None:
+            self._fragment_parts = parts = [nal_header]
+            self._fragment_size = len(nal_header)
+        elif parts is None:
             if not self._discarding_fragment:  # its start was lost: count the NAL once, skip the rest of it
                 self.counters.fu_dropped += 1
                 self._discarding_fragment = not end
             return
-        self._fragment_buf += data
-        if len(self._fragment_buf) > MAX_NAL_SIZE:
+        parts.append(data)
+        self._fragment_size += len(data)
+        if self._fragment_size > MAX_NAL_SIZE:
             self.counters.oversize_dropped += 1
-            self._fragment_buf = None
+            self._fragment_parts = None
             self._discarding_fragment = not end
             return
         if end:  # start and end both set (seen on CostarHD cameras) is a complete NAL in one fragment
-            nal = bytes(self._fragment_buf)
-            self._fragment_buf = None
-            self._add_nal(nal)
+            self._fragment_parts = None
+            self._add_nal(b"".join(parts))
 
     def _drop_fragment(self, *, lost: bool = False) -> None:
         """Drop an incomplete fragmented NAL; after a loss, its remaining fragments are skipped uncounted."""
-        if self._fragment_buf is not None:
+        if self._fragment_parts is not None:
             self.counters.fu_dropped += 1
-            self._fragment_buf = None
+            self._fragment_parts = None
             self._discarding_fragment = lost
         elif not lost:
             self._discarding_fragment = False
 
     def _add_nal(self, nal: bytes) -> None:
-        self._nalus.append(bytes(nal))
+        if type(nal) is not bytes:
+            nal = bytes(nal)
+        self._nalus.append(nal)
         self._size += len(nal)
         if self._size > MAX_AU_SIZE or len(self._nalus) > MAX_AU_NALUS:
             self.counters.oversize_dropped += 1

@@ -6,7 +6,14 @@ import base64
 
 from ingest.errors import ParseError
 from ingest.h264 import NAL_AUD, NAL_FU_A, NAL_IDR, NAL_PPS, NAL_SPS, NAL_STAP_A, is_vcl
-from ingest.rtp.base import VIDEO_CLOCK_RATE, AccessUnit, DepacketizerCounters, NalDepacketizer, rtp_packets
+from ingest.rtp.base import (
+    MAX_NAL_SIZE,
+    VIDEO_CLOCK_RATE,
+    AccessUnit,
+    DepacketizerCounters,
+    NalDepacketizer,
+    rtp_packets,
+)
 from ingest.rtp.packet import RtpPacket
 
 H264_CLOCK_RATE = VIDEO_CLOCK_RATE
@@ -53,6 +60,28 @@ class H264Depacketizer(NalDepacketizer):
     def pps(self) -> bytes | None:
         return self._params.get(NAL_PPS)
 
+    def push_fields(
+        self, sequence_number: int, timestamp: int, marker: bool, payload: bytes
+    ) -> list[AccessUnit]:
+        # Most packets of a 2 Mb/s stream are the middle fragments of a FU-A: the next sequence number,
+        # the same timestamp, no marker, neither start nor end bit. They only add a piece.
+        parts = self._fragment_parts
+        if (
+            parts is not None
+            and not marker
+            and timestamp == self._timestamp
+            and len(payload) > 2
+            and payload[0] & 0x1F == NAL_FU_A
+            and not payload[1] & 0xC0
+            and sequence_number == ((self._last_seq or 0) + 1) & 0xFFFF
+            and self._fragment_size + len(payload) <= MAX_NAL_SIZE
+        ):
+            self._last_seq = sequence_number
+            parts.append(payload[2:])
+            self._fragment_size += len(payload) - 2
+            return []
+        return super().push_fields(sequence_number, timestamp, marker, payload)
+
     def _kind(self, nal: bytes) -> int:
         return nal[0] & 0x1F
 
@@ -81,8 +110,11 @@ class H264Depacketizer(NalDepacketizer):
                 self.counters.packets_invalid += 1
                 return
             fu_header = payload[1]
-            nal_header = bytes([(payload[0] & 0xE0) | (fu_header & 0x1F)])
-            self._fragment(bool(fu_header & 0x80), bool(fu_header & 0x40), nal_header, payload[2:])
+            if fu_header & 0x80:  # the start fragment: rebuild the NAL header
+                header = bytes(((payload[0] & 0xE0) | (fu_header & 0x1F),))
+                self._fragment(True, bool(fu_header & 0x40), header, payload[2:])
+            else:
+                self._fragment(False, bool(fu_header & 0x40), b"", payload[2:])
         else:  # 0, 30, 31 reserved; STAP-B, MTAP16/24 and FU-B are interleaved mode only
             self.counters.packets_invalid += 1
 

@@ -57,6 +57,11 @@ class JitterBuffer:
     def push(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
         """Add one packet received at ``now`` (monotonic seconds); returns the packets now in order."""
         seq = packet.sequence_number
+        if seq == self._next and not self._held:  # the next one with nothing held, as nearly always
+            self._next = (seq + 1) & 0xFFFF
+            self._highest = seq
+            self._behind = 0
+            return [packet]
         if self._next is None or self._highest is None:
             self._next = self._highest = seq
         ahead = _distance(seq, self._next)

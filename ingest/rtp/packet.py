@@ -18,6 +18,8 @@ _RTP_HEADER = struct.Struct("!BBHII")
 _RTCP_HEADER = struct.Struct("!BBHI")
 _SR_INFO = struct.Struct("!QIII")
 _REPORT_BLOCK = struct.Struct("!IB3sIIII")
+_unpack_header = _RTP_HEADER.unpack_from
+_new = object.__new__
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,11 @@ class RtpExtension:
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass
 class RtpPacket:
+    """One RTP packet. Treat it as immutable; it is not frozen only so that ``parse``, on the per-packet
+    path, can fill it in without the cost of a frozen dataclass's ``__init__`` (about 5x)."""
+
     payload_type: int
     sequence_number: int
     timestamp: int
@@ -55,10 +60,12 @@ class RtpPacket:
             raise ValueError(f"extension of {len(self.extension.data)} bytes: expected a multiple of 4")
 
     @classmethod
-    def parse(cls, data: bytes) -> RtpPacket:
+    def parse(cls, data: bytes | bytearray | memoryview) -> RtpPacket:
         if len(data) < _RTP_HEADER.size:
             raise ParseError(f"RTP packet of {len(data)} bytes: expected at least 12")
-        first, second, seq, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+        first, second, seq, timestamp, ssrc = _unpack_header(data)
+        if first == 0x80:  # version 2 and nothing but the fixed header: what nearly every camera sends
+            return cls._fast(second, seq, timestamp, ssrc, bytes(data[12:]))
         if first >> 6 != RTP_VERSION:
             raise ParseError(f"RTP version {first >> 6}: expected 2")
         pos = _RTP_HEADER.size
@@ -84,17 +91,26 @@ class RtpPacket:
             if padding == 0 or padding > end - pos:
                 raise ParseError(f"RTP padding count {padding}: expected 1..{end - pos}")
             end -= padding
-        return cls(
-            payload_type=second & 0x7F,
-            sequence_number=seq,
-            timestamp=timestamp,
-            ssrc=ssrc,
-            payload=bytes(data[pos:end]),
-            marker=bool(second & 0x80),
-            csrc=tuple(csrc),
-            extension=extension,
-            padding=padding,
-        )
+        packet = cls._fast(second, seq, timestamp, ssrc, bytes(data[pos:end]))
+        packet.csrc = tuple(csrc)
+        packet.extension = extension
+        packet.padding = padding
+        return packet
+
+    @classmethod
+    def _fast(cls, second: int, seq: int, timestamp: int, ssrc: int, payload: bytes) -> RtpPacket:
+        """A packet from header fields already in range (they came out of 16/32-bit fields)."""
+        packet: RtpPacket = _new(cls)
+        packet.payload_type = second & 0x7F
+        packet.sequence_number = seq
+        packet.timestamp = timestamp
+        packet.ssrc = ssrc
+        packet.payload = payload
+        packet.marker = second > 0x7F
+        packet.csrc = ()
+        packet.extension = None
+        packet.padding = 0
+        return packet
 
     def __bytes__(self) -> bytes:
         first = RTP_VERSION << 6 | len(self.csrc)

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from typing import TYPE_CHECKING
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from camflow.log import get_logger
+from ingest.audio import audio_depacketizer_for
 from ingest.errors import ParseError
 from ingest.publisher import Publisher
+from ingest.rtp.jitter import JitterBuffer
 from ingest.rtp.packet import RTCP_SR, RtcpPacket, SenderReport
 from ingest.rtsp.message import InterleavedFrame, MessageReader, Request, Response
 from ingest.rtsp.rtcp import REPORT_INTERVAL, ReceptionStats, receiver_report
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
     from ingest.rtsp.server import RtspServer
 
 READ_SIZE = 64 * 1024
+PENDING_MAX = 256 * 1024  # bytes waiting for run() before reading pauses
+FrameRoute = Callable[[bytes, int, int, float], None]  # (data, payload start, payload end, arrival)
+_unpack_header = struct.Struct("!BBHII").unpack_from
 log = get_logger("ingest.rtsp")
 
 
@@ -57,6 +64,15 @@ class RtspConnection:
         self.links: dict[int, UdpTrackLink] = {}
         self.reception: dict[int, ReceptionStats] = {}
         self._channels: dict[int, tuple[Track, bool]] = {}
+        self._routes: dict[int, FrameRoute] = {}  # interleaved channel -> what takes its frames
+        self._video: Track | None = None  # the session's video track, once set up
+        self._carry = b""  # the first part of an interleaved frame, read between messages
+        self._pending = bytearray()  # bytes for run(): a request, and what came after it
+        self._busy = False  # run() is handling requests: bytes go to it, in order
+        self._paused = False
+        self._closed: Exception | bool | None = None  # end of the stream (an exception: reset)
+        self._wake = asyncio.Event()
+        self._transport = cast(asyncio.Transport, writer.transport)
         self._ssrc = secrets.randbits(32)
         self._next_report = self.opened + REPORT_INTERVAL
         self.rtcp_invalid = 0
@@ -69,14 +85,35 @@ class RtspConnection:
     # --- the read loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Requests (and whatever follows them) are handled here; interleaved frames that arrive between
+        requests are routed straight from the transport's ``data_received`` (``_received``)."""
         try:
+            transport = self._transport
+            inner = transport.get_protocol()
+            early = bytes(getattr(self.reader, "_buffer", b""))  # read before this task started
+            transport.set_protocol(_Receiver(self, inner))
+            transport.resume_reading()  # in case the stream reader had paused it (a no-op otherwise)
+            if early:
+                self._received(early)
             while True:
-                data = await self.reader.read(READ_SIZE)
-                if not data:
-                    break
-                self.activity += 1
+                if not self._pending:
+                    self._busy = bool(self.parser.buffered)
+                    if self._closed is not None:
+                        if isinstance(self._closed, Exception):
+                            raise ConnectionResetError(str(self._closed))
+                        break
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self._busy = True
+                data = bytes(self._pending)
+                self._pending.clear()
+                if self._paused:
+                    self._paused = False
+                    if not transport.is_closing():
+                        transport.resume_reading()
                 self.parser.feed(data)
-                if not await self._consume():
+                if not await self._consume(self.loop.time()):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             self.end_reason = self.end_reason or "connection reset"
@@ -86,9 +123,52 @@ class RtspConnection:
         finally:
             await self.close()
 
-    async def _consume(self) -> bool:
+    def _received(self, data: bytes) -> None:
+        """Bytes from the transport. Between requests, the interleaved frames are routed here at once;
+        anything else (and everything after it, until the parser is drained) waits for ``run``."""
+        self.activity += 1
+        if not self._busy and not self._pending:
+            if self._carry:
+                data = self._carry + data
+                self._carry = b""
+            pos = self._frames(data, self.loop.time())
+            if pos == len(data):
+                return
+            if data[pos] == 0x24:  # the first part of a frame
+                self._carry = data[pos:]
+                return
+            data = data[pos:]  # a request (or bytes the parser refuses)
+        self._pending += data
+        self._wake.set()
+        if len(self._pending) > PENDING_MAX and not self._paused:
+            self._paused = True  # run() is behind (e.g. waiting on a write): stop reading until it catches up
+            self._transport.pause_reading()
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self._closed is None:
+            self._closed = exc if exc is not None else True
+        self._wake.set()
+
+    def _frames(self, data: bytes, arrival: float) -> int:
+        """Route the complete interleaved frames at the start of ``data``; where the first other item begins.
+
+        The per-packet path: no frame objects and no copies but the payload's, one route per channel.
+        """
+        routes = self._routes
+        end = len(data)
+        pos = 0
+        while pos + 4 <= end and data[pos] == 0x24:
+            stop = pos + 4 + (data[pos + 2] << 8 | data[pos + 3])
+            if stop > end:
+                break
+            route = routes.get(data[pos + 1])
+            if route is not None:
+                route(data, pos + 4, stop, arrival)
+            pos = stop
+        return pos
+
+    async def _consume(self, arrival: float) -> bool:
         """Handle every complete item in the parser; False when the connection must end."""
-        arrival = self.loop.time()
         while True:
             try:
                 item = self.parser.next_item()
@@ -104,13 +184,9 @@ class RtspConnection:
             if item is None:
                 return True
             if isinstance(item, InterleavedFrame):
-                match = self._channels.get(item.channel)
-                if match is not None:
-                    track, is_rtcp = match
-                    if is_rtcp:
-                        self._on_rtcp(track, item.payload, arrival)
-                    else:
-                        self._on_rtp(track, item.payload, arrival)
+                route = self._routes.get(item.channel)
+                if route is not None:
+                    route(item.payload, 0, len(item.payload), arrival)
                 continue
             await self._request(item)
             if self.session.state is State.CLOSED:
@@ -145,11 +221,15 @@ class RtspConnection:
             self._index_tracks()
         if before is not State.RECORDING and session.state is State.RECORDING and self.publisher is None:
             self.publisher = await self.server.begin_publisher(self)  # RECORD after PAUSE keeps the publisher
+            self._attach_audio(self.publisher)
         self.writer.write(bytes(response))
         await self.writer.drain()
 
     def _index_tracks(self) -> None:
+        """After each SETUP: reception statistics per track, and a route per interleaved channel."""
         self._channels = {}
+        self._routes = {}
+        self._video = video = self.session.video_track
         for track in self.session.tracks:
             if track.is_setup and track.index not in self.reception:
                 rate = track.media.rtpmap.clock_rate if track.media.rtpmap else 90000
@@ -157,6 +237,50 @@ class RtspConnection:
             if track.rtp_channel is not None:
                 self._channels[track.rtp_channel] = (track, False)
                 self._channels[track.rtp_channel + 1] = (track, True)
+                if track is video:
+                    self._routes[track.rtp_channel] = self._video_rtp_route(self.reception[track.index])
+                else:
+                    self._routes[track.rtp_channel] = self._route(self._on_rtp, track)
+                self._routes[track.rtp_channel + 1] = self._route(self._on_rtcp, track)
+
+    @staticmethod
+    def _route(handler: Callable[[Track, bytes, float], None], track: Track) -> FrameRoute:
+        def route(data: bytes, start: int, stop: int, arrival: float) -> None:
+            handler(track, data[start:stop], arrival)
+
+        return route
+
+    def _video_rtp_route(self, stats: ReceptionStats) -> FrameRoute:
+        """The video track's RTP: the fixed header read once, for reception statistics and the publisher."""
+        on_header = stats.on_header
+        track = self.session.video_track
+        assert track is not None
+
+        def route(data: bytes, start: int, stop: int, arrival: float) -> None:
+            if stop - start < 12 or data[start] != 0x80:  # CSRCs, an extension, padding, or not RTP/2
+                self._on_rtp(track, data[start:stop], arrival)
+                return
+            _, second, seq, timestamp, ssrc = _unpack_header(data, start)
+            on_header(seq, timestamp, ssrc, arrival)
+            publisher = self.publisher
+            if publisher is not None:
+                publisher.on_rtp_header(second, seq, timestamp, ssrc, data[start + 12 : stop], stop - start)
+
+        return route
+
+    def _attach_audio(self, publisher: Publisher) -> None:
+        """Give the publisher the session's AAC or G.711 track; a bad fmtp leaves the stream video only."""
+        track = self.session.audio_track
+        if track is None or track.audio_format is None:
+            return
+        encoding, rate, channels = track.audio_format
+        try:
+            depacketizer = audio_depacketizer_for(encoding, rate, channels, track.media.fmtp)
+        except ParseError as exc:
+            log.warning("audio_ignored", stream_id=publisher.stream, encoding=encoding, error=str(exc))
+            return
+        jitter = JitterBuffer() if track.server_ports is not None else None  # UDP can reorder
+        publisher.attach_audio(depacketizer.config, depacketizer, jitter)
 
     # --- UdpBinder: the session asks for a track's server ports ------------------------------
 
@@ -196,8 +320,10 @@ class RtspConnection:
         stats = self.reception.get(track.index)
         if stats is not None:
             stats.on_rtp(data, arrival)
-        if self.publisher is not None and track is self.session.video_track:
+        if self.publisher is not None and track is self._video:
             self.publisher.on_rtp(data)
+        elif self.publisher is not None and track is self.session.audio_track:
+            self.publisher.on_audio_rtp(data)
 
     def _on_rtcp(self, track: Track, data: bytes, arrival: float) -> None:
         try:
@@ -219,6 +345,8 @@ class RtspConnection:
                 stats.on_sender_report(report, arrival)
             if self.publisher is not None and track is self.session.video_track:
                 self.publisher.on_sender_report(report.unix_time, report.rtp_timestamp)
+            elif self.publisher is not None and track is self.session.audio_track:
+                self.publisher.on_audio_sender_report(report.unix_time, report.rtp_timestamp)
             return
 
     def _send_reports(self, now: float) -> None:
@@ -291,3 +419,30 @@ class RtspConnection:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
+
+
+class _Receiver(asyncio.Protocol):
+    """Sits in front of asyncio's stream protocol on the connection's transport: bytes go to the
+    connection first (no stream buffer, no task switch per read); the rest (write flow control, the
+    end of the connection) still reaches the stream protocol, which the writer relies on."""
+
+    def __init__(self, connection: RtspConnection, inner: asyncio.BaseProtocol) -> None:
+        self._connection = connection
+        self._inner = inner
+
+    def data_received(self, data: bytes) -> None:
+        self._connection._received(data)
+
+    def eof_received(self) -> bool | None:
+        self._connection._lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connection._lost(exc)
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()

@@ -6,11 +6,14 @@ report; ``report_block`` gives the loss, jitter and LSR/DLSR of a receiver repor
 
 from __future__ import annotations
 
+import struct
+
 from ingest.rtp.packet import ReceiverReport, ReportBlock, SenderReport, SourceDescription
 
 MAX_DROPOUT = 3000  # a forward jump larger than this (in sequence numbers) restarts the count
 MAX_MISORDER = 100  # a backward step up to this is a late packet, not a restart
 REPORT_INTERVAL = 5.0  # seconds between receiver reports
+_unpack_header = struct.Struct("!BBHII").unpack_from
 
 
 class ReceptionStats:
@@ -44,10 +47,16 @@ class ReceptionStats:
         """One RTP packet (only its 12-byte fixed header is read) that arrived at ``arrival`` seconds."""
         if len(data) < 12 or data[0] >> 6 != 2:
             return
-        seq = data[2] << 8 | data[3]
-        timestamp = int.from_bytes(data[4:8], "big")
-        ssrc = int.from_bytes(data[8:12], "big")
-        if ssrc != self.ssrc:
+        _, _, seq, timestamp, ssrc = _unpack_header(data)
+        self.on_header(seq, timestamp, ssrc, arrival)
+
+    def on_header(self, seq: int, timestamp: int, ssrc: int, arrival: float) -> None:
+        """``on_rtp`` from the header fields the caller already read (plain int arithmetic, per packet)."""
+        if ssrc == self.ssrc and seq == (self._max_seq + 1) & 0xFFFF:  # the next one, as nearly always
+            if seq == 0:
+                self._cycles += 1 << 16
+            self._max_seq = seq
+        elif ssrc != self.ssrc:
             if self.ssrc is not None:
                 self.restarts += 1
             self._restart(ssrc, seq)
@@ -64,12 +73,15 @@ class ReceptionStats:
                 self._restart(ssrc, seq)
         self.received += 1
         transit = (int(arrival * self.clock_rate) - timestamp) & 0xFFFFFFFF
-        if self._transit is not None:
-            d = (transit - self._transit) & 0xFFFFFFFF
+        last = self._transit
+        self._transit = transit
+        if last is not None and transit != last:  # the same transit (packets of one read) leaves d = 0
+            d = (transit - last) & 0xFFFFFFFF
             if d >= 1 << 31:
                 d = (1 << 32) - d
             self.jitter += (d - self.jitter) / 16
-        self._transit = transit
+        elif last is not None:
+            self.jitter -= self.jitter / 16
 
     def on_sender_report(self, report: SenderReport, arrival: float) -> None:
         self.sender_reports += 1

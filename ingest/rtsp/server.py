@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,11 +92,16 @@ class RtspServer:
         self.udp_stats = UdpStats()
         self.stats = ServerStats()
         self.publishers: dict[str, Publisher] = {}
+        self.ended: deque[Publisher] = deque(maxlen=1024)  # for the health feed, which takes them
         self._owners: dict[str, RtspConnection] = {}
         self._server: asyncio.Server | None = None
         self._connections: dict[RtspConnection, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._refused_logged = 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._client, self.host, self.port, limit=READ_SIZE)
@@ -225,4 +231,5 @@ class RtspServer:
         if self.publishers.get(publisher.stream) is publisher:
             del self.publishers[publisher.stream]
             self._owners.pop(publisher.stream, None)
+        self.ended.append(publisher)
         await asyncio.shield(publisher.close(reason))

@@ -36,6 +36,8 @@ from ingest.rtsp.url import RtspUrl, split_setup_url
 
 PUBLIC = "DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, GET_PARAMETER, TEARDOWN, OPTIONS"
 SUPPORTED_VIDEO = {"H264", "H265"}
+SUPPORTED_AUDIO = {"MPEG4-GENERIC", "MP4A-LATM", "PCMU", "PCMA"}
+STATIC_AUDIO = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1)}  # RFC 3551 static payload types
 __all__ = ["REALM", "AuthRequest", "PublishSession", "State", "Track", "UdpBinder"]
 
 
@@ -80,6 +82,20 @@ class Track:
     def is_video(self) -> bool:
         return self.media.kind == "video"
 
+    @property
+    def audio_format(self) -> tuple[str, int, int | None] | None:
+        """(encoding, clock rate, channels) of a supported audio track (rtpmap, or a static type)."""
+        if self.media.kind != "audio":
+            return None
+        rtpmap = self.media.rtpmap
+        if rtpmap is not None:
+            found = (rtpmap.encoding_name.upper(), rtpmap.clock_rate, rtpmap.channels)
+        elif self.media.payload_type in STATIC_AUDIO:
+            found = STATIC_AUDIO[self.media.payload_type]
+        else:
+            return None
+        return found if found[0] in SUPPORTED_AUDIO else None
+
 
 class UdpBinder(Protocol):
     """The socket side's UDP ports: bind a pair for ``track`` (its ``client_ports`` are set)."""
@@ -117,6 +133,11 @@ class PublishSession:
     @property
     def video_track(self) -> Track | None:
         return next((t for t in self.tracks if t.is_video and t.encoding in SUPPORTED_VIDEO), None)
+
+    @property
+    def audio_track(self) -> Track | None:
+        """The first set-up audio track camflow can carry (AAC, G.711); others are ignored."""
+        return next((t for t in self.tracks if t.is_setup and t.audio_format is not None), None)
 
     def track_for_channel(self, channel: int) -> tuple[Track, bool] | None:
         """(track, is_rtcp) for an interleaved channel."""

@@ -1,0 +1,192 @@
+"""The stream-health feed: samples on ``camflow.health``, who publishes them and who reads them.
+
+- ``publish_state``: the rule that makes a publish session ``connecting``, ``live`` or
+  ``stalled`` (``offline`` is the end of the session): no segment for twice the target
+  duration is ``stalled``.
+- ``HealthReporter``: a service's loop that publishes its samples every ``interval`` seconds,
+  keyed by stream.
+- ``HealthBoard``: the latest sample of every (stream, service, instance), merged into one
+  picture per stream; the edge (``/api/health``) and ``camflow tail --table`` keep one.
+- ``follow_health``: feed a board (or anything) from the bus, outside any consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from camflow.bus import Bus, Following
+from camflow.errors import EventDecodeError
+from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, decode, encode
+from camflow.log import get_logger
+from camflow.metrics import HEALTH_SAMPLES
+
+DEFAULT_INTERVAL = 2.0
+STALL_TARGETS = 2.0  # no segment for this many target durations: stalled
+FIRST_SEGMENT_TARGETS = 3.0  # a new session has this many target durations to cut its first segment
+KEEP_OFFLINE = 600.0  # seconds a board remembers a stream after its last sample
+log = get_logger("health")
+
+
+def publish_state(
+    since_segment: float | None, since_start: float, target: float
+) -> tuple[StreamStateKind, str]:
+    """The state of a publish session and why, from the seconds since its newest segment was cut
+    (None: none yet) and since it started, for a segment target of ``target`` seconds."""
+    if since_segment is None:
+        if since_start > FIRST_SEGMENT_TARGETS * target:
+            return StreamStateKind.STALLED, f"no segment in {since_start:.1f} s since the session started"
+        return StreamStateKind.CONNECTING, "waiting for the first segment"
+    if since_segment > STALL_TARGETS * target:
+        return (
+            StreamStateKind.STALLED,
+            f"no segment for {since_segment:.1f} s (over {STALL_TARGETS:g} x the {target:g} s target)",
+        )
+    return StreamStateKind.LIVE, "segments arriving"
+
+
+Collect = Callable[[], Awaitable[Iterable[HealthSample]]]
+
+
+class HealthReporter:
+    """Publish what ``collect`` returns on ``camflow.health`` every ``interval`` seconds."""
+
+    def __init__(self, bus: Bus, service: str, collect: Collect, interval: float = DEFAULT_INTERVAL) -> None:
+        self.bus = bus
+        self.service = service
+        self.collect = collect
+        self.interval = interval
+        self.published = 0
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"health-{self.service}")
+
+    async def stop(self) -> None:
+        """Publish one last round (e.g. ``offline`` samples), then end the loop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.tick(), self.interval)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.tick()
+            except Exception as exc:  # one bad round must not end the feed
+                self.failures += 1
+                if self.failures & (self.failures - 1) == 0:  # 1, 2, 4, 8, ... not one per round
+                    log.warning(
+                        "health_collect_failed", service=self.service, error=repr(exc), failures=self.failures
+                    )
+
+    async def tick(self) -> None:
+        for sample in await self.collect():
+            try:
+                await self.bus.publish(TOPIC_HEALTH, sample.stream, encode(sample))
+            except Exception as exc:
+                self.failures += 1
+                if self.failures & (self.failures - 1) == 0:
+                    log.warning(
+                        "health_publish_failed", service=self.service, error=repr(exc), failures=self.failures
+                    )
+                return
+            self.published += 1
+            HEALTH_SAMPLES.labels(self.service).inc()
+
+
+class HealthBoard:
+    """The latest sample of every (stream, service, instance); ``merged(stream)`` combines them."""
+
+    def __init__(self, *, keep: float = KEEP_OFFLINE, clock: Callable[[], float] = time.time) -> None:
+        self._samples: dict[str, dict[tuple[str, str], HealthSample]] = {}
+        self._keep = keep
+        self._clock = clock
+
+    def add(self, sample: HealthSample) -> None:
+        per = self._samples.setdefault(sample.stream, {})
+        key = (sample.service, sample.instance)
+        old = per.get(key)
+        if old is None or old.at <= sample.at:
+            per[key] = sample
+
+    def prune(self) -> None:
+        horizon = self._clock() - self._keep
+        for stream in list(self._samples):
+            per = self._samples[stream]
+            for key in [k for k, s in per.items() if s.at < horizon]:
+                del per[key]
+            if not per:
+                del self._samples[stream]
+
+    @property
+    def streams(self) -> list[str]:
+        return sorted(self._samples)
+
+    def merged(self, stream: str) -> dict[str, Any] | None:
+        """One JSON-ready picture of ``stream``: the publish state from the newest ingest sample that
+        has one, every figure from the newest sample that measures it; None for an unknown stream."""
+        per = self._samples.get(stream)
+        if not per:
+            return None
+        newest_first = sorted(per.values(), key=lambda s: s.at, reverse=True)
+        out: dict[str, Any] = {
+            "stream": stream,
+            "state": None,
+            "reason": "",
+            "epoch": "",
+            "at": newest_first[0].at,
+            "services": sorted({s.service for s in newest_first}),
+        }
+        for sample in newest_first:
+            if sample.state is not None:
+                out["state"], out["reason"], out["epoch"] = sample.state.value, sample.reason, sample.epoch
+                break
+        for name in HealthSample.FIGURES:
+            out[name] = next((v for s in newest_first if (v := getattr(s, name)) is not None), None)
+        return out
+
+    def latest(self) -> list[HealthSample]:
+        """The latest sample of every stream, service and instance, by stream then time."""
+        return sorted(
+            (s for per in self._samples.values() for s in per.values()), key=lambda s: (s.stream, s.at)
+        )
+
+    def table(self) -> list[dict[str, Any]]:
+        return [m for stream in self.streams if (m := self.merged(stream)) is not None]
+
+
+async def follow_health(
+    bus: Bus, on_sample: Callable[[HealthSample], None], stop: asyncio.Event, *, since: float = 10.0
+) -> None:
+    """Call ``on_sample`` with every sample published on ``camflow.health`` (from ``since`` seconds
+    back where the bus keeps them) until ``stop`` is set; undecodable messages are counted and skipped."""
+    if not isinstance(bus, Following):
+        raise TypeError(f"{type(bus).__name__} cannot follow a topic outside a consumer group")
+    reader = await bus.follow([TOPIC_HEALTH], since)
+    bad = 0
+    try:
+        while not stop.is_set():
+            message = await reader.get(timeout=0.5)
+            if message is None:
+                continue
+            try:
+                event = decode(message.value)
+            except EventDecodeError as exc:
+                bad += 1
+                if bad & (bad - 1) == 0:
+                    log.warning("health_undecodable", error=str(exc), count=bad)
+                continue
+            if isinstance(event, HealthSample):
+                on_sample(event)
+    finally:
+        await reader.close()

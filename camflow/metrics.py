@@ -1,0 +1,341 @@
+"""Prometheus metrics of every service, defined in one place, and the HTTP endpoints that serve them.
+
+Two kinds of metric:
+
+- instrumented where they happen, at most once per segment, request or store call
+  (``BUS_PUBLISH_SECONDS``, ``STORE_SECONDS``, ``TRANSCODE_SECONDS``...);
+- read at scrape time from plain counters a service keeps anyway (``CALLBACK_METRICS``): a
+  hot path (one RTP packet) only increments an int, and a *source* registered with
+  ``add_source`` turns those ints into samples when Prometheus asks.
+
+``MetricsServer`` is the small HTTP listener of `camflow ingest|transcode|package --metrics-port`:
+``/metrics``, ``/healthz`` (liveness: the event loop answers) and ``/readyz`` (readiness, from a
+``Readiness``). The edge serves the same three paths on its own port (``edge.api``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from camflow.errors import NotFound
+from camflow.log import get_logger
+from camflow.store import ObjectInfo, Store
+
+log = get_logger("metrics")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TRANSCODE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+# --- instrumented where it happens ------------------------------------------------------------
+
+BUS_PUBLISH_SECONDS = Histogram(
+    "camflow_bus_publish_seconds",
+    "Time from a bus publish call to its acknowledgement (Kafka: acks=all; LocalBus: enqueued)",
+    ["topic"],
+    buckets=LATENCY_BUCKETS,
+)
+BUS_PUBLISH_ERRORS = Counter("camflow_bus_publish_errors", "Bus publishes that raised", ["topic"])
+CONSUMER_LAG = Gauge(
+    "camflow_consumer_lag_messages",
+    "Messages behind the end of the partitions assigned to this consumer (LocalBus: queue depth)",
+    ["group"],
+)
+STORE_SECONDS = Histogram(
+    "camflow_store_operation_seconds", "Store call latency", ["op"], buckets=LATENCY_BUCKETS
+)
+STORE_ERRORS = Counter("camflow_store_errors", "Store calls that failed (NotFound is not a failure)", ["op"])
+TRANSCODE_SECONDS = Histogram(
+    "camflow_transcode_seconds",
+    "Seconds to produce one rung of one segment (a stream copy observes its remux time)",
+    ["rung"],
+    buckets=TRANSCODE_BUCKETS,
+)
+TRANSCODE_SEGMENT_SECONDS = Histogram(
+    "camflow_transcode_segment_seconds",
+    "Raw segment consumed to every rendition written and its ready event published",
+    buckets=TRANSCODE_BUCKETS,
+)
+HEALTH_SAMPLES = Counter("camflow_health_samples", "Health samples published on camflow.health", ["service"])
+
+# --- read at scrape time from a service's own counters -----------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackMetric:
+    kind: str  # "counter" or "gauge"
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+CALLBACK_METRICS: dict[str, CallbackMetric] = {
+    "camflow_ingest_sessions": CallbackMetric("gauge", "Active publish sessions", ("protocol",)),
+    "camflow_ingest_connections": CallbackMetric("gauge", "Open RTSP TCP connections"),
+    "camflow_ingest_packets": CallbackMetric("counter", "RTP packets received (video)", ("protocol",)),
+    "camflow_ingest_bytes": CallbackMetric("counter", "RTP bytes received (video)", ("protocol",)),
+    "camflow_ingest_frames": CallbackMetric("counter", "Access units depacketized", ("protocol",)),
+    "camflow_ingest_depacketizer_errors": CallbackMetric(
+        "counter", "Bad, lost or late RTP input, by kind", ("kind",)
+    ),
+    "camflow_ingest_timestamp_corrections": CallbackMetric(
+        "counter", "Camera timestamps corrected, by kind", ("kind",)
+    ),
+    "camflow_ingest_segments": CallbackMetric("counter", "Raw segments, by result", ("result",)),
+    "camflow_stream_state": CallbackMetric(
+        "gauge", "1 for the stream's current publish state, 0 for the others", ("stream", "state")
+    ),
+    "camflow_ingest_segment_age_seconds": CallbackMetric(
+        "gauge", "Seconds since the stream's newest segment was cut", ("stream",)
+    ),
+    "camflow_transcode_segments": CallbackMetric("counter", "Transcoded segments, by result", ("result",)),
+    "camflow_transcode_in_flight": CallbackMetric("gauge", "Segments being transcoded now"),
+    "camflow_transcode_lag_seconds": CallbackMetric(
+        "gauge", "How far behind live the newest started segment was"
+    ),
+    "camflow_packager_playlist_age_seconds": CallbackMetric(
+        "gauge", "Seconds since the stream's live playlists were last written", ("stream",)
+    ),
+    "camflow_packager_live_edge_age_seconds": CallbackMetric(
+        "gauge", "Now minus the wall-clock end of the newest segment in the live playlist", ("stream",)
+    ),
+    "camflow_packager_segments": CallbackMetric("counter", "Segments appended to live playlists"),
+    "camflow_edge_viewers": CallbackMetric(
+        "gauge", "Distinct view tokens that fetched a playlist in the last 30 s", ("stream",)
+    ),
+    "camflow_edge_cache_bytes": CallbackMetric("gauge", "Bytes in the edge's in-memory cache"),
+    "camflow_edge_requests": CallbackMetric(
+        "counter", "HTTP requests the edge answered, by status and cache result", ("status", "cache")
+    ),
+}
+
+# (metric name, label values in CALLBACK_METRICS order, value)
+Sample = tuple[str, tuple[str, ...], float]
+Source = Callable[[], Iterable[Sample]]
+
+
+class _Sources(Collector):
+    """Every registered source's samples, summed per metric and label set, at scrape time."""
+
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # samples vary with the sources: no up-front description
+
+    def collect(self) -> Iterable[Metric]:
+        totals: dict[str, dict[tuple[str, ...], float]] = {}
+        for source in list(self.sources):
+            try:
+                for name, labels, value in source():
+                    per = totals.setdefault(name, {})
+                    per[labels] = per.get(labels, 0.0) + value
+            except Exception as exc:  # a broken source must not break the scrape
+                log.warning("metrics_source_failed", source=repr(source), error=repr(exc))
+        for name, spec in CALLBACK_METRICS.items():
+            values = totals.get(name)
+            if values is None:
+                continue
+            family: CounterMetricFamily | GaugeMetricFamily
+            if spec.kind == "counter":
+                family = CounterMetricFamily(name, spec.help, labels=spec.labels)
+            else:
+                family = GaugeMetricFamily(name, spec.help, labels=spec.labels)
+            for labels, value in sorted(values.items()):
+                family.add_metric(list(labels), value)
+            yield family
+
+
+_SOURCES = _Sources()
+REGISTRY.register(_SOURCES)
+
+
+def add_source(source: Source) -> None:
+    """Scrapes read ``source()`` from now on (until ``remove_source``)."""
+    _SOURCES.sources.append(source)
+
+
+def remove_source(source: Source) -> None:
+    if source in _SOURCES.sources:
+        _SOURCES.sources.remove(source)
+
+
+def render() -> tuple[bytes, str]:
+    """The Prometheus text exposition of every metric of this process, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def instance_name() -> str:
+    """``host/pid``: which process a health sample or log line came from."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+# --- store latency -------------------------------------------------------------------------------
+
+
+class MeteredStore:
+    """A Store that times every call (``camflow_store_operation_seconds``) and counts failures.
+
+    Anything else the wrapped store offers (S3 lifecycle rules, folder listings) is reached through
+    it, so ``isinstance`` checks of optional store protocols see what the wrapped store has.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        """What else the wrapped store offers; its coroutine methods timed under their own name."""
+        attr = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            with _timed(name):
+                return await attr(*args, **kwargs)
+
+        return timed
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        with _timed("put"):
+            await self.inner.put(key, data, content_type)
+
+    async def get(self, key: str) -> bytes:
+        with _timed("get"):
+            return await self.inner.get(key)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        with _timed("head"):
+            return await self.inner.head(key)
+
+    async def list(self, prefix: str) -> list[str]:
+        with _timed("list"):
+            return await self.inner.list(prefix)
+
+    async def delete(self, key: str) -> None:
+        with _timed("delete"):
+            await self.inner.delete(key)
+
+
+class _timed:
+    def __init__(self, op: str) -> None:
+        self.op = op
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        STORE_SECONDS.labels(self.op).observe(time.perf_counter() - self.started)
+        if exc is not None and not isinstance(exc, NotFound):
+            STORE_ERRORS.labels(self.op).inc()
+
+
+# --- liveness, readiness and the listener ----------------------------------------------------------
+
+
+@dataclass
+class Readiness:
+    """Named checks that must all pass for ``/readyz``; ``draining`` (set on SIGTERM) fails it at once."""
+
+    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    draining: bool = False
+
+    def add(self, name: str, check: Callable[[], bool]) -> None:
+        self.checks[name] = check
+
+    def reasons(self) -> list[str]:
+        """Why the service is not ready (empty when it is)."""
+        out = ["draining: shutting down"] if self.draining else []
+        for name, check in self.checks.items():
+            try:
+                ok = check()
+            except Exception as exc:
+                out.append(f"{name}: {exc!r}")
+                continue
+            if not ok:
+                out.append(f"{name}: not yet")
+        if not self.checks and not self.draining:
+            out.append("starting: no service registered yet")
+        return out
+
+
+def metrics_response() -> web.Response:
+    body, content_type = render()
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+def healthz_response(**extra: Any) -> web.Response:
+    return web.json_response({"status": "ok", "pid": os.getpid(), **extra})
+
+
+def readyz_response(readiness: Readiness) -> web.Response:
+    reasons = readiness.reasons()
+    if reasons:
+        return web.json_response({"status": "not_ready", "reasons": reasons}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (port 0: a free one)."""
+
+    def __init__(self, readiness: Readiness, *, host: str = "0.0.0.0", port: int = 0) -> None:
+        self.readiness = readiness
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+
+        async def metrics(request: web.Request) -> web.Response:
+            return metrics_response()
+
+        async def healthz(request: web.Request) -> web.Response:
+            return healthz_response()
+
+        async def readyz(request: web.Request) -> web.Response:
+            return readyz_response(self.readiness)
+
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        return app
+
+    async def start(self) -> int:
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        log.info("metrics_listening", host=self.host, port=self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+def iter_counters(prefix: str, counters: dict[str, int]) -> Iterator[Sample]:
+    """``(prefix, (kind,), value)`` for each named counter: a ``kind``-labelled family."""
+    for kind, value in counters.items():
+        yield prefix, (kind,), float(value)

@@ -1,0 +1,87 @@
+"""Edge worker processes die with the `camflow edge` process that started them.
+
+A worker started by ``camflow edge --workers N`` knows its parent's PID (``CAMFLOW_EDGE_PARENT``).
+Two guards, so that a parent killed with SIGKILL (which runs no cleanup) leaves no workers behind
+holding the port:
+
+1. Linux ``prctl(PR_SET_PDEATHSIG, SIGTERM)``: the kernel sends the worker SIGTERM when its
+   parent exits, and the worker shuts down as on any SIGTERM. Set by the worker itself at start,
+   then checked against a parent that died before the call (the worker is already orphaned).
+2. A watchdog (every platform, and the fallback if prctl is unavailable): every second the
+   worker compares ``os.getppid()`` with the parent's PID; once it differs, it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+
+from camflow.log import get_logger
+
+PARENT_ENV = "CAMFLOW_EDGE_PARENT"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCH_INTERVAL = 1.0
+
+
+def parent_pid_from_env() -> int | None:
+    """The PID of the process that started this worker, or None outside a worker."""
+    value = os.environ.get(PARENT_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class ParentWatch:
+    """Sets ``stop`` once the process ``parent`` is no longer this process's parent."""
+
+    def __init__(
+        self, parent: int, stop: asyncio.Event, *, interval: float = WATCH_INTERVAL, pdeathsig: bool = True
+    ) -> None:
+        self.parent = parent
+        self._pdeathsig = pdeathsig
+        self._stop = stop
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._log = get_logger("edge")
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.parent
+
+    def start(self) -> None:
+        prctl = die_with_parent() if self._pdeathsig else False
+        if self.orphaned():  # the parent died before prctl took effect
+            self._log.warning("edge_parent_gone", parent=self.parent)
+            self._stop.set()
+            return
+        self._log.debug("edge_parent_watch", parent=self.parent, pdeathsig=prctl)
+        self._task = asyncio.create_task(self._watch(), name="edge-parent-watch")
+
+    async def _watch(self) -> None:
+        while not self._stop.is_set():
+            if self.orphaned():
+                self._log.warning("edge_parent_gone", parent=self.parent)
+                self._stop.set()
+                return
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,169 @@
+{{/* Names and labels. */}}
+{{- define "camflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "camflow.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every resource; call with (dict "root" $ "component" "ingest"). */}}
+{{- define "camflow.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{ include "camflow.selectorLabels" . }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "camflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "camflow.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{- define "camflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "camflow.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "camflow.secretName" -}}
+{{- default (include "camflow.fullname" .) .Values.secret.existingSecret -}}
+{{- end -}}
+
+{{- define "camflow.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* --s3 URL: endpoint/bucket[/prefix]. */}}
+{{- define "camflow.s3url" -}}
+{{- $base := printf "%s/%s" (trimSuffix "/" (required "s3.endpoint is required" .Values.s3.endpoint)) (required "s3.bucket is required" .Values.s3.bucket) -}}
+{{- if .Values.s3.prefix -}}
+{{- printf "%s/%s" $base (trimAll "/" .Values.s3.prefix) -}}
+{{- else -}}
+{{- $base -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Flags every service takes: listen address, log level. */}}
+{{- define "camflow.commonArgs" -}}
+- --host
+- 0.0.0.0
+- --log-level
+- {{ .Values.config.logLevel | quote }}
+{{- end -}}
+
+{{/* --kafka and --kafka-prefix. */}}
+{{- define "camflow.kafkaArgs" -}}
+- --kafka
+- {{ required "kafka.bootstrapServers is required" .Values.kafka.bootstrapServers | quote }}
+{{- if .Values.kafka.topicPrefix }}
+- --kafka-prefix
+- {{ .Values.kafka.topicPrefix | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* /metrics, /healthz and /readyz on the metrics port. */}}
+{{- define "camflow.metricsArgs" -}}
+- --metrics-port
+- {{ .Values.metrics.port | quote }}
+{{- end -}}
+
+{{/* Environment: the token secret, S3 credentials and region. Call with (dict "root" $ "s3" true). */}}
+{{- define "camflow.env" -}}
+- name: CAMFLOW_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "camflow.secretName" .root }}
+      key: {{ .root.Values.secret.keys.tokenSecret }}
+{{- if .s3 }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "camflow.secretName" .root }}
+      key: {{ .root.Values.secret.keys.s3AccessKey }}
+      optional: true
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "camflow.secretName" .root }}
+      key: {{ .root.Values.secret.keys.s3SecretKey }}
+      optional: true
+- name: AWS_REGION
+  value: {{ .root.Values.s3.region | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Liveness, readiness and start-up probes on a named port. Call with (dict "root" $ "port" "metrics"). */}}
+{{- define "camflow.probes" -}}
+{{- $p := .root.Values.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+  periodSeconds: 5
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+  failureThreshold: {{ div $p.startupSeconds 5 | max 1 }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+  periodSeconds: {{ $p.periodSeconds }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+  failureThreshold: {{ $p.livenessFailureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ .port }}
+  periodSeconds: {{ $p.periodSeconds }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+  failureThreshold: {{ $p.readinessFailureThreshold }}
+{{- end -}}
+
+{{/* Pod-level settings shared by every Deployment. Call with (dict "root" $ "svc" .Values.ingest). */}}
+{{- define "camflow.podCommon" -}}
+serviceAccountName: {{ include "camflow.serviceAccountName" .root }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: {{ .svc.terminationGracePeriodSeconds }}
+{{- with .svc.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod template annotations: a config checksum (rolls pods when the ConfigMap changes) and the user's. */}}
+{{- define "camflow.podAnnotations" -}}
+checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
+{{- with .svc.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

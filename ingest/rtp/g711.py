@@ -1,0 +1,116 @@
+"""G.711 over RTP (RFC 3551: PCMU µ-law, static payload type 0; PCMA A-law, type 8; or dynamic):
+depacketizer to PCM, and ``G711ToAac``, which encodes that PCM to AAC-LC for the segments (HLS players
+cannot play G.711).
+
+Every payload byte is one sample (interleaved when there are several channels); the RTP timestamp is the
+first sample's index at the clock rate (8 kHz for the static types). Decoding is a 256-entry table per
+law (ITU-T G.711), applied with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.audio import AacEncoder, AudioConfig, AudioCounters, AudioUnit
+from ingest.errors import ParseError
+from ingest.rtp.base import TimestampUnwrapper
+from ingest.rtp.packet import RtpPacket
+
+PCMU = "PCMU"
+PCMA = "PCMA"
+STATIC_PAYLOAD_TYPES = {0: PCMU, 8: PCMA}  # RFC 3551 table 4: 8000 Hz, 1 channel
+G711_CLOCK_RATE = 8000
+MAX_CHANNELS = 2
+
+
+def _ulaw_to_linear(value: int) -> int:
+    value = ~value & 0xFF
+    exponent, mantissa = (value >> 4) & 0x07, value & 0x0F
+    sample = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return -sample if value & 0x80 else sample
+
+
+def _alaw_to_linear(value: int) -> int:
+    value ^= 0x55
+    exponent, mantissa = (value >> 4) & 0x07, value & 0x0F
+    sample = (mantissa << 4) + 8 if exponent == 0 else ((mantissa << 4) + 0x108) << (exponent - 1)
+    return sample if value & 0x80 else -sample
+
+
+ULAW_TABLE: npt.NDArray[np.int16] = np.array([_ulaw_to_linear(i) for i in range(256)], dtype="<i2")
+ALAW_TABLE: npt.NDArray[np.int16] = np.array([_alaw_to_linear(i) for i in range(256)], dtype="<i2")
+
+
+def decode(law: str, payload: bytes) -> bytes:
+    """G.711 bytes to signed 16-bit little-endian PCM."""
+    table = ULAW_TABLE if law == PCMU else ALAW_TABLE
+    return table[np.frombuffer(payload, dtype=np.uint8)].tobytes()
+
+
+def encode(law: str, pcm: bytes) -> bytes:
+    """Signed 16-bit little-endian PCM to G.711 (nearest table entry; for tests and test vectors)."""
+    table = (ULAW_TABLE if law == PCMU else ALAW_TABLE).astype(np.int32)
+    order = np.argsort(table)
+    ordered = table[order]
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int32)
+    right = np.clip(np.searchsorted(ordered, samples), 1, 255)
+    nearer_left = (samples - ordered[right - 1]) <= (ordered[right] - samples)
+    return order[np.where(nearer_left, right - 1, right)].astype(np.uint8).tobytes()
+
+
+class G711Depacketizer:
+    """RTP packets of one PCMU/PCMA track to (first sample's 64-bit timestamp, PCM s16le) blocks."""
+
+    def __init__(self, law: str, clock_rate: int = G711_CLOCK_RATE, channels: int = 1) -> None:
+        if law not in (PCMU, PCMA):
+            raise ParseError(f"G.711 encoding {law!r}: expected PCMU or PCMA")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise ParseError(f"G.711 with {channels} channels: expected 1 or {MAX_CHANNELS}")
+        self.law = law
+        self.clock_rate = clock_rate
+        self.channels = channels
+        self.counters = AudioCounters()
+        self._unwrapper = TimestampUnwrapper()
+        self._last_seq: int | None = None
+
+    def push(self, packet: RtpPacket) -> list[tuple[int, bytes]]:
+        if self._last_seq is not None:
+            gap = (packet.sequence_number - self._last_seq - 1) & 0xFFFF
+            if gap >= 0x8000:
+                self.counters.audio_packets_late += 1
+                return []
+            self.counters.audio_packets_lost += gap
+        self._last_seq = packet.sequence_number
+        payload = packet.payload
+        if not payload or len(payload) % self.channels:
+            self.counters.audio_packets_invalid += 1
+            return []
+        return [(self._unwrapper.unwrap(packet.timestamp), decode(self.law, payload))]
+
+
+class G711ToAac:
+    """The audio depacketizer of a G.711 track: RTP in, AAC-LC access units out, at the same rate.
+
+    A lost packet leaves a gap in the timestamps; the encoder fills it with silence (up to 1 s), so
+    the audio track stays continuous. A rate AAC has no table entry for is resampled to 16 kHz.
+    """
+
+    def __init__(self, law: str, clock_rate: int = G711_CLOCK_RATE, channels: int = 1) -> None:
+        self.depacketizer = G711Depacketizer(law, clock_rate, channels)
+        self.counters = self.depacketizer.counters
+        self.clock_rate = clock_rate
+        rate = clock_rate if clock_rate in (8000, 16000, 32000, 48000) else 16000
+        self.encoder = AacEncoder(rate, channels, counters=self.counters)
+        self.config: AudioConfig = self.encoder.config
+
+    def push(self, packet: RtpPacket) -> list[AudioUnit]:
+        out: list[AudioUnit] = []
+        for timestamp, pcm in self.depacketizer.push(packet):
+            out += self.encoder.encode_pcm(
+                pcm, timestamp, sample_rate=self.clock_rate, channels=self.depacketizer.channels
+            )
+        return out
+
+    def flush(self) -> list[AudioUnit]:
+        return self.encoder.flush()

@@ -1,0 +1,64 @@
+"""The packager's health samples and metrics: how old each stream's playlists and live edge are.
+
+For every stream whose playlists this process wrote lately, one ``HealthSample`` per health
+interval: ``playlist_age`` (seconds since its playlists were written) and ``segment_age``
+(now minus the wall-clock end of its newest ready segment: the latency of the live edge),
+with the group's consumer lag. The same ages are Prometheus gauges, computed at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from camflow.bus import consumer_lag
+from camflow.events import HealthSample
+from camflow.metrics import CONSUMER_LAG, Sample, instance_name
+from packager.service import GROUP, Packager
+
+RECENT_SECONDS = 60.0  # streams written this recently get samples and gauges
+
+
+class PackagerHealth:
+    def __init__(self, packager: Packager) -> None:
+        self.packager = packager
+        self.instance = instance_name()
+        self.lag: int | None = None
+
+    def _recent(self, now: float) -> Iterator[tuple[str, float, float | None]]:
+        """(stream, playlist age, live edge age) of streams written in the last ``RECENT_SECONDS``."""
+        written = self.packager.playlists_written
+        for stream in sorted(written):
+            at = written[stream]
+            if now - at > RECENT_SECONDS:
+                continue
+            edge = self.packager.live_edge.get(stream)
+            yield stream, now - at, None if edge is None else max(0.0, now - edge)
+
+    async def collect(self) -> list[HealthSample]:
+        consumer = getattr(self.packager, "consumer", None)
+        if consumer is not None:
+            self.lag = await consumer_lag(consumer)
+            if self.lag is not None:
+                CONSUMER_LAG.labels(GROUP).set(self.lag)
+        now = time.time()
+        return [
+            HealthSample(
+                stream=stream,
+                service="package",
+                instance=self.instance,
+                at=now,
+                playlist_age=round(playlist_age, 3),
+                segment_age=None if edge_age is None else round(edge_age, 3),
+                consumer_lag=self.lag,
+            )
+            for stream, playlist_age, edge_age in self._recent(now)
+        ]
+
+    def samples(self) -> Iterator[Sample]:
+        """Ages and counters (a ``camflow.metrics`` source)."""
+        yield "camflow_packager_segments", (), float(self.packager.stats.segments_appended)
+        for stream, playlist_age, edge_age in self._recent(time.time()):
+            yield "camflow_packager_playlist_age_seconds", (stream,), round(playlist_age, 3)
+            if edge_age is not None:
+                yield "camflow_packager_live_edge_age_seconds", (stream,), round(edge_age, 3)

@@ -1,0 +1,123 @@
+"""`camflow edge --workers N`: the worker processes die with their parent, even when it gets SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.lifeline import ParentWatch
+from tests.process import CAMFLOW, free_port, stop_process
+
+
+def children_of(pid: int) -> set[int]:
+    """PIDs whose parent is ``pid`` (from /proc/*/stat)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    err = (tmp_path / "edge.err").open("wb")
+    proc = subprocess.Popen(
+        [
+            *CAMFLOW,
+            "edge",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+            "--workers",
+            "3",
+            "--cache-mb",
+            "16",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=err,
+    )
+    workers: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "camflow edge: running" once the workers are spawned
+        assert b"running" in line, (tmp_path / "edge.err").read_text()[-2000:]
+        deadline = time.monotonic() + 30
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = children_of(proc.pid)
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+        # Let the workers get as far as serving (their parent watch starts with the edge).
+        time.sleep(3)
+        assert all(running(pid) for pid in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [pid for pid in workers if running(pid)]
+        assert not left, f"workers {left} outlived their SIGKILLed parent {proc.pid}"
+    finally:
+        stop_process(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        for pid in workers:  # only if the test failed: never leave them behind
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        err.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_pdeathsig_is_set_on_linux() -> None:
+    """In a child process (not pytest itself): prctl(PR_GET_PDEATHSIG) reads back SIGTERM."""
+    script = (
+        "import ctypes, ctypes.util\n"
+        "from edge.lifeline import die_with_parent\n"
+        "libc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
+        "before = ctypes.c_int(-1); libc.prctl(2, ctypes.byref(before), 0, 0, 0)\n"
+        "ok = die_with_parent()\n"
+        "after = ctypes.c_int(-1); libc.prctl(2, ctypes.byref(after), 0, 0, 0)\n"
+        "print(before.value, ok, after.value)\n"
+    )
+    child = subprocess.run(
+        [*CAMFLOW[:1], "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert child.stdout.split() == ["0", "True", str(int(signal.SIGTERM))]
+
+
+async def test_watchdog_stops_a_worker_whose_parent_is_gone() -> None:
+    """The fallback without prctl: a parent PID that is not ours any more sets the stop event."""
+    stop = asyncio.Event()
+    watch = ParentWatch(os.getppid(), stop, interval=0.05, pdeathsig=False)  # no prctl on pytest itself
+    watch.start()
+    await asyncio.sleep(0.2)
+    assert not stop.is_set()  # our real parent is alive
+    watch.parent = -1  # as if the parent had died and we had been re-parented
+    await asyncio.wait_for(stop.wait(), timeout=5)
+    await watch.stop()

@@ -1,0 +1,91 @@
+"""The edge's side of the health feed, in process: /api/health (SSE), /metrics, /readyz.
+
+With a bus, a sample published on ``camflow.health`` reaches an ``/api/health`` client as one
+``event: health`` (the edge follows the topic outside any consumer group) and lays its state
+over ``/api/streams/{stream}/health``; without a bus, /api/health sends what the playlists say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from camflow.bus import LocalBus
+from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, encode
+from camflow.store import FileStore
+from camflow.tokens import Action, TokenSigner
+from edge.app import build_app
+from edge.health import HEALTH_FEED, HealthFeed
+
+SECRET = b"k" * 32
+
+
+async def read_event(resp: object, timeout: float = 10.0) -> dict[str, object]:
+    content = resp.content  # type: ignore[attr-defined]
+    loop_deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < loop_deadline:
+        line = await asyncio.wait_for(content.readline(), timeout)
+        if line.startswith(b"data:"):
+            return dict(json.loads(line[5:]))
+    raise AssertionError("no event")
+
+
+async def test_api_health_streams_bus_samples_and_refuses_non_operators(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    await store.start()
+    signer = TokenSigner(SECRET)
+    bus = LocalBus()
+    app = build_app(store, signer)
+    app[HEALTH_FEED] = HealthFeed(bus, interval=0.2)
+    admin = signer.issue("*", Action.ADMIN, 600)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/api/health")).status == 401
+        view = signer.issue("cam1", Action.VIEW, 600)
+        assert (await client.get("/api/health", params={"token": view})).status == 403
+        assert (await client.get("/api/health", params={"token": admin, "stream": "../x"})).status == 400
+        resp = await client.get("/api/health", params={"token": admin, "stream": "cam1"})
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        stalled = HealthSample("cam1", "ingest", "h/1", 5.0, StreamStateKind.STALLED, "no segment for 9 s")
+        for _ in range(50):  # until the follower is there (it starts with the app)
+            await bus.publish(TOPIC_HEALTH, "cam2", encode(HealthSample("cam2", "edge", "h/2", 1.0)))
+            await bus.publish(TOPIC_HEALTH, "cam1", encode(stalled))
+            try:
+                event = await read_event(resp, timeout=0.2)
+                break
+            except TimeoutError:
+                continue
+        assert (
+            event["stream"] == "cam1"
+            and event["state"] == "stalled"
+            and event["reason"] == "no segment for 9 s"
+        )
+        resp.close()
+        per_stream = await client.get("/api/streams/cam1/health", params={"token": view})
+        overlay = await read_event(per_stream)
+        per_stream.close()
+        assert overlay["state"] == "stalled" and overlay["source"] == "feed"
+        metrics = await (await client.get("/metrics")).text()
+        assert 'camflow_edge_requests_total{cache="none",status="401"}' in metrics
+        assert 'camflow_edge_requests_total{cache="none",status="403"}' in metrics
+        assert (await client.get("/readyz")).status == 200
+    await store.close()
+
+
+async def test_api_health_without_a_bus_says_what_the_playlists_say(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    await store.start()
+    signer = TokenSigner(SECRET)
+    master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nsource.m3u8\n"
+    await store.put("streams/cam1/master.m3u8", master.encode())
+    app = build_app(store, signer, health_interval=0.2, catalog_interval=0.1)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        await asyncio.sleep(0.3)  # the catalog lists the store
+        resp = await client.get("/api/health", params={"token": signer.issue("*", Action.ADMIN, 600)})
+        event = await read_event(resp)
+        resp.close()
+        assert event["stream"] == "cam1" and event["service"] == "edge" and event["state"] == "offline"
+        assert event["bitrate"] == 800000.0
+    await store.close()

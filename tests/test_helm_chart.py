@@ -1,0 +1,453 @@
+"""The Helm chart (helm/camflow): `helm lint --strict`, `helm template` validated offline against the
+Kubernetes schemas (kubernetes-validate), CRDs checked structurally, and every flag the chart passes to
+`camflow <service>` checked against the real CLI.
+
+helm comes from `scripts/helm.sh install` (a `go install` build cached under ~/.cache/camflow); a missing
+helm is a failure under `make test` / CI (CAMFLOW_REQUIRE_SERVICES=1 or CI=true), a skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from camflow.cli import build_parser
+from camflow.events import TOPIC_RAW
+from tests import services
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "camflow"
+HELM_VERSION = "v3.21.4"
+# Kubernetes versions the rendered documents must be valid for: the chart's minimum (kubeVersion
+# >=1.30, for the native preStop sleep) and a current one. Pinned, never "latest".
+K8S_VERSIONS = ("1.30.0", "1.33.0")
+CRD_KINDS = {"PrometheusRule", "ServiceMonitor", "ScaledObject"}
+SUBCOMMANDS = {"ingest", "transcode", "package", "edge"}
+
+# Every toggle on, every optional value set (KEDA instead of the CPU HPA: the two exclude each other).
+ALL_ON: dict[str, Any] = {
+    "kafka": {"topicPrefix": "prod."},
+    "s3": {"prefix": "fleet/a"},
+    "secret": {"s3AccessKey": "AKIAEXAMPLE", "s3SecretKey": "secret-example", "tokenSecret": "t" * 64},
+    "ingest": {
+        "replicas": 1,
+        "hostNetwork": True,
+        "whip": {"enabled": True, "announceIp": "203.0.113.7", "count": 10},
+        "pullSources": {
+            "door": "rtsp://10.0.0.7:554/stream1",
+            "yard": {"url": "rtsp://10.0.0.9/h264", "transport": "udp"},
+            "zoo": "rtsp://10.0.0.11/main",  # sorts after a table: must not land inside it
+        },
+        "extraArgs": ["--rtsp-auth", "digest"],
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+    },
+    "transcode": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}},
+    "packager": {"retain": "7d", "retainStreams": {"lobby": "1d", "door": "12h"}, "targetDuration": 6},
+    "edge": {"playlistMaxAge": 2, "workers": 2, "service": {"type": "LoadBalancer"}},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+    "commonLabels": {"team": "video"},
+    "imagePullSecrets": [{"name": "regcred"}],
+}
+
+
+# --- helm -----------------------------------------------------------------------------------
+
+
+def helm_binary() -> str:
+    """$CAMFLOW_HELM, else scripts/helm.sh's cached build, else `helm` on PATH; fail or skip if none."""
+    explicit = os.environ.get("CAMFLOW_HELM")
+    cache = Path(os.environ.get("CAMFLOW_CACHE", Path.home() / ".cache" / "camflow"))
+    for candidate in (explicit, str(cache / f"helm-{HELM_VERSION}" / "bin" / "helm"), shutil.which("helm")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    message = f"helm not found ($CAMFLOW_HELM, {cache}/helm-{HELM_VERSION}/bin/helm, PATH)"
+    if services.services_required():
+        pytest.fail(f"{message}: `make install` builds it (scripts/helm.sh install)", pytrace=False)
+    pytest.skip(f"{message}; build it with `bash scripts/helm.sh install`")
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return helm_binary()
+
+
+def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def values_file(tmp: Path, values: dict[str, Any]) -> Path:
+    path = tmp / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def render(
+    helm: str, tmp: Path, values: dict[str, Any] | None = None, k8s: str = K8S_VERSIONS[-1]
+) -> list[Any]:
+    args = ["template", "cf", str(CHART), "--namespace", "video", "--kube-version", k8s]
+    if values is not None:
+        args += ["-f", str(values_file(tmp, values))]
+    out = run_helm(helm, *args)
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
+    tmp = tmp_path_factory.mktemp("helm")
+    return {"default": render(helm, tmp), "all_on": render(helm, tmp, ALL_ON)}
+
+
+def of_kind(docs: list[Any], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def containers(docs: list[Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for deployment in of_kind(docs, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            yield deployment, container
+
+
+# --- lint and schemas -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["default", "all_on"])
+def test_helm_lint_strict(helm: str, tmp_path: Path, case: str) -> None:
+    args = ["lint", "--strict", str(CHART), "--namespace", "video"]
+    if case == "all_on":
+        args += ["-f", str(values_file(tmp_path, ALL_ON))]
+    out = run_helm(helm, *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("k8s", K8S_VERSIONS)
+@pytest.mark.parametrize("case", ["default", "all_on"])
+def test_rendered_documents_are_valid_kubernetes(helm: str, tmp_path: Path, case: str, k8s: str) -> None:
+    docs = render(helm, tmp_path, ALL_ON if case == "all_on" else None, k8s)
+    kinds = {d["kind"] for d in docs}
+    expected = {"Deployment", "Service", "ConfigMap", "Secret", "ServiceAccount", "PodDisruptionBudget"}
+    expected |= {"HorizontalPodAutoscaler"} if case == "default" else CRD_KINDS | {"HorizontalPodAutoscaler"}
+    assert expected <= kinds, f"missing kinds: {expected - kinds}"
+    for doc in docs:
+        where = f"{doc['kind']} {doc['metadata']['name']}"
+        if doc["kind"] in CRD_KINDS:
+            check_crd(doc, docs)  # not in the Kubernetes schemas: checked field by field below
+            continue
+        try:
+            kubernetes_validate.validate(doc, k8s, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where} is not valid Kubernetes {k8s}: {exc.message} at {list(exc.path)}")
+        except kubernetes_validate.SchemaNotFoundError:
+            pytest.fail(f"{where}: no schema for {doc['apiVersion']} in Kubernetes {k8s}")
+
+
+def test_schema_validation_rejects_a_broken_document(rendered: dict[str, list[Any]]) -> None:
+    """The validator is strict: a misspelt field and a wrong type are both refused."""
+    deployment = copy.deepcopy(of_kind(rendered["default"], "Deployment")[0])
+    kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+    deployment["spec"]["template"]["spec"]["terminationGracePeriod"] = 30
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+    service = copy.deepcopy(of_kind(rendered["default"], "Service")[0])
+    service["spec"]["ports"][0]["port"] = "eighty"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(service, K8S_VERSIONS[0], strict=True)
+
+
+# --- CRDs, checked structurally --------------------------------------------------------------
+
+DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+PROMQL_METRIC = re.compile(r"\b(camflow_[a-z0-9_]+)")
+
+
+def check_crd(doc: dict[str, Any], docs: list[Any]) -> None:
+    kind = doc["kind"]
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}, f"{kind}: unexpected top-level keys"
+    assert doc["metadata"]["name"] and doc["metadata"]["labels"]
+    if kind == "PrometheusRule":
+        check_prometheus_rule(doc)
+    elif kind == "ServiceMonitor":
+        check_service_monitor(doc, docs)
+    elif kind == "ScaledObject":
+        check_scaled_object(doc, docs)
+
+
+def check_prometheus_rule(doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    groups = doc["spec"]["groups"]
+    assert groups and set(doc["spec"]) == {"groups"}
+    names = [g["name"] for g in groups]
+    assert len(set(names)) == len(names), f"duplicate group names: {names}"
+    for group in groups:
+        assert set(group) <= {"name", "interval", "rules"} and group["rules"], group.get("name")
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rule["alert"]), rule["alert"]
+            assert isinstance(rule["expr"], str) and rule["expr"].strip(), rule["alert"]
+            assert rule["expr"].count("(") == rule["expr"].count(")"), rule["expr"]
+            assert rule["expr"].count("{") == rule["expr"].count("}"), rule["expr"]
+            assert "{{" not in rule["expr"], f"unrendered template in {rule['alert']}"
+            if "for" in rule:
+                assert DURATION.match(rule["for"]), rule["for"]
+            assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+            assert PROMQL_METRIC.search(rule["expr"]), f"{rule['alert']} names no camflow metric"
+
+
+def check_service_monitor(doc: dict[str, Any], docs: list[Any]) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = doc["spec"]
+    wanted = spec["selector"]["matchLabels"]
+    selected = [s for s in of_kind(docs, "Service") if wanted.items() <= s["metadata"]["labels"].items()]
+    assert selected, "the ServiceMonitor selects no Service"
+    ports = {p["name"] for svc in selected for p in svc["spec"]["ports"]}
+    assert spec["endpoints"]
+    for endpoint in spec["endpoints"]:
+        assert endpoint["port"] in ports, f"endpoint port {endpoint['port']!r} is on no selected Service"
+        assert endpoint["path"] == "/metrics" and DURATION.match(endpoint["interval"])
+    components = {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected}
+    assert components == {"ingest", "transcode", "packager", "edge"}, components
+
+
+def check_scaled_object(doc: dict[str, Any], docs: list[Any]) -> None:
+    from transcode.service import GROUP
+
+    assert doc["apiVersion"] == "keda.sh/v1alpha1"
+    target = doc["spec"]["scaleTargetRef"]["name"]
+    deployment = next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == target)
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "transcode"
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert not [
+        h for h in of_kind(docs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == target
+    ]
+    assert 1 <= doc["spec"]["minReplicaCount"] <= doc["spec"]["maxReplicaCount"]
+    (trigger,) = doc["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    prefix = (
+        flag_value(deployment["spec"]["template"]["spec"]["containers"][0]["args"], "--kafka-prefix") or ""
+    )
+    # The same names KafkaBus uses: prefix + group, prefix + topic.
+    assert meta["consumerGroup"] == prefix + GROUP
+    assert meta["topic"] == prefix + TOPIC_RAW
+    assert meta["bootstrapServers"] == flag_value(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"], "--kafka"
+    )
+    assert int(meta["lagThreshold"]) >= 1
+
+
+def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> None:
+    """Every camflow_* name in an alert is defined in the services' code (counters without _total)."""
+    (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "CamflowStreamStalled",
+        "CamflowLiveEdgeLatencyHigh",
+        "CamflowConsumerLagGrowing",
+        "CamflowEdge5xxRatioHigh",
+        "CamflowStoreErrors",
+    } <= alerts
+    sources = "\n".join(
+        p.read_text()
+        for pkg in ("camflow", "ingest", "transcode", "packager", "edge")
+        for p in (ROOT / pkg).rglob("*.py")
+    )
+    used = {m for g in rule["spec"]["groups"] for r in g["rules"] for m in PROMQL_METRIC.findall(r["expr"])}
+    missing = sorted(m for m in used if re.sub(r"_(total|bucket|count|sum)$", "", m) not in sources)
+    assert not missing, f"alerts use metrics no service defines: {missing}"
+
+
+# --- the flags the chart passes ------------------------------------------------------------
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def subparser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub: argparse.ArgumentParser = action.choices[name]
+    return sub
+
+
+@pytest.mark.parametrize("case", ["default", "all_on"])
+def test_every_flag_the_chart_passes_exists(rendered: dict[str, list[Any]], case: str) -> None:
+    seen = set()
+    for deployment, container in containers(rendered[case]):
+        args = [str(a) for a in container["args"]]
+        command = args[0]
+        assert command in SUBCOMMANDS, f"{deployment['metadata']['name']}: unknown subcommand {command!r}"
+        seen.add(command)
+        known = {opt for action in subparser(command)._actions for opt in action.option_strings}
+        unknown = [a for a in args[1:] if a.startswith("--") and a.split("=")[0] not in known]
+        assert not unknown, f"`camflow {command}` has no {unknown} (chart: {deployment['metadata']['name']})"
+        # And the whole command line parses, values included (types, choices).
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as exc:
+            pytest.fail(f"`camflow {' '.join(args)}` does not parse (exit {exc.code})")
+    assert seen == SUBCOMMANDS
+
+
+def test_flags_appear_in_camflow_help(rendered: dict[str, list[Any]]) -> None:
+    """The real CLI, as a process: `camflow <service> --help` lists every flag the chart passes."""
+    for _, container in containers(rendered["all_on"]):
+        command, *rest = [str(a) for a in container["args"]]
+        out = subprocess.run(
+            [sys.executable, "-m", "camflow.cli", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=ROOT,
+        )
+        for flag in (a for a in rest if a.startswith("--")):
+            assert re.search(rf"(^|[\s,]){re.escape(flag)}\b", out.stdout), (
+                f"`camflow {command} --help` lacks {flag}"
+            )
+
+
+def test_configmap_files_load(rendered: dict[str, list[Any]], tmp_path: Path) -> None:
+    """The ladder and the pull sources the chart writes are read by the code that reads them."""
+    from ingest.pull import load_sources
+    from transcode.ladder import load_ladder_file
+
+    (config,) = of_kind(rendered["all_on"], "ConfigMap")
+    (tmp_path / "ladder.yaml").write_text(config["data"]["ladder.yaml"])
+    assert [r.name for r in load_ladder_file(tmp_path / "ladder.yaml")] == ["source", "720p", "360p"]
+    (tmp_path / "sources.toml").write_text(config["data"]["sources.toml"])
+    sources = {s.name: s for s in load_sources(tmp_path / "sources.toml")}
+    assert set(sources) == {"door", "yard", "zoo"}
+    assert sources["zoo"].url == "rtsp://10.0.0.11/main"
+    assert sources["yard"].transport == "udp" and sources["door"].transport == "tcp"
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["default", "all_on"])
+def test_probes_services_and_ports_line_up(rendered: dict[str, list[Any]], case: str) -> None:
+    docs = rendered[case]
+    for deployment, container in containers(docs):
+        name = deployment["metadata"]["name"]
+        args = [str(a) for a in container["args"]]
+        ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+        # The health port is the one the service is told to serve it on.
+        health_port = int(flag_value(args, "--metrics-port") or flag_value(args, "--http-port") or 0)
+        if args[0] == "edge":
+            health_port = int(flag_value(args, "--http-port") or 0)
+        for probe, path in (
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path, f"{name} {probe}"
+            assert ports[get["port"]] == health_port, (
+                f"{name} {probe} probes a port the service does not serve"
+            )
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] >= 30, name
+    # Every Service's target port exists on the Deployment it selects, with the same protocol.
+    for service in of_kind(docs, "Service"):
+        selector = service["spec"]["selector"]
+        targets = [
+            d
+            for d in of_kind(docs, "Deployment")
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(targets) == 1, service["metadata"]["name"]
+        cports = targets[0]["spec"]["template"]["spec"]["containers"][0]["ports"]
+        for port in service["spec"]["ports"]:
+            match = [
+                p
+                for p in cports
+                if (p.get("name") == port["targetPort"] or p["containerPort"] == port["targetPort"])
+                and p["protocol"] == port["protocol"]
+            ]
+            assert match, f"{service['metadata']['name']}: no container port for {port}"
+
+
+def test_ingest_udp_ports_match_its_flag(rendered: dict[str, list[Any]]) -> None:
+    docs = rendered["default"]
+    (_, ingest) = next((d, c) for d, c in containers(docs) if c["args"][0] == "ingest")
+    first, last = (int(x) for x in str(flag_value(ingest["args"], "--rtsp-udp-ports")).split("-"))
+    udp = sorted(p["containerPort"] for p in ingest["ports"] if p["protocol"] == "UDP")
+    assert udp == list(range(first, last + 1)) and first % 2 == 0 and (last - first + 1) % 2 == 0
+    rtsp = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"].endswith("-rtsp"))
+    assert sorted(p["port"] for p in rtsp["spec"]["ports"] if p["protocol"] == "UDP") == udp
+
+
+def test_edge_has_hpa_pdb_and_prestop(rendered: dict[str, list[Any]]) -> None:
+    docs = rendered["default"]
+    edge = next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-edge"))
+    assert edge["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert "replicas" not in edge["spec"], "the HPA owns the replica count"
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")}
+    assert set(hpas) == {edge["metadata"]["name"], edge["metadata"]["name"].replace("-edge", "-transcode")}
+    for hpa in hpas.values():
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    (pdb,) = of_kind(docs, "PodDisruptionBudget")
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= edge["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_secret_and_existing_secret(helm: str, rendered: dict[str, list[Any]], tmp_path: Path) -> None:
+    (secret,) = of_kind(rendered["all_on"], "Secret")
+    assert set(secret["data"]) == {"token-secret", "s3-access-key", "s3-secret-key"}
+    (default_secret,) = of_kind(rendered["default"], "Secret")
+    assert len(default_secret["data"]["token-secret"]) >= 64  # generated, base64
+    docs = render(helm, tmp_path, {"secret": {"existingSecret": "camflow-prod"}})
+    assert not of_kind(docs, "Secret")
+    for _, container in containers(docs):
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
+        }
+        assert refs and set(refs.values()) == {"camflow-prod"}
+        assert "CAMFLOW_SECRET" in refs
+
+
+def test_bad_values_are_refused(helm: str, tmp_path: Path) -> None:
+    bad = {"transcode": {"keda": {"enabled": True}}}  # and the CPU HPA still on
+    template = ["template", "cf", str(CHART), "--kube-version", K8S_VERSIONS[-1], "-f"]
+    out = run_helm(helm, *template, str(values_file(tmp_path, bad)))
+    assert out.returncode != 0 and "enable one" in out.stderr
+    odd = {"ingest": {"rtsp": {"udp": {"firstPort": 20001}}}}
+    out = run_helm(helm, *template, str(values_file(tmp_path, odd)))
+    assert out.returncode != 0 and "must be even" in out.stderr
+
+
+def test_every_value_is_documented() -> None:
+    """Each key of values.yaml has a comment right above it, or sits inside a commented key."""
+    undocumented = []
+    documented_at: list[int] = []  # indents of the commented keys we are inside
+    previous = ""
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        match = re.match(r"^( *)([A-Za-z0-9_]+):", line)
+        if match:
+            indent = len(match.group(1))
+            documented_at = [i for i in documented_at if i < indent]
+            if previous.lstrip().startswith("#"):
+                documented_at.append(indent)
+            elif not documented_at and not line.rstrip().endswith(":"):
+                undocumented.append(match.group(2))
+        if line.strip():
+            previous = line
+    assert not undocumented, f"values.yaml keys without a comment: {undocumented}"

@@ -1,0 +1,129 @@
+"""Packager partitions move while streams are live, on real Kafka + MinIO: a second packager
+joins the group (it takes some streams over), then dies by SIGKILL (they come back). The
+first one must not go on from what it held in memory: every playlist ends contiguous, with
+no gap and no repeated segment.
+
+The two stream names hash to partitions 1 and 6 of the eight (Kafka's murmur2 partitioner),
+so with two members one of them always changes hands, whichever member gets which half.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import m3u8
+import pytest
+from kafka.partitioner.default import murmur2
+
+from camflow.tokens import Action, TokenSigner
+from packager.rules import check_media
+from tests import services
+from tests.process import ffmpeg_push, free_port, make_clip
+from tests.test_packager_sigkill import fetch, service
+
+pytestmark = pytest.mark.integration
+STREAMS = ("cam-a", "cam-b")
+
+
+def test_streams_partitions_land_in_both_halves() -> None:
+    parts = sorted((murmur2(s.encode()) & 0x7FFFFFFF) % 8 for s in STREAMS)
+    assert parts[0] < 4 <= parts[1], parts
+
+
+def test_rebalance_back_and_forth_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    kafka, s3 = services.require("kafka"), services.require("s3")
+    run_id = uuid.uuid4().hex[:10]
+    secret = secrets.token_hex(32)
+    env = {**os.environ, "CAMFLOW_SECRET": secret}
+    common = [
+        "--host",
+        "127.0.0.1",
+        "--kafka",
+        kafka,
+        "--kafka-prefix",
+        f"r{run_id}.",
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+    store = ["--s3", f"{s3.rstrip('/')}/{run_id}"]
+    rtsp_port, http_port = free_port(), free_port()
+    package = [*common, *store, "--live-window", "600", "--offline-grace", "3", "--drain-seconds", "0"]
+    clip = make_clip(tmp_path / "clip36.mp4", 36, size="426x240")
+    signer = TokenSigner(secret.encode())
+
+    def playlist(stream: str) -> str | None:
+        view = signer.issue(stream, Action.VIEW, 600)
+        return fetch(f"http://127.0.0.1:{http_port}/live/{stream}/source.m3u8?token={view}")
+
+    def wait_all(check: object, timeout: float) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, str | None] = {}
+        while time.monotonic() < deadline:
+            last = {s: playlist(s) for s in STREAMS}
+            if all(t is not None and check(t) for t in last.values()):  # type: ignore[operator]
+                return {s: t for s, t in last.items() if t is not None}
+            time.sleep(0.5)
+        raise AssertionError(f"playlists never got there; last: {last}")
+
+    with ExitStack() as stack:
+        stack.enter_context(
+            service(tmp_path, "transcode", [*common, *store, "--ladder", "source", "--processes", "1"], env)
+        )
+        first = stack.enter_context(service(tmp_path, "package", package, env))
+        stack.enter_context(service(tmp_path, "edge", [*common, *store, "--http-port", str(http_port)], env))
+        stack.enter_context(service(tmp_path, "ingest", [*common, "--rtsp-port", str(rtsp_port)], env))
+        results: dict[str, subprocess.CompletedProcess[str]] = {}
+        pushers = [
+            threading.Thread(
+                target=lambda s=s: results.update(
+                    {
+                        s: ffmpeg_push(
+                            clip,
+                            f"rtsp://127.0.0.1:{rtsp_port}/{s}?token={signer.issue(s, Action.PUBLISH, 600)}",
+                        )
+                    }
+                )
+            )
+            for s in STREAMS
+        ]
+        for p in pushers:
+            p.start()
+        try:
+            wait_all(lambda t: t.count("#EXTINF") >= 2, 60)
+            second = stack.enter_context(service(tmp_path, "package", package, env, tag="-2"))
+            deadline = time.monotonic() + 30
+            while (
+                "stream restored"
+                not in (tmp_path / "package-2.err").read_text() + (tmp_path / "package-2.out").read_text()
+            ):
+                assert time.monotonic() < deadline, "the second packager never took a stream over"
+                time.sleep(0.25)
+            time.sleep(4)  # the second one moves its stream on
+            second.kill()  # SIGKILL: its partitions return to the first after the session timeout
+            second.wait(10)
+            final = wait_all(lambda t: "#EXT-X-ENDLIST" in t, 150)
+        finally:
+            for p in pushers:
+                p.join(120)
+        for s in STREAMS:
+            assert results[s].returncode == 0, results[s].stderr
+        assert first.poll() is None
+
+    for stream, text in final.items():
+        assert check_media(text) == [], (stream, text)
+        parsed = m3u8.loads(text)
+        uris = [seg.uri.split("?")[0] for seg in parsed.segments]
+        assert len(uris) == len(set(uris)), f"{stream}: a segment is repeated"
+        assert not any(seg.gap_tag for seg in parsed.segments), f"{stream}: a segment went missing\n{text}"
+        epoch = uris[0].split("/")[0]
+        assert uris == [f"{epoch}/source/{n:08d}.m4s" for n in range(len(uris))], text
+        assert len(uris) >= 16, text  # 36 s of 2 s segments
+    log = (tmp_path / "package.err").read_text() + (tmp_path / "package.out").read_text()
+    assert "partitions reassigned; streams dropped" in log

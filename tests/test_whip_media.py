@@ -1,0 +1,101 @@
+"""WHIP media helpers: VP8 frames to IVF raw segments that FFmpeg's ivf demuxer reads back exactly,
+H.264 frames to access units, Opus to AAC, the port range and announced IP flags."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from camflow.errors import ConfigError
+from ingest.errors import ParseError
+from ingest.segmenter import Segmenter
+from ingest.whip.audio import OPUS_RATE, OpusToAac
+from ingest.whip.ice import check_announce_ip, parse_webrtc_ports
+from ingest.whip.media import IvfMuxer, h264_unit, vp8_size, vp8_unit
+
+
+def encoded(codec: str, frames: int, size: tuple[int, int] = (320, 240), gop: int = 15) -> list[bytes]:
+    enc = av.CodecContext.create(codec, "w")
+    enc.width, enc.height = size
+    enc.pix_fmt, enc.time_base = "yuv420p", Fraction(1, 30)
+    enc.options = {
+        "g": str(gop),
+        **({"deadline": "realtime"} if codec == "libvpx" else {"bf": "0", "sc_threshold": "0"}),
+    }
+    out: list[bytes] = []
+    rng = np.random.default_rng(7)
+    for i in range(frames):
+        pixels = np.full((size[1], size[0], 3), (i * 5) % 256, dtype=np.uint8)
+        pixels[:, (i * 7) % size[0]] = rng.integers(0, 255, 3, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in enc.encode(frame)]
+    return out + [bytes(p) for p in enc.encode(None)]
+
+
+def test_vp8_segments_are_ivf_that_ffmpeg_reads_back_with_exact_timestamps() -> None:
+    frames = encoded("libvpx", 45)
+    assert vp8_size(frames[0]) == (320, 240)
+    segmenter = Segmenter(1.0)
+    segments = []
+    for i, data in enumerate(frames):
+        segments += segmenter.push(vp8_unit(data, 1234 + i * 3000))
+    segments += segmenter.flush()
+    assert [len(s.samples) for s in segments] == [30, 15]  # cut at the key frame after 1 s
+    muxer = IvfMuxer()
+    for segment in segments:
+        data = muxer.mux(segment)
+        assert muxer.params is not None and muxer.params.codecs.startswith("vp08")
+        with av.open(io.BytesIO(data), "r", format="ivf") as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "vp8" and stream.time_base == Fraction(1, 90_000)
+            packets = [p for p in container.demux(stream) if p.size]
+            assert [p.pts for p in packets] == [s.pts for s in segment.samples]
+            assert packets[0].is_keyframe and len(list(container.decode(video=0))) >= 0
+
+
+def test_vp8_inter_frame_and_garbage() -> None:
+    frames = encoded("libvpx", 3)
+    assert vp8_unit(frames[0], 0).is_idr and not vp8_unit(frames[1], 3000).is_idr
+    with pytest.raises(ParseError):
+        vp8_unit(b"\x00", 0)
+    with pytest.raises(ParseError):
+        vp8_size(frames[1])
+
+
+def test_h264_frames_become_access_units() -> None:
+    frames = encoded("libx264", 20, gop=10)  # Annex B, as aiortc depayloads it
+    units = [h264_unit(f, i * 3000) for i, f in enumerate(frames)]
+    assert [u.is_idr for u in units].count(True) == 2 and units[0].is_idr
+    assert {n[0] & 0x1F for n in units[0].nalus} >= {5, 7, 8}
+
+
+def test_opus_becomes_aac() -> None:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = OPUS_RATE, "stereo", "s16"
+    enc.time_base = Fraction(1, OPUS_RATE)
+    opus: list[tuple[bytes, int]] = []
+    for i in range(50):  # 1 s of 20 ms frames
+        tone = (np.sin(np.arange(960) / 10) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = OPUS_RATE, i * 960
+        opus += [(bytes(p), int(p.pts or 0)) for p in enc.encode(frame)]
+    path = OpusToAac()
+    units = [u for data, pts in opus for u in path.push(data, pts)] + path.flush()
+    assert path.encoder.config.codecs == "mp4a.40.2" and path.counters.opus_undecodable == 0
+    assert 40 <= len(units) <= 50  # 1024-sample AAC frames for ~1 s of 48 kHz
+
+
+def test_flags() -> None:
+    assert parse_webrtc_ports("40000-40999") == (40000, 40999)
+    assert parse_webrtc_ports("any") is None
+    for bad in ("40000", "9-10", "50000-40000", "1-70000", "a-b"):
+        with pytest.raises(ConfigError, match="--webrtc-ports"):
+            parse_webrtc_ports(bad)
+    assert check_announce_ip("203.0.113.9") == "203.0.113.9" and check_announce_ip(None) is None
+    with pytest.raises(ConfigError, match="--webrtc-announce-ip"):
+        check_announce_ip("example.com")
