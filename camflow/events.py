@@ -30,12 +30,13 @@ History:
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeAlias, TypeVar, get_type_hints
 
 from camflow.errors import EventDecodeError
 
@@ -58,7 +59,23 @@ class StreamStateKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class RawSegment:
+class _SegmentSpan:
+    """The fields every segment event starts with: which segment, and its span of the epoch's timeline."""
+
+    stream: str
+    epoch: str
+    seq: int
+    start: int
+    duration: int
+    timescale: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.duration / self.timescale
+
+
+@dataclass(frozen=True)
+class RawSegment(_SegmentSpan):
     """An IDR-aligned, self-contained fMP4 segment cut by ingest (init section included).
 
     ``start`` and ``duration`` are in ``timescale`` ticks on the epoch's timeline;
@@ -67,13 +84,8 @@ class RawSegment:
 
     TYPE: ClassVar[str] = "raw-segment"
     VERSION: ClassVar[int] = 3
+    PAYLOAD: ClassVar[str | None] = "data"  # the field that travels as the binary payload
 
-    stream: str
-    epoch: str
-    seq: int
-    start: int
-    duration: int
-    timescale: int
     codecs: str
     width: int
     height: int
@@ -81,10 +93,6 @@ class RawSegment:
     data: bytes = field(repr=False)
     damaged: bool = False
     discontinuity: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return self.duration / self.timescale
 
 
 @dataclass(frozen=True)
@@ -109,36 +117,18 @@ class RenditionRef:
         return self.kind == "audio"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "channels": self.channels,
-            "sample_rate": self.sample_rate,
-            "frame_rate": self.frame_rate,
-            "name": self.name,
-            "width": self.width,
-            "height": self.height,
-            "bandwidth": self.bandwidth,
-            "codecs": self.codecs,
-            "init_key": self.init_key,
-            "key": self.key,
-            "size": self.size,
-        }
+        return _fields_json(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RenditionRef:
-        return cls(
-            name=str(d["name"]),
-            width=int(d["width"]),
-            height=int(d["height"]),
-            bandwidth=int(d["bandwidth"]),
-            codecs=str(d["codecs"]),
-            init_key=str(d["init_key"]),
-            key=str(d["key"]),
-            size=int(d["size"]),
-            frame_rate=float(d.get("frame_rate", 0.0)),
-            kind=_rendition_kind(d.get("kind", "video")),
-            channels=int(d.get("channels", 0)),
-            sample_rate=int(d.get("sample_rate", 0)),
+        # frame_rate (v3) and kind, channels, sample_rate (v4) are absent from older renditions.
+        return _fields_from(
+            cls,
+            d,
+            frame_rate=lambda d: float(d.get("frame_rate", 0.0)),
+            kind=lambda d: _rendition_kind(d.get("kind", "video")),
+            channels=lambda d: int(d.get("channels", 0)),
+            sample_rate=lambda d: int(d.get("sample_rate", 0)),
         )
 
 
@@ -149,26 +139,17 @@ def _rendition_kind(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class SegmentReady:
+class SegmentReady(_SegmentSpan):
     """Every rendition of one segment is in the store (written before this event)."""
 
     TYPE: ClassVar[str] = "segment-ready"
     VERSION: ClassVar[int] = 4
+    PAYLOAD: ClassVar[str | None] = None
 
-    stream: str
-    epoch: str
-    seq: int
-    start: int
-    duration: int
-    timescale: int
     wall_clock: float
     renditions: tuple[RenditionRef, ...]
     damaged: bool = False
     discontinuity: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return self.duration / self.timescale
 
 
 @dataclass(frozen=True)
@@ -182,6 +163,7 @@ class StreamState:
 
     TYPE: ClassVar[str] = "stream-state"
     VERSION: ClassVar[int] = 2
+    PAYLOAD: ClassVar[str | None] = None
 
     stream: str
     epoch: str
@@ -201,6 +183,7 @@ class SegmentDead:
 
     TYPE: ClassVar[str] = "segment-dead"
     VERSION: ClassVar[int] = 1
+    PAYLOAD: ClassVar[str | None] = "raw"
 
     stream: str
     epoch: str
@@ -225,6 +208,7 @@ class HealthSample:
 
     TYPE: ClassVar[str] = "health-sample"
     VERSION: ClassVar[int] = 1
+    PAYLOAD: ClassVar[str | None] = None
 
     stream: str
     service: str
@@ -259,18 +243,7 @@ class HealthSample:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (also the wire header, less ``type`` and ``v``)."""
-        out: dict[str, Any] = {
-            "stream": self.stream,
-            "service": self.service,
-            "instance": self.instance,
-            "at": self.at,
-            "state": None if self.state is None else self.state.value,
-            "reason": self.reason,
-            "epoch": self.epoch,
-        }
-        for name in self.FIGURES:
-            out[name] = getattr(self, name)
-        return out
+        return _fields_json(self)
 
 
 Event: TypeAlias = RawSegment | SegmentReady | StreamState | SegmentDead | HealthSample
@@ -283,134 +256,77 @@ def _frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 def encode(event: Event) -> bytes:
     """Serialise an event at its current version."""
-    if isinstance(event, RawSegment):
-        return _frame(
-            {
-                "type": event.TYPE,
-                "v": event.VERSION,
-                "stream": event.stream,
-                "epoch": event.epoch,
-                "seq": event.seq,
-                "start": event.start,
-                "duration": event.duration,
-                "timescale": event.timescale,
-                "codecs": event.codecs,
-                "width": event.width,
-                "height": event.height,
-                "wall_clock": event.wall_clock,
-                "damaged": event.damaged,
-                "discontinuity": event.discontinuity,
-            },
-            event.data,
-        )
-    if isinstance(event, SegmentReady):
-        return _frame(
-            {
-                "type": event.TYPE,
-                "v": event.VERSION,
-                "stream": event.stream,
-                "epoch": event.epoch,
-                "seq": event.seq,
-                "start": event.start,
-                "duration": event.duration,
-                "timescale": event.timescale,
-                "wall_clock": event.wall_clock,
-                "renditions": [r.to_json() for r in event.renditions],
-                "damaged": event.damaged,
-                "discontinuity": event.discontinuity,
-            }
-        )
-    if isinstance(event, SegmentDead):
-        return _frame(
-            {
-                "type": event.TYPE,
-                "v": event.VERSION,
-                "stream": event.stream,
-                "epoch": event.epoch,
-                "seq": event.seq,
-                "reason": event.reason,
-                "attempts": event.attempts,
-                "at": event.at,
-                "topic": event.topic,
-                "partition": event.partition,
-                "offset": event.offset,
-            },
-            event.raw,
-        )
-    if isinstance(event, HealthSample):
-        return _frame({"type": event.TYPE, "v": event.VERSION, **event.to_json()})
-    return _frame(
-        {
-            "type": event.TYPE,
-            "v": event.VERSION,
-            "stream": event.stream,
-            "epoch": event.epoch,
-            "state": event.state.value,
-            "reason": event.reason,
-            "at": event.at,
-            "last_seq": event.last_seq,
-        }
-    )
+    header = {"type": event.TYPE, "v": event.VERSION, **_fields_json(event, skip=event.PAYLOAD)}
+    payload: bytes = getattr(event, event.PAYLOAD) if event.PAYLOAD else b""
+    return _frame(header, payload)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [item.to_json() for item in value]  # renditions
+    return value
+
+
+def _fields_json(obj: Any, skip: str | None = None) -> dict[str, Any]:
+    """A dataclass's fields in their order, as JSON values (enums by value, renditions as objects)."""
+    return {f.name: _json_value(getattr(obj, f.name)) for f in fields(obj) if f.name != skip}
+
+
+_Field = Callable[[dict[str, Any]], Any]
+_T = TypeVar("_T")
+_PLAIN: dict[Any, Callable[[Any], Any]] = {str: str, int: int, float: float}
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _fields_from(cls: type[_T], h: dict[str, Any], payload: bytes = b"", /, **special: _Field) -> _T:
+    """``cls`` from the header ``h``, field by field in their order.
+
+    A field named in ``special`` is read by it; the ``PAYLOAD`` field is ``payload``; a
+    ``bool`` must be a JSON boolean (``_flag``); a ``str``, ``int`` or ``float`` is converted.
+    """
+    dataclass_: Any = cls  # a dataclass (typeshed has no name for it at run time)
+    types = _field_types(dataclass_)
+    values: dict[str, Any] = {}
+    for f in fields(dataclass_):
+        name = f.name
+        if name in special:
+            values[name] = special[name](h)
+        elif name == getattr(cls, "PAYLOAD", None):
+            values[name] = payload
+        elif types[name] is bool:
+            values[name] = _flag(h, name)
+        else:
+            values[name] = _PLAIN[types[name]](h[name])
+    return cls(**values)
 
 
 def _raw_segment(h: dict[str, Any], payload: bytes) -> RawSegment:
-    return RawSegment(
-        stream=str(h["stream"]),
-        epoch=str(h["epoch"]),
-        seq=int(h["seq"]),
-        start=int(h["start"]),
-        duration=int(h["duration"]),
-        timescale=int(h["timescale"]),
-        codecs=str(h["codecs"]),
-        width=int(h["width"]),
-        height=int(h["height"]),
-        wall_clock=float(h["wall_clock"]),
-        data=payload,
-        damaged=_flag(h, "damaged"),
-        discontinuity=_flag(h, "discontinuity"),
-    )
+    return _fields_from(RawSegment, h, payload)
 
 
 def _segment_ready(h: dict[str, Any], payload: bytes) -> SegmentReady:
-    return SegmentReady(
-        stream=str(h["stream"]),
-        epoch=str(h["epoch"]),
-        seq=int(h["seq"]),
-        start=int(h["start"]),
-        duration=int(h["duration"]),
-        timescale=int(h["timescale"]),
-        wall_clock=float(h["wall_clock"]),
-        renditions=tuple(RenditionRef.from_json(r) for r in h["renditions"]),
-        damaged=_flag(h, "damaged"),
-        discontinuity=_flag(h, "discontinuity"),
-    )
+    renditions: _Field = lambda h: tuple(RenditionRef.from_json(r) for r in h["renditions"])  # noqa: E731
+    return _fields_from(SegmentReady, h, payload, renditions=renditions)
 
 
 def _stream_state(h: dict[str, Any], payload: bytes) -> StreamState:
-    last = h.get("last_seq")
-    return StreamState(
-        stream=str(h["stream"]),
-        epoch=str(h["epoch"]),
-        state=StreamStateKind(h["state"]),
-        reason=str(h["reason"]),
-        at=float(h["at"]),
-        last_seq=None if last is None else int(last),
+    return _fields_from(
+        StreamState,
+        h,
+        payload,
+        state=lambda h: StreamStateKind(h["state"]),
+        last_seq=lambda h: None if h.get("last_seq") is None else int(h["last_seq"]),
     )
 
 
 def _segment_dead(h: dict[str, Any], payload: bytes) -> SegmentDead:
-    return SegmentDead(
-        stream=str(h["stream"]),
-        epoch=str(h["epoch"]),
-        seq=int(h["seq"]),
-        reason=str(h["reason"]),
-        attempts=int(h["attempts"]),
-        at=float(h["at"]),
-        topic=str(h["topic"]),
-        partition=int(h["partition"]),
-        offset=int(h["offset"]),
-        raw=payload,
-    )
+    return _fields_from(SegmentDead, h, payload)
 
 
 def _optional(h: dict[str, Any], name: str, kind: type[int] | type[float]) -> Any:
@@ -424,25 +340,18 @@ def _optional(h: dict[str, Any], name: str, kind: type[int] | type[float]) -> An
 
 def health_sample_from_json(h: dict[str, Any]) -> HealthSample:
     """A sample from its JSON form (the wire header, or a line of ``camflow tail --json``)."""
-    state = h.get("state")
-    return HealthSample(
-        stream=str(h["stream"]),
-        service=str(h["service"]),
-        instance=str(h["instance"]),
-        at=float(h["at"]),
-        state=None if state is None else StreamStateKind(state),
-        reason=str(h.get("reason") or ""),
-        epoch=str(h.get("epoch") or ""),
-        bitrate=_optional(h, "bitrate", float),
-        fps=_optional(h, "fps", float),
-        gop_seconds=_optional(h, "gop_seconds", float),
-        timestamp_corrections=_optional(h, "timestamp_corrections", int),
-        packets_lost=_optional(h, "packets_lost", int),
-        segment_age=_optional(h, "segment_age", float),
-        transcode_latency=_optional(h, "transcode_latency", float),
-        consumer_lag=_optional(h, "consumer_lag", int),
-        playlist_age=_optional(h, "playlist_age", float),
-        viewers=_optional(h, "viewers", int),
+    types = _field_types(HealthSample)
+    figures: dict[str, _Field] = {
+        name: functools.partial(_optional, name=name, kind=int if types[name] == int | None else float)
+        for name in HealthSample.FIGURES
+    }
+    return _fields_from(
+        HealthSample,
+        h,
+        state=lambda h: None if h.get("state") is None else StreamStateKind(h["state"]),
+        reason=lambda h: str(h.get("reason") or ""),
+        epoch=lambda h: str(h.get("epoch") or ""),
+        **figures,
     )
 
 

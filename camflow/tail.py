@@ -330,7 +330,7 @@ async def _redraw(board: HealthBoard, options: TailOptions, out: TextIO, stop: a
 
 
 def add_tail_parser(sub: Any, stream_name: Callable[[str], str], positive: Callable[[str], float]) -> None:
-    """The ``camflow tail`` subcommand's arguments (``camflow.cli`` passes its argument types)."""
+    """The ``camflow tail`` subcommand's arguments (``camflow.cli_args`` passes its argument types)."""
     tail = sub.add_parser("tail", help="follow the stream-health feed (Kafka or an edge's /api/health)")
     tail.add_argument("--kafka", metavar="HOST:PORT", help="follow camflow.health on this Kafka")
     tail.add_argument(

@@ -8,7 +8,8 @@
   ``camflow.health`` (first the latest one of each stream and service), ``?stream=`` to keep one
   stream; without a bus, samples derived from the catalog every ``health_interval`` seconds.
   ``camflow tail --edge URL`` reads it.
-- ``/metrics`` (Prometheus), ``/readyz`` (the store answers, the edge is not shutting down, and
+- ``/metrics`` (Prometheus; with ``--workers N`` every worker's figures summed), ``/readyz``
+  (the store answers, the edge is not shutting down, and
   the other in-process services are ready); ``/healthz`` is in ``edge.app``.
 
 SSE responses end when the client goes away, the app shuts down, or ``MAX_SSE_SECONDS`` pass
@@ -29,11 +30,11 @@ from aiohttp import web
 from camflow.errors import TokenError
 from camflow.events import HealthSample, StreamStateKind
 from camflow.keys import is_stream_name
-from camflow.metrics import add_source, metrics_response, remove_source
+from camflow.metrics import add_source, remove_source
 from edge.delivery import token_error, token_missing
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.http import CORS_HEADERS, error_response
-from edge.metrics import edge_samples
+from edge.metrics import edge_metrics_response, edge_samples
 from edge.state import CLOSING, EDGE, EdgeState
 
 MAX_SSE_SECONDS = 3600.0
@@ -204,7 +205,7 @@ async def health_feed(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return metrics_response()
+    return await edge_metrics_response()
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -4,17 +4,33 @@ Requests are counted in plain ints (``RequestCounts``): once per request by the 
 middleware, whose cache result comes from ``CACHE_RESULT`` (set by ``ObjectCache.get`` in the
 request's task), plus the fast path's own count of the cached ``200``s it answered without the
 application. Prometheus reads them at scrape time (``edge_samples``).
+
+With ``camflow edge --workers N`` every worker process keeps its own figures; ``WorkerMetrics``
+sums them at scrape time, so ``/metrics`` of any worker reports the whole edge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
-from camflow.metrics import Sample
+from camflow.log import get_logger
+from camflow.metrics import Sample, metrics_response
 from edge.cache import CACHE_RESULT
 from edge.state import EdgeState
+
+log = get_logger("edge")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,3 +79,199 @@ def edge_samples(state: EdgeState) -> Callable[[], Iterator[Sample]]:
         yield "camflow_edge_cache_bytes", (), float(state.cache.size_bytes)
 
     return samples
+
+
+# --- one figure for the whole edge: `camflow edge --workers N` ----------------------------------
+
+WORKERS_DIR_ENV = "CAMFLOW_EDGE_METRICS_DIR"  # the edge's private folder, given to every worker
+SNAPSHOT_INTERVAL = 5.0  # seconds between the snapshots kept for a worker that stops answering
+PEER_TIMEOUT = 2.0  # seconds a scrape waits for one worker
+LOCAL_ONLY = ("process_", "python_")  # families about one process: the answering worker's own
+
+
+class WorkerMetrics:
+    """Every worker's figures summed, so a scrape of any worker reports the whole edge.
+
+    Each worker process answers on a Unix socket ``DIR/{pid}.sock`` with its own exposition (the
+    whole default registry), and keeps ``DIR/{pid}.prom``, a snapshot written every
+    ``SNAPSHOT_INTERVAL`` seconds and when it stops. ``/metrics`` asks every worker at scrape time
+    and merges (``merge_expositions``); for a worker that no longer answers, the counters and
+    histograms of its last snapshot still count (as prometheus-client's ``mark_process_dead``
+    does), its gauges do not.
+    """
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def share(self, directory: Path) -> None:
+        """Answer on ``directory/{pid}.sock`` from now on (bound at once, served by the running loop)."""
+        if self.directory is not None:
+            return
+        path = directory / f"{os.getpid()}.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError as exc:  # the edge serves on; its /metrics shows this process alone
+            sock.close()
+            log.warning(
+                "edge_worker_metrics_unshared",
+                path=str(path),
+                error=repr(exc),
+                expected="a writable folder with a short path (Unix sockets: under 108 bytes)",
+            )
+            return
+        self.directory = directory
+        self._task = asyncio.get_running_loop().create_task(self._serve(sock), name="edge-worker-metrics")
+
+    async def _serve(self, sock: socket.socket) -> None:
+        server = await asyncio.start_unix_server(self._answer, sock=sock)
+        try:
+            while True:
+                await asyncio.sleep(SNAPSHOT_INTERVAL)
+                self._snapshot()
+        finally:
+            server.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(generate_latest(REGISTRY))
+            await writer.drain()
+        except OSError:
+            pass  # the asking worker went away
+        finally:
+            writer.close()
+
+    def _snapshot(self) -> None:
+        if self.directory is None:
+            return
+        final = self.directory / f"{os.getpid()}.prom"
+        part = final.with_suffix(".part")
+        try:
+            part.write_bytes(generate_latest(REGISTRY))
+            part.replace(final)
+        except OSError as exc:  # the parent removed the folder: it is shutting down
+            log.debug("edge_metrics_snapshot_failed", error=repr(exc))
+
+    async def stop(self, orphaned: bool = False) -> None:
+        """Stop answering; leave the last snapshot for the workers still running.
+
+        ``orphaned``: the process that made the folder is gone (SIGKILL) and every worker is
+        stopping with it, so nobody else removes the folder: the first worker out does.
+        """
+        task, self._task = self._task, None
+        if task is None or self.directory is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._snapshot()
+        with contextlib.suppress(OSError):
+            (self.directory / f"{os.getpid()}.sock").unlink()
+        if orphaned:  # the whole edge is stopping: its workers die with the parent
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory = None
+
+    async def scrape(self) -> bytes:
+        """The Prometheus text of every worker of this edge, merged."""
+        directory = self.directory
+        local = generate_latest(REGISTRY).decode()
+        if directory is None:
+            return local.encode()
+        me = os.getpid()
+        pids = sorted(
+            {int(p.stem) for p in directory.glob("*.sock")} | {int(p.stem) for p in directory.glob("*.prom")}
+        )
+        pids = [pid for pid in pids if pid != me]
+        answers = await asyncio.gather(*(_ask(directory / f"{pid}.sock") for pid in pids))
+        live: list[str] = []
+        gone: list[str] = []
+        for pid, answer in zip(pids, answers, strict=True):
+            if answer is not None:
+                live.append(answer)
+                continue
+            with contextlib.suppress(OSError):
+                gone.append((directory / f"{pid}.prom").read_text())
+        families = merge_expositions(local, live, gone)
+        workers = GaugeMetricFamily(
+            "camflow_edge_workers", "Edge worker processes whose figures this scrape summed (answering now)"
+        )
+        workers.add_metric([], float(1 + len(live)))
+        return generate_latest(MergedFamilies([*families, workers]))
+
+
+async def _ask(path: Path) -> str | None:
+    """One worker's exposition from its socket, None when it does not answer in time."""
+    try:
+        async with asyncio.timeout(PEER_TIMEOUT):
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            try:
+                return (await reader.read()).decode()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError, UnicodeDecodeError):
+        return None
+
+
+def merge_expositions(local: str, live: list[str], gone: list[str]) -> list[Metric]:
+    """The families of several processes' expositions, merged sample by sample.
+
+    ``local``'s families all count; ``live`` workers' except the ``process_``/``python_`` ones (they
+    describe one process: the answering one's are kept); ``gone`` workers' only counters and
+    histograms. Values are summed, except ``*_created`` (the earliest) and gauges in seconds (the
+    largest: an age).
+    """
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, frozenset[tuple[str, str]]], tuple[dict[str, str], float]]] = {}
+    sources = [(local, True, True), *((t, False, True) for t in live), *((t, False, False) for t in gone)]
+    for text, own, alive in sources:
+        for family in text_string_to_metric_families(text):
+            if not own and family.name.startswith(LOCAL_ONLY):
+                continue
+            if not alive and family.type not in ("counter", "histogram", "summary"):
+                continue
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            per = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, frozenset(sample.labels.items()))
+                old = per.get(key)
+                value = float(sample.value)
+                per[key] = (sample.labels, value if old is None else _combine(family, old[1], value))
+    out = []
+    for name, family in merged.items():
+        for (sample_name, _), (labels, value) in values[name].items():
+            family.add_sample(sample_name, labels, value)
+        out.append(family)
+    return out
+
+
+def _combine(family: Metric, old: float, new: float) -> float:
+    if family.name.endswith("_created"):
+        return min(old, new)
+    if family.type == "gauge" and family.name.endswith("_seconds"):
+        return max(old, new)
+    return old + new
+
+
+class MergedFamilies(Collector):
+    """Already merged families, for ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+WORKERS = WorkerMetrics()
+
+
+async def edge_metrics_response() -> web.Response:
+    """``/metrics`` of the edge: this process's figures, or with ``--workers N`` every worker's summed."""
+    if WORKERS.directory is None:
+        return metrics_response()
+    body = await WORKERS.scrape()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from aiohttp import web
 
+from camflow.errors import ConfigError
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
@@ -18,7 +23,7 @@ from edge.app import DEFAULT_CACHE_MB, EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.lifeline import PARENT_ENV, ParentWatch, parent_pid_from_env
-from edge.metrics import REQUESTS
+from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV
 from edge.policy import TokenCheck
 from edge.wire import EdgeSite
 
@@ -100,6 +105,9 @@ class EdgeServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        shared = os.environ.get(WORKERS_DIR_ENV)
+        if shared and is_worker_process():
+            WORKERS.share(Path(shared))  # /metrics of any worker sums every worker's figures
         self._log.info("edge_started", host=self._host, port=self._port)
         return self._port
 
@@ -108,6 +116,7 @@ class EdgeServer:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        await WORKERS.stop(orphaned=is_worker_process() and os.getppid() != parent_pid_from_env())
         await runner.cleanup()
         self._log.info("edge_stopped", host=self._host, port=self._port)
         self._port = None
@@ -148,14 +157,29 @@ def watch_parent(stop: asyncio.Event) -> ParentWatch | None:
     return watch
 
 
+_SHARED_DIRS: list[str] = []  # metrics folders of the workers this process started
+
+
 def spawn_workers(count: int) -> list[subprocess.Popen[bytes]]:
     """``count`` more copies of this `camflow edge` command, sharing its port with SO_REUSEPORT.
 
     Each worker is a whole edge with its own cache; the kernel spreads connections over them.
     Workers die with this process (``edge.lifeline``), even when it is killed with SIGKILL.
+    They and this process share their metrics through a private folder (``edge.metrics.WorkerMetrics``),
+    removed by ``stop_workers`` (or at exit).
     """
+    try:
+        shared = tempfile.mkdtemp(prefix="camflow-edge-metrics-")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the edge workers' metrics folder in {tempfile.gettempdir()!r} ({exc}): "
+            "expected a writable temporary folder (set TMPDIR)"
+        ) from exc
+    _SHARED_DIRS.append(shared)
+    atexit.register(shutil.rmtree, shared, True)
+    WORKERS.share(Path(shared))
     argv = [sys.executable, "-m", "camflow.cli", *sys.argv[1:]]
-    env = {**os.environ, WORKER_ENV: "1", PARENT_ENV: str(os.getpid())}
+    env = {**os.environ, WORKER_ENV: "1", PARENT_ENV: str(os.getpid()), WORKERS_DIR_ENV: shared}
     return [subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL) for _ in range(count)]
 
 
@@ -171,3 +195,5 @@ def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = 10.0) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    while _SHARED_DIRS:
+        shutil.rmtree(_SHARED_DIRS.pop(), ignore_errors=True)

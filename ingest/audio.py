@@ -12,16 +12,14 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import av
 import av.audio
 import numpy as np
 
 from ingest.errors import ParseError
-
-if TYPE_CHECKING:
-    from ingest.rtp.packet import RtpPacket
+from ingest.rtp.base import Depacketizer
 
 AAC_LC = 2  # MPEG-4 audio object type
 AAC_FRAME = 1024  # samples per AAC-LC access unit
@@ -140,16 +138,12 @@ class AudioCounters:
     audio_restarts: int = 0  # timestamp jumps that restarted the encoder's timeline
 
 
-class AudioDepacketizer(Protocol):
-    """The depacketizer protocol of ``ingest.rtp.base`` with audio units out."""
+class AudioDepacketizer(Depacketizer[AudioUnit, AudioCounters], Protocol):
+    """The one depacketizer protocol (``ingest.rtp.base.Depacketizer``) with AAC units out, plus the
+    configuration of the AAC track they make (known from the SDP, before any packet)."""
 
-    clock_rate: int
-    config: AudioConfig
-    counters: AudioCounters
-
-    def push(self, packet: RtpPacket) -> list[AudioUnit]: ...  # [] = need more packets
-
-    def flush(self) -> list[AudioUnit]: ...
+    @property
+    def config(self) -> AudioConfig: ...
 
 
 class AacEncoder:

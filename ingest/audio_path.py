@@ -40,13 +40,16 @@ class AudioPath:
         *,
         depacketizer: AudioDepacketizer | None = None,
         jitter: JitterBuffer | None = None,
+        counters: AudioCounters | None = None,
         video_clock_rate: int = TIMESCALE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.depacketizer = depacketizer
         self.jitter = jitter
-        self.counters = depacketizer.counters if depacketizer is not None else AudioCounters()
+        if depacketizer is not None:
+            counters = depacketizer.counters
+        self.counters = counters if counters is not None else AudioCounters()
         self.track = AudioTrack(config.sample_rate, silent_unit(config.sample_rate, config.channels))
         self._segmenter = segmenter
         self._video_rate = video_clock_rate

@@ -33,11 +33,11 @@ from camflow.events import (
 )
 from camflow.keys import new_epoch
 from camflow.log import get_logger
-from ingest.audio import AudioConfig, AudioDepacketizer, AudioUnit
+from ingest.audio import AudioConfig, AudioCounters, AudioDepacketizer, AudioUnit
 from ingest.audio_path import AudioPath
 from ingest.errors import ParseError
 from ingest.mux import H264, SegmentMuxer
-from ingest.rtp.base import AccessUnit, Depacketizer
+from ingest.rtp.base import AccessUnit, VideoDepacketizer
 from ingest.rtp.jitter import JitterBuffer
 from ingest.rtp.packet import RtpPacket
 from ingest.segmenter import TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
@@ -65,7 +65,7 @@ class Publisher:
         self,
         bus: Bus,
         stream: str,
-        depacketizer: Depacketizer,
+        depacketizer: VideoDepacketizer,
         *,
         segment_target: float = 2.0,
         queue_segments: int = DEFAULT_QUEUE_SEGMENTS,
@@ -158,9 +158,14 @@ class Publisher:
         config: AudioConfig,
         depacketizer: AudioDepacketizer | None = None,
         jitter: JitterBuffer | None = None,
+        *,
+        counters: AudioCounters | None = None,
     ) -> None:
-        """Give the stream an AAC audio track (see ``ingest.audio_path.AudioPath``); call before any audio."""
-        self.audio = AudioPath(config, self.segmenter, depacketizer=depacketizer, jitter=jitter)
+        """Give the stream an AAC audio track (see ``ingest.audio_path.AudioPath``); call before any audio.
+        ``counters``: where a non-RTP source (a pulled camera's encoder) counts its audio corrections."""
+        self.audio = AudioPath(
+            config, self.segmenter, depacketizer=depacketizer, jitter=jitter, counters=counters
+        )
         self.muxer.audio = config
         self.log.info(
             "audio_attached", codecs=config.codecs, rate=config.sample_rate, channels=config.channels

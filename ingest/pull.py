@@ -29,14 +29,35 @@ from camflow.bus import Bus
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import get_logger
-from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, is_vcl, split_annexb
+from ingest.audio import AudioConfig, AudioCounters, AudioUnit
+from ingest.errors import ParseError
 from ingest.publisher import Publisher
+from ingest.pull_media import (
+    AudioAssembler,
+    PullCounters,
+    UnitAssembler,
+    parameter_sets,
+    split_length_prefixed,
+)
 from ingest.rtp.base import AccessUnit
 from ingest.rtp.packet import RtpPacket
 from ingest.segmenter import TIMESCALE
 
+__all__ = [  # the packet-to-unit code moved to ingest.pull_media; importable from here as before
+    "Backoff",
+    "PullClient",
+    "PullSource",
+    "PullSources",
+    "UnitAssembler",
+    "check_unique",
+    "load_sources",
+    "parameter_sets",
+    "parse_pull",
+    "split_length_prefixed",
+]
+
 TRANSPORTS = ("tcp", "udp")
-MAX_QUEUED_UNITS = 300  # ~10 s of 30 fps video waiting for the event loop; more are dropped and counted
+MAX_QUEUED_UNITS = 800  # ~10 s of 30 fps video and 48 kHz AAC waiting for the loop; more are dropped, counted
 STOP_JOIN_SECONDS = 15.0
 log = get_logger("ingest.pull")
 
@@ -100,96 +121,14 @@ def check_unique(sources: Sequence[PullSource]) -> None:
         raise ConfigError(f"pull sources {dupes}: each stream name may be pulled once")
 
 
-# --- packets to access units -----------------------------------------------------------------
-
-
-def parameter_sets(extradata: bytes | None) -> tuple[list[bytes], int]:
-    """SPS/PPS NAL units and the NAL length size (0 = Annex B) from H.264 extradata (Annex B or avcC)."""
-    if not extradata:
-        return [], 0
-    if extradata[0] != 1:  # Annex B, as FFmpeg's RTSP demuxer makes it from sprop-parameter-sets
-        return [n for n in split_annexb(extradata) if n[0] & 0x1F in (NAL_SPS, NAL_PPS)], 0
-    if len(extradata) < 7:
-        return [], 4
-    length_size = (extradata[4] & 0x03) + 1
-    nalus: list[bytes] = []
-    pos = 5
-    for count_mask in (0x1F, 0xFF):  # SPS count (5 bits), then PPS count
-        if pos >= len(extradata):
-            break
-        count = extradata[pos] & count_mask
-        pos += 1
-        for _ in range(count):
-            size = int.from_bytes(extradata[pos : pos + 2], "big")
-            nalus.append(extradata[pos + 2 : pos + 2 + size])
-            pos += 2 + size
-    return [n for n in nalus if n], length_size
-
-
-def split_length_prefixed(data: bytes, length_size: int) -> list[bytes]:
-    nalus = []
-    pos = 0
-    while pos + length_size <= len(data):
-        size = int.from_bytes(data[pos : pos + length_size], "big")
-        pos += length_size
-        if size == 0 or pos + size > len(data):
-            break
-        nalus.append(data[pos : pos + size])
-        pos += size
-    return nalus
-
-
-class UnitAssembler:
-    """PyAV packets of one H.264 stream to access units on the 90 kHz timeline."""
-
-    def __init__(self, extradata: bytes | None, time_base: Any) -> None:
-        params, self.length_size = parameter_sets(extradata)
-        self._sps = next((n for n in params if n[0] & 0x1F == NAL_SPS), None)
-        self._pps = next((n for n in params if n[0] & 0x1F == NAL_PPS), None)
-        self._num = int(time_base.numerator) * TIMESCALE if time_base else 1
-        self._den = int(time_base.denominator) if time_base else 1
-        self._held: list[bytes] = []  # parameter sets or SEI that came in a packet of their own
-        self._last_pts: int | None = None
-        self.params_inserted = 0
-        self.pts_missing = 0
-
-    def push(self, data: bytes, pts: int | None, dts: int | None) -> AccessUnit | None:
-        if data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01":
-            nalus = split_annexb(data)
-        else:
-            nalus = split_length_prefixed(data, self.length_size or 4)
-        nalus = self._held + nalus
-        types = [n[0] & 0x1F for n in nalus]
-        if not any(is_vcl(t) for t in types):
-            self._held = nalus[-16:]
-            return None
-        self._held = []
-        for nal, kind in zip(nalus, types, strict=True):
-            if kind == NAL_SPS:
-                self._sps = nal
-            elif kind == NAL_PPS:
-                self._pps = nal
-        is_idr = NAL_IDR in types
-        if is_idr and (NAL_SPS not in types or NAL_PPS not in types):
-            missing = [n for n, k in ((self._sps, NAL_SPS), (self._pps, NAL_PPS)) if n and k not in types]
-            if missing:
-                self.params_inserted += 1
-                at = next(i for i, t in enumerate(types) if is_vcl(t))
-                nalus = nalus[:at] + missing + nalus[at:]
-        stamp = pts if pts is not None else dts
-        if stamp is None:
-            self.pts_missing += 1
-            ticks = 0 if self._last_pts is None else self._last_pts + TIMESCALE // 30
-        else:
-            ticks = stamp * self._num // self._den
-        self._last_pts = ticks
-        return AccessUnit(pts=ticks, nalus=tuple(nalus), is_idr=is_idr)
-
-
 class _NoRtp:
-    """A pulled source reaches the Publisher as access units (``on_unit``): no RTP to depacketize."""
+    """A pulled source reaches the Publisher as access units (``on_unit``): no RTP to depacketize.
+    Its counters are the video assembler's, so they show in the Publisher's ``corrections``."""
 
     clock_rate = TIMESCALE
+
+    def __init__(self, counters: PullCounters) -> None:
+        self.counters = counters
 
     def push(self, packet: RtpPacket) -> list[AccessUnit]:
         return []
@@ -203,8 +142,19 @@ class _NoRtp:
 Post = Callable[[tuple[str, object]], None]
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What the reader found when the source opened (posted as ``("open", Opened)``)."""
+
+    codec: str
+    counters: PullCounters  # the video assembler's, updated by the reader thread
+    audio: AudioConfig | None  # the AAC track the segments get, None = video only
+    audio_counters: AudioCounters | None
+
+
 class _Reader(threading.Thread):
-    """Opens the source and demuxes it (blocking PyAV calls), posting ("open"|"unit"|"end", value) items."""
+    """Opens the source and demuxes it (blocking PyAV calls), posting ("open"|"unit"|"audio"|"end", value)
+    items. Audio is turned into AAC units here too (encoding G.711 is CPU work: off the event loop)."""
 
     def __init__(self, source: PullSource, post: Post, open_timeout: float, read_timeout: float) -> None:
         super().__init__(name=f"pull-{source.name}", daemon=True)
@@ -231,11 +181,19 @@ class _Reader(threading.Thread):
                 codec = stream.codec_context.name
                 raise ConfigError(f"{self.source.url}: video codec {codec}, expected h264")
             assembler = UnitAssembler(stream.codec_context.extradata, stream.time_base)
-            self.post(("open", stream.codec_context.name))
-            for packet in container.demux(stream):
+            audio = self._audio(container)
+            config = audio.config if audio is not None else None
+            audio_counters = audio.counters if audio is not None else None
+            self.post(("open", Opened(stream.codec_context.name, assembler.counters, config, audio_counters)))
+            streams = [stream] if audio is None else [stream, container.streams.audio[0]]
+            for packet in container.demux(*streams):
                 if self.stopping.is_set():
                     break
                 if packet.size == 0:
+                    continue
+                if audio is not None and packet.stream_index != stream.index:
+                    for audio_unit in audio.push(packet):
+                        self.post(("audio", audio_unit))
                     continue
                 unit = assembler.push(bytes(packet), packet.pts, packet.dts)
                 if unit is not None:
@@ -250,6 +208,17 @@ class _Reader(threading.Thread):
                     container.close()
             self.post(("end", error))
 
+    def _audio(self, container: Any) -> AudioAssembler | None:
+        """The first audio stream's assembler; audio the segments cannot carry is logged and skipped."""
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        try:
+            return AudioAssembler(stream)
+        except ParseError as exc:
+            log.warning("pull_audio_ignored", stream_id=self.source.name, error=str(exc))
+            return None
+
 
 # --- the source's lifetime ---------------------------------------------------------------------------
 
@@ -261,6 +230,8 @@ class PullStats:
     failures: int = 0
     units: int = 0
     units_dropped: int = 0
+    audio_units: int = 0
+    audio_units_dropped: int = 0
     last_error: str = ""
     state: str = "connecting"
 
@@ -291,6 +262,8 @@ class PullClient:
         self.publisher: Publisher | None = None
         self._stop = asyncio.Event()
         self._queue: asyncio.Queue[tuple[str, object]] | None = None
+        self._origin: float | None = None  # UNIX time of pts 0 of this connection's timeline
+        self._audio_pts = 0  # of the latest audio unit, in the audio's sample rate
 
     def stop(self) -> None:
         self._stop.set()
@@ -324,8 +297,11 @@ class PullClient:
         self._queue = queue
 
         def deliver(item: tuple[str, object]) -> None:
-            if item[0] == "unit" and queue.qsize() >= MAX_QUEUED_UNITS:
-                self.stats.units_dropped += 1
+            if item[0] in ("unit", "audio") and queue.qsize() >= MAX_QUEUED_UNITS:
+                if item[0] == "unit":
+                    self.stats.units_dropped += 1
+                else:
+                    self.stats.audio_units_dropped += 1
                 return
             queue.put_nowait(item)
 
@@ -347,9 +323,17 @@ class PullClient:
                     assert isinstance(value, AccessUnit)
                     self.stats.units += 1
                     delivered = True
+                    if value.is_idr:
+                        self._sync(self.publisher, value.pts)
                     self.publisher.on_unit(value)
+                elif kind == "audio" and self.publisher is not None:
+                    assert isinstance(value, AudioUnit)
+                    self.stats.audio_units += 1
+                    self._audio_pts = value.pts
+                    self.publisher.on_audio_unit(value)
                 elif kind == "open":
-                    await self._went_live()
+                    assert isinstance(value, Opened)
+                    await self._went_live(value)
                 elif kind == "end":
                     error = value if isinstance(value, BaseException) else EOFError("ended")
                     self.stats.failures += 1
@@ -371,13 +355,36 @@ class PullClient:
             while reader.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
 
-    async def _went_live(self) -> None:
+    async def _went_live(self, opened: Opened) -> None:
         self.stats.connects += 1
         self.stats.state = "live"
-        publisher = Publisher(self.bus, self.source.name, _NoRtp(), segment_target=self.segment_target)
+        publisher = Publisher(
+            self.bus, self.source.name, _NoRtp(opened.counters), segment_target=self.segment_target
+        )
+        if opened.audio is not None:
+            publisher.attach_audio(opened.audio, counters=opened.audio_counters)
+        self._origin = None
+        self._audio_pts = 0
         await publisher.start()
         self.publisher = publisher
-        self.log.info("pull_connected", attempt=self.stats.attempts, epoch=publisher.epoch)
+        self.log.info(
+            "pull_connected",
+            attempt=self.stats.attempts,
+            epoch=publisher.epoch,
+            audio=opened.audio.codecs if opened.audio is not None else None,
+        )
+
+    def _sync(self, publisher: Publisher, video_pts: int) -> None:
+        """Tell the publisher how the two tracks' clocks relate, as a camera's RTCP sender reports would:
+        PyAV already puts audio and video pts on one timeline (synchronised by the server's RTCP), so
+        pts 0 of both is the same instant. Sent on every IDR, so the 32-bit RTP arithmetic in the
+        publisher never sees a pts more than a GOP away from the last report."""
+        if self._origin is None:
+            self._origin = time.time() - video_pts / TIMESCALE
+        publisher.on_sender_report(self._origin + video_pts / TIMESCALE, video_pts)
+        if publisher.audio is not None:
+            rate = publisher.audio.config.sample_rate
+            publisher.on_audio_sender_report(self._origin + self._audio_pts / rate, self._audio_pts)
 
 
 class PullSources:

@@ -276,15 +276,17 @@ class AudioTrack:
     def take(self, video_start: int, video_end: int) -> tuple[AudioSample, ...]:
         """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence."""
         start = audio_ticks(video_start, self.sample_rate)
-        end = audio_ticks(video_end, self.sample_rate)
+        # A sample goes to the segment its end falls in, so each segment's audio starts at or up to
+        # a frame before its video: a player joining a live stream at a segment finds no hole there.
+        lo, hi = start - self.frame + 1, audio_ticks(video_end, self.sample_rate) - self.frame + 1
         first_take = self._taken_until is None
-        if self._taken_until is not None and self._taken_until > start:
-            start = self._taken_until
-        self._taken_until = end
-        inside = [s for s in self._samples if start <= s.time < end]
-        self._samples = [s for s in self._samples if s.time >= end]
+        if self._taken_until is not None and self._taken_until > lo:
+            lo = self._taken_until
+        self._taken_until = hi
+        inside = [s for s in self._samples if lo <= s.time < hi]
+        self._samples = [s for s in self._samples if s.time >= hi]
         out: list[AudioSample] = []
-        at = start
+        at = lo
         if first_take and inside and inside[0].time > start:
             # Silence before the first sample, in whole frames ending on it: the audio covers the
             # video's start (a player seeks over a hole there) and keeps the camera's frame grid.
@@ -296,7 +298,7 @@ class AudioTrack:
             self.counters.audio_silence_inserted += count
             at = inside[0].time
         for sample in [*inside, None]:
-            until = end if sample is None else sample.time
+            until = hi if sample is None else sample.time
             while until - at >= self.frame:  # a hole of a frame or more
                 out.append(AudioSample(at, self.silence, self.frame))
                 self.counters.audio_silence_inserted += 1

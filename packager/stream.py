@@ -49,15 +49,12 @@ Policy, in the order a stream lives it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from camflow.events import SegmentReady, StreamState, StreamStateKind
 from camflow.keys import (
     dvr_playlist_key,
     is_epoch,
-    is_rendition,
-    is_safe_key,
     master_playlist_key,
     media_playlist_key,
     segment_key,
@@ -65,6 +62,8 @@ from camflow.keys import (
 )
 from camflow.log import get_logger
 from camflow.recordings import RecordedRendition, RecordedSegment
+from packager.epoch import Epoch, Waiting, segment_problem
+from packager.output import IndexAppend, Output, PackagerStats
 from packager.playlist import (
     DEFAULT_TARGET,
     AudioRendition,
@@ -72,73 +71,12 @@ from packager.playlist import (
     MediaPlaylist,
     PlaylistEntry,
     Variant,
-    parse_master,
-    parse_master_audio,
 )
+from packager.restore import RenditionPlaylists, restore_playlists
+
+__all__ = ["AUDIO_GROUP", "IndexAppend", "Output", "PackagerStats", "StreamPackager"]
 
 AUDIO_GROUP = "aud"  # the EXT-X-MEDIA group of a stream's audio rendition
-
-
-@dataclass
-class PackagerStats:
-    segments_appended: int = 0
-    gaps: int = 0
-    decode_errors: int = 0
-    out_of_order: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    overlong: int = 0
-    restored: int = 0
-    rebalances: int = 0  # partition reassignments that made this process drop its streams
-
-
-@dataclass(frozen=True)
-class IndexAppend:
-    """A segment for the recording index: written before the playlists that name it."""
-
-    epoch: str
-    segment: RecordedSegment
-    renditions: tuple[RecordedRendition, ...]
-
-
-@dataclass
-class Output:
-    index: list[IndexAppend] = field(default_factory=list)
-    writes: list[tuple[str, str]] = field(default_factory=list)
-    done: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Waiting:
-    event: SegmentReady
-    token: int
-
-
-@dataclass
-class _Epoch:
-    name: str
-    next_seq: int = 0
-    pending: dict[int, _Waiting] = field(default_factory=dict)
-    last_seq: int | None = None
-    offline_tokens: list[int] = field(default_factory=list)
-    appended: int = 0
-    renditions: list[str] = field(default_factory=list)
-    end_ticks: int | None = None
-    timescale: int | None = None
-    blocked_since: float | None = None
-
-    def finished(self) -> bool:
-        return self.last_seq is not None and self.next_seq > self.last_seq
-
-
-@dataclass
-class _Rendition:
-    playlist: MediaPlaylist
-    dvr: MediaPlaylist | None = None
-    map_uri: str = ""
-    peak: int = 0
-    bits: float = 0.0
-    seconds: float = 0.0
 
 
 class StreamPackager:
@@ -163,10 +101,10 @@ class StreamPackager:
         self._ending_since: float | None = None
         self._index: list[IndexAppend] = []
         self._prefix = stream_prefix(stream)
-        self._epochs: dict[str, _Epoch] = {}
-        self._current: _Epoch | None = None
+        self._epochs: dict[str, Epoch] = {}
+        self._current: Epoch | None = None
         self._floor: str | None = None  # newest retired epoch: anything at or before it is stale
-        self._renditions: dict[str, _Rendition] = {}
+        self._renditions: dict[str, RenditionPlaylists] = {}
         self._master = MasterPlaylist()
         self._master_text: str | None = None
         self._ended = False
@@ -177,7 +115,7 @@ class StreamPackager:
     # -- events in -----------------------------------------------------------------------------
 
     def on_segment(self, ev: SegmentReady, token: int, now: float) -> None:
-        problem = self._invalid(ev)
+        problem = segment_problem(ev, self._prefix)
         if problem is None and self._stale(ev.epoch):
             problem = "epoch is older than the one being packaged"
         if problem is not None:
@@ -199,7 +137,7 @@ class StreamPackager:
         if ev.seq > ep.next_seq:
             self.stats.out_of_order += 1
             self._log.debug("segment out of order", epoch=ev.epoch, seq=ev.seq, expected=ep.next_seq)
-        ep.pending[ev.seq] = _Waiting(ev, token)
+        ep.pending[ev.seq] = Waiting(ev, token)
         self._advance(now)
 
     def on_state(self, ev: StreamState, token: int, now: float) -> None:
@@ -239,7 +177,7 @@ class StreamPackager:
             self._skip(ep)
         self._advance(now)
 
-    def _skip(self, ep: _Epoch) -> None:
+    def _skip(self, ep: Epoch) -> None:
         ep.blocked_since = None
         if ep.pending:
             lowest = min(ep.pending)
@@ -287,59 +225,31 @@ class StreamPackager:
     def restore(self, master: str, media: dict[str, str], dvr: dict[str, str]) -> None:
         """Continue from the playlists this stream's previous owner wrote (before any event).
 
-        ``media``/``dvr`` are the stored playlists of the renditions the master names. The
-        current epoch resumes after the last seq *every* rendition has (the re-delivered
-        event of a seq only some have completes the others); older epochs are stale.
+        ``media``/``dvr`` are the stored playlists of the renditions the master names
+        (``packager.restore``); older epochs than the one resumed are stale.
         """
-        variants = parse_master(master)
-        audio = parse_master_audio(master)
-        newest: str | None = None
-        named: list[tuple[str, Variant | AudioRendition]] = [*variants.items(), *audio.items()]
-        for name, variant in named:
-            if name not in media:
-                continue
-            r = self._renditions[name] = _Rendition(
-                MediaPlaylist.parse(media[name], self._window, self._target)
-            )
-            if self._dvr_window > 0:
-                r.dvr = (
-                    MediaPlaylist.parse(dvr[name], self._dvr_window, self._target)
-                    if name in dvr
-                    else MediaPlaylist(self._dvr_window, self._target)
-                )
-            last = r.playlist.last
-            if last is None:
-                continue
-            r.map_uri = last.map_uri
-            r.seconds = sum(e.duration for e in r.playlist.entries)
-            if isinstance(variant, AudioRendition):
-                self._master.set_audio(name, variant)
-            else:
-                r.peak, r.bits = variant.bandwidth, variant.average_bandwidth * r.seconds
-                self._master.set(name, variant)
-            newest = last.epoch if newest is None else max(newest, last.epoch)
-        if newest is None:
+        resume = restore_playlists(
+            master,
+            media,
+            dvr,
+            self._renditions,
+            self._master,
+            window=self._window,
+            dvr_window=self._dvr_window,
+            target=self._target,
+        )
+        if resume is None:
             return
-        ep = self._current = self._epoch(newest)
-        after: list[int] = []  # per rendition that has the epoch: the seq after its last
-        firsts: list[int] = []
-        lagging = False  # a rendition whose playlist has not reached this epoch at all
-        for name, r in self._renditions.items():
-            seqs = [e.seq for e in r.playlist.entries if e.epoch == newest]
-            if seqs:
-                ep.renditions.append(name)
-                after.append(seqs[-1] + 1)
-                firsts.append(seqs[0])
-            elif self._master.has(name):
-                lagging = True
-        ep.next_seq = min(firsts) if lagging else min(after)
+        ep = self._current = self._epoch(resume.epoch)
+        ep.renditions.extend(resume.renditions)
+        ep.next_seq = resume.next_seq
         ep.appended = 1
-        self._ended = all(r.playlist.ended for r in self._renditions.values())
+        self._ended = resume.ended
         if self._ended:
             ep.last_seq = ep.next_seq - 1
         self._master_text = master
         self.stats.restored += 1
-        self._log.info("stream restored", epoch=newest, next_seq=ep.next_seq, ended=self._ended)
+        self._log.info("stream restored", epoch=resume.epoch, next_seq=ep.next_seq, ended=self._ended)
 
     # -- the reorder buffer --------------------------------------------------------------------
 
@@ -385,7 +295,7 @@ class StreamPackager:
                 ep.blocked_since = None
             return
 
-    def _append(self, ep: _Epoch, ev: SegmentReady) -> None:
+    def _append(self, ep: Epoch, ev: SegmentReady) -> None:
         names = [r.name for r in ev.renditions]
         if ep.appended == 0:
             ep.renditions = list(names)
@@ -412,7 +322,7 @@ class StreamPackager:
         for ref in ev.renditions:
             r = self._renditions.get(ref.name)
             if r is None:
-                r = self._renditions[ref.name] = _Rendition(
+                r = self._renditions[ref.name] = RenditionPlaylists(
                     MediaPlaylist(self._window, self._target),
                     MediaPlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
                 )
@@ -482,7 +392,7 @@ class StreamPackager:
         self.stats.segments_appended += 1
         self._log.debug("segment appended", epoch=ev.epoch, seq=ev.seq)
 
-    def _append_gaps(self, ep: _Epoch, missing: range, following: SegmentReady) -> None:
+    def _append_gaps(self, ep: Epoch, missing: range, following: SegmentReady) -> None:
         span = following.duration_s * len(missing)
         if ep.end_ticks is not None and ep.timescale == following.timescale:
             hole = (following.start - ep.end_ticks) / following.timescale
@@ -505,7 +415,7 @@ class StreamPackager:
         else:
             self._add_pieces(r, name, entry)
 
-    def _add_pieces(self, r: _Rendition, name: str, entry: PlaylistEntry) -> None:
+    def _add_pieces(self, r: RenditionPlaylists, name: str, entry: PlaylistEntry) -> None:
         """``entry``'s time as EXT-X-GAP entries of at most the target duration each."""
         count = math.ceil(entry.duration / r.playlist.target_duration)
         each = entry.duration / count
@@ -524,7 +434,7 @@ class StreamPackager:
             )
             self._add(r, name, piece)
 
-    def _add(self, r: _Rendition, name: str, entry: PlaylistEntry) -> None:
+    def _add(self, r: RenditionPlaylists, name: str, entry: PlaylistEntry) -> None:
         r.playlist.append(entry)
         if r.dvr is not None:
             r.dvr.append(entry)
@@ -545,36 +455,17 @@ class StreamPackager:
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    def _starts_epoch(r: _Rendition, epoch: str) -> bool:
+    def _starts_epoch(r: RenditionPlaylists, epoch: str) -> bool:
         last = r.playlist.last
         return last is not None and (last.epoch != epoch or r.playlist.ended)
 
-    def _epoch(self, name: str) -> _Epoch:
+    def _epoch(self, name: str) -> Epoch:
         ep = self._epochs.get(name)
         if ep is None:
-            ep = self._epochs[name] = _Epoch(name)
+            ep = self._epochs[name] = Epoch(name)
         return ep
 
     def _stale(self, epoch: str) -> bool:
         if self._floor is not None and epoch <= self._floor:
             return True
         return self._current is not None and epoch < self._current.name
-
-    def _invalid(self, ev: SegmentReady) -> str | None:
-        if not is_epoch(ev.epoch):
-            return "epoch is not of the form YYYYMMDDTHHMMSSmmmZ"
-        if ev.seq < 0 or ev.duration <= 0 or ev.timescale <= 0:
-            return "seq is negative or duration/timescale not positive"
-        if not ev.renditions:
-            return "no renditions"
-        names = [r.name for r in ev.renditions]
-        if len(set(names)) != len(names) or not all(is_rendition(n) for n in names):
-            return f"rendition names {names} are not unique names of a-z 0-9 _ -"
-        for ref in ev.renditions:
-            for key in (ref.key, ref.init_key):
-                if not key.startswith(self._prefix) or not is_safe_key(key):
-                    return f"key {key!r} is not a safe key under {self._prefix!r}"
-            sized = ref.channels > 0 if ref.is_audio else ref.width > 0 and ref.height > 0
-            if ref.bandwidth <= 0 or '"' in ref.codecs or not sized:
-                return f"rendition {ref.name} has bandwidth/size/codecs out of range"
-        return None

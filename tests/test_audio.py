@@ -109,15 +109,16 @@ def test_audio_track_gives_each_segment_its_samples_and_fills_holes() -> None:
             continue
         track.push(AudioSample(RATE + 1024 * i, bytes([i]), 1024))
     first = track.take(TIMELINE_ORIGIN, TIMELINE_ORIGIN + 90_000)  # [1 s, 2 s): audio ticks [48000, 96000)
-    assert first[0].time == RATE and all(RATE <= s.time < 2 * RATE for s in first)
-    assert len(first) == 47 and track.covers(TIMELINE_ORIGIN + 90_000)
+    # each sample goes where its end falls: the one ending after 2 s opens the next segment
+    assert first[0].time == RATE and all(RATE < s.time + 1024 <= 2 * RATE for s in first)
+    assert len(first) == 46 and track.covers(TIMELINE_ORIGIN + 90_000)
     filled = [s for s in first if s.data == SILENCE]
     assert [s.time for s in filled] == [RATE + 1024 * i for i in range(40, 45)]
     second = track.take(TIMELINE_ORIGIN + 90_000, TIMELINE_ORIGIN + 180_000)
     assert second[0].time == first[-1].time + 1024 and SILENCE not in [s.data for s in second]
     third = track.take(TIMELINE_ORIGIN + 180_000, TIMELINE_ORIGIN + 270_000)
     assert third[0].time == second[-1].time + 1024 and third[-1].data == SILENCE  # audio ended: padded
-    assert third[-1].time + 1024 >= 4 * RATE - 1024
+    assert third[-1].time + 1024 > 4 * RATE - 2 * 1024  # padded to within a frame of the end
     track.push(AudioSample(RATE + 1024 * 50, b"late", 1024))
     assert track.counters.audio_late_dropped == 1 and track.counters.audio_silence_inserted > 5
 
@@ -176,7 +177,8 @@ def test_segments_wait_for_their_audio() -> None:
     assert path.segments(segmenter.flush()[0]) == []  # the last one waits for its audio...
     now[0] = 1.5  # ... at most HOLD_SECONDS: the next audio unit releases it
     [late] = path.on_unit(AudioUnit(1024 * 48, b"y"))
-    assert [a.data for a in late.audio[:2]] == [b"x", b"y"] and late.audio[-1].data == silent_unit(RATE, 1)
+    # the two units ending after 2 s, then the late one, then silence to the end
+    assert [a.data for a in late.audio[:3]] == [b"x", b"x", b"y"] and late.audio[-1].data == silent_unit(RATE, 1)
 
 
 # --- the raw segment's AAC track --------------------------------------------------------------------------
@@ -248,7 +250,8 @@ def test_raw_segment_has_an_aac_track_with_its_own_tfdt(h264_units: list[AccessU
     _, media = split_init(data)
     assert base_media_decode_times(media, track_id=1) == [second.samples[0].dts]
     assert base_media_decode_times(media, track_id=2) == [second.audio[0].time]
-    assert 2 * 44100 <= second.audio[0].time < 2 * 44100 + 1024  # the segment starts at 2 s on the timeline
+    # the segment starts at 2 s on the timeline; its audio at most a frame before (never after)
+    assert 2 * 44100 - 1024 < second.audio[0].time <= 2 * 44100
     with av.open(io.BytesIO(data), "r", format="mp4") as container:  # browsers need the ASC in the esds
         assert container.streams.audio[0].codec_context.extradata == bytes.fromhex("1210")
     file = tmp_path / "seg.mp4"

@@ -21,7 +21,8 @@ from tests.test_player_chromium import DevTools, chromium, wait_for_master
 pytestmark = pytest.mark.integration
 PROBE = """(() => { try { const v = document.getElementById('video'); const h = window.camflow.hls;
   return JSON.stringify({t: v.currentTime, audio: v.webkitAudioDecodedByteCount,
-    tracks: h ? h.audioTracks.map(a => a.name) : null, errors: window.camflow.errors});
+    tracks: h ? h.audioTracks.map(a => a.name) : null, errors: window.camflow.errors,
+    stalls: window.camflow.stalls});
 } catch (e) { return null; } })()"""
 
 
@@ -83,4 +84,8 @@ async def test_chromium_plays_the_audio_track(codec: str, tmp_path: Path) -> Non
     print("\nlast", last)
     assert last["tracks"] == ["audio"], samples  # hls.js picked up the EXT-X-MEDIA rendition
     assert last["t"] > 6.0 and last["audio"] > 0, samples  # Chromium decoded the AAC while playing
-    assert last["errors"] == [], last
+    # No stall and no error, except that hls.js may jump once over the sliver (under a frame) where a
+    # live join starts between the two tracks' first samples: non-fatal, playback goes on.
+    assert last["stalls"] == 0, last
+    others = [e for e in last["errors"] if (e["details"], e["fatal"]) != ("bufferSeekOverHole", False)]
+    assert others == [] and len(last["errors"]) <= 1, last

@@ -76,6 +76,10 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
         # Let the workers get as far as serving (their parent watch starts with the edge).
         time.sleep(3)
         assert all(running(pid) for pid in workers)
+        environ = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
+        env = dict(kv.decode().split("=", 1) for kv in environ if b"=" in kv)
+        shared = Path(env["CAMFLOW_EDGE_METRICS_DIR"])
+        assert shared.is_dir()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
@@ -83,6 +87,7 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
             time.sleep(0.1)
         left = [pid for pid in workers if running(pid)]
         assert not left, f"workers {left} outlived their SIGKILLed parent {proc.pid}"
+        assert not shared.exists(), "an orphaned worker removes the metrics folder"
     finally:
         stop_process(proc)
         if proc.stdout is not None:

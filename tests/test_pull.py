@@ -1,7 +1,9 @@
-"""Pull-source configuration, backoff, and PyAV packets (AVCC from MP4, Annex B from raw H.264) to units."""
+"""Pull-source configuration, backoff, and PyAV packets (AVCC from MP4, Annex B from raw H.264, AAC and
+A-law audio) to units."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -10,6 +12,8 @@ import av
 import pytest
 
 from camflow.errors import ConfigError
+from ingest.audio import AudioConfig, AudioUnit
+from ingest.errors import ParseError
 from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS
 from ingest.pull import (
     Backoff,
@@ -20,6 +24,7 @@ from ingest.pull import (
     parameter_sets,
     parse_pull,
 )
+from ingest.pull_media import AudioAssembler
 from ingest.rtp.base import AccessUnit
 from tests.process import make_clip
 
@@ -131,4 +136,61 @@ def test_missing_timestamps_are_counted_and_filled() -> None:
     unit = assembler.push(b"\x00\x00\x00\x01" + idr, None, None)
     assert unit == AccessUnit(pts=0, nalus=(sps, pps, idr), is_idr=True)
     second = assembler.push(b"\x00\x00\x00\x01\x41\x9a", None, None)
-    assert second is not None and second.pts == 3000 and assembler.pts_missing == 2
+    assert second is not None and second.pts == 3000 and assembler.counters.pts_missing == 2
+
+
+def audio_units_of(path: Path) -> tuple[AudioAssembler, list[AudioUnit]]:
+    with av.open(str(path)) as container:
+        assembler = AudioAssembler(container.streams.audio[0])
+        units = [u for p in container.demux(container.streams.audio[0]) if p.size for u in assembler.push(p)]
+        return assembler, units + assembler.flush()
+
+
+def tone(path: Path, codec: list[str], rate: int, channels: int) -> Path:
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={rate}"),
+            *("-t", "2", "-ac", str(channels), *codec, str(path)),
+        ],
+        check=True,
+        timeout=60,
+    )
+    return path
+
+
+def test_pulled_aac_is_copied_with_its_config_and_sample_clock(tmp_path: Path) -> None:
+    clip = tone(tmp_path / "aac.mp4", ["-c:a", "aac", "-ar", "44100"], 44100, 2)
+    with av.open(str(clip)) as container:
+        packets = [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+    assembler, units = audio_units_of(clip)
+    config = assembler.config  # FFmpeg's MP4 ASC adds an explicit "no SBR" extension after the 2 bytes
+    assert (config.sample_rate, config.channels, config.asc[:2]) == (
+        44100,
+        2,
+        AudioConfig.aac_lc(44100, 2).asc,
+    )
+    assert [u.data for u in units] == packets  # copied byte for byte
+    steps = {b.pts - a.pts for a, b in itertools.pairwise(units)}
+    assert steps == {1024} and all(u.duration == 1024 for u in units)
+
+
+def test_pulled_alaw_is_encoded_to_aac_at_its_rate(tmp_path: Path) -> None:
+    clip = tone(tmp_path / "alaw.wav", ["-c:a", "pcm_alaw", "-ar", "8000"], 8000, 1)
+    assembler, units = audio_units_of(clip)
+    assert assembler.codec == "pcm_alaw" and assembler.config == AudioConfig.aac_lc(8000, 1)
+    seconds = sum(u.duration for u in units) / 8000
+    assert 2.0 <= seconds <= 2.0 + 2 * 1024 / 8000  # the input, plus the encoder's priming and padding
+    decoded = av.CodecContext.create("aac", "r")
+    decoded.extradata = assembler.config.asc
+    frames = [f for u in units[2:-2] for f in decoded.decode(av.Packet(u.data))]
+    loudest = max(float(abs(f.to_ndarray()).max()) for f in frames)
+    assert loudest > 0.05  # the tone (amplitude 1/8) came through
+
+
+def test_pulled_audio_the_segments_cannot_carry_is_a_parse_error(tmp_path: Path) -> None:
+    clip = tone(tmp_path / "raw.mp4", ["-c:a", "aac", "-ar", "44100"], 44100, 1)
+    with av.open(str(clip)) as container:
+        stream = container.streams.audio[0]
+        stream.codec_context.extradata = None
+        with pytest.raises(ParseError, match="AudioSpecificConfig"):
+            AudioAssembler(stream)

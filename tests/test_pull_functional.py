@@ -3,7 +3,7 @@
 The server serves ``videotestsrc ! x264enc ! rtph264pay`` (SPS/PPS only in the SDP, as many
 cameras do); `camflow run --pull` pulls it; ffprobe plays the HLS the edge serves. The server
 is stopped (the stream goes offline) and restarted (the source reconnects into a new epoch),
-and a source that is down at start is pulled once it comes up.
+and a source that is down at start is pulled once it comes up. (Pulled audio: test_pull_audio_functional.)
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ server = GstRtspServer.RTSPServer()
 server.set_address("127.0.0.1")
 server.set_service(sys.argv[1])
 factory = GstRtspServer.RTSPMediaFactory()
+audio = sys.argv[2] if len(sys.argv) > 2 else ""
 factory.set_launch(
     "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 "
     "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=500 "
-    "! rtph264pay name=pay0 pt=96 )"
+    f"! rtph264pay name=pay0 pt=96 {audio} )"
 )
 factory.set_shared(True)
 server.get_mount_points().add_factory("/test", factory)
@@ -64,13 +65,16 @@ def _need_gst_rtsp_server() -> None:
 
 
 @contextmanager
-def rtsp_server(tmp: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """gst-rtsp-server on 127.0.0.1:port/test until it prints ready (bounded); stopped by PID after."""
+def rtsp_server(tmp: Path, port: int, audio: str = "") -> Iterator[subprocess.Popen[bytes]]:
+    """gst-rtsp-server on 127.0.0.1:port/test until it prints ready (bounded); stopped by PID after.
+    ``audio``: a second branch of the served pipeline, ending in a payloader named pay1."""
     script = tmp / "gst_rtsp_server.py"
     script.write_text(GST_SERVER)
     log = tmp / f"gst-{port}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([SYSTEM_PYTHON, str(script), str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(script), str(port), audio], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 30
         while b"ready" not in log.read_bytes():

@@ -45,13 +45,17 @@ def test_chromium_publishes_over_whip_and_plays_as_hls(codec: str, copied: bool,
     # H.264 from the browser is segmented and stream-copied (Chromium's Constrained Baseline, 42);
     # VP8 is encoded to H.264 by the transcoder (Main, 4d).
     assert ('CODECS="avc1.42' in master) is copied and "RESOLUTION=640x480" in master, master
+    # Its Opus becomes AAC beside the video, VP8 (NUT raw segments) as H.264 (fMP4 raw segments).
+    assert "TYPE=AUDIO" in master and "mp4a.40.2" in master, master
     probe = result["probe"]
-    # Its Opus becomes AAC beside H.264; a VP8 session's raw segments (IVF) carry video only.
-    expected = ["aac", "h264"] if copied else ["h264"]
-    assert sorted(s["codec_name"] for s in probe["streams"]) == expected, probe
+    assert sorted(s["codec_name"] for s in probe["streams"]) == ["aac", "h264"], probe
     assert SECONDS - 2.0 <= float(probe["format"]["duration"]) <= SECONDS + 0.5, probe
+    audio = result["audio_probe"]
+    assert [s["codec_name"] for s in audio["streams"]] == ["aac"], audio
+    assert SECONDS - 2.0 <= float(audio["format"]["duration"]) <= SECONDS + 0.5, audio
     ended = [json.loads(line) for line in result["log"] if '"whip_session_ended"' in line]
     assert len(ended) == 1 and ended[0]["reason"] == "deleted", result["log"]
     assert ended[0]["frames"] > 5 * SECONDS and ended[0]["audio_frames"] > 0, ended
+    assert ended[0]["opus_frames"] > 0 and ended[0]["opus_undecodable"] == 0, ended
     # The browser sends a keyframe only when asked: the PLIs keep segments near the target.
     assert ended[0]["keyframe_requests"] >= 1 and ended[0]["keyframes"] >= 3, ended

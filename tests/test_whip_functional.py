@@ -21,7 +21,8 @@ import pytest
 from camflow.bus.kafka import KafkaBus
 from camflow.events import TOPIC_RAW, TOPIC_STREAMS, RawSegment, StreamState, StreamStateKind, decode
 from tests import services
-from tests.process import CAMFLOW, camflow_run, free_port, stop_process
+from tests.process import CAMFLOW, Camflow, camflow_run, free_port, stop_process
+from tests.test_health_functional import Metrics, scrape, value
 from tests.test_pipeline_functional import backend_args, fetch, ffprobe, wait_for_ended
 
 pytestmark = pytest.mark.integration
@@ -37,14 +38,46 @@ def whip_publish(url: str, token: str, seconds: float) -> subprocess.CompletedPr
     )
 
 
+def whip_metrics(metrics: Metrics) -> tuple[float, float, float]:
+    """(sessions, frames, bytes) of protocol ``whip`` in a /metrics scrape."""
+    return (
+        value(metrics, "camflow_ingest_sessions", protocol="whip"),
+        value(metrics, "camflow_ingest_frames_total", protocol="whip"),
+        value(metrics, "camflow_ingest_bytes_total", protocol="whip"),
+    )
+
+
+def scrape_during_publish(cf: Camflow, proc: subprocess.Popen[bytes]) -> list[tuple[float, float, float]]:
+    """Scrapes of the edge's /metrics while ``proc`` publishes: until two show the session live with
+    frames and bytes that moved between them (or the publisher exits, or 30 s)."""
+    seen: list[tuple[float, float, float]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        now = whip_metrics(scrape(cf.http_url("/metrics")))
+        if now[0] == 1 and now[1] > 0:
+            seen.append(now)
+            if len(seen) >= 2 and seen[-1][1] > seen[0][1] and seen[-1][2] > seen[0][2]:
+                break
+        time.sleep(0.5)
+    return seen
+
+
 @pytest.mark.parametrize("backend", ["embedded", "kafka+minio"])
 def test_ffmpeg_whip_publish_plays_as_hls(backend: str, tmp_path: Path) -> None:
     extra, env = backend_args(backend)
     extra += ["--offline-grace", "1", "--webrtc-ports", "42100-42199"]
     with camflow_run(tmp_path, extra, env) as cf:
         publish, view = cf.token("publish", "wcam"), cf.token("view", "wcam")
-        done = whip_publish(cf.http_url("/whip/wcam"), publish, SECONDS)
-        assert done.returncode == 0, done.stderr[-3000:]
+        args = [sys.executable, "-m", "tests.whip_publish", cf.http_url("/whip/wcam"), publish, str(SECONDS)]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            during = scrape_during_publish(cf, proc)
+            _, err = proc.communicate(timeout=SECONDS + 60)
+        finally:
+            stop_process(proc)
+        assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+        # The session gauge (protocol="whip") while it published; its frame and byte counters moved.
+        assert len(during) >= 2 and during[-1][1] > during[0][1] and during[-1][2] > during[0][2], during
         master_url = cf.http_url(f"/live/wcam/master.m3u8?token={view}")
         master = wait_for_ended(master_url, variants=1)
         # The camera's own H.264 (x264 Baseline) reaches the playlist: segmented and stream-copied,
@@ -64,6 +97,7 @@ def test_ffmpeg_whip_publish_plays_as_hls(backend: str, tmp_path: Path) -> None:
         assert '"audio_frames": 0' not in log and '"opus_undecodable": 0' in log, log[-3000:]
         status, _ = fetch(cf.http_url("/healthz"))
         assert status == 200
+        assert whip_metrics(scrape(cf.http_url("/metrics")))[0] == 0  # the session ended
 
 
 async def test_distributed_camflow_ingest_serves_whip_on_its_http_port(tmp_path: Path) -> None:

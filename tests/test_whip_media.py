@@ -1,8 +1,10 @@
-"""WHIP media helpers: VP8 frames to IVF raw segments that FFmpeg's ivf demuxer reads back exactly,
-H.264 frames to access units, Opus to AAC, the port range and announced IP flags."""
+"""WHIP media helpers: VP8 frames (and the session's AAC) to NUT raw segments that FFmpeg reads back
+with exact timestamps and the transcoder turns into H.264 + an ``audio`` rendition on the segment's
+timeline; H.264 frames to access units, Opus to AAC, the port range and announced IP flags."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from fractions import Fraction
 
@@ -11,11 +13,15 @@ import numpy as np
 import pytest
 
 from camflow.errors import ConfigError
+from camflow.mp4 import base_media_decode_times
+from ingest.audio import AacEncoder
 from ingest.errors import ParseError
-from ingest.segmenter import Segmenter
+from ingest.segmenter import TIMESCALE, AudioSample, CutSegment, Segmenter
 from ingest.whip.audio import OPUS_RATE, OpusToAac
 from ingest.whip.ice import check_announce_ip, parse_webrtc_ports
-from ingest.whip.media import IvfMuxer, h264_unit, vp8_size, vp8_unit
+from ingest.whip.media import Vp8Muxer, h264_unit, ivf, vp8_size, vp8_unit
+from transcode.ladder import parse_ladder
+from transcode.renditions import AUDIO_NAME, transcode_segment
 
 
 def encoded(codec: str, frames: int, size: tuple[int, int] = (320, 240), gop: int = 15) -> list[bytes]:
@@ -37,25 +43,64 @@ def encoded(codec: str, frames: int, size: tuple[int, int] = (320, 240), gop: in
     return out + [bytes(p) for p in enc.encode(None)]
 
 
-def test_vp8_segments_are_ivf_that_ffmpeg_reads_back_with_exact_timestamps() -> None:
-    frames = encoded("libvpx", 45)
-    assert vp8_size(frames[0]) == (320, 240)
+def vp8_segments(frames: list[bytes], first_pts: int) -> list[CutSegment]:
     segmenter = Segmenter(1.0)
     segments = []
     for i, data in enumerate(frames):
-        segments += segmenter.push(vp8_unit(data, 1234 + i * 3000))
-    segments += segmenter.flush()
+        segments += segmenter.push(vp8_unit(data, first_pts + i * 3000))
+    return segments + segmenter.flush()
+
+
+def with_audio(segment: CutSegment, units: list[AudioSample]) -> CutSegment:
+    """The AAC units in [start, start + duration) of ``segment``, as the publisher's audio path gives them."""
+    lo, hi = (t * OPUS_RATE // TIMESCALE for t in (segment.start, segment.start + segment.duration))
+    return dataclasses.replace(segment, audio=tuple(u for u in units if lo <= u.time < hi))
+
+
+def test_vp8_segments_with_aac_are_nut_that_transcode_on_the_segment_timeline() -> None:
+    frames = encoded("libvpx", 45)
+    assert vp8_size(frames[0]) == (320, 240)
+    segments = vp8_segments(frames, 900_001_234)
     assert [len(s.samples) for s in segments] == [30, 15]  # cut at the key frame after 1 s
-    muxer = IvfMuxer()
-    for segment in segments:
+    encoder = AacEncoder(OPUS_RATE, 2)
+    tone = (np.sin(np.arange(OPUS_RATE * 2) / 10) * 8000).astype("<i2")
+    start = segments[0].start * OPUS_RATE // TIMESCALE + 7  # off the 1 ms grid: kept sample-exact
+    units = encoder.encode_pcm(np.repeat(tone, 2).tobytes(), start, sample_rate=OPUS_RATE, channels=2)
+    samples = [AudioSample(u.pts, u.data, u.duration) for u in units + encoder.flush()]
+    muxer = Vp8Muxer()
+    muxer.audio = encoder.config
+    ladder = parse_ladder("source")
+    for segment in (with_audio(s, samples) for s in segments):
+        assert len(segment.audio) > 20
         data = muxer.mux(segment)
         assert muxer.params is not None and muxer.params.codecs.startswith("vp08")
-        with av.open(io.BytesIO(data), "r", format="ivf") as container:
-            stream = container.streams.video[0]
-            assert stream.codec_context.name == "vp8" and stream.time_base == Fraction(1, 90_000)
-            packets = [p for p in container.demux(stream) if p.size]
-            assert [p.pts for p in packets] == [s.pts for s in segment.samples]
-            assert packets[0].is_keyframe and len(list(container.decode(video=0))) >= 0
+        with av.open(io.BytesIO(data), "r", format="nut") as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            assert video.codec_context.name == "vp8" and video.time_base == Fraction(1, TIMESCALE)
+            assert audio.codec_context.name == "aac" and audio.time_base == Fraction(1, OPUS_RATE)
+            packets = [p for p in container.demux() if p.size]
+            assert [p.pts for p in packets if p.stream is video] == [s.pts for s in segment.samples]
+            assert [p.pts for p in packets if p.stream is audio] == [a.time for a in segment.audio]
+        end = segment.start + segment.duration
+        out = {r.name: r for r in transcode_segment(data, ladder, end).renditions}
+        assert sorted(out) == [AUDIO_NAME, "source"] and out["source"].codecs.startswith("avc1.4d")
+        assert base_media_decode_times(out["source"].media)[0] == segment.start
+        sound = out[AUDIO_NAME]
+        assert (sound.codecs, sound.sample_rate, sound.channels) == ("mp4a.40.2", OPUS_RATE, 2)
+        assert base_media_decode_times(sound.media) == [segment.audio[0].time]  # sample-exact
+        with av.open(io.BytesIO(sound.init + sound.media), "r", format="mp4") as played:
+            copied = [p for p in played.demux(audio=0) if p.size]
+            assert [p.pts for p in copied] == [a.time for a in segment.audio]
+    muxer.close()
+
+
+def test_vp8_ivf_segments_of_earlier_versions_still_transcode() -> None:
+    frames = encoded("libvpx", 15)
+    segment = vp8_segments(frames, 1234)[0]
+    data = ivf(320, 240, [(s.pts, s.nalus[0]) for s in segment.samples])
+    out = transcode_segment(data, parse_ladder("source"), segment.start + segment.duration).renditions
+    assert [r.name for r in out] == ["source"]  # IVF holds no audio
+    assert base_media_decode_times(out[0].media) == [segment.start]
 
 
 def test_vp8_inter_frame_and_garbage() -> None:

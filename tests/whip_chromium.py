@@ -114,6 +114,8 @@ async def run(workdir: Path, codec: str, seconds: float) -> dict[str, Any]:
             master_url = cf.http_url(f"/live/browser/master.m3u8?token={view}")
             result["master"] = await asyncio.to_thread(wait_for_ended, master_url, 1, 60.0)
             result["probe"] = await asyncio.to_thread(ffprobe, master_url)
+            audio_url = cf.http_url(f"/live/browser/audio.m3u8?token={view}")
+            result["audio_probe"] = await asyncio.to_thread(ffprobe, audio_url)  # the AAC track alone
             lines = cf.log.splitlines()
             result["log"] = [line for line in lines if '"whip_' in line or "publish_ended" in line]
     finally:

@@ -15,6 +15,10 @@ the lowest rung is encoded at the source height.
 Audio (AAC in the raw segment's second track) is never re-encoded: it is copied into one
 audio-only rendition, ``audio`` (CMAF, ``mp4a.40.2``), beside video renditions that stay
 video only, as HLS wants for an ``EXT-X-MEDIA`` audio group.
+
+Raw segments are fMP4, except VP8 from WHIP (FFmpeg's MP4 muxer has no VP8): NUT, VP8 in 90 kHz
+and AAC in its sample rate, timestamps on the epoch timeline as in the fMP4's ``tfdt``; IVF
+(VP8 only) from earlier versions still reads.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from transcode.errors import BadSegment
 from transcode.ladder import HEVC_SOURCE_NAME, SOURCE_NAME, Rung
 
 IVF_MAGIC = b"DKIF"
+NUT_MAGIC = b"nut/multimedia container\0"
 VP8_CODECS = "vp08.00.10.08"
 BROWSER_H264_PROFILES = ("avc1.42", "avc1.4d", "avc1.64")  # baseline, main, high
 BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")
@@ -89,10 +94,9 @@ def transcode_segment(
     stream's time base: where each rendition's last sample ends.
     """
     try:
-        # A VP8 source (WHIP) comes as IVF: FFmpeg's MP4 muxer has no VP8. It is always encoded.
-        container = av.open(io.BytesIO(data), "r", format="ivf" if data[:4] == IVF_MAGIC else "mp4")
+        container = av.open(io.BytesIO(data), "r", format=raw_format(data))
     except (av.error.FFmpegError, ValueError) as exc:
-        raise BadSegment(f"raw segment is not a readable MP4: {exc}") from exc
+        raise BadSegment(f"raw segment is not a readable {raw_format(data).upper()}: {exc}") from exc
     with container:
         if not container.streams.video:
             raise BadSegment("raw segment has no video stream")
@@ -120,15 +124,22 @@ def transcode_segment(
     order = [name for name, *_ in plan.encodes] + list(plan.copies)
     ranked = {r.name: i for i, r in enumerate(ladder)} | {HEVC_SOURCE_NAME: len(ladder)}
     video = tuple(out[n] for n in sorted(order, key=lambda n: ranked[n]))
-    audio = audio_rendition(data) if data[:4] != IVF_MAGIC else None
+    audio = audio_rendition(data) if raw_format(data) != "ivf" else None
     return TranscodedSegment(video if audio is None else (*video, audio), thumbnail)
+
+
+def raw_format(data: bytes) -> str:
+    """FFmpeg's demuxer for a raw segment: ``mp4``, ``nut`` (VP8 + AAC from WHIP) or ``ivf`` (VP8, older)."""
+    if data.startswith(NUT_MAGIC):
+        return "nut"
+    return "ivf" if data[:4] == IVF_MAGIC else "mp4"
 
 
 def audio_rendition(data: bytes) -> RenditionMedia | None:
     """The raw segment's AAC track as the ``audio`` rendition (a stream copy); None when it has none."""
     started = time.perf_counter()
     try:
-        with av.open(io.BytesIO(data), "r", format="mp4") as container:
+        with av.open(io.BytesIO(data), "r", format=raw_format(data)) as container:
             if not container.streams.audio:
                 return None
             src = container.streams.audio[0]

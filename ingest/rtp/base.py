@@ -6,7 +6,7 @@ fragment reassembly, size bounds and parameter-set re-insertion.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ingest.rtp.packet import RtpPacket
 
@@ -24,12 +24,31 @@ class AccessUnit:
     damaged: bool = False  # packets of this reference picture (or right before it) were lost
 
 
-class Depacketizer(Protocol):
-    clock_rate: int
+UnitT = TypeVar("UnitT")
+CountersT_co = TypeVar("CountersT_co", covariant=True)
 
-    def push(self, packet: RtpPacket) -> list[AccessUnit]: ...  # [] = need more packets
 
-    def flush(self) -> list[AccessUnit]: ...  # the pending unit at end of stream, if complete enough
+class Depacketizer(Protocol[UnitT, CountersT_co]):
+    """What every RTP payload format implements: packets of one track in, media units out.
+
+    ``UnitT`` is the unit it returns (``AccessUnit`` for H.264 / H.265, ``ingest.audio.AudioUnit`` for
+    AAC and G.711), ``CountersT_co`` the dataclass of what it corrected or dropped. Only the types are
+    shared: each format keeps its own per-packet code (``NalDepacketizer.push_fields`` for video), so
+    the protocol adds no call on the per-packet path.
+    """
+
+    @property
+    def clock_rate(self) -> int: ...  # the RTP clock of the track
+
+    @property
+    def counters(self) -> CountersT_co: ...
+
+    def push(self, packet: RtpPacket) -> list[UnitT]: ...  # [] = need more packets
+
+    def flush(self) -> list[UnitT]: ...  # the pending unit(s) at end of stream, if complete enough
+
+
+VideoDepacketizer = Depacketizer[AccessUnit, object]  # any video payload format, whatever its counters
 
 
 class TimestampUnwrapper:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import secrets
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from camflow.log import get_logger
@@ -24,6 +23,7 @@ from ingest.publisher import Publisher
 from ingest.rtp.jitter import JitterBuffer
 from ingest.rtp.packet import RTCP_SR, RtcpPacket, SenderReport
 from ingest.rtsp.message import InterleavedFrame, MessageReader, Request, Response
+from ingest.rtsp.receiver import FrameReceiver, FrameRoute, payload_route
 from ingest.rtsp.rtcp import REPORT_INTERVAL, ReceptionStats, receiver_report
 from ingest.rtsp.session import PublishSession, State, Track
 from ingest.rtsp.udp import UdpTrackLink
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 READ_SIZE = 64 * 1024
 PENDING_MAX = 256 * 1024  # bytes waiting for run() before reading pauses
-FrameRoute = Callable[[bytes, int, int, float], None]  # (data, payload start, payload end, arrival)
 _unpack_header = struct.Struct("!BBHII").unpack_from
 log = get_logger("ingest.rtsp")
 
@@ -91,7 +90,7 @@ class RtspConnection:
             transport = self._transport
             inner = transport.get_protocol()
             early = bytes(getattr(self.reader, "_buffer", b""))  # read before this task started
-            transport.set_protocol(_Receiver(self, inner))
+            transport.set_protocol(FrameReceiver(self._received, self._lost, inner))
             transport.resume_reading()  # in case the stream reader had paused it (a no-op otherwise)
             if early:
                 self._received(early)
@@ -240,15 +239,8 @@ class RtspConnection:
                 if track is video:
                     self._routes[track.rtp_channel] = self._video_rtp_route(self.reception[track.index])
                 else:
-                    self._routes[track.rtp_channel] = self._route(self._on_rtp, track)
-                self._routes[track.rtp_channel + 1] = self._route(self._on_rtcp, track)
-
-    @staticmethod
-    def _route(handler: Callable[[Track, bytes, float], None], track: Track) -> FrameRoute:
-        def route(data: bytes, start: int, stop: int, arrival: float) -> None:
-            handler(track, data[start:stop], arrival)
-
-        return route
+                    self._routes[track.rtp_channel] = payload_route(self._on_rtp, track)
+                self._routes[track.rtp_channel + 1] = payload_route(self._on_rtcp, track)
 
     def _video_rtp_route(self, stats: ReceptionStats) -> FrameRoute:
         """The video track's RTP: the fixed header read once, for reception statistics and the publisher."""
@@ -419,30 +411,3 @@ class RtspConnection:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-
-
-class _Receiver(asyncio.Protocol):
-    """Sits in front of asyncio's stream protocol on the connection's transport: bytes go to the
-    connection first (no stream buffer, no task switch per read); the rest (write flow control, the
-    end of the connection) still reaches the stream protocol, which the writer relies on."""
-
-    def __init__(self, connection: RtspConnection, inner: asyncio.BaseProtocol) -> None:
-        self._connection = connection
-        self._inner = inner
-
-    def data_received(self, data: bytes) -> None:
-        self._connection._received(data)
-
-    def eof_received(self) -> bool | None:
-        self._connection._lost(None)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._connection._lost(exc)
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()

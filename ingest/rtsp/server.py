@@ -20,7 +20,7 @@ from camflow.bus import Bus
 from camflow.log import get_logger
 from ingest.errors import ParseError
 from ingest.publisher import Publisher
-from ingest.rtp.base import Depacketizer
+from ingest.rtp.base import AccessUnit, Depacketizer, DepacketizerCounters
 from ingest.rtp.h264 import H264Depacketizer
 from ingest.rtp.h265 import H265Depacketizer
 from ingest.rtp.jitter import JitterBuffer
@@ -48,7 +48,7 @@ class ServerStats:
     publishers_replaced: int = 0
 
 
-def depacketizer_for(track: Track) -> Depacketizer:
+def depacketizer_for(track: Track) -> Depacketizer[AccessUnit, DepacketizerCounters]:
     """The depacketizer of an announced video track's payload format (H264 or H265).
 
     Malformed parameter sets in the SDP are logged and ignored: the camera may still send

@@ -1,7 +1,8 @@
 """Opus from a WHIP publisher → AAC for HLS: decoded (FFmpeg's opus decoder) and encoded with the
 audio path's ``AacEncoder``, handed to the publisher as AAC access units. No I/O.
 
-Only H.264 sessions carry audio: a VP8 session's raw segments are IVF, which holds no audio.
+H.264 sessions carry it in their fMP4 raw segments, VP8 sessions in their NUT raw segments
+(``ingest.whip.media.Vp8Muxer``).
 """
 
 from __future__ import annotations

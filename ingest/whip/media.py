@@ -4,24 +4,31 @@ segmenter and publisher.
 aiortc's receiver reassembles each RTP frame in its jitter buffer (NACKs and PLIs on loss, RTX
 unwrapped) and puts ``(codec, frame)`` on its decoder thread's queue. ``tap()`` swaps that queue for
 ``EncodedFrameTap``, which hands the encoded frame to us instead: H.264 (Annex B, as aiortc
-depayloads it) is segmented as is, never decoded or re-encoded; VP8 frames go into IVF raw
-segments (FFmpeg's MP4 muxer has no VP8), which the transcoder encodes to H.264.
+depayloads it) is segmented as is, never decoded or re-encoded; VP8 frames go into NUT raw
+segments with the session's AAC (FFmpeg's MP4 muxer has no VP8), which the transcoder encodes to
+H.264.
 """
 
 from __future__ import annotations
 
+import io
 import queue
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
+import av
+import av.container
+
 from ingest import h264
+from ingest.audio import AudioConfig
 from ingest.errors import ParseError
 from ingest.mux import H264, SegmentMuxer, VideoParams
 from ingest.rtp.base import VIDEO_CLOCK_RATE, AccessUnit
 from ingest.rtp.packet import RtpPacket
-from ingest.segmenter import CutSegment
+from ingest.segmenter import TIMESCALE, CutSegment
 
 VP8 = "vp8"
 VP8_CODECS = "vp08.00.10.08"  # RFC 6381 / VP codec ISO-BMFF binding: profile 0, level 1.0, 8 bits
@@ -87,32 +94,85 @@ class Vp8Params(VideoParams):
         return VP8_CODECS
 
 
-class IvfMuxer(SegmentMuxer):
-    """VP8 cut segments as IVF files (32-byte header, then size + 64-bit pts + frame), 90 kHz time base.
+def ivf(width: int, height: int, frames: list[tuple[int, bytes]]) -> bytes:
+    """VP8 ``(pts, frame)`` pairs as an IVF file (32-byte header, then size + 64-bit pts + frame), 90 kHz."""
+    header = b"DKIF" + struct.pack(
+        "<HH4sHHIIII", 0, 32, b"VP80", width, height, IVF_TIMEBASE, 1, len(frames), 0
+    )
+    return header + b"".join(struct.pack("<IQ", len(f), pts) + f for pts, f in frames)
 
-    IVF keeps the exact timeline (the transcoder reads it with FFmpeg's ``ivf`` demuxer); VP8 has no
-    B-frames, so decode time = presentation time.
+
+class Vp8Muxer(SegmentMuxer):
+    """VP8 cut segments, with their AAC track when the session has audio, as NUT files.
+
+    Not MP4: FFmpeg's MP4 muxer has no VP8. Not Matroska: FFmpeg's writes a fixed 1 ms timestamp
+    scale, which rounds 90 kHz video and 1024-sample AAC frames (21.33 ms at 48 kHz), so the audio
+    rendition would lose its sample-exact timeline. NUT (FFmpeg's own container) keeps each stream's
+    time base: video 90 kHz, audio its sample rate, timestamps on the epoch timeline exactly as the
+    segmenter cut them, which is what the transcoder's ``tfdt`` and ``end_pts`` rely on. VP8 has no
+    B-frames, so decode time = presentation time. The VP8 stream's template is an IVF of the first
+    key frame, read by FFmpeg's ``ivf`` demuxer (once per session or picture size).
     """
 
     def __init__(self) -> None:
         super().__init__(H264)
         self.codec = VP8
         self._vp8: Vp8Params | None = None
+        self._vp8_template: av.container.InputContainer | None = None
 
     @property
     def params(self) -> VideoParams | None:
         return self._vp8
 
+    def close(self) -> None:
+        super().close()
+        if self._vp8_template is not None:
+            self._vp8_template.close()
+            self._vp8_template = None
+
+    def _ensure_vp8_template(self, keyframe: bytes) -> av.container.InputContainer:
+        width, height = vp8_size(keyframe)
+        if self._vp8 is not None and self._vp8_template is not None:
+            if (self._vp8.width, self._vp8.height) == (width, height):
+                return self._vp8_template
+            self._vp8_template.close()
+        self._vp8_template = av.open(io.BytesIO(ivf(width, height, [(0, keyframe)])), "r", format="ivf")
+        self._vp8 = Vp8Params(VP8, (), width, height)
+        return self._vp8_template
+
     def mux(self, segment: CutSegment) -> bytes:
-        first = segment.samples[0].nalus[0]
-        width, height = vp8_size(first)
-        if self._vp8 is None or (self._vp8.width, self._vp8.height) != (width, height):
-            self._vp8 = Vp8Params(VP8, (), width, height)
-        header = b"DKIF" + struct.pack(
-            "<HH4sHHIIII", 0, 32, b"VP80", width, height, IVF_TIMEBASE, 1, len(segment.samples), 0
-        )
-        frames = (struct.pack("<IQ", len(s.nalus[0]), s.pts) + s.nalus[0] for s in segment.samples)
-        return header + b"".join(frames)
+        template = self._ensure_vp8_template(segment.samples[0].nalus[0])
+        buf = io.BytesIO()
+        time_base = Fraction(1, TIMESCALE)
+        with av.open(buf, "w", format="nut") as out:
+            stream = out.add_stream_from_template(template.streams.video[0])
+            stream.time_base = time_base
+            packets = []
+            for sample in segment.samples:
+                packet = av.Packet(sample.nalus[0])
+                packet.stream, packet.time_base = stream, time_base
+                packet.pts = packet.dts = sample.pts
+                packet.duration = sample.duration
+                packet.is_keyframe = sample.is_idr
+                packets.append(packet)
+            audio = self.audio if segment.audio else None
+            if audio is not None:
+                audio_template = self._ensure_audio_template(audio, segment.audio[0])
+                audio_stream = out.add_stream_from_template(audio_template.streams.audio[0])
+                plain = AudioConfig.aac_lc(audio.sample_rate, audio.channels)  # the ADTS template has no ASC
+                audio_stream.codec_context.extradata = plain.asc
+                audio_base = Fraction(1, audio.sample_rate)
+                audio_stream.time_base = audio_base
+                for item in segment.audio:
+                    packet = av.Packet(item.data)
+                    packet.stream, packet.time_base = audio_stream, audio_base
+                    packet.pts = packet.dts = item.time
+                    packet.duration = item.duration
+                    packet.is_keyframe = True
+                    packets.append(packet)
+            for packet in packets:
+                out.mux(packet)
+        return buf.getvalue()
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ingest.rtp.base import VIDEO_CLOCK_RATE
 from ingest.whip.audio import OpusToAac
 from ingest.whip.errors import WhipError
 from ingest.whip.ice import IcePolicy, announce
-from ingest.whip.media import VP8, FrameUnits, IvfMuxer, WhipStats, h264_unit, tap, vp8_unit
+from ingest.whip.media import VP8, FrameUnits, Vp8Muxer, WhipStats, h264_unit, tap, vp8_unit
 
 VIDEO_CODECS = {"H264": H264, "VP8": VP8}
 PREFERENCE = ("H264", "VP8")  # H.264 first: it is segmented as is, VP8 has to be transcoded
@@ -125,8 +125,8 @@ class WhipSession:
             self.bus, self.stream, self.units, segment_target=self.limits.segment_target, codec=H264
         )
         if self.codec == VP8:
-            self.publisher.muxer = IvfMuxer()
-        elif opus and opus[0]._codecs[0].mimeType.lower() == "audio/opus":
+            self.publisher.muxer = Vp8Muxer()  # before attach_audio, which gives the muxer its track
+        if opus and opus[0]._codecs[0].mimeType.lower() == "audio/opus":
             self.audio = OpusToAac(opus[0]._codecs[0].channels or 2)
             self.publisher.attach_audio(self.audio.encoder.config)
         await self.publisher.start()
@@ -163,7 +163,7 @@ class WhipSession:
         self.publisher.on_unit(unit)
 
     def _on_audio(self, codec: str, data: bytes, timestamp: int) -> None:
-        """Opus frames → AAC units → the publisher (H.264 sessions; VP8 sessions count them only)."""
+        """Opus frames → AAC units → the publisher."""
         self.stats.audio_frames += 1
         if self.audio is None or self.publisher is None or self.closed or codec != "OPUS":
             return

@@ -1,0 +1,382 @@
+"""The composition root: the services of one process on one bus and store, until a signal.
+
+With ``camflow/cli.py`` the only modules of ``camflow/`` that import services, and only inside
+the functions that start them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from camflow.bus import Bus, LocalBus
+from camflow.cli_args import DEFAULT_TOKEN_TTL
+from camflow.errors import CamflowError, ConfigError
+from camflow.log import get_logger
+from camflow.metrics import MeteredStore, Readiness
+from camflow.store import FileStore, Store
+from camflow.tokens import Action, TokenSigner, load_secret
+
+if TYPE_CHECKING:
+    from ingest.pull import PullSource
+    from ingest.whip.http import WhipService
+
+log = get_logger("cli")
+WILDCARD = ("0.0.0.0", "::", "")
+
+
+# --- backends --------------------------------------------------------------------------
+
+
+def make_bus(args: argparse.Namespace, *, required: bool) -> Bus:
+    if args.kafka:
+        from camflow.bus.kafka import KafkaBus
+
+        return KafkaBus(args.kafka, client_id=f"camflow-{args.command}", prefix=args.kafka_prefix)
+    if required:
+        raise ConfigError(
+            f"`camflow {args.command}` runs one service of a deployment: it needs --kafka HOST:PORT"
+        )
+    return LocalBus()
+
+
+def make_store(args: argparse.Namespace) -> Store:
+    if args.s3:
+        from camflow.store.s3 import S3Location, S3Store
+
+        return MeteredStore(S3Store(S3Location.parse(args.s3)))
+    return MeteredStore(FileStore(Path(args.data_dir) / "store"))
+
+
+def make_signer(args: argparse.Namespace) -> TokenSigner:
+    data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else None
+    return TokenSigner(load_secret(data_dir))
+
+
+def display_host(host: str) -> str:
+    return "127.0.0.1" if host in WILDCARD else host
+
+
+# --- services ---------------------------------------------------------------------------
+
+
+async def serve(args: argparse.Namespace, roles: set[str]) -> None:
+    """Start ``roles`` (ingest, transcode, package, edge) on one bus and store; run until a signal."""
+    bus = (
+        make_bus(args, required=args.command != "run")
+        if roles & {"ingest", "transcode", "package"} or ("edge" in roles and args.kafka)  # edge: health feed
+        else None
+    )
+    store = make_store(args) if roles & {"transcode", "package", "edge"} else None
+    signer = make_signer(args) if roles & {"ingest", "edge"} else None
+    pull_sources = _pull_sources(args) if "ingest" in roles else []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    if bus is not None:
+        await bus.start()
+    if store is not None:
+        await store.start()
+    tasks: list[asyncio.Task[None]] = []
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+    workers_stop = asyncio.Event()
+    observed = _Observed(args, bus)
+    try:
+        whip = _whip_service(args, bus, signer) if "ingest" in roles else None
+        if "transcode" in roles:
+            from transcode.ladder import DEFAULT_LADDER, load_ladder_file, parse_ladder
+            from transcode.service import TranscodeWorker
+
+            assert store is not None and bus is not None
+            if args.ladder and args.ladder_file:
+                raise ConfigError("--ladder and --ladder-file name the same thing: give one of them")
+            ladder = DEFAULT_LADDER
+            if args.ladder_file:
+                ladder = load_ladder_file(Path(args.ladder_file))
+            elif args.ladder:
+                ladder = parse_ladder(args.ladder)
+            worker = TranscodeWorker(
+                bus,
+                store,
+                ladder=ladder,
+                processes=args.processes,
+                threads=args.threads,
+                max_attempts=args.attempts,
+            )
+            tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
+            await _ready(worker.ready, tasks)
+            observed.transcode(worker)
+        if "package" in roles:
+            from packager.service import Packager
+
+            assert store is not None and bus is not None
+            packager = Packager(
+                bus,
+                store,
+                live_window=args.live_window,
+                target_duration=args.target_duration or math.ceil(2 * getattr(args, "segment_duration", 2.0)),
+                offline_grace=args.offline_grace,
+                dvr_window=args.dvr_window,
+                retain=args.retain,
+                retain_streams=dict(args.retain_stream or []),
+                retention_interval=args.retention_interval,
+            )
+            tasks.append(asyncio.create_task(packager.run(workers_stop), name="package"))
+            await _ready(packager.ready, tasks)
+            observed.package(packager)
+        if "edge" in roles:
+            from edge.service import EdgeServer, is_worker_process, spawn_workers, stop_workers, watch_parent
+
+            assert store is not None and signer is not None
+            workers = getattr(args, "workers", 1)
+            options = {**_edge_options(args), "reuse_port": workers > 1}
+            feed = observed.edge_feed()
+            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
+            if whip is not None:
+                from ingest.whip.http import PREFIX
+
+                edge.mount(PREFIX, whip.app())  # WHIP on the edge's HTTP port
+            await edge.start()
+            stoppers.append(edge.stop)
+            if workers > 1 and not is_worker_process():
+                procs = spawn_workers(workers - 1)
+                stoppers.append(lambda: asyncio.to_thread(stop_workers, procs))
+            parent_watch = watch_parent(stop)  # a worker stops when its parent dies, even by SIGKILL
+            if parent_watch is not None:
+                stoppers.append(parent_watch.stop)
+        if "ingest" in roles:
+            from ingest.service import build_rtsp_server, parse_rtsp_flags
+
+            assert signer is not None and bus is not None
+            udp_ports, auth_schemes = parse_rtsp_flags(args.rtsp_udp_ports, args.rtsp_auth)
+            rtsp = build_rtsp_server(
+                bus,
+                signer,
+                host=args.host,
+                port=args.rtsp_port,
+                segment_target=args.segment_duration,
+                session_timeout=args.rtsp_session_timeout,
+                udp_ports=udp_ports,
+                auth_schemes=auth_schemes,
+                handshake_timeout=args.rtsp_handshake_timeout,
+                max_connections=args.rtsp_max_connections,
+            )
+            await rtsp.start()
+            stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
+            if whip is not None:
+                if "edge" not in roles:
+                    from ingest.whip.http import serve_whip
+
+                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port))
+                stoppers.insert(0, whip.stop)
+            if pull_sources:
+                from ingest.pull import PullSources
+
+                pulls = PullSources(bus, pull_sources, segment_target=args.segment_duration)
+                await pulls.start()
+                stoppers.insert(0, pulls.stop)
+            observed.ingest(rtsp, pulls if pull_sources else None, whip)
+        await observed.start()
+        if args.command == "run":
+            _print_urls(args, signer)
+        else:
+            print(f"camflow {args.command}: running", flush=True)
+        crashed = asyncio.create_task(_first_crash(tasks))
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([crashed, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        crashed.cancel()
+    finally:
+        observed.readiness.draining = True  # /readyz fails from the first moment of the shutdown
+        for stopper in stoppers:
+            with contextlib.suppress(Exception):
+                await stopper()
+        if tasks:
+            # Let the workers finish what ingest (in this process) flushed, then stop them. A worker
+            # alone (`camflow transcode`, `package`) stops at once: it finishes the segment in hand,
+            # publishes and commits it, and leaves the rest to the group.
+            drain = args.drain_seconds if stop.is_set() and "ingest" in roles else 0
+            await asyncio.sleep(drain)
+            workers_stop.set()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, done, strict=True):
+                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    log.error("service_failed", service=task.get_name(), error=repr(result))
+        await observed.stop()  # after ingest: its last samples say offline
+        if store is not None:
+            await store.close()
+        if bus is not None:
+            await bus.close()
+
+
+class _Observed:
+    """Health samples, Prometheus sources and readiness of the services this process runs."""
+
+    def __init__(self, args: argparse.Namespace, bus: Bus | None) -> None:
+        from camflow.health import HealthReporter
+
+        self.args = args
+        self.bus = bus
+        self.readiness = Readiness()
+        self.reporters: list[HealthReporter] = []
+        self.sources: list[Any] = []
+        self.server: Any = None
+
+    def _report(self, service: str, collect: Any, source: Any) -> None:
+        from camflow.health import HealthReporter
+        from camflow.metrics import add_source
+
+        add_source(source)
+        self.sources.append(source)
+        if self.bus is not None:
+            self.reporters.append(HealthReporter(self.bus, service, collect, self.args.health_interval))
+
+    def ingest(self, rtsp: Any, pulls: Any, whip: Any) -> None:
+        from ingest.health import IngestHealth
+
+        assert self.bus is not None
+
+        def pulled() -> list[Any]:
+            return [c.publisher for c in pulls.clients if c.publisher is not None] if pulls else []
+
+        def whipped() -> list[Any]:
+            return [s.publisher for s in whip.sessions.values() if s.publisher is not None] if whip else []
+
+        target = self.args.segment_duration
+        health = IngestHealth(self.bus, rtsp=rtsp, pulled=pulled, whip=whipped, segment_target=target)
+        self._report("ingest", health.collect, health.samples)
+        self.readiness.add("ingest", lambda: rtsp.open_connections >= 0 and not self.readiness.draining)
+
+    def transcode(self, worker: Any) -> None:
+        from transcode.health import TranscodeHealth
+
+        health = TranscodeHealth(worker)
+        self._report("transcode", health.collect, health.samples)
+        self.readiness.add("transcode", worker.ready.is_set)
+
+    def package(self, packager: Any) -> None:
+        from packager.health import PackagerHealth
+
+        health = PackagerHealth(packager)
+        self._report("package", health.collect, health.samples)
+        self.readiness.add("package", packager.ready.is_set)
+
+    def edge_feed(self) -> Any:
+        if self.bus is None:
+            return None
+        from edge.health import HealthFeed
+
+        return HealthFeed(self.bus, interval=self.args.health_interval, readiness=self.readiness)
+
+    async def start(self) -> None:
+        for reporter in self.reporters:
+            reporter.start()
+        if self.args.metrics_port is not None:
+            from camflow.metrics import MetricsServer
+
+            host = self.args.metrics_host or self.args.host
+            self.server = MetricsServer(self.readiness, host=host, port=self.args.metrics_port)
+            await self.server.start()
+
+    async def stop(self) -> None:
+        from camflow.metrics import remove_source
+
+        for reporter in self.reporters:
+            await reporter.stop()
+        for source in self.sources:
+            remove_source(source)
+        if self.server is not None:
+            await self.server.stop()
+
+
+def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None) -> WhipService:
+    """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
+    import ingest.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
+    from ingest.whip.http import WhipService
+    from ingest.whip.ice import IcePolicy, check_announce_ip, install, parse_webrtc_ports
+    from ingest.whip.session import SessionLimits
+
+    assert bus is not None and signer is not None
+    addresses = () if args.host in WILDCARD else (args.host,)
+    ports, announce_ip = parse_webrtc_ports(args.webrtc_ports), check_announce_ip(args.webrtc_announce_ip)
+    policy = IcePolicy(addresses, ports, announce_ip)
+    install(policy)
+    limits = SessionLimits(
+        segment_target=args.segment_duration,
+        connect_timeout=1.5 * args.webrtc_timeout,
+        media_timeout=args.webrtc_timeout,
+    )
+    return WhipService(bus, signer, policy=policy, limits=limits)
+
+
+def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
+    """``--pull`` and ``--sources``, checked before anything starts (a bad one is a ConfigError)."""
+    if not (args.pull or args.sources):
+        return []
+    from ingest.pull import check_unique, load_sources, parse_pull
+
+    sources = [parse_pull(text) for text in args.pull or []]
+    if args.sources:
+        sources += load_sources(Path(args.sources))
+    check_unique(sources)
+    return sources
+
+
+async def _ready(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    waiter = asyncio.create_task(event.wait())
+    await asyncio.wait([waiter, tasks[-1]], return_when=asyncio.FIRST_COMPLETED)
+    if not event.is_set():
+        waiter.cancel()
+        tasks[-1].result()  # raises the start-up error
+        raise CamflowError(f"{tasks[-1].get_name()} stopped during start-up")
+
+
+async def _first_crash(tasks: list[asyncio.Task[None]]) -> None:
+    if not tasks:
+        await asyncio.Event().wait()
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            log.error("service_crashed", service=task.get_name(), error=repr(exc))
+
+
+def _print_urls(args: argparse.Namespace, signer: TokenSigner | None) -> None:
+    assert signer is not None
+    host = display_host(args.host)
+    stream = args.stream
+    publish = signer.issue(stream, Action.PUBLISH, DEFAULT_TOKEN_TTL)
+    view = signer.issue(stream, Action.VIEW, DEFAULT_TOKEN_TTL)
+    bus = f"Kafka {args.kafka}" if args.kafka else "in-process bus"
+    store = f"S3 {args.s3}" if args.s3 else f"files under {Path(args.data_dir).resolve() / 'store'}"
+    print(
+        f"camflow is running ({bus}, {store}).\n"
+        f"  push to:  rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}\n"
+        f"            e.g. ffmpeg -re -i clip.mp4 -c copy -f rtsp -rtsp_transport tcp "
+        f'"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}"\n'
+        f"  watch at: http://{host}:{args.http_port}/live/{stream}/master.m3u8?token={view}\n"
+        f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
+        f"  player:   http://{host}:{args.http_port}/watch/{stream}?token={view}\n"
+        f"  other streams: camflow token publish|view STREAM --data-dir {args.data_dir}\n"
+        f"Ctrl-C stops it.",
+        flush=True,
+    )
+
+
+def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
+    from edge.policy import TokenCheck
+
+    return {
+        "cache_bytes": int(args.cache_mb * 1024 * 1024),
+        "playlist_max_age": args.playlist_max_age,
+        "token_check": TokenCheck(args.token_check),
+        "fast_path": not args.no_fast_path,
+    }
