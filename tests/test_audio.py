@@ -178,7 +178,8 @@ def test_segments_wait_for_their_audio() -> None:
     now[0] = 1.5  # ... at most HOLD_SECONDS: the next audio unit releases it
     [late] = path.on_unit(AudioUnit(1024 * 48, b"y"))
     # the two units ending after 2 s, then the late one, then silence to the end
-    assert [a.data for a in late.audio[:3]] == [b"x", b"x", b"y"] and late.audio[-1].data == silent_unit(RATE, 1)
+    assert [a.data for a in late.audio[:3]] == [b"x", b"x", b"y"]
+    assert late.audio[-1].data == silent_unit(RATE, 1)
 
 
 # --- the raw segment's AAC track --------------------------------------------------------------------------
