@@ -177,9 +177,13 @@ def _copy(packets: list[av.Packet[Any]], src: Any, tag: str | None) -> bytes:
     return buf.getvalue()
 
 
-def _decode(packets: list[av.Packet[Any]], src: Any, first_only: bool) -> Iterator[av.VideoFrame]:
+def _decode(
+    packets: list[av.Packet[Any]], src: Any, first_only: bool, threads: int = 0
+) -> Iterator[av.VideoFrame]:
     decoder: Any = av.CodecContext.create(src.codec_context.name, "r")
     decoder.extradata = src.codec_context.extradata
+    if threads:
+        decoder.thread_count = threads
     decoder.thread_type = "AUTO"
     try:
         for packet in packets[:1] if first_only else packets:
@@ -208,7 +212,7 @@ def _encode_rungs(
     thumbnail: bytes | None = None
     try:
         with concurrent.futures.ThreadPoolExecutor(max(1, len(encoders))) as pool:
-            for frame in _decode(packets, src, first_only=not encoders):
+            for frame in _decode(packets, src, first_only=not encoders, threads=threads):
                 if thumbnail is None:
                     thumbnail = jpeg(frame)
                 if frame.pts is None:
