@@ -18,17 +18,25 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from camflow.bus import Bus, Following
+from camflow.bus import Bus, Consumer, Following, consumer_lag
 from camflow.errors import EventDecodeError
 from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, decode, encode
 from camflow.log import get_logger
-from camflow.metrics import HEALTH_SAMPLES
+from camflow.metrics import CONSUMER_LAG, HEALTH_SAMPLES
 
 DEFAULT_INTERVAL = 2.0
 STALL_TARGETS = 2.0  # no segment for this many target durations: stalled
 FIRST_SEGMENT_TARGETS = 3.0  # a new session has this many target durations to cut its first segment
 KEEP_OFFLINE = 600.0  # seconds a board remembers a stream after its last sample
 log = get_logger("health")
+
+
+async def report_lag(consumer: Consumer | None, group: str) -> int | None:
+    """The consumer's lag in messages (None when unknown), also set on the group's lag gauge."""
+    lag = None if consumer is None else await consumer_lag(consumer)
+    if lag is not None:
+        CONSUMER_LAG.labels(group).set(lag)
+    return lag
 
 
 def publish_state(

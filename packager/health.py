@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from camflow.bus import consumer_lag
 from camflow.events import HealthSample
-from camflow.metrics import CONSUMER_LAG, Sample, instance_name
+from camflow.health import report_lag
+from camflow.metrics import Sample, instance_name
 from packager.service import GROUP, Packager
 
 RECENT_SECONDS = 60.0  # streams written this recently get samples and gauges
@@ -36,11 +36,7 @@ class PackagerHealth:
             yield stream, now - at, None if edge is None else max(0.0, now - edge)
 
     async def collect(self) -> list[HealthSample]:
-        consumer = getattr(self.packager, "consumer", None)
-        if consumer is not None:
-            self.lag = await consumer_lag(consumer)
-            if self.lag is not None:
-                CONSUMER_LAG.labels(GROUP).set(self.lag)
+        self.lag = await report_lag(self.packager.consumer, GROUP)
         now = time.time()
         return [
             HealthSample(

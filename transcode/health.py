@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from camflow.bus import consumer_lag
 from camflow.events import HealthSample
-from camflow.metrics import CONSUMER_LAG, Sample, instance_name
+from camflow.health import report_lag
+from camflow.metrics import Sample, instance_name
 from transcode.service import GROUP, TranscodeWorker
 
 RECENT_SECONDS = 30.0  # streams with a segment transcoded this recently get samples
@@ -27,11 +27,7 @@ class TranscodeHealth:
         self.lag: int | None = None
 
     async def collect(self) -> list[HealthSample]:
-        consumer = self.worker.consumer
-        if consumer is not None:
-            self.lag = await consumer_lag(consumer)
-            if self.lag is not None:
-                CONSUMER_LAG.labels(GROUP).set(self.lag)
+        self.lag = await report_lag(self.worker.consumer, GROUP)
         now = time.time()
         return [
             HealthSample(
