@@ -9,12 +9,9 @@ so with two members one of them always changes hands, whichever member gets whic
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import threading
 import time
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,11 +19,10 @@ import m3u8
 import pytest
 from kafka.partitioner.default import murmur2
 
-from camflow.tokens import Action, TokenSigner
+from camflow.tokens import Action
 from packager.rules import check_media
-from tests import services
 from tests.process import ffmpeg_push, free_port, make_clip
-from tests.test_packager_sigkill import fetch, service
+from tests.test_packager_sigkill import deployment, fetch, service
 
 pytestmark = pytest.mark.integration
 STREAMS = ("cam-a", "cam-b")
@@ -38,25 +34,11 @@ def test_streams_partitions_land_in_both_halves() -> None:
 
 
 def test_rebalance_back_and_forth_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    kafka, s3 = services.require("kafka"), services.require("s3")
-    run_id = uuid.uuid4().hex[:10]
-    secret = secrets.token_hex(32)
-    env = {**os.environ, "CAMFLOW_SECRET": secret}
-    common = [
-        "--host",
-        "127.0.0.1",
-        "--kafka",
-        kafka,
-        "--kafka-prefix",
-        f"r{run_id}.",
-        "--data-dir",
-        str(tmp_path / "d"),
-    ]
-    store = ["--s3", f"{s3.rstrip('/')}/{run_id}"]
+    d = deployment(tmp_path, "r")
+    env, common, store, package = d.env, d.common, d.store, d.package
     rtsp_port, http_port = free_port(), free_port()
-    package = [*common, *store, "--live-window", "600", "--offline-grace", "3", "--drain-seconds", "0"]
     clip = make_clip(tmp_path / "clip36.mp4", 36, size="426x240")
-    signer = TokenSigner(secret.encode())
+    signer = d.signer
 
     def playlist(stream: str) -> str | None:
         view = signer.issue(stream, Action.VIEW, 600)

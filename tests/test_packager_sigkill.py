@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import m3u8
@@ -53,6 +54,30 @@ def service(
         stop_process(proc)
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What every `camflow SERVICE` of one test run shares: the environment (the token secret),
+    the common flags (one Kafka prefix, one S3 prefix), and the packager's flags."""
+
+    env: dict[str, str]
+    signer: TokenSigner
+    common: list[str]
+    store: list[str]
+    package: list[str]
+
+
+def deployment(tmp_path: Path, tag: str) -> Deployment:
+    kafka, s3 = services.require("kafka"), services.require("s3")
+    run_id = uuid.uuid4().hex[:10]
+    secret = secrets.token_hex(32)
+    common = ["--host", "127.0.0.1", "--kafka", kafka, "--kafka-prefix", f"{tag}{run_id}."]
+    common += ["--data-dir", str(tmp_path / "d")]
+    store = ["--s3", f"{s3.rstrip('/')}/{run_id}"]
+    package = [*common, *store, "--live-window", "600", "--offline-grace", "3", "--drain-seconds", "0"]
+    env = {**os.environ, "CAMFLOW_SECRET": secret}
+    return Deployment(env, TokenSigner(secret.encode()), common, store, package)
+
+
 def fetch(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
@@ -62,25 +87,11 @@ def fetch(url: str) -> str | None:
 
 
 def test_packager_sigkill_and_restart_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    kafka, s3 = services.require("kafka"), services.require("s3")
-    run_id = uuid.uuid4().hex[:10]
-    secret = secrets.token_hex(32)
-    env = {**os.environ, "CAMFLOW_SECRET": secret}
-    common = [
-        "--host",
-        "127.0.0.1",
-        "--kafka",
-        kafka,
-        "--kafka-prefix",
-        f"k{run_id}.",
-        "--data-dir",
-        str(tmp_path / "d"),
-    ]
-    store = ["--s3", f"{s3.rstrip('/')}/{run_id}"]
+    d = deployment(tmp_path, "k")
+    env, common, store, package = d.env, d.common, d.store, d.package
     rtsp_port, http_port = free_port(), free_port()
-    package = [*common, *store, "--live-window", "600", "--offline-grace", "3", "--drain-seconds", "0"]
     clip = make_clip(tmp_path / "clip30.mp4", 30, size="640x360")
-    signer = TokenSigner(secret.encode())
+    signer = d.signer
     view = signer.issue(STREAM, Action.VIEW, 600)
     url = f"http://127.0.0.1:{http_port}/live/{STREAM}/source.m3u8?token={view}"
     renders: list[str] = []
