@@ -114,9 +114,13 @@ class EdgeServer:
     async def stop(self) -> None:
         """Stop accepting, finish or cancel requests in flight, and run the app's cleanup."""
         runner, self._runner = self._runner, None
+        orphaned = is_worker_process() and os.getppid() != parent_pid_from_env()
+        await WORKERS.stop(orphaned=orphaned)
+        shared = os.environ.get(WORKERS_DIR_ENV)
+        if orphaned and shared:  # also when the parent died before this worker got to serve
+            shutil.rmtree(shared, ignore_errors=True)
         if runner is None:
             return
-        await WORKERS.stop(orphaned=is_worker_process() and os.getppid() != parent_pid_from_env())
         await runner.cleanup()
         self._log.info("edge_stopped", host=self._host, port=self._port)
         self._port = None

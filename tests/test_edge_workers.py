@@ -73,13 +73,18 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
             workers = children_of(proc.pid)
             time.sleep(0.1)
         assert len(workers) == 2, workers
-        # Let the workers get as far as serving (their parent watch starts with the edge).
-        time.sleep(3)
-        assert all(running(pid) for pid in workers)
         environ = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
         env = dict(kv.decode().split("=", 1) for kv in environ if b"=" in kv)
         shared = Path(env["CAMFLOW_EDGE_METRICS_DIR"])
         assert shared.is_dir()
+        # Wait until both workers serve (each answers on its metrics socket once it is up), so the
+        # SIGKILL below finds them running their parent watch, however slow the machine.
+        deadline = time.monotonic() + 60
+        sockets = {shared / f"{pid}.sock" for pid in workers}
+        while not all(s.exists() for s in sockets) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(s.exists() for s in sockets), sorted(p.name for p in shared.iterdir())
+        assert all(running(pid) for pid in workers)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
