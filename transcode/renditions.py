@@ -4,9 +4,10 @@ on the event loop.
 Per segment: demux once; the ``source`` rung is a stream copy when the camera's codec is
 browser-playable H.264 (no decode at all, except the first picture for the thumbnail).
 Otherwise the segment is decoded once, each decoded frame is scaled once per encoded rung
-and the rungs are encoded side by side (one thread per rung; libx264 threads inside
-each, or one when ``threads=1``). An H.265 camera gets an H.264 ``source`` encode at its
-own resolution, which browsers play, and keeps its original as ``source-hevc``.
+(each rung from the next larger one, ``ScalerCascade``) and the rungs are encoded side by side
+(one thread per rung fed through a queue; libx264 threads inside each, or one when ``threads=1``).
+An H.265 camera gets an H.264 ``source`` encode at its own resolution, which browsers play,
+and keeps its original as ``source-hevc``.
 
 Rungs at or above the source height are skipped when the ladder has a ``source`` rung
 (the source already is that picture), rungs above it otherwise; if that leaves nothing,
@@ -23,8 +24,9 @@ and AAC in its sample rate, timestamps on the epoch timeline as in the fMP4's ``
 
 from __future__ import annotations
 
-import concurrent.futures
 import io
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ import av
 import av.error
 
 from camflow.mp4 import MOVFLAGS
-from transcode.encoder import RenditionMedia, RungEncoder, codecs_of, jpeg, place, scaled_size
+from transcode.encoder import RenditionMedia, RungEncoder, ScalerCascade, codecs_of, jpeg, place, scaled_size
 from transcode.errors import BadSegment
 from transcode.ladder import HEVC_SOURCE_NAME, SOURCE_NAME, Rung
 
@@ -201,37 +203,105 @@ def _encode_rungs(
     threads: int,
     out: dict[str, RenditionMedia],
 ) -> bytes:
-    """Decode once, feed every encoder (one thread each), return the first picture as a JPEG."""
+    """Decode once, scale once per rung (``ScalerCascade``), encode every rung in its own thread;
+    return the first picture as a JPEG.
+
+    This thread decodes and scales; each rung's encoder takes its pictures from a short queue,
+    so no rung waits for another (a per-frame barrier would hold the 360p encoder to the 1080p
+    one's pace), and flushes in its own thread at the end. PyAV releases the GIL while FFmpeg
+    decodes, scales and encodes.
+    """
     time_base: Fraction = src.time_base
     src_w, src_h = src.codec_context.width, src.codec_context.height
     rate = _frame_rate(packets, time_base)
-    encoders = [
-        RungEncoder(name, rung, scaled_size(src_w, src_h, height), time_base, rate, threads)
-        for name, rung, height in encodes
+    sizes = [scaled_size(src_w, src_h, height) for _, _, height in encodes]
+    rungs = [
+        _RungThread(RungEncoder(name, rung, size, time_base, rate, threads), end_pts)
+        for (name, rung, _), size in zip(encodes, sizes, strict=True)
     ]
+    cascade = ScalerCascade(sizes)
     thumbnail: bytes | None = None
+    finished = False
     try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, len(encoders))) as pool:
-            for frame in _decode(packets, src, first_only=not encoders, threads=threads):
-                if thumbnail is None:
-                    thumbnail = jpeg(frame)
-                if frame.pts is None:
-                    continue
-                frame.time_base = time_base
-                if len(encoders) > 1:
-                    list(pool.map(lambda e, f=frame: e.encode(f), encoders))
-                elif encoders:
-                    encoders[0].encode(frame)
-            for media in pool.map(lambda e: e.finish(end_pts), encoders):
-                out[media.name] = media
+        for frame in _decode(packets, src, first_only=not rungs, threads=threads):
+            if thumbnail is None:
+                thumbnail = jpeg(frame)
+            if frame.pts is None or not rungs:
+                continue
+            frame.time_base = time_base
+            for rung, picture in zip(rungs, cascade.pictures(frame), strict=True):
+                rung.put(picture)
+        for rung, seconds in zip(rungs, cascade.seconds, strict=True):
+            rung.encoder.add_seconds(seconds)
+        finished = True
     except av.error.FFmpegError as exc:
         raise BadSegment(f"raw segment does not transcode: {exc}") from exc
     finally:
-        for encoder in encoders:
-            encoder.close()
+        for rung in rungs:
+            rung.stop(finish=finished)
+        for rung in rungs:
+            rung.encoder.close()
+    for rung in rungs:
+        out[rung.encoder.name] = rung.result()
     if thumbnail is None:
         raise BadSegment("raw segment decoded to no picture")
     return thumbnail
+
+
+_FINISH = object()  # queued after the last picture: flush the encoder and mux the rendition
+_ABORT = object()  # queued when the segment failed: stop without flushing
+
+
+class _RungThread:
+    """One rung's encoder in its own thread, fed pictures through a bounded queue."""
+
+    DEPTH = 8  # pictures queued per rung: bounds memory (8 x 3 MB at 1080p) and lets rungs drift apart
+
+    def __init__(self, encoder: RungEncoder, end_pts: int) -> None:
+        self.encoder = encoder
+        self._end_pts = end_pts
+        self._queue: queue.Queue[object] = queue.Queue(self.DEPTH)
+        self._media: RenditionMedia | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"rung-{encoder.name}", daemon=True)
+        self._thread.start()
+
+    def put(self, picture: av.VideoFrame) -> None:
+        self._queue.put(picture)
+
+    def stop(self, finish: bool) -> None:
+        """Queue the end and wait for the thread (it keeps draining the queue after an error)."""
+        self._queue.put(_FINISH if finish else _ABORT)
+        self._thread.join()
+
+    def result(self) -> RenditionMedia:
+        if self._error is not None:
+            if isinstance(self._error, av.error.FFmpegError):
+                raise BadSegment(f"raw segment does not transcode: {self._error}") from self._error
+            raise self._error
+        if self._media is None:
+            raise BadSegment(f"rendition {self.encoder.name} was not finished")
+        return self._media
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _ABORT:
+                return
+            if self._error is not None:
+                if item is _FINISH:
+                    return
+                continue  # drain: the decoding thread must never block on a dead rung
+            try:
+                if item is _FINISH:
+                    self._media = self.encoder.finish(self._end_pts)
+                    return
+                assert isinstance(item, av.VideoFrame)
+                self.encoder.encode(item)
+            except BaseException as exc:  # reported by result(), in the calling thread
+                self._error = exc
+                if item is _FINISH:
+                    return
 
 
 def _frame_rate(packets: list[av.Packet[Any]], time_base: Fraction) -> Fraction:

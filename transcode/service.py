@@ -40,6 +40,7 @@ from camflow.metrics import TRANSCODE_SECONDS, TRANSCODE_SEGMENT_SECONDS
 from camflow.store import Store
 from transcode.errors import TranscodeError
 from transcode.ladder import DEFAULT_LADDER, Rung
+from transcode.memory import keep_freed_memory
 from transcode.renditions import TranscodedSegment, transcode_segment, warm
 from transcode.stats import OffsetTracker, TranscodeStats
 
@@ -87,7 +88,7 @@ class TranscodeWorker:
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         # "spawn": the parent runs threads (Kafka clients, executors) that a fork would copy mid-state.
         return concurrent.futures.ProcessPoolExecutor(
-            self.processes, mp_context=multiprocessing.get_context("spawn")
+            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=keep_freed_memory
         )
 
     async def run(self, stop: asyncio.Event) -> None:
