@@ -211,4 +211,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

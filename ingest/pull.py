@@ -1,13 +1,14 @@
 """Pull sources: cameras that only serve RTSP, pulled with PyAV's RTSP client into the same segment path.
 
 Each source runs one reader thread per connection (PyAV's demuxer blocks), which turns
-packets into access units (Annex B or AVCC in, NAL units out, parameter sets from the
-stream's extradata re-inserted before IDRs that lack them, timestamps on the 90 kHz
-timeline) and hands them to the event loop through a bounded queue; the loop feeds them
-to a ``Publisher`` exactly as RTP from a pushing camera would be. Each connection is a
-new epoch: ``live`` on connect, ``offline`` (last partial segment flushed) when the
-source fails. A failed connection, also the first one, is retried with capped, jittered
-exponential backoff until the service stops.
+packets into access units (H.264 or H.265; Annex B or length-prefixed in, NAL units out,
+parameter sets from the stream's extradata re-inserted before random access pictures that
+lack them, timestamps on the 90 kHz timeline) and hands them to the event loop through a
+bounded queue; the loop feeds them to a ``Publisher`` (of the stream's codec) exactly as RTP
+from a pushing camera would be. Each connection is a new epoch: ``live`` on connect,
+``offline`` (last partial segment flushed, with the audio still inside the AAC encoder of
+transcoded audio) when the source fails or the service stops. A failed connection, also the
+first one, is retried with capped, jittered exponential backoff until the service stops.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ingest.audio import AudioConfig, AudioCounters, AudioUnit
 from ingest.errors import ParseError
 from ingest.publisher import Publisher
 from ingest.pull_media import (
+    SYNTAXES,
     AudioAssembler,
     PullCounters,
     UnitAssembler,
@@ -167,6 +169,7 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         error: BaseException | None = None
         container = None
+        audio: AudioAssembler | None = None
         try:
             options = {
                 "rtsp_transport": self.source.transport,
@@ -174,13 +177,15 @@ class _Reader(threading.Thread):
             }
             timeouts = (self.open_timeout, self.read_timeout)
             container = av.open(self.source.url, options=options, timeout=timeouts)
+            expected = " or ".join(SYNTAXES)
             if not container.streams.video:
-                raise ConfigError(f"{self.source.url}: no video stream, expected H.264")
+                raise ConfigError(f"{self.source.url}: no video stream, expected {expected}")
             stream = container.streams.video[0]
-            if stream.codec_context.name != "h264":
+            syntax = SYNTAXES.get(stream.codec_context.name)
+            if syntax is None:
                 codec = stream.codec_context.name
-                raise ConfigError(f"{self.source.url}: video codec {codec}, expected h264")
-            assembler = UnitAssembler(stream.codec_context.extradata, stream.time_base)
+                raise ConfigError(f"{self.source.url}: video codec {codec}, expected {expected}")
+            assembler = UnitAssembler(stream.codec_context.extradata, stream.time_base, syntax)
             audio = self._audio(container)
             config = audio.config if audio is not None else None
             audio_counters = audio.counters if audio is not None else None
@@ -203,10 +208,23 @@ class _Reader(threading.Thread):
         except Exception as exc:
             error = exc
         finally:
+            if audio is not None:
+                self._flush(audio)
             if container is not None:
                 with contextlib.suppress(Exception):
                     container.close()
             self.post(("end", error))
+
+    def _flush(self, audio: AudioAssembler) -> None:
+        """The audio still inside the AAC encoder (transcoded G.711: up to two frames, 256 ms at 8 kHz)
+        goes out before ``end``, so the last segment's audio reaches its video's end."""
+        try:
+            units = audio.flush()
+        except Exception as exc:  # a broken encoder must not keep "end" from the loop
+            log.warning("pull_audio_flush_failed", stream_id=self.source.name, error=str(exc))
+            return
+        for unit in units:
+            self.post(("audio", unit))
 
     def _audio(self, container: Any) -> AudioAssembler | None:
         """The first audio stream's assembler; audio the segments cannot carry is logged and skipped."""
@@ -316,9 +334,16 @@ class PullClient:
         reader.start()
         delivered = False
         reason = "source failed"
+        stop_by: float | None = None  # loop time by which a stopping reader must have ended
         try:
             while True:
-                kind, value = await queue.get()
+                if stop_by is None:
+                    kind, value = await queue.get()
+                else:
+                    try:
+                        kind, value = await asyncio.wait_for(queue.get(), max(0.0, stop_by - loop.time()))
+                    except TimeoutError:
+                        return delivered
                 if kind == "unit" and self.publisher is not None:
                     assert isinstance(value, AccessUnit)
                     self.stats.units += 1
@@ -334,16 +359,20 @@ class PullClient:
                 elif kind == "open":
                     assert isinstance(value, Opened)
                     await self._went_live(value)
+                elif kind == "end" and stop_by is not None:  # stopped: the reader's tail is in
+                    return delivered
                 elif kind == "end":
                     error = value if isinstance(value, BaseException) else EOFError("ended")
                     self.stats.failures += 1
                     self.stats.last_error = f"{type(error).__name__}: {error}"
                     reason = f"source failed: {self.stats.last_error}"[:200]
                     return delivered
-                elif kind == "stop":
+                elif kind == "stop" and stop_by is None:
+                    # The reader stops at its next packet and posts what it still holds (the audio
+                    # encoder's tail), then "end": deliver all that before the publisher closes.
                     reason = "server stopping"
                     reader.stopping.set()
-                    return delivered
+                    stop_by = loop.time() + STOP_JOIN_SECONDS
         finally:
             reader.stopping.set()
             self._queue = None
@@ -359,7 +388,11 @@ class PullClient:
         self.stats.connects += 1
         self.stats.state = "live"
         publisher = Publisher(
-            self.bus, self.source.name, _NoRtp(opened.counters), segment_target=self.segment_target
+            self.bus,
+            self.source.name,
+            _NoRtp(opened.counters),
+            segment_target=self.segment_target,
+            codec=opened.codec,
         )
         if opened.audio is not None:
             publisher.attach_audio(opened.audio, counters=opened.audio_counters)
@@ -371,6 +404,7 @@ class PullClient:
             "pull_connected",
             attempt=self.stats.attempts,
             epoch=publisher.epoch,
+            codec=opened.codec,
             audio=opened.audio.codecs if opened.audio is not None else None,
         )
 

@@ -1,5 +1,6 @@
-"""A pulled source's PyAV packets to the units a ``Publisher`` takes: H.264 access units on the 90 kHz
-timeline (``UnitAssembler``) and AAC-LC access units (``AudioAssembler``).
+"""A pulled source's PyAV packets to the units a ``Publisher`` takes: H.264 or H.265 access units on the
+90 kHz timeline (``UnitAssembler``, the codec's NAL grammar in a ``NalSyntax``) and AAC-LC access units
+(``AudioAssembler``).
 
 Audio that is already AAC (RFC 3640 ``mpeg4-generic`` or ``MP4A-LATM`` on the wire: FFmpeg's RTSP
 demuxer hands out raw access units and the AudioSpecificConfig as extradata) is copied as is; any
@@ -9,16 +10,18 @@ other audio PyAV decodes (G.711 µ-law / A-law, ...) is decoded and encoded to A
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import av
 import av.audio.stream
 
+from ingest import h264, h265
 from ingest.audio import AAC_FRAME, AacEncoder, AudioConfig, AudioCounters, AudioUnit
 from ingest.errors import ParseError
-from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, is_vcl, split_annexb
-from ingest.rtp.base import AccessUnit
+from ingest.h264 import split_annexb
+from ingest.rtp.base import AccessUnit, insert_parameter_sets
 from ingest.segmenter import TIMESCALE
 
 ENCODED_RATES = (8000, 16000, 32000, 44100, 48000)  # decoded audio at another rate is resampled to 48 kHz
@@ -29,31 +32,92 @@ MAX_ENCODED_CHANNELS = 2
 class PullCounters:
     """What a pulled source's video corrected (the Publisher's ``corrections``)."""
 
-    params_inserted: int = 0  # IDRs given the SPS/PPS of the extradata they did not carry
+    params_inserted: int = 0  # random access units given the extradata's parameter sets they lacked
     pts_missing: int = 0  # packets without a timestamp, placed one frame after the previous
 
 
-def parameter_sets(extradata: bytes | None) -> tuple[list[bytes], int]:
-    """SPS/PPS NAL units and the NAL length size (0 = Annex B) from H.264 extradata (Annex B or avcC)."""
-    if not extradata:
-        return [], 0
-    if extradata[0] != 1:  # Annex B, as FFmpeg's RTSP demuxer makes it from sprop-parameter-sets
-        return [n for n in split_annexb(extradata) if n[0] & 0x1F in (NAL_SPS, NAL_PPS)], 0
-    if len(extradata) < 7:
+@dataclass(frozen=True)
+class NalSyntax:
+    """What the assembler needs to know of one codec's NAL units (H.264 and H.265 differ only here)."""
+
+    codec: str  # FFmpeg's name, also the Publisher's / SegmentMuxer's codec
+    parameter_sets: tuple[int, ...]  # NAL types, in the order they precede a random access picture
+    aud: int  # NAL type of the access unit delimiter
+    kind: Callable[[bytes], int]  # NAL type of a (non-empty) NAL unit
+    is_vcl: Callable[[int], bool]
+    is_random_access: Callable[[int], bool]  # H.264 IDR, H.265 IRAP (BLA, IDR, CRA: 16..23)
+    config_record: Callable[[bytes], tuple[list[bytes], int]]  # avcC / hvcC: NAL units, NAL length size
+
+
+def _avcc(record: bytes) -> tuple[list[bytes], int]:
+    """ISO/IEC 14496-15 AVCDecoderConfigurationRecord: SPS and PPS, and the NAL length size."""
+    if len(record) < 7:
         return [], 4
-    length_size = (extradata[4] & 0x03) + 1
     nalus: list[bytes] = []
     pos = 5
     for count_mask in (0x1F, 0xFF):  # SPS count (5 bits), then PPS count
-        if pos >= len(extradata):
+        if pos >= len(record):
             break
-        count = extradata[pos] & count_mask
+        count = record[pos] & count_mask
         pos += 1
         for _ in range(count):
-            size = int.from_bytes(extradata[pos : pos + 2], "big")
-            nalus.append(extradata[pos + 2 : pos + 2 + size])
+            size = int.from_bytes(record[pos : pos + 2], "big")
+            nalus.append(record[pos + 2 : pos + 2 + size])
             pos += 2 + size
-    return [n for n in nalus if n], length_size
+    return nalus, (record[4] & 0x03) + 1
+
+
+def _hvcc(record: bytes) -> tuple[list[bytes], int]:
+    """ISO/IEC 14496-15 HEVCDecoderConfigurationRecord: the NAL units of its arrays (VPS, SPS, PPS,
+    SEI), and the NAL length size. A truncated record gives what it holds."""
+    if len(record) < 23:
+        return [], 4
+    nalus: list[bytes] = []
+    pos = 23
+    for _ in range(record[22]):  # numOfArrays: NAL_unit_type (1 byte), numNalus (2 bytes), the units
+        count = int.from_bytes(record[pos + 1 : pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            if pos + 2 > len(record):
+                return nalus, (record[21] & 0x03) + 1
+            size = int.from_bytes(record[pos : pos + 2], "big")
+            nalus.append(record[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+    return nalus, (record[21] & 0x03) + 1
+
+
+H264_SYNTAX = NalSyntax(
+    codec="h264",
+    parameter_sets=(h264.NAL_SPS, h264.NAL_PPS),
+    aud=h264.NAL_AUD,
+    kind=h264.nal_type,
+    is_vcl=h264.is_vcl,
+    is_random_access=lambda kind: kind == h264.NAL_IDR,
+    config_record=_avcc,
+)
+HEVC_SYNTAX = NalSyntax(
+    codec="hevc",
+    parameter_sets=h265.PARAMETER_SETS,
+    aud=h265.NAL_AUD,
+    kind=lambda nal: (nal[0] >> 1) & 0x3F,  # h265.nal_type without its 2-byte check: any unit is typed
+    is_vcl=h265.is_vcl,
+    is_random_access=h265.is_irap,
+    config_record=_hvcc,
+)
+SYNTAXES = {syntax.codec: syntax for syntax in (H264_SYNTAX, HEVC_SYNTAX)}
+
+
+def parameter_sets(extradata: bytes | None, syntax: NalSyntax = H264_SYNTAX) -> tuple[list[bytes], int]:
+    """The parameter sets and the NAL length size (0 = Annex B) of a video stream's extradata: Annex B
+    (FFmpeg's RTSP demuxer makes it from ``sprop-parameter-sets`` / ``sprop-vps/sps/pps``) or an
+    MP4-style avcC / hvcC record (which starts with configurationVersion 1)."""
+    if not extradata:
+        return [], 0
+    if extradata[0] != 1:
+        nalus, length_size = split_annexb(extradata), 0
+    else:
+        nalus, length_size = syntax.config_record(extradata)
+    return [n for n in nalus if len(n) >= 2 and syntax.kind(n) in syntax.parameter_sets], length_size
 
 
 def split_length_prefixed(data: bytes, length_size: int) -> list[bytes]:
@@ -70,41 +134,51 @@ def split_length_prefixed(data: bytes, length_size: int) -> list[bytes]:
 
 
 class UnitAssembler:
-    """PyAV packets of one H.264 stream to access units on the 90 kHz timeline."""
+    """PyAV packets of one H.264 or H.265 stream (``syntax``) to access units on the 90 kHz timeline.
 
-    def __init__(self, extradata: bytes | None, time_base: Any) -> None:
-        params, self.length_size = parameter_sets(extradata)
-        self._sps = next((n for n in params if n[0] & 0x1F == NAL_SPS), None)
-        self._pps = next((n for n in params if n[0] & 0x1F == NAL_PPS), None)
+    Packets are Annex B or length-prefixed; parameter sets or SEI in a packet of their own wait for
+    the next picture. A random access picture without the parameter sets of the extradata (or the
+    latest seen in-band) gets them inserted, counted in ``params_inserted``.
+    """
+
+    def __init__(self, extradata: bytes | None, time_base: Any, syntax: NalSyntax = H264_SYNTAX) -> None:
+        self.syntax = syntax
+        params, self.length_size = parameter_sets(extradata, syntax)
+        self._params = {syntax.kind(n): n for n in reversed(params)}  # the first of each type wins
         self._num = int(time_base.numerator) * TIMESCALE if time_base else 1
         self._den = int(time_base.denominator) if time_base else 1
         self._held: list[bytes] = []  # parameter sets or SEI that came in a packet of their own
         self._last_pts: int | None = None
         self.counters = PullCounters()
 
-    def push(self, data: bytes, pts: int | None, dts: int | None) -> AccessUnit | None:
+    def _split(self, data: bytes) -> list[bytes]:
+        """A packet's NAL units. With an avcC / hvcC record the packets are length-prefixed: a length of
+        256..511 starts with 00 00 01 too, so that is Annex B only when the lengths do not add up."""
+        if self.length_size:
+            nalus = split_length_prefixed(data, self.length_size)
+            if sum(len(n) for n in nalus) + self.length_size * len(nalus) == len(data):
+                return nalus
         if data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01":
-            nalus = split_annexb(data)
-        else:
-            nalus = split_length_prefixed(data, self.length_size or 4)
-        nalus = self._held + nalus
-        types = [n[0] & 0x1F for n in nalus]
-        if not any(is_vcl(t) for t in types):
+            return split_annexb(data)
+        return split_length_prefixed(data, self.length_size or 4)
+
+    def push(self, data: bytes, pts: int | None, dts: int | None) -> AccessUnit | None:
+        syntax = self.syntax
+        nalus = self._held + self._split(data)
+        kinds = [syntax.kind(n) for n in nalus]
+        if not any(syntax.is_vcl(k) for k in kinds):
             self._held = nalus[-16:]
             return None
         self._held = []
-        for nal, kind in zip(nalus, types, strict=True):
-            if kind == NAL_SPS:
-                self._sps = nal
-            elif kind == NAL_PPS:
-                self._pps = nal
-        is_idr = NAL_IDR in types
-        if is_idr and (NAL_SPS not in types or NAL_PPS not in types):
-            missing = [n for n, k in ((self._sps, NAL_SPS), (self._pps, NAL_PPS)) if n and k not in types]
-            if missing:
+        for nal, kind in zip(nalus, kinds, strict=True):
+            if kind in syntax.parameter_sets:
+                self._params[kind] = nal
+        is_idr = any(syntax.is_random_access(k) for k in kinds)
+        if is_idr and any(k not in kinds for k in syntax.parameter_sets):
+            filled = insert_parameter_sets(nalus, kinds, self._params, syntax.parameter_sets, syntax.aud)
+            if filled is not None:
                 self.counters.params_inserted += 1
-                at = next(i for i, t in enumerate(types) if is_vcl(t))
-                nalus = nalus[:at] + missing + nalus[at:]
+                nalus = filled
         stamp = pts if pts is not None else dts
         if stamp is None:
             self.counters.pts_missing += 1

@@ -244,4 +244,3 @@ async def test_receiver_reports_reach_a_tcp_camera(
         writer.close()
     finally:
         await server.stop()  # type: ignore[attr-defined]
-

@@ -1,8 +1,9 @@
-"""Pull-source configuration, backoff, and PyAV packets (AVCC from MP4, Annex B from raw H.264, AAC and
-A-law audio) to units."""
+"""Pull-source configuration, backoff, and PyAV packets (AVCC from MP4, Annex B from raw H.264; hvcC
+from MP4 and Annex B from the captured H.265 camera stream; AAC and A-law audio) to units."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import subprocess
 from fractions import Fraction
@@ -14,7 +15,9 @@ import pytest
 from camflow.errors import ConfigError
 from ingest.audio import AudioConfig, AudioUnit
 from ingest.errors import ParseError
-from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS
+from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, join_annexb, split_annexb
+from ingest.h265 import PARAMETER_SETS as H265_PARAMETER_SETS
+from ingest.h265 import nal_type as h265_type
 from ingest.pull import (
     Backoff,
     PullSource,
@@ -24,7 +27,7 @@ from ingest.pull import (
     parameter_sets,
     parse_pull,
 )
-from ingest.pull_media import AudioAssembler
+from ingest.pull_media import HEVC_SYNTAX, AudioAssembler, PullCounters
 from ingest.rtp.base import AccessUnit
 from tests.process import make_clip
 
@@ -194,3 +197,95 @@ def test_pulled_audio_the_segments_cannot_carry_is_a_parse_error(tmp_path: Path)
         stream.codec_context.extradata = None
         with pytest.raises(ParseError, match="AudioSpecificConfig"):
             AudioAssembler(stream)
+
+
+# H.265: the captured camera stream (tests/vectors/h265_rtp_camera, MIT, see its LICENSE) and libx265.
+CAMERA_H265 = Path(__file__).parent / "vectors" / "h265_rtp_camera" / "expected.h265"
+
+
+def hevc_units(
+    path: Path, fmt: str | None = None, *, extradata: bytes | None = None, drop: tuple[int, ...] = ()
+) -> tuple[UnitAssembler, list[AccessUnit]]:
+    """``path`` demuxed by PyAV into the HEVC assembler; ``drop``: NAL types cut out of the packets first
+    (a camera that sends parameter sets only in the SDP), ``extradata``: instead of the demuxer's."""
+    with av.open(str(path), format=fmt) as container:
+        stream = container.streams.video[0]
+        assembler = UnitAssembler(
+            stream.codec_context.extradata if extradata is None else extradata,
+            stream.time_base or Fraction(1, 90000),
+            HEVC_SYNTAX,
+        )
+        units = []
+        for packet in container.demux(stream):
+            data = bytes(packet)
+            if drop and data.startswith(b"\x00\x00"):
+                data = join_annexb(n for n in split_annexb(data) if h265_type(n) not in drop)
+            unit = assembler.push(data, packet.pts, packet.dts) if data else None
+            if unit is not None:
+                units.append(unit)
+        return assembler, units
+
+
+def test_captured_h265_camera_stream_gives_its_access_units_byte_for_byte() -> None:
+    assembler, units = hevc_units(CAMERA_H265, "hevc")
+    assert b"".join(join_annexb(u.nalus) for u in units) == CAMERA_H265.read_bytes()
+    assert len(units) == 276 and [u.is_idr for u in units] == [True] + [False] * 275  # one IDR_N_LP
+    # A raw elementary stream has no timestamps: each unit is placed one frame after the previous.
+    assert assembler.counters == PullCounters(params_inserted=0, pts_missing=276)
+    assert {b.pts - a.pts for a, b in itertools.pairwise(units)} == {3000}
+
+
+def test_h265_parameter_sets_only_in_the_extradata_are_inserted_before_the_irap() -> None:
+    # As FFmpeg's RTSP demuxer hands them out from sprop-vps/-sps/-pps: Annex B extradata.
+    params = split_annexb(CAMERA_H265.read_bytes())[:3]
+    assert [h265_type(n) for n in params] == list(H265_PARAMETER_SETS)
+    assembler, units = hevc_units(
+        CAMERA_H265, "hevc", extradata=join_annexb(params), drop=H265_PARAMETER_SETS
+    )
+    assert b"".join(join_annexb(u.nalus) for u in units) == CAMERA_H265.read_bytes()
+    assert assembler.counters.params_inserted == 1
+
+
+def test_hvcc_extradata_and_length_prefixed_h265_packets(tmp_path: Path) -> None:
+    clip = tmp_path / "clip265.mp4"
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2"),
+            *("-c:v", "libx265", "-preset", "ultrafast", "-x265-params"),
+            *("keyint=25:min-keyint=25:scenecut=0:bframes=2:log-level=error", "-tag:v", "hvc1", str(clip)),
+        ],
+        check=True,
+        timeout=120,
+    )
+    with av.open(str(clip)) as container:
+        extradata = container.streams.video[0].codec_context.extradata
+    assert extradata and extradata[0] == 1  # hvcC: the MP4 demuxer gives length-prefixed NAL units
+    params, length_size = parameter_sets(extradata, HEVC_SYNTAX)
+    assert length_size == 4 and [h265_type(p) for p in params] == list(H265_PARAMETER_SETS)
+
+    with av.open(str(clip)) as container:  # length-prefixed packets of 256..511 bytes start 00 00 01 too
+        assert any(bytes(p).startswith(b"\x00\x00\x01") for p in container.demux(video=0))
+    assembler, units = hevc_units(clip)
+    assert len(units) == 50 and sum(u.is_idr for u in units) == 2
+    # The MP4 carries VPS/SPS/PPS only in hvcC: they are put before each IRAP picture, in order.
+    assert assembler.counters.params_inserted == 2
+    for unit in (u for u in units if u.is_idr):
+        kinds = [h265_type(n) for n in unit.nalus]
+        first_vcl = next(i for i, k in enumerate(kinds) if k < 32)
+        assert kinds.index(32) < kinds.index(33) < kinds.index(34) < first_vcl, kinds
+    pts = [u.pts for u in units]  # B-frames: decode order, presentation times on the 90 kHz timeline
+    assert sorted(pts) != pts and sorted(pts)[1] - sorted(pts)[0] == 3600
+    with av.open(io.BytesIO(b"".join(join_annexb(u.nalus) for u in units)), "r", format="hevc") as out:
+        assert len(list(out.decode(video=0))) == 50
+
+
+def test_truncated_config_records_give_what_they_hold() -> None:
+    params = split_annexb(CAMERA_H265.read_bytes())[:3]
+    arrays = b"".join(
+        bytes([0x80 | h265_type(n)]) + (1).to_bytes(2, "big") + len(n).to_bytes(2, "big") + n for n in params
+    )
+    hvcc = b"\x01" + bytes(20) + b"\x03" + b"\x03" + arrays  # lengthSizeMinusOne 3, three arrays
+    assert parameter_sets(hvcc, HEVC_SYNTAX) == (params, 4)
+    for end in range(1, len(hvcc)):
+        found, _ = parameter_sets(hvcc[:end], HEVC_SYNTAX)
+        assert all(h265_type(n) in H265_PARAMETER_SETS for n in found)

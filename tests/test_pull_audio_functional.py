@@ -6,13 +6,17 @@ ffmpeg decodes to the served tone.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
 
+import av
 import m3u8
+import numpy as np
 import pytest
 
+from ingest.audio import AAC_FRAME
 from tests.process import camflow_run, free_port, stop_process
 from tests.test_pipeline_functional import fetch, wait_for_ended
 from tests.test_pull_functional import events, gst_rtsp_available, rtsp_server, wait_until
@@ -116,3 +120,61 @@ def test_pulled_camera_audio_reaches_the_hls(payload: str, tmp_path: Path) -> No
         assert next(loud) / (2 * channels * rate) <= 0.5
         ended = events(cf, "publish_ended")[0]
         assert ended["segments_dropped"] == 0 and ended.get("audio_late_dropped", 0) == 0, ended
+
+
+# 20 ms A-law packets (a G.711 camera's usual ptime), so the served audio ends within 20 ms of the video.
+ALAW_20MS = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.5 samplesperbuffer=160 ! audioconvert "
+    "! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1"
+)
+
+
+def track_end(rendition: Path, segment: str) -> float:
+    """Where the one track of a rendition's segment ends (its last sample's end), in seconds."""
+    data = (rendition / "init.mp4").read_bytes() + (rendition / segment).read_bytes()
+    with av.open(io.BytesIO(data), "r") as container:
+        stream = container.streams[0]
+        assert stream.time_base is not None
+        ends = [p.pts + (p.duration or 0) for p in container.demux(stream) if p.size and p.pts is not None]
+        return float(max(ends) * stream.time_base)
+
+
+def trailing_quiet_seconds(rendition: Path, segment: str) -> float:
+    """How long the decoded audio of one segment is quiet (no sample over 1000 of 32768) at its end."""
+    data = (rendition / "init.mp4").read_bytes() + (rendition / segment).read_bytes()
+    with av.open(io.BytesIO(data), "r") as container:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        rate = container.streams.audio[0].sample_rate
+    loud = np.flatnonzero(np.abs(pcm) > 1000 / 32768)
+    assert loud.size, "the last segment holds no tone at all"
+    return float((pcm.size - 1 - loud[-1]) / rate)
+
+
+@pytest.mark.parametrize("end", ["source_gone", "service_stopped"])
+def test_transcoded_audio_tail_is_flushed_into_the_last_segment(end: str, tmp_path: Path) -> None:
+    """G.711 is encoded to AAC while pulled: when the source ends, the AAC encoder still holds up to two
+    frames (256 ms at 8 kHz). They must reach the last segment, whose audio then ends with its video."""
+    port = free_port()
+    extra = ["--ladder", "source", "--segment-duration", "1", "--pull", f"cam9=rtsp://127.0.0.1:{port}/test"]
+    with rtsp_server(tmp_path, port, ALAW_20MS) as server, camflow_run(tmp_path, extra) as cf:
+        segments = cf.data_dir / "store" / "streams" / "cam9"
+        wait_until("3 segments", lambda: len(list(segments.glob("*/audio/*.m4s"))) >= 3, 60)
+        if end == "source_gone":
+            stop_process(server)
+            wait_until("publish_ended", lambda: events(cf, "publish_ended"), 30)
+            playlist = segments / "audio.m3u8"
+            wait_until("the ended playlist", lambda: b"#EXT-X-ENDLIST" in playlist.read_bytes(), 30)
+        else:
+            assert stop_process(cf.proc) == 0, cf.log[-3000:]
+        [ended] = events(cf, "publish_ended")
+        assert str(ended["reason"]).startswith(
+            "server stopping" if end == "service_stopped" else "source failed"
+        )
+    [audio] = segments.glob("*/audio")
+    last = sorted(audio.glob("*.m4s"))[-1].name
+    assert last == f"{ended['last_seq']:08d}.m4s", (last, ended)  # the flushed partial segment
+    # A segment's audio ends up to a frame before its video (each AAC frame goes to the segment its
+    # end falls in). Without the encoder's tail it ended 0.16-0.25 s (1-2 frames) short, measured.
+    short = track_end(audio.parent / "source", last) - track_end(audio, last)
+    assert 0 <= short < AAC_FRAME / 8000, short
+    assert trailing_quiet_seconds(audio, last) < 0.1  # the tail is the tone, not silence filling a hole

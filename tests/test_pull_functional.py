@@ -3,7 +3,10 @@
 The server serves ``videotestsrc ! x264enc ! rtph264pay`` (SPS/PPS only in the SDP, as many
 cameras do); `camflow run --pull` pulls it; ffprobe plays the HLS the edge serves. The server
 is stopped (the stream goes offline) and restarted (the source reconnects into a new epoch),
-and a source that is down at start is pulled once it comes up. (Pulled audio: test_pull_audio_functional.)
+and a source that is down at start is pulled once it comes up. An H.265 camera
+(``x265enc ! rtph265pay``, VPS/SPS/PPS in the SDP and in-band only before the first picture) is
+pulled into the same segments as a pushed one; a codec ingest does not take is a clear error.
+(Pulled audio: test_pull_audio_functional.)
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.process import Camflow, camflow_run, free_port, stop_process
+from tests.test_h265_functional import hevc_variant
+from tests.test_health_functional import first_sse_data, scrape, value
+from tests.test_pipeline_functional import fetch, wait_for_ended
 
 pytestmark = pytest.mark.integration
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -34,11 +40,9 @@ server = GstRtspServer.RTSPServer()
 server.set_address("127.0.0.1")
 server.set_service(sys.argv[1])
 factory = GstRtspServer.RTSPMediaFactory()
-audio = sys.argv[2] if len(sys.argv) > 2 else ""
+video, audio = sys.argv[2], sys.argv[3]
 factory.set_launch(
-    "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 "
-    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=500 "
-    f"! rtph264pay name=pay0 pt=96 {audio} )"
+    f"( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 ! {video} {audio} )"
 )
 factory.set_shared(True)
 server.get_mount_points().add_factory("/test", factory)
@@ -47,6 +51,16 @@ if server.attach(None) == 0:
 print("ready", flush=True)
 GLib.MainLoop().run()
 """
+
+
+H264 = (
+    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bitrate=500 ! rtph264pay name=pay0 pt=96"
+)
+# x265 writes VPS/SPS/PPS before its first picture only (repeat-headers off): later IRAPs get the SDP's.
+H265 = (
+    "x265enc speed-preset=ultrafast key-int-max=25 bitrate=500 "
+    'option-string="bframes=2:scenecut=0:open-gop=0" ! video/x-h265,profile=main ! rtph265pay name=pay0 pt=96'
+)
 
 
 def gst_rtsp_available() -> bool:
@@ -65,15 +79,18 @@ def _need_gst_rtsp_server() -> None:
 
 
 @contextmanager
-def rtsp_server(tmp: Path, port: int, audio: str = "") -> Iterator[subprocess.Popen[bytes]]:
+def rtsp_server(
+    tmp: Path, port: int, audio: str = "", video: str = H264
+) -> Iterator[subprocess.Popen[bytes]]:
     """gst-rtsp-server on 127.0.0.1:port/test until it prints ready (bounded); stopped by PID after.
-    ``audio``: a second branch of the served pipeline, ending in a payloader named pay1."""
+    ``video``: encoder and payloader (named pay0) after the test source; ``audio``: a second branch of
+    the served pipeline, ending in a payloader named pay1."""
     script = tmp / "gst_rtsp_server.py"
     script.write_text(GST_SERVER)
     log = tmp / f"gst-{port}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(script), str(port), audio], stdout=out, stderr=subprocess.STDOUT
+            [SYSTEM_PYTHON, str(script), str(port), video, audio], stdout=out, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 30
@@ -170,6 +187,76 @@ def test_pull_plays_goes_offline_and_reconnects_into_a_new_epoch(tmp_path: Path)
             assert ffprobe_video(master)["codec_name"] == "h264"
     states = [e for e in events(cf, "publish_started") if e.get("stream_id") == "cam7"]
     assert len(states) == 2
+
+
+def test_pulled_h265_camera_is_segmented_like_a_pushed_one(tmp_path: Path) -> None:
+    port = free_port()
+    extra = [
+        "--ladder",
+        "source",
+        "--segment-duration",
+        "1",
+        "--pull",
+        f"cam265=rtsp://127.0.0.1:{port}/test",
+    ]
+    with rtsp_server(tmp_path, port, video=H265) as server, camflow_run(tmp_path, extra) as cf:
+        view = cf.token("view", "cam265")
+        wait_until(
+            "4 segments",
+            lambda: len(list((cf.data_dir / "store" / "streams" / "cam265").glob("*/source/*.m4s"))) >= 4,
+            90,
+        )
+        [connected] = events(cf, "pull_connected")
+        assert connected["codec"] == "hevc", connected
+        # Health, as an operator sees it while the source is live: a pulled session, counted frames,
+        # the stream live, and the per-stream health feed.
+        metrics = scrape(cf.http_url("/metrics"))
+        assert value(metrics, "camflow_ingest_sessions", protocol="pull") == 1
+        assert value(metrics, "camflow_ingest_frames_total", protocol="pull") > 0
+        assert value(metrics, "camflow_stream_state", stream="cam265", state="live") == 1
+        health = first_sse_data(cf.http_url(f"/api/streams/cam265/health?token={view}"))
+        assert health["state"] == "live", health
+        # The IRAPs after the first carry no VPS/SPS/PPS: the SDP's are put before them, and logged.
+        corrected = events(cf, "media_corrected")
+        assert corrected and all(e["stream_id"] == "cam265" for e in corrected), corrected
+        assert sum(int(str(e.get("params_inserted", 0))) for e in corrected) >= 2, corrected
+
+        stop_process(server)
+        wait_until("publish_ended", lambda: events(cf, "publish_ended"), 30)
+        master_url = cf.http_url(f"/live/cam265/master.m3u8?token={view}")
+        master = wait_for_ended(master_url, variants=2)  # source (H.264), source-hevc
+        assert 'CODECS="hvc1.1.6.L' in master and master.count("RESOLUTION=320x240") == 2, master
+        hevc_url = master_url.rsplit("/", 1)[0] + "/" + hevc_variant(master)
+        decoded = subprocess.run(
+            [
+                *("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0"),
+                *("-show_entries", "stream=codec_name,codec_tag_string,width,height,nb_read_frames"),
+                *("-of", "json", hevc_url),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert decoded.returncode == 0 and decoded.stderr.strip() == "", decoded.stderr
+        (stream,) = json.loads(decoded.stdout)["streams"]
+        assert (stream["codec_name"], stream["codec_tag_string"]) == ("hevc", "hvc1"), stream
+        assert (stream["width"], stream["height"]) == (320, 240), stream
+        segments = sum(1 for line in fetch(hevc_url)[1].splitlines() if line.startswith("#EXTINF"))
+        assert segments >= 4 and int(stream["nb_read_frames"]) >= 3 * 25, (segments, stream)
+        [ended] = events(cf, "publish_ended")
+        assert ended["segments_dropped"] == ended["segments_unmuxable"] == 0, ended
+        assert int(str(ended["params_inserted"])) >= segments - 1, ended  # one IRAP a segment, 1 s GOP
+
+
+def test_a_codec_ingest_does_not_take_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    extra = ["--ladder", "source", "--pull", f"cam3=rtsp://127.0.0.1:{port}/test"]
+    vp8 = "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96"
+    with rtsp_server(tmp_path, port, video=vp8), camflow_run(tmp_path, extra) as cf:
+        wait_until("a failed pull", lambda: events(cf, "pull_failed"), 30)
+        failed = events(cf, "pull_failed")[0]
+        assert "video codec vp8, expected h264 or hevc" in str(failed["error"]), failed
+        assert failed["connects"] == 0 and not events(cf, "publish_started"), failed
 
 
 def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ fragment reassembly, size bounds and parameter-set re-insertion.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -255,29 +256,39 @@ class NalDepacketizer:
         out.append(AccessUnit(pts=pts, nalus=tuple(nalus), is_idr=is_idr, damaged=damaged))
 
     def _with_parameter_sets(self, nalus: list[bytes], kinds: list[int]) -> list[bytes]:
-        """Insert the known parameter sets the unit lacks, each in its rank (VPS, SPS, PPS): before the
-        first present one of a later rank, else after the last present one, else after a leading AUD."""
-        out, out_kinds = list(nalus), list(kinds)
-        rank = {k: i for i, k in enumerate(self.PARAMETER_SETS)}
-        inserted = False
-        for kind in self.PARAMETER_SETS:
-            nal = self._params.get(kind)
-            if kind in out_kinds or nal is None:
-                continue
-            present = [(i, rank[k]) for i, k in enumerate(out_kinds) if k in rank]
-            later = [i for i, r in present if r > rank[kind]]
-            if later:
-                at = later[0]
-            elif present:
-                at = present[-1][0] + 1
-            else:
-                at = 1 if out_kinds[0] == self.AUD else 0
-            out.insert(at, nal)
-            out_kinds.insert(at, kind)
-            inserted = True
-        if inserted:
-            self.counters.params_inserted += 1
-        return out
+        filled = insert_parameter_sets(nalus, kinds, self._params, self.PARAMETER_SETS, self.AUD)
+        if filled is None:
+            return nalus
+        self.counters.params_inserted += 1
+        return filled
+
+
+def insert_parameter_sets(
+    nalus: list[bytes], kinds: list[int], known: Mapping[int, bytes], order: tuple[int, ...], aud: int
+) -> list[bytes] | None:
+    """A random access unit with the ``known`` parameter sets it lacks inserted, each in its rank of
+    ``order`` (VPS, SPS, PPS): before the first present one of a later rank, else after the last present
+    one, else after a leading AUD (NAL type ``aud``). None when there was nothing to insert.
+    Shared by the RTP depacketizers and the pulled-source assembler (``ingest.pull_media``)."""
+    out, out_kinds = list(nalus), list(kinds)
+    rank = {k: i for i, k in enumerate(order)}
+    inserted = False
+    for kind in order:
+        nal = known.get(kind)
+        if kind in out_kinds or nal is None:
+            continue
+        present = [(i, rank[k]) for i, k in enumerate(out_kinds) if k in rank]
+        later = [i for i, r in present if r > rank[kind]]
+        if later:
+            at = later[0]
+        elif present:
+            at = present[-1][0] + 1
+        else:
+            at = 1 if out_kinds and out_kinds[0] == aud else 0
+        out.insert(at, nal)
+        out_kinds.insert(at, kind)
+        inserted = True
+    return out if inserted else None
 
 
 def rtp_packets(
