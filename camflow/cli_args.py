@@ -84,12 +84,30 @@ def _whole_seconds(text: str) -> int:
     return value
 
 
+def _brokers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of brokers >= 1")
+    return value
+
+
 def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
     p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server (default: in-process bus)")
     p.add_argument(
         "--kafka-prefix",
         default=os.environ.get("CAMFLOW_KAFKA_PREFIX", ""),
         help="prefix of every Kafka topic and consumer group, to share a cluster (default none)",
+    )
+    p.add_argument(
+        "--kafka-replication",
+        type=_brokers,
+        default=os.environ.get("CAMFLOW_KAFKA_REPLICATION", "1"),
+        metavar="N",
+        help="brokers holding each partition of the Kafka topics a service creates; topics that exist "
+        "keep theirs (default 1; env CAMFLOW_KAFKA_REPLICATION)",
     )
     if store:
         p.add_argument(

@@ -28,6 +28,7 @@ DEFAULT_INTERVAL = 2.0
 STALL_TARGETS = 2.0  # no segment for this many target durations: stalled
 FIRST_SEGMENT_TARGETS = 3.0  # a new session has this many target durations to cut its first segment
 KEEP_OFFLINE = 600.0  # seconds a board remembers a stream after its last sample
+VIEWERS_FRESH = 30.0  # seconds an edge instance's viewers count after its newest sample
 log = get_logger("health")
 
 
@@ -115,9 +116,16 @@ class HealthReporter:
 class HealthBoard:
     """The latest sample of every (stream, service, instance); ``merged(stream)`` combines them."""
 
-    def __init__(self, *, keep: float = KEEP_OFFLINE, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        keep: float = KEEP_OFFLINE,
+        viewers_fresh: float = VIEWERS_FRESH,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._samples: dict[str, dict[tuple[str, str], HealthSample]] = {}
         self._keep = keep
+        self._viewers_fresh = viewers_fresh
         self._clock = clock
 
     def add(self, sample: HealthSample) -> None:
@@ -142,7 +150,8 @@ class HealthBoard:
 
     def merged(self, stream: str) -> dict[str, Any] | None:
         """One JSON-ready picture of ``stream``: the publish state from the newest ingest sample that
-        has one, every figure from the newest sample that measures it; None for an unknown stream."""
+        has one, every figure from the newest sample that measures it, except ``viewers``: the sum
+        over edge instances (``viewers``); None for an unknown stream."""
         per = self._samples.get(stream)
         if not per:
             return None
@@ -161,7 +170,20 @@ class HealthBoard:
                 break
         for name in HealthSample.FIGURES:
             out[name] = next((v for s in newest_first if (v := getattr(s, name)) is not None), None)
+        out["viewers"] = self.viewers(newest_first)
         return out
+
+    def viewers(self, samples: Iterable[HealthSample]) -> int | None:
+        """Viewers of a stream on every edge: the newest figure of each instance (each edge, however
+        many workers it runs, publishes one), summed over the instances whose sample is at most
+        ``viewers_fresh`` seconds old (a stopped or killed edge's last figure stops counting);
+        None when no sample measures viewers. A viewer whose requests reach two edges counts twice.
+        """
+        measured = [s for s in samples if s.viewers is not None]
+        if not measured:
+            return None
+        horizon = self._clock() - min(self._keep, self._viewers_fresh)
+        return sum(s.viewers for s in measured if s.viewers is not None and s.at >= horizon)
 
     def latest(self) -> list[HealthSample]:
         """The latest sample of every stream, service and instance, by stream then time."""

@@ -38,7 +38,12 @@ def make_bus(args: argparse.Namespace, *, required: bool) -> Bus:
     if args.kafka:
         from camflow.bus.kafka import KafkaBus
 
-        return KafkaBus(args.kafka, client_id=f"camflow-{args.command}", prefix=args.kafka_prefix)
+        return KafkaBus(
+            args.kafka,
+            client_id=f"camflow-{args.command}",
+            prefix=args.kafka_prefix,
+            replication=args.kafka_replication,
+        )
     if required:
         raise ConfigError(
             f"`camflow {args.command}` runs one service of a deployment: it needs --kafka HOST:PORT"

@@ -8,7 +8,7 @@
   ``camflow.health`` (first the latest one of each stream and service), ``?stream=`` to keep one
   stream; without a bus, samples derived from the catalog every ``health_interval`` seconds.
   ``camflow tail --edge URL`` reads it.
-- ``/metrics`` (Prometheus; with ``--workers N`` every worker's figures summed), ``/readyz``
+- ``/metrics`` (Prometheus; with ``--workers N`` every worker's figures summed, viewers united), ``/readyz``
   (the store answers, the edge is not shutting down, and
   the other in-process services are ready); ``/healthz`` is in ``edge.app``.
 
@@ -72,6 +72,7 @@ async def streams(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     out = []
+    await state.viewers.census()  # with --workers N: every worker's viewers
     for name in state.catalog.names:
         summary = await state.catalog.summary(name)
         if summary is not None:
@@ -195,6 +196,7 @@ async def health_feed(request: web.Request) -> web.StreamResponse:
             feed.unsubscribe(queue)
         return resp
     while not closing.is_set() and time.monotonic() < deadline:  # no bus: what the catalog knows
+        await state.viewers.census()
         for name in [only] if only is not None else state.catalog.names:
             summary = await state.catalog.summary(name)
             if summary is not None and not await _write_event(resp, _catalog_sample(state, summary)):
@@ -205,7 +207,7 @@ async def health_feed(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return await edge_metrics_response()
+    return await edge_metrics_response(request.app[EDGE])
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -7,9 +7,12 @@ stream, the action and the expiry. A token that fails is never remembered.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from camflow.tokens import Action, Claims, TokenScopeError, TokenSigner
 
@@ -17,6 +20,8 @@ OPERATOR_SCOPE = "*"  # the stream claim of an admin token: every stream
 MEMO_SIZE = 10_000
 VIEWER_WINDOW = 30.0  # seconds a viewer counts after its last playlist request
 VIEWERS_PER_STREAM = 100_000
+CENSUS_TTL = 1.0  # seconds a census of the other workers' viewers is reused
+PEERS_KEEP = 10.0  # seconds the other workers' viewers count without a new census
 
 
 class Authorizer:
@@ -59,31 +64,95 @@ class Authorizer:
         return self.verify(token, OPERATOR_SCOPE, Action.ADMIN)
 
 
-class ViewerCounter:
-    """Distinct viewers (tokens, or client addresses without one) per stream over the last 30 s."""
+class ViewerPeers(Protocol):
+    """The other worker processes of this edge (``edge.metrics.WorkerMetrics``)."""
 
-    def __init__(self, *, window: float = VIEWER_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
+    async def viewer_identities(self) -> list[dict[str, list[str]]]:
+        """Each answering worker's ``ViewerCounter.identities()``; [] when this process is alone."""
+        ...
+
+
+def viewer_identity(who: str) -> str:
+    """What a viewer is known by outside this process: a hash, never the token (or address) itself."""
+    return hashlib.blake2b(who.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+class ViewerCounter:
+    """Distinct viewers (tokens, or client addresses without one) per stream over the last 30 s.
+
+    With ``camflow edge --workers N`` a viewer's requests reach several processes: ``count`` is the
+    whole edge's figure, this process's viewers united with the other workers' (``peers``) as of
+    the last ``census()`` (taken when asked, at most once per ``CENSUS_TTL``; the peers' part is
+    dropped after ``PEERS_KEEP`` without a new census). Viewers cross the process boundary as
+    ``viewer_identity`` hashes.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = VIEWER_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+        peers: ViewerPeers | None = None,
+    ) -> None:
         self.window = window
+        self.peers = peers
         self._clock = clock
-        self._seen: dict[str, OrderedDict[str, float]] = {}
+        self._seen: dict[str, OrderedDict[str, tuple[float, str]]] = {}  # who -> (last seen, identity)
+        self._peer_ids: dict[str, set[str]] = {}
+        self._census_at: float | None = None
+        self._census_lock = asyncio.Lock()
 
     def saw(self, stream: str, who: str) -> None:
         seen = self._seen.setdefault(stream, OrderedDict())
-        seen[who] = self._clock()
+        known = seen.get(who)
+        seen[who] = (self._clock(), viewer_identity(who) if known is None else known[1])
         seen.move_to_end(who)
         if len(seen) > VIEWERS_PER_STREAM:
             seen.popitem(last=False)
 
     def count(self, stream: str) -> int:
+        """Distinct viewers of ``stream`` on the whole edge (every worker, as of the last census)."""
+        self.prune()
+        seen = self._seen.get(stream)
+        if self._census_at is None or self._clock() - self._census_at > PEERS_KEEP:
+            self._peer_ids.clear()
+        others = self._peer_ids.get(stream)
+        if not others:
+            return 0 if seen is None else len(seen)
+        return len(others.union(identity for _, identity in (seen or {}).values()))
+
+    def local_count(self, stream: str) -> int:
+        """Distinct viewers of ``stream`` whose requests reached this process."""
         self.prune()
         return len(self._seen.get(stream, ()))
+
+    def identities(self) -> dict[str, list[str]]:
+        """This process's viewers of every stream, as ``viewer_identity`` hashes (for the peers)."""
+        self.prune()
+        return {stream: [identity for _, identity in seen.values()] for stream, seen in self._seen.items()}
+
+    async def census(self) -> None:
+        """Ask the peers for their viewers, unless a census is younger than ``CENSUS_TTL``; callers
+        arriving meanwhile share it. A peer that does not answer in time counts for nothing."""
+        if self.peers is None:
+            return
+        async with self._census_lock:
+            if self._census_at is not None and self._clock() - self._census_at < CENSUS_TTL:
+                return
+            answers = await self.peers.viewer_identities()
+            union: dict[str, set[str]] = {}
+            for answer in answers:
+                for stream, ids in answer.items():
+                    union.setdefault(stream, set()).update(ids)
+            self._peer_ids = union
+            self._census_at = self._clock()
 
     def prune(self) -> None:
         horizon = self._clock() - self.window
         for stream in list(self._seen):
             seen = self._seen[stream]
             while seen:
-                who, at = next(iter(seen.items()))
+                who, (at, _) = next(iter(seen.items()))
                 if at >= horizon:
                     break
                 del seen[who]

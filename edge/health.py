@@ -8,6 +8,11 @@
   publishes the edge's own samples (viewers). ``/api/streams/{stream}/health`` overlays the
   board's picture (the publish state with its reason, ingest and transcode figures) on the
   catalog's.
+
+One edge publishes one ``instance``: with ``camflow edge --workers N`` only the process that
+started the workers publishes (``publish``), with every worker's viewers united; the workers follow
+the topic but publish nothing. A stream whose viewers fall to 0 gets one sample saying 0, and so
+does every stream with viewers when the edge stops, so the board does not keep counting them.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class CatalogHealth:
         summary = await self._catalog.summary(stream)
         if summary is None:
             return None
+        await self._viewers.census()
         return {
             **summary.as_json(),
             "viewers": self._viewers.count(stream),
@@ -67,6 +73,8 @@ class HealthFeed:
         self.readiness = readiness
         self.board = HealthBoard()
         self.instance = instance_name()
+        self.publish = True  # False in the extra workers of `camflow edge --workers N`
+        self._stopping = False
         self._subscribers: set[asyncio.Queue[HealthSample]] = set()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,16 +100,26 @@ class HealthFeed:
         if self.bus is None:
             return
         self._stop.clear()
+        self._stopping = False
         self._tasks.append(asyncio.create_task(self._follow(self.bus), name="edge-health"))
         self._tasks.append(asyncio.create_task(self._prune(), name="edge-health-prune"))
+        if not self.publish:
+            return
+        watched: set[str] = set()  # streams whose last sample had viewers
 
         async def collect() -> list[HealthSample]:
+            nonlocal watched
+            await viewers.census()
             now = time.time()
-            return [
+            counts = {stream: 0 if self._stopping else viewers.count(stream) for stream in names()}
+            counts.update({stream: 0 for stream in watched - counts.keys()})  # left the catalog
+            samples = [
                 HealthSample(stream, "edge", self.instance, now, viewers=n)
-                for stream in names()
-                if (n := viewers.count(stream)) > 0
+                for stream, n in counts.items()
+                if n > 0 or stream in watched
             ]
+            watched = {stream for stream, n in counts.items() if n > 0}
+            return samples
 
         self._reporter = HealthReporter(self.bus, "edge", collect, self.interval)
         self._reporter.start()
@@ -126,6 +144,7 @@ class HealthFeed:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._stopping = True  # the reporter's last round says 0 viewers
         if self._reporter is not None:
             await self._reporter.stop()
             self._reporter = None

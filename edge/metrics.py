@@ -6,13 +6,16 @@ request's task), plus the fast path's own count of the cached ``200``s it answer
 application. Prometheus reads them at scrape time (``edge_samples``).
 
 With ``camflow edge --workers N`` every worker process keeps its own figures; ``WorkerMetrics``
-sums them at scrape time, so ``/metrics`` of any worker reports the whole edge.
+sums them at scrape time, so ``/metrics`` of any worker reports the whole edge. Viewers are not
+summed: the workers' sockets also answer with their viewers (hashed), and each worker counts the
+union (``edge.auth.ViewerCounter.census``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -27,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from camflow.log import get_logger
 from camflow.metrics import Sample, metrics_response
+from edge.auth import ViewerCounter
 from edge.cache import CACHE_RESULT
 from edge.state import EdgeState
 
@@ -86,14 +90,19 @@ def edge_samples(state: EdgeState) -> Callable[[], Iterator[Sample]]:
 WORKERS_DIR_ENV = "CAMFLOW_EDGE_METRICS_DIR"  # the edge's private folder, given to every worker
 SNAPSHOT_INTERVAL = 5.0  # seconds between the snapshots kept for a worker that stops answering
 PEER_TIMEOUT = 2.0  # seconds a scrape waits for one worker
+VIEWERS_TIMEOUT = 1.0  # seconds a census of viewers waits for one worker
 LOCAL_ONLY = ("process_", "python_")  # families about one process: the answering worker's own
+EDGE_WIDE = ("camflow_edge_viewers",)  # families every worker already reports for the whole edge
+ASK_METRICS = b"metrics\n"  # the requests a worker's socket answers, one line each
+ASK_VIEWERS = b"viewers\n"
 
 
 class WorkerMetrics:
     """Every worker's figures summed, so a scrape of any worker reports the whole edge.
 
-    Each worker process answers on a Unix socket ``DIR/{pid}.sock`` with its own exposition (the
-    whole default registry), and keeps ``DIR/{pid}.prom``, a snapshot written every
+    Each worker process answers on a Unix socket ``DIR/{pid}.sock``: to ``metrics\\n`` with its own
+    exposition (the whole default registry), to ``viewers\\n`` with its ``ViewerCounter.identities``
+    as JSON (hashes, never tokens). It keeps ``DIR/{pid}.prom``, a snapshot written every
     ``SNAPSHOT_INTERVAL`` seconds and when it stops. ``/metrics`` asks every worker at scrape time
     and merges (``merge_expositions``); for a worker that no longer answers, the counters and
     histograms of its last snapshot still count (as prometheus-client's ``mark_process_dead``
@@ -102,6 +111,7 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self.directory: Path | None = None
+        self.viewers: ViewerCounter | None = None  # this process's, for the other workers' census
         self._task: asyncio.Task[None] | None = None
 
     def share(self, directory: Path) -> None:
@@ -137,10 +147,16 @@ class WorkerMetrics:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(generate_latest(REGISTRY))
-            await writer.drain()
-        except OSError:
-            pass  # the asking worker went away
+            async with asyncio.timeout(PEER_TIMEOUT):
+                ask = await reader.readline()
+            if ask == ASK_METRICS:
+                writer.write(generate_latest(REGISTRY))
+            elif ask == ASK_VIEWERS:
+                ids = self.viewers.identities() if self.viewers is not None else {}
+                writer.write(json.dumps(ids, separators=(",", ":")).encode())
+            await writer.drain()  # anything else: closed unanswered
+        except (OSError, TimeoutError):
+            pass  # the asking worker went away, or never asked
         finally:
             writer.close()
 
@@ -185,7 +201,7 @@ class WorkerMetrics:
             {int(p.stem) for p in directory.glob("*.sock")} | {int(p.stem) for p in directory.glob("*.prom")}
         )
         pids = [pid for pid in pids if pid != me]
-        answers = await asyncio.gather(*(_ask(directory / f"{pid}.sock") for pid in pids))
+        answers = await asyncio.gather(*(_ask(directory / f"{pid}.sock", ASK_METRICS) for pid in pids))
         live: list[str] = []
         gone: list[str] = []
         for pid, answer in zip(pids, answers, strict=True):
@@ -201,13 +217,39 @@ class WorkerMetrics:
         workers.add_metric([], float(1 + len(live)))
         return generate_latest(MergedFamilies([*families, workers]))
 
+    async def viewer_identities(self) -> list[dict[str, list[str]]]:
+        """Every other answering worker's viewers per stream (``edge.auth.ViewerPeers``); a worker
+        that does not answer within ``VIEWERS_TIMEOUT``, or answers nonsense, is left out."""
+        directory = self.directory
+        if directory is None:
+            return []
+        me = os.getpid()
+        paths = [p for p in directory.glob("*.sock") if p.stem.isdigit() and int(p.stem) != me]
+        answers = await asyncio.gather(*(_ask(p, ASK_VIEWERS, VIEWERS_TIMEOUT) for p in paths))
+        return [ids for answer in answers if answer is not None and (ids := _viewer_ids(answer)) is not None]
 
-async def _ask(path: Path) -> str | None:
-    """One worker's exposition from its socket, None when it does not answer in time."""
+
+def _viewer_ids(answer: str) -> dict[str, list[str]] | None:
+    """A worker's ``viewers`` answer, None unless it is a JSON object of lists of strings."""
     try:
-        async with asyncio.timeout(PEER_TIMEOUT):
+        ids = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(ids, dict):
+        return None
+    if not all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in ids.values()):
+        return None
+    return ids
+
+
+async def _ask(path: Path, ask: bytes, timeout: float = PEER_TIMEOUT) -> str | None:
+    """One worker's answer to ``ask`` from its socket, None when it does not answer in time."""
+    try:
+        async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_unix_connection(str(path))
             try:
+                writer.write(ask)
+                await writer.drain()
                 return (await reader.read()).decode()
             finally:
                 writer.close()
@@ -219,8 +261,9 @@ def merge_expositions(local: str, live: list[str], gone: list[str]) -> list[Metr
     """The families of several processes' expositions, merged sample by sample.
 
     ``local``'s families all count; ``live`` workers' except the ``process_``/``python_`` ones (they
-    describe one process: the answering one's are kept); ``gone`` workers' only counters and
-    histograms. Values are summed, except ``*_created`` (the earliest) and gauges in seconds (the
+    describe one process: the answering one's are kept) and ``camflow_edge_viewers`` (every worker
+    counts the whole edge's viewers: the answering one's figure is kept); ``gone`` workers' only
+    counters and histograms. Values are summed, except ``*_created`` (the earliest) and gauges in seconds (the
     largest: an age).
     """
     merged: dict[str, Metric] = {}
@@ -228,7 +271,7 @@ def merge_expositions(local: str, live: list[str], gone: list[str]) -> list[Metr
     sources = [(local, True, True), *((t, False, True) for t in live), *((t, False, False) for t in gone)]
     for text, own, alive in sources:
         for family in text_string_to_metric_families(text):
-            if not own and family.name.startswith(LOCAL_ONLY):
+            if not own and (family.name.startswith(LOCAL_ONLY) or family.name in EDGE_WIDE):
                 continue
             if not alive and family.type not in ("counter", "histogram", "summary"):
                 continue
@@ -269,8 +312,10 @@ class MergedFamilies(Collector):
 WORKERS = WorkerMetrics()
 
 
-async def edge_metrics_response() -> web.Response:
-    """``/metrics`` of the edge: this process's figures, or with ``--workers N`` every worker's summed."""
+async def edge_metrics_response(state: EdgeState) -> web.Response:
+    """``/metrics`` of the edge: this process's figures, or with ``--workers N`` every worker's summed
+    (viewers: the union of every worker's)."""
+    await state.viewers.census()
     if WORKERS.directory is None:
         return metrics_response()
     body = await WORKERS.scrape()

@@ -111,6 +111,7 @@ async def index(request: web.Request) -> web.Response:
         return token_error(state, exc, "*")
     q = html.escape(token, quote=True)
     cards = []
+    await state.viewers.census()  # with --workers N: every worker's viewers
     for name in state.catalog.names:
         summary = await state.catalog.summary(name)
         if summary is None or summary.state.value != "live":

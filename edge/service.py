@@ -56,7 +56,9 @@ class EdgeServer:
         )
         self._reuse_port = reuse_port
         self._fast_path = FastPath(self._app[EDGE]) if fast_path else None
+        self._app[EDGE].viewers.peers = WORKERS  # with --workers N: count every worker's viewers
         if health_feed is not None:
+            health_feed.publish = not is_worker_process()  # one edge, one instance: the first process
             self._app[HEALTH_FEED] = health_feed
         if self._fast_path is not None:
             fast = self._fast_path
@@ -105,6 +107,7 @@ class EdgeServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        WORKERS.viewers = self._app[EDGE].viewers  # what this process answers the other workers
         shared = os.environ.get(WORKERS_DIR_ENV)
         if shared and is_worker_process():
             WORKERS.share(Path(shared))  # /metrics of any worker sums every worker's figures
@@ -116,6 +119,8 @@ class EdgeServer:
         runner, self._runner = self._runner, None
         orphaned = is_worker_process() and os.getppid() != parent_pid_from_env()
         await WORKERS.stop(orphaned=orphaned)
+        if WORKERS.viewers is self._app[EDGE].viewers:
+            WORKERS.viewers = None
         shared = os.environ.get(WORKERS_DIR_ENV)
         if orphaned and shared:  # also when the parent died before this worker got to serve
             shutil.rmtree(shared, ignore_errors=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 import uuid
 import warnings
@@ -10,8 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from camflow.bus import LocalBus, Message
+from camflow.errors import ConfigError
 from camflow.events import TOPIC_RAW, TOPIC_READY
 from tests import services
+from tests.process import CAMFLOW
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with importlib.resources.open_text, deprecated in 3.11;
@@ -174,3 +177,75 @@ async def test_kafka_two_groups_each_get_the_message(kafka: KafkaBus) -> None:
 async def test_kafka_publish_before_start_is_refused() -> None:
     with pytest.raises(RuntimeError, match="before start"):
         await KafkaBus("127.0.0.1:9").publish(TOPIC_RAW, "cam", b"x")
+
+
+# --- topic replication (--kafka-replication) ------------------------------------------------------
+
+
+def test_topic_requests_carry_the_replication_factor() -> None:
+    from camflow.bus.kafka import TOPICS, topic_requests
+
+    wanted = topic_requests("p.", 3, existing={"p." + TOPIC_READY})
+    assert sorted(t.name for t in wanted) == sorted("p." + name for name in TOPICS if name != TOPIC_READY)
+    assert {t.replication_factor for t in wanted} == {3}
+    assert {t.name: t.num_partitions for t in wanted}["p." + TOPIC_RAW] == TOPICS[TOPIC_RAW][0]
+    with pytest.raises(ConfigError, match="replication factor 0: expected 1 or more"):
+        KafkaBus("127.0.0.1:9", replication=0)
+
+
+def test_kafka_replication_flag_and_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from camflow.cli_args import build_parser
+
+    assert build_parser().parse_args(["package", "--kafka-replication", "3"]).kafka_replication == 3
+    assert build_parser().parse_args(["edge"]).kafka_replication == 1
+    monkeypatch.setenv("CAMFLOW_KAFKA_REPLICATION", "2")
+    assert build_parser().parse_args(["transcode"]).kafka_replication == 2
+    for bad in (["ingest", "--kafka-replication", "0"], ["run", "--kafka-replication", "two"]):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(bad)
+        assert exited.value.code == 2
+        assert "expected a whole number of brokers >= 1" in capsys.readouterr().err
+
+
+async def test_kafka_replication_beyond_the_brokers_is_a_clear_error_and_1_works() -> None:
+    """The test broker is a single node: factor 2 cannot be met. Asked for it, the bus says so at
+    once (no topic is created); a service started with it exits 2 with the reason; factor 1 works."""
+    from kafka.admin import KafkaAdminClient
+
+    bootstrap = services.require("kafka")
+    prefix = f"t{uuid.uuid4().hex}."
+    bus = KafkaBus(bootstrap, client_id="camflow-test", prefix=prefix, replication=2)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"replication factor 2: .*only 1 broker.* --kafka-replication"):
+        await bus.start()
+    assert time.monotonic() - started < 20
+    await bus.close()
+
+    cli = subprocess.run(
+        [*CAMFLOW, "package", "--kafka", bootstrap, "--kafka-prefix", prefix, "--kafka-replication", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 2, cli.stderr[-2000:]
+    assert "replication factor 2" in cli.stderr and "Traceback" not in cli.stderr, cli.stderr[-2000:]
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="camflow-test-admin")
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith(prefix)]
+        bus = KafkaBus(bootstrap, client_id="camflow-test", prefix=prefix, replication=1)
+        await bus.start()
+        try:
+            consumer = await bus.subscribe([TOPIC_READY], "replication")
+            await bus.publish(TOPIC_READY, "cam-1", b"one")
+            assert (await receive(consumer)).value == b"one"
+            await consumer.close()
+        finally:
+            await bus.close()
+        described = admin.describe_topics([prefix + TOPIC_READY])
+        replicas = {len(p["replica_nodes"]) for t in described for p in t["partitions"]}
+        assert replicas == {1}, described
+    finally:
+        admin.close()

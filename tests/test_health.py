@@ -176,3 +176,25 @@ async def test_kafka_follower_waits_for_its_topic_and_reports_lag() -> None:
     finally:
         await follower.close()
         await bus.close()
+
+
+def test_board_sums_viewers_over_edge_instances_and_drops_stale_ones() -> None:
+    """Each edge instance (pod) publishes its own viewers: the board sums the newest figure of each,
+    while the figure is fresh; a later sample of one instance replaces its earlier one."""
+    now = 1000.0
+    board = HealthBoard(clock=lambda: now)
+    board.add(HealthSample("cam1", "ingest", "ingest-0/1", now - 1, StreamStateKind.LIVE, "ok"))
+    assert board.merged("cam1")["viewers"] is None  # type: ignore[index]  # nobody measures it
+    board.add(HealthSample("cam1", "edge", "edge-a/7", now - 4, viewers=3))
+    board.add(HealthSample("cam1", "edge", "edge-a/7", now - 2, viewers=5))  # same edge, newer
+    board.add(HealthSample("cam1", "edge", "edge-a/7", now - 9, viewers=50))  # same edge, older: ignored
+    board.add(HealthSample("cam1", "edge", "edge-b/7", now - 1, viewers=2))
+    merged = board.merged("cam1")
+    assert merged is not None and merged["viewers"] == 7 and merged["state"] == "live"
+    board.add(HealthSample("cam1", "edge", "edge-c/9", now - 31, viewers=40))  # a killed pod's last word
+    assert board.merged("cam1")["viewers"] == 7  # type: ignore[index]
+    board.add(HealthSample("cam1", "edge", "edge-b/7", now, viewers=0))  # its viewers left
+    assert board.merged("cam1")["viewers"] == 5  # type: ignore[index]
+    later = HealthBoard(clock=lambda: now + 60)
+    later.add(HealthSample("cam1", "edge", "edge-a/7", now, viewers=5))
+    assert later.merged("cam1")["viewers"] == 0  # type: ignore[index]  # known, but nobody watching now

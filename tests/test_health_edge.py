@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, encode
+from camflow.health import follow_health
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
+from edge.auth import ViewerCounter
 from edge.health import HEALTH_FEED, HealthFeed
 
 SECRET = b"k" * 32
@@ -89,3 +92,49 @@ async def test_api_health_without_a_bus_says_what_the_playlists_say(tmp_path: Pa
         assert event["stream"] == "cam1" and event["service"] == "edge" and event["state"] == "offline"
         assert event["bitrate"] == 800000.0
     await store.close()
+
+
+async def test_edge_publishes_viewers_once_per_edge_and_says_when_they_leave() -> None:
+    """The edge's samples: one instance, a 0 when a stream's viewers leave (then silence), a 0 for
+    every watched stream when the edge stops; a worker of `camflow edge --workers N` publishes none."""
+    bus = LocalBus()
+    seen: list[HealthSample] = []
+    stop = asyncio.Event()
+    follower = asyncio.create_task(follow_health(bus, seen.append, stop))
+    await asyncio.sleep(0.05)
+    now = [0.0]
+    viewers = ViewerCounter(clock=lambda: now[0])
+    viewers.saw("cam1", "token-a")
+    viewers.saw("cam1", "token-b")
+    worker = HealthFeed(bus, interval=0.05)
+    worker.publish = False
+    worker.instance = "edge-host/worker"  # were it to publish, its samples would show
+    await worker.start(viewers, lambda: ["cam1", "cam2"])
+    feed = HealthFeed(bus, interval=0.05)
+    await feed.start(viewers, lambda: ["cam1", "cam2"])
+
+    async def until(check: Callable[[], bool]) -> None:
+        for _ in range(200):
+            if check():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"never happened; samples: {seen}")
+
+    def edge() -> list[HealthSample]:
+        return [s for s in seen if s.service == "edge"]
+
+    await until(lambda: any(s.viewers == 2 for s in edge()))
+    now[0] += 31  # both viewers' 30 s window ends
+    await until(lambda: edge()[-1].viewers == 0)
+    zeros = len(edge())
+    await asyncio.sleep(0.3)  # several rounds: nothing more to say about cam1
+    assert len(edge()) == zeros
+    viewers.saw("cam1", "token-c")
+    await until(lambda: edge()[-1].viewers == 1)
+    await feed.stop()
+    assert edge()[-1].viewers == 0  # the stopping edge's last word
+    await worker.stop()
+    await asyncio.sleep(0.1)
+    stop.set()
+    await follower
+    assert {s.instance for s in edge()} == {feed.instance} and {s.stream for s in edge()} == {"cam1"}

@@ -38,7 +38,7 @@ SUBCOMMANDS = {"ingest", "transcode", "package", "edge"}
 
 # Every toggle on, every optional value set (KEDA instead of the CPU HPA: the two exclude each other).
 ALL_ON: dict[str, Any] = {
-    "kafka": {"topicPrefix": "prod."},
+    "kafka": {"topicPrefix": "prod.", "replication": 3},
     "s3": {"prefix": "fleet/a"},
     "secret": {"s3AccessKey": "AKIAEXAMPLE", "s3SecretKey": "secret-example", "tokenSecret": "t" * 64},
     "ingest": {
@@ -250,6 +250,21 @@ def check_scaled_object(doc: dict[str, Any], docs: list[Any]) -> None:
     assert int(meta["lagThreshold"]) >= 1
 
 
+@pytest.mark.parametrize(("case", "wanted"), [("default", "1"), ("all_on", "3")])
+def test_every_service_creates_topics_with_the_replication_value(
+    rendered: dict[str, list[Any]], case: str, wanted: str
+) -> None:
+    """Any service may be the first to create the topics: each gets kafka.replication."""
+    args = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: c["args"]
+        for d, c in containers(rendered[case])
+    }
+    assert set(args) == {"ingest", "transcode", "packager", "edge"}
+    assert {name: flag_value(a, "--kafka-replication") for name, a in args.items()} == dict.fromkeys(
+        args, wanted
+    )
+
+
 def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> None:
     """Every camflow_* name in an alert is defined in the services' code (counters without _total)."""
     (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
@@ -432,6 +447,9 @@ def test_bad_values_are_refused(helm: str, tmp_path: Path) -> None:
     odd = {"ingest": {"rtsp": {"udp": {"firstPort": 20001}}}}
     out = run_helm(helm, *template, str(values_file(tmp_path, odd)))
     assert out.returncode != 0 and "must be even" in out.stderr
+    none = {"kafka": {"replication": 0}}
+    out = run_helm(helm, *template, str(values_file(tmp_path, none)))
+    assert out.returncode != 0 and "kafka.replication 0: must be 1 or more" in out.stderr
 
 
 def test_every_value_is_documented() -> None:

@@ -84,6 +84,7 @@ def own_figures(path: Path) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         sock.connect(str(path))
+        sock.sendall(b"metrics\n")
         chunks = []
         for _ in range(10_000):  # bounded: the worker closes after its exposition
             chunk = sock.recv(65536)
@@ -117,6 +118,17 @@ def test_merge_sums_counters_and_keeps_one_process_figures() -> None:
     assert samples(merged, "camflow_store_operation_seconds_count") == {(("op", "get"),): 3.0}
     assert samples(merged, "camflow_store_operation_seconds_bucket")[(("le", "0.1"), ("op", "get"))] == 3.0
     assert samples(merged, "camflow_store_operation_seconds_sum")[(("op", "get"),)] == pytest.approx(0.15)
+
+
+def test_merge_keeps_the_answering_workers_viewers_never_a_sum() -> None:
+    """Every worker reports the whole edge's viewers (the union): summing would count a viewer twice."""
+    local = '# TYPE camflow_edge_viewers gauge\ncamflow_edge_viewers{stream="cam1"} 2\n'
+    live = [
+        local.replace(" 2\n", " 1\n"),
+        '# TYPE camflow_edge_viewers gauge\ncamflow_edge_viewers{stream="cam2"} 4\n',
+    ]
+    merged = generate_latest(MergedFamilies(merge_expositions(local, live, []))).decode()
+    assert samples(merged, "camflow_edge_viewers") == {(("stream", "cam1"),): 2.0}
 
 
 @pytest.mark.integration

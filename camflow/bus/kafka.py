@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -19,11 +18,12 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from camflow.bus.base import Message
+from camflow.errors import ConfigError
 from camflow.events import TOPIC_DEAD, TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY, TOPIC_STREAMS
 from camflow.log import get_logger
 from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
@@ -41,6 +41,16 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
 }
 
 log = get_logger("bus.kafka")
+
+
+def topic_requests(prefix: str, replication: int, existing: set[str]) -> list[NewTopic]:
+    """The topics to create: every camflow topic not in ``existing``, each partition on
+    ``replication`` brokers. A topic that exists keeps the replication it was created with."""
+    return [
+        NewTopic(prefix + name, num_partitions=parts, replication_factor=replication, topic_configs=configs)
+        for name, (parts, configs) in TOPICS.items()
+        if prefix + name not in existing
+    ]
 
 
 class _Generations(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -171,11 +181,19 @@ class KafkaConsumerAdapter:
 
 
 class KafkaBus:
-    """``prefix`` namespaces every topic and consumer group: several deployments (or tests) on one cluster."""
+    """``prefix`` namespaces every topic and consumer group: several deployments (or tests) on one
+    cluster. ``replication``: brokers holding each partition of the topics ``start`` creates."""
 
-    def __init__(self, bootstrap: str, client_id: str = "camflow", prefix: str = "") -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str = "camflow", prefix: str = "", replication: int = 1
+    ) -> None:
+        if replication < 1:
+            raise ConfigError(
+                f"Kafka replication factor {replication}: expected 1 or more brokers per partition"
+            )
         self.bootstrap = bootstrap
         self.prefix = prefix
+        self.replication = replication
         self._client_id = client_id
         self._producer: Any = None
         self._consumers: list[KafkaConsumerAdapter] = []
@@ -183,18 +201,21 @@ class KafkaBus:
     def _ensure_topics(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self._client_id}-admin")
         try:
-            existing = set(admin.list_topics())
-            missing = [
-                NewTopic(
-                    self.prefix + name, num_partitions=parts, replication_factor=1, topic_configs=configs
-                )
-                for name, (parts, configs) in TOPICS.items()
-                if self.prefix + name not in existing
-            ]
+            missing = topic_requests(self.prefix, self.replication, set(admin.list_topics()))
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
-                    admin.create_topics(missing)
-                log.info("topics_created", topics=[t.name for t in missing])
+                answer = admin.create_topics(missing, raise_errors=False)
+                for topic in answer.get("topics", []):
+                    code, reason = topic.get("error_code", 0), topic.get("error_message") or ""
+                    if code in (0, TopicAlreadyExistsError.errno):  # already there: another service was first
+                        continue
+                    if code == InvalidReplicationFactorError.errno:
+                        raise ConfigError(
+                            f"Kafka at {self.bootstrap} cannot create topic {topic.get('name')!r} with "
+                            f"replication factor {self.replication}: {reason} Expected --kafka-replication "
+                            "(env CAMFLOW_KAFKA_REPLICATION) at most the number of brokers."
+                        )
+                    raise for_code(code)(f"creating topic {topic.get('name')!r}: {reason}")
+                log.info("topics_created", topics=[t.name for t in missing], replication=self.replication)
         finally:
             admin.close()
 

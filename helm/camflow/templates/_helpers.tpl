@@ -69,14 +69,19 @@ app.kubernetes.io/component: {{ .component }}
 - {{ .Values.config.logLevel | quote }}
 {{- end -}}
 
-{{/* --kafka and --kafka-prefix. */}}
+{{/* --kafka, --kafka-prefix and --kafka-replication. */}}
 {{- define "camflow.kafkaArgs" -}}
+{{- if lt (int .Values.kafka.replication) 1 }}
+{{- fail (printf "kafka.replication %v: must be 1 or more brokers" .Values.kafka.replication) }}
+{{- end }}
 - --kafka
 - {{ required "kafka.bootstrapServers is required" .Values.kafka.bootstrapServers | quote }}
 {{- if .Values.kafka.topicPrefix }}
 - --kafka-prefix
 - {{ .Values.kafka.topicPrefix | quote }}
 {{- end }}
+- --kafka-replication
+- {{ int .Values.kafka.replication | quote }}
 {{- end -}}
 
 {{/* /metrics, /healthz and /readyz on the metrics port. */}}
