@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
@@ -74,24 +75,23 @@ def _stream_duration(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _whole_seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of seconds >= 1")
-    return value
+def _at_least_one(unit: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``unit`` >= 1."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of {unit} >= 1")
+        return value
+
+    return parse
 
 
-def _brokers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of brokers >= 1")
-    return value
+_whole_seconds = _at_least_one("seconds")
+_brokers = _at_least_one("brokers")
 
 
 def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:

@@ -22,7 +22,7 @@ from camflow.tokens import TokenSigner
 from edge.app import DEFAULT_CACHE_MB, EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
-from edge.lifeline import PARENT_ENV, ParentWatch, parent_pid_from_env
+from edge.lifeline import PARENT_ENV, ParentWatch, parent_gone, parent_pid_from_env
 from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV
 from edge.policy import TokenCheck
 from edge.wire import EdgeSite
@@ -117,7 +117,7 @@ class EdgeServer:
     async def stop(self) -> None:
         """Stop accepting, finish or cancel requests in flight, and run the app's cleanup."""
         runner, self._runner = self._runner, None
-        orphaned = is_worker_process() and os.getppid() != parent_pid_from_env()
+        orphaned = is_worker_process() and (parent_gone() or os.getppid() != parent_pid_from_env())
         await WORKERS.stop(orphaned=orphaned)
         if WORKERS.viewers is self._app[EDGE].viewers:
             WORKERS.viewers = None

@@ -169,3 +169,19 @@ def ffmpeg_push(clip: Path, url: str, timeout: float = 90.0) -> subprocess.Compl
 
 
 TOKEN_RE = re.compile(r"token=[A-Za-z0-9._-]+")
+
+
+def ask_edge_worker(path: Path, request: bytes) -> bytes:
+    """One edge worker's answer to ``request`` (``b"metrics\n"``, ``b"viewers\n"``) on its Unix
+    socket in the edge's metrics folder (``edge.metrics.WorkerMetrics``)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(request)
+        chunks = []
+        for _ in range(10_000):  # bounded: the worker closes after its answer
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)

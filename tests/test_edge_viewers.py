@@ -24,7 +24,7 @@ import pytest
 
 from edge.auth import CENSUS_TTL, PEERS_KEEP, ViewerCounter, viewer_identity
 from edge.metrics import VIEWERS_TIMEOUT, WorkerMetrics
-from tests.process import CAMFLOW, free_port, stop_process
+from tests.process import CAMFLOW, ask_edge_worker, free_port, stop_process
 from tests.test_edge import MASTER
 from tests.test_metrics_edge_workers import children_of, running, samples
 
@@ -113,17 +113,7 @@ def get(url: str) -> bytes:
 
 def ask_viewers(path: Path) -> dict[str, list[str]]:
     """One worker's own viewers, from its socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
-        sock.sendall(b"viewers\n")
-        chunks = []
-        for _ in range(10_000):  # bounded: the worker closes after its answer
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return dict(json.loads(b"".join(chunks)))
+    return dict(json.loads(ask_edge_worker(path, b"viewers\n")))
 
 
 @pytest.mark.integration

@@ -105,7 +105,7 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_pdeathsig_is_set_on_linux() -> None:
-    """In a child process (not pytest itself): prctl(PR_GET_PDEATHSIG) reads back SIGTERM."""
+    """In a child process (not pytest itself): prctl(PR_GET_PDEATHSIG) reads back SIGUSR2."""
     script = (
         "import ctypes, ctypes.util\n"
         "from edge.lifeline import die_with_parent\n"
@@ -118,7 +118,7 @@ def test_pdeathsig_is_set_on_linux() -> None:
     child = subprocess.run(
         [*CAMFLOW[:1], "-c", script], capture_output=True, text=True, timeout=30, check=True
     )
-    assert child.stdout.split() == ["0", "True", str(int(signal.SIGTERM))]
+    assert child.stdout.split() == ["0", "True", str(int(signal.SIGUSR2))]
 
 
 async def test_watchdog_stops_a_worker_whose_parent_is_gone() -> None:

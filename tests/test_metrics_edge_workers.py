@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,7 +23,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.metrics import MergedFamilies, merge_expositions
-from tests.process import CAMFLOW, free_port, stop_process
+from tests.process import CAMFLOW, ask_edge_worker, free_port, stop_process
 
 STREAM = "cam1"
 EPOCH = "20260101T000000000Z"
@@ -81,17 +80,7 @@ def running(pid: int) -> bool:
 
 def own_figures(path: Path) -> str:
     """One worker's own exposition, from its socket in the edge's metrics folder."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
-        sock.sendall(b"metrics\n")
-        chunks = []
-        for _ in range(10_000):  # bounded: the worker closes after its exposition
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
+    return ask_edge_worker(path, b"metrics\n").decode()
 
 
 def test_merge_sums_counters_and_keeps_one_process_figures() -> None:
