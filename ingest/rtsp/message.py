@@ -104,12 +104,16 @@ def _parse_status_line(line: str) -> tuple[str, int, str]:
     return version, int(code), reason
 
 
-def _split_message(data: bytes) -> tuple[bytes, bytes]:
-    """A complete message to (header section, body); the body must match Content-Length exactly."""
+def _parse_message(data: bytes) -> tuple[str, Headers, bytes]:
+    """A complete message to (start line, headers, body); the body must match Content-Length exactly."""
     end, sep = _find_head_end(data, 0)
     if end < 0:
         raise ParseError(f"RTSP message {data[:40]!r}: expected a header section ending with an empty line")
-    return data[:end], data[end + sep :]
+    start, headers = _parse_head(data[:end])
+    body = data[end + sep :]
+    if len(body) != _content_length(headers, MAX_BODY_SIZE):
+        raise ParseError(f"RTSP body of {len(body)} bytes: expected Content-Length bytes")
+    return start, headers, body
 
 
 def _find_head_end(data: bytes | bytearray, start: int) -> tuple[int, int]:
@@ -121,13 +125,8 @@ def _find_head_end(data: bytes | bytearray, start: int) -> tuple[int, int]:
     return (crlf, 4) if crlf >= 0 else (-1, 0)
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    uri: str
-    headers: Headers = ()
-    body: bytes = b""
-    version: str = RTSP_VERSION
+class _HeaderLookup:
+    headers: Headers
 
     def header(self, name: str) -> str | None:
         """The first value of a header, case-insensitively; None when absent."""
@@ -137,6 +136,15 @@ class Request:
     def header_values(self, name: str) -> tuple[str, ...]:
         return _lookup(self.headers, name)
 
+
+@dataclass(frozen=True)
+class Request(_HeaderLookup):
+    method: str
+    uri: str
+    headers: Headers = ()
+    body: bytes = b""
+    version: str = RTSP_VERSION
+
     @property
     def cseq(self) -> str | None:
         return self.header("CSeq")
@@ -144,11 +152,8 @@ class Request:
     @classmethod
     def parse(cls, data: bytes) -> Request:
         """Parse one complete request (header section and its whole body)."""
-        head, body = _split_message(data)
-        start, headers = _parse_head(head)
+        start, headers, body = _parse_message(data)
         method, uri, version = _parse_request_line(start)
-        if len(body) != _content_length(headers, MAX_BODY_SIZE):
-            raise ParseError(f"RTSP body of {len(body)} bytes: expected Content-Length bytes")
         return cls(method, uri, headers, body, version)
 
     def __bytes__(self) -> bytes:
@@ -156,19 +161,12 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Response:
+class Response(_HeaderLookup):
     status: int
     reason: str
     headers: Headers = ()
     body: bytes = b""
     version: str = RTSP_VERSION
-
-    def header(self, name: str) -> str | None:
-        values = _lookup(self.headers, name)
-        return values[0] if values else None
-
-    def header_values(self, name: str) -> tuple[str, ...]:
-        return _lookup(self.headers, name)
 
     @classmethod
     def reply_to(cls, request: Request, status: int, headers: Headers = (), body: bytes = b"") -> Response:
@@ -179,11 +177,8 @@ class Response:
 
     @classmethod
     def parse(cls, data: bytes) -> Response:
-        head, body = _split_message(data)
-        start, headers = _parse_head(head)
+        start, headers, body = _parse_message(data)
         version, status, reason = _parse_status_line(start)
-        if len(body) != _content_length(headers, MAX_BODY_SIZE):
-            raise ParseError(f"RTSP body of {len(body)} bytes: expected Content-Length bytes")
         return cls(status, reason, headers, body, version)
 
     def __bytes__(self) -> bytes:
