@@ -185,3 +185,38 @@ def ask_edge_worker(path: Path, request: bytes) -> bytes:
                 break
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc/*/stat), in order."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def stop_edge(proc: subprocess.Popen[bytes], workers: Sequence[int]) -> None:
+    """Stop a `camflow edge --workers N` by its PID, then SIGKILL any of its ``workers`` still
+    running (only if the test failed: never leave them behind)."""
+    stop_process(proc)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    for pid in workers:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)

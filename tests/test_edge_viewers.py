@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -24,9 +23,9 @@ import pytest
 
 from edge.auth import CENSUS_TTL, PEERS_KEEP, ViewerCounter, viewer_identity
 from edge.metrics import VIEWERS_TIMEOUT, WorkerMetrics
-from tests.process import CAMFLOW, ask_edge_worker, free_port, stop_process
+from tests.process import CAMFLOW, ask_edge_worker, children_of, free_port, stop_edge
 from tests.test_edge import MASTER
-from tests.test_metrics_edge_workers import children_of, running, samples
+from tests.test_metrics_edge_workers import samples
 
 STREAM = "cam1"
 SECRET = "edge-viewers-workers-test-secret"
@@ -188,10 +187,5 @@ def test_edge_workers_count_a_viewer_once_on_metrics_and_api(tmp_path: Path) -> 
         assert viewers_everywhere() == ({2.0}, {2})
         print(f"\nviewer token reached both workers after {fetched} playlist requests")
     finally:
-        stop_process(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        for pid in workers:
-            if running(pid):  # only if the test failed: never leave them behind
-                os.kill(pid, signal.SIGKILL)
+        stop_edge(proc, workers)
         err.close()

@@ -12,32 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.lifeline import ParentWatch
-from tests.process import CAMFLOW, free_port, stop_process
-
-
-def children_of(pid: int) -> set[int]:
-    """PIDs whose parent is ``pid`` (from /proc/*/stat)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.add(int(entry.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+from tests.process import CAMFLOW, children_of, free_port, running, stop_edge
 
 
 @pytest.mark.integration
@@ -63,7 +38,7 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=err,
     )
-    workers: set[int] = set()
+    workers: list[int] = []
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # "camflow edge: running" once the workers are spawned
@@ -94,12 +69,7 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
         assert not left, f"workers {left} outlived their SIGKILLed parent {proc.pid}"
         assert not shared.exists(), "an orphaned worker removes the metrics folder"
     finally:
-        stop_process(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        for pid in workers:  # only if the test failed: never leave them behind
-            if running(pid):
-                os.kill(pid, signal.SIGKILL)
+        stop_edge(proc, workers)
         err.close()
 
 

@@ -23,7 +23,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.metrics import MergedFamilies, merge_expositions
-from tests.process import CAMFLOW, ask_edge_worker, free_port, stop_process
+from tests.process import CAMFLOW, ask_edge_worker, children_of, free_port, running, stop_edge
 
 STREAM = "cam1"
 EPOCH = "20260101T000000000Z"
@@ -54,28 +54,6 @@ def scrape(port: int) -> str:
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
         return str(response.read().decode())
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def own_figures(path: Path) -> str:
@@ -235,11 +213,6 @@ def test_every_worker_scrape_counts_every_request(tmp_path: Path) -> None:
         for _ in range(6):
             check(scrape(port), WORKERS - 1)
     finally:
-        stop_process(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        for pid in workers:
-            if running(pid):  # only if the test failed: never leave them behind
-                os.kill(pid, signal.SIGKILL)
+        stop_edge(proc, workers)
         err.close()
     assert not shared.exists(), "the parent removes the workers' metrics folder"
