@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import av.container
@@ -142,26 +143,31 @@ class SegmentMuxer:
                 packet.duration = sample.duration
                 packet.is_keyframe = sample.is_idr
                 packets.append(packet)
-            audio = self.audio if segment.audio else None
-            if audio is not None:
-                template = self._ensure_audio_template(audio, segment.audio[0])
-                audio_stream = out.add_stream_from_template(template.streams.audio[0])
-                # The ADTS template carries no AudioSpecificConfig; without it the esds has no
-                # DecoderSpecificInfo, which FFmpeg tolerates and browsers (MSE) refuse.
-                plain = AudioConfig.aac_lc(audio.sample_rate, audio.channels)
-                audio_stream.codec_context.extradata = plain.asc
-                audio_base = Fraction(1, audio.sample_rate)
-                audio_stream.time_base = audio_base
-                for item in segment.audio:
-                    packet = av.Packet(item.data)
-                    packet.stream = audio_stream
-                    packet.time_base = audio_base
-                    packet.pts = packet.dts = item.time
-                    packet.duration = item.duration
-                    packet.is_keyframe = True
-                    packets.append(packet)
-            for packet in packets:
+            audio = self._audio_packets(out, segment)
+            for packet in packets + audio:
                 out.mux(packet)
         first = segment.samples[0].dts
-        init, media = placed(buf.getvalue(), first if audio is None else {1: first, 2: segment.audio[0].time})
+        init, media = placed(buf.getvalue(), {1: first, 2: segment.audio[0].time} if audio else first)
         return init + media
+
+    def _audio_packets(self, out: av.container.OutputContainer, segment: CutSegment) -> list[av.Packet[Any]]:
+        """The segment's AAC as packets of a new audio stream of ``out``; none without audio."""
+        audio = self.audio if segment.audio else None
+        if audio is None:
+            return []
+        template = self._ensure_audio_template(audio, segment.audio[0])
+        stream = out.add_stream_from_template(template.streams.audio[0])
+        # The ADTS template carries no AudioSpecificConfig; without it the esds has no
+        # DecoderSpecificInfo, which FFmpeg tolerates and browsers (MSE) refuse.
+        stream.codec_context.extradata = AudioConfig.aac_lc(audio.sample_rate, audio.channels).asc
+        time_base = Fraction(1, audio.sample_rate)
+        stream.time_base = time_base
+        packets = []
+        for item in segment.audio:
+            packet = av.Packet(item.data)
+            packet.stream, packet.time_base = stream, time_base
+            packet.pts = packet.dts = item.time
+            packet.duration = item.duration
+            packet.is_keyframe = True
+            packets.append(packet)
+        return packets

@@ -23,7 +23,6 @@ import av
 import av.container
 
 from ingest import h264
-from ingest.audio import AudioConfig
 from ingest.errors import ParseError
 from ingest.mux import H264, SegmentMuxer, VideoParams
 from ingest.rtp.base import VIDEO_CLOCK_RATE, AccessUnit
@@ -155,22 +154,7 @@ class Vp8Muxer(SegmentMuxer):
                 packet.duration = sample.duration
                 packet.is_keyframe = sample.is_idr
                 packets.append(packet)
-            audio = self.audio if segment.audio else None
-            if audio is not None:
-                audio_template = self._ensure_audio_template(audio, segment.audio[0])
-                audio_stream = out.add_stream_from_template(audio_template.streams.audio[0])
-                plain = AudioConfig.aac_lc(audio.sample_rate, audio.channels)  # the ADTS template has no ASC
-                audio_stream.codec_context.extradata = plain.asc
-                audio_base = Fraction(1, audio.sample_rate)
-                audio_stream.time_base = audio_base
-                for item in segment.audio:
-                    packet = av.Packet(item.data)
-                    packet.stream, packet.time_base = audio_stream, audio_base
-                    packet.pts = packet.dts = item.time
-                    packet.duration = item.duration
-                    packet.is_keyframe = True
-                    packets.append(packet)
-            for packet in packets:
+            for packet in packets + self._audio_packets(out, segment):
                 out.mux(packet)
         return buf.getvalue()
 
