@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -171,12 +170,9 @@ class WorkerMetrics:
         except OSError as exc:  # the parent removed the folder: it is shutting down
             log.debug("edge_metrics_snapshot_failed", error=repr(exc))
 
-    async def stop(self, orphaned: bool = False) -> None:
-        """Stop answering; leave the last snapshot for the workers still running.
-
-        ``orphaned``: the process that made the folder is gone (SIGKILL) and every worker is
-        stopping with it, so nobody else removes the folder: the first worker out does.
-        """
+    async def stop(self) -> None:
+        """Stop answering; leave the last snapshot for the workers still running. (The folder is
+        the parent's to remove, or an orphaned worker's: ``edge.service.EdgeServer.stop``.)"""
         task, self._task = self._task, None
         if task is None or self.directory is None:
             return
@@ -186,8 +182,6 @@ class WorkerMetrics:
         self._snapshot()
         with contextlib.suppress(OSError):
             (self.directory / f"{os.getpid()}.sock").unlink()
-        if orphaned:  # the whole edge is stopping: its workers die with the parent
-            shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
 
     async def scrape(self) -> bytes:

@@ -118,11 +118,11 @@ class EdgeServer:
         """Stop accepting, finish or cancel requests in flight, and run the app's cleanup."""
         runner, self._runner = self._runner, None
         orphaned = is_worker_process() and (parent_gone() or os.getppid() != parent_pid_from_env())
-        await WORKERS.stop(orphaned=orphaned)
+        await WORKERS.stop()
         if WORKERS.viewers is self._app[EDGE].viewers:
             WORKERS.viewers = None
         shared = os.environ.get(WORKERS_DIR_ENV)
-        if orphaned and shared:  # also when the parent died before this worker got to serve
+        if orphaned and shared:  # the parent died (SIGKILL): nobody else removes the edge's folder
             shutil.rmtree(shared, ignore_errors=True)
         if runner is None:
             return
