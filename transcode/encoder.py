@@ -98,10 +98,6 @@ class RungEncoder:
         self._packets: list[av.Packet[Any]] = []
         self._seconds = 0.0
 
-    def add_seconds(self, seconds: float) -> None:
-        """Count work done for this rung elsewhere (its share of the scaling) in its ``seconds``."""
-        self._seconds += seconds
-
     def encode(self, picture: av.VideoFrame) -> None:
         """Encode one picture of this rung's size in yuv420p (``ScalerCascade`` makes them)."""
         started = time.perf_counter()

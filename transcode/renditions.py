@@ -24,6 +24,7 @@ and AAC in its sample rate, timestamps on the epoch timeline as in the fMP4's ``
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import queue
 import threading
@@ -231,8 +232,6 @@ def _encode_rungs(
             frame.time_base = time_base
             for rung, picture in zip(rungs, cascade.pictures(frame), strict=True):
                 rung.put(picture)
-        for rung, seconds in zip(rungs, cascade.seconds, strict=True):
-            rung.encoder.add_seconds(seconds)
         finished = True
     except av.error.FFmpegError as exc:
         raise BadSegment(f"raw segment does not transcode: {exc}") from exc
@@ -241,8 +240,9 @@ def _encode_rungs(
             rung.stop(finish=finished)
         for rung in rungs:
             rung.encoder.close()
-    for rung in rungs:
-        out[rung.encoder.name] = rung.result()
+    for rung, scaling in zip(rungs, cascade.seconds, strict=True):  # its pictures' scaling counts too
+        media = rung.result()
+        out[media.name] = dataclasses.replace(media, seconds=media.seconds + scaling)
     if thumbnail is None:
         raise BadSegment("raw segment decoded to no picture")
     return thumbnail
