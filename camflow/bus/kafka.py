@@ -158,7 +158,9 @@ class KafkaConsumerAdapter:
         assigned = list(consumer.assignment())
         if not assigned:
             return 0
-        ends = consumer.end_offsets(assigned)
+        # Bounded: this runs on the poll thread, and a member that does not poll holds up
+        # every rebalance of its group (the default request timeout is 30 s).
+        ends = consumer.end_offsets(assigned, timeout_ms=1000)
         behind = 0
         for tp in assigned:
             position = consumer.position(tp, timeout_ms=1000)
