@@ -25,6 +25,8 @@ History:
   the video ones. v3 and earlier renditions are read as video.
 - ``health-sample`` v1: one service's view of one stream's health (``camflow.health``, keyed by
   stream); fields a service does not measure are ``null``.
+- ``health-sample`` v2 adds ``corrections``: ingest's media fixes of the session by kind
+  (``params_inserted``, ``reordered``, ``audio_gaps_filled``, ...); v1 is read as ``None``.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ class HealthSample:
     """
 
     TYPE: ClassVar[str] = "health-sample"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -227,6 +229,9 @@ class HealthSample:
     consumer_lag: int | None = None  # transcode/package: messages behind in its consumer group
     playlist_age: float | None = None  # package: seconds since the playlists were written
     viewers: int | None = None  # edge
+    # ingest: what it corrected or dropped this session, by kind, only the kinds that happened
+    # (see ``ingest.health.CORRECTION_KINDS``); ``{}`` when nothing was
+    corrections: dict[str, int] | None = None
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",
@@ -338,6 +343,18 @@ def _optional(h: dict[str, Any], name: str, kind: type[int] | type[float]) -> An
     return kind(value)
 
 
+def _corrections(h: dict[str, Any]) -> dict[str, int] | None:
+    value = h.get("corrections")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise ValueError(f"corrections {value!r}: expected an object of counts by kind")
+    return dict(sorted(value.items()))
+
+
 def health_sample_from_json(h: dict[str, Any]) -> HealthSample:
     """A sample from its JSON form (the wire header, or a line of ``camflow tail --json``)."""
     types = _field_types(HealthSample)
@@ -351,6 +368,7 @@ def health_sample_from_json(h: dict[str, Any]) -> HealthSample:
         state=lambda h: None if h.get("state") is None else StreamStateKind(h["state"]),
         reason=lambda h: str(h.get("reason") or ""),
         epoch=lambda h: str(h.get("epoch") or ""),
+        corrections=_corrections,
         **figures,
     )
 
@@ -409,7 +427,8 @@ _READERS: dict[tuple[str, int], tuple[_Upgrade | None, _Reader]] = {
     (StreamState.TYPE, 2): (None, _stream_state),
     (StreamState.TYPE, 1): (_with_unknown_last_seq, _stream_state),
     (SegmentDead.TYPE, 1): (None, _segment_dead),
-    (HealthSample.TYPE, 1): (None, _health_sample),
+    (HealthSample.TYPE, 2): (None, _health_sample),
+    (HealthSample.TYPE, 1): (None, _health_sample),  # no "corrections": read as None
 }
 
 

@@ -150,8 +150,8 @@ class HealthBoard:
 
     def merged(self, stream: str) -> dict[str, Any] | None:
         """One JSON-ready picture of ``stream``: the publish state from the newest ingest sample that
-        has one, every figure from the newest sample that measures it, except ``viewers``: the sum
-        over edge instances (``viewers``); None for an unknown stream."""
+        has one, every figure (and ``corrections``) from the newest sample that measures it, except
+        ``viewers``: the sum over edge instances (``viewers``); None for an unknown stream."""
         per = self._samples.get(stream)
         if not per:
             return None
@@ -170,6 +170,7 @@ class HealthBoard:
                 break
         for name in HealthSample.FIGURES:
             out[name] = next((v for s in newest_first if (v := getattr(s, name)) is not None), None)
+        out["corrections"] = next((s.corrections for s in newest_first if s.corrections is not None), None)
         out["viewers"] = self.viewers(newest_first)
         return out
 

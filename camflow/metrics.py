@@ -90,6 +90,11 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
     "camflow_ingest_timestamp_corrections": CallbackMetric(
         "counter", "Camera timestamps corrected, by kind", ("kind",)
     ),
+    "camflow_ingest_media_corrections": CallbackMetric(
+        "counter",
+        "Media fixed or dropped on the way in (parameter sets inserted, audio gaps filled, ...), by kind",
+        ("kind",),
+    ),
     "camflow_ingest_segments": CallbackMetric("counter", "Raw segments, by result", ("result",)),
     "camflow_stream_state": CallbackMetric(
         "gauge", "1 for the stream's current publish state, 0 for the others", ("stream", "state")

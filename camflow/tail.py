@@ -98,8 +98,21 @@ def figures(sample: HealthSample) -> list[str]:
         ("lag", None if sample.consumer_lag is None else str(sample.consumer_lag)),
         ("playlist_age", _secs(sample.playlist_age)),
         ("viewers", None if sample.viewers is None else str(sample.viewers)),
+        ("fixed", _fixes(sample.corrections)),
     ]
     return [f"{name}={value}" for name, value in parts if value is not None]
+
+
+def _fixes(corrections: dict[str, int] | None) -> str | None:
+    """``kind:count,...``, most frequent first (None when there is nothing to show)."""
+    if not corrections:
+        return None
+    ranked = sorted(corrections.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ",".join(f"{kind}:{count}" for kind, count in ranked)
+
+
+def _fix_total(corrections: dict[str, int] | None) -> str:
+    return "-" if corrections is None else str(sum(corrections.values()))
 
 
 def format_line(sample: HealthSample, *, color: bool, state: str | None = None) -> str:
@@ -128,6 +141,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
     ("SEG AGE", ">", lambda r: _secs(r["segment_age"]) or "-"),
     ("LOST", ">", lambda r: "-" if r["packets_lost"] is None else str(r["packets_lost"])),
     ("TS FIX", ">", lambda r: "-" if r["timestamp_corrections"] is None else str(r["timestamp_corrections"])),
+    ("FIXES", ">", lambda r: _fix_total(r.get("corrections"))),
     ("TRANSCODE", ">", lambda r: _secs(r["transcode_latency"]) or "-"),
     ("LAG", ">", lambda r: "-" if r["consumer_lag"] is None else str(r["consumer_lag"])),
     ("PLAYLIST", ">", lambda r: _secs(r["playlist_age"]) or "-"),

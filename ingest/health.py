@@ -46,6 +46,27 @@ DEPACKETIZER_KINDS = (
     "holes_skipped",
     "resyncs",
 )
+# The rest of what ingest fixes or drops on the way in (Prometheus: camflow_ingest_media_corrections).
+MEDIA_KINDS = (
+    "params_inserted",
+    "pts_missing",
+    "frames_invalid",
+    "dropped_before_idr",
+    "forced_cuts",
+    "segments_damaged",
+    "keyframe_requests",
+    "audio_packets_lost",
+    "audio_packets_late",
+    "audio_packets_invalid",
+    "audio_units_dropped",
+    "audio_gaps_filled",
+    "audio_restarts",
+    "audio_late_dropped",
+    "audio_overflow_dropped",
+    "audio_silence_inserted",
+    "opus_undecodable",
+)
+CORRECTION_KINDS = (*DEPACKETIZER_KINDS, *TIMESTAMP_KINDS, *MEDIA_KINDS)  # a health sample's ``corrections``
 log = get_logger("ingest.health")
 
 
@@ -204,6 +225,7 @@ class IngestHealth:
             timestamp_corrections=sum(corrections.get(k, 0) for k in TIMESTAMP_KINDS),
             packets_lost=corrections.get("packets_lost", 0),
             segment_age=None if last is None else round(now - last[0], 3),
+            corrections={k: n for k in CORRECTION_KINDS if (n := corrections.get(k, 0))},
         )
 
     # --- Prometheus ------------------------------------------------------------------------------
@@ -227,6 +249,9 @@ class IngestHealth:
         for kind in TIMESTAMP_KINDS:
             if kind in corrections:
                 yield "camflow_ingest_timestamp_corrections", kind, corrections[kind]
+        for kind in MEDIA_KINDS:
+            if kind in corrections:
+                yield "camflow_ingest_media_corrections", kind, corrections[kind]
 
     def samples(self) -> Iterator[Sample]:
         """Every ingest metric now (a ``camflow.metrics`` source)."""

@@ -87,6 +87,7 @@ SAMPLES: dict[str, Event] = {
         packets_lost=0,
         segment_age=1.25,
         viewers=None,
+        corrections={"dts_nudged": 3, "params_inserted": 15},
     ),
     "health-sample-sparse": HealthSample("cam1", "edge", "host/1", 5.0, viewers=12),
 }

@@ -38,6 +38,29 @@ def test_health_sample_round_trips_on_the_wire() -> None:
     assert decode(encode(bare)) == bare
 
 
+def test_health_sample_carries_corrections_by_kind_and_v1_reads_as_none() -> None:
+    sample = HealthSample("cam1", "ingest", "h/1", 1.5, corrections={"reordered": 2, "params_inserted": 9})
+    back = decode(encode(sample))
+    assert isinstance(back, HealthSample) and back.corrections == {"params_inserted": 9, "reordered": 2}
+    v1 = {
+        **HealthSample("cam1", "ingest", "h/1", 1.5, packets_lost=3).to_json(),
+        "type": "health-sample",
+        "v": 1,
+    }
+    del v1["corrections"]
+    blob = json.dumps(v1).encode()
+    old = decode(MAGIC + struct.pack(">I", len(blob)) + blob)
+    assert isinstance(old, HealthSample) and old.corrections is None and old.packets_lost == 3
+
+
+@pytest.mark.parametrize("bad", [["params_inserted"], {"reordered": -1}, {"reordered": "2"}, {"x": True}])
+def test_health_sample_with_bad_corrections_is_refused(bad: object) -> None:
+    header = {**HealthSample("cam1", "ingest", "h/2", 2.0).to_json(), "type": "health-sample", "v": 2}
+    blob = json.dumps({**header, "corrections": bad}).encode()
+    with pytest.raises(EventDecodeError, match=r"corrections .*: expected an object of counts"):
+        decode(MAGIC + struct.pack(">I", len(blob)) + blob)
+
+
 def test_health_sample_with_a_bad_figure_is_refused() -> None:
     header = {**HealthSample("cam1", "edge", "h/2", 2.0).to_json(), "type": "health-sample", "v": 1}
     blob = json.dumps({**header, "viewers": "many"}).encode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -168,6 +169,7 @@ def test_embedded_live_stalled_offline_from_tail_edge(tmp_path: Path) -> None:
         metrics = scrape(cf.http_url("/metrics"))
         assert value(metrics, "camflow_ingest_sessions", protocol="rtsp") == 1
         assert value(metrics, "camflow_ingest_frames_total", protocol="rtsp") > 0
+        assert value(metrics, "camflow_ingest_media_corrections_total", kind="params_inserted") >= 1
         assert value(metrics, "camflow_stream_state", stream="cam1", state="live") == 1
         assert value(metrics, "camflow_transcode_seconds_count", rung="source") > 0
         assert status(cf.http_url("/healthz")) == 200 and status(cf.http_url("/readyz")) == 200
@@ -182,6 +184,9 @@ def test_embedded_live_stalled_offline_from_tail_edge(tmp_path: Path) -> None:
         rows = [line for line in screens[-1].splitlines() if "cam1" in line]
         assert len(rows) == 1 and "live" in rows[0] and rows[0].startswith("\x1b[32m"), screens[-1]
         assert "STREAM" in screens[-1] and "TRANSCODE" in screens[-1]
+        plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in screens[-1].splitlines()]
+        end = plain[1].index("FIXES") + len("FIXES")  # right-aligned numbers end under the title
+        assert int(next(ln for ln in plain if "cam1" in ln)[:end].split()[-1]) >= 1, plain
         os.kill(camera.pid, signal.SIGSTOP)  # the camera hangs: its connection stays open, nothing comes
         wait_state(out, "cam1", "stalled", 30, lambda: cf.log)
         stalled = scrape(cf.http_url("/metrics"))
@@ -194,6 +199,8 @@ def test_embedded_live_stalled_offline_from_tail_edge(tmp_path: Path) -> None:
         wait_state(out, "cam1", "offline", 30, lambda: cf.log)
     samples = check_transitions(out, "cam1")
     assert "connection" in str(samples[-1]["reason"]) or "closed" in str(samples[-1]["reason"])
+    fixed = samples[-1]["corrections"]
+    assert isinstance(fixed, dict) and fixed["params_inserted"] >= 1, samples[-1]  # SPS/PPS it lacked
 
 
 @contextmanager
@@ -277,6 +284,9 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
         assert value(ingest, "camflow_ingest_segments_total", result="published") >= 2
         assert value(ingest, "camflow_bus_publish_seconds_count", topic="camflow.segments.raw") >= 2
         assert value(ingest, "camflow_stream_state", stream="cam1", state="live") == 1
+        # ffmpeg sends the clip's SPS/PPS in the SDP only: ingest puts them before every IDR, and
+        # says so on /metrics and on the stream's health (the feed `camflow tail` reads, below).
+        assert value(ingest, "camflow_ingest_media_corrections_total", kind="params_inserted") >= 2
         assert value(transcode, "camflow_transcode_segments_total", result="ok") >= 2
         assert value(transcode, "camflow_transcode_seconds_count", rung="180p") >= 2
         assert value(transcode, "camflow_transcode_seconds_sum", rung="180p") > 0
@@ -301,6 +311,8 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
     check_transitions(out, "cam1")
     services_seen = {json.loads(line)["service"] for line in out.read_text().splitlines()}
     assert {"ingest", "transcode", "package"} <= services_seen
+    fixed = [json.loads(line).get("corrections") or {} for line in out.read_text().splitlines()]
+    assert max(f.get("params_inserted", 0) for f in fixed) >= 2, fixed
     states = asyncio.run(stream_states(kafka, prefix, "cam1"))
     assert states[0] == "live" and "stalled" in states and states[-1] == "offline", states
     admin = KafkaAdminClient(bootstrap_servers=kafka)

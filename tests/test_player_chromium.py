@@ -14,6 +14,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -161,6 +162,7 @@ async def test_chromium_plays_the_watch_page_during_a_live_push(tmp_path: Path) 
     assert last["cf"]["errors"] == [] and last["cf"]["stalls"] == 0, last["cf"]
     assert last["health"].startswith("health: live · 640x360"), last["health"]
     assert " · 25.0 fps · " in last["health"] or " · 25 fps · " in last["health"], last["health"]
+    assert re.search(r" · \d+ media fix(es)?$", last["health"]), last["health"]  # SPS/PPS put in-band
     assert "behind the live edge" in last["latency"], last["latency"]
     assert (tmp_path / "player.png").stat().st_size > 10_000
     # The operator's list shows the live stream with the transcoder's latest thumbnail.

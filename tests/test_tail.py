@@ -151,3 +151,20 @@ def test_tail_needs_exactly_one_feed(capsys: object) -> None:
     assert main(["tail", "--edge", "http://127.0.0.1:1"]) == 2  # no operator token
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "give --kafka HOST:PORT or --edge URL" in err and "needs an operator token" in err
+
+
+def test_corrections_show_in_the_line_the_json_the_board_and_the_table() -> None:
+    fixed = {"params_inserted": 14, "reordered": 2, "audio_gaps_filled": 2}
+    sample = ingest("cam1", StreamStateKind.LIVE, packets_lost=0, corrections=fixed)
+    line = format_line(sample, color=False)
+    assert "fixed=params_inserted:14,audio_gaps_filled:2,reordered:2" in line  # most frequent first
+    assert health_sample_from_json(json.loads(format_json(sample))).corrections == fixed
+    assert "fixed=" not in format_line(ingest("cam1", StreamStateKind.LIVE, corrections={}), color=False)
+    board = HealthBoard(clock=lambda: AT + 1)
+    board.add(sample)
+    board.add(transcode("cam1", at=AT + 0.5))  # measures no corrections: ingest's stay
+    row = board.merged("cam1")
+    assert row is not None and row["corrections"] == fixed
+    lines = render_table(board.table(), color=False, now=AT).splitlines()
+    at = lines[1].index("FIXES")
+    assert lines[2][at : at + len("FIXES")].strip() == "18"

@@ -63,6 +63,9 @@
     if (s.fps) parts.push(s.fps + " fps");
     parts.push(s.viewers + (s.viewers === 1 ? " viewer" : " viewers"));
     if (typeof s.last_segment_age === "number") parts.push("last segment " + s.last_segment_age.toFixed(1) + " s ago");
+    const fixes = s.feed && s.feed.corrections ? Object.values(s.feed.corrections) : [];
+    const fixed = fixes.reduce(function (a, b) { return a + b; }, 0);
+    if (fixed) parts.push(fixed + (fixed === 1 ? " media fix" : " media fixes"));
     return "health: " + parts.join(" · ");
   }
   const events = new EventSource("/api/streams/" + encodeURIComponent(config.stream) + "/health" + q);
