@@ -96,6 +96,15 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
         ("kind",),
     ),
     "camflow_ingest_segments": CallbackMetric("counter", "Raw segments, by result", ("result",)),
+    "camflow_ingest_pull_attempts": CallbackMetric(
+        "counter", "Connections tried to a pulled source (--pull)", ("stream",)
+    ),
+    "camflow_ingest_pull_failures": CallbackMetric(
+        "counter", "Connections to a pulled source that failed or ended", ("stream",)
+    ),
+    "camflow_ingest_pull_connected": CallbackMetric(
+        "gauge", "1 while a pulled source delivers media, 0 while it connects or waits to retry", ("stream",)
+    ),
     "camflow_stream_state": CallbackMetric(
         "gauge", "1 for the stream's current publish state, 0 for the others", ("stream", "state")
     ),

@@ -256,7 +256,14 @@ class _Observed:
             return [s.publisher for s in whip.sessions.values() if s.publisher is not None] if whip else []
 
         target = self.args.segment_duration
-        health = IngestHealth(self.bus, rtsp=rtsp, pulled=pulled, whip=whipped, segment_target=target)
+        health = IngestHealth(
+            self.bus,
+            rtsp=rtsp,
+            pulled=pulled,
+            whip=whipped,
+            pull_clients=lambda: list(pulls.clients) if pulls else [],
+            segment_target=target,
+        )
         self._report("ingest", health.collect, health.samples)
         self.readiness.add("ingest", lambda: rtsp.open_connections >= 0 and not self.readiness.draining)
 

@@ -72,11 +72,21 @@ async def streams(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     out = []
+    feed = request.app.get(HEALTH_FEED)
     await state.viewers.census()  # with --workers N: every worker's viewers
     for name in state.catalog.names:
         summary = await state.catalog.summary(name)
         if summary is not None:
-            out.append({**summary.as_json(), "viewers": state.viewers.count(name)})
+            row = {**summary.as_json(), "viewers": state.viewers.count(name)}
+            out.append(_overlay(feed, name, row) or row)
+    if feed is not None:
+        # Streams the feed knows and the store does not (yet): a pulled camera that never
+        # connected, a publish whose first segment is still being cut.
+        listed = {row["stream"] for row in out}
+        for name in feed.board.streams:
+            merged = feed.board.merged(name)
+            if name not in listed and merged is not None and merged["state"] is not None:
+                out.append(_overlay(feed, name, {"stream": name, "viewers": 0}) or {})
     return web.json_response({"streams": out, "time": round(time.time(), 3)})
 
 

@@ -27,6 +27,7 @@ from camflow.health import publish_state
 from camflow.log import get_logger
 from camflow.metrics import Sample, instance_name
 from ingest.publisher import Publisher
+from ingest.pull import PullClient
 from ingest.rtsp.server import RtspServer
 
 RETIRE_AFTER = 60.0  # seconds an ended session's counters are still read live (its drain), then folded
@@ -97,6 +98,7 @@ class IngestHealth:
         rtsp: RtspServer | None = None,
         pulled: Callable[[], Iterable[Publisher]] | None = None,
         whip: Callable[[], Iterable[Publisher]] | None = None,
+        pull_clients: Callable[[], Iterable[PullClient]] | None = None,
         segment_target: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -104,6 +106,7 @@ class IngestHealth:
         self.rtsp = rtsp
         self.pulled = pulled
         self.whip = whip
+        self.pull_clients = pull_clients
         self.target = segment_target
         self.instance = instance_name()
         self._clock = clock
@@ -153,6 +156,10 @@ class IngestHealth:
         for session in ended:
             samples.append(self._sample(session, now, StreamStateKind.OFFLINE, self._end_reason(session)))
             self._last_state[session.publisher.stream] = (StreamStateKind.OFFLINE, now)
+        reported = {s.stream for s in samples}
+        for client in self.pull_clients() if self.pull_clients is not None else ():
+            if client.publisher is None and client.source.name not in reported:
+                samples.append(self._pull_sample(client, now))
         for stream in [s for s, (_, at) in self._last_state.items() if now - at > KEEP_STATE]:
             if self._last_state[stream][0] is StreamStateKind.OFFLINE:
                 del self._last_state[stream]
@@ -228,6 +235,31 @@ class IngestHealth:
             corrections={k: n for k in CORRECTION_KINDS if (n := corrections.get(k, 0))},
         )
 
+    def _pull_sample(self, client: PullClient, now: float) -> HealthSample:
+        """A pull source with no session: its first connection is under way (``connecting``), or
+        it failed and waits for its next attempt (``offline``, with the error and the retry)."""
+        stats = client.stats
+        if stats.failures == 0:
+            state, reason = (
+                StreamStateKind.CONNECTING,
+                f"pulling {client.source.shown} (attempt {stats.attempts})",
+            )
+        else:
+            retry = "" if stats.retry_at is None else f", next in {max(0.0, stats.retry_at - now):.1f} s"
+            state = StreamStateKind.OFFLINE
+            reason = (
+                f"pull failed {stats.failures} time(s), {stats.connects} connected: {stats.last_error}"
+                f" (attempt {stats.attempts}{retry})"
+            )
+        return HealthSample(
+            stream=client.source.name,
+            service="ingest",
+            instance=self.instance,
+            at=time.time(),
+            state=state,
+            reason=reason[:300],
+        )
+
     # --- Prometheus ------------------------------------------------------------------------------
 
     @staticmethod
@@ -260,6 +292,11 @@ class IngestHealth:
             yield name, (label,), value
         for proto in ("rtsp", "pull", "whip"):
             yield "camflow_ingest_sessions", (proto,), 0.0
+        for client in self.pull_clients() if self.pull_clients is not None else ():
+            name, stats = client.source.name, client.stats
+            yield "camflow_ingest_pull_attempts", (name,), float(stats.attempts)
+            yield "camflow_ingest_pull_failures", (name,), float(stats.failures)
+            yield "camflow_ingest_pull_connected", (name,), 1.0 if client.publisher is not None else 0.0
         for session in list(self._sessions.values()):
             for name, label, value in self._counters(session):
                 yield name, (label,), float(value)

@@ -79,9 +79,25 @@ class PullSource:
         except Exception as exc:
             raise ConfigError(f"pull source name {self.name!r}: {exc}") from None
         if not self.url.lower().startswith(("rtsp://", "rtsps://")):
-            raise ConfigError(f"pull source {self.name} URL {self.url!r}: expected rtsp://HOST[:PORT]/PATH")
+            raise ConfigError(f"pull source {self.name} URL {self.shown!r}: expected rtsp://HOST[:PORT]/PATH")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"pull source {self.name} transport {self.transport!r}: expected tcp or udp")
+
+    @property
+    def shown(self) -> str:
+        """The URL as logs, errors and health show it: its password (if any) is ``***``."""
+        scheme, sep, rest = self.url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        userinfo, at, hostport = netloc.rpartition("@")
+        if not sep or not at or ":" not in userinfo:
+            return self.url
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{hostport}{slash}{path}"
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error from the RTSP client, which names the URL) without the password."""
+        text = text.replace(self.url, self.shown)
+        password = self.url.partition("://")[2].partition("/")[0].rpartition("@")[0].partition(":")[2]
+        return text.replace(password, "***") if len(password) >= 4 else text  # not a stray "a" or "1"
 
 
 def parse_pull(text: str) -> PullSource:
@@ -179,12 +195,12 @@ class _Reader(threading.Thread):
             container = av.open(self.source.url, options=options, timeout=timeouts)
             expected = " or ".join(SYNTAXES)
             if not container.streams.video:
-                raise ConfigError(f"{self.source.url}: no video stream, expected {expected}")
+                raise ConfigError(f"{self.source.shown}: no video stream, expected {expected}")
             stream = container.streams.video[0]
             syntax = SYNTAXES.get(stream.codec_context.name)
             if syntax is None:
                 codec = stream.codec_context.name
-                raise ConfigError(f"{self.source.url}: video codec {codec}, expected {expected}")
+                raise ConfigError(f"{self.source.shown}: video codec {codec}, expected {expected}")
             assembler = UnitAssembler(stream.codec_context.extradata, stream.time_base, syntax)
             audio = self._audio(container)
             config = audio.config if audio is not None else None
@@ -250,8 +266,9 @@ class PullStats:
     units_dropped: int = 0
     audio_units: int = 0
     audio_units_dropped: int = 0
-    last_error: str = ""
-    state: str = "connecting"
+    last_error: str = ""  # without the URL's password
+    state: str = "connecting"  # connecting, live, offline (waiting to retry), stopped
+    retry_at: float | None = None  # monotonic time of the next attempt while offline
 
 
 @dataclass(frozen=True)
@@ -296,6 +313,7 @@ class PullClient:
                 break
             failures = 1 if delivered else failures + 1
             delay = self.backoff.delay(failures)
+            self.stats.retry_at = time.monotonic() + delay
             self.log.warning(
                 "pull_failed",
                 attempt=self.stats.attempts,
@@ -329,6 +347,7 @@ class PullClient:
 
         self.stats.attempts += 1
         self.stats.state = "connecting"
+        self.stats.retry_at = None
         self.log.info("pull_connecting", attempt=self.stats.attempts, transport=self.source.transport)
         reader = _Reader(self.source, post, self.open_timeout, self.read_timeout)
         reader.start()
@@ -364,7 +383,7 @@ class PullClient:
                 elif kind == "end":
                     error = value if isinstance(value, BaseException) else EOFError("ended")
                     self.stats.failures += 1
-                    self.stats.last_error = f"{type(error).__name__}: {error}"
+                    self.stats.last_error = self.source.scrub(f"{type(error).__name__}: {error}")
                     reason = f"source failed: {self.stats.last_error}"[:200]
                     return delivered
                 elif kind == "stop" and stop_by is None:

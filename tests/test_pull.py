@@ -39,6 +39,24 @@ def test_parse_pull() -> None:
             parse_pull(bad)
 
 
+def test_a_sources_password_is_never_shown() -> None:
+    source = PullSource("cam7", "rtsp://admin:Secr3t-pw@10.0.0.7:554/s1?x=1")
+    assert source.shown == "rtsp://admin:***@10.0.0.7:554/s1?x=1"
+    error = f"OSError: [Errno 111] Connection refused: '{source.url}' (user admin, Secr3t-pw)"
+    assert source.scrub(error) == (
+        "OSError: [Errno 111] Connection refused: 'rtsp://admin:***@10.0.0.7:554/s1?x=1' (user admin, ***)"
+    )
+    for plain in ("rtsp://10.0.0.7/s1", "rtsp://admin@10.0.0.7/s1", "rtsp://[::1]:554/a@b"):
+        assert PullSource("cam7", plain).shown == plain
+    short = PullSource("cam7", "rtsp://u:a@h/p")  # a one-letter password is not hunted in free text
+    assert short.shown == "rtsp://u:***@h/p" and short.scrub("a refusal from rtsp://u:a@h/p") == (
+        "a refusal from rtsp://u:***@h/p"
+    )
+    with pytest.raises(ConfigError) as refused:
+        PullSource("cam7", "http://admin:Secr3t-pw@h/p")
+    assert "Secr3t-pw" not in str(refused.value) and "admin:***@h" in str(refused.value)
+
+
 def test_load_sources(tmp_path: Path) -> None:
     path = tmp_path / "sources.toml"
     path.write_text('cam1 = "rtsp://h/1"\n[cam2]\nurl = "rtsp://h/2"\ntransport = "UDP"\n')

@@ -262,16 +262,40 @@ def test_a_codec_ingest_does_not_take_is_a_clear_error(tmp_path: Path) -> None:
 def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None:
     port = free_port()
     sources = tmp_path / "sources.toml"
-    sources.write_text(f'[cam8]\nurl = "rtsp://127.0.0.1:{port}/test"\ntransport = "udp"\n')
-    with camflow_run(
-        tmp_path, ["--ladder", "source", "--segment-duration", "1", "--sources", str(sources)]
-    ) as cf:
+    # The camera's URL carries credentials (the server here asks for none): they never show.
+    sources.write_text(f'[cam8]\nurl = "rtsp://cam:Secr3t-pw@127.0.0.1:{port}/test"\ntransport = "udp"\n')
+    extra = [
+        "--ladder",
+        "source",
+        "--segment-duration",
+        "1",
+        "--sources",
+        str(sources),
+        "--health-interval",
+        "1",
+    ]
+    with camflow_run(tmp_path, extra) as cf:
         wait_until(
             "two failed attempts with the source down", lambda: len(events(cf, "pull_failed")) >= 2, 30
         )
         failed = events(cf, "pull_failed")
         assert all(e["stream_id"] == "cam8" and e["connects"] == 0 for e in failed), failed
         assert float(str(failed[1]["retry_in"])) > 0
+        # An operator sees the camera that never came up: its state, why, and when it is tried next.
+        admin, view = cf.token("admin", "*"), cf.token("view", "cam8")
+
+        def listed() -> dict[str, object]:
+            streams = json.loads(fetch(cf.http_url(f"/api/streams?token={admin}"))[1])["streams"]
+            return next((s for s in streams if s["stream"] == "cam8"), {})
+
+        wait_until("cam8 listed by /api/streams", lambda: listed().get("state") == "offline", 30)
+        row = listed()
+        assert "pull failed" in str(row["reason"]) and "next in" in str(row["reason"]), row
+        health = first_sse_data(cf.http_url(f"/api/streams/cam8/health?token={view}"))
+        assert health["state"] == "offline" and "pull failed" in str(health["reason"]), health
+        metrics = scrape(cf.http_url("/metrics"))
+        assert value(metrics, "camflow_ingest_pull_failures_total", stream="cam8") >= 2
+        assert value(metrics, "camflow_ingest_pull_connected", stream="cam8") == 0
         with rtsp_server(tmp_path, port):
             wait_until(
                 "segments from the source",
@@ -281,7 +305,9 @@ def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None
             view = cf.token("view", "cam8")
             video = ffprobe_video(cf.http_url(f"/live/cam8/master.m3u8?token={view}"))
             assert (video["width"], video["height"]) == (320, 240)
+            assert value(scrape(cf.http_url("/metrics")), "camflow_ingest_pull_connected", stream="cam8") == 1
         assert events(cf, "pull_connected")[0]["stream_id"] == "cam8"
+        assert "Secr3t-pw" not in cf.log
 
 
 def test_bad_pull_flag_is_a_clear_error(tmp_path: Path) -> None:
