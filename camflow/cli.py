@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(args.log_level)
         if args.command == "edge":
             _use_uvloop()
-        asyncio.run(serve(args, ROLES[args.command]))
-        return 0
+        return asyncio.run(serve(args, ROLES[args.command]))
     except ConfigError as exc:
         print(f"camflow: {exc}", file=sys.stderr)
         return 2

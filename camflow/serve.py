@@ -71,8 +71,10 @@ def display_host(host: str) -> str:
 # --- services ---------------------------------------------------------------------------
 
 
-async def serve(args: argparse.Namespace, roles: set[str]) -> None:
-    """Start ``roles`` (ingest, transcode, package, edge) on one bus and store; run until a signal."""
+async def serve(args: argparse.Namespace, roles: set[str]) -> int:
+    """Start ``roles`` (ingest, transcode, package, edge) on one bus and store; run until a signal
+    or until one of them crashes. The exit status: 0, or 1 when a service failed (its orchestrator
+    restarts it then, like any crashed process)."""
     bus = (
         make_bus(args, required=args.command != "run")
         if roles & {"ingest", "transcode", "package"} or ("edge" in roles and args.kafka)  # edge: health feed
@@ -93,6 +95,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> None:
     tasks: list[asyncio.Task[None]] = []
     stoppers: list[Callable[[], Awaitable[None]]] = []
     workers_stop = asyncio.Event()
+    failed = False
     observed = _Observed(args, bus)
     try:
         whip = _whip_service(args, bus, signer) if "ingest" in roles else None
@@ -215,11 +218,13 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> None:
             for task, result in zip(tasks, done, strict=True):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.error("service_failed", service=task.get_name(), error=repr(result))
+                    failed = True
         await observed.stop()  # after ingest: its last samples say offline
         if store is not None:
             await store.close()
         if bus is not None:
             await bus.close()
+    return 1 if failed else 0
 
 
 class _Observed:

@@ -9,10 +9,11 @@ import warnings
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from camflow.bus import LocalBus, Message
 from camflow.errors import ConfigError
-from camflow.events import TOPIC_RAW, TOPIC_READY
+from camflow.events import TOPIC_DEAD, TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY
 from tests import services
 from tests.process import CAMFLOW
 
@@ -20,7 +21,7 @@ with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with importlib.resources.open_text, deprecated in 3.11;
     # the warning is attributed to importlib, so pyproject's "DeprecationWarning:kafka.*" filter misses it.
     warnings.filterwarnings("ignore", "open_text is deprecated", DeprecationWarning)
-    from camflow.bus.kafka import KafkaBus, KafkaConsumerAdapter
+    from camflow.bus.kafka import TOPICS, KafkaBus, KafkaConsumerAdapter, _Generations, topic_shortfalls
 
 # --- LocalBus -------------------------------------------------------------------------------------
 
@@ -182,6 +183,38 @@ async def test_kafka_publish_before_start_is_refused() -> None:
 # --- topic replication (--kafka-replication) ------------------------------------------------------
 
 
+def test_partition_counts_never_block_the_rebalance_listener() -> None:
+    """kafka-python 3 runs the listener on its network thread, where partitions_for_topic raises
+    when the topic's metadata is not cached (a packager crashed on it in CI). The listener takes
+    what the cache has; the poll thread reads the rest once the poll returns."""
+
+    class Cluster:
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            return set(range(8)) if topic.endswith(TOPIC_READY) else None
+
+    class Consumer:
+        _cluster = Cluster()
+        on_network_thread = True
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            if self.on_network_thread:
+                raise RuntimeError("Cannot block on net.run() from the IO thread itself")
+            return set(range(4))
+
+    class TP:
+        def __init__(self, topic: str, partition: int) -> None:
+            self.topic, self.partition = topic, partition
+
+    adapter = KafkaConsumerAdapter("127.0.0.1:9", [TOPIC_READY, TOPIC_HEALTH], "g", prefix="p.")
+    consumer = adapter._consumer = Consumer()
+    _Generations(adapter).on_partitions_assigned([TP("p." + TOPIC_READY, 1), TP("p." + TOPIC_HEALTH, 0)])
+    assert adapter.generation == 1 and adapter.partitions == {TOPIC_READY: 8} and adapter.recount
+    consumer.on_network_thread = False
+    adapter._count_partitions()
+    assert adapter.partitions == {TOPIC_READY: 8, TOPIC_HEALTH: 4} and not adapter.recount
+    assert adapter.owns(TOPIC_READY, "cam-a")  # murmur2("cam-a") % 8 == 1
+
+
 def test_topic_requests_carry_the_replication_factor() -> None:
     from camflow.bus.kafka import TOPICS, topic_requests
 
@@ -207,6 +240,26 @@ def test_kafka_replication_flag_and_env(
             build_parser().parse_args(bad)
         assert exited.value.code == 2
         assert "expected a whole number of brokers >= 1" in capsys.readouterr().err
+
+
+def test_topic_shortfalls_name_fewer_replicas_and_partitions() -> None:
+    def topic(name: str, partitions: int, replicas: int) -> dict[str, object]:
+        return {"name": name, "partitions": [{"replica_nodes": list(range(replicas))}] * partitions}
+
+    described = [
+        topic("p." + TOPIC_READY, 8, 1),
+        topic("p." + TOPIC_HEALTH, 2, 3),
+        topic("p." + TOPIC_RAW, 8, 3),
+        topic("p.not-ours", 1, 1),
+        {"name": "p." + TOPIC_DEAD, "partitions": []},  # not described yet
+    ]
+    problems = topic_shortfalls("p.", 3, described)
+    assert problems == [
+        f"topic 'p.{TOPIC_READY}' has 1 replica(s) per partition, 3 asked (raise it with "
+        "kafka-reassign-partitions.sh, or delete the topic to have it recreated)",
+        f"topic 'p.{TOPIC_HEALTH}' has 2 partitions, camflow creates 4",
+    ]
+    assert topic_shortfalls("p.", 1, [topic("p." + TOPIC_READY, 8, 1)]) == []
 
 
 async def test_kafka_replication_beyond_the_brokers_is_a_clear_error_and_1_works() -> None:
@@ -247,5 +300,14 @@ async def test_kafka_replication_beyond_the_brokers_is_a_clear_error_and_1_works
         described = admin.describe_topics([prefix + TOPIC_READY])
         replicas = {len(p["replica_nodes"]) for t in described for p in t["partitions"]}
         assert replicas == {1}, described
+        # The topics exist now: a bus asking for 2 replicas creates nothing, runs, and says what
+        # the existing topics lack instead of keeping silent about it.
+        bus = KafkaBus(bootstrap, client_id="camflow-test", prefix=prefix, replication=2)
+        with capture_logs() as logs:
+            await bus.start()
+        await bus.close()
+        short = [e["problem"] for e in logs if e["event"] == "kafka_topic_shortfall"]
+        assert len(short) == len(TOPICS), logs
+        assert f"topic '{prefix}{TOPIC_READY}' has 1 replica(s) per partition, 2 asked" in " ".join(short)
     finally:
         admin.close()

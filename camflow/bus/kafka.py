@@ -53,8 +53,30 @@ def topic_requests(prefix: str, replication: int, existing: set[str]) -> list[Ne
     ]
 
 
+def topic_shortfalls(prefix: str, replication: int, described: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What an existing camflow topic lacks against what this deployment asks for, one sentence
+    each: fewer replicas per partition than ``replication`` (it was created with a smaller
+    factor; Kafka does not change that by itself), fewer partitions than camflow creates."""
+    out = []
+    for topic in described:
+        name = str(topic.get("name") or topic.get("topic") or "")
+        wanted = TOPICS.get(name[len(prefix) :]) if name.startswith(prefix) else None
+        partitions = list(topic.get("partitions") or ())
+        if wanted is None or not partitions:
+            continue
+        replicas = min(len(p.get("replica_nodes") or p.get("replicas") or ()) for p in partitions)
+        if replicas < replication:
+            out.append(
+                f"topic {name!r} has {replicas} replica(s) per partition, {replication} asked "
+                "(raise it with kafka-reassign-partitions.sh, or delete the topic to have it recreated)"
+            )
+        if len(partitions) < wanted[0]:
+            out.append(f"topic {name!r} has {len(partitions)} partitions, camflow creates {wanted[0]}")
+    return out
+
+
 class _Generations(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Counts assignments. Called inside ``poll`` (the consumer's own thread): the records a
+    """Counts assignments. Called during ``poll`` (kafka-python 3: on its network thread): the records a
     poll returns after a rebalance are of the new assignment only, and the buffer is empty
     then (``get`` polls only when it is)."""
 
@@ -67,10 +89,17 @@ class _Generations(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Any) -> None:
         adapter = self._adapter
         adapter.assigned = {(tp.topic[len(adapter._prefix) :], tp.partition) for tp in assigned}
-        adapter.partitions = {
-            t: len(adapter._consumer.partitions_for_topic(adapter._prefix + t) or ())
-            for t, _ in adapter.assigned
-        }
+        # kafka-python 3 calls this on its network thread, where a blocking call (such as
+        # partitions_for_topic when the topic's metadata is not cached) raises RuntimeError and
+        # fails the whole poll: counts come from the cache here, and those it lacks are read by
+        # the poll thread once the poll returns (``_count_partitions``).
+        adapter.partitions = {}
+        for topic, _ in adapter.assigned:
+            cached = adapter._cached_partitions(topic)
+            if cached:
+                adapter.partitions[topic] = cached
+            else:
+                adapter.recount = True
         adapter.generation += 1
         log.info(
             "partitions assigned",
@@ -93,6 +122,7 @@ class KafkaConsumerAdapter:
         self.generation = 0
         self.assigned: set[tuple[str, int]] = set()  # (topic without prefix, partition)
         self.partitions: dict[str, int] = {}  # topic -> partition count, as of the assignment
+        self.recount = False  # partition counts the rebalance listener left to the poll thread
 
     def _open(self) -> None:
         self._consumer = KafkaConsumer(
@@ -112,6 +142,23 @@ class KafkaConsumerAdapter:
         )
         self._consumer.subscribe(self._topics, listener=_Generations(self))
 
+    def _cached_partitions(self, topic: str) -> int:
+        """The partition count of ``topic`` the client's metadata holds now (0 if none); never blocks."""
+        cluster = getattr(self._consumer, "_cluster", None) or getattr(
+            getattr(self._consumer, "_client", None), "cluster", None
+        )
+        partitions = cluster.partitions_for_topic(self._prefix + topic) if cluster is not None else None
+        return len(partitions or ())
+
+    def _count_partitions(self) -> None:
+        """On the poll thread: the counts the rebalance listener could not take from the cache."""
+        if not self.recount:
+            return
+        self.recount = False
+        for topic, _ in self.assigned:
+            if topic not in self.partitions:
+                self.partitions[topic] = len(self._consumer.partitions_for_topic(self._prefix + topic) or ())
+
     def owns(self, topic: str, key: str) -> bool:
         """Whether messages keyed ``key`` on ``topic`` come to this member now (the producer's
         default partitioner: murmur2 of the key)."""
@@ -123,6 +170,7 @@ class KafkaConsumerAdapter:
 
     def _poll(self, timeout: float) -> list[Message]:
         batches = self._consumer.poll(timeout_ms=int(timeout * 1000))
+        self._count_partitions()
         out: list[Message] = []
         for records in batches.values():
             for r in records:
@@ -203,7 +251,9 @@ class KafkaBus:
     def _ensure_topics(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self._client_id}-admin")
         try:
-            missing = topic_requests(self.prefix, self.replication, set(admin.list_topics()))
+            existing = set(admin.list_topics())
+            self._check_existing(admin, existing)
+            missing = topic_requests(self.prefix, self.replication, existing)
             if missing:
                 answer = admin.create_topics(missing, raise_errors=False)
                 for topic in answer.get("topics", []):
@@ -220,6 +270,20 @@ class KafkaBus:
                 log.info("topics_created", topics=[t.name for t in missing], replication=self.replication)
         finally:
             admin.close()
+
+    def _check_existing(self, admin: Any, existing: set[str]) -> None:
+        """Warn (``kafka_topic_shortfall``, once per start) about topics that exist with less than
+        asked; the service runs on (a deployment may grow its cluster and reassign later)."""
+        ours = sorted(self.prefix + name for name in TOPICS if self.prefix + name in existing)
+        if not ours:
+            return
+        try:
+            described = admin.describe_topics(ours)
+        except Exception as exc:  # the check is advice: a cluster that will not say is no reason to stop
+            log.warning("kafka_topics_not_described", topics=ours, error=repr(exc))
+            return
+        for problem in topic_shortfalls(self.prefix, self.replication, described):
+            log.warning("kafka_topic_shortfall", problem=problem, bootstrap=self.bootstrap)
 
     def _start(self) -> None:
         self._ensure_topics()
