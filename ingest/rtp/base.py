@@ -218,6 +218,33 @@ class NalDepacketizer:
         elif not lost:
             self._discarding_fragment = False
 
+    def _aggregated(
+        self, payload: bytes, pos: int, min_size: int, skip_first: int = 0, skip_rest: int = 0
+    ) -> None:
+        """The NAL units of an aggregation packet (H.264 STAP-A, H.265 AP) from byte ``pos`` on:
+        each a 16-bit size and the unit, after ``skip_first`` (the first) or ``skip_rest`` bytes
+        (H.265's DONL / DOND). A unit under ``min_size`` bytes or past the end, or no unit at
+        all, makes the packet invalid: none of it is added."""
+        nalus = []
+        skip = skip_first
+        while pos < len(payload):
+            pos += skip
+            skip = skip_rest
+            if pos + 2 > len(payload):
+                self.counters.packets_invalid += 1
+                return
+            size = int.from_bytes(payload[pos : pos + 2], "big")
+            pos += 2
+            if size < min_size or pos + size > len(payload):
+                self.counters.packets_invalid += 1
+                return
+            nalus.append(payload[pos : pos + size])
+            pos += size
+        if not nalus:
+            self.counters.packets_invalid += 1
+        for nal in nalus:
+            self._add_nal(nal)
+
     def _add_nal(self, nal: bytes) -> None:
         if type(nal) is not bytes:
             nal = bytes(nal)
@@ -307,3 +334,51 @@ def rtp_packets(
         )
         for i, payload in enumerate(payloads)
     ]
+
+
+def fragments(prefix: bytes, nal_type: int, body: bytes, chunk: int) -> list[bytes]:
+    """``body`` (a NAL unit less its header) as fragmentation-unit payloads of at most ``chunk``
+    bytes each: ``prefix`` (H.264's FU indicator, H.265's payload header), then the FU header
+    with S on the first, E on the last, and the NAL's own type."""
+    out = []
+    for pos in range(0, len(body), chunk):
+        fu_header = nal_type | (0x80 if pos == 0 else 0) | (0x40 if pos + chunk >= len(body) else 0)
+        out.append(prefix + bytes([fu_header]) + body[pos : pos + chunk])
+    return out
+
+
+class NalPacketizer:
+    """Access units to RTP packets, numbered on from ``initial_sequence``, the marker on each unit's
+    last; a codec's payload format says what goes in each packet (``_payloads``). Payloads are at
+    most ``max_payload_size`` bytes, which must leave room for a fragment's headers and one byte."""
+
+    FU_OVERHEAD = 2  # header bytes of a fragmentation unit (H.264: indicator and FU header)
+
+    def __init__(
+        self,
+        *,
+        payload_type: int = 96,
+        ssrc: int = 0x43414D46,
+        max_payload_size: int = 1400,
+        initial_sequence: int = 0,
+    ) -> None:
+        if max_payload_size < self.FU_OVERHEAD + 1:
+            raise ValueError(f"max_payload_size {max_payload_size}: expected at least {self.FU_OVERHEAD + 1}")
+        self.payload_type = payload_type
+        self.ssrc = ssrc
+        self.max_payload_size = max_payload_size
+        self._seq = initial_sequence & 0xFFFF
+
+    def _payloads(self, nalus: tuple[bytes, ...]) -> list[bytes]:
+        raise NotImplementedError
+
+    def packetize(self, unit: AccessUnit) -> list[RtpPacket]:
+        packets = rtp_packets(
+            self._payloads(unit.nalus),
+            payload_type=self.payload_type,
+            ssrc=self.ssrc,
+            first_sequence=self._seq,
+            timestamp=unit.pts,
+        )
+        self._seq = (self._seq + len(packets)) & 0xFFFF
+        return packets

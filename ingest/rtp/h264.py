@@ -12,9 +12,9 @@ from ingest.rtp.base import (
     AccessUnit,
     DepacketizerCounters,
     NalDepacketizer,
-    rtp_packets,
+    NalPacketizer,
+    fragments,
 )
-from ingest.rtp.packet import RtpPacket
 
 H264_CLOCK_RATE = VIDEO_CLOCK_RATE
 H264Counters = DepacketizerCounters  # the counters every NAL-unit depacketizer keeps
@@ -104,7 +104,7 @@ class H264Depacketizer(NalDepacketizer):
             self._add_nal(payload)
         elif kind == NAL_STAP_A:
             self._drop_fragment()
-            self._stap_a(payload)
+            self._aggregated(payload, 1, 1)  # STAP-A: 16-bit sizes after the type byte
         elif kind == NAL_FU_A:
             if len(payload) < 2:
                 self.counters.packets_invalid += 1
@@ -118,68 +118,16 @@ class H264Depacketizer(NalDepacketizer):
         else:  # 0, 30, 31 reserved; STAP-B, MTAP16/24 and FU-B are interleaved mode only
             self.counters.packets_invalid += 1
 
-    def _stap_a(self, payload: bytes) -> None:
-        nalus = []
-        pos = 1
-        while pos < len(payload):
-            if pos + 2 > len(payload):
-                self.counters.packets_invalid += 1
-                return
-            size = int.from_bytes(payload[pos : pos + 2], "big")
-            pos += 2
-            if size == 0 or pos + size > len(payload):
-                self.counters.packets_invalid += 1
-                return
-            nalus.append(payload[pos : pos + size])
-            pos += size
-        if not nalus:
-            self.counters.packets_invalid += 1
-        for nal in nalus:
-            self._add_nal(nal)
 
-
-class H264Packetizer:
+class H264Packetizer(NalPacketizer):
     """Access units to RTP packets: one packet per NAL, FU-A for NALs over ``max_payload_size``."""
 
-    def __init__(
-        self,
-        *,
-        payload_type: int = 96,
-        ssrc: int = 0x43414D46,
-        max_payload_size: int = 1400,
-        initial_sequence: int = 0,
-    ) -> None:
-        if max_payload_size < 3:
-            raise ValueError(f"max_payload_size {max_payload_size}: expected at least 3")
-        self.payload_type = payload_type
-        self.ssrc = ssrc
-        self.max_payload_size = max_payload_size
-        self._seq = initial_sequence & 0xFFFF
-
-    def packetize(self, unit: AccessUnit) -> list[RtpPacket]:
+    def _payloads(self, nalus: tuple[bytes, ...]) -> list[bytes]:
         payloads: list[bytes] = []
-        for nal in unit.nalus:
-            if not nal:
-                continue
-            if len(nal) <= self.max_payload_size:
+        chunk = self.max_payload_size - self.FU_OVERHEAD
+        for nal in nalus:
+            if len(nal) > self.max_payload_size:
+                payloads.extend(fragments(bytes([(nal[0] & 0xE0) | NAL_FU_A]), nal[0] & 0x1F, nal[1:], chunk))
+            elif nal:
                 payloads.append(nal)
-                continue
-            indicator = (nal[0] & 0xE0) | NAL_FU_A
-            chunk = self.max_payload_size - 2
-            body = nal[1:]
-            for pos in range(0, len(body), chunk):
-                fu_header = nal[0] & 0x1F
-                if pos == 0:
-                    fu_header |= 0x80
-                if pos + chunk >= len(body):
-                    fu_header |= 0x40
-                payloads.append(bytes([indicator, fu_header]) + body[pos : pos + chunk])
-        packets = rtp_packets(
-            payloads,
-            payload_type=self.payload_type,
-            ssrc=self.ssrc,
-            first_sequence=self._seq,
-            timestamp=unit.pts,
-        )
-        self._seq = (self._seq + len(packets)) & 0xFFFF
-        return packets
+        return payloads

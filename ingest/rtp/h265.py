@@ -27,8 +27,7 @@ from ingest.h265 import (
     is_sub_layer_non_reference,
     is_vcl,
 )
-from ingest.rtp.base import AccessUnit, NalDepacketizer, rtp_packets
-from ingest.rtp.packet import RtpPacket
+from ingest.rtp.base import NalDepacketizer, NalPacketizer, fragments
 
 SPROP_KEYS = {"sprop-vps": NAL_VPS, "sprop-sps": NAL_SPS, "sprop-pps": NAL_PPS}
 
@@ -95,36 +94,14 @@ class H265Depacketizer(NalDepacketizer):
             self._add_nal(payload)
         elif kind == NAL_AP:
             self._drop_fragment()
-            self._aggregation(payload)
+            # AP: 16-bit sizes after the payload header, each unit after its DONL / DOND if used
+            self._aggregated(payload, 2, 2, *((2, 1) if self._donl else (0, 0)))
         elif kind == NAL_FU:
             self._fu(payload)
         elif kind == NAL_PACI:
             self.counters.paci_dropped += 1
         else:  # 51..63: unspecified
             self.counters.packets_invalid += 1
-
-    def _aggregation(self, payload: bytes) -> None:
-        nalus = []
-        pos = 2
-        first = True
-        while pos < len(payload):
-            if self._donl:
-                pos += 2 if first else 1  # DONL of the first unit, DOND of the others
-            first = False
-            if pos + 2 > len(payload):
-                self.counters.packets_invalid += 1
-                return
-            size = int.from_bytes(payload[pos : pos + 2], "big")
-            pos += 2
-            if size < 2 or pos + size > len(payload):
-                self.counters.packets_invalid += 1
-                return
-            nalus.append(payload[pos : pos + size])
-            pos += size
-        if not nalus:
-            self.counters.packets_invalid += 1
-        for nal in nalus:
-            self._add_nal(nal)
 
     def _fu(self, payload: bytes) -> None:
         if len(payload) < 3:
@@ -143,25 +120,14 @@ class H265Depacketizer(NalDepacketizer):
         self._fragment(start, end, nal_header, data)
 
 
-class H265Packetizer:
+class H265Packetizer(NalPacketizer):
     """Access units to RTP packets: small NALs aggregated (AP), NALs over ``max_payload_size`` as FUs."""
 
-    def __init__(
-        self,
-        *,
-        payload_type: int = 96,
-        ssrc: int = 0x43414D46,
-        max_payload_size: int = 1400,
-        initial_sequence: int = 0,
-        aggregate: bool = True,
-    ) -> None:
-        if max_payload_size < 4:
-            raise ValueError(f"max_payload_size {max_payload_size}: expected at least 4")
-        self.payload_type = payload_type
-        self.ssrc = ssrc
-        self.max_payload_size = max_payload_size
+    FU_OVERHEAD = 3  # the two-byte payload header and the FU header
+
+    def __init__(self, *, aggregate: bool = True, **packetizer: int) -> None:
+        super().__init__(**packetizer)
         self.aggregate = aggregate
-        self._seq = initial_sequence & 0xFFFF
 
     def _payloads(self, nalus: tuple[bytes, ...]) -> list[bytes]:
         payloads: list[bytes] = []
@@ -192,23 +158,4 @@ class H265Packetizer:
 
     def _fragments(self, nal: bytes) -> list[bytes]:
         header = bytes([(nal[0] & 0x81) | NAL_FU << 1, nal[1]])
-        kind = (nal[0] >> 1) & 0x3F
-        chunk = self.max_payload_size - 3
-        body = nal[2:]
-        out = []
-        for pos in range(0, len(body), chunk):
-            fu_header = kind | (0x80 if pos == 0 else 0) | (0x40 if pos + chunk >= len(body) else 0)
-            out.append(header + bytes([fu_header]) + body[pos : pos + chunk])
-        return out
-
-    def packetize(self, unit: AccessUnit) -> list[RtpPacket]:
-        payloads = self._payloads(unit.nalus)
-        packets = rtp_packets(
-            payloads,
-            payload_type=self.payload_type,
-            ssrc=self.ssrc,
-            first_sequence=self._seq,
-            timestamp=unit.pts,
-        )
-        self._seq = (self._seq + len(packets)) & 0xFFFF
-        return packets
+        return fragments(header, (nal[0] >> 1) & 0x3F, nal[2:], self.max_payload_size - self.FU_OVERHEAD)
