@@ -245,7 +245,11 @@ class IngestHealth:
                 f"pulling {client.source.shown} (attempt {stats.attempts})",
             )
         else:
-            retry = "" if stats.retry_at is None else f", next in {max(0.0, stats.retry_at - now):.1f} s"
+            retry = (
+                ", trying now"
+                if stats.retry_at is None
+                else f", next in {max(0.0, stats.retry_at - now):.1f} s"
+            )
             state = StreamStateKind.OFFLINE
             reason = (
                 f"pull failed {stats.failures} time(s), {stats.connects} connected: {stats.last_error}"

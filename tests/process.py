@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +108,27 @@ def camflow_run(tmp: Path, extra: Sequence[str] = (), env: dict[str, str] | None
                 raise RuntimeError(f"camflow run did not start within 60 s:\n{cf.log[-3000:]}")
             time.sleep(0.1)
         yield cf
+    finally:
+        stop_process(proc)
+
+
+@contextmanager
+def camflow_service(
+    tmp: Path, label: str, args: Sequence[str], env: Mapping[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`camflow ARGS` (ARGS[0] names the service) with ``env`` over this environment, its output in
+    LABEL.out / LABEL.err under ``tmp``, once it prints that it runs (bounded); stopped by PID after."""
+    out, err = tmp / f"{label}.out", tmp / f"{label}.err"
+    with out.open("wb") as fo, err.open("wb") as fe:
+        proc = subprocess.Popen([*CAMFLOW, *args], stdout=fo, stderr=fe, env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 60
+        while ": running" not in out.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = err.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"camflow {label} did not start ({proc.returncode}):\n{log}")
+            time.sleep(0.1)
+        yield proc
     finally:
         stop_process(proc)
 

@@ -34,6 +34,7 @@ from camflow.bus.kafka import KafkaBus
 from camflow.events import TOPIC_STREAMS, StreamState, decode
 from tests import services
 from tests.process import CAMFLOW, camflow_run, free_port, make_clip, stop_process
+from tests.process import camflow_service as service
 
 pytestmark = pytest.mark.integration
 SECRET = "0123456789abcdef" * 4
@@ -201,25 +202,6 @@ def test_embedded_live_stalled_offline_from_tail_edge(tmp_path: Path) -> None:
     assert "connection" in str(samples[-1]["reason"]) or "closed" in str(samples[-1]["reason"])
     fixed = samples[-1]["corrections"]
     assert isinstance(fixed, dict) and fixed["params_inserted"] >= 1, samples[-1]  # SPS/PPS it lacked
-
-
-@contextmanager
-def service(
-    tmp: Path, name: str, args: Sequence[str], env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`camflow <args>` until it prints that it runs (bounded), stopped by PID after."""
-    out, err = tmp / f"{name}.out", tmp / f"{name}.err"
-    with out.open("wb") as fo, err.open("wb") as fe:
-        proc = subprocess.Popen([*CAMFLOW, *args], stdout=fo, stderr=fe, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while ": running" not in out.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start ({proc.returncode}):\n{err.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: Path) -> None:

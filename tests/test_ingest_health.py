@@ -29,7 +29,10 @@ def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_
     assert later.reason == (
         "pull failed 3 time(s), 0 connected: OSError: Connection refused (attempt 3, next in 4.2 s)"
     )
+    client.stats.attempts, client.stats.retry_at = 4, None  # the next attempt is under way
+    (trying,) = asyncio.run(health.collect())
+    assert trying.state is StreamStateKind.OFFLINE and trying.reason.endswith("(attempt 4, trying now)")
     metrics = {(name, labels): value for name, labels, value in health.samples()}
-    assert metrics[("camflow_ingest_pull_attempts", ("cam8",))] == 3
+    assert metrics[("camflow_ingest_pull_attempts", ("cam8",))] == 4
     assert metrics[("camflow_ingest_pull_failures", ("cam8",))] == 3
     assert metrics[("camflow_ingest_pull_connected", ("cam8",))] == 0

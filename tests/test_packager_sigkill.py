@@ -16,8 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,31 +26,17 @@ import pytest
 from camflow.tokens import Action, TokenSigner
 from packager.rules import check_media, check_update
 from tests import services
-from tests.process import CAMFLOW, ffmpeg_push, free_port, make_clip, stop_process
+from tests.process import camflow_service, ffmpeg_push, free_port, make_clip
 
 pytestmark = pytest.mark.integration
 STREAM = "cam3"
 
 
-@contextmanager
 def service(
     tmp: Path, name: str, args: list[str], env: dict[str, str], tag: str = ""
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`camflow NAME ARGS` until it prints that it runs (bounded), stopped by PID after."""
-    out, err = tmp / f"{name}{tag}.out", tmp / f"{name}{tag}.err"
-    with out.open("wb") as fo, err.open("wb") as fe:
-        proc = subprocess.Popen([*CAMFLOW, name, *args], stdout=fo, stderr=fe, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while f"camflow {name}: running" not in out.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"camflow {name} did not start:\n{err.read_text(errors='replace')[-3000:]}"
-                )
-            time.sleep(0.1)
-        yield proc
-    finally:
-        stop_process(proc)
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """`camflow NAME ARGS`, its output in NAME+TAG.out/.err (``camflow_service``)."""
+    return camflow_service(tmp, f"{name}{tag}", [name, *args], env)
 
 
 @dataclass(frozen=True)

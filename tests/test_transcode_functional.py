@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -39,7 +39,8 @@ from camflow.events import (
 from camflow.keys import latest_thumbnail_key, thumbnail_key
 from camflow.store.s3 import S3Location, S3Store
 from tests import services
-from tests.process import CAMFLOW, ffmpeg_push, free_port, stop_process
+from tests.process import CAMFLOW, ffmpeg_push, free_port
+from tests.process import camflow_service as service
 from tests.transcode_clips import TIMESCALE, cut, make_clip
 from transcode.service import GROUP
 
@@ -54,25 +55,6 @@ def backends() -> tuple[str, str, str]:
     kafka, s3 = services.require("kafka"), services.require("s3")
     run_id = uuid.uuid4().hex[:10]
     return kafka, f"t{run_id}.", f"{s3.rstrip('/')}/{run_id}"
-
-
-@contextmanager
-def service(
-    tmp: Path, name: str, args: Sequence[str], env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`camflow <args>` until it prints that it runs (bounded), stopped by PID after."""
-    out, err = tmp / f"{name}.out", tmp / f"{name}.err"
-    with out.open("wb") as fo, err.open("wb") as fe:
-        proc = subprocess.Popen([*CAMFLOW, *args], stdout=fo, stderr=fe, env={**os.environ, **env})
-    try:
-        deadline = time.monotonic() + 60
-        while ": running" not in out.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start ({proc.returncode}):\n{err.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def raw(seg_seq: int, start: int, duration: int, data: bytes) -> RawSegment:
