@@ -301,18 +301,21 @@ class IngestHealth:
             yield "camflow_ingest_pull_attempts", (name,), float(stats.attempts)
             yield "camflow_ingest_pull_failures", (name,), float(stats.failures)
             yield "camflow_ingest_pull_connected", (name,), 1.0 if client.publisher is not None else 0.0
-        for session in list(self._sessions.values()):
+        # What runs at this scrape, not at the last health tick: a session that ended (or began)
+        # since then is not (or is) counted, however long the tick waits.
+        active = {id(p): _Session(p, proto) for p, proto in self._active()}
+        for session in {**self._sessions, **active}.values():
             for name, label, value in self._counters(session):
                 yield name, (label,), float(value)
-            if session.ended_at is None:
-                yield "camflow_ingest_sessions", (session.protocol,), 1.0
-                last = session.publisher.last_segment
-                if last is not None:
-                    yield (
-                        "camflow_ingest_segment_age_seconds",
-                        (session.publisher.stream,),
-                        round(now - last[0], 3),
-                    )
+        for session in active.values():
+            yield "camflow_ingest_sessions", (session.protocol,), 1.0
+            last = session.publisher.last_segment
+            if last is not None:
+                yield (
+                    "camflow_ingest_segment_age_seconds",
+                    (session.publisher.stream,),
+                    round(now - last[0], 3),
+                )
         if self.rtsp is not None:
             yield "camflow_ingest_connections", (), float(self.rtsp.open_connections)
         for stream, (state, _) in self._last_state.items():

@@ -1,5 +1,5 @@
-"""Ingest's health for pulled sources that have no session: connecting, then offline with the
-error and the next attempt (the password never shown), and their Prometheus figures."""
+"""Ingest's health: pulled sources that have no session (connecting, then offline with the error
+and the next attempt, the password never shown) and the session gauge, read at the scrape."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import asyncio
 from camflow.bus import LocalBus
 from camflow.events import StreamStateKind
 from ingest.health import IngestHealth
+from ingest.publisher import Publisher
 from ingest.pull import PullClient, PullSource
+from ingest.rtp.h264 import H264Depacketizer
 
 
 def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_its_error() -> None:
@@ -36,3 +38,22 @@ def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_
     assert metrics[("camflow_ingest_pull_attempts", ("cam8",))] == 4
     assert metrics[("camflow_ingest_pull_failures", ("cam8",))] == 3
     assert metrics[("camflow_ingest_pull_connected", ("cam8",))] == 0
+
+
+def test_the_session_gauge_is_what_runs_at_the_scrape_not_at_the_last_tick() -> None:
+    publishers = [Publisher(LocalBus(), "wcam", H264Depacketizer())]
+    health = IngestHealth(LocalBus(), whip=lambda: list(publishers))
+
+    def sessions() -> float:
+        return sum(
+            v
+            for name, labels, v in health.samples()
+            if (name, labels) == ("camflow_ingest_sessions", ("whip",))
+        )
+
+    assert sessions() == 1  # before any health tick saw it
+    asyncio.run(health.collect())
+    publishers.clear()  # the session ends between two ticks
+    assert sessions() == 0
+    frames = [v for name, labels, v in health.samples() if name == "camflow_ingest_frames"]
+    assert frames == [0.0]  # its counters stay until the tick folds them
