@@ -254,9 +254,6 @@ class _Observed:
 
         assert self.bus is not None
 
-        def pulled() -> list[Any]:
-            return [c.publisher for c in pulls.clients if c.publisher is not None] if pulls else []
-
         def whipped() -> list[Any]:
             return [s.publisher for s in whip.sessions.values() if s.publisher is not None] if whip else []
 
@@ -264,7 +261,6 @@ class _Observed:
         health = IngestHealth(
             self.bus,
             rtsp=rtsp,
-            pulled=pulled,
             whip=whipped,
             pull_clients=lambda: list(pulls.clients) if pulls else [],
             segment_target=target,

@@ -96,7 +96,6 @@ class IngestHealth:
         bus: Bus,
         *,
         rtsp: RtspServer | None = None,
-        pulled: Callable[[], Iterable[Publisher]] | None = None,
         whip: Callable[[], Iterable[Publisher]] | None = None,
         pull_clients: Callable[[], Iterable[PullClient]] | None = None,
         segment_target: float = 2.0,
@@ -104,7 +103,6 @@ class IngestHealth:
     ) -> None:
         self.bus = bus
         self.rtsp = rtsp
-        self.pulled = pulled
         self.whip = whip
         self.pull_clients = pull_clients
         self.target = segment_target
@@ -118,12 +116,16 @@ class IngestHealth:
         if self.rtsp is not None:
             for publisher in list(self.rtsp.publishers.values()):
                 yield publisher, "rtsp"
-        if self.pulled is not None:
-            for publisher in self.pulled():
-                yield publisher, "pull"
+        for client in self._pulls():
+            if client.publisher is not None:
+                yield client.publisher, "pull"
         if self.whip is not None:
             for publisher in self.whip():
                 yield publisher, "whip"
+
+    def _pulls(self) -> Iterable[PullClient]:
+        """Every configured pull source, with a session (``publisher``) or between attempts."""
+        return self.pull_clients() if self.pull_clients is not None else ()
 
     def _refresh(self, now: float) -> list[_Session]:
         """Track new sessions, mark ended ones; return the ones that ended since the last look."""
@@ -157,7 +159,7 @@ class IngestHealth:
             samples.append(self._sample(session, now, StreamStateKind.OFFLINE, self._end_reason(session)))
             self._last_state[session.publisher.stream] = (StreamStateKind.OFFLINE, now)
         reported = {s.stream for s in samples}
-        for client in self.pull_clients() if self.pull_clients is not None else ():
+        for client in self._pulls():
             if client.publisher is None and client.source.name not in reported:
                 samples.append(self._pull_sample(client, now))
         for stream in [s for s, (_, at) in self._last_state.items() if now - at > KEEP_STATE]:
@@ -296,7 +298,7 @@ class IngestHealth:
             yield name, (label,), value
         for proto in ("rtsp", "pull", "whip"):
             yield "camflow_ingest_sessions", (proto,), 0.0
-        for client in self.pull_clients() if self.pull_clients is not None else ():
+        for client in self._pulls():
             name, stats = client.source.name, client.stats
             yield "camflow_ingest_pull_attempts", (name,), float(stats.attempts)
             yield "camflow_ingest_pull_failures", (name,), float(stats.failures)

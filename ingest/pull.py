@@ -83,20 +83,27 @@ class PullSource:
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"pull source {self.name} transport {self.transport!r}: expected tcp or udp")
 
+    def _credentials(self) -> tuple[str | None, str]:
+        """``(password, the URL with the password as ***)``; password None when the URL has none."""
+        scheme, _, rest = self.url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        userinfo, at, hostport = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if not at or not colon:
+            return None, self.url
+        return password, f"{scheme}://{user}:***@{hostport}{slash}{path}"
+
     @property
     def shown(self) -> str:
         """The URL as logs, errors and health show it: its password (if any) is ``***``."""
-        scheme, sep, rest = self.url.partition("://")
-        netloc, slash, path = rest.partition("/")
-        userinfo, at, hostport = netloc.rpartition("@")
-        if not sep or not at or ":" not in userinfo:
-            return self.url
-        return f"{scheme}://{userinfo.partition(':')[0]}:***@{hostport}{slash}{path}"
+        return self._credentials()[1]
 
     def scrub(self, text: str) -> str:
         """``text`` (an error from the RTSP client, which names the URL) without the password."""
-        text = text.replace(self.url, self.shown)
-        password = self.url.partition("://")[2].partition("/")[0].rpartition("@")[0].partition(":")[2]
+        password, shown = self._credentials()
+        if password is None:
+            return text
+        text = text.replace(self.url, shown)
         return text.replace(password, "***") if len(password) >= 4 else text  # not a stray "a" or "1"
 
 
