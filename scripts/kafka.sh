@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Single-node KRaft Kafka from Maven Central, on 127.0.0.1.
-#   scripts/kafka.sh install   resolve the broker's classpath into the cache (once)
-#   scripts/kafka.sh start     install if needed, wipe .run/kafka/data, format, start, wait until it
-#                              logs "Kafka Server started" and accepts connections on KAFKA_PORT
-#   scripts/kafka.sh stop      stop the broker started by `start` (by its PID)
+# KRaft Kafka from Maven Central, on 127.0.0.1: one node, or a cluster of KAFKA_BROKERS nodes.
+#   scripts/kafka.sh install        resolve the broker's classpath into the cache (once)
+#   scripts/kafka.sh start          install if needed, wipe the data, format, start every node, wait until
+#                                   each logs "Kafka Server started" and accepts connections on its port
+#   scripts/kafka.sh stop           stop every node started by `start` (by its PID)
 #   scripts/kafka.sh status
-# Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CAMFLOW_CACHE (~/.cache/camflow),
+#   scripts/kafka.sh stop-node N    stop node N alone (a broker outage; its data stays)
+#   scripts/kafka.sh start-node N   start node N again on its data (after stop-node)
+#   scripts/kafka.sh bootstrap      print the bootstrap servers ("127.0.0.1:P1,127.0.0.1:P2,...")
+# Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_BROKERS (1), CAMFLOW_CACHE (~/.cache/camflow),
 #      CAMFLOW_RUN (.run in the repo: logs, pid, data), KAFKA_START_TIMEOUT (120 s).
-# The data dir is scratch: every start wipes it (tests need no persistence across runs).
+# With KAFKA_BROKERS=N > 1, node i (1..N) listens on KAFKA_PORT + 2(i-1), its controller on
+# KAFKA_CONTROLLER_PORT + 2(i-1); every node is broker and controller (a quorum of N voters), and topics
+# are replicated N ways with min.insync.replicas = N - 1 (3 brokers: RF 3, min ISR 2, the production
+# durability a production cluster runs with). Node i keeps its files in .run/kafka/node-i.
+# The data is scratch: every `start` wipes it (tests need no persistence across runs).
 set -euo pipefail
 KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 LOG4J_VERSION="2.24.3"
@@ -16,9 +23,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RUN="${CAMFLOW_RUN:-$ROOT/.run}"
 PORT="${KAFKA_PORT:-9092}"
 CPORT="${KAFKA_CONTROLLER_PORT:-9093}"
+BROKERS="${KAFKA_BROKERS:-1}"
 LIB="$CACHE/kafka-$KAFKA_VERSION/libs"
-DIR="$RUN/kafka"
-PIDFILE="$DIR/kafka.pid"
+TOP="$RUN/kafka"
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
@@ -53,7 +60,11 @@ POM
   exec 9>&-
 }
 
-running() { pid_running "$PIDFILE" "$DIR/server.properties"; }
+# One node's files: the single node keeps today's layout (.run/kafka), cluster node i .run/kafka/node-i.
+node_dir() { if [ "$BROKERS" = 1 ]; then echo "$TOP"; else echo "$TOP/node-$1"; fi; }
+node_port() { echo $((PORT + 2 * ($1 - 1))); }
+node_cport() { echo $((CPORT + 2 * ($1 - 1))); }
+running_node() { local d; d="$(node_dir "$1")"; pid_running "$d/kafka.pid" "$d/server.properties"; }
 
 # Kafka's Uuid.randomUuid(): 16 random bytes, URL-safe base64 without padding, not starting with '-'.
 random_uuid() {
@@ -64,44 +75,47 @@ random_uuid() {
   done
 }
 
-start() {
-  install
-  if running; then echo "kafka: already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
-  rm -f "$PIDFILE"
-  ports_free kafka "KAFKA_PORT / KAFKA_CONTROLLER_PORT" "$PORT" "$CPORT"
-  # Scratch state: a fresh log dir each start (no cluster-id / quorum mismatch, no stale topics).
-  rm -rf "$DIR/data"
-  mkdir -p "$DIR/data"
-  # Old logs would satisfy the readiness grep below immediately.
-  rm -f "$DIR/server.log" "$DIR/stdout.log" "$DIR/format.log"
-  cat > "$DIR/server.properties" <<PROPS
+bootstrap() {
+  local i out=""
+  for i in $(seq 1 "$BROKERS"); do out="${out:+$out,}127.0.0.1:$(node_port "$i")"; done
+  echo "$out"
+}
+
+write_config() {  # write_config NODE
+  local i="$1" d voters="" j rf isr
+  d="$(node_dir "$i")"
+  for j in $(seq 1 "$BROKERS"); do voters="${voters:+$voters,}$j@127.0.0.1:$(node_cport "$j")"; done
+  rf="$BROKERS"; isr=$((BROKERS > 1 ? BROKERS - 1 : 1))
+  cat > "$d/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+node.id=$i
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$i"),CONTROLLER://127.0.0.1:$(node_cport "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$i")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$DIR/data
+log.dirs=$d/data
 num.partitions=4
-offsets.topic.replication.factor=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 message.max.bytes=33554432
 replica.fetch.max.bytes=33554432
 log.retention.hours=24
 PROPS
-  cat > "$DIR/log4j2.properties" <<L4J
+  cat > "$d/log4j2.properties" <<L4J
 status = warn
 appender.file.type = File
 appender.file.name = FILE
-appender.file.fileName = $DIR/server.log
+appender.file.fileName = $d/server.log
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = INFO
@@ -111,43 +125,109 @@ logger.kafka.level = INFO
 logger.org.name = org.apache.kafka
 logger.org.level = WARN
 L4J
-  local uuid; uuid="$(random_uuid)"
-  if ! java -cp "$LIB/*" -Dlog4j2.configurationFile="$DIR/log4j2.properties" kafka.tools.StorageTool \
-      format -g -t "$uuid" -c "$DIR/server.properties" >"$DIR/format.log" 2>&1; then
-    echo "kafka: storage format failed; see $DIR/format.log" >&2; tail -n 30 "$DIR/format.log" >&2 || true; exit 1
-  fi
+}
+
+launch_node() {  # launch_node NODE: start the JVM on the node's formatted data, no waiting
+  local d; d="$(node_dir "$1")"
+  # Old logs would satisfy the readiness grep below immediately.
+  rm -f "$d/server.log" "$d/stdout.log"
   # setsid: own session, so a Ctrl-C / hang-up on the caller's terminal does not reach the broker
   # (this script has no job control, so setsid execs in place and $! stays the broker's PID).
   setsid nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
-    -cp "$LIB/*" kafka.Kafka "$DIR/server.properties" </dev/null >"$DIR/stdout.log" 2>&1 &
-  echo $! > "$PIDFILE"
+    -Dlog4j2.configurationFile="$d/log4j2.properties" \
+    -cp "$LIB/*" kafka.Kafka "$d/server.properties" </dev/null >"$d/stdout.log" 2>&1 &
+  echo $! > "$d/kafka.pid"
+}
+
+wait_node() {  # wait_node NODE: until it logs "Kafka Server started" and accepts connections
+  local i="$1" d p; d="$(node_dir "$i")"; p="$(node_port "$i")"
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
-  until grep -q "Kafka Server started" "$DIR/server.log" 2>/dev/null && port_open "$PORT"; do
-    if ! running; then
-      echo "kafka: exited during start-up; see $DIR/stdout.log and $DIR/server.log" >&2
-      tail -n 30 "$DIR/stdout.log" "$DIR/server.log" >&2 || true
-      rm -f "$PIDFILE"; exit 1
+  until grep -q "Kafka Server started" "$d/server.log" 2>/dev/null && port_open "$p"; do
+    if ! running_node "$i"; then
+      echo "kafka: node $i exited during start-up; see $d/stdout.log and $d/server.log" >&2
+      tail -n 30 "$d/stdout.log" "$d/server.log" >&2 || true
+      rm -f "$d/kafka.pid"; stop >&2; exit 1
     fi
     if [ $SECONDS -ge $deadline ]; then
-      echo "kafka: not started within ${KAFKA_START_TIMEOUT:-120} s; stopping it; see $DIR/server.log" >&2
-      tail -n 30 "$DIR/server.log" >&2 || true
+      echo "kafka: node $i not started within ${KAFKA_START_TIMEOUT:-120} s; stopping; see $d/server.log" >&2
+      tail -n 30 "$d/server.log" >&2 || true
       stop >&2; exit 1
     fi
     sleep 0.5
   done
-  echo "kafka: started (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+  echo "kafka: node $i started (pid $(cat "$d/kafka.pid")) on 127.0.0.1:$p"
+}
+
+start() {
+  install
+  [[ "$BROKERS" =~ ^[1-9][0-9]*$ ]] || { echo "kafka: KAFKA_BROKERS must be a positive number, not '$BROKERS'" >&2; exit 2; }
+  if running_node 1; then echo "kafka: already running (pid $(cat "$(node_dir 1)/kafka.pid")) on $(bootstrap)"; return 0; fi
+  local i d ports=() uuid
+  for i in $(seq 1 "$BROKERS"); do ports+=("$(node_port "$i")" "$(node_cport "$i")"); done
+  ports_free kafka "KAFKA_PORT / KAFKA_CONTROLLER_PORT" "${ports[@]}"
+  uuid="$(random_uuid)"
+  for i in $(seq 1 "$BROKERS"); do
+    d="$(node_dir "$i")"
+    rm -f "$d/kafka.pid"
+    # Scratch state: a fresh log dir each start (no cluster-id / quorum mismatch, no stale topics).
+    rm -rf "$d/data"; mkdir -p "$d/data"; rm -f "$d/format.log"
+    write_config "$i"
+    if ! java -cp "$LIB/*" -Dlog4j2.configurationFile="$d/log4j2.properties" kafka.tools.StorageTool \
+        format -g -t "$uuid" -c "$d/server.properties" >"$d/format.log" 2>&1; then
+      echo "kafka: storage format failed; see $d/format.log" >&2; tail -n 30 "$d/format.log" >&2 || true; exit 1
+    fi
+  done
+  # Every node first, then the waits: a quorum of N needs a majority up before any node is started.
+  for i in $(seq 1 "$BROKERS"); do launch_node "$i"; done
+  for i in $(seq 1 "$BROKERS"); do wait_node "$i"; done
+  [ "$BROKERS" = 1 ] || echo "kafka: $BROKERS nodes running; bootstrap $(bootstrap)"
+}
+
+stop_node() {  # stop_node NODE [TRIES]: SIGTERM, then SIGKILL after TRIES x 0.5 s (default 60)
+  local d; d="$(node_dir "$1")"
+  if ! running_node "$1"; then echo "kafka: node $1 not running"; rm -f "$d/kafka.pid"; return 0; fi
+  stop_pid "kafka node $1" "$d/kafka.pid" "${2:-60}" 0.5
+}
+
+start_node() {
+  local i="$1" d; d="$(node_dir "$i")"
+  if running_node "$i"; then echo "kafka: node $i already running"; return 0; fi
+  [ -f "$d/server.properties" ] || { echo "kafka: node $i was never started (run start first)" >&2; exit 1; }
+  ports_free kafka "KAFKA_PORT / KAFKA_CONTROLLER_PORT" "$(node_port "$i")" "$(node_cport "$i")"
+  launch_node "$i"; wait_node "$i"
 }
 
 stop() {
-  if ! running; then echo "kafka: not running"; rm -f "$PIDFILE"; return 0; fi
-  stop_pid kafka "$PIDFILE" 60 0.5
+  local i status=0
+  # SIGTERM to every node first: a node waiting for a quorum that its peers already left would
+  # otherwise sit out its whole shutdown wait.
+  for i in $(seq 1 "$BROKERS"); do
+    running_node "$i" && kill "$(cat "$(node_dir "$i")/kafka.pid")" 2>/dev/null || true
+  done
+  # The last nodes of a cluster that is going away wait for a controller quorum that is gone: their
+  # data is scratch, so they get 10 s before SIGKILL (a single node gets its full 30 s).
+  for i in $(seq 1 "$BROKERS"); do stop_node "$i" "$([ "$BROKERS" = 1 ] && echo 60 || echo 20)" || status=1; done
+  return $status
+}
+
+node_arg() {
+  [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$BROKERS" ] || {
+    echo "kafka: node must be 1..$BROKERS (KAFKA_BROKERS), not '${1:-}'" >&2; exit 2; }
 }
 
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
-  status) if running; then echo "kafka: running (pid $(cat "$PIDFILE"))"; else echo "kafka: stopped"; exit 1; fi ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  stop-node) node_arg "${2:-}"; stop_node "$2" ;;
+  start-node) node_arg "${2:-}"; start_node "$2" ;;
+  bootstrap) bootstrap ;;
+  status)
+    up=0
+    for i in $(seq 1 "$BROKERS"); do
+      if running_node "$i"; then echo "kafka: node $i running (pid $(cat "$(node_dir "$i")/kafka.pid"))"; up=$((up + 1))
+      else echo "kafka: node $i stopped"; fi
+    done
+    [ "$up" -gt 0 ] ;;
+  *) echo "usage: $0 install|start|stop|status|stop-node N|start-node N|bootstrap" >&2; exit 2 ;;
 esac
