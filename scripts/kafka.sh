@@ -12,7 +12,7 @@
 #      CAMFLOW_RUN (.run in the repo: logs, pid, data), KAFKA_START_TIMEOUT (120 s).
 # With KAFKA_BROKERS=N > 1, node i (1..N) listens on KAFKA_PORT + 2(i-1), its controller on
 # KAFKA_CONTROLLER_PORT + 2(i-1); every node is broker and controller (a quorum of N voters), and topics
-# are replicated N ways with min.insync.replicas = N - 1 (3 brokers: RF 3, min ISR 2, the production
+# are replicated N ways with min.insync.replicas = N - 1 (3 brokers: RF 3, min ISR 2, the
 # durability a production cluster runs with). Node i keeps its files in .run/kafka/node-i.
 # The data is scratch: every `start` wipes it (tests need no persistence across runs).
 set -euo pipefail
