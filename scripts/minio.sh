@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # MinIO built from source with `go install`, on 127.0.0.1.
 #   scripts/minio.sh install | start | stop | status
+#   scripts/minio.sh drive-off N   (MINIO_DRIVES > 1) take drive N away from the running server
+#   scripts/minio.sh drive-on N    put a new, empty drive N in its place (a replaced disk: MinIO heals it)
 # Env: MINIO_PORT (9000), MINIO_CONSOLE_PORT (MINIO_PORT+1; console itself is off), MINIO_START_TIMEOUT (60 s),
-#      MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (camflow / camflow-secret),
+#      MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (camflow / camflow-secret), MINIO_DRIVES (1),
 #      CAMFLOW_CACHE (~/.cache/camflow), CAMFLOW_RUN (.run in the repo).
+# With MINIO_DRIVES=N > 1 (4 or more for erasure coding with parity) the server runs on N drives,
+# .run/minio/data/drive1..N, erasure coded (4 drives: EC 2, any one drive may go); MINIO_CI_CD=on lets
+# MinIO use drives that share the root disk, as they do on a test machine.
 set -euo pipefail
 # The Go module proxy serves only the archived repository's last commit (the RELEASE.* tags answer
 # "403 not available"), so we pin that pseudo-version.
@@ -16,6 +21,7 @@ CONSOLE_PORT="${MINIO_CONSOLE_PORT:-$((PORT + 1))}"
 BIN="$CACHE/minio-$MINIO_VERSION/bin/minio"
 DIR="$RUN/minio"
 PIDFILE="$DIR/minio.pid"
+DRIVES="${MINIO_DRIVES:-1}"
 export MINIO_ROOT_USER="${MINIO_ROOT_USER:-camflow}"
 export MINIO_ROOT_PASSWORD="${MINIO_ROOT_PASSWORD:-camflow-secret}"
 # shellcheck source=scripts/lib.sh
@@ -30,14 +36,26 @@ start() {
   if running; then echo "minio: already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
   rm -f "$PIDFILE"
   ports_free minio "MINIO_PORT / MINIO_CONSOLE_PORT" "$PORT" "$CONSOLE_PORT"
+  [[ "$DRIVES" =~ ^[1-9][0-9]*$ ]] || { echo "minio: MINIO_DRIVES must be a positive number, not '$DRIVES'" >&2; exit 2; }
+  local volumes="$DIR/data" ci_cd=""
+  if [ "$DRIVES" -gt 1 ]; then
+    # Erasure-coded drives are formatted together: a fresh set each start (scratch, like Kafka's data).
+    rm -rf "$DIR/data"
+    local i; for i in $(seq 1 "$DRIVES"); do mkdir -p "$DIR/data/drive$i"; done
+    volumes="$DIR/data/drive{1...$DRIVES}"  # MinIO's own ellipsis notation, not a shell brace expansion
+    ci_cd=on
+  fi
   mkdir -p "$DIR/data"
   # setsid: own session, so a Ctrl-C / hang-up on the caller's terminal does not reach the server
   # (this script has no job control, so setsid execs in place and $! stays the server's PID).
-  MINIO_BROWSER=off setsid nohup "$BIN" server "$DIR/data" --address "127.0.0.1:$PORT" \
+  MINIO_CI_CD="$ci_cd" MINIO_BROWSER=off setsid nohup "$BIN" server "$volumes" --address "127.0.0.1:$PORT" \
     --console-address "127.0.0.1:$CONSOLE_PORT" </dev/null >"$DIR/minio.log" 2>&1 &
   echo $! > "$PIDFILE"
   local deadline=$((SECONDS + ${MINIO_START_TIMEOUT:-60}))
-  until curl -sf -m 2 "http://127.0.0.1:$PORT/minio/health/ready" >/dev/null 2>&1; do
+  # Several drives: ready answers while the drives are still being formatted; cluster only once the
+  # erasure set has its write quorum.
+  local probe=ready; [ "$DRIVES" = 1 ] || probe=cluster
+  until curl -sf -m 2 "http://127.0.0.1:$PORT/minio/health/$probe" >/dev/null 2>&1; do
     if ! running; then
       echo "minio: exited during start-up; see $DIR/minio.log" >&2; tail -n 30 "$DIR/minio.log" >&2 || true
       rm -f "$PIDFILE"; exit 1
@@ -49,7 +67,27 @@ start() {
     fi
     sleep 0.25
   done
-  echo "minio: started (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT"
+  echo "minio: started (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT$([ "$DRIVES" = 1 ] || echo " ($DRIVES drives, erasure coded)")"
+}
+
+drive_arg() {
+  [ "$DRIVES" -gt 1 ] || { echo "minio: drive-off/drive-on need MINIO_DRIVES > 1 (as at start)" >&2; exit 2; }
+  [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$DRIVES" ] || {
+    echo "minio: drive must be 1..$DRIVES (MINIO_DRIVES), not '${1:-}'" >&2; exit 2; }
+}
+
+drive_off() {
+  local d="$DIR/data/drive$1"
+  [ -d "$d" ] || { echo "minio: drive $1 is already away"; return 0; }
+  rm -rf "$d.off"; mv "$d" "$d.off"
+  echo "minio: drive $1 taken away"
+}
+
+drive_on() {
+  local d="$DIR/data/drive$1"
+  [ -d "$d" ] && { echo "minio: drive $1 is in place"; return 0; }
+  rm -rf "$d.off"; mkdir -p "$d"
+  echo "minio: drive $1 replaced by an empty one (MinIO heals it)"
 }
 
 stop() {
@@ -61,6 +99,8 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  drive-off) drive_arg "${2:-}"; drive_off "$2" ;;
+  drive-on) drive_arg "${2:-}"; drive_on "$2" ;;
   status) if running; then echo "minio: running (pid $(cat "$PIDFILE"))"; else echo "minio: stopped"; exit 1; fi ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|drive-off N|drive-on N" >&2; exit 2 ;;
 esac
