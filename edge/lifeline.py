@@ -4,12 +4,12 @@ A worker started by ``camflow edge --workers N`` knows its parent's PID (``CAMFL
 Two guards, so that a parent killed with SIGKILL (which runs no cleanup) leaves no workers behind
 holding the port:
 
-1. Linux ``prctl(PR_SET_PDEATHSIG, SIGUSR2)``: the kernel sends the worker SIGUSR2 when its
-   parent exits, and the worker shuts down. Set by the worker itself at start, then checked
-   against a parent that died before the call (the worker is already orphaned). A signal of its
-   own, not SIGTERM, so that the worker can tell its parent's death from its parent stopping it:
-   the kernel sends it while the parent's threads are still dying, and ``os.getppid()`` can
-   still name the parent at that moment.
+1. Linux ``prctl(PR_SET_PDEATHSIG, SIGUSR2)`` (``camflow.lifeline``): the kernel sends the
+   worker SIGUSR2 when its parent exits, and the worker shuts down. Set by the worker itself at
+   start, then checked against a parent that died before the call (the worker is already
+   orphaned). A signal of its own, not SIGTERM, so that the worker can tell its parent's death
+   from its parent stopping it: the kernel sends it while the parent's threads are still dying,
+   and ``os.getppid()`` can still name the parent at that moment.
 2. A watchdog (every platform, and the fallback if prctl is unavailable): every second the
    worker compares ``os.getppid()`` with the parent's PID; once it differs, it stops.
 
@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
-import sys
 
+from camflow.lifeline import die_with_parent
 from camflow.log import get_logger
 
 PARENT_ENV = "CAMFLOW_EDGE_PARENT"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_DEATH_SIGNAL = signal.SIGUSR2
 WATCH_INTERVAL = 1.0
 _gone = False  # set once this process saw its parent die
@@ -45,17 +42,6 @@ def parent_pid_from_env() -> int | None:
     """The PID of the process that started this worker, or None outside a worker."""
     value = os.environ.get(PARENT_ENV, "")
     return int(value) if value.isdigit() else None
-
-
-def die_with_parent(sig: int = PARENT_DEATH_SIGNAL) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent dies; False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return int(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 class ParentWatch:
@@ -79,7 +65,7 @@ class ParentWatch:
         if self._pdeathsig:
             # The handler first: the signal's default action would end the process on the spot.
             asyncio.get_running_loop().add_signal_handler(PARENT_DEATH_SIGNAL, self._gone, "signal")
-            prctl = die_with_parent()
+            prctl = die_with_parent(PARENT_DEATH_SIGNAL)
         if self.orphaned():  # the parent died before prctl took effect
             self._gone("start")
             return

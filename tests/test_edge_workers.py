@@ -78,10 +78,11 @@ def test_pdeathsig_is_set_on_linux() -> None:
     """In a child process (not pytest itself): prctl(PR_GET_PDEATHSIG) reads back SIGUSR2."""
     script = (
         "import ctypes, ctypes.util\n"
-        "from edge.lifeline import die_with_parent\n"
+        "from camflow.lifeline import die_with_parent\n"
+        "from edge.lifeline import PARENT_DEATH_SIGNAL\n"
         "libc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
         "before = ctypes.c_int(-1); libc.prctl(2, ctypes.byref(before), 0, 0, 0)\n"
-        "ok = die_with_parent()\n"
+        "ok = die_with_parent(PARENT_DEATH_SIGNAL)\n"
         "after = ctypes.c_int(-1); libc.prctl(2, ctypes.byref(after), 0, 0, 0)\n"
         "print(before.value, ok, after.value)\n"
     )

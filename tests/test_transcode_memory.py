@@ -46,14 +46,15 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
 
 
 def test_the_transcode_pool_processes_keep_freed_memory() -> None:
+    """Each pool process ran its initializer: freed memory kept, and the parent-death signal set."""
     from camflow.bus import LocalBus
     from camflow.store import FileStore
-    from transcode.memory import keep_freed_memory
+    from transcode.pool import pool_setup
     from transcode.service import TranscodeWorker
 
     worker = TranscodeWorker(LocalBus(), FileStore(ROOT / "build" / "unused"), processes=1)
     pool = worker._new_pool()
     try:
-        assert getattr(pool, "_initializer", None) is keep_freed_memory
+        assert pool.submit(pool_setup).result(timeout=60) == (True, True)
     finally:
         pool.shutdown()

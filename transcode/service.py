@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import multiprocessing
 import os
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -40,7 +39,7 @@ from camflow.metrics import TRANSCODE_SECONDS, TRANSCODE_SEGMENT_SECONDS
 from camflow.store import Store
 from transcode.errors import TranscodeError
 from transcode.ladder import DEFAULT_LADDER, Rung
-from transcode.memory import keep_freed_memory
+from transcode.pool import new_pool
 from transcode.renditions import TranscodedSegment, transcode_segment, warm
 from transcode.stats import OffsetTracker, TranscodeStats
 
@@ -86,10 +85,7 @@ class TranscodeWorker:
         return self._consumer
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        # "spawn": the parent runs threads (Kafka clients, executors) that a fork would copy mid-state.
-        return concurrent.futures.ProcessPoolExecutor(
-            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=keep_freed_memory
-        )
+        return new_pool(self.processes)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._pool = self._new_pool()
