@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import os
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -47,6 +48,11 @@ GROUP = "camflow-transcode"
 DEFAULT_ATTEMPTS = 3
 RETRY_DELAY = 0.5  # seconds, times the attempt number
 STATS_EVERY = 10.0  # seconds between transcode_stats log events
+# An epoch's init section is written once, but a camera can stay live on one epoch for longer than
+# the store's lifecycle rule keeps an object (it expires by age; packager.retention installs it,
+# a day past the retention at the least): every hour a live epoch's init is written again, so its
+# age never passes the rule while a playlist names it.
+INIT_REFRESH_SECONDS = 3600.0
 log = get_logger("transcode")
 
 
@@ -71,7 +77,7 @@ class TranscodeWorker:
         self.max_attempts = max(1, max_attempts)
         self.stats = TranscodeStats()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._inits_written: set[str] = set()
+        self._inits_written: dict[str, float] = {}  # init key -> when this worker last wrote it (monotonic)
         self._latest_thumb: dict[str, tuple[str, int]] = {}
         self._offsets = OffsetTracker()
         self._consumer: Consumer | None = None
@@ -253,11 +259,14 @@ class TranscodeWorker:
                 thumbnail_key(event.stream, event.epoch, event.seq), result.thumbnail, "image/jpeg"
             )
         ]
+        now = time.monotonic()
+        inits: list[str] = []
         for media in result.renditions:
             ikey = init_key(event.stream, event.epoch, media.name)
             skey = segment_key(event.stream, event.epoch, media.name, event.seq)
-            if ikey not in self._inits_written:
+            if now - self._inits_written.get(ikey, -math.inf) >= INIT_REFRESH_SECONDS:
                 writes.append(self.store.put(ikey, media.init, "video/mp4"))
+                inits.append(ikey)
             writes.append(self.store.put(skey, media.media, "video/iso.segment"))
             refs.append(
                 RenditionRef(
@@ -281,7 +290,7 @@ class TranscodeWorker:
         if latest is None or (event.epoch, event.seq) > latest:
             self._latest_thumb[event.stream] = (event.epoch, event.seq)
             await self.store.put(latest_thumbnail_key(event.stream), result.thumbnail, "image/jpeg")
-        self._inits_written.update(r.init_key for r in refs)
+        self._inits_written.update(dict.fromkeys(inits, now))
         if len(self._inits_written) > 10_000:
             self._inits_written.clear()
         if len(self._latest_thumb) > 10_000:
