@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -46,6 +47,10 @@ GROUP = "camflow-packager"
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
 INDEX_CONTENT_TYPE = "application/json"
 POLL_SECONDS = 0.5
+# A master playlist changes only when renditions come or go, so a stream live for days would leave it
+# unwritten for longer than the store's lifecycle rule keeps an object (expiry by age; a day past the
+# retention at the least): it is written again, unchanged, once this long has passed since the last write.
+MASTER_REFRESH_SECONDS = 3600.0
 CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket and a late one)
 
 
@@ -89,6 +94,7 @@ class Packager:
         self._tracker = CommitTracker()
         self._generation = 0  # the consumer's assignment these streams belong to
         self._written: dict[str, str] = {}
+        self._written_at: dict[str, float] = {}  # key -> when this packager last wrote it (clock)
         self._log: Any = get_logger("packager")
         # For the health feed (UNIX times): the wall-clock end of each stream's newest ready segment,
         # and when its playlists were last written.
@@ -137,6 +143,7 @@ class Packager:
         self._streams.clear()
         self._chunks.clear()
         self._written.clear()
+        self._written_at.clear()
         self._tracker = CommitTracker()
 
     async def _handle(self, consumer: Consumer, msg: Message) -> None:
@@ -255,10 +262,18 @@ class Packager:
         for key, text in out.writes:
             if self._written.get(key) == text:
                 continue
-            await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)
-            self._written[key] = text
+            await self._put_playlist(key, text)
             self.playlists_written[stream.stream] = time.time()
+        master = master_playlist_key(stream.stream)
+        last = self._written_at.get(master, -math.inf)
+        if (current := self._written.get(master)) and self._clock() - last >= MASTER_REFRESH_SECONDS:
+            await self._put_playlist(master, current)
         await self._commit(consumer, out.done)
+
+    async def _put_playlist(self, key: str, text: str) -> None:
+        await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)
+        self._written[key] = text
+        self._written_at[key] = self._clock()
 
     async def _write_index(self, stream: str, appends: list[IndexAppend]) -> None:
         changed: dict[str, IndexChunk] = {}
