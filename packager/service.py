@@ -3,7 +3,7 @@
 One ``StreamPackager`` per stream holds that stream's playlists and reorder buffer (see
 ``packager.stream`` for the ordering, gap and end-of-stream policy). After each event
 the service writes what changed, media playlists before the master, and then commits
-every message whose effects are now written (``CommitTracker``).
+every message whose effects are now written (``camflow.bus.CommitTracker``).
 
 Write order per flush: recording index chunks (``camflow.recordings``), then media (and
 DVR) playlists, then the master; then the commits. So an object named by a playlist is
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from camflow.bus import Bus, Consumer, Message
+from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.base import Rebalancing
 from camflow.errors import EventDecodeError, NotFound
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
@@ -37,7 +37,6 @@ from camflow.log import get_logger
 from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from camflow.store.base import Browsable
-from packager.commits import CommitTracker
 from packager.errors import PlaylistError
 from packager.playlist import DEFAULT_TARGET, parse_master, parse_master_audio
 from packager.retention import Retention
@@ -144,7 +143,7 @@ class Packager:
         self._chunks.clear()
         self._written.clear()
         self._written_at.clear()
-        self._tracker = CommitTracker()
+        self._tracker.clear()
 
     async def _handle(self, consumer: Consumer, msg: Message) -> None:
         token = self._tracker.track(msg)

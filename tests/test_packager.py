@@ -23,7 +23,6 @@ from camflow.events import (
 from camflow.keys import init_key, master_playlist_key, media_playlist_key, recording_index_key, segment_key
 from camflow.recordings import IndexChunk, RecordedRendition, bucket_of, format_bucket
 from camflow.store import FileStore
-from packager.commits import CommitTracker
 from packager.rules import check_master, check_media, check_update
 from packager.service import Packager
 
@@ -330,16 +329,3 @@ async def test_camera_clock_jump_becomes_a_discontinuity_in_the_same_epoch(rig: 
         segs = m3u8.loads(text).segments
         assert [s.discontinuity for s in segs] == [False, False, True, False]
         assert uris(text) == [seg_uri(EPOCH_A, n, rendition) for n in range(4)]
-
-
-def test_commit_tracker_commits_done_prefix() -> None:
-    tracker = CommitTracker()
-    msgs = [Message(TOPIC_READY, STREAM, b"", offset=n) for n in range(3)]
-    other = Message(TOPIC_STREAMS, STREAM, b"", offset=0)
-    tokens = [tracker.track(m) for m in msgs]
-    t_other = tracker.track(other)
-    assert tracker.done(tokens[1]) is None
-    assert tracker.done(t_other) is other
-    assert tracker.done(tokens[0]) is msgs[1]
-    assert tracker.done(tokens[2]) is msgs[2]
-    assert tracker.outstanding == 0

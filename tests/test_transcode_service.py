@@ -26,7 +26,7 @@ from camflow.store import FileStore
 from tests.transcode_clips import TIMESCALE, RawClipSegment, cut, make_clip
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
-from transcode.stats import OffsetTracker, percentile
+from transcode.stats import percentile
 
 EPOCH = "20261121T101500123Z"
 
@@ -106,22 +106,6 @@ async def test_worker_writes_renditions_thumbnails_and_dead_letters_a_corrupt_se
     snapshot = worker.stats.snapshot()
     assert snapshot["transcode_p95_seconds"] >= snapshot["transcode_p50_seconds"] > 0
     assert snapshot["dead_lettered"] == 1 and snapshot["in_flight"] == 0
-
-
-def msg(partition: int, offset: int) -> Message:
-    return Message(TOPIC_RAW, "k", b"", partition=partition, offset=offset)
-
-
-def test_offsets_are_committed_only_after_every_earlier_one_is_done() -> None:
-    tracker = OffsetTracker()
-    for offset in (4, 5, 6):
-        tracker.start(msg(0, offset))
-    tracker.start(msg(1, 9))
-    assert tracker.done(msg(0, 5)) is None  # 4 still in flight: committing 6 would lose it
-    assert tracker.done(msg(1, 9)) == msg(1, 9)
-    assert tracker.done(msg(0, 4)) == msg(0, 5)
-    assert tracker.done(msg(0, 6)) == msg(0, 6)
-    assert tracker.done(msg(0, 6)) is None  # twice, or never started
 
 
 def test_percentile() -> None:

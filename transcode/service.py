@@ -21,7 +21,7 @@ import os
 import time
 from concurrent.futures.process import BrokenProcessPool
 
-from camflow.bus import Bus, Consumer, Message
+from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.errors import EventDecodeError
 from camflow.events import (
     TOPIC_DEAD,
@@ -42,7 +42,7 @@ from transcode.errors import TranscodeError
 from transcode.ladder import DEFAULT_LADDER, Rung
 from transcode.pool import new_pool
 from transcode.renditions import TranscodedSegment, transcode_segment, warm
-from transcode.stats import OffsetTracker, TranscodeStats
+from transcode.stats import TranscodeStats
 
 GROUP = "camflow-transcode"
 DEFAULT_ATTEMPTS = 3
@@ -79,7 +79,7 @@ class TranscodeWorker:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._inits_written: dict[str, float] = {}  # init key -> when this worker last wrote it (monotonic)
         self._latest_thumb: dict[str, tuple[str, int]] = {}
-        self._offsets = OffsetTracker()
+        self._commits = CommitTracker()
         self._consumer: Consumer | None = None
         # stream -> (seconds its newest finished segment took, None before the first; when last seen)
         self.recent: dict[str, tuple[float | None, float]] = {}
@@ -127,13 +127,13 @@ class TranscodeWorker:
             message = await consumer.get(timeout=0.5)
             if message is None:
                 continue
-            self._offsets.start(message)
+            token = self._commits.track(message)
             self.stats.in_flight += 1
             try:
                 await self._handle(message)
             finally:
                 self.stats.in_flight -= 1
-            commit = self._offsets.done(message)
+            commit = self._commits.done(token)
             if commit is not None:
                 try:
                     await consumer.commit(commit)

@@ -1,4 +1,4 @@
-"""What a transcode worker counts and measures, and the order its offsets may be committed in."""
+"""What a transcode worker counts and measures (its commits: ``camflow.bus.CommitTracker``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-
-from camflow.bus import Message
 
 LATENCY_SAMPLES = 512
 
@@ -64,31 +62,3 @@ class TranscodeStats:
             "transcode_p95_seconds": round(percentile(recent, 95), 3),
         }
 
-
-class OffsetTracker:
-    """Commit a message only once it and every earlier message of its partition are done.
-
-    Several segments are transcoded at once; the one at offset 7 may finish before the
-    one at 6, and committing 8 then would lose 6 if the worker died before finishing it.
-    """
-
-    def __init__(self) -> None:
-        self._in_flight: dict[tuple[str, int], dict[int, Message | None]] = {}
-
-    def start(self, message: Message) -> None:
-        self._in_flight.setdefault((message.topic, message.partition), {})[message.offset] = None
-
-    def done(self, message: Message) -> Message | None:
-        """Mark done; the message to commit now (the last of a done prefix), if any."""
-        slots = self._in_flight.get((message.topic, message.partition))
-        if slots is None or message.offset not in slots:
-            return None
-        slots[message.offset] = message
-        last: Message | None = None
-        for offset in sorted(slots):  # dicts keep insertion order, but be explicit
-            done = slots[offset]
-            if done is None:
-                break
-            last = done
-            del slots[offset]
-        return last

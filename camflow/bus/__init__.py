@@ -1,6 +1,16 @@
 """The bus: topics of events, consumer groups, commit after processing."""
 
 from camflow.bus.base import Bus, Consumer, Following, LagReporting, Message, consumer_lag
+from camflow.bus.commits import CommitTracker
 from camflow.bus.local import LocalBus
 
-__all__ = ["Bus", "Consumer", "Following", "LagReporting", "LocalBus", "Message", "consumer_lag"]
+__all__ = [
+    "Bus",
+    "CommitTracker",
+    "Consumer",
+    "Following",
+    "LagReporting",
+    "LocalBus",
+    "Message",
+    "consumer_lag",
+]
