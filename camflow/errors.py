@@ -9,6 +9,10 @@ class EventDecodeError(CamflowError):
     """Bytes on the bus that are not an event this reader understands."""
 
 
+class JsonFormError(CamflowError, ValueError):
+    """A JSON value that is not of the form its field's type asks for (``camflow.jsonform``)."""
+
+
 class NotFound(CamflowError):
     """A store key that does not exist."""
 

@@ -6,8 +6,11 @@ Every event is a frozen dataclass with a schema version and an explicit wire for
 
 The JSON header always holds ``"type"`` and ``"v"``; the payload is empty except for a
 raw segment, whose fMP4 bytes travel there untouched. A reader accepts the current
-version and the previous one, so a rolling deploy never breaks a consumer: previous
-versions are upgraded by the ``_upgrade_v{N}`` readers below.
+version and the previous ones, so a rolling deploy never breaks a consumer: a header of an
+earlier version is upgraded one version at a time by the steps in ``UPGRADES`` (one per
+event type and version), then read like the current one. The fields are written and read
+by their types (``camflow.jsonform``): a field added with a default is read as that default
+from a header that does not have it.
 
 History:
 
@@ -32,15 +35,15 @@ History:
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeAlias, TypeVar, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeAlias
 
-from camflow.errors import EventDecodeError
+from camflow import jsonform
+from camflow.errors import EventDecodeError, JsonFormError
 
 MAGIC = b"CFE1"
 _HEADER = struct.Struct(">4sI")
@@ -97,6 +100,9 @@ class RawSegment(_SegmentSpan):
     discontinuity: bool = False
 
 
+RenditionKind: TypeAlias = Literal["video", "audio"]
+
+
 @dataclass(frozen=True)
 class RenditionRef:
     """One rendition of a ready segment: where its objects are and what it is."""
@@ -110,7 +116,7 @@ class RenditionRef:
     key: str
     size: int
     frame_rate: float = 0.0  # frames per second; 0 when unknown (v3 adds it, earlier read as 0)
-    kind: str = "video"  # "video" or "audio" (v4 adds it, earlier read as "video")
+    kind: RenditionKind = "video"  # v4 adds it, earlier read as "video"
     channels: int = 0  # audio channels; 0 for video
     sample_rate: int = 0  # audio samples per second; 0 for video
 
@@ -119,25 +125,12 @@ class RenditionRef:
         return self.kind == "audio"
 
     def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
+        return jsonform.to_json(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RenditionRef:
-        # frame_rate (v3) and kind, channels, sample_rate (v4) are absent from older renditions.
-        return _fields_from(
-            cls,
-            d,
-            frame_rate=lambda d: float(d.get("frame_rate", 0.0)),
-            kind=lambda d: _rendition_kind(d.get("kind", "video")),
-            channels=lambda d: int(d.get("channels", 0)),
-            sample_rate=lambda d: int(d.get("sample_rate", 0)),
-        )
-
-
-def _rendition_kind(value: object) -> str:
-    if value not in ("video", "audio"):
-        raise ValueError(f"rendition kind {value!r}: expected 'video' or 'audio'")
-    return str(value)
+        """A rendition from its JSON form (fields added after v1 read as their defaults when absent)."""
+        return jsonform.from_json(cls, d)
 
 
 @dataclass(frozen=True)
@@ -199,6 +192,18 @@ class SegmentDead:
     raw: bytes = field(repr=False)
 
 
+def _counts(value: Any, path: str) -> dict[str, int] | None:
+    """Counts by kind, never negative, in the order of their kinds (``null``: not measured)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise JsonFormError(f"{path} {value!r}: expected an object of counts by kind")
+    return dict(sorted(value.items()))
+
+
 @dataclass(frozen=True)
 class HealthSample:
     """One service's view of one stream, published every few seconds on ``camflow.health``.
@@ -231,7 +236,7 @@ class HealthSample:
     viewers: int | None = None  # edge
     # ingest: what it corrected or dropped this session, by kind, only the kinds that happened
     # (see ``ingest.health.CORRECTION_KINDS``); ``{}`` when nothing was
-    corrections: dict[str, int] | None = None
+    corrections: dict[str, int] | None = field(default=None, metadata=jsonform.read_with(_counts))
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",
@@ -248,140 +253,37 @@ class HealthSample:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (also the wire header, less ``type`` and ``v``)."""
-        return _fields_json(self)
+        return jsonform.to_json(self)
 
 
 Event: TypeAlias = RawSegment | SegmentReady | StreamState | SegmentDead | HealthSample
 
-
-def _frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    return _HEADER.pack(MAGIC, len(blob)) + blob + payload
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (RawSegment, SegmentReady, StreamState, SegmentDead, HealthSample)
+}
 
 
 def encode(event: Event) -> bytes:
     """Serialise an event at its current version."""
-    header = {"type": event.TYPE, "v": event.VERSION, **_fields_json(event, skip=event.PAYLOAD)}
+    header = {"type": event.TYPE, "v": event.VERSION, **jsonform.to_json(event, skip=event.PAYLOAD)}
     payload: bytes = getattr(event, event.PAYLOAD) if event.PAYLOAD else b""
-    return _frame(header, payload)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [item.to_json() for item in value]  # renditions
-    return value
-
-
-def _fields_json(obj: Any, skip: str | None = None) -> dict[str, Any]:
-    """A dataclass's fields in their order, as JSON values (enums by value, renditions as objects)."""
-    return {f.name: _json_value(getattr(obj, f.name)) for f in fields(obj) if f.name != skip}
-
-
-_Field = Callable[[dict[str, Any]], Any]
-_T = TypeVar("_T")
-_PLAIN: dict[Any, Callable[[Any], Any]] = {str: str, int: int, float: float}
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-def _fields_from(cls: type[_T], h: dict[str, Any], payload: bytes = b"", /, **special: _Field) -> _T:
-    """``cls`` from the header ``h``, field by field in their order.
-
-    A field named in ``special`` is read by it; the ``PAYLOAD`` field is ``payload``; a
-    ``bool`` must be a JSON boolean (``_flag``); a ``str``, ``int`` or ``float`` is converted.
-    """
-    dataclass_: Any = cls  # a dataclass (typeshed has no name for it at run time)
-    types = _field_types(dataclass_)
-    values: dict[str, Any] = {}
-    for f in fields(dataclass_):
-        name = f.name
-        if name in special:
-            values[name] = special[name](h)
-        elif name == getattr(cls, "PAYLOAD", None):
-            values[name] = payload
-        elif types[name] is bool:
-            values[name] = _flag(h, name)
-        else:
-            values[name] = _PLAIN[types[name]](h[name])
-    return cls(**values)
-
-
-def _raw_segment(h: dict[str, Any], payload: bytes) -> RawSegment:
-    return _fields_from(RawSegment, h, payload)
-
-
-def _segment_ready(h: dict[str, Any], payload: bytes) -> SegmentReady:
-    renditions: _Field = lambda h: tuple(RenditionRef.from_json(r) for r in h["renditions"])  # noqa: E731
-    return _fields_from(SegmentReady, h, payload, renditions=renditions)
-
-
-def _stream_state(h: dict[str, Any], payload: bytes) -> StreamState:
-    return _fields_from(
-        StreamState,
-        h,
-        payload,
-        state=lambda h: StreamStateKind(h["state"]),
-        last_seq=lambda h: None if h.get("last_seq") is None else int(h["last_seq"]),
-    )
-
-
-def _segment_dead(h: dict[str, Any], payload: bytes) -> SegmentDead:
-    return _fields_from(SegmentDead, h, payload)
-
-
-def _optional(h: dict[str, Any], name: str, kind: type[int] | type[float]) -> Any:
-    value = h.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} {value!r}: expected a number or null")
-    return kind(value)
-
-
-def _corrections(h: dict[str, Any]) -> dict[str, int] | None:
-    value = h.get("corrections")
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        for k, v in value.items()
-    ):
-        raise ValueError(f"corrections {value!r}: expected an object of counts by kind")
-    return dict(sorted(value.items()))
+    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    return _HEADER.pack(MAGIC, len(blob)) + blob + payload
 
 
 def health_sample_from_json(h: dict[str, Any]) -> HealthSample:
     """A sample from its JSON form (the wire header, or a line of ``camflow tail --json``)."""
-    types = _field_types(HealthSample)
-    figures: dict[str, _Field] = {
-        name: functools.partial(_optional, name=name, kind=int if types[name] == int | None else float)
-        for name in HealthSample.FIGURES
-    }
-    return _fields_from(
-        HealthSample,
-        h,
-        state=lambda h: None if h.get("state") is None else StreamStateKind(h["state"]),
-        reason=lambda h: str(h.get("reason") or ""),
-        epoch=lambda h: str(h.get("epoch") or ""),
-        corrections=_corrections,
-        **figures,
-    )
+    return jsonform.from_json(HealthSample, h)
 
 
-def _health_sample(h: dict[str, Any], payload: bytes) -> HealthSample:
-    return health_sample_from_json(h)
+# --- upgrades: a header of version N as version N + 1 would have said it ---------------
+
+_Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _flag(h: dict[str, Any], name: str) -> bool:
-    value = h[name]
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} {value!r}: expected true or false")
-    return value
+def _with_received_wall_clock(h: dict[str, Any]) -> dict[str, Any]:
+    # v1 carried no wall clock: the time the reader received it is the best it can do.
+    return {**h, "wall_clock": time.time()}
 
 
 def _without_v3_flags(h: dict[str, Any]) -> dict[str, Any]:
@@ -399,37 +301,47 @@ def _video_renditions(h: dict[str, Any]) -> dict[str, Any]:
     return {**h, "renditions": plain}
 
 
-def _from_v1_segment(h: dict[str, Any]) -> dict[str, Any]:
-    return _without_v3_flags(_with_received_wall_clock(h))
-
-
-def _with_received_wall_clock(h: dict[str, Any]) -> dict[str, Any]:
-    # v1 carried no wall clock: the time the reader received it is the best it can do.
-    return {**h, "wall_clock": time.time()}
-
-
 def _with_unknown_last_seq(h: dict[str, Any]) -> dict[str, Any]:
     return {**h, "last_seq": None}
 
 
-_Reader = Callable[[dict[str, Any], bytes], Event]
-_Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+def _same_fields(h: dict[str, Any]) -> dict[str, Any]:
+    # v2 only added a field with a default: a header without it reads as the default.
+    return h
 
-# (type, version) -> (upgrade of the header to the current version, reader of the current version)
-_READERS: dict[tuple[str, int], tuple[_Upgrade | None, _Reader]] = {
-    (RawSegment.TYPE, 3): (None, _raw_segment),
-    (RawSegment.TYPE, 2): (_without_v3_flags, _raw_segment),
-    (RawSegment.TYPE, 1): (_from_v1_segment, _raw_segment),
-    (SegmentReady.TYPE, 4): (None, _segment_ready),
-    (SegmentReady.TYPE, 3): (_video_renditions, _segment_ready),
-    (SegmentReady.TYPE, 2): (_without_v3_flags, _segment_ready),
-    (SegmentReady.TYPE, 1): (_from_v1_segment, _segment_ready),
-    (StreamState.TYPE, 2): (None, _stream_state),
-    (StreamState.TYPE, 1): (_with_unknown_last_seq, _stream_state),
-    (SegmentDead.TYPE, 1): (None, _segment_dead),
-    (HealthSample.TYPE, 2): (None, _health_sample),
-    (HealthSample.TYPE, 1): (None, _health_sample),  # no "corrections": read as None
+
+# (type, version N) -> the header of version N + 1. A version is accepted when it is the current
+# one or has a step here; every chain of steps ends at the current version (tests check it).
+UPGRADES: dict[tuple[str, int], _Upgrade] = {
+    (RawSegment.TYPE, 1): _with_received_wall_clock,
+    (RawSegment.TYPE, 2): _without_v3_flags,
+    (SegmentReady.TYPE, 1): _with_received_wall_clock,
+    (SegmentReady.TYPE, 2): _without_v3_flags,
+    (SegmentReady.TYPE, 3): _video_renditions,
+    (StreamState.TYPE, 1): _with_unknown_last_seq,
+    (HealthSample.TYPE, 1): _same_fields,  # no "corrections": read as None
 }
+
+ACCEPTED: tuple[tuple[str, int], ...] = tuple(
+    sorted({(cls.TYPE, cls.VERSION) for cls in EVENT_TYPES.values()} | set(UPGRADES))
+)
+
+
+def _event_class(header: dict[str, Any]) -> type[Event] | None:
+    """The class a header of an accepted type and version is read as (None if not accepted)."""
+    kind, version = header.get("type"), header.get("v")
+    # Only a string type and an integer version can name one (a list is unhashable; True == 1).
+    if not isinstance(kind, str) or type(version) is not int or (kind, version) not in ACCEPTED:
+        return None
+    return EVENT_TYPES[kind]
+
+
+def _upgraded(header: dict[str, Any], cls: type[Event]) -> dict[str, Any]:
+    version: int = header["v"]
+    while version < cls.VERSION:
+        header = UPGRADES[(cls.TYPE, version)](header)
+        version += 1
+    return header
 
 
 def decode(data: bytes) -> Event:
@@ -447,19 +359,14 @@ def decode(data: bytes) -> Event:
         raise EventDecodeError(f"event header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise EventDecodeError(f"event header is a {type(header).__name__}, expected an object")
-    key = (header.get("type"), header.get("v"))
-    # Only a string type and an integer version can name a reader (a list is unhashable; True == 1).
-    valid = isinstance(key[0], str) and type(key[1]) is int
-    entry = _READERS.get(key) if valid else None  # type: ignore[arg-type]
-    if entry is None:
+    cls = _event_class(header)
+    if cls is None:
         raise EventDecodeError(
-            f"event type {key[0]!r} version {key[1]!r} is not one this reader accepts "
-            f"(accepted: {sorted(_READERS)})"
+            f"event type {header.get('type')!r} version {header.get('v')!r} is not one this reader "
+            f"accepts (accepted: {list(ACCEPTED)})"
         )
-    upgrade, reader = entry
-    if upgrade is not None:
-        header = upgrade(header)
+    payload = {cls.PAYLOAD: data[_HEADER.size + length :]} if cls.PAYLOAD else {}
     try:
-        return reader(header, data[_HEADER.size + length :])
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
-        raise EventDecodeError(f"{key[0]} v{key[1]} event has a bad field: {exc!r}") from exc
+        return jsonform.from_json(cls, _upgraded(header, cls), **payload)
+    except (KeyError, JsonFormError) as exc:  # KeyError: a field without a default is missing
+        raise EventDecodeError(f"{cls.TYPE} v{header['v']} event has a bad field: {exc!r}") from exc

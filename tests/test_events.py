@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import struct
 import time
+import types
+import typing
 from typing import Any
 
 import pytest
@@ -12,8 +15,12 @@ from hypothesis import strategies as st
 
 from camflow.errors import EventDecodeError
 from camflow.events import (
+    ACCEPTED,
+    EVENT_TYPES,
     MAGIC,
     MAX_HEADER_BYTES,
+    UPGRADES,
+    Event,
     RawSegment,
     RenditionRef,
     SegmentReady,
@@ -226,3 +233,52 @@ def test_decode_frames_with_one_field_replaced_raises_only_event_decode_error(
 ) -> None:
     with contextlib.suppress(EventDecodeError):
         decode(frame({**header, name: value}, b"payload"))
+
+
+# --- every event type, derived from its fields -------------------------------------------
+
+FINITE = st.floats(allow_nan=False)  # NaN is never equal to itself; infinities round-trip
+COUNTS = st.dictionaries(st.text(max_size=8), st.integers(min_value=0), max_size=4)
+
+
+def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
+    """Any value of the type ``hint``, as the events' fields use them."""
+    if hint is float:
+        return FINITE
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return st.builds(
+            hint,
+            **{
+                f.name: COUNTS | st.none() if f.name == "corrections" else strategy_for(hints[f.name])
+                for f in dataclasses.fields(hint)
+            },
+        )
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        return st.lists(strategy_for(args[0]), max_size=3).map(tuple)
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of(*(strategy_for(a) for a in args))
+    return st.from_type(hint)
+
+
+@pytest.mark.parametrize("cls", sorted(EVENT_TYPES.values(), key=lambda c: c.TYPE), ids=lambda c: c.TYPE)
+@settings(database=None, max_examples=200)
+@given(data=st.data())
+def test_every_event_round_trips(cls: type[Event], data: st.DataObject) -> None:
+    event = data.draw(strategy_for(cls))
+    assert decode(encode(event)) == event
+
+
+def test_every_accepted_version_upgrades_to_the_current_one() -> None:
+    for kind, version in ACCEPTED:
+        cls = EVENT_TYPES[kind]
+        assert 1 <= version <= cls.VERSION
+        assert all((kind, v) in UPGRADES for v in range(version, cls.VERSION)), (kind, version)
+    assert all(version < EVENT_TYPES[kind].VERSION for kind, version in UPGRADES)
+
+
+def test_a_field_added_with_a_default_is_read_as_the_default_when_absent() -> None:
+    header = header_of(encode(READY))
+    header["renditions"] = [{k: v for k, v in r.items() if k != "frame_rate"} for r in header["renditions"]]
+    assert decode(frame(header)) == READY

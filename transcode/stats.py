@@ -61,4 +61,3 @@ class TranscodeStats:
             "transcode_p50_seconds": round(percentile(recent, 50), 3),
             "transcode_p95_seconds": round(percentile(recent, 95), 3),
         }
-
