@@ -103,6 +103,14 @@ class RawSegment(_SegmentSpan):
 RenditionKind: TypeAlias = Literal["video", "audio"]
 
 
+def _rendition_kind(value: Any, path: str) -> RenditionKind:
+    if value == "audio":
+        return "audio"
+    if value == "video":
+        return "video"
+    raise JsonFormError(f"rendition kind {value!r} ({path}): expected 'video' or 'audio'")
+
+
 @dataclass(frozen=True)
 class RenditionRef:
     """One rendition of a ready segment: where its objects are and what it is."""
@@ -116,7 +124,8 @@ class RenditionRef:
     key: str
     size: int
     frame_rate: float = 0.0  # frames per second; 0 when unknown (v3 adds it, earlier read as 0)
-    kind: RenditionKind = "video"  # v4 adds it, earlier read as "video"
+    # v4 adds it, earlier read as "video"
+    kind: RenditionKind = field(default="video", metadata=jsonform.read_with(_rendition_kind))
     channels: int = 0  # audio channels; 0 for video
     sample_rate: int = 0  # audio samples per second; 0 for video
 
