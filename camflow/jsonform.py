@@ -90,7 +90,7 @@ def _json_value(value: Any) -> Any:
 class _Field:
     name: str
     read: _Read | None  # None: not JSON, must be given
-    default: Any  # dataclasses.MISSING when the field has none
+    default: Callable[[], Any] | None  # the field's default (made afresh per read), if it has one
 
 
 def from_json(cls: type[_T], data: Mapping[str, Any], /, **given: Any) -> _T:
@@ -109,8 +109,8 @@ def _read_dataclass(cls: type[_T], data: Any, path: str, given: Mapping[str, Any
             raise TypeError(f"{cls.__name__}.{f.name} has no JSON form: it must be given")
         elif f.name in data:
             values[f.name] = f.read(data[f.name], f"{path}.{f.name}" if path else f.name)
-        elif f.default is not dataclasses.MISSING:
-            values[f.name] = f.default
+        elif f.default is not None:
+            values[f.name] = f.default()
         else:
             raise KeyError(f.name)
     return cls(**values)
@@ -135,14 +135,17 @@ def _new_plan(cls: type) -> tuple[_Field, ...]:
     for f in dataclasses.fields(cls):
         custom = f.metadata.get(_METADATA_KEY)
         read = custom if custom is not None else _reader(hints[f.name])
+        default: Callable[[], Any] | None = None
         if f.default is not dataclasses.MISSING:
-            default = f.default
+            default = functools.partial(_same, f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
+            default = f.default_factory
         plan.append(_Field(f.name, read, default))
     return tuple(plan)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _reader(hint: Any) -> _Read | None:
