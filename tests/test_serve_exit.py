@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from camflow import cli, serve
+from camflow.cli import main as cli
+from camflow.cli import serve
 from camflow.bus import LocalBus
 from packager.service import Packager
 

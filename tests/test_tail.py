@@ -6,7 +6,7 @@ import json
 
 from camflow.events import HealthSample, StreamStateKind, health_sample_from_json
 from camflow.health import HealthBoard
-from camflow.tail import (
+from camflow.cli.tail import (
     CLEAR,
     COLORS,
     RESET,
@@ -144,7 +144,7 @@ def test_color_auto_follows_the_terminal() -> None:
 
 
 def test_tail_needs_exactly_one_feed(capsys: object) -> None:
-    from camflow.cli import main
+    from camflow.cli.main import main
 
     assert main(["tail"]) == 2
     assert main(["tail", "--kafka", "127.0.0.1:1", "--edge", "http://127.0.0.1:1"]) == 2

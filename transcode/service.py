@@ -47,7 +47,7 @@ from transcode.stats import OffsetTracker, TranscodeStats
 GROUP = "camflow-transcode"
 DEFAULT_ATTEMPTS = 3
 RETRY_DELAY = 0.5  # seconds, times the attempt number
-STATS_EVERY = 10.0  # seconds between transcode_stats log events
+STATS_EVERY = 10.0  # seconds between transcode_stats log events (only those where a figure changed)
 # An epoch's init section is written once, but a camera can stay live on one epoch for longer than
 # the store's lifecycle rule keeps an object (it expires by age; packager.retention installs it,
 # a day past the retention at the least): every hour a live epoch's init is written again, so its
@@ -118,9 +118,15 @@ class TranscodeWorker:
             log.info("transcoder_stopped", **self.stats.snapshot())
 
     async def _report(self, stop: asyncio.Event) -> None:
+        """``transcode_stats`` every ``STATS_EVERY`` seconds while the figures change; an idle worker
+        says nothing (its figures are on /metrics and the health feed)."""
+        last = self.stats.snapshot()
         while not stop.is_set():
             await asyncio.sleep(STATS_EVERY)
-            log.info("transcode_stats", **self.stats.snapshot())
+            now = self.stats.snapshot()
+            if now != last:
+                log.info("transcode_stats", **now)
+                last = now
 
     async def _loop(self, consumer: Consumer, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -12,7 +12,7 @@ from camflow.keys import check_stream_name
 from camflow.tokens import Action
 
 DEFAULT_TOKEN_TTL = 24 * 3600.0
-DESCRIPTION = "``camflow``: the command line and the composition root."
+DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
 
 
 def _positive(text: str) -> float:
@@ -374,9 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the embedded default keeps its secret (ignored when CAMFLOW_SECRET is set)",
     )
 
-    from camflow.tail import add_tail_parser
-
-    add_tail_parser(sub, check_stream_name, _positive)
+    _add_tail(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument("--url", default="rtsp://127.0.0.1:8554", help="ingest to load (default :8554 here)")
     load.add_argument("--streams", type=int, default=10, help="concurrent sessions, 1..1000 (default 10)")
@@ -394,3 +392,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--allow-remote", action="store_true", help="allow a target that is not loopback")
     return parser
+
+
+def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tail = sub.add_parser("tail", help="follow the stream-health feed (Kafka or an edge's /api/health)")
+    tail.add_argument("--kafka", metavar="HOST:PORT", help="follow camflow.health on this Kafka")
+    tail.add_argument(
+        "--kafka-prefix",
+        default=os.environ.get("CAMFLOW_KAFKA_PREFIX", ""),
+        help="topic prefix (default none)",
+    )
+    tail.add_argument(
+        "--edge", metavar="URL", help="follow an edge's /api/health, e.g. http://127.0.0.1:8080"
+    )
+    tail.add_argument(
+        "--token",
+        default=os.environ.get("CAMFLOW_TOKEN", ""),
+        help="operator token for --edge (env CAMFLOW_TOKEN)",
+    )
+    tail.add_argument("--stream", action="append", type=check_stream_name, help="only this stream")
+    tail.add_argument(
+        "--state",
+        action="append",
+        choices=["connecting", "live", "stalled", "offline"],
+        help="only streams in this state (repeatable)",
+    )
+    tail.add_argument("--json", action="store_true", help="one JSON object per sample and line")
+    tail.add_argument(
+        "--table", action="store_true", help="a live table of every stream, redrawn each second"
+    )
+    tail.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto", help="color by state (auto: on a TTY)"
+    )
+    tail.add_argument(
+        "--since", type=float, default=10.0, help="with --kafka: start this many seconds back (default 10)"
+    )
+    tail.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -340,44 +339,7 @@ async def _redraw(board: HealthBoard, options: TailOptions, out: TextIO, stop: a
             await asyncio.wait_for(stop.wait(), TABLE_SECONDS)
 
 
-# --- command line ---------------------------------------------------------------------------------
-
-
-def add_tail_parser(sub: Any, stream_name: Callable[[str], str], positive: Callable[[str], float]) -> None:
-    """The ``camflow tail`` subcommand's arguments (``camflow.cli_args`` passes its argument types)."""
-    tail = sub.add_parser("tail", help="follow the stream-health feed (Kafka or an edge's /api/health)")
-    tail.add_argument("--kafka", metavar="HOST:PORT", help="follow camflow.health on this Kafka")
-    tail.add_argument(
-        "--kafka-prefix",
-        default=os.environ.get("CAMFLOW_KAFKA_PREFIX", ""),
-        help="topic prefix (default none)",
-    )
-    tail.add_argument(
-        "--edge", metavar="URL", help="follow an edge's /api/health, e.g. http://127.0.0.1:8080"
-    )
-    tail.add_argument(
-        "--token",
-        default=os.environ.get("CAMFLOW_TOKEN", ""),
-        help="operator token for --edge (env CAMFLOW_TOKEN)",
-    )
-    tail.add_argument("--stream", action="append", type=stream_name, help="only this stream")
-    tail.add_argument(
-        "--state",
-        action="append",
-        choices=["connecting", "live", "stalled", "offline"],
-        help="only streams in this state (repeatable)",
-    )
-    tail.add_argument("--json", action="store_true", help="one JSON object per sample and line")
-    tail.add_argument(
-        "--table", action="store_true", help="a live table of every stream, redrawn each second"
-    )
-    tail.add_argument(
-        "--color", choices=["auto", "always", "never"], default="auto", help="color by state (auto: on a TTY)"
-    )
-    tail.add_argument(
-        "--since", type=float, default=10.0, help="with --kafka: start this many seconds back (default 10)"
-    )
-    tail.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")
+# --- the subcommand ---------------------------------------------------------------------------------
 
 
 def tail_command(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The composition root: the services of one process on one bus and store, until a signal.
 
-With ``camflow/cli.py`` the only modules of ``camflow/`` that import services, and only inside
-the functions that start them.
+With the rest of ``camflow.cli``, the only modules of ``camflow/`` that import services, and only
+inside the functions that start them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
-from camflow.cli_args import DEFAULT_TOKEN_TTL
+from camflow.cli.banner import WILDCARD, operator_view
 from camflow.errors import CamflowError, ConfigError
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ingest.whip.http import WhipService
 
 log = get_logger("cli")
-WILDCARD = ("0.0.0.0", "::", "")
 
 
 # --- backends --------------------------------------------------------------------------
@@ -62,10 +61,6 @@ def make_store(args: argparse.Namespace) -> Store:
 def make_signer(args: argparse.Namespace) -> TokenSigner:
     data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else None
     return TokenSigner(load_secret(data_dir))
-
-
-def display_host(host: str) -> str:
-    return "127.0.0.1" if host in WILDCARD else host
 
 
 # --- services ---------------------------------------------------------------------------
@@ -194,7 +189,8 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             observed.ingest(rtsp, pulls if pull_sources else None, whip)
         await observed.start()
         if args.command == "run":
-            _print_urls(args, signer)
+            assert signer is not None
+            print(operator_view(args, signer), flush=True)
         else:
             print(f"camflow {args.command}: running", flush=True)
         crashed = asyncio.create_task(_first_crash(tasks))
@@ -360,28 +356,6 @@ async def _first_crash(tasks: list[asyncio.Task[None]]) -> None:
         exc = task.exception()
         if exc is not None:
             log.error("service_crashed", service=task.get_name(), error=repr(exc))
-
-
-def _print_urls(args: argparse.Namespace, signer: TokenSigner | None) -> None:
-    assert signer is not None
-    host = display_host(args.host)
-    stream = args.stream
-    publish = signer.issue(stream, Action.PUBLISH, DEFAULT_TOKEN_TTL)
-    view = signer.issue(stream, Action.VIEW, DEFAULT_TOKEN_TTL)
-    bus = f"Kafka {args.kafka}" if args.kafka else "in-process bus"
-    store = f"S3 {args.s3}" if args.s3 else f"files under {Path(args.data_dir).resolve() / 'store'}"
-    print(
-        f"camflow is running ({bus}, {store}).\n"
-        f"  push to:  rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}\n"
-        f"            e.g. ffmpeg -re -i clip.mp4 -c copy -f rtsp -rtsp_transport tcp "
-        f'"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}"\n'
-        f"  watch at: http://{host}:{args.http_port}/live/{stream}/master.m3u8?token={view}\n"
-        f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
-        f"  player:   http://{host}:{args.http_port}/watch/{stream}?token={view}\n"
-        f"  other streams: camflow token publish|view STREAM --data-dir {args.data_dir}\n"
-        f"Ctrl-C stops it.",
-        flush=True,
-    )
 
 
 def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
