@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from camflow.bus import LocalBus
 from camflow.cli import main as cli
 from camflow.cli import serve
-from camflow.bus import LocalBus
 from packager.service import Packager
 
 

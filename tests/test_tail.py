@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from camflow.events import HealthSample, StreamStateKind, health_sample_from_json
-from camflow.health import HealthBoard
 from camflow.cli.tail import (
     CLEAR,
     COLORS,
@@ -17,6 +15,8 @@ from camflow.cli.tail import (
     render_table,
     use_color,
 )
+from camflow.events import HealthSample, StreamStateKind, health_sample_from_json
+from camflow.health import HealthBoard
 
 AT = 1_795_000_000.0
 

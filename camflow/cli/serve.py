@@ -21,7 +21,7 @@ from camflow.errors import CamflowError, ConfigError
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
 from camflow.store import FileStore, Store
-from camflow.tokens import Action, TokenSigner, load_secret
+from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
     from ingest.pull import PullSource
