@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
+from camflow.log import AUTO, LOG_FORMATS
 from camflow.tokens import Action
 
 DEFAULT_TOKEN_TTL = 24 * 3600.0
@@ -277,6 +278,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="seconds between the health samples this process publishes on camflow.health (default 2)",
     )
     p.add_argument("--log-level", default=os.environ.get("CAMFLOW_LOG_LEVEL", "info"))
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("CAMFLOW_LOG_FORMAT", AUTO),
+        help="console (for people), json (one object per line), or auto: console when stderr is a "
+        "terminal, else json (default auto; env CAMFLOW_LOG_FORMAT)",
+    )
     p.add_argument(
         "--drain-seconds",
         type=float,

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             return tail_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
-        configure_logging(args.log_level)
+        configure_logging(args.log_level, args.log_format)
         if args.command == "edge":
             _use_uvloop()
         return asyncio.run(serve(args, ROLES[args.command]))
