@@ -23,6 +23,7 @@ from camflow.events import (
 )
 from camflow.keys import latest_thumbnail_key, thumbnail_key
 from camflow.store import FileStore
+from tests import defaults
 from tests.transcode_clips import TIMESCALE, RawClipSegment, cut, make_clip
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
@@ -69,7 +70,11 @@ async def test_worker_writes_renditions_thumbnails_and_dead_letters_a_corrupt_se
     await store.start()
     out = await bus.subscribe([TOPIC_READY, TOPIC_DEAD], "test")
     worker = TranscodeWorker(
-        bus, store, ladder=parse_ladder("source,180p:200k"), processes=1, concurrency=2, max_attempts=2
+        bus,
+        store,
+        **defaults.transcoder(
+            ladder=parse_ladder("source,180p:200k"), processes=1, concurrency=2, max_attempts=2
+        ),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -13,6 +13,7 @@ from camflow.log import AUTO, LOG_FORMATS
 from camflow.tokens import Action
 
 DEFAULT_TOKEN_TTL = 24 * 3600.0
+SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
 DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
 
 
@@ -160,7 +161,7 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--segment-duration",
         type=_positive,
-        default=2.0,
+        default=SEGMENT_SECONDS,
         help="target segment duration in seconds; segments cut at the first IDR after it (default 2)",
     )
     p.add_argument(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
 from camflow.cli.banner import WILDCARD, operator_view
+from camflow.cli.settings import edge_settings, packager_settings, transcoder_settings
 from camflow.errors import CamflowError, ConfigError
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
@@ -95,25 +95,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     try:
         whip = _whip_service(args, bus, signer) if "ingest" in roles else None
         if "transcode" in roles:
-            from transcode.ladder import DEFAULT_LADDER, load_ladder_file, parse_ladder
             from transcode.service import TranscodeWorker
 
             assert store is not None and bus is not None
-            if args.ladder and args.ladder_file:
-                raise ConfigError("--ladder and --ladder-file name the same thing: give one of them")
-            ladder = DEFAULT_LADDER
-            if args.ladder_file:
-                ladder = load_ladder_file(Path(args.ladder_file))
-            elif args.ladder:
-                ladder = parse_ladder(args.ladder)
-            worker = TranscodeWorker(
-                bus,
-                store,
-                ladder=ladder,
-                processes=args.processes,
-                threads=args.threads,
-                max_attempts=args.attempts,
-            )
+            worker = TranscodeWorker(bus, store, **transcoder_settings(args))
             tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
             await _ready(worker.ready, tasks)
             observed.transcode(worker)
@@ -121,17 +106,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             from packager.service import Packager
 
             assert store is not None and bus is not None
-            packager = Packager(
-                bus,
-                store,
-                live_window=args.live_window,
-                target_duration=args.target_duration or math.ceil(2 * getattr(args, "segment_duration", 2.0)),
-                offline_grace=args.offline_grace,
-                dvr_window=args.dvr_window,
-                retain=args.retain,
-                retain_streams=dict(args.retain_stream or []),
-                retention_interval=args.retention_interval,
-            )
+            packager = Packager(bus, store, **packager_settings(args))
             tasks.append(asyncio.create_task(packager.run(workers_stop), name="package"))
             await _ready(packager.ready, tasks)
             observed.package(packager)
@@ -140,7 +115,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 
             assert store is not None and signer is not None
             workers = getattr(args, "workers", 1)
-            options = {**_edge_options(args), "reuse_port": workers > 1}
+            options = {**edge_settings(args), "reuse_port": workers > 1}
             feed = observed.edge_feed()
             edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
             if whip is not None:
@@ -356,14 +331,3 @@ async def _first_crash(tasks: list[asyncio.Task[None]]) -> None:
         exc = task.exception()
         if exc is not None:
             log.error("service_crashed", service=task.get_name(), error=repr(exc))
-
-
-def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
-    from edge.policy import TokenCheck
-
-    return {
-        "cache_bytes": int(args.cache_mb * 1024 * 1024),
-        "playlist_max_age": args.playlist_max_age,
-        "token_check": TokenCheck(args.token_check),
-        "fast_path": not args.no_fast_path,
-    }
