@@ -18,7 +18,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -178,7 +178,7 @@ def render_table(
 
 async def kafka_samples(
     bootstrap: str, prefix: str, since: float, stop: asyncio.Event
-) -> AsyncIterator[HealthSample]:
+) -> AsyncGenerator[HealthSample, None]:
     from camflow.bus.kafka import KafkaBus
 
     bus = KafkaBus(bootstrap, client_id="camflow-tail", prefix=prefix)
@@ -221,7 +221,7 @@ def parse_sse(buffer: str) -> tuple[list[tuple[str, str]], str]:
 
 async def edge_samples(
     url: str, token: str, stream: str | None, stop: asyncio.Event
-) -> AsyncIterator[HealthSample]:
+) -> AsyncGenerator[HealthSample, None]:
     """Samples from an edge's ``/api/health``; reconnects (with a pause) when the edge goes away."""
     import aiohttp
 
@@ -308,7 +308,8 @@ async def run_tail(options: TailOptions, out: TextIO = sys.stdout) -> int:
         assert options.edge is not None
         source = edge_samples(options.edge, options.token, only, stop)
     redraw = asyncio.create_task(_redraw(board, options, out, stop)) if options.table else None
-    try:
+
+    async def follow() -> None:
         async for sample in source:
             board.add(sample)
             if options.table or not options.filter.keeps(sample, board):
@@ -322,8 +323,23 @@ async def run_tail(options: TailOptions, out: TextIO = sys.stdout) -> int:
             out.flush()
             if stop.is_set():
                 break
+
+    # The feed may say nothing for a long while (an idle edge sends no event for 30 s): --duration
+    # and Ctrl-C end the wait for the next sample, not only what comes after it.
+    following = asyncio.create_task(follow())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([following, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if following.done():
+            following.result()  # raises what ended the feed (TailError)
     finally:
         stop.set()
+        stopped.cancel()
+        if not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        await source.aclose()
         if redraw is not None:
             await redraw
     return 0
