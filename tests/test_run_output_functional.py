@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from camflow.cli.banner import camflow_command
-from tests.process import camflow_run
+from tests.process import CAMFLOW, READY_LINE, camflow_run, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +62,28 @@ def test_the_banner_names_the_camflow_that_runs(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}/usr/bin:/bin")
     assert camflow_command(str(script)) == "camflow"  # the venv is active
     assert camflow_command("/x/camflow/cli/__main__.py") == f"{shlex.quote(sys.executable)} -m camflow.cli"
+
+
+def test_ctrl_c_stops_camflow_run_quietly(tmp_path: Path) -> None:
+    """Ctrl-C on a terminal signals the whole foreground process group: camflow run and its transcode
+    pool. It stops with status 0 and no traceback (the pool processes leave SIGINT to it)."""
+    err = tmp_path / "camflow.err"
+    args = [*CAMFLOW, "run", "--host", "127.0.0.1", "--rtsp-port", str(free_port())]
+    args += ["--http-port", str(free_port()), "--data-dir", str(tmp_path / "data"), "--processes", "2"]
+    args += ["--drain-seconds", "1", "--rtsp-udp-ports", "off"]
+    with err.open("wb") as fe:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=fe, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if READY_LINE.encode() in line:
+                break
+        time.sleep(1.0)  # the pool processes are up (the transcoder warms them before it is ready)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0, err.read_text()[-3000:]
+    finally:
+        stop_process(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    log = err.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
