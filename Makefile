@@ -5,7 +5,7 @@
 #   make test          install, helm (chart checks), services-up, pytest against them, services-down (always)
 #   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
 #   make image         the container image (scripts/image.sh): build/image/camflow-<version>.oci.tar + its digest
-#   make lint          ruff check + mypy (config in pyproject.toml)
+#   make lint          ruff check + mypy --strict + lint-imports (the architecture rules; config in pyproject.toml)
 #   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
 
@@ -79,6 +79,7 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 BENCH ?=
 BENCH_ARGS ?=

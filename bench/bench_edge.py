@@ -37,6 +37,7 @@ from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.state import EDGE
+from tests import defaults
 
 EPOCH = "20261121T101500123Z"
 SECRET = "bench-edge-secret-0123456789abcdef"
@@ -148,7 +149,7 @@ async def coalescing(root: Path) -> tuple[int, int]:
     store = CountingStore(root)
     signer = TokenSigner(SECRET.encode())
     token = signer.issue("bench", Action.VIEW, ttl=600)
-    app = build_app(store, signer)
+    app = build_app(store, signer, **defaults.edge_app())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

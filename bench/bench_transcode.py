@@ -45,6 +45,7 @@ from camflow.bus import LocalBus
 from camflow.events import TOPIC_RAW, TOPIC_READY, RawSegment, encode
 from camflow.log import configure_logging
 from camflow.store import FileStore
+from tests import defaults
 from tests.transcode_clips import TIMESCALE, RawClipSegment, cut, make_clip
 from transcode.stats import percentile
 
@@ -156,7 +157,8 @@ async def _workers_run(
     ready = await bus.subscribe([TOPIC_READY], "bench")
     stop = asyncio.Event()
     threads = 1 if pace == 0 else 0
-    pool = [TranscodeWorker(bus, store, processes=1, concurrency=1, threads=threads) for _ in range(workers)]
+    options = defaults.transcoder(processes=1, concurrency=1, threads=threads)
+    pool = [TranscodeWorker(bus, store, **options) for _ in range(workers)]
     tasks = [asyncio.create_task(w.run(stop)) for w in pool]
     await asyncio.gather(*(w.ready.wait() for w in pool))
     sent: dict[int, float] = {}

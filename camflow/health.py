@@ -24,7 +24,6 @@ from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, decode, 
 from camflow.log import get_logger
 from camflow.metrics import CONSUMER_LAG, HEALTH_SAMPLES
 
-DEFAULT_INTERVAL = 2.0
 STALL_TARGETS = 2.0  # no segment for this many target durations: stalled
 FIRST_SEGMENT_TARGETS = 3.0  # a new session has this many target durations to cut its first segment
 KEEP_OFFLINE = 600.0  # seconds a board remembers a stream after its last sample
@@ -63,7 +62,7 @@ Collect = Callable[[], Awaitable[Iterable[HealthSample]]]
 class HealthReporter:
     """Publish what ``collect`` returns on ``camflow.health`` every ``interval`` seconds."""
 
-    def __init__(self, bus: Bus, service: str, collect: Collect, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, bus: Bus, service: str, collect: Collect, interval: float) -> None:
         self.bus = bus
         self.service = service
         self.collect = collect

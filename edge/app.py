@@ -50,7 +50,6 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Headers": "Range, Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
 }
-DEFAULT_CACHE_MB = 256
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -147,9 +146,9 @@ def build_app(
     store: Store,
     signer: TokenSigner,
     *,
-    playlist_max_age: float | None = None,
-    cache_bytes: int = DEFAULT_CACHE_MB * 1024 * 1024,
-    token_check: TokenCheck = TokenCheck.ALL,
+    playlist_max_age: float | None,
+    cache_bytes: int,
+    token_check: TokenCheck,
     health_source: HealthSource | None = None,
     health_interval: float = 2.0,
     catalog_interval: float = 5.0,

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from camflow.bus import Bus
 from camflow.events import HealthSample
-from camflow.health import DEFAULT_INTERVAL, HealthBoard, HealthReporter, follow_health
+from camflow.health import HealthBoard, HealthReporter, follow_health
 from camflow.log import get_logger
 from camflow.metrics import Readiness, instance_name
 from edge.auth import ViewerCounter
@@ -65,9 +65,7 @@ class HealthFeed:
     """The ``camflow.health`` topic as the edge sees it; ``readiness`` adds the other services'
     checks to the edge's ``/readyz`` (``camflow run``: every service in one process)."""
 
-    def __init__(
-        self, bus: Bus | None, *, interval: float = DEFAULT_INTERVAL, readiness: Readiness | None = None
-    ) -> None:
+    def __init__(self, bus: Bus | None, *, interval: float, readiness: Readiness | None = None) -> None:
         self.bus = bus
         self.interval = interval
         self.readiness = readiness

@@ -19,7 +19,7 @@ from camflow.errors import ConfigError
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
-from edge.app import DEFAULT_CACHE_MB, EDGE, build_app
+from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.lifeline import PARENT_ENV, ParentWatch, parent_gone, parent_pid_from_env
@@ -43,12 +43,12 @@ class EdgeServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        playlist_max_age: float | None = None,
-        cache_bytes: int = DEFAULT_CACHE_MB * 1024 * 1024,
-        token_check: TokenCheck = TokenCheck.ALL,
+        playlist_max_age: float | None,
+        cache_bytes: int,
+        token_check: TokenCheck,
+        fast_path: bool,
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
-        fast_path: bool = True,
         health_feed: HealthFeed | None = None,
     ) -> None:
         self._app = build_app(
@@ -138,10 +138,22 @@ async def run_edge(
     port: int,
     stop: asyncio.Event,
     *,
-    playlist_max_age: float | None = None,
+    playlist_max_age: float | None,
+    cache_bytes: int,
+    token_check: TokenCheck,
+    fast_path: bool,
 ) -> None:
     """Serve the edge until ``stop`` is set (or this task is cancelled), then shut it down."""
-    server = EdgeServer(store, signer, host=host, port=port, playlist_max_age=playlist_max_age)
+    server = EdgeServer(
+        store,
+        signer,
+        host=host,
+        port=port,
+        playlist_max_age=playlist_max_age,
+        cache_bytes=cache_bytes,
+        token_check=token_check,
+        fast_path=fast_path,
+    )
     await server.start()
     try:
         await stop.wait()

@@ -38,7 +38,7 @@ from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk
 from camflow.store import Store
 from camflow.store.base import Browsable
 from packager.errors import PlaylistError
-from packager.playlist import DEFAULT_TARGET, parse_master, parse_master_audio
+from packager.playlist import parse_master, parse_master_audio
 from packager.retention import Retention
 from packager.stream import IndexAppend, PackagerStats, StreamPackager
 
@@ -65,14 +65,14 @@ class Packager:
         bus: Bus,
         store: Store,
         *,
-        live_window: float = 60.0,
+        live_window: float,
+        target_duration: int,
+        offline_grace: float,
+        dvr_window: float,
+        retain: float | None,
+        retain_streams: dict[str, float],
+        retention_interval: float,
         gap_timeout: float = 10.0,
-        target_duration: int = DEFAULT_TARGET,
-        offline_grace: float = 0.0,
-        dvr_window: float = 0.0,
-        retain: float | None = None,
-        retain_streams: dict[str, float] | None = None,
-        retention_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus

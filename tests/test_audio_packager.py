@@ -25,6 +25,7 @@ from edge.vod import add_recording_routes
 from packager.playlist import AudioRendition, Variant, parse_master_audio, render_master
 from packager.rules import check_master, check_media
 from packager.stream import PackagerStats, StreamPackager
+from tests import defaults
 from tests.test_packager import EPOCH_A, EPOCH_B, STREAM, T0, offline, ready
 
 SECRET = b"k" * 32
@@ -197,7 +198,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
     await store.put(chunk_key(chunk), chunk.render())
     for key, text in out.writes:
         await store.put(key, text.encode())
-    app = build_app(store, TokenSigner(SECRET))
+    app = build_app(store, TokenSigner(SECRET), **defaults.edge_app())
     add_recording_routes(app, store, TokenSigner(SECRET), max_range=3600.0)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c

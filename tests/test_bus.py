@@ -229,7 +229,7 @@ def test_topic_requests_carry_the_replication_factor() -> None:
 def test_kafka_replication_flag_and_env(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from camflow.cli_args import build_parser
+    from camflow.cli.args import build_parser
 
     assert build_parser().parse_args(["package", "--kafka-replication", "3"]).kafka_replication == 3
     assert build_parser().parse_args(["edge"]).kafka_replication == 1

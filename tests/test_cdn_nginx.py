@@ -26,6 +26,7 @@ from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.policy import TokenCheck
+from tests import defaults
 from tests.process import free_port, stop_process
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ async def edge_with_counter(
     store: FileStore, signer: TokenSigner, token_check: TokenCheck
 ) -> AsyncIterator[tuple[int, Counter[str]]]:
     seen: Counter[str] = Counter()
-    app = build_app(store, signer, token_check=token_check)
+    app = build_app(store, signer, **defaults.edge_app(token_check=token_check))
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         seen[request.path] += 1

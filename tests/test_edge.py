@@ -19,6 +19,7 @@ from camflow.store import FileStore, ObjectInfo
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.service import EdgeServer, run_edge
+from tests import defaults
 
 EPOCH = "20261121T101500123Z"
 SECRET = b"edge-test-secret-0123456789"
@@ -96,7 +97,9 @@ def token(signer: TokenSigner) -> str:
 
 @pytest.fixture
 async def client(store: RecordingStore, signer: TokenSigner) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(build_app(store, signer, playlist_max_age=2.0), host="127.0.0.1")) as c:
+    async with TestClient(
+        TestServer(build_app(store, signer, **defaults.edge_app(playlist_max_age=2.0)), host="127.0.0.1")
+    ) as c:
         yield c
 
 
@@ -326,7 +329,7 @@ async def test_unknown_route_and_method_are_json(client: Client, token: str) -> 
 
 
 async def test_store_failure_is_502(tmp_path: Path, signer: TokenSigner, token: str) -> None:
-    app = build_app(BrokenStore(tmp_path), signer)
+    app = build_app(BrokenStore(tmp_path), signer, **defaults.edge_app())
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         for path in ("/live/cam1/master.m3u8", SEG_PATH):
             detail = await assert_error(await c.get(path, params={"token": token}), 502, "store_unavailable")
@@ -337,7 +340,9 @@ async def test_playlist_max_age_is_whole_seconds_at_least_one(
     store: RecordingStore, signer: TokenSigner, token: str
 ) -> None:
     for max_age, expected in ((0.25, "1"), (3.7, "3")):
-        async with TestClient(TestServer(build_app(store, signer, playlist_max_age=max_age))) as c:
+        async with TestClient(
+            TestServer(build_app(store, signer, **defaults.edge_app(playlist_max_age=max_age)))
+        ) as c:
             resp = await c.get("/live/cam1/source.m3u8", params={"token": token})
             assert resp.headers["Cache-Control"] == f"public, max-age={expected}"
 
@@ -345,7 +350,7 @@ async def test_playlist_max_age_is_whole_seconds_at_least_one(
 async def test_edge_server_binds_port_zero_and_stops(
     store: RecordingStore, signer: TokenSigner, token: str
 ) -> None:
-    server = EdgeServer(store, signer, host="127.0.0.1", port=0)
+    server = EdgeServer(store, signer, host="127.0.0.1", port=0, **defaults.edge())
     port = await server.start()
     try:
         assert port > 0 and server.port == port
@@ -362,11 +367,11 @@ async def test_edge_server_binds_port_zero_and_stops(
 
 
 async def test_run_edge_serves_until_stop_is_set(store: RecordingStore, signer: TokenSigner) -> None:
-    probe = EdgeServer(store, signer, port=0)
+    probe = EdgeServer(store, signer, port=0, **defaults.edge())
     port = await probe.start()  # find a free port, then release it for run_edge
     await probe.stop()
     stop = asyncio.Event()
-    task = asyncio.create_task(run_edge(store, signer, "127.0.0.1", port, stop))
+    task = asyncio.create_task(run_edge(store, signer, "127.0.0.1", port, stop, **defaults.edge()))
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(100):

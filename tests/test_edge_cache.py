@@ -15,6 +15,7 @@ from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.cache import ObjectCache, content_etag
 from edge.state import EDGE
+from tests import defaults
 
 EPOCH = "20261121T101500123Z"
 SECRET = b"edge-cache-secret-0123456789"
@@ -152,7 +153,7 @@ async def test_500_concurrent_cold_http_requests_cause_exactly_one_store_read(tm
     store.release.clear()  # hold the one read open until every request has arrived
     signer = TokenSigner(SECRET)
     token = signer.issue("cam1", Action.VIEW, ttl=300)
-    app = build_app(store, signer)
+    app = build_app(store, signer, **defaults.edge_app())
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         url = client.make_url(f"/live/cam1/{EPOCH}/source/00000001.m4s").with_query(token=token)
         connector = aiohttp.TCPConnector(limit=0)

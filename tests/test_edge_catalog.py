@@ -21,6 +21,7 @@ from edge.cache import ObjectCache
 from edge.catalog import StreamCatalog
 from edge.delivery import object_fetcher
 from edge.policy import PlaylistPolicy
+from tests import defaults
 from tests.test_edge import EPOCH, MASTER, MEDIA, SEG1
 from tests.test_store import s3_store
 
@@ -85,7 +86,7 @@ async def test_api_streams_follows_the_store(store: Store) -> None:
     admin = signer.issue("*", Action.ADMIN, ttl=300)
     await seed(store, "cam1")
     calls = Calls(store)
-    app = build_app(store, signer, catalog_interval=0.1)
+    app = build_app(store, signer, **defaults.edge_app(catalog_interval=0.1))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
 
         async def listed() -> list[str]:

@@ -20,6 +20,7 @@ from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.policy import TokenCheck
 from edge.state import EDGE
+from tests import defaults
 from tests.test_edge import EPOCH, INIT, MASTER, SEG1, SEG_PATH, RecordingStore, assert_cors
 
 SECRET = b"edge-delivery-secret-0123456789"
@@ -82,7 +83,9 @@ async def store(tmp_path: Path) -> RecordingStore:
 
 
 async def make_client(store: FileStore, signer: TokenSigner, **options: object) -> Client:
-    app = build_app(store, signer, health_interval=0.2, catalog_interval=0.2, **options)  # type: ignore[arg-type]
+    app = build_app(
+        store, signer, **{**defaults.edge_app(health_interval=0.2, catalog_interval=0.2), **options}
+    )  # type: ignore[arg-type]
     client: Client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client

@@ -29,6 +29,7 @@ from edge.fastpath import FastPath
 from edge.policy import TokenCheck
 from edge.state import EDGE
 from edge.wire import EdgeSite
+from tests import defaults
 from tests.test_edge import EPOCH, INIT, INIT_PATH, MASTER, MEDIA, SEG1, SEG_PATH
 
 SECRET = b"edge-fastpath-secret-0123456789"
@@ -96,7 +97,7 @@ async def start(tmp_path: Path, token_check: TokenCheck = TokenCheck.ALL) -> tup
     await store.put(f"streams/cam1/{EPOCH}/source/00000001.m4s", SEG1)
     await store.put(f"streams/cam1/{EPOCH}/source/00000002.m4s", BIG)
     signer = TokenSigner(SECRET)
-    app = build_app(store, signer, token_check=token_check)
+    app = build_app(store, signer, **defaults.edge_app(token_check=token_check))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     fast = FastPath(app[EDGE])

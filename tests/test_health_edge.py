@@ -22,6 +22,7 @@ from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.auth import ViewerCounter
 from edge.health import HEALTH_FEED, HealthFeed
+from tests import defaults
 
 SECRET = b"k" * 32
 
@@ -41,7 +42,7 @@ async def test_api_health_streams_bus_samples_and_refuses_non_operators(tmp_path
     await store.start()
     signer = TokenSigner(SECRET)
     bus = LocalBus()
-    app = build_app(store, signer)
+    app = build_app(store, signer, **defaults.edge_app())
     app[HEALTH_FEED] = HealthFeed(bus, interval=0.2)
     admin = signer.issue("*", Action.ADMIN, 600)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -83,7 +84,7 @@ async def test_api_health_without_a_bus_says_what_the_playlists_say(tmp_path: Pa
     signer = TokenSigner(SECRET)
     master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nsource.m3u8\n"
     await store.put("streams/cam1/master.m3u8", master.encode())
-    app = build_app(store, signer, health_interval=0.2, catalog_interval=0.1)
+    app = build_app(store, signer, **defaults.edge_app(health_interval=0.2, catalog_interval=0.1))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         await asyncio.sleep(0.3)  # the catalog lists the store
         resp = await client.get("/api/health", params={"token": signer.issue("*", Action.ADMIN, 600)})

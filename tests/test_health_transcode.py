@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_RAW, TOPIC_READY, HealthSample, RawSegment, encode
 from camflow.store import FileStore
+from tests import defaults
 from tests.transcode_clips import TIMESCALE, cut, make_clip
 from transcode.health import TranscodeHealth
 from transcode.ladder import parse_ladder
@@ -32,7 +33,9 @@ async def test_a_worker_behind_reports_lag_then_latency(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
     await store.start()
     ready = await bus.subscribe([TOPIC_READY], "test-ready")
-    worker = TranscodeWorker(bus, store, ladder=parse_ladder("source,144p"), processes=1, concurrency=1)
+    worker = TranscodeWorker(
+        bus, store, **defaults.transcoder(ladder=parse_ladder("source,144p"), processes=1, concurrency=1)
+    )
     health = TranscodeHealth(worker)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

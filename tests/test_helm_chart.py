@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from camflow.cli import build_parser
+from camflow.cli.args import build_parser
 from camflow.events import TOPIC_RAW
 from tests import services
 

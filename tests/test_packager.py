@@ -25,6 +25,7 @@ from camflow.recordings import IndexChunk, RecordedRendition, bucket_of, format_
 from camflow.store import FileStore
 from packager.rules import check_master, check_media, check_update
 from packager.service import Packager
+from tests import defaults
 
 STREAM = "cam1"
 EPOCH_A = "20261121T101500000Z"
@@ -137,7 +138,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     bus, store = RecordingBus(), RecordingStore(tmp_path)
     await store.start()
     gap, grace = request.param if isinstance(request.param, tuple) else (request.param, 0.0)
-    packager = Packager(bus, store, gap_timeout=gap, offline_grace=grace)
+    packager = Packager(bus, store, **defaults.packager(gap_timeout=gap, offline_grace=grace, dvr_window=0.0))
     stop = asyncio.Event()
     task = asyncio.create_task(packager.run(stop))
     await asyncio.wait_for(packager.ready.wait(), 2)

@@ -11,6 +11,7 @@ from camflow.keys import master_playlist_key
 from packager import service
 from packager.retention import LIFECYCLE_MARGIN_DAYS
 from packager.service import Packager
+from tests import defaults
 from tests.test_packager import STREAM, RecordingBus, RecordingStore, Rig, ready
 
 EPOCH = "20261121T101500123Z"
@@ -27,7 +28,7 @@ class Clock:
 async def test_an_unchanged_master_is_written_again_once_the_refresh_interval_passed(tmp_path: Path) -> None:
     bus, store, clock = RecordingBus(), RecordingStore(tmp_path), Clock()
     await store.start()
-    packager = Packager(bus, store, clock=clock)
+    packager = Packager(bus, store, **defaults.packager(offline_grace=0.0, dvr_window=0.0, clock=clock))
     stop = asyncio.Event()
     task = asyncio.create_task(packager.run(stop))
     await asyncio.wait_for(packager.ready.wait(), 2)

@@ -15,6 +15,7 @@ from camflow.store import FileStore
 from packager.rules import check_media, check_update
 from packager.service import Packager
 from packager.stream import PackagerStats, StreamPackager
+from tests import defaults
 from tests.test_packager import (
     EPOCH_A,
     EPOCH_B,
@@ -33,7 +34,7 @@ from tests.test_packager import (
 async def run_packager(tmp_path: Path, *events: object, **options: float) -> tuple[Rig, Packager]:
     bus, store = RecordingBus(), RecordingStore(tmp_path)
     await store.start()
-    packager = Packager(bus, store, **options)  # type: ignore[arg-type]
+    packager = Packager(bus, store, **{**defaults.packager(offline_grace=0.0, dvr_window=0.0), **options})
     stop = asyncio.Event()
     task = asyncio.create_task(packager.run(stop))
     await asyncio.wait_for(packager.ready.wait(), 2)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from camflow import cli, serve
 from camflow.bus import LocalBus
+from camflow.cli import main as cli
+from camflow.cli import serve
 from packager.service import Packager
 
 

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import time
 
-from camflow.events import HealthSample, StreamStateKind, health_sample_from_json
-from camflow.health import HealthBoard
-from camflow.tail import (
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from camflow.cli.tail import (
     CLEAR,
     COLORS,
     RESET,
     TailFilter,
+    TailOptions,
     format_json,
     format_line,
     parse_sse,
     render_table,
+    run_tail,
     use_color,
 )
+from camflow.events import HealthSample, StreamStateKind, health_sample_from_json
+from camflow.health import HealthBoard
 
 AT = 1_795_000_000.0
 
@@ -144,7 +153,7 @@ def test_color_auto_follows_the_terminal() -> None:
 
 
 def test_tail_needs_exactly_one_feed(capsys: object) -> None:
-    from camflow.cli import main
+    from camflow.cli.main import main
 
     assert main(["tail"]) == 2
     assert main(["tail", "--kafka", "127.0.0.1:1", "--edge", "http://127.0.0.1:1"]) == 2
@@ -168,3 +177,48 @@ def test_corrections_show_in_the_line_the_json_the_board_and_the_table() -> None
     lines = render_table(board.table(), color=False, now=AT).splitlines()
     at = lines[1].index("FIXES")
     assert lines[2][at : at + len("FIXES")].strip() == "18"
+
+
+async def _quiet_edge(sample: HealthSample | None) -> TestServer:
+    """An edge whose /api/health sends ``sample`` (if any), then nothing for a minute."""
+
+    async def health(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if sample is not None:
+            await resp.write(f"event: health\ndata: {format_json(sample)}\n\n".encode())
+        await asyncio.sleep(60)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/api/health", health)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+@pytest.mark.parametrize("first", [None, ingest("cam1", StreamStateKind.LIVE)], ids=["silent", "one-sample"])
+async def test_duration_is_honoured_while_the_feed_is_quiet(first: HealthSample | None) -> None:
+    server = await _quiet_edge(first)
+    out = io.StringIO()
+    options = TailOptions(
+        kafka=None,
+        kafka_prefix="",
+        edge=str(server.make_url("/")),
+        token="t",
+        filter=TailFilter(),
+        json=True,
+        table=False,
+        color=False,
+        since=10.0,
+        duration=1.0,
+    )
+    try:
+        started = time.monotonic()
+        assert await asyncio.wait_for(run_tail(options, out), 10) == 0
+        elapsed = time.monotonic() - started
+    finally:
+        await server.close()
+    assert 0.9 < elapsed < 2.0, elapsed  # not the 30 s read timeout of a quiet feed
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line)["stream"] for line in lines] == ([] if first is None else ["cam1"])

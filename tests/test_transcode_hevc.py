@@ -16,6 +16,7 @@ from camflow.events import TOPIC_RAW, TOPIC_STREAMS, RawSegment, StreamState, St
 from camflow.keys import master_playlist_key, media_playlist_key
 from camflow.store import FileStore
 from packager.service import Packager
+from tests import defaults
 from tests.transcode_clips import TIMESCALE, cut, make_clip
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
@@ -28,8 +29,10 @@ async def run_pipeline(tmp: Path, clip: Path) -> FileStore:
     bus, store = LocalBus(), FileStore(tmp / "store")
     await store.start()
     stop = asyncio.Event()
-    worker = TranscodeWorker(bus, store, ladder=parse_ladder("source,180p:200k"), processes=1)
-    packager = Packager(bus, store, gap_timeout=30.0)
+    worker = TranscodeWorker(
+        bus, store, **defaults.transcoder(ladder=parse_ladder("source,180p:200k"), processes=1)
+    )
+    packager = Packager(bus, store, **defaults.packager(offline_grace=0.0, dvr_window=0.0, gap_timeout=30.0))
     tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(packager.run(stop))]
     await asyncio.wait_for(asyncio.gather(worker.ready.wait(), packager.ready.wait()), 30)
     segs = cut(clip)

@@ -15,6 +15,7 @@ from camflow.bus import LocalBus
 from camflow.events import TOPIC_RAW, TOPIC_READY, RawSegment, encode
 from camflow.store import FileStore
 from packager.retention import LIFECYCLE_MARGIN_DAYS
+from tests import defaults
 from tests.transcode_clips import TIMESCALE, RawClipSegment, cut, make_clip
 from transcode import service
 from transcode.ladder import parse_ladder
@@ -42,7 +43,9 @@ async def init_writes(segments: list[RawClipSegment], root: Path) -> Counter[str
     bus, store = LocalBus(), CountingStore(root)
     await store.start()
     out = await bus.subscribe([TOPIC_READY], "test")
-    worker = TranscodeWorker(bus, store, ladder=parse_ladder("source,90p:100k"), processes=1, concurrency=1)
+    worker = TranscodeWorker(
+        bus, store, **defaults.transcoder(ladder=parse_ladder("source,90p:100k"), processes=1, concurrency=1)
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(worker.ready.wait(), 30)

@@ -49,10 +49,13 @@ def test_the_transcode_pool_processes_keep_freed_memory() -> None:
     """Each pool process ran its initializer: freed memory kept, and the parent-death signal set."""
     from camflow.bus import LocalBus
     from camflow.store import FileStore
+    from tests import defaults
     from transcode.pool import pool_setup
     from transcode.service import TranscodeWorker
 
-    worker = TranscodeWorker(LocalBus(), FileStore(ROOT / "build" / "unused"), processes=1)
+    worker = TranscodeWorker(
+        LocalBus(), FileStore(ROOT / "build" / "unused"), **defaults.transcoder(processes=1)
+    )
     pool = worker._new_pool()
     try:
         assert pool.submit(pool_setup).result(timeout=60) == (True, True)

@@ -23,6 +23,7 @@ from camflow.events import (
 )
 from camflow.keys import latest_thumbnail_key, thumbnail_key
 from camflow.store import FileStore
+from tests import defaults
 from tests.transcode_clips import TIMESCALE, RawClipSegment, cut, make_clip
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
@@ -69,7 +70,11 @@ async def test_worker_writes_renditions_thumbnails_and_dead_letters_a_corrupt_se
     await store.start()
     out = await bus.subscribe([TOPIC_READY, TOPIC_DEAD], "test")
     worker = TranscodeWorker(
-        bus, store, ladder=parse_ladder("source,180p:200k"), processes=1, concurrency=2, max_attempts=2
+        bus,
+        store,
+        **defaults.transcoder(
+            ladder=parse_ladder("source,180p:200k"), processes=1, concurrency=2, max_attempts=2
+        ),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -112,3 +117,23 @@ def test_percentile() -> None:
     assert percentile([], 50) == 0.0
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (50.0, 95.0, 100.0)
+
+
+async def test_an_idle_worker_logs_no_stats_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    from transcode import service
+
+    monkeypatch.setattr(service, "STATS_EVERY", 0.02)
+    worker = TranscodeWorker(LocalBus(), FileStore(tmp_path), **defaults.transcoder(processes=1))
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        reporter = asyncio.create_task(worker._report(stop))
+        await asyncio.sleep(0.2)  # ten intervals with nothing done: nothing said
+        assert [e for e in logs if e["event"] == "transcode_stats"] == []
+        worker.stats.segments += 1
+        await asyncio.sleep(0.2)  # one figure changed: one line, then quiet again
+        stop.set()
+        await asyncio.wait_for(reporter, 1)
+    stats = [e for e in logs if e["event"] == "transcode_stats"]
+    assert len(stats) == 1 and stats[0]["segments"] == 1

@@ -20,6 +20,7 @@ from edge.app import build_app
 from edge.vod import add_recording_routes, trim_live
 from packager.rules import check_master, check_media, check_update
 from packager.stream import PackagerStats, StreamPackager
+from tests import defaults
 from tests.test_packager import EPOCH_A, EPOCH_B, STREAM, T0, offline, ready
 
 Client = TestClient[web.Request, web.Application]
@@ -57,7 +58,7 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
     store = FileStore(tmp_path)
     await store.start()
     await fill(store, dvr_window=30.0)
-    app = build_app(store, TokenSigner(SECRET))
+    app = build_app(store, TokenSigner(SECRET), **defaults.edge_app())
     add_recording_routes(app, store, TokenSigner(SECRET), max_range=3600.0)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c

@@ -26,6 +26,7 @@ from camflow.tokens import Action, TokenSigner, load_secret
 from edge.app import build_app
 from edge.vod import add_recording_routes
 from packager.rules import check_media
+from tests import defaults
 from tests.process import camflow_run, ffmpeg_push, make_clip
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ async def vod_edge(tmp_path: Path) -> AsyncIterator[tuple[str, FileStore, TokenS
     store = FileStore(tmp_path / "data" / "store")
     await store.start()
     signer = TokenSigner(load_secret(tmp_path / "data"))
-    app = build_app(store, signer)
+    app = build_app(store, signer, **defaults.edge_app())
     add_recording_routes(app, store, signer)
     server: TestServer = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -11,6 +11,9 @@ first:
   tracker still ran, re-parented to init). With the kernel's parent-death signal they end with it,
   and the resource tracker, whose pipe they held open, ends after them. A process whose parent is
   already gone when it starts ends at once.
+- SIGINT ignored: Ctrl-C on a terminal reaches the whole foreground process group; the transcoder
+  takes it and shuts its pool down, while pool processes interrupted mid-wait would print a
+  KeyboardInterrupt traceback each.
 
 The pool is created from the event loop's thread (the first ``run_in_executor`` starts its
 processes), which lives as long as the transcoder: the parent-death signal follows the thread
@@ -34,6 +37,7 @@ SETUP: tuple[bool, bool] | None = None
 def init_pool_process(parent: int) -> None:
     """The first thing each pool process runs (see the module's docstring)."""
     global SETUP
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the transcoder's to handle
     pdeathsig = die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the transcoder died before the signal was asked for
         os._exit(1)

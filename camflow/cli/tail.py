@@ -16,10 +16,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -179,7 +178,7 @@ def render_table(
 
 async def kafka_samples(
     bootstrap: str, prefix: str, since: float, stop: asyncio.Event
-) -> AsyncIterator[HealthSample]:
+) -> AsyncGenerator[HealthSample, None]:
     from camflow.bus.kafka import KafkaBus
 
     bus = KafkaBus(bootstrap, client_id="camflow-tail", prefix=prefix)
@@ -222,7 +221,7 @@ def parse_sse(buffer: str) -> tuple[list[tuple[str, str]], str]:
 
 async def edge_samples(
     url: str, token: str, stream: str | None, stop: asyncio.Event
-) -> AsyncIterator[HealthSample]:
+) -> AsyncGenerator[HealthSample, None]:
     """Samples from an edge's ``/api/health``; reconnects (with a pause) when the edge goes away."""
     import aiohttp
 
@@ -309,7 +308,8 @@ async def run_tail(options: TailOptions, out: TextIO = sys.stdout) -> int:
         assert options.edge is not None
         source = edge_samples(options.edge, options.token, only, stop)
     redraw = asyncio.create_task(_redraw(board, options, out, stop)) if options.table else None
-    try:
+
+    async def follow() -> None:
         async for sample in source:
             board.add(sample)
             if options.table or not options.filter.keeps(sample, board):
@@ -323,8 +323,23 @@ async def run_tail(options: TailOptions, out: TextIO = sys.stdout) -> int:
             out.flush()
             if stop.is_set():
                 break
+
+    # The feed may say nothing for a long while (an idle edge sends no event for 30 s): --duration
+    # and Ctrl-C end the wait for the next sample, not only what comes after it.
+    following = asyncio.create_task(follow())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([following, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if following.done():
+            following.result()  # raises what ended the feed (TailError)
     finally:
         stop.set()
+        stopped.cancel()
+        if not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        await source.aclose()
         if redraw is not None:
             await redraw
     return 0
@@ -340,44 +355,7 @@ async def _redraw(board: HealthBoard, options: TailOptions, out: TextIO, stop: a
             await asyncio.wait_for(stop.wait(), TABLE_SECONDS)
 
 
-# --- command line ---------------------------------------------------------------------------------
-
-
-def add_tail_parser(sub: Any, stream_name: Callable[[str], str], positive: Callable[[str], float]) -> None:
-    """The ``camflow tail`` subcommand's arguments (``camflow.cli_args`` passes its argument types)."""
-    tail = sub.add_parser("tail", help="follow the stream-health feed (Kafka or an edge's /api/health)")
-    tail.add_argument("--kafka", metavar="HOST:PORT", help="follow camflow.health on this Kafka")
-    tail.add_argument(
-        "--kafka-prefix",
-        default=os.environ.get("CAMFLOW_KAFKA_PREFIX", ""),
-        help="topic prefix (default none)",
-    )
-    tail.add_argument(
-        "--edge", metavar="URL", help="follow an edge's /api/health, e.g. http://127.0.0.1:8080"
-    )
-    tail.add_argument(
-        "--token",
-        default=os.environ.get("CAMFLOW_TOKEN", ""),
-        help="operator token for --edge (env CAMFLOW_TOKEN)",
-    )
-    tail.add_argument("--stream", action="append", type=stream_name, help="only this stream")
-    tail.add_argument(
-        "--state",
-        action="append",
-        choices=["connecting", "live", "stalled", "offline"],
-        help="only streams in this state (repeatable)",
-    )
-    tail.add_argument("--json", action="store_true", help="one JSON object per sample and line")
-    tail.add_argument(
-        "--table", action="store_true", help="a live table of every stream, redrawn each second"
-    )
-    tail.add_argument(
-        "--color", choices=["auto", "always", "never"], default="auto", help="color by state (auto: on a TTY)"
-    )
-    tail.add_argument(
-        "--since", type=float, default=10.0, help="with --kafka: start this many seconds back (default 10)"
-    )
-    tail.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")
+# --- the subcommand ---------------------------------------------------------------------------------
 
 
 def tail_command(args: argparse.Namespace) -> int:

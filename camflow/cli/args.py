@@ -9,10 +9,24 @@ from collections.abc import Callable
 
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
+from camflow.log import AUTO, LOG_FORMATS
 from camflow.tokens import Action
 
 DEFAULT_TOKEN_TTL = 24 * 3600.0
-DESCRIPTION = "``camflow``: the command line and the composition root."
+SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
+RTSP_PORT = 8554
+HTTP_PORT = 8080
+
+
+def _data_dir() -> str:
+    return os.environ.get("CAMFLOW_DATA_DIR", "./data")
+
+
+def _kafka_prefix() -> str:
+    return os.environ.get("CAMFLOW_KAFKA_PREFIX", "")
+
+
+DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
 
 
 def _positive(text: str) -> float:
@@ -98,7 +112,7 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
     p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server (default: in-process bus)")
     p.add_argument(
         "--kafka-prefix",
-        default=os.environ.get("CAMFLOW_KAFKA_PREFIX", ""),
+        default=_kafka_prefix(),
         help="prefix of every Kafka topic and consumer group, to share a cluster (default none)",
     )
     p.add_argument(
@@ -118,13 +132,13 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
         )
     p.add_argument(
         "--data-dir",
-        default=os.environ.get("CAMFLOW_DATA_DIR", "./data"),
+        default=_data_dir(),
         help="local store and token secret (default ./data)",
     )
 
 
 def _add_ingest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtsp-port", type=int, default=8554, help="RTSP listen port (default 8554)")
+    p.add_argument("--rtsp-port", type=int, default=RTSP_PORT, help=f"RTSP listen port (default {RTSP_PORT})")
     p.add_argument(
         "--rtsp-udp-ports",
         default="20000-20999",
@@ -159,7 +173,7 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--segment-duration",
         type=_positive,
-        default=2.0,
+        default=SEGMENT_SECONDS,
         help="target segment duration in seconds; segments cut at the first IDR after it (default 2)",
     )
     p.add_argument(
@@ -278,6 +292,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default=os.environ.get("CAMFLOW_LOG_LEVEL", "info"))
     p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("CAMFLOW_LOG_FORMAT", AUTO),
+        help="console (for people), json (one object per line), or auto: console when stderr is a "
+        "terminal, else json (default auto; env CAMFLOW_LOG_FORMAT)",
+    )
+    p.add_argument(
         "--drain-seconds",
         type=float,
         default=5.0,
@@ -319,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(run)
     _add_transcode(run)
     _add_package(run)
-    run.add_argument("--http-port", type=int, default=8080, help="HTTP (edge) port (default 8080)")
+    run.add_argument(
+        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP (edge) port (default {HTTP_PORT})"
+    )
     _add_edge(run)
     run.add_argument(
         "--stream",
@@ -332,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ingest)
     _add_backends(ingest, store=False)
     _add_ingest(ingest)
-    ingest.add_argument("--http-port", type=int, default=8080, help="HTTP port of /whip (default 8080)")
+    ingest.add_argument(
+        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP port of /whip (default {HTTP_PORT})"
+    )
 
     transcode = sub.add_parser("transcode", help="a transcode worker alone")
     _add_common(transcode)
@@ -347,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the HLS edge alone")
     _add_common(edge)
     _add_backends(edge)
-    edge.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    edge.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
     _add_edge(edge)
     edge.add_argument(
         "--workers",
@@ -370,15 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument(
         "--data-dir",
-        default=os.environ.get("CAMFLOW_DATA_DIR", "./data"),
+        default=_data_dir(),
         help="where the embedded default keeps its secret (ignored when CAMFLOW_SECRET is set)",
     )
 
-    from camflow.tail import add_tail_parser
-
-    add_tail_parser(sub, check_stream_name, _positive)
+    _add_tail(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
-    load.add_argument("--url", default="rtsp://127.0.0.1:8554", help="ingest to load (default :8554 here)")
+    load.add_argument(
+        "--url", default=f"rtsp://127.0.0.1:{RTSP_PORT}", help=f"ingest to load (default :{RTSP_PORT} here)"
+    )
     load.add_argument("--streams", type=int, default=10, help="concurrent sessions, 1..1000 (default 10)")
     load.add_argument("--duration", type=_positive, default=10.0, help="seconds of publishing (default 10)")
     media = load.add_mutually_exclusive_group(required=True)
@@ -394,3 +419,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--allow-remote", action="store_true", help="allow a target that is not loopback")
     return parser
+
+
+def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tail = sub.add_parser("tail", help="follow the stream-health feed (Kafka or an edge's /api/health)")
+    tail.add_argument("--kafka", metavar="HOST:PORT", help="follow camflow.health on this Kafka")
+    tail.add_argument(
+        "--kafka-prefix",
+        default=_kafka_prefix(),
+        help="topic prefix (default none)",
+    )
+    tail.add_argument(
+        "--edge", metavar="URL", help="follow an edge's /api/health, e.g. http://127.0.0.1:8080"
+    )
+    tail.add_argument(
+        "--token",
+        default=os.environ.get("CAMFLOW_TOKEN", ""),
+        help="operator token for --edge (env CAMFLOW_TOKEN)",
+    )
+    tail.add_argument("--stream", action="append", type=check_stream_name, help="only this stream")
+    tail.add_argument(
+        "--state",
+        action="append",
+        choices=["connecting", "live", "stalled", "offline"],
+        help="only streams in this state (repeatable)",
+    )
+    tail.add_argument("--json", action="store_true", help="one JSON object per sample and line")
+    tail.add_argument(
+        "--table", action="store_true", help="a live table of every stream, redrawn each second"
+    )
+    tail.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto", help="color by state (auto: on a TTY)"
+    )
+    tail.add_argument(
+        "--since", type=float, default=10.0, help="with --kafka: start this many seconds back (default 10)"
+    )
+    tail.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")

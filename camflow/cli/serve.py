@@ -1,7 +1,7 @@
 """The composition root: the services of one process on one bus and store, until a signal.
 
-With ``camflow/cli.py`` the only modules of ``camflow/`` that import services, and only inside
-the functions that start them.
+With the rest of ``camflow.cli``, the only modules of ``camflow/`` that import services, and only
+inside the functions that start them.
 """
 
 from __future__ import annotations
@@ -9,26 +9,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
-from camflow.cli_args import DEFAULT_TOKEN_TTL
+from camflow.cli.banner import WILDCARD, operator_view
+from camflow.cli.settings import edge_settings, packager_settings, transcoder_settings
 from camflow.errors import CamflowError, ConfigError
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
 from camflow.store import FileStore, Store
-from camflow.tokens import Action, TokenSigner, load_secret
+from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
     from ingest.pull import PullSource
     from ingest.whip.http import WhipService
 
 log = get_logger("cli")
-WILDCARD = ("0.0.0.0", "::", "")
 
 
 # --- backends --------------------------------------------------------------------------
@@ -64,10 +63,6 @@ def make_signer(args: argparse.Namespace) -> TokenSigner:
     return TokenSigner(load_secret(data_dir))
 
 
-def display_host(host: str) -> str:
-    return "127.0.0.1" if host in WILDCARD else host
-
-
 # --- services ---------------------------------------------------------------------------
 
 
@@ -100,25 +95,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     try:
         whip = _whip_service(args, bus, signer) if "ingest" in roles else None
         if "transcode" in roles:
-            from transcode.ladder import DEFAULT_LADDER, load_ladder_file, parse_ladder
             from transcode.service import TranscodeWorker
 
             assert store is not None and bus is not None
-            if args.ladder and args.ladder_file:
-                raise ConfigError("--ladder and --ladder-file name the same thing: give one of them")
-            ladder = DEFAULT_LADDER
-            if args.ladder_file:
-                ladder = load_ladder_file(Path(args.ladder_file))
-            elif args.ladder:
-                ladder = parse_ladder(args.ladder)
-            worker = TranscodeWorker(
-                bus,
-                store,
-                ladder=ladder,
-                processes=args.processes,
-                threads=args.threads,
-                max_attempts=args.attempts,
-            )
+            worker = TranscodeWorker(bus, store, **transcoder_settings(args))
             tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
             await _ready(worker.ready, tasks)
             observed.transcode(worker)
@@ -126,17 +106,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             from packager.service import Packager
 
             assert store is not None and bus is not None
-            packager = Packager(
-                bus,
-                store,
-                live_window=args.live_window,
-                target_duration=args.target_duration or math.ceil(2 * getattr(args, "segment_duration", 2.0)),
-                offline_grace=args.offline_grace,
-                dvr_window=args.dvr_window,
-                retain=args.retain,
-                retain_streams=dict(args.retain_stream or []),
-                retention_interval=args.retention_interval,
-            )
+            packager = Packager(bus, store, **packager_settings(args))
             tasks.append(asyncio.create_task(packager.run(workers_stop), name="package"))
             await _ready(packager.ready, tasks)
             observed.package(packager)
@@ -145,7 +115,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 
             assert store is not None and signer is not None
             workers = getattr(args, "workers", 1)
-            options = {**_edge_options(args), "reuse_port": workers > 1}
+            options = {**edge_settings(args), "reuse_port": workers > 1}
             feed = observed.edge_feed()
             edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
             if whip is not None:
@@ -194,7 +164,8 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             observed.ingest(rtsp, pulls if pull_sources else None, whip)
         await observed.start()
         if args.command == "run":
-            _print_urls(args, signer)
+            assert signer is not None
+            print(operator_view(args, signer), flush=True)
         else:
             print(f"camflow {args.command}: running", flush=True)
         crashed = asyncio.create_task(_first_crash(tasks))
@@ -360,36 +331,3 @@ async def _first_crash(tasks: list[asyncio.Task[None]]) -> None:
         exc = task.exception()
         if exc is not None:
             log.error("service_crashed", service=task.get_name(), error=repr(exc))
-
-
-def _print_urls(args: argparse.Namespace, signer: TokenSigner | None) -> None:
-    assert signer is not None
-    host = display_host(args.host)
-    stream = args.stream
-    publish = signer.issue(stream, Action.PUBLISH, DEFAULT_TOKEN_TTL)
-    view = signer.issue(stream, Action.VIEW, DEFAULT_TOKEN_TTL)
-    bus = f"Kafka {args.kafka}" if args.kafka else "in-process bus"
-    store = f"S3 {args.s3}" if args.s3 else f"files under {Path(args.data_dir).resolve() / 'store'}"
-    print(
-        f"camflow is running ({bus}, {store}).\n"
-        f"  push to:  rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}\n"
-        f"            e.g. ffmpeg -re -i clip.mp4 -c copy -f rtsp -rtsp_transport tcp "
-        f'"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}"\n'
-        f"  watch at: http://{host}:{args.http_port}/live/{stream}/master.m3u8?token={view}\n"
-        f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
-        f"  player:   http://{host}:{args.http_port}/watch/{stream}?token={view}\n"
-        f"  other streams: camflow token publish|view STREAM --data-dir {args.data_dir}\n"
-        f"Ctrl-C stops it.",
-        flush=True,
-    )
-
-
-def _edge_options(args: argparse.Namespace) -> dict[str, Any]:
-    from edge.policy import TokenCheck
-
-    return {
-        "cache_bytes": int(args.cache_mb * 1024 * 1024),
-        "playlist_max_age": args.playlist_max_age,
-        "token_check": TokenCheck(args.token_check),
-        "fast_path": not args.no_fast_path,
-    }

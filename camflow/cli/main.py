@@ -1,9 +1,7 @@
-"""``camflow``: the command line and the composition root.
+"""``camflow``'s entry point: dispatches the subcommands.
 
-``main`` dispatches the subcommands: the arguments are in ``camflow/cli_args.py``, the
-services of ``run``, ``ingest``, ``transcode``, ``package`` and ``edge`` start in
-``camflow/serve.py``. These are the only modules of ``camflow/`` that import services, and
-only inside the subcommand that starts them.
+The arguments are in ``camflow.cli.args``; the services of ``run``, ``ingest``, ``transcode``,
+``package`` and ``edge`` start in ``camflow.cli.serve``.
 """
 
 from __future__ import annotations
@@ -13,11 +11,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from camflow.cli_args import build_parser
+from camflow.cli.args import build_parser
+from camflow.cli.serve import make_signer, serve
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import configure_logging
-from camflow.serve import make_signer, serve
 from camflow.tokens import Action, TokenSigner, load_secret
 
 __all__ = ["build_parser", "main"]
@@ -82,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             print(signer.issue(args.stream, Action(args.action), args.ttl))
             return 0
         if args.command == "tail":
-            from camflow.tail import tail_command
+            from camflow.cli.tail import tail_command
 
             return tail_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
-        configure_logging(args.log_level)
+        configure_logging(args.log_level, args.log_format)
         if args.command == "edge":
             _use_uvloop()
         return asyncio.run(serve(args, ROLES[args.command]))

@@ -1,0 +1,67 @@
+"""What each service's constructor gets from the command line: flags in, keyword arguments out.
+
+The services' constructors take these as required keywords (no defaults of their own), so a
+setting's default is written once, in ``camflow.cli.args``. Tests that build a service directly
+take the same defaults from a parsed command line (``tests/defaults.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from camflow.cli.args import SEGMENT_SECONDS
+from camflow.errors import ConfigError
+
+
+def transcoder_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``TranscodeWorker``'s keywords: the ladder (``--ladder`` or ``--ladder-file``), processes,
+    threads and attempts."""
+    from transcode.ladder import DEFAULT_LADDER, load_ladder_file, parse_ladder
+
+    if args.ladder and args.ladder_file:
+        raise ConfigError("--ladder and --ladder-file name the same thing: give one of them")
+    ladder = DEFAULT_LADDER
+    if args.ladder_file:
+        ladder = load_ladder_file(Path(args.ladder_file))
+    elif args.ladder:
+        ladder = parse_ladder(args.ladder)
+    return {
+        "ladder": ladder,
+        "processes": args.processes,
+        "threads": args.threads,
+        "max_attempts": args.attempts,
+    }
+
+
+def packager_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``Packager``'s keywords. The target duration, unless given, is twice the segment duration
+    rounded up (``camflow package``, which cuts no segments, assumes the default one)."""
+    segment = getattr(args, "segment_duration", SEGMENT_SECONDS)
+    return {
+        "live_window": args.live_window,
+        "target_duration": args.target_duration or math.ceil(2 * segment),
+        "offline_grace": args.offline_grace,
+        "dvr_window": args.dvr_window,
+        "retain": args.retain,
+        "retain_streams": dict(args.retain_stream or []),
+        "retention_interval": args.retention_interval,
+    }
+
+
+def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``edge.app.build_app``'s keywords: the cache, playlists' max-age and the token check."""
+    from edge.policy import TokenCheck
+
+    return {
+        "cache_bytes": int(args.cache_mb * 1024 * 1024),
+        "playlist_max_age": args.playlist_max_age,
+        "token_check": TokenCheck(args.token_check),
+    }
+
+
+def edge_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``EdgeServer``'s keywords: the application's, and whether the fast path serves."""
+    return {**edge_app_settings(args), "fast_path": not args.no_fast_path}

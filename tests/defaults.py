@@ -1,0 +1,38 @@
+"""The services' settings as the command line gives them by default, for tests that build a service
+directly. The defaults are written once, in ``camflow.cli.args``; the services' constructors take
+them as required keywords, and these helpers take them from a parsed command line, with a test's
+own values over them. This module holds no tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from camflow.cli.args import build_parser
+from camflow.cli.settings import edge_app_settings, edge_settings, packager_settings, transcoder_settings
+
+
+def parsed(command: str, *flags: str) -> argparse.Namespace:
+    """``camflow COMMAND FLAGS...`` as parsed (``--kafka`` given where the command needs a bus)."""
+    return build_parser().parse_args([command, *flags])
+
+
+def transcoder(**overrides: Any) -> dict[str, Any]:
+    """``TranscodeWorker``'s keywords of ``camflow transcode``, with ``overrides`` over them."""
+    return {**transcoder_settings(parsed("transcode")), **overrides}
+
+
+def packager(**overrides: Any) -> dict[str, Any]:
+    """``Packager``'s keywords of ``camflow package``, with ``overrides`` over them."""
+    return {**packager_settings(parsed("package")), **overrides}
+
+
+def edge_app(**overrides: Any) -> dict[str, Any]:
+    """``edge.app.build_app``'s keywords of ``camflow edge``, with ``overrides`` over them."""
+    return {**edge_app_settings(parsed("edge")), **overrides}
+
+
+def edge(**overrides: Any) -> dict[str, Any]:
+    """``EdgeServer``'s (and ``run_edge``'s) keywords of ``camflow edge``, with ``overrides`` over them."""
+    return {**edge_settings(parsed("edge")), **overrides}
