@@ -15,9 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from camflow.errors import NotFound, TokenError
+from camflow.errors import NotFound
 from camflow.keys import is_stream_name, latest_thumbnail_key
-from edge.delivery import token_error, token_missing
+from edge.access import operator_refusal, viewer_refusal
 from edge.http import error_response, http_date
 from edge.state import EDGE, EdgeState
 
@@ -60,17 +60,7 @@ def _stream_or_error(state: EdgeState, stream: str) -> web.Response | None:
 
 def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
     """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
-    refused = _stream_or_error(state, stream)
-    if refused is not None:
-        return refused
-    token = request.query.get("token", "")
-    if not token:
-        return token_missing(state, request.path, stream)
-    try:
-        state.auth.verify_viewer(token, stream)
-    except TokenError as exc:
-        return token_error(state, exc, stream)
-    return None
+    return _stream_or_error(state, stream) or viewer_refusal(state, request, stream)
 
 
 async def watch(request: web.Request) -> web.Response:
@@ -96,19 +86,12 @@ async def watch(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     state = request.app[EDGE]
-    token = request.query.get("token", "")
-    if not token:
-        state.counters.token_missing += 1  # counted like every other refusal (edge.api counts its own)
-        return error_response(
-            401,
-            "token_missing",
-            "the stream list needs an operator token: /?token=T with T from `camflow token admin`",
-            headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
-        )
-    try:
-        state.auth.verify_operator(token)
-    except TokenError as exc:
-        return token_error(state, exc, "*")
+    refused = operator_refusal(
+        state, request, "the stream list needs an operator token: /?token=T with T from `camflow token admin`"
+    )
+    if refused is not None:
+        return refused
+    token = request.query["token"]
     q = html.escape(token, quote=True)
     cards = []
     await state.viewers.census()  # with --workers N: every worker's viewers

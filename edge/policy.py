@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from edge.playlists import is_master, media_facts
+from camflow.hls.scan import is_master, media_facts
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 VOD_MAX_AGE = 86400
