@@ -140,6 +140,20 @@ async def test_vod_needs_a_view_token(client: Client) -> None:
     assert (await client.get(f"/api/streams/{STREAM}/recordings")).status == 401
 
 
+async def test_an_operator_token_watches_recordings_and_dvr_like_live(client: Client) -> None:
+    """An admin token may watch every stream on /live; VOD, DVR and the recordings list refused it."""
+    admin = TokenSigner(SECRET).issue("*", Action.ADMIN, 600)
+    q = f"start={format_time(T0)}&end={format_time(T0 + 10)}&token={admin}"
+    assert (await client.get(f"/live/{STREAM}/720p.m3u8?token={admin}")).status == 200
+    assert (await client.get(f"/vod/{STREAM}/master.m3u8?{q}")).status == 200
+    assert (await client.get(f"/vod/{STREAM}.m3u8?{q}")).status == 200
+    assert (await client.get(f"/live/{STREAM}/720p.m3u8?dvr=8&token={admin}")).status == 200
+    assert (await client.get(f"/api/streams/{STREAM}/recordings?token={admin}")).status == 200
+    publish = TokenSigner(SECRET).issue(STREAM, Action.PUBLISH, 600)
+    refused = await client.get(f"/vod/{STREAM}.m3u8?{q.replace(admin, publish)}")
+    assert refused.status == 403 and (await refused.json())["error"] == "token_scope"
+
+
 async def test_recordings_list(client: Client) -> None:
     resp = await client.get(f"/api/streams/{STREAM}/recordings?token={view()}")
     assert resp.status == 200
