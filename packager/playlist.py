@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from camflow.hls.errors import PlaylistError
 from camflow.hls.master import AudioRendition, Variant, render_master
-from camflow.hls.media import MediaPlaylist, Segment
+from camflow.hls.media import MediaPlaylist
 from camflow.hls.tags import rounded
 
 DEFAULT_WINDOW = 60.0
@@ -54,12 +54,6 @@ class PlaylistEntry:
     program_date_time: float | None = None
     discontinuity: bool = False
     gap: bool = False
-
-    @property
-    def segment(self) -> Segment:
-        return Segment(
-            self.uri, self.duration, self.map_uri, self.program_date_time, self.discontinuity, self.gap
-        )
 
 
 class LivePlaylist:
@@ -142,7 +136,7 @@ class LivePlaylist:
     def render(self) -> str:
         return MediaPlaylist(
             self.target_duration,
-            tuple(e.segment for e in self._entries),
+            tuple(self._entries),  # a PlaylistEntry is a SegmentLike
             self.media_sequence,
             self.discontinuity_sequence,
             ended=self.ended,

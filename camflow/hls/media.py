@@ -27,7 +27,7 @@ Written form (RFC 8216, version 7)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import m3u8
 
@@ -52,6 +52,23 @@ from camflow.hls.tags import (
 )
 
 
+class SegmentLike(Protocol):
+    """What the writer reads of a segment (``Segment``, or e.g. the packager's ``PlaylistEntry``)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def map_uri(self) -> str | None: ...
+    @property
+    def program_date_time(self) -> float | None: ...
+    @property
+    def discontinuity(self) -> bool: ...
+    @property
+    def gap(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """One media segment. ``program_date_time`` is UNIX seconds of its first frame; ``gap`` marks
@@ -67,10 +84,13 @@ class Segment:
 
 @dataclass(frozen=True)
 class MediaPlaylist:
-    """A media playlist as written. ``discontinuity_sequence`` None leaves the tag out."""
+    """A media playlist as written. ``discontinuity_sequence`` None leaves the tag out.
+
+    ``parse`` gives ``Segment``s; a writer may pass any ``SegmentLike`` (no copy per render).
+    """
 
     target_duration: int
-    segments: tuple[Segment, ...] = ()
+    segments: tuple[SegmentLike, ...] = ()
     media_sequence: int = 0
     discontinuity_sequence: int | None = 0
     playlist_type: str | None = None
