@@ -1,7 +1,8 @@
 """Who may see what at the edge: the one viewer check and the one operator check, with their refusals.
 
 Every route that serves a stream (``/live``, ``/vod``, ``?dvr=``, recordings, the player page,
-thumbnails, a stream's health) asks ``viewer_refusal``; every operator route (``/``,
+thumbnails, a stream's health) asks ``viewer_refusal`` (after ``stream_refusal`` where the name
+comes from the route, not from ``edge.paths``); every operator route (``/``,
 ``/api/streams``, ``/api/health``) asks ``operator_refusal``. A view token for the stream or an
 operator (admin) token passes (``edge.auth.Authorizer``, memoised). Refusals are counted and
 answered alike everywhere: 401 ``token_missing`` (with ``WWW-Authenticate``), 403
@@ -14,6 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from camflow.errors import TokenError
+from camflow.keys import is_stream_name
 from camflow.tokens import TokenExpired, TokenScopeError
 from edge.auth import OPERATOR_SCOPE
 from edge.http import error_response
@@ -49,6 +51,16 @@ def token_missing(state: EdgeState, what: str, stream: str) -> web.Response:
         "token_missing",
         f"{what!r} needs a view token for stream {stream!r} in ?token=",
         headers=CHALLENGE,
+    )
+
+
+def stream_refusal(state: EdgeState, stream: str) -> web.Response | None:
+    """400 ``bad_path`` (counted) for a stream name that is not one; None for a good name."""
+    if is_stream_name(stream):
+        return None
+    state.counters.bad_path += 1
+    return error_response(
+        400, "bad_path", f"stream name {stream!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -"
     )
 
 

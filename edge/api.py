@@ -30,7 +30,7 @@ from aiohttp import web
 from camflow.events import HealthSample, StreamStateKind
 from camflow.keys import is_stream_name
 from camflow.metrics import add_source, remove_source
-from edge.access import operator_refusal, viewer_refusal
+from edge.access import operator_refusal, stream_refusal, viewer_refusal
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.http import CORS_HEADERS, error_response
 from edge.metrics import edge_metrics_response, edge_samples
@@ -84,12 +84,7 @@ def _unknown(stream: str) -> dict[str, object]:
 async def health(request: web.Request) -> web.StreamResponse:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    if not is_stream_name(stream):
-        state.counters.bad_path += 1
-        return error_response(
-            400, "bad_path", f"stream name {stream!r} is not valid: expected A-Z a-z 0-9 _ -"
-        )
-    refused = viewer_refusal(state, request, stream)
+    refused = stream_refusal(state, stream) or viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     resp = web.StreamResponse(headers=SSE_HEADERS)

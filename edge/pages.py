@@ -16,8 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from camflow.errors import NotFound
-from camflow.keys import is_stream_name, latest_thumbnail_key
-from edge.access import operator_refusal, viewer_refusal
+from camflow.keys import latest_thumbnail_key
+from edge.access import operator_refusal, stream_refusal, viewer_refusal
 from edge.http import error_response, http_date
 from edge.state import EDGE, EdgeState
 
@@ -49,18 +49,9 @@ def _viewers(n: int) -> str:
     return f"{n} viewer" if n == 1 else f"{n} viewers"
 
 
-def _stream_or_error(state: EdgeState, stream: str) -> web.Response | None:
-    if is_stream_name(stream):
-        return None
-    state.counters.bad_path += 1
-    return error_response(
-        400, "bad_path", f"stream name {stream!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -"
-    )
-
-
 def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
     """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
-    return _stream_or_error(state, stream) or viewer_refusal(state, request, stream)
+    return stream_refusal(state, stream) or viewer_refusal(state, request, stream)
 
 
 async def watch(request: web.Request) -> web.Response:

@@ -46,7 +46,6 @@ from camflow.hls.tags import VOD as PLAYLIST_TYPE_VOD
 from camflow.keys import (
     dvr_playlist_key,
     is_rendition,
-    is_stream_name,
     master_playlist_key,
     recordings_prefix,
 )
@@ -61,7 +60,7 @@ from camflow.recordings import (
     select,
 )
 from camflow.store import Store
-from edge.access import viewer_refusal
+from edge.access import stream_refusal, viewer_refusal
 from edge.http import error_response
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE
@@ -105,15 +104,8 @@ def add_recording_routes(app: web.Application, store: Store, *, max_range: float
 
 def _stream(request: web.Request, name: str) -> tuple[str, str]:
     """``(stream, token)`` once the name is valid and the view token is good; else _Refused."""
-    if not is_stream_name(name):
-        raise _Refused(
-            error_response(
-                400,
-                "bad_path",
-                f"stream name {name!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -",
-            )
-        )
-    refused = viewer_refusal(request.app[EDGE], request, name)
+    state = request.app[EDGE]
+    refused = stream_refusal(state, name) or viewer_refusal(state, request, name)
     if refused is not None:
         raise _Refused(refused)
     token = request.query["token"]
