@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from camflow.errors import CamflowError
+from camflow.hls.dates import format_date_time
 from camflow.keys import is_epoch, is_rendition, is_stream_name, recording_index_key, recordings_prefix
 
 INDEX_VERSION = 1
@@ -62,23 +63,6 @@ def parse_bucket(text: str) -> int:
     except ValueError as exc:
         raise RecordingIndexError(f"bucket {text!r} is not YYYYMMDDTHHMMSSZ") from exc
     return int(dt.timestamp())
-
-
-def format_time(unix: float) -> str:
-    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-21T10:15:00.123Z``."""
-    ms = round(unix * 1000)
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
-
-
-def parse_time(text: str) -> float:
-    """An ISO 8601 time with a zone (``Z`` or ``+01:00``) as UNIX seconds; ValueError otherwise."""
-    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"time {text!r} has no zone: expected e.g. 2026-11-21T10:15:00Z")
-    value = dt.timestamp()
-    if not math.isfinite(value):
-        raise ValueError(f"time {text!r} is out of range")
-    return value
 
 
 @dataclass(frozen=True)
@@ -258,8 +242,8 @@ class CoveredRange:
     def to_json(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
-            "start": format_time(self.start),
-            "end": format_time(self.end),
+            "start": format_date_time(self.start),
+            "end": format_date_time(self.end),
             "duration": round(self.end - self.start, 3),
             "segments": self.segments,
         }

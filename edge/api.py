@@ -27,11 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
-from camflow.errors import TokenError
 from camflow.events import HealthSample, StreamStateKind
 from camflow.keys import is_stream_name
 from camflow.metrics import add_source, remove_source
-from edge.delivery import token_error, token_missing
+from edge.access import operator_refusal, stream_refusal, viewer_refusal
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.http import CORS_HEADERS, error_response
 from edge.metrics import edge_metrics_response, edge_samples
@@ -48,27 +47,9 @@ SSE_HEADERS = {
 }
 
 
-def operator_refusal(request: web.Request, state: EdgeState) -> web.Response | None:
-    """401/403 (counted, like every token refusal) unless ``?token=`` is an operator token."""
-    token = request.query.get("token", "")
-    if not token:
-        state.counters.token_missing += 1
-        return error_response(
-            401,
-            "token_missing",
-            f"{request.path} needs an operator token in ?token= (camflow token admin '*')",
-            headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
-        )
-    try:
-        state.auth.verify_operator(token)
-    except TokenError as exc:
-        return token_error(state, exc, "*")
-    return None
-
-
 async def streams(request: web.Request) -> web.Response:
     state = request.app[EDGE]
-    refused = operator_refusal(request, state)
+    refused = operator_refusal(state, request)
     if refused is not None:
         return refused
     out = []
@@ -103,18 +84,9 @@ def _unknown(stream: str) -> dict[str, object]:
 async def health(request: web.Request) -> web.StreamResponse:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    if not is_stream_name(stream):
-        state.counters.bad_path += 1
-        return error_response(
-            400, "bad_path", f"stream name {stream!r} is not valid: expected A-Z a-z 0-9 _ -"
-        )
-    token = request.query.get("token", "")
-    if not token:
-        return token_missing(state, request.path, stream)
-    try:
-        state.auth.verify_viewer(token, stream)
-    except TokenError as exc:
-        return token_error(state, exc, stream)
+    refused = stream_refusal(state, stream) or viewer_refusal(state, request, stream)
+    if refused is not None:
+        return refused
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     await resp.write(b"retry: 3000\n\n")
@@ -176,7 +148,7 @@ async def _write_event(resp: web.StreamResponse, sample: HealthSample) -> bool:
 
 async def health_feed(request: web.Request) -> web.StreamResponse:
     state = request.app[EDGE]
-    refused = operator_refusal(request, state)
+    refused = operator_refusal(state, request)
     if refused is not None:
         return refused
     only = request.query.get("stream")

@@ -193,6 +193,6 @@ def build_app(
     app.router.add_get(LIVE_PREFIX + "{path:.*}", live)
     app.router.add_route("OPTIONS", LIVE_PREFIX + "{path:.*}", preflight)
     add_api_routes(app)
-    add_recording_routes(app, store, signer)
+    add_recording_routes(app, store)
     add_page_routes(app)
     return app

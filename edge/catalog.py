@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from camflow.errors import MediaFormatError, NotFound
+from camflow.hls.scan import master_variants, media_facts
 from camflow.keys import is_rendition, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.mp4 import iter_boxes
 from camflow.store import Store
@@ -30,7 +31,6 @@ from camflow.store.base import Browsable
 from edge.cache import Fetch
 from edge.errors import BadPath
 from edge.paths import LIVE_PREFIX, parse_live_path
-from edge.playlists import master_variants, media_facts
 
 STALE_TARGETS = 3.0  # a live stream whose last segment is older than this many target durations is offline
 MIN_STALE = 10.0

@@ -12,9 +12,9 @@ from typing import cast
 
 from aiohttp import web
 
-from camflow.errors import NotFound, TokenError
+from camflow.errors import NotFound
 from camflow.store import Store
-from camflow.tokens import TokenExpired, TokenScopeError
+from edge.access import TOKEN_PARAM, needs_token, viewer_refusal
 from edge.cache import CachedObject, Fetch, ObjectCache
 from edge.errors import BadPath
 from edge.http import (
@@ -27,7 +27,7 @@ from edge.http import (
     wants_gzip,
 )
 from edge.paths import LiveObject, parse_live_path
-from edge.policy import IMMUTABLE, PlaylistPolicy, TokenCheck
+from edge.policy import IMMUTABLE, PlaylistPolicy
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE, EdgeState
 
@@ -50,26 +50,6 @@ def object_fetcher(cache: ObjectCache, store: Store, policy: PlaylistPolicy) -> 
         return await cache.get(key, store.get, ttl)
 
     return fetch
-
-
-def token_error(state: EdgeState, exc: TokenError, stream: str) -> web.Response:
-    state.counters.token_refused += 1
-    state.log.info("token_refused", stream_id=stream, reason=str(exc))
-    if isinstance(exc, TokenExpired):
-        return error_response(403, "token_expired", str(exc))
-    if isinstance(exc, TokenScopeError):
-        return error_response(403, "token_scope", str(exc))
-    return error_response(403, "token_invalid", str(exc))
-
-
-def token_missing(state: EdgeState, what: str, stream: str) -> web.Response:
-    state.counters.token_missing += 1
-    return error_response(
-        401,
-        "token_missing",
-        f"{what!r} needs a view token for stream {stream!r} in ?token=",
-        headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
-    )
 
 
 def _store_failed(state: EdgeState, obj: LiveObject, exc: Exception) -> web.Response:
@@ -134,14 +114,11 @@ async def live(request: web.Request) -> web.StreamResponse:
         state.counters.bad_path += 1
         state.log.info("bad_path", path=request.rel_url.raw_path[:200], reason=str(exc)[:200])
         return error_response(400, "bad_path", str(exc))
-    token = request.query.get("token", "")
-    if obj.is_playlist or state.token_check is TokenCheck.ALL:
-        if not token:
-            return token_missing(state, request.path, obj.stream)
-        try:
-            state.auth.verify_viewer(token, obj.stream)
-        except TokenError as exc:
-            return token_error(state, exc, obj.stream)
+    token = request.query.get(TOKEN_PARAM, "")
+    if needs_token(state, obj):
+        refused = viewer_refusal(state, request, obj.stream)
+        if refused is not None:
+            return refused
     try:
         cached = await state.fetch(obj.key)
     except NotFound:

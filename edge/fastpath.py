@@ -31,12 +31,12 @@ from typing import cast
 from aiohttp.http import SERVER_SOFTWARE
 
 from camflow.errors import TokenError
+from edge.access import needs_token
 from edge.cache import CachedObject
 from edge.delivery import media_representation, playlist_representation
 from edge.errors import BadPath
 from edge.http import accepts_gzip
 from edge.paths import LIVE_PREFIX, LiveObject, parse_live_path
-from edge.policy import TokenCheck
 from edge.state import EdgeState
 
 LIVE = LIVE_PREFIX.encode()
@@ -207,7 +207,7 @@ class FastPath:
         except (BadPath, UnicodeDecodeError):
             return None
         expires = 0.0
-        if obj.is_playlist or state.token_check is TokenCheck.ALL:
+        if needs_token(state, obj):
             if not token:
                 return None
             try:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from camflow.errors import NotFound, TokenError
-from camflow.keys import is_stream_name, latest_thumbnail_key
-from edge.delivery import token_error, token_missing
+from camflow.errors import NotFound
+from camflow.keys import latest_thumbnail_key
+from edge.access import operator_refusal, stream_refusal, viewer_refusal
 from edge.http import error_response, http_date
 from edge.state import EDGE, EdgeState
 
@@ -49,28 +49,9 @@ def _viewers(n: int) -> str:
     return f"{n} viewer" if n == 1 else f"{n} viewers"
 
 
-def _stream_or_error(state: EdgeState, stream: str) -> web.Response | None:
-    if is_stream_name(stream):
-        return None
-    state.counters.bad_path += 1
-    return error_response(
-        400, "bad_path", f"stream name {stream!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -"
-    )
-
-
 def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
     """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
-    refused = _stream_or_error(state, stream)
-    if refused is not None:
-        return refused
-    token = request.query.get("token", "")
-    if not token:
-        return token_missing(state, request.path, stream)
-    try:
-        state.auth.verify_viewer(token, stream)
-    except TokenError as exc:
-        return token_error(state, exc, stream)
-    return None
+    return stream_refusal(state, stream) or viewer_refusal(state, request, stream)
 
 
 async def watch(request: web.Request) -> web.Response:
@@ -96,19 +77,12 @@ async def watch(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     state = request.app[EDGE]
-    token = request.query.get("token", "")
-    if not token:
-        state.counters.token_missing += 1  # counted like every other refusal (edge.api counts its own)
-        return error_response(
-            401,
-            "token_missing",
-            "the stream list needs an operator token: /?token=T with T from `camflow token admin`",
-            headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
-        )
-    try:
-        state.auth.verify_operator(token)
-    except TokenError as exc:
-        return token_error(state, exc, "*")
+    refused = operator_refusal(
+        state, request, "the stream list needs an operator token: /?token=T with T from `camflow token admin`"
+    )
+    if refused is not None:
+        return refused
+    token = request.query["token"]
     q = html.escape(token, quote=True)
     cards = []
     await state.viewers.census()  # with --workers N: every worker's viewers

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from edge.playlists import is_master, media_facts
+from camflow.hls.scan import is_master, media_facts
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 VOD_MAX_AGE = 86400
@@ -57,9 +57,10 @@ class PlaylistPolicy:
 
     def cache_control(self, data: bytes) -> str:
         text = data.decode("utf-8", "replace")
-        if not is_master(text) and media_facts(text).vod:
+        facts = None if is_master(text) else media_facts(text)  # read once
+        if facts is not None and facts.vod:
             return f"public, max-age={VOD_MAX_AGE}"
         if self.max_age_override is not None:
             return f"public, max-age={max(1, int(self.max_age_override))}"
-        target = DEFAULT_TARGET if is_master(text) else media_facts(text).target_duration or DEFAULT_TARGET
+        target = DEFAULT_TARGET if facts is None else facts.target_duration or DEFAULT_TARGET
         return f"public, max-age={max(1, int(target * HEADER_FRACTION))}"

@@ -1,7 +1,8 @@
 """Carry a viewer's token into every URI of an HLS playlist, so a player needs only the master URL.
 
-Pure text in, text out. A URI is every non-blank line that is not a tag or comment, and every
-``URI="..."`` attribute of a tag (EXT-X-MAP, EXT-X-MEDIA, EXT-X-KEY, EXT-X-PART, ...).
+Pure text in, text out; ``camflow.hls.scan.map_uris`` finds the URIs. A URI is every non-blank
+line that is not a tag or comment, and every ``URI="..."`` attribute of a tag (EXT-X-MAP,
+EXT-X-MEDIA, EXT-X-KEY, EXT-X-PART, ...).
 
 Absolute URIs with a scheme (``https://other/...``) or a network path (``//other/...``) point
 at hosts the edge does not control, so they are left alone: the token is a bearer credential
@@ -13,8 +14,9 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from camflow.hls.scan import map_uris
+
 TOKEN_PARAM = "token"
-_URI_ATTR = re.compile(r'(?P<lead>[:,])URI="(?P<uri>[^"]*)"')
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -34,18 +36,6 @@ def add_token_to_uri(uri: str, token: str) -> str:
     return f"{path}?{'&'.join(params)}{hash_mark}{fragment}"
 
 
-def _rewrite_line(line: str, token: str) -> str:
-    body = line.removesuffix("\r")
-    ending = line[len(body) :]
-    stripped = body.strip()
-    if not stripped:
-        return line
-    if stripped.startswith("#"):
-        rewritten = _URI_ATTR.sub(lambda m: f'{m["lead"]}URI="{add_token_to_uri(m["uri"], token)}"', body)
-        return rewritten + ending
-    return add_token_to_uri(stripped, token) + ending
-
-
 def add_token_to_playlist(playlist: str, token: str) -> str:
     """The playlist with the token carried into every URI; line endings (LF or CRLF) are kept."""
-    return "\n".join(_rewrite_line(line, token) for line in playlist.split("\n"))
+    return map_uris(playlist, lambda uri: add_token_to_uri(uri, token))

@@ -1,6 +1,6 @@
 """Recordings at the edge: time-range VOD playlists, DVR live windows, the recordings list.
 
-``add_recording_routes(app, store, signer)`` registers, on an edge application:
+``add_recording_routes(app, store)`` registers, on an edge application:
 
 - ``GET /vod/{stream}/master.m3u8?start=ISO8601&end=ISO8601``: a master naming one VOD
   playlist per recorded rendition (peak BANDWIDTH of the range, CODECS, RESOLUTION,
@@ -19,8 +19,9 @@
 - ``GET /api/streams/{stream}/recordings``: ``{"stream", "ranges": [{"epoch", "start",
   "end", "duration", "segments"}]}``, the covered time ranges (``?start=&end=`` narrow it).
 
-Same token rules as ``/live``: a ``view`` token for the stream in ``?token=`` (401 without,
-403 when wrong), carried into every URI of the playlists served. Errors are JSON
+Same token rules as ``/live`` (``edge.access``): a ``view`` token for the stream, or an operator
+token, in ``?token=`` (401 without, 403 when wrong), carried into every URI of the playlists
+served. The playlists are written by the HLS contract (``camflow.hls``). Errors are JSON
 ``{"error", "detail"}``: a bad ISO time, end not after start or a range over
 ``max_range`` is 400; nothing recorded in the range is 404.
 """
@@ -35,11 +36,16 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from camflow.errors import NotFound, TokenError
+from camflow.errors import NotFound
+from camflow.hls.dates import format_date_time, parse_date_time
+from camflow.hls.master import AudioRendition, Variant, write_master
+from camflow.hls.media import MediaPlaylist, Segment
+from camflow.hls.scan import map_uris, trim
+from camflow.hls.tags import AUDIO_GROUP, rounded_target
+from camflow.hls.tags import VOD as PLAYLIST_TYPE_VOD
 from camflow.keys import (
     dvr_playlist_key,
     is_rendition,
-    is_stream_name,
     master_playlist_key,
     recordings_prefix,
 )
@@ -50,33 +56,26 @@ from camflow.recordings import (
     RecordingIndexError,
     buckets_between,
     covered,
-    format_time,
     parse_chunk_key,
-    parse_time,
     select,
 )
 from camflow.store import Store
-from camflow.tokens import Action, TokenSigner
+from edge.access import stream_refusal, viewer_refusal
 from edge.http import error_response
 from edge.rewrite import add_token_to_playlist
+from edge.state import EDGE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 DEFAULT_MAX_RANGE = 24 * 3600.0
 MAX_DVR = 7 * 24 * 3600.0
 VOD_CACHE = "public, max-age=5"
 LIVE_CACHE = "public, max-age=1"
-_SEGMENT_TAGS = frozenset(
-    {"#EXT-X-DISCONTINUITY", "#EXT-X-MAP", "#EXT-X-PROGRAM-DATE-TIME", "#EXTINF", "#EXT-X-GAP"}
-)
 _LIVE_PLAYLIST_RE = re.compile(r"^/live/([^/]+)/([^/]+)\.m3u8$")
-_AUDIO_URI = re.compile(r'^(#EXT-X-MEDIA:.*URI="[^"?]+\.m3u8)"')
-AUDIO_GROUP = "aud"  # the packager's EXT-X-MEDIA group of a stream's audio rendition
 
 
 @dataclass(frozen=True)
 class VodState:
     store: Store
-    signer: TokenSigner
     max_range: float
     log: Any
 
@@ -89,11 +88,10 @@ class _Refused(Exception):
         self.response = response
 
 
-def add_recording_routes(
-    app: web.Application, store: Store, signer: TokenSigner, *, max_range: float = DEFAULT_MAX_RANGE
-) -> None:
-    """Register the recording routes (and the ``?dvr=`` middleware) on an edge application."""
-    app[VOD] = VodState(store, signer, max_range, get_logger("edge.vod"))
+def add_recording_routes(app: web.Application, store: Store, *, max_range: float = DEFAULT_MAX_RANGE) -> None:
+    """Register the recording routes (and the ``?dvr=`` middleware) on an edge application
+    (``edge.app.build_app``: its ``EDGE`` state checks the tokens)."""
+    app[VOD] = VodState(store, max_range, get_logger("edge.vod"))
     app.middlewares.append(dvr_middleware)
     app.router.add_get("/vod/{stream}/master.m3u8", vod_master)
     app.router.add_get("/vod/{stream}/{rendition}.m3u8", vod_rendition)
@@ -106,28 +104,11 @@ def add_recording_routes(
 
 def _stream(request: web.Request, name: str) -> tuple[str, str]:
     """``(stream, token)`` once the name is valid and the view token is good; else _Refused."""
-    if not is_stream_name(name):
-        raise _Refused(
-            error_response(
-                400,
-                "bad_path",
-                f"stream name {name!r} is not valid: expected 1-64 characters of A-Z a-z 0-9 _ -",
-            )
-        )
-    token = request.query.get("token", "")
-    if not token:
-        raise _Refused(
-            error_response(
-                401,
-                "token_missing",
-                f"{request.path!r} needs a view token for stream {name!r} in ?token=",
-                headers={"WWW-Authenticate": 'Bearer realm="camflow"'},
-            )
-        )
-    try:
-        request.app[VOD].signer.verify(token, name, Action.VIEW)
-    except TokenError as exc:
-        raise _Refused(error_response(403, "token_invalid", str(exc))) from None
+    state = request.app[EDGE]
+    refused = stream_refusal(state, name) or viewer_refusal(state, request, name)
+    if refused is not None:
+        raise _Refused(refused)
+    token = request.query["token"]
     return name, token
 
 
@@ -146,7 +127,7 @@ def _range(request: web.Request, *, required: bool = True) -> tuple[float, float
             values.append(-math.inf if param == "start" else math.inf)
             continue
         try:
-            values.append(parse_time(text))
+            values.append(parse_date_time(text))
         except (ValueError, OverflowError) as exc:
             raise _Refused(
                 error_response(
@@ -159,7 +140,7 @@ def _range(request: web.Request, *, required: bool = True) -> tuple[float, float
     if end <= start:
         raise _Refused(
             error_response(
-                400, "bad_range", f"end {format_time(end)} is not after start {format_time(start)}"
+                400, "bad_range", f"end {format_date_time(end)} is not after start {format_date_time(start)}"
             )
         )
     if required and end - start > state.max_range:
@@ -211,47 +192,42 @@ async def _recorded(request: web.Request, stream: str, start: float, end: float)
             error_response(
                 404,
                 "not_recorded",
-                f"stream {stream!r} has no recording between {format_time(start)} and {format_time(end)}",
+                f"stream {stream!r} has no recording between "
+                f"{format_date_time(start)} and {format_date_time(end)}",
             )
         )
     return runs
 
 
 def _query(start: float, end: float) -> str:
-    return f"start={quote(format_time(start))}&end={quote(format_time(end))}"
+    return f"start={quote(format_date_time(start))}&end={quote(format_date_time(end))}"
 
 
 def _vod_media(stream: str, runs: list[EpochRun], rendition: str) -> str | None:
-    lines: list[str] = []
-    longest = 0.0
+    segments: list[Segment] = []
     previous: tuple[str, int] | None = None
     for run in runs:
         for s in run.segments:
             if rendition not in s.renditions:
                 continue
             base = f"/live/{stream}/{run.epoch}/{rendition}"
-            if previous is None or previous[0] != run.epoch:
-                if previous is not None:
-                    lines.append("#EXT-X-DISCONTINUITY")
-                lines.append(f'#EXT-X-MAP:URI="{base}/init.mp4"')
-            elif s.seq != previous[1] + 1:
-                lines.append("#EXT-X-DISCONTINUITY")
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_time(s.wall_clock)}")
-            lines.append(f"#EXTINF:{s.duration:.3f},")
-            lines.append(f"{base}/{s.seq:08d}.m4s")
-            longest = max(longest, s.duration)
+            # between epochs, and where a segment is missing from the recording
+            gap = previous is not None and (previous[0] != run.epoch or s.seq != previous[1] + 1)
+            segments.append(
+                Segment(
+                    f"{base}/{s.seq:08d}.m4s", s.duration, f"{base}/init.mp4", s.wall_clock, discontinuity=gap
+                )
+            )
             previous = (run.epoch, s.seq)
-    if previous is None:
+    if not segments:
         return None
-    head = [
-        "#EXTM3U",
-        "#EXT-X-VERSION:7",
-        f"#EXT-X-TARGETDURATION:{max(1, math.floor(float(f'{longest:.3f}') + 0.5))}",
-        "#EXT-X-MEDIA-SEQUENCE:0",
-        "#EXT-X-PLAYLIST-TYPE:VOD",
-        "#EXT-X-INDEPENDENT-SEGMENTS",
-    ]
-    return "\n".join([*head, *lines, "#EXT-X-ENDLIST"]) + "\n"
+    return MediaPlaylist(
+        rounded_target(max(s.duration for s in segments)),
+        tuple(segments),
+        discontinuity_sequence=None,
+        playlist_type=PLAYLIST_TYPE_VOD,
+        ended=True,
+    ).render()
 
 
 def _renditions(runs: list[EpochRun]) -> dict[str, tuple[int, str, int, int, float]]:
@@ -282,15 +258,12 @@ async def vod_master(request: web.Request) -> web.Response:
     stream, token = _stream(request, request.match_info["stream"])
     start, end = _range(request)
     runs = await _recorded(request, stream, start, end)
-    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     renditions = _renditions(runs)
+    query = _query(start, end)
     audio = {n: r for n, r in renditions.items() if _is_audio(r[1])}  # the transcoder's AAC rendition
-    for name in sorted(audio)[:1]:
-        lines.append(
-            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="{name}",DEFAULT=YES,AUTOSELECT=YES,'
-            f'URI="{name}.m3u8?{_query(start, end)}"'
-        )
+    media = [AudioRendition(AUDIO_GROUP, name, f"{name}.m3u8?{query}") for name in sorted(audio)[:1]]
     extra = max((r[0] for r in audio.values()), default=0)
+    variants: list[Variant] = []
     for name, (bandwidth, codecs, width, height, fps) in sorted(
         renditions.items(), key=lambda kv: (-kv[1][0], kv[0])
     ):
@@ -298,13 +271,9 @@ async def vod_master(request: web.Request) -> web.Response:
             continue
         if audio:
             bandwidth, codecs = bandwidth + extra, f"{codecs},{renditions[min(audio)][1]}"
-        attrs = f'BANDWIDTH={bandwidth},CODECS="{codecs}",RESOLUTION={width}x{height}'
-        if fps > 0:
-            attrs += f",FRAME-RATE={fps:.3f}"
-        if audio:
-            attrs += f',AUDIO="{AUDIO_GROUP}"'
-        lines += [f"#EXT-X-STREAM-INF:{attrs}", f"{name}.m3u8?{_query(start, end)}"]
-    return _playlist("\n".join(lines) + "\n", token, VOD_CACHE)
+        group = AUDIO_GROUP if audio else None
+        variants.append(Variant(f"{name}.m3u8?{query}", bandwidth, None, codecs, width, height, fps, group))
+    return _playlist(write_master(variants, media), token, VOD_CACHE)
 
 
 async def _vod(request: web.Request, stream: str, token: str, rendition: str | None) -> web.Response:
@@ -354,60 +323,6 @@ async def recordings(request: web.Request) -> web.Response:
 # --- DVR ---------------------------------------------------------------------------------------
 
 
-def trim_live(text: str, seconds: float) -> str:
-    """A live media playlist cut to the entries of its last ``seconds`` (at least one).
-
-    Removes entries from the front only, advancing MEDIA-SEQUENCE per entry and
-    DISCONTINUITY-SEQUENCE per discontinuity removed, and repeats the EXT-X-MAP that
-    applied to the first kept entry.
-    """
-    head: list[str] = []
-    blocks: list[list[str]] = []
-    pending: list[str] = []
-    tail: list[str] = []
-    for line in (ln.strip() for ln in text.splitlines() if ln.strip()):
-        tag = line.partition(":")[0]
-        if tag == "#EXT-X-ENDLIST":
-            tail.append(line)
-        elif not blocks and not pending and line.startswith("#") and tag not in _SEGMENT_TAGS:
-            head.append(line)
-        else:
-            pending.append(line)
-            if not line.startswith("#"):
-                blocks.append(pending)
-                pending = []
-    durations = [float(next(ln for ln in b if ln.startswith("#EXTINF:"))[8:].split(",")[0]) for b in blocks]
-    keep_from, total = len(blocks), 0.0
-    while keep_from > 0 and (total < seconds or keep_from == len(blocks)):
-        keep_from -= 1
-        total += durations[keep_from]
-    dropped = blocks[:keep_from]
-    map_line = None
-    for b in dropped:
-        map_line = next((ln for ln in b if ln.startswith("#EXT-X-MAP")), map_line)
-    kept = blocks[keep_from:]
-    if kept and map_line is not None and not any(ln.startswith("#EXT-X-MAP") for ln in kept[0]):
-        kept[0] = (
-            [ln for ln in kept[0] if ln == "#EXT-X-DISCONTINUITY"]
-            + [map_line]
-            + [ln for ln in kept[0] if ln != "#EXT-X-DISCONTINUITY"]
-        )
-    msn_shift = len(dropped)
-    dsn_shift = sum(1 for b in dropped if "#EXT-X-DISCONTINUITY" in b)
-    out = []
-    for line in head:
-        tag, _, value = line.partition(":")
-        if tag == "#EXT-X-MEDIA-SEQUENCE":
-            line = f"{tag}:{int(value) + msn_shift}"
-        elif tag == "#EXT-X-DISCONTINUITY-SEQUENCE":
-            line = f"{tag}:{int(value) + dsn_shift}"
-        out.append(line)
-    for b in kept:
-        out.extend(b)
-    out.extend(tail)
-    return "\n".join(out) + "\n"
-
-
 @web.middleware
 async def dvr_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     match = _LIVE_PLAYLIST_RE.match(request.path)
@@ -448,10 +363,6 @@ async def _dvr(request: web.Request, name: str, playlist: str) -> web.Response:
             detail += " (is the packager's --dvr-window 0?)"
         return error_response(404, "not_found", detail)
     if playlist == "master":  # every rendition's URI, the audio one in EXT-X-MEDIA too
-        body = "\n".join(
-            f"{ln}?dvr={text}" if ln and not ln.startswith("#") else _AUDIO_URI.sub(rf'\1?dvr={text}"', ln)
-            for ln in body.split("\n")
-        )
-    else:
-        body = trim_live(body, seconds)
+        return _playlist(map_uris(body, lambda uri: f"{uri}?dvr={text}"), token, LIVE_CACHE)
+    body = trim(body, seconds)
     return _playlist(body, token, LIVE_CACHE)

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packager.playlist import (
-    AudioRendition,
-    MasterPlaylist,
-    MediaPlaylist,
-    Variant,
-    parse_master,
-    parse_master_audio,
-)
+from camflow.hls.master import AudioRendition, Variant, parse_master, parse_master_audio
+from packager.playlist import LivePlaylist, MasterPlaylist
 
 
 @dataclass
 class RenditionPlaylists:
     """One rendition's live (and DVR) playlist, with the bandwidth it has carried so far."""
 
-    playlist: MediaPlaylist
-    dvr: MediaPlaylist | None = None
+    playlist: LivePlaylist
+    dvr: LivePlaylist | None = None
     map_uri: str = ""
     peak: int = 0
     bits: float = 0.0
@@ -65,12 +59,12 @@ def restore_playlists(
     for name, variant in named:
         if name not in media:
             continue
-        r = renditions[name] = RenditionPlaylists(MediaPlaylist.parse(media[name], window, target))
+        r = renditions[name] = RenditionPlaylists(LivePlaylist.parse(media[name], window, target))
         if dvr_window > 0:
             r.dvr = (
-                MediaPlaylist.parse(dvr[name], dvr_window, target)
+                LivePlaylist.parse(dvr[name], dvr_window, target)
                 if name in dvr
-                else MediaPlaylist(dvr_window, target)
+                else LivePlaylist(dvr_window, target)
             )
         last = r.playlist.last
         if last is None:
@@ -80,7 +74,7 @@ def restore_playlists(
         if isinstance(variant, AudioRendition):
             master.set_audio(name, variant)
         else:
-            r.peak, r.bits = variant.bandwidth, variant.average_bandwidth * r.seconds
+            r.peak, r.bits = variant.bandwidth, (variant.average_bandwidth or 0) * r.seconds
             master.set(name, variant)
         newest = last.epoch if newest is None else max(newest, last.epoch)
     if newest is None:

@@ -32,13 +32,13 @@ from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.base import Rebalancing
 from camflow.errors import EventDecodeError, NotFound
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
+from camflow.hls.errors import PlaylistError
+from camflow.hls.master import parse_master, parse_master_audio
 from camflow.keys import dvr_playlist_key, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.log import get_logger
 from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from camflow.store.base import Browsable
-from packager.errors import PlaylistError
-from packager.playlist import parse_master, parse_master_audio
 from packager.retention import Retention
 from packager.stream import IndexAppend, PackagerStats, StreamPackager
 

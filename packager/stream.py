@@ -27,7 +27,7 @@ Policy, in the order a stream lives it:
   keep watching (hls.js keeps reloading an unchanged live playlist). After the grace
   every playlist gets EXT-X-ENDLIST. A client that saw ENDLIST stops reloading (RFC 8216
   6.3.4, hls.js), so an ended playlist is never reopened: a later epoch starts a new
-  presentation at the same URI (``MediaPlaylist.append``) with sequence numbers that
+  presentation at the same URI (``LivePlaylist.append``) with sequence numbers that
   continue past the old ones. The ``offline`` is committed only once this is decided.
 - The first entry of a new epoch in a playlist carries EXT-X-DISCONTINUITY, as does a
   segment flagged ``discontinuity`` (the camera's clock jumped). Renditions absent from a
@@ -39,7 +39,7 @@ Policy, in the order a stream lives it:
   at most the target each (the timeline and PROGRAM-DATE-TIME stay right), it is counted
   in ``stats.overlong`` and logged with the fix. The recording keeps it: VOD playlists
   are written once and take the longest segment's duration as their target.
-- Appends are idempotent per rendition (``MediaPlaylist.holds``): after a restart the
+- Appends are idempotent per rendition (``LivePlaylist.holds``): after a restart the
   renditions' playlists may differ by the one segment a crash interrupted, and the
   re-delivered event completes only the ones that lack it (``restore``).
 - Every appended segment is also handed out for the recording index (``Output.index``),
@@ -52,6 +52,8 @@ import math
 from typing import Any
 
 from camflow.events import SegmentReady, StreamState, StreamStateKind
+from camflow.hls.master import AudioRendition, Variant
+from camflow.hls.tags import AUDIO_GROUP
 from camflow.keys import (
     dvr_playlist_key,
     is_epoch,
@@ -64,19 +66,10 @@ from camflow.log import get_logger
 from camflow.recordings import RecordedRendition, RecordedSegment
 from packager.epoch import Epoch, Waiting, segment_problem
 from packager.output import IndexAppend, Output, PackagerStats
-from packager.playlist import (
-    DEFAULT_TARGET,
-    AudioRendition,
-    MasterPlaylist,
-    MediaPlaylist,
-    PlaylistEntry,
-    Variant,
-)
+from packager.playlist import DEFAULT_TARGET, LivePlaylist, MasterPlaylist, PlaylistEntry
 from packager.restore import RenditionPlaylists, restore_playlists
 
 __all__ = ["AUDIO_GROUP", "IndexAppend", "Output", "PackagerStats", "StreamPackager"]
-
-AUDIO_GROUP = "aud"  # the EXT-X-MEDIA group of a stream's audio rendition
 
 
 class StreamPackager:
@@ -308,7 +301,7 @@ class StreamPackager:
                 self._log.info("rendition dropped", epoch=ev.epoch, rendition=name)
             self._log.info("epoch started", epoch=ev.epoch, first_seq=ev.seq, renditions=names)
         audio = next((ref for ref in ev.renditions if ref.is_audio), None)
-        overlong = not MediaPlaylist(1.0, self._target).fits(ev.duration_s)
+        overlong = not LivePlaylist(1.0, self._target).fits(ev.duration_s)
         if overlong:
             self.stats.overlong += 1
             self._log.warning(
@@ -323,8 +316,8 @@ class StreamPackager:
             r = self._renditions.get(ref.name)
             if r is None:
                 r = self._renditions[ref.name] = RenditionPlaylists(
-                    MediaPlaylist(self._window, self._target),
-                    MediaPlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
+                    LivePlaylist(self._window, self._target),
+                    LivePlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
                 )
             if ep.appended == 0 or not self._master.has(ref.name):
                 r.peak, r.bits, r.seconds = 0, 0.0, 0.0

@@ -16,14 +16,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from camflow.events import RenditionRef, SegmentReady, decode, encode
+from camflow.hls.dates import format_date_time as format_time
+from camflow.hls.master import AudioRendition, Variant, parse_master_audio, render_master
+from camflow.hls.rules import check_master, check_media
 from camflow.keys import init_key, master_playlist_key, media_playlist_key, segment_key
-from camflow.recordings import IndexChunk, bucket_of, chunk_key, format_time
+from camflow.recordings import IndexChunk, bucket_of, chunk_key
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.vod import add_recording_routes
-from packager.playlist import AudioRendition, Variant, parse_master_audio, render_master
-from packager.rules import check_master, check_media
 from packager.stream import PackagerStats, StreamPackager
 from tests import defaults
 from tests.test_packager import EPOCH_A, EPOCH_B, STREAM, T0, offline, ready
@@ -199,7 +200,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
     for key, text in out.writes:
         await store.put(key, text.encode())
     app = build_app(store, TokenSigner(SECRET), **defaults.edge_app())
-    add_recording_routes(app, store, TokenSigner(SECRET), max_range=3600.0)
+    add_recording_routes(app, store, max_range=3600.0)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 

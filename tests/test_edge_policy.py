@@ -1,8 +1,9 @@
-"""edge.playlists and edge.policy: facts read from playlists, and the cache lifetimes they give."""
+"""camflow.hls.scan and edge.policy: facts the edge reads from playlists, and the cache lifetimes."""
 
 from __future__ import annotations
 
-from edge.playlists import master_variants, media_facts, parse_pdt
+from camflow.hls.dates import read_date_time
+from camflow.hls.scan import master_variants, media_facts
 from edge.policy import IMMUTABLE, PlaylistPolicy
 
 MEDIA = """#EXTM3U
@@ -28,7 +29,7 @@ def test_media_facts_follow_program_date_time_over_segments() -> None:
     facts = media_facts(MEDIA)
     assert facts.target_duration == 4 and not facts.ended and not facts.vod
     assert facts.segments == 2 and facts.last_uri == "e/source/00000008.m4s"
-    start = parse_pdt("2026-11-21T10:15:00.000Z")
+    start = read_date_time("2026-11-21T10:15:00.000Z")
     assert start is not None and facts.last_pdt == start + 4.0 and facts.last_duration == 3.5
     assert media_facts(MEDIA + "#EXT-X-ENDLIST\n").ended
     assert media_facts("#EXTM3U\n#EXT-X-TARGETDURATION:x\n").target_duration is None

@@ -20,10 +20,10 @@ from camflow.events import (
     StreamStateKind,
     encode,
 )
+from camflow.hls.rules import check_master, check_media, check_update
 from camflow.keys import init_key, master_playlist_key, media_playlist_key, recording_index_key, segment_key
 from camflow.recordings import IndexChunk, RecordedRendition, bucket_of, format_bucket
 from camflow.store import FileStore
-from packager.rules import check_master, check_media, check_update
 from packager.service import Packager
 from tests import defaults
 

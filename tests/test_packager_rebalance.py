@@ -19,8 +19,8 @@ import m3u8
 import pytest
 from kafka.partitioner.default import murmur2
 
+from camflow.hls.rules import check_media
 from camflow.tokens import Action
-from packager.rules import check_media
 from tests.process import ffmpeg_push, free_port, make_clip
 from tests.test_packager_sigkill import deployment, fetch, service
 

@@ -9,10 +9,10 @@ import m3u8
 import pytest
 
 from camflow.events import SegmentReady
+from camflow.hls.rules import check_media, check_update
 from camflow.keys import dvr_playlist_key, master_playlist_key
 from camflow.recordings import IndexChunk
 from camflow.store import FileStore
-from packager.rules import check_media, check_update
 from packager.service import Packager
 from packager.stream import PackagerStats, StreamPackager
 from tests import defaults

@@ -23,8 +23,8 @@ from pathlib import Path
 import m3u8
 import pytest
 
+from camflow.hls.rules import check_media, check_update
 from camflow.tokens import Action, TokenSigner
-from packager.rules import check_media, check_update
 from tests import services
 from tests.process import camflow_service, ffmpeg_push, free_port, make_clip
 

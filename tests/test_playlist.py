@@ -1,4 +1,4 @@
-"""MediaPlaylist / render_master: fixtures in, text out, read back by the m3u8 package and our rules."""
+"""LivePlaylist / render_master: fixtures in, text out, read back by the m3u8 package and our rules."""
 
 from __future__ import annotations
 
@@ -7,18 +7,10 @@ import itertools
 import m3u8
 import pytest
 
-from packager.errors import PlaylistError
-from packager.playlist import (
-    AudioRendition,
-    MasterPlaylist,
-    MediaPlaylist,
-    PlaylistEntry,
-    Variant,
-    format_pdt,
-    parse_master,
-    render_master,
-)
-from packager.rules import check_master, check_media, check_update
+from camflow.hls.errors import PlaylistError
+from camflow.hls.master import AudioRendition, Variant, parse_master, render_master
+from camflow.hls.rules import check_master, check_media, check_update
+from packager.playlist import LivePlaylist, MasterPlaylist, PlaylistEntry
 
 EPOCH_A = "20261121T101500000Z"
 EPOCH_B = "20261121T103000000Z"
@@ -52,7 +44,7 @@ def clean(text: str) -> m3u8.M3U8:
 
 
 def test_render_reads_back() -> None:
-    pl = MediaPlaylist()
+    pl = LivePlaylist()
     for seq in range(3):
         pl.append(entry(seq))
     text = pl.render()
@@ -73,7 +65,7 @@ def test_render_reads_back() -> None:
 
 
 def test_target_duration_is_fixed_and_refuses_longer_entries() -> None:
-    pl = MediaPlaylist(window=4.0, target_duration=3)
+    pl = LivePlaylist(window=4.0, target_duration=3)
     texts = [pl.render()]
     for seq, duration in enumerate([2.0004, 2.4, 3.4994, 1.0, 2.0, 2.0, 2.0]):
         pl.append(entry(seq, duration=duration))
@@ -87,7 +79,7 @@ def test_target_duration_is_fixed_and_refuses_longer_entries() -> None:
 
 
 def test_rules_flag_a_changed_target_duration() -> None:
-    a, b = MediaPlaylist(target_duration=2), MediaPlaylist(target_duration=3)
+    a, b = LivePlaylist(target_duration=2), LivePlaylist(target_duration=3)
     a.append(entry(0))
     b.append(entry(0))
     assert [v.rule for v in check_update(a.render(), b.render())] == ["target-duration"]
@@ -96,11 +88,11 @@ def test_rules_flag_a_changed_target_duration() -> None:
 @pytest.mark.parametrize("target", [0, -1, 2.5])
 def test_bad_target_duration_is_refused(target: int) -> None:
     with pytest.raises(PlaylistError, match="target duration"):
-        MediaPlaylist(target_duration=target)
+        LivePlaylist(target_duration=target)
 
 
 def test_media_sequence_counts_what_slid_out() -> None:
-    pl = MediaPlaylist(window=10.0)
+    pl = LivePlaylist(window=10.0)
     previous = pl.render()
     for seq in range(12):
         pl.append(entry(seq))
@@ -116,7 +108,7 @@ def test_media_sequence_counts_what_slid_out() -> None:
 
 
 def test_default_window_keeps_a_whole_twenty_second_stream() -> None:
-    pl = MediaPlaylist()
+    pl = LivePlaylist()
     for seq in range(10):
         pl.append(entry(seq))
     pl.end()
@@ -127,7 +119,7 @@ def test_default_window_keeps_a_whole_twenty_second_stream() -> None:
 
 
 def test_discontinuity_sequence_and_map_per_epoch() -> None:
-    pl = MediaPlaylist(window=6.0)
+    pl = LivePlaylist(window=6.0)
     for seq in range(3):
         pl.append(entry(seq))
     renders = [pl.render()]
@@ -153,7 +145,7 @@ def test_discontinuity_sequence_and_map_per_epoch() -> None:
 
 
 def test_discontinuity_on_first_entry_is_rendered() -> None:
-    pl = MediaPlaylist(window=2.0)
+    pl = LivePlaylist(window=2.0)
     pl.append(entry(0))
     pl.append(entry(0, EPOCH_B, discontinuity=True))
     before = pl.render()
@@ -163,21 +155,8 @@ def test_discontinuity_on_first_entry_is_rendered() -> None:
     assert check_update(before, pl.render()) == []
 
 
-@pytest.mark.parametrize(
-    ("unix", "expected"),
-    [
-        (T0, "2026-11-21T10:15:00.000Z"),
-        (T0 + 0.123, "2026-11-21T10:15:00.123Z"),
-        (T0 + 59.9996, "2026-11-21T10:16:00.000Z"),
-        (0.0, "1970-01-01T00:00:00.000Z"),
-    ],
-)
-def test_program_date_time_format(unix: float, expected: str) -> None:
-    assert format_pdt(unix) == expected
-
-
 def test_pdt_on_every_segment() -> None:
-    pl = MediaPlaylist()
+    pl = LivePlaylist()
     for seq in range(3):
         pl.append(entry(seq, pdt=T0 + 2 * seq + 0.123))
     text = pl.render()
@@ -189,7 +168,7 @@ def test_pdt_on_every_segment() -> None:
 
 
 def test_ended_playlist_is_never_reopened_a_new_epoch_starts_a_new_presentation() -> None:
-    pl = MediaPlaylist(window=10.0)
+    pl = LivePlaylist(window=10.0)
     for seq in range(3):
         pl.append(entry(seq))
     pl.end()
@@ -212,25 +191,25 @@ def test_ended_playlist_is_never_reopened_a_new_epoch_starts_a_new_presentation(
 
 
 def test_stored_playlist_reads_back_into_the_same_state() -> None:
-    pl = MediaPlaylist(window=6.0, target_duration=3)
+    pl = LivePlaylist(window=6.0, target_duration=3)
     for seq in range(3):
         pl.append(entry(seq))
     pl.append(entry(3, gap=True))
     pl.append(entry(0, EPOCH_B, discontinuity=True, pdt=T0 + 900.5))
     pl.append(entry(1, EPOCH_B, pdt=T0 + 902.5))
     text = pl.render()
-    back = MediaPlaylist.parse(text, window=6.0, target_duration=5)
+    back = LivePlaylist.parse(text, window=6.0, target_duration=5)
     assert back.render() == text  # the published target (3) stays, not the configured 5
     assert back.entries == pl.entries
     back.append(entry(2, EPOCH_B, pdt=T0 + 904.5))
     pl.append(entry(2, EPOCH_B, pdt=T0 + 904.5))
     assert back.render() == pl.render()
     with pytest.raises(PlaylistError, match="EPOCH/RENDITION"):
-        MediaPlaylist.parse(text.replace(f"{EPOCH_B}/720p/00000001.m4s", "x.m4s"), 6.0, 3)
+        LivePlaylist.parse(text.replace(f"{EPOCH_B}/720p/00000001.m4s", "x.m4s"), 6.0, 3)
 
 
 def test_gap_entry() -> None:
-    pl = MediaPlaylist()
+    pl = LivePlaylist()
     pl.append(entry(0))
     pl.append(entry(1, gap=True))
     pl.append(entry(2))
@@ -243,7 +222,7 @@ def test_gap_entry() -> None:
 @pytest.mark.parametrize("duration", [0.0, -1.0, float("nan")])
 def test_bad_duration_is_refused(duration: float) -> None:
     with pytest.raises(PlaylistError, match="duration"):
-        MediaPlaylist().append(entry(0, duration=duration))
+        LivePlaylist().append(entry(0, duration=duration))
 
 
 def test_master_sorted_by_bandwidth() -> None:

@@ -14,7 +14,6 @@ from camflow.recordings import (
     chunk_key,
     covered,
     parse_chunk_key,
-    parse_time,
     select,
 )
 
@@ -76,16 +75,3 @@ def test_select_and_covered() -> None:
     ]
     gone = a.remove_before(T0 + 8, keep={3})
     assert [s.seq for s in gone] == [0, 1] and sorted(a.segments) == [3, 4]
-
-
-@pytest.mark.parametrize(
-    "text", ["2026-11-21T10:15:00Z", "2026-11-21T11:15:00+01:00", "2026-11-21T10:15:00.000z"]
-)
-def test_parse_time(text: str) -> None:
-    assert parse_time(text) == T0
-
-
-@pytest.mark.parametrize("text", ["2026-11-21T10:15:00", "yesterday", ""])
-def test_parse_time_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_time(text)

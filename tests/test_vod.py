@@ -13,12 +13,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from camflow.recordings import IndexChunk, bucket_of, chunk_key, format_time
+from camflow.hls.dates import format_date_time as format_time
+from camflow.hls.rules import check_master, check_media, check_update
+from camflow.hls.scan import trim
+from camflow.recordings import IndexChunk, bucket_of, chunk_key
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
-from edge.vod import add_recording_routes, trim_live
-from packager.rules import check_master, check_media, check_update
+from edge.vod import add_recording_routes
 from packager.stream import PackagerStats, StreamPackager
 from tests import defaults
 from tests.test_packager import EPOCH_A, EPOCH_B, STREAM, T0, offline, ready
@@ -59,7 +61,7 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
     await store.start()
     await fill(store, dvr_window=30.0)
     app = build_app(store, TokenSigner(SECRET), **defaults.edge_app())
-    add_recording_routes(app, store, TokenSigner(SECRET), max_range=3600.0)
+    add_recording_routes(app, store, max_range=3600.0)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 
@@ -139,6 +141,20 @@ async def test_vod_needs_a_view_token(client: Client) -> None:
     assert (await client.get(f"/api/streams/{STREAM}/recordings")).status == 401
 
 
+async def test_an_operator_token_watches_recordings_and_dvr_like_live(client: Client) -> None:
+    """An admin token may watch every stream on /live; VOD, DVR and the recordings list refused it."""
+    admin = TokenSigner(SECRET).issue("*", Action.ADMIN, 600)
+    q = f"start={format_time(T0)}&end={format_time(T0 + 10)}&token={admin}"
+    assert (await client.get(f"/live/{STREAM}/720p.m3u8?token={admin}")).status == 200
+    assert (await client.get(f"/vod/{STREAM}/master.m3u8?{q}")).status == 200
+    assert (await client.get(f"/vod/{STREAM}.m3u8?{q}")).status == 200
+    assert (await client.get(f"/live/{STREAM}/720p.m3u8?dvr=8&token={admin}")).status == 200
+    assert (await client.get(f"/api/streams/{STREAM}/recordings?token={admin}")).status == 200
+    publish = TokenSigner(SECRET).issue(STREAM, Action.PUBLISH, 600)
+    refused = await client.get(f"/vod/{STREAM}.m3u8?{q.replace(admin, publish)}")
+    assert refused.status == 403 and (await refused.json())["error"] == "token_scope"
+
+
 async def test_recordings_list(client: Client) -> None:
     resp = await client.get(f"/api/streams/{STREAM}/recordings?token={view()}")
     assert resp.status == 200
@@ -181,7 +197,7 @@ def test_trim_live_keeps_a_valid_sliding_window() -> None:
         texts = dict(sp.take_output().writes)
         dvr = texts.get(f"streams/{STREAM}/dvr/720p.m3u8")
         if dvr is not None:
-            renders.append(trim_live(dvr, 9.0))
+            renders.append(trim(dvr, 9.0))
     for before, after in itertools.pairwise(renders):
         assert check_media(after) == [] and check_update(before, after) == []
         assert 1 <= len(m3u8.loads(after).segments) <= 5

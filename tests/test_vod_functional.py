@@ -20,12 +20,14 @@ import m3u8
 import pytest
 from aiohttp.test_utils import TestServer
 
-from camflow.recordings import IndexChunk, covered, format_time, parse_time
+from camflow.hls.dates import format_date_time as format_time
+from camflow.hls.dates import parse_date_time as parse_time
+from camflow.hls.rules import check_media
+from camflow.recordings import IndexChunk, covered
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner, load_secret
 from edge.app import build_app
 from edge.vod import add_recording_routes
-from packager.rules import check_media
 from tests import defaults
 from tests.process import camflow_run, ffmpeg_push, make_clip
 
@@ -64,7 +66,7 @@ async def vod_edge(tmp_path: Path) -> AsyncIterator[tuple[str, FileStore, TokenS
     await store.start()
     signer = TokenSigner(load_secret(tmp_path / "data"))
     app = build_app(store, signer, **defaults.edge_app())
-    add_recording_routes(app, store, signer)
+    add_recording_routes(app, store)
     server: TestServer = TestServer(app, host="127.0.0.1")
     await server.start_server()
     yield f"http://127.0.0.1:{server.port}", store, signer
