@@ -18,12 +18,12 @@ from camflow.errors import ConfigError, TokenError
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
 from ingest.errors import ParseError
-from ingest.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
-from ingest.rtsp.headers import DigestCredentials
-from ingest.rtsp.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RtspServer
-from ingest.rtsp.session import AuthRequest
-from ingest.rtsp.udp import parse_port_range
-from ingest.rtsp.url import RtspUrl
+from ingest.sources.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
+from ingest.sources.rtsp.headers import DigestCredentials
+from ingest.sources.rtsp.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RtspServer
+from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.udp import parse_port_range
+from ingest.sources.rtsp.url import RtspUrl
 
 log = get_logger("ingest")
 DEFAULT_SCHEMES = (AuthScheme.DIGEST, AuthScheme.BASIC)

@@ -1,6 +1,6 @@
-"""ingest.audio (AAC configuration, encoder, placement on the video timeline), the segmenter's AudioTrack,
-and the raw segment's second (AAC) track, each track's tfdt in its own timescale; checked with PyAV and
-ffprobe."""
+"""ingest.codecs.aac (AAC configuration, encoder), ingest.media.audio_path (placement on the video
+timeline), the segmenter's AudioTrack, and the raw segment's second (AAC) track, each track's tfdt in
+its own timescale; checked with PyAV and ffprobe."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from camflow.mp4 import base_media_decode_times, split_init
-from ingest.audio import AacEncoder, AudioConfig, AudioUnit, silent_unit
-from ingest.audio_path import AudioPath
+from ingest.codecs.aac import AacEncoder, AudioConfig, AudioUnit, silent_unit
+from ingest.codecs.h264 import split_annexb
 from ingest.errors import ParseError
-from ingest.h264 import split_annexb
-from ingest.mux import SegmentMuxer
-from ingest.rtp.base import AccessUnit
-from ingest.segmenter import TIMELINE_ORIGIN, AudioSample, AudioTrack, Segmenter
+from ingest.media.audio_path import AudioPath
+from ingest.media.mux import SegmentMuxer
+from ingest.media.segmenter import TIMELINE_ORIGIN, AudioSample, AudioTrack, Segmenter
+from ingest.media.units import AccessUnit
 
 RATE = 48_000
 SILENCE = b"silence"

@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-import ingest.rtsp.connection as connection_module
+import ingest.sources.rtsp.connection as connection_module
 from camflow.events import TOPIC_RAW, RawSegment, decode
 from camflow.mp4 import iter_boxes
 from camflow.tokens import Action, TokenSigner
 from ingest.loadgen import Recording, record_clip, sdp_for
-from ingest.rtp.packet import ReceiverReport, RtpExtension, RtpPacket, SenderReport
-from ingest.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
 from ingest.service import build_rtsp_server
+from ingest.sources.rtp.packet import ReceiverReport, RtpExtension, RtpPacket, SenderReport
+from ingest.sources.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
 from tests.process import make_clip
 
 SSRC = 0x5EED0001

@@ -5,8 +5,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from ingest.rtp.base import AccessUnit
-from ingest.segmenter import MAX_SEGMENT_SECONDS, TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.segmenter import MAX_SEGMENT_SECONDS, TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.units import AccessUnit
 
 FRAME = TIMESCALE // 30  # 3000 ticks at 30 fps
 CAMERA_BASE = 3_735_928_559  # a camera's unwrapped RTP timestamp of its first frame
