@@ -117,7 +117,16 @@ async def measure(streams: int, loops: int, speed: float, profile: bool) -> None
     rec = Recording.load(cache_dir() / "bench-720p30-2mbps.rtp")
     signer = TokenSigner(b"x" * 32)
     bus = SinkBus(count_frames=True)
-    server = build_rtsp_server(bus, signer, host="127.0.0.1", port=0)
+    server = build_rtsp_server(
+        bus,
+        signer,
+        host="127.0.0.1",
+        port=0,
+        segment_target=2.0,
+        session_timeout=60,
+        handshake_timeout=10.0,
+        max_connections=1024,
+    )
     port = await server.start()
     units: list[int] = []
     end_publisher = server.end_publisher

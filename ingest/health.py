@@ -98,7 +98,7 @@ class IngestHealth:
         rtsp: RtspServer | None = None,
         whip: Callable[[], Iterable[Publisher]] | None = None,
         pull_clients: Callable[[], Iterable[PullClient]] | None = None,
-        segment_target: float = 2.0,
+        segment_target: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus

@@ -131,7 +131,7 @@ def idr(pts: int) -> AccessUnit:
 
 
 def test_audio_is_placed_by_sender_reports() -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     segmenter.push(idr(1_000_000))  # video pts 1_000_000 is the timeline origin (1 s)
     clock = iter(np.arange(100, 200, 0.01)).__next__
     path = AudioPath(AudioConfig.aac_lc(RATE, 2), segmenter, clock=lambda: float(clock()))
@@ -145,7 +145,7 @@ def test_audio_is_placed_by_sender_reports() -> None:
 
 
 def test_audio_is_placed_by_arrival_without_sender_reports() -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     segmenter.push(idr(123_456))
     now = [10.0]
     path = AudioPath(AudioConfig.aac_lc(RATE, 2), segmenter, clock=lambda: now[0])
@@ -158,7 +158,7 @@ def test_audio_is_placed_by_arrival_without_sender_reports() -> None:
 
 
 def test_segments_wait_for_their_audio() -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     now = [0.0]
     path = AudioPath(AudioConfig.aac_lc(RATE, 1), segmenter, clock=lambda: now[0])
     cuts = []
@@ -227,7 +227,7 @@ def h264_units(tmp_path_factory: pytest.TempPathFactory) -> list[AccessUnit]:
 
 
 def test_raw_segment_has_an_aac_track_with_its_own_tfdt(h264_units: list[AccessUnit], tmp_path: Path) -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     config = AudioConfig.aac_lc(44100, 2)
     path = AudioPath(config, segmenter, clock=lambda: 0.0)
     encoder = AacEncoder(44100, 2)

@@ -160,7 +160,16 @@ def chunks(data: bytes, sizes: Sequence[int]) -> list[bytes]:
 async def serve() -> tuple[object, SegmentSink, TokenSigner]:
     sink = SegmentSink()
     signer = TokenSigner(b"k" * 32)
-    server = build_rtsp_server(sink, signer, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+    server = build_rtsp_server(  # type: ignore[arg-type]
+        sink,
+        signer,
+        host="127.0.0.1",
+        port=0,
+        segment_target=2.0,
+        session_timeout=60,
+        handshake_timeout=10.0,
+        max_connections=1024,
+    )
     await server.start()
     return server, sink, signer
 

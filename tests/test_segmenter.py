@@ -123,7 +123,7 @@ def test_flush_returns_the_partial_segment() -> None:
 def test_flush_of_a_single_unit_and_of_nothing() -> None:
     seg, _ = run([unit(0, True)])
     assert [(s.duration, len(s.samples)) for s in seg.flush()] == [(FRAME, 1)]
-    assert Segmenter().flush() == []
+    assert Segmenter(target=2.0).flush() == []
     only_p, _ = run(stream(5, idr_every=60, first=10))
     assert only_p.flush() == [] and only_p.counters.dropped_before_idr == 5
 

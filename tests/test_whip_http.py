@@ -51,7 +51,10 @@ async def whip() -> AsyncIterator[Whip]:
     await bus.start()
     signer = TokenSigner(b"k" * 32)
     service = WhipService(
-        bus, signer, policy=POLICY, limits=SessionLimits(connect_timeout=2, media_timeout=2)
+        bus,
+        signer,
+        policy=POLICY,
+        limits=SessionLimits(segment_target=2.0, connect_timeout=2, media_timeout=2),
     )
     root = web.Application()
     root.add_subapp(PREFIX, service.app())

@@ -46,7 +46,7 @@ def encoded(codec: str, frames: int, size: tuple[int, int] = (320, 240), gop: in
 
 
 def vp8_segments(frames: list[bytes], first_pts: int) -> list[CutSegment]:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     segments = []
     for i, data in enumerate(frames):
         segments += segmenter.push(vp8_unit(data, first_pts + i * 3000))

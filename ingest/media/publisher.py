@@ -85,7 +85,7 @@ class Publisher:
         self.bus = bus
         self.stream = stream
         self.epoch = epoch or new_epoch()
-        self.segmenter = Segmenter(segment_target)
+        self.segmenter = Segmenter(target=segment_target)
         self.muxer = muxer_for(codec)
         self.audio: AudioPath | None = None  # set by attach_audio when the stream has audio
         self._source_counters = tuple(counters)

@@ -35,7 +35,6 @@ from ingest.media.units import AccessUnit
 
 TIMESCALE = 90_000
 TIMELINE_ORIGIN = TIMESCALE  # 1 s
-DEFAULT_TARGET = 2.0
 MAX_SEGMENT_SECONDS = 30.0  # a camera whose IDRs never come is cut anyway (the next unit is not an IDR)
 MAX_FORWARD_JUMP = 10.0  # seconds: a bigger step forward between units is a new timeline
 BACKWARD_TOLERANCE = 0.5  # seconds: a bigger step back than this (and than 2 D) is a new timeline
@@ -94,7 +93,7 @@ class _Pending:
 
 
 class Segmenter:
-    def __init__(self, target: float = DEFAULT_TARGET, timescale: int = TIMESCALE) -> None:
+    def __init__(self, *, target: float, timescale: int = TIMESCALE) -> None:
         if target <= 0:
             raise ValueError(f"segment target duration {target} s, expected > 0")
         self.target_ticks = round(target * timescale)

@@ -276,7 +276,7 @@ class Backoff:
 class PullClient:
     bus: Bus
     source: PullSource
-    segment_target: float = 2.0
+    segment_target: float  # its default is the --segment-duration flag's
     backoff: Backoff = field(default_factory=Backoff)
     open_timeout: float = 5.0
     read_timeout: float = 5.0
@@ -433,7 +433,7 @@ class PullClient:
 class PullSources:
     """Every configured pull source, each in its own task; ``stop`` flushes and ends them all."""
 
-    def __init__(self, bus: Bus, sources: Sequence[PullSource], *, segment_target: float = 2.0) -> None:
+    def __init__(self, bus: Bus, sources: Sequence[PullSource], *, segment_target: float) -> None:
         check_unique(sources)
         self.clients = [PullClient(bus, s, segment_target) for s in sources]
         self._tasks: list[asyncio.Task[None]] = []

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = get_logger("ingest.sources.rtsp")
 SWEEP_SECONDS = 1.0
-DEFAULT_MAX_CONNECTIONS = 1024
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
 class RtspServer:
@@ -42,14 +40,16 @@ class RtspServer:
         authorize: Callable[[AuthRequest], bool],
         *,
         host: str = "127.0.0.1",
-        port: int = 8554,
-        segment_target: float = 2.0,
-        session_timeout: int = 60,
+        port: int,
+        segment_target: float,
+        session_timeout: int,
+        handshake_timeout: float,
+        max_connections: int,
         challenges: Callable[[], tuple[str, ...]] = basic_only,
         udp_ports: tuple[int, int] | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        """``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout`` and
+        ``max_connections`` have their defaults where the flags are defined (the CLI's args)."""
         self.bus = bus
         self.authorize = authorize
         self.challenges = challenges

@@ -74,13 +74,13 @@ class WhipService:
         signer: TokenSigner,
         *,
         policy: IcePolicy | None = None,
-        limits: SessionLimits | None = None,
+        limits: SessionLimits,
         max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.bus = bus
         self.signer = signer
         self.policy = policy or IcePolicy()
-        self.limits = limits or SessionLimits()
+        self.limits = limits
         self.max_sessions = max_sessions
         self.sessions: dict[str, WhipSession] = {}
         self.refused: dict[int, int] = {}

@@ -38,9 +38,11 @@ PREFERENCE = ("H264", "VP8")  # H.264 first: it is segmented as is, VP8 has to b
 
 @dataclass(frozen=True)
 class SessionLimits:
-    segment_target: float = 2.0
-    connect_timeout: float = 15.0  # offer answered → ICE and DTLS connected
-    media_timeout: float = 10.0  # connected: seconds without a video frame
+    """Defaults where the flags are defined (``--segment-duration``, ``--webrtc-timeout``)."""
+
+    segment_target: float
+    connect_timeout: float  # offer answered → ICE and DTLS connected
+    media_timeout: float  # connected: seconds without a video frame
     health_interval: float = 5.0
 
 
