@@ -31,7 +31,7 @@ import av
 from camflow.errors import ConfigError
 from ingest.codecs.h264 import NAL_PPS, NAL_SPS
 from ingest.media.units import AccessUnit
-from ingest.sources.pull.client import UnitAssembler
+from ingest.sources.pull.assembler import UnitAssembler
 from ingest.sources.rtp.h264 import H264Packetizer
 from ingest.sources.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
 from ingest.sources.rtsp.url import RtspUrl

@@ -19,16 +19,14 @@ from ingest.codecs.h265 import PARAMETER_SETS as H265_PARAMETER_SETS
 from ingest.codecs.h265 import nal_type as h265_type
 from ingest.errors import ParseError
 from ingest.media.units import AccessUnit
-from ingest.sources.pull.assembler import HEVC_SYNTAX, AudioAssembler, PullCounters
-from ingest.sources.pull.client import (
-    Backoff,
-    PullSource,
+from ingest.sources.pull.assembler import (
+    HEVC_SYNTAX,
+    AudioAssembler,
+    PullCounters,
     UnitAssembler,
-    check_unique,
-    load_sources,
     parameter_sets,
-    parse_pull,
 )
+from ingest.sources.pull.client import Backoff, PullSource, check_unique, load_sources, parse_pull
 from tests.process import make_clip
 
 

@@ -40,22 +40,7 @@ from ingest.sources.pull.assembler import (
     AudioAssembler,
     PullCounters,
     UnitAssembler,
-    parameter_sets,
-    split_length_prefixed,
 )
-
-__all__ = [  # the packet-to-unit code moved to ingest.sources.pull.assembler; importable from here as before
-    "Backoff",
-    "PullClient",
-    "PullSource",
-    "PullSources",
-    "UnitAssembler",
-    "check_unique",
-    "load_sources",
-    "parameter_sets",
-    "parse_pull",
-    "split_length_prefixed",
-]
 
 TRANSPORTS = ("tcp", "udp")
 MAX_QUEUED_UNITS = 800  # ~10 s of 30 fps video and 48 kHz AAC waiting for the loop; more are dropped, counted

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ingest.errors import ParseError
 from ingest.media.publisher import PublishStats
@@ -18,9 +17,6 @@ from ingest.media.units import AccessUnit
 from ingest.sources.rtp.base import VideoDepacketizer
 from ingest.sources.rtp.jitter import JitterBuffer
 from ingest.sources.rtp.packet import RtpPacket
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
 
 class RtpVideoTrack:
@@ -41,13 +37,6 @@ class RtpVideoTrack:
         self._stats = stats
         # The per-packet path over TCP skips building an RtpPacket.
         self._push_fields = depacketizer.push_fields if jitter is None else None
-
-    @property
-    def counters(self) -> tuple[DataclassInstance, ...]:
-        """What the depacketizer and the jitter buffer correct, for the media path's ``corrections``."""
-        if self.jitter is None:
-            return (self.depacketizer.counters,)
-        return (self.depacketizer.counters, self.jitter.counters)
 
     def on_rtp(self, data: bytes) -> None:
         """One RTP packet of the video track (sync: called from the connection's read loop)."""
