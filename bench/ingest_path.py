@@ -25,13 +25,14 @@ from bench.ingest_server import SinkBus
 from camflow.log import configure_logging
 from camflow.tokens import Action, TokenSigner
 from ingest.loadgen import TICKS, Recording, sdp_for
-from ingest.publisher import Publisher
-from ingest.rtsp.connection import RtspConnection
-from ingest.rtsp.message import Request, Response, ResponseReader
-from ingest.rtsp.rtcp import ReceptionStats
-from ingest.rtsp.server import depacketizer_for
-from ingest.rtsp.session import PublishSession
+from ingest.media.publisher import Publisher
 from ingest.service import build_rtsp_server
+from ingest.sources.rtp.track import RtpVideoTrack
+from ingest.sources.rtsp.connection import RtspConnection
+from ingest.sources.rtsp.message import Request, Response, ResponseReader
+from ingest.sources.rtsp.rtcp import ReceptionStats
+from ingest.sources.rtsp.session import PublishSession
+from ingest.sources.rtsp.tracks import depacketizer_for, video_codec
 
 
 def interleaved(rec: Recording, loops: int, ssrc: int) -> list[bytes]:
@@ -116,7 +117,16 @@ async def measure(streams: int, loops: int, speed: float, profile: bool) -> None
     rec = Recording.load(cache_dir() / "bench-720p30-2mbps.rtp")
     signer = TokenSigner(b"x" * 32)
     bus = SinkBus(count_frames=True)
-    server = build_rtsp_server(bus, signer, host="127.0.0.1", port=0)
+    server = build_rtsp_server(
+        bus,
+        signer,
+        host="127.0.0.1",
+        port=0,
+        segment_target=2.0,
+        session_timeout=60,
+        handshake_timeout=10.0,
+        max_connections=1024,
+    )
     port = await server.start()
     units: list[int] = []
     end_publisher = server.end_publisher
@@ -173,7 +183,16 @@ def offline(loops: int, repeats: int) -> None:
         conn.session.handle(Request("SETUP", f"{url}/streamid=0", (("CSeq", "2"), ("Transport", transport))))
         video = conn.session.video_track
         assert video is not None
-        conn.publisher = Publisher(SinkBus(), "p0", depacketizer_for(video), queue_segments=1000)
+        depacketizer = depacketizer_for(video)
+        conn.publisher = publisher = Publisher(
+            SinkBus(),
+            "p0",
+            codec=video_codec(video),
+            segment_target=2.0,
+            queue_segments=1000,
+            counters=(depacketizer.counters,),
+        )
+        conn.video_in = RtpVideoTrack(depacketizer, publisher.push_video, publisher.stats)
         conn._routes = {0: conn._video_rtp_route(ReceptionStats(90000))}
         started = time.process_time()
         for i, frame in enumerate(frames):

@@ -76,7 +76,16 @@ def video_samples(fmp4: bytes) -> int:
 
 async def serve(port: int, data_dir: Path) -> None:
     bus = SinkBus(count_frames=True)
-    server = build_rtsp_server(bus, TokenSigner(load_secret(data_dir)), host="127.0.0.1", port=port)
+    server = build_rtsp_server(
+        bus,
+        TokenSigner(load_secret(data_dir)),
+        host="127.0.0.1",
+        port=port,
+        segment_target=2.0,
+        session_timeout=60,
+        handshake_timeout=10.0,
+        max_connections=1024,
+    )
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,9 +26,9 @@ from camflow.events import TOPIC_STREAMS, HealthSample, StreamState, StreamState
 from camflow.health import publish_state
 from camflow.log import get_logger
 from camflow.metrics import Sample, instance_name
-from ingest.publisher import Publisher
-from ingest.pull import PullClient
-from ingest.rtsp.server import RtspServer
+from ingest.media.publisher import Publisher
+from ingest.sources.pull.client import PullClient
+from ingest.sources.rtsp.server import RtspServer
 
 RETIRE_AFTER = 60.0  # seconds an ended session's counters are still read live (its drain), then folded
 KEEP_STATE = 600.0  # seconds an ended stream stays in camflow_stream_state
@@ -98,7 +98,7 @@ class IngestHealth:
         rtsp: RtspServer | None = None,
         whip: Callable[[], Iterable[Publisher]] | None = None,
         pull_clients: Callable[[], Iterable[PullClient]] | None = None,
-        segment_target: float = 2.0,
+        segment_target: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus

@@ -29,12 +29,12 @@ from pathlib import Path
 import av
 
 from camflow.errors import ConfigError
-from ingest.h264 import NAL_PPS, NAL_SPS
-from ingest.pull import UnitAssembler
-from ingest.rtp.base import AccessUnit
-from ingest.rtp.h264 import H264Packetizer
-from ingest.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
-from ingest.rtsp.url import RtspUrl
+from ingest.codecs.h264 import NAL_PPS, NAL_SPS
+from ingest.media.units import AccessUnit
+from ingest.sources.pull.assembler import UnitAssembler
+from ingest.sources.rtp.h264 import H264Packetizer
+from ingest.sources.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
+from ingest.sources.rtsp.url import RtspUrl
 
 MAX_STREAMS = 1000
 MAX_DURATION = 3600.0

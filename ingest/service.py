@@ -18,12 +18,12 @@ from camflow.errors import ConfigError, TokenError
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
 from ingest.errors import ParseError
-from ingest.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
-from ingest.rtsp.headers import DigestCredentials
-from ingest.rtsp.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RtspServer
-from ingest.rtsp.session import AuthRequest
-from ingest.rtsp.udp import parse_port_range
-from ingest.rtsp.url import RtspUrl
+from ingest.sources.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
+from ingest.sources.rtsp.headers import DigestCredentials
+from ingest.sources.rtsp.server import RtspServer
+from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.udp import parse_port_range
+from ingest.sources.rtsp.url import RtspUrl
 
 log = get_logger("ingest")
 DEFAULT_SCHEMES = (AuthScheme.DIGEST, AuthScheme.BASIC)
@@ -89,12 +89,12 @@ def build_rtsp_server(
     *,
     host: str,
     port: int,
-    segment_target: float = 2.0,
-    session_timeout: int = 60,
+    segment_target: float,
+    session_timeout: int,
+    handshake_timeout: float,
+    max_connections: int,
     udp_ports: tuple[int, int] | None = None,
     auth_schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> RtspServer:
     nonces = DigestNonces(signer.derive_key("rtsp-digest-nonce"))
     return RtspServer(

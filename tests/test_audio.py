@@ -1,6 +1,6 @@
-"""ingest.audio (AAC configuration, encoder, placement on the video timeline), the segmenter's AudioTrack,
-and the raw segment's second (AAC) track, each track's tfdt in its own timescale; checked with PyAV and
-ffprobe."""
+"""ingest.codecs.aac (AAC configuration, encoder), ingest.media.audio_path (placement on the video
+timeline), the segmenter's AudioTrack, and the raw segment's second (AAC) track, each track's tfdt in
+its own timescale; checked with PyAV and ffprobe."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from camflow.mp4 import base_media_decode_times, split_init
-from ingest.audio import AacEncoder, AudioConfig, AudioUnit, silent_unit
-from ingest.audio_path import AudioPath
+from ingest.codecs.aac import AacEncoder, AudioConfig, AudioUnit, silent_unit
+from ingest.codecs.h264 import split_annexb
 from ingest.errors import ParseError
-from ingest.h264 import split_annexb
-from ingest.mux import SegmentMuxer
-from ingest.rtp.base import AccessUnit
-from ingest.segmenter import TIMELINE_ORIGIN, AudioSample, AudioTrack, Segmenter
+from ingest.media.audio_path import AudioPath
+from ingest.media.mux import SegmentMuxer
+from ingest.media.segmenter import TIMELINE_ORIGIN, AudioSample, AudioTrack, Segmenter
+from ingest.media.units import AccessUnit
 
 RATE = 48_000
 SILENCE = b"silence"
@@ -131,7 +131,7 @@ def idr(pts: int) -> AccessUnit:
 
 
 def test_audio_is_placed_by_sender_reports() -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     segmenter.push(idr(1_000_000))  # video pts 1_000_000 is the timeline origin (1 s)
     clock = iter(np.arange(100, 200, 0.01)).__next__
     path = AudioPath(AudioConfig.aac_lc(RATE, 2), segmenter, clock=lambda: float(clock()))
@@ -145,7 +145,7 @@ def test_audio_is_placed_by_sender_reports() -> None:
 
 
 def test_audio_is_placed_by_arrival_without_sender_reports() -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     segmenter.push(idr(123_456))
     now = [10.0]
     path = AudioPath(AudioConfig.aac_lc(RATE, 2), segmenter, clock=lambda: now[0])
@@ -158,7 +158,7 @@ def test_audio_is_placed_by_arrival_without_sender_reports() -> None:
 
 
 def test_segments_wait_for_their_audio() -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     now = [0.0]
     path = AudioPath(AudioConfig.aac_lc(RATE, 1), segmenter, clock=lambda: now[0])
     cuts = []
@@ -227,7 +227,7 @@ def h264_units(tmp_path_factory: pytest.TempPathFactory) -> list[AccessUnit]:
 
 
 def test_raw_segment_has_an_aac_track_with_its_own_tfdt(h264_units: list[AccessUnit], tmp_path: Path) -> None:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     config = AudioConfig.aac_lc(44100, 2)
     path = AudioPath(config, segmenter, clock=lambda: 0.0)
     encoder = AacEncoder(44100, 2)

@@ -17,7 +17,7 @@ import av
 import m3u8
 import pytest
 
-from ingest.audio import AudioConfig
+from ingest.codecs.aac import AudioConfig
 from tests.process import Camflow, camflow_run, stop_process
 from tests.test_pipeline_functional import backend_args, fetch, wait_for_ended
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.rtsp.message import Response, ResponseReader
+from ingest.sources.rtsp.message import Response, ResponseReader
 from tests.process import Camflow, camflow_run, ffmpeg_push, make_clip
 from tests.vectors.rtsp_publish import FFMPEG_5_1_SDP
 

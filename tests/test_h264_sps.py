@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import ParseError
-from ingest.h264 import (
+from ingest.codecs.h264 import (
     NAL_IDR,
     NAL_PPS,
     NAL_SPS,
@@ -21,6 +20,7 @@ from ingest.h264 import (
     remove_emulation_prevention,
     split_annexb,
 )
+from ingest.errors import ParseError
 from tests.vectors.rtsp_publish import FFMPEG_5_1_SPROP, GSTREAMER_1_22_SPROP
 
 

@@ -339,7 +339,7 @@ def test_flags_appear_in_camflow_help(rendered: dict[str, list[Any]]) -> None:
 
 def test_configmap_files_load(rendered: dict[str, list[Any]], tmp_path: Path) -> None:
     """The ladder and the pull sources the chart writes are read by the code that reads them."""
-    from ingest.pull import load_sources
+    from ingest.sources.pull.client import load_sources
     from transcode.ladder import load_ladder_file
 
     (config,) = of_kind(rendered["all_on"], "ConfigMap")

@@ -8,15 +8,15 @@ import asyncio
 from camflow.bus import LocalBus
 from camflow.events import StreamStateKind
 from ingest.health import IngestHealth
-from ingest.publisher import Publisher
-from ingest.pull import PullClient, PullSource
-from ingest.rtp.h264 import H264Depacketizer
+from ingest.media.mux import H264
+from ingest.media.publisher import Publisher
+from ingest.sources.pull.client import PullClient, PullSource
 
 
 def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_its_error() -> None:
     now = [100.0]
-    client = PullClient(LocalBus(), PullSource("cam8", "rtsp://cam:Secr3t-pw@10.9.9.9:554/live"))
-    health = IngestHealth(LocalBus(), pull_clients=lambda: [client], clock=lambda: now[0])
+    client = PullClient(LocalBus(), PullSource("cam8", "rtsp://cam:Secr3t-pw@10.9.9.9:554/live"), 2.0)
+    health = IngestHealth(LocalBus(), pull_clients=lambda: [client], segment_target=2.0, clock=lambda: now[0])
 
     client.stats.attempts = 1
     (first,) = asyncio.run(health.collect())
@@ -41,8 +41,8 @@ def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_
 
 
 def test_the_session_gauge_is_what_runs_at_the_scrape_not_at_the_last_tick() -> None:
-    publishers = [Publisher(LocalBus(), "wcam", H264Depacketizer())]
-    health = IngestHealth(LocalBus(), whip=lambda: list(publishers))
+    publishers = [Publisher(LocalBus(), "wcam", codec=H264, segment_target=2.0)]
+    health = IngestHealth(LocalBus(), whip=lambda: list(publishers), segment_target=2.0)
 
     def sessions() -> float:
         return sum(

@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-import ingest.rtsp.connection as connection_module
+import ingest.sources.rtsp.connection as connection_module
 from camflow.events import TOPIC_RAW, RawSegment, decode
 from camflow.mp4 import iter_boxes
 from camflow.tokens import Action, TokenSigner
 from ingest.loadgen import Recording, record_clip, sdp_for
-from ingest.rtp.packet import ReceiverReport, RtpExtension, RtpPacket, SenderReport
-from ingest.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
 from ingest.service import build_rtsp_server
+from ingest.sources.rtp.packet import ReceiverReport, RtpExtension, RtpPacket, SenderReport
+from ingest.sources.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
 from tests.process import make_clip
 
 SSRC = 0x5EED0001
@@ -160,7 +160,16 @@ def chunks(data: bytes, sizes: Sequence[int]) -> list[bytes]:
 async def serve() -> tuple[object, SegmentSink, TokenSigner]:
     sink = SegmentSink()
     signer = TokenSigner(b"k" * 32)
-    server = build_rtsp_server(sink, signer, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+    server = build_rtsp_server(  # type: ignore[arg-type]
+        sink,
+        signer,
+        host="127.0.0.1",
+        port=0,
+        segment_target=2.0,
+        session_timeout=60,
+        handshake_timeout=10.0,
+        max_connections=1024,
+    )
     await server.start()
     return server, sink, signer
 

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.rtp.h264 import H264Depacketizer
-from ingest.rtp.jitter import JitterBuffer
-from ingest.rtp.packet import RtpPacket
+from ingest.sources.rtp.h264 import H264Depacketizer
+from ingest.sources.rtp.jitter import JitterBuffer
+from ingest.sources.rtp.packet import RtpPacket
 
 FUZZ = settings(database=None, max_examples=300, deadline=None)
 P = bytes.fromhex("419a0011")  # an H.264 P slice

@@ -8,9 +8,9 @@ import pytest
 
 from camflow.errors import ConfigError
 from ingest.loadgen import Recording, check_target, record_clip, sdp_for
-from ingest.rtp.h264 import H264Depacketizer
-from ingest.rtp.packet import RtpPacket
-from ingest.rtsp.sdp import SessionDescription
+from ingest.sources.rtp.h264 import H264Depacketizer
+from ingest.sources.rtp.packet import RtpPacket
+from ingest.sources.rtsp.sdp import SessionDescription
 from tests.process import make_clip
 
 

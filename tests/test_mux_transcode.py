@@ -11,10 +11,10 @@ import av.bitstream
 import pytest
 
 from camflow.mp4 import base_media_decode_times, split_init
-from ingest.h264 import NAL_IDR, nal_type, split_annexb
-from ingest.mux import SegmentMuxer
-from ingest.rtp.base import AccessUnit
-from ingest.segmenter import TIMESCALE, CutSegment, Segmenter
+from ingest.codecs.h264 import NAL_IDR, nal_type, split_annexb
+from ingest.media.mux import SegmentMuxer
+from ingest.media.segmenter import TIMESCALE, CutSegment, Segmenter
+from ingest.media.units import AccessUnit
 from transcode.errors import BadSegment
 from transcode.ladder import SOURCE, Rung
 from transcode.renditions import RenditionMedia, transcode_segment

@@ -13,22 +13,20 @@ import av
 import pytest
 
 from camflow.errors import ConfigError
-from ingest.audio import AudioConfig, AudioUnit
+from ingest.codecs.aac import AudioConfig, AudioUnit
+from ingest.codecs.h264 import NAL_IDR, NAL_PPS, NAL_SPS, join_annexb, split_annexb
+from ingest.codecs.h265 import PARAMETER_SETS as H265_PARAMETER_SETS
+from ingest.codecs.h265 import nal_type as h265_type
 from ingest.errors import ParseError
-from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, join_annexb, split_annexb
-from ingest.h265 import PARAMETER_SETS as H265_PARAMETER_SETS
-from ingest.h265 import nal_type as h265_type
-from ingest.pull import (
-    Backoff,
-    PullSource,
+from ingest.media.units import AccessUnit
+from ingest.sources.pull.assembler import (
+    HEVC_SYNTAX,
+    AudioAssembler,
+    PullCounters,
     UnitAssembler,
-    check_unique,
-    load_sources,
     parameter_sets,
-    parse_pull,
 )
-from ingest.pull_media import HEVC_SYNTAX, AudioAssembler, PullCounters
-from ingest.rtp.base import AccessUnit
+from ingest.sources.pull.client import Backoff, PullSource, check_unique, load_sources, parse_pull
 from tests.process import make_clip
 
 

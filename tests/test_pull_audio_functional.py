@@ -16,7 +16,7 @@ import m3u8
 import numpy as np
 import pytest
 
-from ingest.audio import AAC_FRAME
+from ingest.codecs.aac import AAC_FRAME
 from tests.process import camflow_run, free_port, stop_process
 from tests.test_pipeline_functional import fetch, wait_for_ended
 from tests.test_pull_functional import events, gst_rtsp_available, rtsp_server, wait_until

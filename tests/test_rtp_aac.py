@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.audio import AudioConfig, AudioUnit, audio_depacketizer_for
+from ingest.codecs.aac import AudioConfig, AudioUnit
 from ingest.errors import ParseError
-from ingest.rtp.aac import AacDepacketizer, AacPacketizer, LatmDepacketizer, parse_stream_mux_config
-from ingest.rtp.packet import RtpPacket
+from ingest.sources.rtp.aac import AacDepacketizer, AacPacketizer, LatmDepacketizer, parse_stream_mux_config
+from ingest.sources.rtp.audio import audio_depacketizer_for
+from ingest.sources.rtp.packet import RtpPacket
 from tests.vectors.audio_rtp import adts_frames, media, packets
 
 FUZZ = settings(database=None, max_examples=300, deadline=None)

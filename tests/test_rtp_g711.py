@@ -16,12 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.audio import AudioUnit, audio_depacketizer_for
+from ingest.codecs.aac import AudioUnit
+from ingest.codecs.g711 import PCMA, PCMU, decode, encode
 from ingest.errors import ParseError
-from ingest.rtp.g711 import PCMA, PCMU, G711Depacketizer, G711ToAac, decode, encode
-from ingest.rtp.packet import RtpPacket
-from ingest.rtsp.sdp import SessionDescription
-from ingest.rtsp.session import Track
+from ingest.sources.rtp.audio import audio_depacketizer_for
+from ingest.sources.rtp.g711 import G711Depacketizer, G711ToAac
+from ingest.sources.rtp.packet import RtpPacket
+from ingest.sources.rtsp.sdp import SessionDescription
+from ingest.sources.rtsp.session import Track
 from tests.vectors.audio_rtp import media, packets
 
 FUZZ = settings(database=None, max_examples=300, deadline=None)

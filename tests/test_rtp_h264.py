@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.codecs.h264 import NAL_IDR, NAL_PPS, NAL_SPS, is_vcl, nal_type, split_annexb
 from ingest.errors import ParseError
-from ingest.h264 import NAL_IDR, NAL_PPS, NAL_SPS, is_vcl, nal_type, split_annexb
-from ingest.rtp.base import AccessUnit, Depacketizer, TimestampUnwrapper
-from ingest.rtp.h264 import H264Depacketizer, H264Packetizer, parse_sprop_parameter_sets
-from ingest.rtp.packet import RtpPacket
+from ingest.media.units import AccessUnit
+from ingest.sources.rtp.base import Depacketizer, TimestampUnwrapper
+from ingest.sources.rtp.h264 import H264Depacketizer, H264Packetizer, parse_sprop_parameter_sets
+from ingest.sources.rtp.packet import RtpPacket
 from tests.vectors.rtsp_publish import FFMPEG_5_1_SPROP
 
 FUZZ = settings(database=None, max_examples=300, deadline=None)

@@ -12,16 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.codecs.h264 import join_annexb, split_annexb
+from ingest.codecs.h265 import NAL_PPS, NAL_SPS, NAL_VPS, PARAMETER_SETS, is_irap, nal_type
 from ingest.errors import ParseError
-from ingest.h264 import join_annexb, split_annexb
-from ingest.h265 import NAL_PPS, NAL_SPS, NAL_VPS, PARAMETER_SETS, is_irap, nal_type
-from ingest.rtp.base import AccessUnit, Depacketizer
-from ingest.rtp.h264 import H264Depacketizer
-from ingest.rtp.h265 import H265Depacketizer, H265Packetizer, parse_sprop_parameter_sets
-from ingest.rtp.packet import RtpPacket
-from ingest.rtsp.sdp import SessionDescription
-from ingest.rtsp.server import depacketizer_for
-from ingest.rtsp.session import Track
+from ingest.media.units import AccessUnit
+from ingest.sources.rtp.base import Depacketizer
+from ingest.sources.rtp.h264 import H264Depacketizer
+from ingest.sources.rtp.h265 import H265Depacketizer, H265Packetizer, parse_sprop_parameter_sets
+from ingest.sources.rtp.packet import RtpPacket
+from ingest.sources.rtsp.sdp import SessionDescription
+from ingest.sources.rtsp.session import Track
+from ingest.sources.rtsp.tracks import depacketizer_for
 from tests.vectors.pcap import udp_payloads
 
 FUZZ = settings(database=None, max_examples=300, deadline=None)
@@ -372,7 +373,7 @@ def test_fuzz_fmtp_only_parse_error(fmtp: dict[str, str]) -> None:
         H265Depacketizer(fmtp)
 
 
-# The SDP chooses the depacketizer (ingest/rtsp/server.py).
+# The SDP chooses the depacketizer (ingest/sources/rtsp/server.py).
 def announced(sdp_media: str) -> Track:
     sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n" + sdp_media
     return Track(0, SessionDescription.parse(sdp).media[0], "trackID=0")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import ParseError
-from ingest.rtp.packet import (
+from ingest.sources.rtp.packet import (
     ReceiverReport,
     ReportBlock,
     RtcpPacket,

@@ -8,10 +8,10 @@ import pytest
 from camflow.errors import ConfigError
 from camflow.tokens import Action, TokenSigner
 from ingest.errors import ParseError
-from ingest.rtsp.auth import AuthScheme, Challenger, DigestNonces, parse_schemes
-from ingest.rtsp.headers import DigestCredentials, digest_response, parse_authorization
-from ingest.rtsp.session import AuthRequest
 from ingest.service import token_authorizer
+from ingest.sources.rtsp.auth import AuthScheme, Challenger, DigestNonces, parse_schemes
+from ingest.sources.rtsp.headers import DigestCredentials, digest_response, parse_authorization
+from ingest.sources.rtsp.session import AuthRequest
 from tests.vectors import rtsp_auth as v
 
 SIGNER = TokenSigner(v.SECRET)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import ParseError
-from ingest.rtsp.headers import (
+from ingest.sources.rtsp.headers import (
     BasicCredentials,
     Challenge,
     DigestCredentials,
@@ -19,7 +19,7 @@ from ingest.rtsp.headers import (
     parse_auth_params,
     parse_authorization,
 )
-from ingest.rtsp.message import Request
+from ingest.sources.rtsp.message import Request
 from tests.vectors.rtsp_publish import FFMPEG_5_1_SETUP, GSTREAMER_1_22_SETUP, GSTREAMER_1_22_UDP_TRANSPORT
 
 FUZZ = settings(database=None, max_examples=300)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import ParseError
-from ingest.rtsp.message import (
+from ingest.sources.rtsp.message import (
     InterleavedFrame,
     MessageReader,
     Request,

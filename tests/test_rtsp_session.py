@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ingest.rtsp.auth import AuthScheme, Challenger, DigestNonces
-from ingest.rtsp.headers import Challenge, TransportSpec
-from ingest.rtsp.message import Request, Response
-from ingest.rtsp.session import AuthRequest, PublishSession, State, Track
+from ingest.sources.rtsp.auth import AuthScheme, Challenger, DigestNonces
+from ingest.sources.rtsp.headers import Challenge, TransportSpec
+from ingest.sources.rtsp.message import Request, Response
+from ingest.sources.rtsp.session import AuthRequest, PublishSession, State, Track
 from tests.vectors import rtsp_auth, rtsp_publish
 
 

@@ -13,9 +13,9 @@ import pytest
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_RAW, RawSegment, decode
 from ingest.errors import ParseError
-from ingest.publisher import Publisher
-from ingest.rtp.h264 import H264Depacketizer
-from ingest.rtp.packet import (
+from ingest.media.mux import H264
+from ingest.media.publisher import Publisher
+from ingest.sources.rtp.packet import (
     NTP_UNIX_OFFSET,
     RTCP_RR,
     RTCP_SDES,
@@ -25,8 +25,8 @@ from ingest.rtp.packet import (
     SenderReport,
     SourceDescription,
 )
-from ingest.rtsp.rtcp import ReceptionStats, receiver_report
-from ingest.rtsp.udp import UdpPortPool, UdpStats, UdpTrackLink, parse_port_range
+from ingest.sources.rtsp.rtcp import ReceptionStats, receiver_report
+from ingest.sources.rtsp.udp import UdpPortPool, UdpStats, UdpTrackLink, parse_port_range
 from tests.test_mux_transcode import access_units, make_clip
 
 
@@ -207,12 +207,12 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> list:  # type: ignore[typ
 async def publish(units: list, sender_report: tuple[float, int] | None) -> list[RawSegment]:  # type: ignore[type-arg]
     bus = LocalBus()
     consumer = await bus.subscribe([TOPIC_RAW], "test")
-    publisher = Publisher(bus, "cam1", H264Depacketizer(None), segment_target=2.0)
+    publisher = Publisher(bus, "cam1", codec=H264, segment_target=2.0)
     await publisher.start()
     if sender_report is not None:
-        publisher.on_sender_report(*sender_report)
+        publisher.sender_report(*sender_report)
     for unit in units:
-        publisher.on_unit(unit)
+        publisher.push_video(unit)
     await publisher.close("test")
     segments = []
     while (message := await consumer.get(timeout=0.1)) is not None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from ingest.errors import ParseError
-from ingest.rtsp.message import Request
-from ingest.rtsp.url import RtspUrl, SetupTarget, parse_query, split_setup_url
+from ingest.sources.rtsp.message import Request
+from ingest.sources.rtsp.url import RtspUrl, SetupTarget, parse_query, split_setup_url
 from tests.vectors.rtsp_publish import FFMPEG_5_1_SETUP, GSTREAMER_1_22_SETUP
 
 

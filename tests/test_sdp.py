@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import ParseError
-from ingest.rtsp.sdp import RtpMap, SessionDescription, parse_fmtp_params
+from ingest.sources.rtsp.sdp import RtpMap, SessionDescription, parse_fmtp_params
 from tests.vectors.rtsp_publish import (
     FFMPEG_5_1_SDP,
     FFMPEG_5_1_SPROP,

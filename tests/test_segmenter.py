@@ -5,8 +5,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from ingest.rtp.base import AccessUnit
-from ingest.segmenter import MAX_SEGMENT_SECONDS, TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.segmenter import MAX_SEGMENT_SECONDS, TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.units import AccessUnit
 
 FRAME = TIMESCALE // 30  # 3000 ticks at 30 fps
 CAMERA_BASE = 3_735_928_559  # a camera's unwrapped RTP timestamp of its first frame
@@ -123,7 +123,7 @@ def test_flush_returns_the_partial_segment() -> None:
 def test_flush_of_a_single_unit_and_of_nothing() -> None:
     seg, _ = run([unit(0, True)])
     assert [(s.duration, len(s.samples)) for s in seg.flush()] == [(FRAME, 1)]
-    assert Segmenter().flush() == []
+    assert Segmenter(target=2.0).flush() == []
     only_p, _ = run(stream(5, idr_every=60, first=10))
     assert only_p.flush() == [] and only_p.counters.dropped_before_idr == 5
 

@@ -22,15 +22,17 @@ from structlog.testing import capture_logs
 
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_RAW, RawSegment, decode
-from ingest import h264, h265
-from ingest.mux import HEVC, SegmentMuxer
-from ingest.publisher import Publisher
-from ingest.rtp.base import AccessUnit, NalDepacketizer
-from ingest.rtp.h264 import H264Depacketizer, H264Packetizer
-from ingest.rtp.h265 import H265Depacketizer, H265Packetizer
-from ingest.rtp.jitter import JitterBuffer
-from ingest.rtp.packet import RtpPacket
-from ingest.segmenter import MAX_FORWARD_JUMP, TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.codecs import h264, h265
+from ingest.media.mux import H264, HEVC, SegmentMuxer
+from ingest.media.publisher import Publisher
+from ingest.media.segmenter import MAX_FORWARD_JUMP, TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.units import AccessUnit
+from ingest.sources.rtp.base import NalDepacketizer
+from ingest.sources.rtp.h264 import H264Depacketizer, H264Packetizer
+from ingest.sources.rtp.h265 import H265Depacketizer, H265Packetizer
+from ingest.sources.rtp.jitter import JitterBuffer
+from ingest.sources.rtp.packet import RtpPacket
+from ingest.sources.rtp.track import RtpVideoTrack
 
 FPS = 25
 FRAME = TIMESCALE // FPS
@@ -281,11 +283,15 @@ async def test_publisher_over_udp_corrects_reorders_jumps_and_counts(avc: list[A
     del packets[lost]  # one packet of a P frame of the first GOP
     bus = LocalBus(queue_size=64)
     consumer = await bus.subscribe([TOPIC_RAW], "test")
-    publisher = Publisher(bus, "cam9", H264Depacketizer(), jitter=JitterBuffer())
+    depacketizer, jitter = H264Depacketizer(), JitterBuffer()
+    counters = (depacketizer.counters, jitter.counters)
+    publisher = Publisher(bus, "cam9", codec=H264, segment_target=2.0, counters=counters)
+    track = RtpVideoTrack(depacketizer, publisher.push_video, publisher.stats, jitter=jitter)
     with capture_logs() as logs:
         await publisher.start()
         for packet in packets:
-            publisher.on_rtp(bytes(packet))
+            track.on_rtp(bytes(packet))
+        track.flush()
         await publisher.close("teardown")
     events = []
     while (msg := await consumer.get(timeout=0.1)) is not None:

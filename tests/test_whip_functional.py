@@ -3,7 +3,7 @@
 with the published duration.
 
 FFmpeg 8.1's muxer offers ``a=setup:passive`` and a P-224 certificate: this passing is the DTLS
-interop fix of ingest/whip/dtls.py (stock publisher, no certificate given to it).
+interop fix of ingest/sources/whip/dtls.py (stock publisher, no certificate given to it).
 """
 
 from __future__ import annotations

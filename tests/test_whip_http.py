@@ -20,9 +20,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_STREAMS, StreamState, StreamStateKind, decode
 from camflow.tokens import Action, TokenSigner
-from ingest.whip.http import PREFIX, WhipService
-from ingest.whip.ice import IcePolicy, announce, install
-from ingest.whip.session import SessionLimits
+from ingest.sources.whip.http import PREFIX, WhipService
+from ingest.sources.whip.ice import IcePolicy, announce, install
+from ingest.sources.whip.session import SessionLimits
 from tests.process import free_port
 
 PORTS = (41000, 41099)
@@ -51,7 +51,10 @@ async def whip() -> AsyncIterator[Whip]:
     await bus.start()
     signer = TokenSigner(b"k" * 32)
     service = WhipService(
-        bus, signer, policy=POLICY, limits=SessionLimits(connect_timeout=2, media_timeout=2)
+        bus,
+        signer,
+        policy=POLICY,
+        limits=SessionLimits(segment_target=2.0, connect_timeout=2, media_timeout=2),
     )
     root = web.Application()
     root.add_subapp(PREFIX, service.app())

@@ -14,12 +14,14 @@ import pytest
 
 from camflow.errors import ConfigError
 from camflow.mp4 import base_media_decode_times
-from ingest.audio import AacEncoder
+from ingest.codecs.aac import AacEncoder
+from ingest.codecs.vp8 import ivf, vp8_size
 from ingest.errors import ParseError
-from ingest.segmenter import TIMESCALE, AudioSample, CutSegment, Segmenter
-from ingest.whip.audio import OPUS_RATE, OpusToAac
-from ingest.whip.ice import check_announce_ip, parse_webrtc_ports
-from ingest.whip.media import Vp8Muxer, h264_unit, ivf, vp8_size, vp8_unit
+from ingest.media.mux import Vp8Muxer
+from ingest.media.segmenter import TIMESCALE, AudioSample, CutSegment, Segmenter
+from ingest.sources.whip.audio import OPUS_RATE, OpusToAac
+from ingest.sources.whip.ice import check_announce_ip, parse_webrtc_ports
+from ingest.sources.whip.media import h264_unit, vp8_unit
 from transcode.ladder import parse_ladder
 from transcode.renditions import AUDIO_NAME, transcode_segment
 
@@ -44,7 +46,7 @@ def encoded(codec: str, frames: int, size: tuple[int, int] = (320, 240), gop: in
 
 
 def vp8_segments(frames: list[bytes], first_pts: int) -> list[CutSegment]:
-    segmenter = Segmenter(1.0)
+    segmenter = Segmenter(target=1.0)
     segments = []
     for i, data in enumerate(frames):
         segments += segmenter.push(vp8_unit(data, first_pts + i * 3000))

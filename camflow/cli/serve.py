@@ -24,8 +24,8 @@ from camflow.store import FileStore, Store
 from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
-    from ingest.pull import PullSource
-    from ingest.whip.http import WhipService
+    from ingest.sources.pull.client import PullSource
+    from ingest.sources.whip.http import WhipService
 
 log = get_logger("cli")
 
@@ -119,7 +119,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             feed = observed.edge_feed()
             edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
             if whip is not None:
-                from ingest.whip.http import PREFIX
+                from ingest.sources.whip.http import PREFIX
 
                 edge.mount(PREFIX, whip.app())  # WHIP on the edge's HTTP port
             await edge.start()
@@ -151,12 +151,12 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
             if whip is not None:
                 if "edge" not in roles:
-                    from ingest.whip.http import serve_whip
+                    from ingest.sources.whip.http import serve_whip
 
                     stoppers.insert(0, await serve_whip(whip, args.host, args.http_port))
                 stoppers.insert(0, whip.stop)
             if pull_sources:
-                from ingest.pull import PullSources
+                from ingest.sources.pull.client import PullSources
 
                 pulls = PullSources(bus, pull_sources, segment_target=args.segment_duration)
                 await pulls.start()
@@ -283,10 +283,10 @@ class _Observed:
 
 def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None) -> WhipService:
     """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
-    import ingest.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
-    from ingest.whip.http import WhipService
-    from ingest.whip.ice import IcePolicy, check_announce_ip, install, parse_webrtc_ports
-    from ingest.whip.session import SessionLimits
+    import ingest.sources.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
+    from ingest.sources.whip.http import WhipService
+    from ingest.sources.whip.ice import IcePolicy, check_announce_ip, install, parse_webrtc_ports
+    from ingest.sources.whip.session import SessionLimits
 
     assert bus is not None and signer is not None
     addresses = () if args.host in WILDCARD else (args.host,)
@@ -305,7 +305,7 @@ def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
     """``--pull`` and ``--sources``, checked before anything starts (a bad one is a ConfigError)."""
     if not (args.pull or args.sources):
         return []
-    from ingest.pull import check_unique, load_sources, parse_pull
+    from ingest.sources.pull.client import check_unique, load_sources, parse_pull
 
     sources = [parse_pull(text) for text in args.pull or []]
     if args.sources:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from ingest.rtp.packet import RtpPacket
-from ingest.rtsp.sdp import MediaDescription, SessionDescription
+from ingest.sources.rtp.packet import RtpPacket
+from ingest.sources.rtsp.sdp import MediaDescription, SessionDescription
 
 HERE = Path(__file__).parent
 

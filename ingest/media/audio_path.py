@@ -1,0 +1,127 @@
+"""A publish session's audio path: AAC units placed on the video's epoch timeline (by RTCP sender
+reports, or by arrival), held until each video segment's audio is in, and handed to the segments."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit, silent_unit
+from ingest.media.segmenter import TIMESCALE, AudioSample, AudioTrack, CutSegment, Segmenter, audio_ticks
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class AudioPath:
+    """A publish session's audio: units in, placed on the video's epoch timeline, handed to segments.
+
+    Placement: when the camera sent RTCP sender reports for both tracks, an audio unit goes where its
+    wall-clock time puts it on the video's RTP clock; otherwise the first unit is placed by arrival
+    (the latest IDR's pts plus the time since it arrived). Later units follow their own clock exactly;
+    an audio timestamp jump of more than 1 s, or a video timeline rebase, places the next unit afresh.
+
+    Segments wait here (``segments``) until the audio reaches their end, or for ``HOLD_SECONDS``.
+    """
+
+    HOLD_SECONDS = 1.0
+    JUMP_SECONDS = 1.0
+
+    def __init__(
+        self,
+        config: AudioConfig,
+        segmenter: Segmenter,
+        *,
+        clock_rate: int | None = None,
+        counters: AudioCounters | None = None,
+        video_clock_rate: int = TIMESCALE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock_rate``: the clock the audio sender reports count in (an RTP track's clock, default
+        the sample rate); ``counters``: the source's audio corrections, for the publisher's report."""
+        self.config = config
+        self.counters = counters if counters is not None else AudioCounters()
+        self.track = AudioTrack(config.sample_rate, silent_unit(config.sample_rate, config.channels))
+        self._segmenter = segmenter
+        self._video_rate = video_clock_rate
+        self._clock = clock
+        self._rtp_rate = clock_rate if clock_rate is not None else config.sample_rate
+        self._anchor: tuple[int, int] | None = None  # (unit pts, audio ticks on the timeline)
+        self._next_pts: int | None = None
+        self._idr: tuple[int, float] | None = None  # (pts, arrival) of the latest video IDR
+        self._video_sr: tuple[float, int] | None = None
+        self._audio_sr: tuple[float, int] | None = None
+        self._held: list[tuple[CutSegment, float]] = []
+
+    # --- in ----------------------------------------------------------------------------------------
+
+    def on_unit(self, unit: AudioUnit) -> list[CutSegment]:
+        if self._segmenter.base is None:
+            return []  # no video timeline yet
+        if (
+            self._anchor is None
+            or self._next_pts is None
+            or abs(unit.pts - self._next_pts) > (self.JUMP_SECONDS * self.config.sample_rate)
+        ):
+            self._anchor = (unit.pts, self._place(unit.pts))
+        self._next_pts = unit.pts + unit.duration
+        time_ = self._anchor[1] + unit.pts - self._anchor[0]
+        self.track.push(AudioSample(time_, unit.data, unit.duration))
+        return self._release()
+
+    def on_video_idr(self, pts: int) -> None:
+        self._idr = (pts, self._clock())
+
+    def on_video_rebase(self) -> None:
+        self._anchor = None
+
+    def on_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
+        self._audio_sr = (ntp_unix, rtp_timestamp & 0xFFFFFFFF)
+
+    def on_video_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
+        self._video_sr = (ntp_unix, rtp_timestamp & 0xFFFFFFFF)
+
+    def _place(self, pts: int) -> int:
+        """Audio ticks on the epoch timeline of the unit with this pts."""
+        if self._idr is None:
+            return 0
+        idr_pts, arrival = self._idr
+        if self._audio_sr is not None and self._video_sr is not None:
+            a_ntp, a_rtp = self._audio_sr
+            v_ntp, v_rtp = self._video_sr
+            rtp = pts * self._rtp_rate // self.config.sample_rate
+            wall = a_ntp + _signed32(rtp - a_rtp) / self._rtp_rate
+            video32 = v_rtp + round((wall - v_ntp) * self._video_rate)
+            video = idr_pts + _signed32(video32 - idr_pts)
+        else:
+            video = idr_pts + round((self._clock() - arrival) * self._video_rate)
+        timeline = self._segmenter.to_timeline(video) * TIMESCALE // self._video_rate
+        return audio_ticks(timeline, self.config.sample_rate)
+
+    # --- segments out ------------------------------------------------------------------------------
+
+    def segments(self, segment: CutSegment) -> list[CutSegment]:
+        """Hold a cut segment until its audio is in; returns the segments (with audio) now complete."""
+        if segment.discontinuity:
+            self.on_video_rebase()
+        self._held.append((segment, self._clock()))
+        return self._release()
+
+    def flush(self) -> list[CutSegment]:
+        """End of the session: every held segment, with whatever audio arrived."""
+        return self._release(force=True)
+
+    def _release(self, force: bool = False) -> list[CutSegment]:
+        out: list[CutSegment] = []
+        now = self._clock()
+        while self._held:
+            segment, since = self._held[0]
+            end = segment.start + segment.duration
+            if not (force or self.track.covers(end) or now - since >= self.HOLD_SECONDS):
+                break
+            self._held.pop(0)
+            out.append(dataclasses.replace(segment, audio=self.track.take(segment.start, end)))
+        return out

@@ -1,0 +1,280 @@
+"""One publish session's media path: codec-neutral units → segments → the bus.
+
+Every source (``ingest.sources``: RTSP push, WHIP, RTSP pull) turns its protocol into video access
+units (``push_video``), AAC units (``push_audio``) and sender-report timing (``sender_report``,
+``audio_sender_report``), and hands them here; the media path knows nothing of RTP, RTSP or WebRTC.
+The muxer (fMP4, or NUT for VP8) is chosen from the codec when the path is built.
+
+The camera is never blocked by a slow bus: cut segments wait in a bounded queue in front
+of the bus; when it is full the oldest waiting segment is dropped, counted and logged
+(the packager's gap handling covers the hole). When the session ends, the partial
+segment in hand is flushed, the queue drains (bounded in time), and an ``offline`` state
+naming the last published sequence number closes the epoch.
+
+What the source (its ``counters``: an RTP depacketizer's and jitter buffer's, a pulled source's
+assembler's, ...) and the segmenter corrected (lost, late, reordered packets, parameter sets
+re-inserted, timestamp jumps, damaged segments) is logged at most once per segment
+(``media_corrected``, the counts since the last one) and summed up in ``publish_ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from camflow.bus import Bus
+from camflow.events import (
+    TOPIC_RAW,
+    TOPIC_STREAMS,
+    RawSegment,
+    StreamState,
+    StreamStateKind,
+    encode,
+)
+from camflow.keys import new_epoch
+from camflow.log import get_logger
+from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit
+from ingest.media.audio_path import AudioPath
+from ingest.media.mux import muxer_for
+from ingest.media.segmenter import TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.units import VIDEO_CLOCK_RATE, AccessUnit
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+DEFAULT_QUEUE_SEGMENTS = 8
+DRAIN_SECONDS = 15.0
+
+
+@dataclass
+class PublishStats:
+    """What the session received and published. The source counts what arrived (``rtp_*``: packets and
+    bytes of its video, whatever its protocol, for the health feed's bitrate); the media path the rest."""
+
+    rtp_packets: int = 0
+    rtp_bytes: int = 0
+    rtp_invalid: int = 0
+    units: int = 0
+    segments_cut: int = 0
+    segments_published: int = 0
+    segments_dropped: int = 0
+    segments_unmuxable: int = 0
+    publish_errors: int = 0
+    sender_reports: int = 0
+
+
+class Publisher:
+    def __init__(
+        self,
+        bus: Bus,
+        stream: str,
+        *,
+        codec: str,
+        segment_target: float,
+        queue_segments: int = DEFAULT_QUEUE_SEGMENTS,
+        epoch: str | None = None,
+        counters: Sequence[DataclassInstance] = (),
+    ) -> None:
+        """``codec``: ``h264``, ``hevc`` or ``vp8``; ``counters``: the source's correction counters
+        (dataclasses of counts, read into ``corrections``)."""
+        self.bus = bus
+        self.stream = stream
+        self.epoch = epoch or new_epoch()
+        self.segmenter = Segmenter(target=segment_target)
+        self.muxer = muxer_for(codec)
+        self.audio: AudioPath | None = None  # set by attach_audio when the stream has audio
+        self._source_counters = tuple(counters)
+        self._corrections_logged: dict[str, int] = {}
+        self.stats = PublishStats()
+        self.log = get_logger("ingest", stream_id=stream, epoch=self.epoch)
+        self._queue: deque[RawSegment] = deque()
+        self._queue_max = queue_segments
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._last_published = -1
+        self._wall_base: tuple[float, int] | None = None  # (UNIX time, pts) of the first unit
+        self._sender_report: tuple[float, int] | None = None  # (camera UNIX time, RTP timestamp), RTCP SR
+        self._task: asyncio.Task[None] | None = None
+        # For the health feed, set once per session or per segment (never per packet):
+        self.started_at = time.monotonic()
+        self.last_segment: tuple[float, float, int] | None = None  # (monotonic cut time, seconds, IDRs)
+        self.end_reason: str | None = None
+
+    async def start(self) -> None:
+        await self.bus.publish(
+            TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.LIVE, "record"))
+        )
+        self._task = asyncio.create_task(self._drain(), name=f"publish-{self.stream}")
+        self.log.info("publish_started")
+
+    def _state(self, kind: StreamStateKind, reason: str, last_seq: int | None = None) -> StreamState:
+        return StreamState(self.stream, self.epoch, kind, reason, time.time(), last_seq)
+
+    def attach_audio(
+        self, config: AudioConfig, *, clock_rate: int | None = None, counters: AudioCounters | None = None
+    ) -> None:
+        """Give the stream an AAC audio track (see ``ingest.media.audio_path.AudioPath``); call before any
+        audio. ``clock_rate``: the clock of the audio sender reports' timestamps (an RTP track's; default
+        the sample rate); ``counters``: where the source counts its audio corrections."""
+        self.audio = AudioPath(config, self.segmenter, clock_rate=clock_rate, counters=counters)
+        self.muxer.audio = config
+        self.log.info(
+            "audio_attached", codecs=config.codecs, rate=config.sample_rate, channels=config.channels
+        )
+
+    def push_video(self, unit: AccessUnit) -> None:
+        """One video access unit, pts on the 90 kHz video clock (sync: called on the source's path)."""
+        self.stats.units += 1
+        if self._wall_base is None and unit.is_idr:
+            self._wall_base = (self._camera_time(unit.pts), unit.pts)
+        if unit.is_idr and self.audio is not None:
+            self.audio.on_video_idr(unit.pts)
+        for segment in self.segmenter.push(unit):
+            self._on_segment(segment)
+
+    def push_audio(self, unit: AudioUnit) -> None:
+        """One AAC access unit, pts in the audio config's sample rate."""
+        if self.audio is not None:
+            for segment in self.audio.on_unit(unit):
+                self._publish_segment(segment)
+
+    def audio_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
+        """The audio track's clock against wall-clock time (an RTCP sender report, or the source's own)."""
+        if self.audio is not None:
+            self.audio.on_sender_report(ntp_unix, rtp_timestamp)
+
+    def sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
+        """The video clock against the camera's wall clock (an RTCP sender report of the video track, or
+        the source's own): ``wall_clock`` follows the camera's clock from now on."""
+        self.stats.sender_reports += 1
+        if self.audio is not None:
+            self.audio.on_video_sender_report(ntp_unix, rtp_timestamp)
+        self._sender_report = (ntp_unix, rtp_timestamp & 0xFFFFFFFF)
+        if self._wall_base is not None:
+            self._wall_base = (self._camera_time(self._wall_base[1]), self._wall_base[1])
+
+    def _camera_time(self, pts: int) -> float:
+        """UNIX time of ``pts`` by the camera's last sender report, else by arrival (now)."""
+        if self._sender_report is None:
+            return time.time()
+        ntp_unix, rtp_timestamp = self._sender_report
+        diff = (pts - rtp_timestamp) & 0xFFFFFFFF
+        if diff >= 1 << 31:
+            diff -= 1 << 32
+        return ntp_unix + diff / VIDEO_CLOCK_RATE
+
+    def _on_segment(self, segment: CutSegment) -> None:
+        if self.audio is not None:  # held until its audio is in
+            for ready in self.audio.segments(segment):
+                self._publish_segment(ready)
+            return
+        self._publish_segment(segment)
+
+    def _publish_segment(self, segment: CutSegment) -> None:
+        self.stats.segments_cut += 1
+        idrs = sum(1 for sample in segment.samples if sample.is_idr)
+        self.last_segment = (time.monotonic(), segment.duration / TIMESCALE, idrs)
+        try:
+            data = self.muxer.mux(segment)
+        except Exception as exc:
+            self.stats.segments_unmuxable += 1
+            self.log.warning("segment_unmuxable", seq=segment.seq, error=str(exc))
+            return
+        params = self.muxer.params
+        assert params is not None and self._wall_base is not None
+        wall = self._wall_base[0] + (segment.start - TIMELINE_ORIGIN) / TIMESCALE
+        event = RawSegment(
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=segment.seq,
+            start=segment.start,
+            duration=segment.duration,
+            timescale=TIMESCALE,
+            codecs=params.codecs,
+            width=params.width,
+            height=params.height,
+            wall_clock=wall,
+            data=data,
+            damaged=segment.damaged,
+            discontinuity=segment.discontinuity,
+        )
+        self._log_corrections(segment.seq)
+        if len(self._queue) >= self._queue_max:
+            dropped = self._queue.popleft()
+            self.stats.segments_dropped += 1
+            self.log.warning(
+                "segment_dropped", seq=dropped.seq, reason="bus too slow", queued=len(self._queue)
+            )
+        self._queue.append(event)
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while True:
+            while self._queue:
+                event = self._queue.popleft()
+                try:
+                    await self.bus.publish(
+                        TOPIC_RAW, f"{event.stream}/{event.epoch}/{event.seq}", encode(event)
+                    )
+                except Exception as exc:
+                    self.stats.publish_errors += 1
+                    self.log.error("segment_publish_failed", seq=event.seq, error=str(exc))
+                    continue
+                self.stats.segments_published += 1
+                self._last_published = max(self._last_published, event.seq)
+            if self._closing:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def close(self, reason: str) -> None:
+        """End of the session: flush the partial segment, drain, publish ``offline``. The source hands
+        over what it still holds (its depacketizers' tails) before."""
+        if self._closing:
+            return
+        self.end_reason = reason
+        for segment in self.segmenter.flush():
+            self._on_segment(segment)
+        if self.audio is not None:
+            for segment in self.audio.flush():
+                self._publish_segment(segment)
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), DRAIN_SECONDS)
+            except TimeoutError:
+                self._task.cancel()
+                self.stats.segments_dropped += len(self._queue)
+                self.log.error("drain_timeout", left=len(self._queue))
+        self.muxer.close()
+        last = self.segmenter.next_seq - 1
+        try:
+            await self.bus.publish(
+                TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.OFFLINE, reason, last))
+            )
+        except Exception as exc:
+            self.log.error("state_publish_failed", error=str(exc))
+        self.log.info("publish_ended", reason=reason, last_seq=last, **vars(self.stats), **self.corrections())
+
+    def corrections(self) -> dict[str, int]:
+        """Every correction counter of the media path (the source's, the segmenter's, audio's), by name."""
+        out: dict[str, int] = {}
+        audio = (self.audio.counters, self.audio.track.counters) if self.audio is not None else ()
+        for counters in (*self._source_counters, self.segmenter.counters, *audio):
+            out.update({k: v for k, v in dataclasses.asdict(counters).items() if isinstance(v, int)})
+        return out
+
+    def _log_corrections(self, seq: int) -> None:
+        """At most one log line per segment: what was corrected since the previous line."""
+        now = self.corrections()
+        changed = {k: v - self._corrections_logged.get(k, 0) for k, v in now.items()}
+        changed = {k: v for k, v in changed.items() if v}
+        if changed:
+            self._corrections_logged = now
+            self.log.info("media_corrected", seq=seq, **changed)

@@ -1,0 +1,309 @@
+"""Segmenter: cuts a stream of access units into IDR-aligned segments. Pure logic, no I/O.
+
+A segment starts on an IDR frame and ends before the first IDR that comes at least
+``target`` after its start, so its duration is known exactly when it is cut.
+
+Timeline: RTP timestamps are presentation times. The epoch's timeline starts at
+``TIMELINE_ORIGIN`` (one second) rather than zero, so that decode times, which run
+behind presentation times when a camera sends B-frames, never go negative.
+
+Decode times are not on the wire. Within a closed GOP the decode time of the i-th unit
+in decode order is the i-th smallest presentation time minus a constant reorder delay
+``D`` (the smallest that keeps every decode time at or before its presentation time);
+``D`` is kept per stream and only ever grows, so decode times stay continuous from one
+segment to the next.
+
+Camera clocks: a unit whose time jumps forward by more than ``MAX_FORWARD_JUMP`` or back by
+more than B-frame reordering explains (``BACKWARD_TOLERANCE``, or twice ``D``) closes the
+segment in hand. The timeline is then rebased so that the next IDR starts exactly where that
+segment ended (units before it are dropped and counted: they cannot start a segment), and the
+segment it starts carries ``discontinuity``. A segment holding a unit the depacketizer marked
+``damaged`` (lost packets of a reference picture) is marked ``damaged`` too.
+
+Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
+own timescale, its sample rate) and hands each segment the samples whose time falls in
+[segment start, next segment start), filling what is missing with silence so that the audio of
+every segment covers it exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from ingest.media.units import AccessUnit
+
+TIMESCALE = 90_000
+TIMELINE_ORIGIN = TIMESCALE  # 1 s
+MAX_SEGMENT_SECONDS = 30.0  # a camera whose IDRs never come is cut anyway (the next unit is not an IDR)
+MAX_FORWARD_JUMP = 10.0  # seconds: a bigger step forward between units is a new timeline
+BACKWARD_TOLERANCE = 0.5  # seconds: a bigger step back than this (and than 2 D) is a new timeline
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One access unit placed on the epoch timeline (all times in TIMESCALE ticks)."""
+
+    pts: int
+    dts: int
+    duration: int
+    nalus: tuple[bytes, ...]
+    is_idr: bool
+    damaged: bool = False
+
+
+@dataclass(frozen=True)
+class AudioSample:
+    """One AAC access unit on the epoch timeline, in the audio track's timescale (its sample rate)."""
+
+    time: int
+    data: bytes = field(repr=False)
+    duration: int
+
+
+@dataclass(frozen=True)
+class CutSegment:
+    seq: int
+    start: int  # pts of the first IDR
+    duration: int
+    samples: tuple[Sample, ...]
+    damaged: bool = False  # a sample lost packets of a reference picture
+    discontinuity: bool = False  # first segment after the camera's clock jumped (a rebased timeline)
+    audio: tuple[AudioSample, ...] = ()  # the audio in [start, start + duration), when the stream has audio
+
+
+@dataclass
+class SegmenterCounters:
+    dropped_before_idr: int = 0
+    reorder_delay_increases: int = 0
+    forced_cuts: int = 0
+    dts_nudged: int = 0
+    timestamp_jumps_forward: int = 0
+    timestamp_jumps_backward: int = 0
+    dropped_after_jump: int = 0  # units between a timestamp jump and the next IDR
+    segments_damaged: int = 0
+
+
+@dataclass
+class _Pending:
+    start: int
+    units: list[tuple[int, AccessUnit]] = field(default_factory=list)  # (timeline pts, unit)
+    discontinuity: bool = False
+    latest: int = 0  # the highest timeline pts in it
+
+
+class Segmenter:
+    def __init__(self, *, target: float, timescale: int = TIMESCALE) -> None:
+        if target <= 0:
+            raise ValueError(f"segment target duration {target} s, expected > 0")
+        self.target_ticks = round(target * timescale)
+        self.max_ticks = round(MAX_SEGMENT_SECONDS * timescale)
+        self.timescale = timescale
+        self.counters = SegmenterCounters()
+        self._base: int | None = None
+        self._pending: _Pending | None = None
+        self._seq = 0
+        self._reorder_delay = 0
+        self._last_dts: int | None = None
+        self._frame_ticks = timescale // 30
+        self._forward_jump = round(MAX_FORWARD_JUMP * timescale)
+        self._backward_tolerance = round(BACKWARD_TOLERANCE * timescale)
+        self._rebase_at: int | None = None  # after a jump: the timeline pts the next IDR is given
+
+    @property
+    def base(self) -> int | None:
+        """The pts (camera clock) at TIMELINE_ORIGIN; None until the first IDR."""
+        return self._base
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    def to_timeline(self, pts: int) -> int:
+        assert self._base is not None
+        return pts - self._base + TIMELINE_ORIGIN
+
+    def push(self, unit: AccessUnit) -> list[CutSegment]:
+        """Add one unit (in decode order); returns the segment it completes, if any."""
+        discontinuity = False
+        if self._base is None:
+            if not unit.is_idr:
+                self.counters.dropped_before_idr += 1
+                return []
+            self._base = unit.pts
+        elif self._rebase_at is not None:
+            if not unit.is_idr:
+                self.counters.dropped_after_jump += 1
+                return []
+            self._base = unit.pts + TIMELINE_ORIGIN - self._rebase_at
+            self._rebase_at = None
+            discontinuity = True
+        t = self.to_timeline(unit.pts)
+        out: list[CutSegment] = []
+        pending = self._pending
+        if pending is not None and self._jumped(t, pending.latest):
+            end = pending.latest + self._frame_ticks
+            out.append(self._cut(pending, end=end))
+            self._pending = None
+            self._rebase_at = end
+            return out + self.push(unit)
+        if pending is None:
+            self._pending = _Pending(start=t, units=[(t, unit)], discontinuity=discontinuity, latest=t)
+            return out
+        elapsed = t - pending.start
+        if unit.is_idr and elapsed >= self.target_ticks:
+            out.append(self._cut(pending, end=t))
+            self._pending = _Pending(start=t, units=[(t, unit)], latest=t)
+        elif elapsed >= self.max_ticks:  # no IDR for too long: cut anyway, memory stays bounded
+            self.counters.forced_cuts += 1
+            out.append(self._cut(pending, end=t))
+            self._pending = _Pending(start=t, units=[(t, unit)], latest=t)
+        else:
+            pending.units.append((t, unit))
+            pending.latest = max(pending.latest, t)
+        return out
+
+    def _jumped(self, t: int, latest: int) -> bool:
+        if t - latest > self._forward_jump:
+            self.counters.timestamp_jumps_forward += 1
+            return True
+        if latest - t > max(self._backward_tolerance, 2 * self._reorder_delay):
+            self.counters.timestamp_jumps_backward += 1
+            return True
+        return False
+
+    def flush(self) -> list[CutSegment]:
+        """End of the publish session: the partial segment in hand, if it has any unit."""
+        pending, self._pending = self._pending, None
+        if pending is None or not pending.units:
+            return []
+        return [self._cut(pending, end=pending.latest + self._frame_ticks)]
+
+    def _cut(self, pending: _Pending, end: int) -> CutSegment:
+        times = [t for t, _ in pending.units]
+        ordered = sorted(times)
+        delay = max(0, max(o - t for o, t in zip(ordered, times, strict=True)))
+        if delay > self._reorder_delay:
+            if self._seq > 0:
+                self.counters.reorder_delay_increases += 1
+            self._reorder_delay = delay
+        dts = [o - self._reorder_delay for o in ordered]
+        prev = self._last_dts
+        for i in range(len(dts)):
+            # Decode times strictly increase, also across segments (the delay may have grown).
+            if prev is not None and dts[i] <= prev:
+                dts[i] = prev + 1
+                self.counters.dts_nudged += 1
+            prev = dts[i]
+        end_dts = end - self._reorder_delay
+        samples = []
+        for i, (t, unit) in enumerate(pending.units):
+            nxt = dts[i + 1] if i + 1 < len(dts) else max(end_dts, dts[i] + 1)
+            samples.append(Sample(t, dts[i], nxt - dts[i], unit.nalus, unit.is_idr, damaged=unit.damaged))
+        if len(times) > 1:
+            spans = sorted(b - a for a, b in itertools.pairwise(ordered) if b > a)
+            if spans:
+                self._frame_ticks = spans[len(spans) // 2]
+        self._last_dts = dts[-1]
+        damaged = any(x.damaged for x in samples)
+        if damaged:
+            self.counters.segments_damaged += 1
+        seg = CutSegment(
+            seq=self._seq,
+            start=pending.start,
+            duration=end - pending.start,
+            samples=tuple(samples),
+            damaged=damaged,
+            discontinuity=pending.discontinuity,
+        )
+        self._seq += 1
+        return seg
+
+
+def audio_ticks(video_ticks: int, sample_rate: int, timescale: int = TIMESCALE) -> int:
+    """A time on the video timeline (``timescale`` ticks) in audio ticks (1/``sample_rate`` s)."""
+    return video_ticks * sample_rate // timescale
+
+
+@dataclass
+class AudioTrackCounters:
+    audio_units: int = 0
+    audio_late_dropped: int = 0  # samples whose segment had already been cut
+    audio_overflow_dropped: int = 0  # samples over the buffer bound (video stalled while audio flowed)
+    audio_silence_inserted: int = 0  # silent units that filled a hole so audio covers each segment
+
+
+class AudioTrack:
+    """Audio samples waiting for the segment they fall in (bounded: ``max_seconds`` of audio).
+
+    ``silence`` is one silent access unit of the track's configuration: holes of a frame or more (audio
+    that starts after the video, lost packets, a camera that stops sending audio) are filled with it.
+    """
+
+    def __init__(
+        self, sample_rate: int, silence: bytes, *, frame: int = 1024, max_seconds: float = 10.0
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.silence = silence
+        self.frame = frame
+        self.counters = AudioTrackCounters()
+        self._max = max(1, round(max_seconds * sample_rate / frame))
+        self._samples: list[AudioSample] = []
+        self._taken_until: int | None = None  # audio ticks: everything before went into a segment
+
+    @property
+    def end(self) -> int | None:
+        """Where the audio received so far ends (audio ticks), None before the first sample."""
+        return self._samples[-1].time + self._samples[-1].duration if self._samples else None
+
+    def covers(self, video_end: int) -> bool:
+        end = self.end
+        return end is not None and end >= audio_ticks(video_end, self.sample_rate)
+
+    def push(self, sample: AudioSample) -> None:
+        self.counters.audio_units += 1
+        last = self._samples[-1] if self._samples else None
+        floor = max(self._taken_until or sample.time, last.time + 1 if last else sample.time)
+        if sample.time < floor:
+            self.counters.audio_late_dropped += 1
+            return
+        if len(self._samples) >= self._max:
+            self._samples.pop(0)
+            self.counters.audio_overflow_dropped += 1
+        self._samples.append(sample)
+
+    def take(self, video_start: int, video_end: int) -> tuple[AudioSample, ...]:
+        """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence."""
+        start = audio_ticks(video_start, self.sample_rate)
+        # A sample goes to the segment its end falls in, so each segment's audio starts at or up to
+        # a frame before its video: a player joining a live stream at a segment finds no hole there.
+        lo, hi = start - self.frame + 1, audio_ticks(video_end, self.sample_rate) - self.frame + 1
+        first_take = self._taken_until is None
+        if self._taken_until is not None and self._taken_until > lo:
+            lo = self._taken_until
+        self._taken_until = hi
+        inside = [s for s in self._samples if lo <= s.time < hi]
+        self._samples = [s for s in self._samples if s.time >= hi]
+        out: list[AudioSample] = []
+        at = lo
+        if first_take and inside and inside[0].time > start:
+            # Silence before the first sample, in whole frames ending on it: the audio covers the
+            # video's start (a player seeks over a hole there) and keeps the camera's frame grid.
+            count = -(-(inside[0].time - start) // self.frame)
+            out = [
+                AudioSample(inside[0].time - i * self.frame, self.silence, self.frame)
+                for i in range(count, 0, -1)
+            ]
+            self.counters.audio_silence_inserted += count
+            at = inside[0].time
+        for sample in [*inside, None]:
+            until = hi if sample is None else sample.time
+            while until - at >= self.frame:  # a hole of a frame or more
+                out.append(AudioSample(at, self.silence, self.frame))
+                self.counters.audio_silence_inserted += 1
+                at += self.frame
+            if sample is None:
+                break
+            out.append(sample)
+            at = sample.time + sample.duration
+        return tuple(out)

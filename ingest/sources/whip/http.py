@@ -1,0 +1,223 @@
+"""The WHIP HTTP resources (RFC 9725) on aiohttp, mounted under ``/whip``.
+
+- ``POST /whip/{stream}``, ``Content-Type: application/sdp``, ``Authorization: Bearer <publish
+  token>``: ``201 Created``, the SDP answer, ``Location: /whip/{stream}/{session}``, ``ETag``.
+  Refusals: bad stream name 400, missing/invalid token 401 (``WWW-Authenticate: Bearer``), other
+  media type 415, an offer aiortc cannot take (no H264/VP8 video, no ICE credentials or
+  fingerprint, garbage) 400, too many sessions 503. A stream already being published is taken
+  over: the old session ends (as RTSP does with a camera that reconnects).
+- ``DELETE /whip/{stream}/{session}``: ends the session (200); unknown session 404.
+- ``PATCH`` (trickle ICE, ICE restart): 405 with ``Allow`` (RFC 9725 4.3.1: neither is supported;
+  aiortc gathers every candidate before it answers).
+- ``OPTIONS`` on both: CORS preflight, ``Accept-Post: application/sdp``.
+
+Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.refused``) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from camflow.bus import Bus
+from camflow.errors import TokenError
+from camflow.keys import is_stream_name
+from camflow.log import get_logger
+from camflow.tokens import Action, TokenSigner
+from ingest.sources.whip.errors import WhipError
+from ingest.sources.whip.ice import IcePolicy
+from ingest.sources.whip.session import SessionLimits, WhipSession
+
+PREFIX = "/whip"
+MAX_SESSIONS = 256
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch",
+}
+POST_METHODS = "POST, OPTIONS"
+SESSION_METHODS = "DELETE, OPTIONS"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = get_logger("ingest")
+
+
+def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": error, "detail": detail}, status=status, headers={**CORS, **(headers or {})}
+    )
+
+
+def _preflight(methods: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                **CORS,
+                "Allow": methods,
+                "Accept-Post": "application/sdp",
+                "Access-Control-Allow-Methods": methods,
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+
+    return handler
+
+
+class WhipService:
+    """The WHIP sessions of this ingest process, one per stream, and their HTTP application."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        signer: TokenSigner,
+        *,
+        policy: IcePolicy | None = None,
+        limits: SessionLimits,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
+        self.bus = bus
+        self.signer = signer
+        self.policy = policy or IcePolicy()
+        self.limits = limits
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, WhipSession] = {}
+        self.refused: dict[int, int] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def app(self) -> web.Application:
+        """The routes, to mount at ``/whip`` (``parent.add_subapp(PREFIX, service.app())``)."""
+        app = web.Application(middlewares=[self._errors])
+        app.router.add_post("/{stream}", self._post)
+        app.router.add_route("OPTIONS", "/{stream}", _preflight(POST_METHODS))
+        app.router.add_delete("/{stream}/{session}", self._delete)
+        app.router.add_patch("/{stream}/{session}", self._patch)
+        app.router.add_route("OPTIONS", "/{stream}/{session}", _preflight(SESSION_METHODS))
+        return app
+
+    async def stop(self) -> None:
+        """End every session (each flushes its segments and marks its stream offline)."""
+        await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())))
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        stream = request.match_info.get("stream")
+        try:
+            return await handler(request)
+        except WhipError as exc:
+            response = _error(exc.status, exc.error, exc.reason, self._challenge(exc.status))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            detail = exc.text or exc.reason
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                allowed = ", ".join(sorted(exc.allowed_methods))
+                detail = f"{request.method} is not allowed on {request.path!r}; use {allowed}"
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), detail, headers)
+        except Exception:
+            log.exception("whip_request_failed", method=request.method, path=request.path)
+            response = _error(500, "internal_error", "the WHIP endpoint failed to handle this request")
+        self.refused[response.status] = self.refused.get(response.status, 0) + 1
+        log.info("whip_refused", stream_id=stream, method=request.method, status=response.status)
+        return response
+
+    @staticmethod
+    def _challenge(status: int) -> dict[str, str] | None:
+        if status == 405:
+            return {"Allow": SESSION_METHODS}
+        return {"WWW-Authenticate": 'Bearer realm="camflow"'} if status == 401 else None
+
+    def _authorize(self, request: web.Request, stream: str) -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise WhipError(
+                401, "unauthorized", "expected Authorization: Bearer <publish token of the stream>"
+            )
+        try:
+            self.signer.verify(token.strip(), stream, Action.PUBLISH)
+        except TokenError as exc:
+            raise WhipError(401, "unauthorized", f"publish token refused: {exc}") from None
+
+    async def _post(self, request: web.Request) -> web.Response:
+        stream = request.match_info["stream"]
+        if not is_stream_name(stream):
+            raise WhipError(
+                400, "bad_stream", f"stream name {stream[:80]!r}: expected 1-64 characters of A-Z a-z 0-9 _ -"
+            )
+        self._authorize(request, stream)
+        if request.content_type != "application/sdp":
+            raise WhipError(
+                415,
+                "unsupported_media_type",
+                f"body of type {request.content_type!r}: expected application/sdp",
+            )
+        offer = await request.text()
+        if not offer.strip():
+            raise WhipError(400, "bad_sdp", "empty body: expected an SDP offer")
+        if stream not in self.sessions and len(self.sessions) >= self.max_sessions:
+            raise WhipError(
+                503, "too_many_sessions", f"{len(self.sessions)} WHIP sessions: the limit; retry later"
+            )
+        session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget)
+        try:
+            answer = await session.answer(offer)
+        except BaseException:
+            await session.close("refused")
+            raise
+        old = self.sessions.get(stream)
+        self.sessions[stream] = session
+        if old is not None:
+            self._end(old, "replaced")
+        return web.Response(
+            status=201,
+            body=answer.encode(),
+            content_type="application/sdp",
+            headers={**CORS, "Location": f"{PREFIX}/{stream}/{session.id}", "ETag": f'"{session.id}"'},
+        )
+
+    def _session(self, request: web.Request) -> WhipSession:
+        stream, sid = request.match_info["stream"], request.match_info["session"]
+        session = self.sessions.get(stream)
+        if session is None or session.id != sid:
+            raise WhipError(404, "not_found", f"no WHIP session {sid[:40]!r} of stream {stream[:80]!r}")
+        return session
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        await self._session(request).close("deleted")
+        return web.Response(status=200, headers=CORS)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        self._session(request)
+        raise WhipError(
+            405,
+            "method_not_allowed",
+            "trickle ICE and ICE restarts are not supported: send every candidate in the offer",
+        )
+
+    def _forget(self, session: WhipSession) -> None:
+        if self.sessions.get(session.stream) is session:
+            del self.sessions[session.stream]
+
+    def _end(self, session: WhipSession, reason: str) -> None:
+        task = asyncio.create_task(session.close(reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+async def serve_whip(service: WhipService, host: str, port: int) -> Callable[[], Awaitable[None]]:
+    """``camflow ingest``: /whip on its own HTTP listener; returns the coroutine function that stops it."""
+    root = web.Application()
+    root.add_subapp(PREFIX, service.app())
+    runner = web.AppRunner(root, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("whip_listening", host=host, port=port)
+    return runner.cleanup
