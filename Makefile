@@ -54,7 +54,7 @@ helm:
 	bash scripts/helm.sh install
 
 # The container image the Helm chart runs, built from Debian's packages without a container engine
-# (README "Container image"); tests/test_image.py builds it too (reused while the sources are unchanged).
+# (docs/deployment.md "Container image"); tests/test_image.py builds it too (reused while the sources are unchanged).
 image: install
 	bash scripts/image.sh
 

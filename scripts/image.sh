@@ -8,7 +8,7 @@
 #                          image: build/image/camflow-0.1.0.oci.tar
 #                          digest: sha256:...
 # The archive is an OCI image layout that skopeo (`oci-archive:PATH`) and `podman load` read, with a
-# Docker manifest.json beside it, so `docker load -i` reads it too. README "Container image".
+# Docker manifest.json beside it, so `docker load -i` reads it too. docs/deployment.md "Container image".
 # Layers: 1. Debian base + packages + user (cached: it only changes with deploy/image/{base.sh,
 # packages.txt,dpkg-excludes} or after IMAGE_BASE_MAX_AGE_DAYS, for security updates); 2. the venv.
 # Dependencies are pinned to the versions in .venv (`pip freeze`), the ones the tests ran against.

@@ -1,8 +1,8 @@
 """The container image of scripts/image.sh, checked for real without a container runtime.
 
 The fixture runs scripts/image.sh (a cold build takes minutes; it reuses the finished image when no
-source changed). skopeo reads the archive as an OCI image (the tool README "Container image" pushes
-it with), umoci unpacks its layers into a runtime bundle (rootfs + config.json, what runc would run),
+source changed). skopeo reads the archive as an OCI image (the tool docs/deployment.md "Container image"
+pushes it with), umoci unpacks its layers into a runtime bundle (rootfs + config.json, what runc would run),
 and the tests run that bundle the way a runtime would: as the image's user (10001), in its working
 directory, with its environment, on a read-only root with /tmp writable (the chart's
 securityContext), in a private mount namespace with chroot. It shares the host's network, so ffmpeg
