@@ -8,6 +8,9 @@
 #   scripts/kafka.sh stop-node N    stop node N alone (a broker outage; its data stays)
 #   scripts/kafka.sh start-node N   start node N again on its data (after stop-node)
 #   scripts/kafka.sh bootstrap      print the bootstrap servers ("127.0.0.1:P1,127.0.0.1:P2,...")
+#   scripts/kafka.sh resume         start every stopped node again on its data (after stop: an outage, not a wipe)
+#   scripts/kafka.sh freeze [N]     SIGSTOP every node (or node N): a hung broker, connections stay open
+#   scripts/kafka.sh thaw [N]       SIGCONT them
 # Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_BROKERS (1), CAMFLOW_CACHE (~/.cache/camflow),
 #      CAMFLOW_RUN (.run in the repo: logs, pid, data), KAFKA_START_TIMEOUT (120 s).
 # With KAFKA_BROKERS=N > 1, node i (1..N) listens on KAFKA_PORT + 2(i-1), its controller on
@@ -197,6 +200,27 @@ start_node() {
   launch_node "$i"; wait_node "$i"
 }
 
+resume() {  # every stopped node on its data: all launched first (a quorum needs a majority), then waited for
+  local i launched=()
+  for i in $(seq 1 "$BROKERS"); do
+    running_node "$i" && continue
+    [ -f "$(node_dir "$i")/server.properties" ] || { echo "kafka: node $i was never started (run start first)" >&2; exit 1; }
+    ports_free kafka "KAFKA_PORT / KAFKA_CONTROLLER_PORT" "$(node_port "$i")" "$(node_cport "$i")"
+    launch_node "$i"; launched+=("$i")
+  done
+  for i in "${launched[@]}"; do wait_node "$i"; done
+  [ "${#launched[@]}" -gt 0 ] || echo "kafka: every node is running"
+}
+
+signal_nodes() {  # signal_nodes SIGNAL WHAT [NODE]: SIGSTOP / SIGCONT one running node or all
+  local sig="$1" what="$2" i nodes
+  if [ -n "${3:-}" ]; then node_arg "$3"; nodes="$3"; else nodes="$(seq 1 "$BROKERS")"; fi
+  for i in $nodes; do
+    if running_node "$i"; then kill "-$sig" "$(cat "$(node_dir "$i")/kafka.pid")"; echo "kafka: node $i $what"
+    else echo "kafka: node $i not running" >&2; exit 1; fi
+  done
+}
+
 stop() {
   local i status=0
   # SIGTERM to every node first: a node waiting for a quorum that its peers already left would
@@ -222,6 +246,9 @@ case "${1:-}" in
   stop-node) node_arg "${2:-}"; stop_node "$2" ;;
   start-node) node_arg "${2:-}"; start_node "$2" ;;
   bootstrap) bootstrap ;;
+  resume) resume ;;
+  freeze) signal_nodes STOP frozen "${2:-}" ;;
+  thaw) signal_nodes CONT thawed "${2:-}" ;;
   status)
     up=0
     for i in $(seq 1 "$BROKERS"); do
@@ -229,5 +256,5 @@ case "${1:-}" in
       else echo "kafka: node $i stopped"; fi
     done
     [ "$up" -gt 0 ] ;;
-  *) echo "usage: $0 install|start|stop|status|stop-node N|start-node N|bootstrap" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|stop-node N|start-node N|resume|freeze [N]|thaw [N]|bootstrap" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MinIO built from source with `go install`, on 127.0.0.1.
 #   scripts/minio.sh install | start | stop | status
+#   scripts/minio.sh resume        start again on the data a stop left (an outage; start wipes a drive set)
 #   scripts/minio.sh drive-off N   (MINIO_DRIVES > 1) take drive N away from the running server
 #   scripts/minio.sh drive-on N    put a new, empty drive N in its place (a replaced disk: MinIO heals it)
 # Env: MINIO_PORT (9000), MINIO_CONSOLE_PORT (MINIO_PORT+1; console itself is off), MINIO_START_TIMEOUT (60 s),
@@ -39,8 +40,9 @@ start() {
   [[ "$DRIVES" =~ ^[1-9][0-9]*$ ]] || { echo "minio: MINIO_DRIVES must be a positive number, not '$DRIVES'" >&2; exit 2; }
   local volumes="$DIR/data" ci_cd=""
   if [ "$DRIVES" -gt 1 ]; then
-    # Erasure-coded drives are formatted together: a fresh set each start (scratch, like Kafka's data).
-    rm -rf "$DIR/data"
+    # Erasure-coded drives are formatted together: a fresh set each start (scratch, like Kafka's data),
+    # unless this is a resume after an outage.
+    [ "${1:-}" = resume ] || rm -rf "$DIR/data"
     local i; for i in $(seq 1 "$DRIVES"); do mkdir -p "$DIR/data/drive$i"; done
     volumes="$DIR/data/drive{1...$DRIVES}"  # MinIO's own ellipsis notation, not a shell brace expansion
     ci_cd=on
@@ -98,9 +100,10 @@ stop() {
 case "${1:-}" in
   install) install ;;
   start) start ;;
+  resume) [ -d "$DIR/data" ] || { echo "minio: nothing to resume (run start first)" >&2; exit 1; }; start resume ;;
   stop) stop ;;
   drive-off) drive_arg "${2:-}"; drive_off "$2" ;;
   drive-on) drive_arg "${2:-}"; drive_on "$2" ;;
   status) if running; then echo "minio: running (pid $(cat "$PIDFILE"))"; else echo "minio: stopped"; exit 1; fi ;;
-  *) echo "usage: $0 install|start|stop|status|drive-off N|drive-on N" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|resume|stop|status|drive-off N|drive-on N" >&2; exit 2 ;;
 esac
