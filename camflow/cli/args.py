@@ -211,7 +211,9 @@ def _add_transcode(p: argparse.ArgumentParser) -> None:
         "--ladder",
         help="renditions, e.g. source,720p:2500k,360p:800k:1200k:baseline (default source,720p,360p)",
     )
-    p.add_argument("--ladder-file", metavar="PATH", help="the ladder from a .toml or .yaml file (see docs/transcoding.md)")
+    p.add_argument(
+        "--ladder-file", metavar="PATH", help="the ladder from a .toml or .yaml file (docs/transcoding.md)"
+    )
     p.add_argument(
         "--processes", type=_count, default=None, help="transcode processes (default: one per core)"
     )
