@@ -33,6 +33,7 @@ from ingest.sources.rtsp.message import Request, Response, ResponseReader
 from ingest.sources.rtsp.rtcp import ReceptionStats
 from ingest.sources.rtsp.session import PublishSession
 from ingest.sources.rtsp.tracks import depacketizer_for, video_codec
+from tests import defaults
 
 
 def interleaved(rec: Recording, loops: int, ssrc: int) -> list[bytes]:
@@ -122,10 +123,7 @@ async def measure(streams: int, loops: int, speed: float, profile: bool) -> None
         signer,
         host="127.0.0.1",
         port=0,
-        segment_target=2.0,
-        session_timeout=60,
-        handshake_timeout=10.0,
-        max_connections=1024,
+        **defaults.rtsp_server(udp_ports=None),
     )
     port = await server.start()
     units: list[int] = []
@@ -188,7 +186,7 @@ def offline(loops: int, repeats: int) -> None:
             SinkBus(),
             "p0",
             codec=video_codec(video),
-            segment_target=2.0,
+            segment_target=defaults.SEGMENT_TARGET,
             queue_segments=1000,
             counters=(depacketizer.counters,),
         )

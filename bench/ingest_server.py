@@ -24,6 +24,7 @@ from camflow.log import configure_logging
 from camflow.mp4 import iter_boxes
 from camflow.tokens import TokenSigner, load_secret
 from ingest.service import build_rtsp_server
+from tests import defaults
 
 
 class SinkBus:
@@ -81,10 +82,7 @@ async def serve(port: int, data_dir: Path) -> None:
         TokenSigner(load_secret(data_dir)),
         host="127.0.0.1",
         port=port,
-        segment_target=2.0,
-        session_timeout=60,
-        handshake_timeout=10.0,
-        max_connections=1024,
+        **defaults.rtsp_server(udp_ports=None),
     )
     await server.start()
     stop = asyncio.Event()

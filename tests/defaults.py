@@ -9,8 +9,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from camflow.cli.args import build_parser
-from camflow.cli.settings import edge_app_settings, edge_settings, packager_settings, transcoder_settings
+from camflow.cli.args import SEGMENT_SECONDS, build_parser
+from camflow.cli.settings import (
+    edge_app_settings,
+    edge_settings,
+    packager_settings,
+    rtsp_server_settings,
+    transcoder_settings,
+)
+
+SEGMENT_TARGET = SEGMENT_SECONDS  # --segment-duration's default, for a Publisher or health built directly
 
 
 def parsed(command: str, *flags: str) -> argparse.Namespace:
@@ -36,3 +44,9 @@ def edge_app(**overrides: Any) -> dict[str, Any]:
 def edge(**overrides: Any) -> dict[str, Any]:
     """``EdgeServer``'s (and ``run_edge``'s) keywords of ``camflow edge``, with ``overrides`` over them."""
     return {**edge_settings(parsed("edge")), **overrides}
+
+
+def rtsp_server(**overrides: Any) -> dict[str, Any]:
+    """``build_rtsp_server``'s keywords of ``camflow ingest`` (host and port excepted), with
+    ``overrides`` over them."""
+    return {**rtsp_server_settings(parsed("ingest", "--kafka", "127.0.0.1:9")), **overrides}

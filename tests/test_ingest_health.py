@@ -11,12 +11,18 @@ from ingest.health import IngestHealth
 from ingest.media.mux import H264
 from ingest.media.publisher import Publisher
 from ingest.sources.pull.client import PullClient, PullSource
+from tests import defaults
 
 
 def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_its_error() -> None:
     now = [100.0]
     client = PullClient(LocalBus(), PullSource("cam8", "rtsp://cam:Secr3t-pw@10.9.9.9:554/live"), 2.0)
-    health = IngestHealth(LocalBus(), pull_clients=lambda: [client], segment_target=2.0, clock=lambda: now[0])
+    health = IngestHealth(
+        LocalBus(),
+        pull_clients=lambda: [client],
+        segment_target=defaults.SEGMENT_TARGET,
+        clock=lambda: now[0],
+    )
 
     client.stats.attempts = 1
     (first,) = asyncio.run(health.collect())
@@ -41,8 +47,8 @@ def test_a_pulled_source_without_a_session_reports_connecting_then_offline_with_
 
 
 def test_the_session_gauge_is_what_runs_at_the_scrape_not_at_the_last_tick() -> None:
-    publishers = [Publisher(LocalBus(), "wcam", codec=H264, segment_target=2.0)]
-    health = IngestHealth(LocalBus(), whip=lambda: list(publishers), segment_target=2.0)
+    publishers = [Publisher(LocalBus(), "wcam", codec=H264, segment_target=defaults.SEGMENT_TARGET)]
+    health = IngestHealth(LocalBus(), whip=lambda: list(publishers), segment_target=defaults.SEGMENT_TARGET)
 
     def sessions() -> float:
         return sum(

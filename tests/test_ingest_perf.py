@@ -27,6 +27,7 @@ from ingest.loadgen import Recording, record_clip, sdp_for
 from ingest.service import build_rtsp_server
 from ingest.sources.rtp.packet import ReceiverReport, RtpExtension, RtpPacket, SenderReport
 from ingest.sources.rtsp.message import InterleavedFrame, Request, Response, ResponseReader
+from tests import defaults
 from tests.process import make_clip
 
 SSRC = 0x5EED0001
@@ -165,10 +166,7 @@ async def serve() -> tuple[object, SegmentSink, TokenSigner]:
         signer,
         host="127.0.0.1",
         port=0,
-        segment_target=2.0,
-        session_timeout=60,
-        handshake_timeout=10.0,
-        max_connections=1024,
+        **defaults.rtsp_server(udp_ports=None),
     )
     await server.start()
     return server, sink, signer

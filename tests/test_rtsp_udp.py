@@ -27,6 +27,7 @@ from ingest.sources.rtp.packet import (
 )
 from ingest.sources.rtsp.rtcp import ReceptionStats, receiver_report
 from ingest.sources.rtsp.udp import UdpPortPool, UdpStats, UdpTrackLink, parse_port_range
+from tests import defaults
 from tests.test_mux_transcode import access_units, make_clip
 
 
@@ -207,7 +208,7 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> list:  # type: ignore[typ
 async def publish(units: list, sender_report: tuple[float, int] | None) -> list[RawSegment]:  # type: ignore[type-arg]
     bus = LocalBus()
     consumer = await bus.subscribe([TOPIC_RAW], "test")
-    publisher = Publisher(bus, "cam1", codec=H264, segment_target=2.0)
+    publisher = Publisher(bus, "cam1", codec=H264, segment_target=defaults.SEGMENT_TARGET)
     await publisher.start()
     if sender_report is not None:
         publisher.sender_report(*sender_report)

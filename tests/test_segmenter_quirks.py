@@ -33,6 +33,7 @@ from ingest.sources.rtp.h265 import H265Depacketizer, H265Packetizer
 from ingest.sources.rtp.jitter import JitterBuffer
 from ingest.sources.rtp.packet import RtpPacket
 from ingest.sources.rtp.track import RtpVideoTrack
+from tests import defaults
 
 FPS = 25
 FRAME = TIMESCALE // FPS
@@ -285,7 +286,7 @@ async def test_publisher_over_udp_corrects_reorders_jumps_and_counts(avc: list[A
     consumer = await bus.subscribe([TOPIC_RAW], "test")
     depacketizer, jitter = H264Depacketizer(), JitterBuffer()
     counters = (depacketizer.counters, jitter.counters)
-    publisher = Publisher(bus, "cam9", codec=H264, segment_target=2.0, counters=counters)
+    publisher = Publisher(bus, "cam9", codec=H264, segment_target=defaults.SEGMENT_TARGET, counters=counters)
     track = RtpVideoTrack(depacketizer, publisher.push_video, publisher.stats, jitter=jitter)
     with capture_logs() as logs:
         await publisher.start()

@@ -23,6 +23,7 @@ from camflow.tokens import Action, TokenSigner
 from ingest.sources.whip.http import PREFIX, WhipService
 from ingest.sources.whip.ice import IcePolicy, announce, install
 from ingest.sources.whip.session import SessionLimits
+from tests import defaults
 from tests.process import free_port
 
 PORTS = (41000, 41099)
@@ -54,7 +55,7 @@ async def whip() -> AsyncIterator[Whip]:
         bus,
         signer,
         policy=POLICY,
-        limits=SessionLimits(segment_target=2.0, connect_timeout=2, media_timeout=2),
+        limits=SessionLimits(segment_target=defaults.SEGMENT_TARGET, connect_timeout=2, media_timeout=2),
     )
     root = web.Application()
     root.add_subapp(PREFIX, service.app())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
 from camflow.cli.banner import WILDCARD, operator_view
-from camflow.cli.settings import edge_settings, packager_settings, transcoder_settings
+from camflow.cli.settings import edge_settings, packager_settings, rtsp_server_settings, transcoder_settings
 from camflow.errors import CamflowError, ConfigError
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
@@ -114,7 +114,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             from edge.service import EdgeServer, is_worker_process, spawn_workers, stop_workers, watch_parent
 
             assert store is not None and signer is not None
-            workers = getattr(args, "workers", 1)
+            workers = getattr(args, "workers", 1)  # only `camflow edge` has --workers
             options = {**edge_settings(args), "reuse_port": workers > 1}
             feed = observed.edge_feed()
             edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
@@ -131,21 +131,11 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             if parent_watch is not None:
                 stoppers.append(parent_watch.stop)
         if "ingest" in roles:
-            from ingest.service import build_rtsp_server, parse_rtsp_flags
+            from ingest.service import build_rtsp_server
 
             assert signer is not None and bus is not None
-            udp_ports, auth_schemes = parse_rtsp_flags(args.rtsp_udp_ports, args.rtsp_auth)
             rtsp = build_rtsp_server(
-                bus,
-                signer,
-                host=args.host,
-                port=args.rtsp_port,
-                segment_target=args.segment_duration,
-                session_timeout=args.rtsp_session_timeout,
-                udp_ports=udp_ports,
-                auth_schemes=auth_schemes,
-                handshake_timeout=args.rtsp_handshake_timeout,
-                max_connections=args.rtsp_max_connections,
+                bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream

@@ -51,6 +51,22 @@ def packager_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def rtsp_server_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``ingest.service.build_rtsp_server``'s keywords, all but the bus, the signer, host and port:
+    segments, session and handshake deadlines, the connection cap, UDP ports and auth schemes."""
+    from ingest.service import parse_rtsp_flags
+
+    udp_ports, auth_schemes = parse_rtsp_flags(args.rtsp_udp_ports, args.rtsp_auth)
+    return {
+        "segment_target": args.segment_duration,
+        "session_timeout": args.rtsp_session_timeout,
+        "handshake_timeout": args.rtsp_handshake_timeout,
+        "max_connections": args.rtsp_max_connections,
+        "udp_ports": udp_ports,
+        "auth_schemes": auth_schemes,
+    }
+
+
 def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``edge.app.build_app``'s keywords: the cache, playlists' max-age and the token check."""
     from edge.policy import TokenCheck
