@@ -9,6 +9,11 @@ class EventDecodeError(CamflowError):
     """Bytes on the bus that are not an event this reader understands."""
 
 
+class EventVersionError(EventDecodeError):
+    """A well-formed event header naming a type or major version this reader does not take
+    (a newer major, a type a newer release added): the reader is older than the writer."""
+
+
 class JsonFormError(CamflowError, ValueError):
     """A JSON value that is not of the form its field's type asks for (``camflow.jsonform``)."""
 

@@ -4,13 +4,27 @@ Every event is a frozen dataclass with a schema version and an explicit wire for
 
     b"CFE1" | u32 big-endian length of the JSON header | JSON header | binary payload
 
-The JSON header always holds ``"type"`` and ``"v"``; the payload is empty except for a
-raw segment, whose fMP4 bytes travel there untouched. A reader accepts the current
-version and the previous ones, so a rolling deploy never breaks a consumer: a header of an
-earlier version is upgraded one version at a time by the steps in ``UPGRADES`` (one per
-event type and version), then read like the current one. The fields are written and read
-by their types (``camflow.jsonform``): a field added with a default is read as that default
-from a header that does not have it.
+The JSON header always holds ``"type"`` and ``"v"`` (the major version), and ``"minor"`` when the
+minor version is above 0; the payload is empty except for a raw segment, whose fMP4 bytes
+travel there untouched. The fields are written and read by their types (``camflow.jsonform``):
+a field added with a default is read as that default from a header that does not have it, and a
+name the reader does not know is ignored.
+
+Versions are ``major.minor``, so that a rolling deploy never breaks a consumer:
+
+- A reader accepts an event of its own major at ANY minor: a newer minor's added fields are
+  ignored, an older minor's missing ones read as their defaults. Producers and consumers of
+  a minor change are upgraded in either order.
+- A reader accepts an older major: the header is upgraded one major at a time by the steps in
+  ``UPGRADES`` (one per event type and major), then read like the current one.
+- A newer major (or a type it does not know) is an ``EventVersionError``: a consumer puts it on
+  the dead-letter topic (``camflow.bus.dead``), never commits it away. Consumers of a major
+  change are upgraded before its producers (docs/architecture.md, "Event versions").
+
+A minor change may only add a field with a default that means what a writer without the field
+meant. Anything else (a field removed, renamed, retyped, made required; a new enum value or
+``Literal`` option in a field an older reader checks; a changed meaning) is a new major. The
+majors below were all cut before minors existed.
 
 History:
 
@@ -43,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from camflow import jsonform
-from camflow.errors import EventDecodeError, JsonFormError
+from camflow.errors import EventDecodeError, EventVersionError, JsonFormError
 
 MAGIC = b"CFE1"
 _HEADER = struct.Struct(">4sI")
@@ -89,6 +103,7 @@ class RawSegment(_SegmentSpan):
 
     TYPE: ClassVar[str] = "raw-segment"
     VERSION: ClassVar[int] = 3
+    MINOR: ClassVar[int] = 0
     PAYLOAD: ClassVar[str | None] = "data"  # the field that travels as the binary payload
 
     codecs: str
@@ -148,6 +163,7 @@ class SegmentReady(_SegmentSpan):
 
     TYPE: ClassVar[str] = "segment-ready"
     VERSION: ClassVar[int] = 4
+    MINOR: ClassVar[int] = 0
     PAYLOAD: ClassVar[str | None] = None
 
     wall_clock: float
@@ -167,6 +183,7 @@ class StreamState:
 
     TYPE: ClassVar[str] = "stream-state"
     VERSION: ClassVar[int] = 2
+    MINOR: ClassVar[int] = 0
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -187,6 +204,7 @@ class SegmentDead:
 
     TYPE: ClassVar[str] = "segment-dead"
     VERSION: ClassVar[int] = 1
+    MINOR: ClassVar[int] = 0
     PAYLOAD: ClassVar[str | None] = "raw"
 
     stream: str
@@ -224,6 +242,7 @@ class HealthSample:
 
     TYPE: ClassVar[str] = "health-sample"
     VERSION: ClassVar[int] = 2
+    MINOR: ClassVar[int] = 0
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -272,9 +291,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+# The header's own names, never an event's field names (tests check it).
+RESERVED = ("type", "v", "minor")
+
+
 def encode(event: Event) -> bytes:
-    """Serialise an event at its current version."""
-    header = {"type": event.TYPE, "v": event.VERSION, **jsonform.to_json(event, skip=event.PAYLOAD)}
+    """Serialise an event at its current version (``"minor"`` only when above 0: the wire form of
+    a minor-0 event is the one readers from before minors existed know)."""
+    version: dict[str, int] = {"v": event.VERSION, **({"minor": event.MINOR} if event.MINOR else {})}
+    header = {"type": event.TYPE, **version, **jsonform.to_json(event, skip=event.PAYLOAD)}
     payload: bytes = getattr(event, event.PAYLOAD) if event.PAYLOAD else b""
     blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     return _HEADER.pack(MAGIC, len(blob)) + blob + payload
@@ -331,17 +356,27 @@ UPGRADES: dict[tuple[str, int], _Upgrade] = {
     (HealthSample.TYPE, 1): _same_fields,  # no "corrections": read as None
 }
 
+# (type, major) pairs a reader takes, at any minor.
 ACCEPTED: tuple[tuple[str, int], ...] = tuple(
     sorted({(cls.TYPE, cls.VERSION) for cls in EVENT_TYPES.values()} | set(UPGRADES))
 )
 
 
-def _event_class(header: dict[str, Any]) -> type[Event] | None:
-    """The class a header of an accepted type and version is read as (None if not accepted)."""
-    kind, version = header.get("type"), header.get("v")
+def _event_class(header: dict[str, Any]) -> type[Event]:
+    """The class a header of an accepted type and major is read as."""
+    kind, version, minor = header.get("type"), header.get("v"), header.get("minor", 0)
     # Only a string type and an integer version can name one (a list is unhashable; True == 1).
     if not isinstance(kind, str) or type(version) is not int or (kind, version) not in ACCEPTED:
-        return None
+        named = isinstance(kind, str) and type(version) is int
+        refused = EventVersionError if named else EventDecodeError
+        raise refused(
+            f"event type {kind!r} version {version!r} is not one this reader accepts "
+            f"(accepted: {list(ACCEPTED)}, any minor)"
+        )
+    if type(minor) is not int or minor < 0:
+        raise EventDecodeError(
+            f"{kind} v{version} event has minor version {minor!r}: expected an integer >= 0"
+        )
     return EVENT_TYPES[kind]
 
 
@@ -354,7 +389,11 @@ def _upgraded(header: dict[str, Any], cls: type[Event]) -> dict[str, Any]:
 
 
 def decode(data: bytes) -> Event:
-    """Parse an event of the current or the previous version; anything else is an EventDecodeError."""
+    """Parse an event of an accepted major at any minor (a newer minor's unknown fields ignored).
+
+    Anything else is an ``EventDecodeError``: an ``EventVersionError`` when the bytes name a type
+    and major this reader does not take (a newer major, a type from a newer release).
+    """
     if len(data) < _HEADER.size:
         raise EventDecodeError(f"event of {len(data)} bytes is shorter than its {_HEADER.size}-byte frame")
     magic, length = _HEADER.unpack_from(data)
@@ -369,11 +408,6 @@ def decode(data: bytes) -> Event:
     if not isinstance(header, dict):
         raise EventDecodeError(f"event header is a {type(header).__name__}, expected an object")
     cls = _event_class(header)
-    if cls is None:
-        raise EventDecodeError(
-            f"event type {header.get('type')!r} version {header.get('v')!r} is not one this reader "
-            f"accepts (accepted: {list(ACCEPTED)})"
-        )
     payload = {cls.PAYLOAD: data[_HEADER.size + length :]} if cls.PAYLOAD else {}
     try:
         return jsonform.from_json(cls, _upgraded(header, cls), **payload)
