@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from camflow.bus import Bus, Consumer, Following, consumer_lag
+from camflow.bus.dead import Skips
 from camflow.errors import EventDecodeError
 from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, decode, encode
 from camflow.log import get_logger
@@ -203,7 +204,7 @@ async def follow_health(
     if not isinstance(bus, Following):
         raise TypeError(f"{type(bus).__name__} cannot follow a topic outside a consumer group")
     reader = await bus.follow([TOPIC_HEALTH], since)
-    bad = 0
+    skips = Skips("health-feed")
     try:
         while not stop.is_set():
             message = await reader.get(timeout=0.5)
@@ -212,9 +213,7 @@ async def follow_health(
             try:
                 event = decode(message.value)
             except EventDecodeError as exc:
-                bad += 1
-                if bad & (bad - 1) == 0:
-                    log.warning("health_undecodable", error=str(exc), count=bad)
+                skips.note(message, exc)
                 continue
             if isinstance(event, HealthSample):
                 on_sample(event)

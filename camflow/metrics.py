@@ -66,6 +66,18 @@ TRANSCODE_SEGMENT_SECONDS = Histogram(
     "Raw segment consumed to every rendition written and its ready event published",
     buckets=TRANSCODE_BUCKETS,
 )
+DEAD_LETTERS = Counter(
+    "camflow_dead_letters",
+    "Messages a consumer group could not use, published to the dead-letter topic before their offset "
+    "was committed, by the topic they came from and reason (version, malformed, rejected, transcode-failed)",
+    ["topic", "reason"],
+)
+EVENTS_SKIPPED = Counter(
+    "camflow_events_skipped",
+    "Undecodable messages a reader outside any consumer group (health feed, tail) skipped, by topic and "
+    "reason (version, malformed)",
+    ["topic", "reason"],
+)
 HEALTH_SAMPLES = Counter("camflow_health_samples", "Health samples published on camflow.health", ["service"])
 
 # --- read at scrape time from a service's own counters -----------------------------------------

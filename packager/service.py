@@ -30,6 +30,7 @@ from typing import Any
 
 from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.base import Rebalancing
+from camflow.bus.dead import DeadLetters
 from camflow.errors import EventDecodeError, NotFound
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
 from camflow.hls.errors import PlaylistError
@@ -91,6 +92,7 @@ class Packager:
         self.ready = asyncio.Event()
         self._streams: dict[str, StreamPackager] = {}
         self._tracker = CommitTracker()
+        self._dead_letters = DeadLetters(bus, GROUP)
         self._generation = 0  # the consumer's assignment these streams belong to
         self._written: dict[str, str] = {}
         self._written_at: dict[str, float] = {}  # key -> when this packager last wrote it (clock)
@@ -151,18 +153,12 @@ class Packager:
             event = decode(msg.value)
         except EventDecodeError as exc:
             self.stats.decode_errors += 1
-            self._log.warning(
-                "event undecodable",
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                error=str(exc),
-            )
+            await self._dead_letters.undecodable(msg, exc)  # before the commit, retried until sent
             await self._commit(consumer, [token])
             return
         if not isinstance(event, SegmentReady | StreamState) or not is_stream_name(event.stream):
             self.stats.rejected += 1
-            self._log.warning("event rejected", topic=msg.topic, offset=msg.offset, type=type(event).__name__)
+            await self._dead_letters.rejected(msg, f"a {event.TYPE} event of stream {event.stream!r}")
             await self._commit(consumer, [token])
             return
         stream = self._streams.get(event.stream) or await self._open(event.stream)

@@ -9,7 +9,9 @@ segment. CPU work runs in a process pool sized to the cores, never on the event 
 
 A segment that fails (corrupt input, a crashed pool process) is tried ``max_attempts``
 times, then published to the dead-letter topic with the reason and committed: the stream
-goes on and the packager marks the hole as a gap.
+goes on and the packager marks the hole as a gap. A message that is not a raw segment this
+worker reads (a newer major, a corrupt value) goes to the dead-letter topic as it came, and
+is committed only once it is there (``camflow.bus.dead``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 
 from camflow.bus import Bus, CommitTracker, Consumer, Message
+from camflow.bus.dead import DeadLetters
 from camflow.errors import EventDecodeError
 from camflow.events import (
-    TOPIC_DEAD,
     TOPIC_RAW,
     TOPIC_READY,
     RawSegment,
@@ -79,6 +81,7 @@ class TranscodeWorker:
         self._inits_written: dict[str, float] = {}  # init key -> when this worker last wrote it (monotonic)
         self._latest_thumb: dict[str, tuple[str, int]] = {}
         self._commits = CommitTracker()
+        self._dead_letters = DeadLetters(bus, GROUP)
         self._consumer: Consumer | None = None
         # stream -> (seconds its newest finished segment took, None before the first; when last seen)
         self.recent: dict[str, tuple[float | None, float]] = {}
@@ -153,13 +156,11 @@ class TranscodeWorker:
             event = decode(message.value)
         except EventDecodeError as exc:
             self.stats.decode_errors += 1
-            log.warning(
-                "raw_event_undecodable", error=str(exc), partition=message.partition, offset=message.offset
-            )
+            await self._dead_letters.undecodable(message, exc)  # before the commit, retried until sent
             return
         if not isinstance(event, RawSegment):
             self.stats.decode_errors += 1
-            log.warning("unexpected_event", type=type(event).__name__, topic=message.topic)
+            await self._dead_letters.rejected(message, f"a {event.TYPE} event on {message.topic}")
             return
         slog = log.bind(stream_id=event.stream, epoch=event.epoch, seq=event.seq)
         slog.debug("segment_started", partition=message.partition, offset=message.offset)
@@ -246,7 +247,7 @@ class TranscodeWorker:
             offset=message.offset,
             raw=message.value,
         )
-        await self.bus.publish(TOPIC_DEAD, event.stream, encode(dead))
+        await self._dead_letters.segment(message, dead)
         self.stats.dead_lettered += 1
         log.error(
             "segment_dead_lettered",
