@@ -92,7 +92,7 @@ class Packager:
         self.ready = asyncio.Event()
         self._streams: dict[str, StreamPackager] = {}
         self._tracker = CommitTracker()
-        self._dead_letters = DeadLetters(bus, GROUP)
+        self.dead_letters = DeadLetters(bus, GROUP)
         self._generation = 0  # the consumer's assignment these streams belong to
         self._written: dict[str, str] = {}
         self._written_at: dict[str, float] = {}  # key -> when this packager last wrote it (clock)
@@ -153,12 +153,12 @@ class Packager:
             event = decode(msg.value)
         except EventDecodeError as exc:
             self.stats.decode_errors += 1
-            await self._dead_letters.undecodable(msg, exc)  # before the commit, retried until sent
+            await self.dead_letters.undecodable(msg, exc)  # before the commit, retried until sent
             await self._commit(consumer, [token])
             return
         if not isinstance(event, SegmentReady | StreamState) or not is_stream_name(event.stream):
             self.stats.rejected += 1
-            await self._dead_letters.rejected(msg, f"a {event.TYPE} event of stream {event.stream!r}")
+            await self.dead_letters.rejected(msg, f"a {event.TYPE} event of stream {event.stream!r}")
             await self._commit(consumer, [token])
             return
         stream = self._streams.get(event.stream) or await self._open(event.stream)

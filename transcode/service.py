@@ -81,7 +81,7 @@ class TranscodeWorker:
         self._inits_written: dict[str, float] = {}  # init key -> when this worker last wrote it (monotonic)
         self._latest_thumb: dict[str, tuple[str, int]] = {}
         self._commits = CommitTracker()
-        self._dead_letters = DeadLetters(bus, GROUP)
+        self.dead_letters = DeadLetters(bus, GROUP)
         self._consumer: Consumer | None = None
         # stream -> (seconds its newest finished segment took, None before the first; when last seen)
         self.recent: dict[str, tuple[float | None, float]] = {}
@@ -156,11 +156,11 @@ class TranscodeWorker:
             event = decode(message.value)
         except EventDecodeError as exc:
             self.stats.decode_errors += 1
-            await self._dead_letters.undecodable(message, exc)  # before the commit, retried until sent
+            await self.dead_letters.undecodable(message, exc)  # before the commit, retried until sent
             return
         if not isinstance(event, RawSegment):
             self.stats.decode_errors += 1
-            await self._dead_letters.rejected(message, f"a {event.TYPE} event on {message.topic}")
+            await self.dead_letters.rejected(message, f"a {event.TYPE} event on {message.topic}")
             return
         slog = log.bind(stream_id=event.stream, epoch=event.epoch, seq=event.seq)
         slog.debug("segment_started", partition=message.partition, offset=message.offset)
@@ -247,7 +247,7 @@ class TranscodeWorker:
             offset=message.offset,
             raw=message.value,
         )
-        await self._dead_letters.segment(message, dead)
+        await self.dead_letters.segment(message, dead)
         self.stats.dead_lettered += 1
         log.error(
             "segment_dead_lettered",
