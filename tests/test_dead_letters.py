@@ -46,6 +46,7 @@ async def test_an_undecodable_message_is_published_as_it_came_with_why_and_whenc
         "dead-reason": b"version",
         "dead-error": b"raw-segment v9",
         "dead-topic": TOPIC_RAW.encode(),
+        "dead-key": b"cam-1",
         "dead-partition": b"5",
         "dead-offset": b"41",
         "dead-group": b"camflow-transcode",

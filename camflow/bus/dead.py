@@ -14,8 +14,8 @@ Every record on the topic says which kind it is in its headers (``dead-kind``):
   unchanged, the key the original key, the original headers are kept, and ``dead-*`` headers say
   why and whence: ``dead-reason`` (``version``: a type or major the reader does not take, upgrade
   it; ``malformed``: not an event; ``rejected``: an event this consumer does not take there),
-  ``dead-error`` (the reader's message), ``dead-topic``, ``dead-partition``, ``dead-offset``,
-  ``dead-group``, ``dead-at`` (UNIX time).
+  ``dead-error`` (the reader's message), ``dead-topic``, ``dead-key``, ``dead-partition``,
+  ``dead-offset``, ``dead-group``, ``dead-at`` (UNIX time).
 - ``segment``: a raw segment the transcoder gave up on after its attempts. The value is a
   ``SegmentDead`` event (the raw event inside it), ``dead-reason`` is ``transcode-failed``; the
   other headers as above. Records written before these headers existed have none: a value that
@@ -109,6 +109,7 @@ class DeadLetters:
             "reason": reason.value,
             "error": error,
             "topic": message.topic,
+            "key": message.key,
             "partition": str(message.partition),
             "offset": str(message.offset),
             "group": self._group,
@@ -170,13 +171,27 @@ class DeadLetter:
     kind: DeadKind
     reason: str
     error: str
-    topic: str  # where the dead message was consumed from
+    topic: str  # where the dead message was consumed from ("" when unknown)
     partition: int
     offset: int
     group: str
     at: float
-    key: str
+    key: str  # the consumed message's key
     value: bytes = field(repr=False)  # MESSAGE: the original bytes; SEGMENT: the SegmentDead event
+    headers: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # the original ones
+
+    def replay(self) -> tuple[str, str, bytes, Mapping[str, bytes]] | None:
+        """``(topic, key, value, headers)`` that puts the dead message back where it was consumed
+        from (a dead segment: its raw event); None when the record does not say where."""
+        if not self.topic:
+            return None
+        if self.kind is DeadKind.MESSAGE:
+            return self.topic, self.key, self.value, self.headers
+        try:
+            event = decode(self.value)
+        except EventDecodeError:
+            return None
+        return (self.topic, self.key, event.raw, {}) if isinstance(event, SegmentDead) else None
 
     @classmethod
     def from_message(cls, message: Message) -> DeadLetter:
@@ -197,8 +212,9 @@ class DeadLetter:
                 offset=_int(h.get("offset")),
                 group=h.get("group", ""),
                 at=_float(h.get("at")),
-                key=message.key,
+                key=h.get("key", message.key),
                 value=message.value,
+                headers={k: v for k, v in message.headers.items() if not k.startswith(PREFIX)},
             )
         try:
             event = decode(message.value)

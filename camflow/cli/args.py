@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable
 
+from camflow.bus.dead import DeadReason
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import AUTO, LOG_FORMATS
@@ -402,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_tail(sub)
+    _add_dead(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument(
         "--url", default=f"rtsp://127.0.0.1:{RTSP_PORT}", help=f"ingest to load (default :{RTSP_PORT} here)"
@@ -457,3 +459,31 @@ def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--since", type=float, default=10.0, help="with --kafka: start this many seconds back (default 10)"
     )
     tail.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
+
+
+def _add_dead(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dead = sub.add_parser(
+        "dead", help="list the dead-letter topic (what consumers could not use), and replay it"
+    )
+    dead.add_argument("--kafka", metavar="HOST:PORT", required=True, help="Kafka bootstrap server")
+    dead.add_argument("--kafka-prefix", default=_kafka_prefix(), help="topic prefix (default none)")
+    dead.add_argument(
+        "--since",
+        type=_positive,
+        default=7 * 24 * 3600.0,
+        help="start this many seconds back (default 604800: the topic's retention)",
+    )
+    dead.add_argument("--stream", action="append", type=check_stream_name, help="only this stream")
+    dead.add_argument(
+        "--reason",
+        action="append",
+        choices=[r.value for r in DeadReason],
+        help="only this reason (repeatable)",
+    )
+    dead.add_argument("--json", action="store_true", help="one JSON object per dead letter and line")
+    dead.add_argument(
+        "--replay",
+        action="store_true",
+        help="publish each listed letter again to the topic it was consumed from "
+        "(a dead segment: its raw event)",
+    )

@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             from camflow.cli.tail import tail_command
 
             return tail_command(args)
+        if args.command == "dead":
+            from camflow.cli.dead import dead_command
+
+            return dead_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
         configure_logging(args.log_level, args.log_format)
