@@ -36,7 +36,7 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_READY: (8, {"retention.ms": str(24 * 3600 * 1000)}),
     TOPIC_STREAMS: (8, {"cleanup.policy": "compact"}),  # as many as READY: one packager owns both
     TOPIC_HEALTH: (4, {"retention.ms": str(3600 * 1000)}),
-    # raw segments the transcoder gave up on, with the reason (keyed by stream)
+    # dead letters: what a consumer group could not use, with the reason (camflow.bus.dead)
     TOPIC_DEAD: (4, {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": str(7 * 24 * 3600 * 1000)}),
 }
 
