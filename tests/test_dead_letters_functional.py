@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 
 from camflow.bus import Bus, Message
@@ -41,6 +40,7 @@ from camflow.store import FileStore
 from packager.service import GROUP as PACKAGER_GROUP
 from packager.service import Packager
 from tests import defaults, services
+from tests.kafka_groups import committed
 from tests.newer_events import RawSegmentNextMajor, RawSegmentNextMinor, SegmentReadyNextMinor
 from tests.transcode_clips import TIMESCALE, cut, make_clip
 from transcode.ladder import parse_ladder
@@ -50,16 +50,6 @@ from transcode.service import TranscodeWorker
 pytestmark = pytest.mark.integration
 EPOCH = "20261203T100000000Z"
 WAIT = 60.0
-
-
-def committed(kafka: str, group: str, topic: str) -> int:
-    """Sum over ``topic``'s partitions of ``group``'s committed offsets."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka)
-    try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
-    finally:
-        admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from kafka.admin import KafkaAdminClient
 
 from camflow.bus.kafka import KafkaBus
 from camflow.events import (
@@ -39,6 +38,7 @@ from camflow.events import (
 from camflow.keys import latest_thumbnail_key, thumbnail_key
 from camflow.store.s3 import S3Location, S3Store
 from tests import services
+from tests.kafka_groups import committed
 from tests.process import CAMFLOW, ffmpeg_push, free_port
 from tests.process import camflow_service as service
 from tests.transcode_clips import TIMESCALE, cut, make_clip
@@ -80,16 +80,6 @@ async def publish_and_collect(kafka: str, prefix: str, events: list[RawSegment],
         return got
     finally:
         await bus.close()
-
-
-def committed(kafka: str, group: str, topic: str) -> int:
-    """Sum of the committed offsets of ``group`` on ``topic`` (every message before them is done)."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka)
-    try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
-    finally:
-        admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
 
 
 def test_corrupt_segment_goes_to_the_dead_letter_topic(tmp_path: Path) -> None:
