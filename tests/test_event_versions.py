@@ -111,3 +111,11 @@ def test_a_version_that_is_not_an_integer_is_malformed_not_a_version(version: ob
 def test_no_event_field_takes_a_name_of_the_header_itself() -> None:
     for cls in EVENT_TYPES.values():
         assert not {f.name for f in dataclasses.fields(cls)} & set(RESERVED), cls.TYPE
+
+
+def test_an_older_major_at_any_minor_is_upgraded_with_its_unknown_fields_ignored() -> None:
+    v2 = {
+        k: v for k, v in header(encode(as_today(RAW_NEXT))).items() if k not in ("damaged", "discontinuity")
+    }
+    event = decode(framed({**v2, "v": 2, "minor": 7, "lens": "tele"}, b"\x00moof"))
+    assert event == as_today(RAW_NEXT)
