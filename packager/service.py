@@ -16,6 +16,11 @@ are read before they are first rewritten; re-delivered events are then recognise
 duplicates (``stats.duplicates``) and nothing is missing or repeated. A partition taken
 away and handed back within one process life is not detected (the bus reports no
 assignments): that process's state of those streams would be stale.
+
+Store outage: every store call waits for the store (``camflow.store.retry``), so the loop stays
+on the event in hand, commits nothing past it and takes no later event until its writes land;
+the playlists then go on from where they were. A stop during the outage ends the loop without
+committing what was not written.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.base import Rebalancing
-from camflow.errors import EventDecodeError, NotFound
+from camflow.errors import EventDecodeError, NotFound, StoreRetryStopped
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
 from camflow.hls.errors import PlaylistError
 from camflow.hls.master import parse_master, parse_master_audio
@@ -39,6 +44,7 @@ from camflow.log import get_logger
 from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from camflow.store.base import Browsable
+from camflow.store.retry import RetryingStore, StoreOutage
 from packager.retention import Retention
 from packager.stream import IndexAppend, PackagerStats, StreamPackager
 
@@ -76,14 +82,15 @@ class Packager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
-        self._store = store
+        self.store_outage = StoreOutage("package")
+        self._store = RetryingStore(store, self.store_outage)
         self._live_window = live_window
         self._gap_timeout = gap_timeout
         self._target = target_duration
         self._grace = offline_grace
         self._dvr_window = dvr_window
         self._chunks: dict[str, dict[tuple[str, int], IndexChunk]] = {}
-        self.retention = Retention(store, retain=retain, per_stream=retain_streams or {})
+        self.retention = Retention(self._store, retain=retain, per_stream=retain_streams or {})
         self._retention_interval = retention_interval
         self._next_sweep = 0.0
         self._clock = clock
@@ -103,6 +110,7 @@ class Packager:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await self._bus.subscribe([TOPIC_READY, TOPIC_STREAMS], GROUP)
         self.consumer: Consumer | None = consumer  # the health feed asks it for the lag
+        self._store.stop_when(stop)
         if self.retention.enabled:
             try:
                 await self.retention.install_lifecycle()
@@ -125,6 +133,8 @@ class Packager:
                     await self._handle(consumer, msg)
                 await self._tick(consumer)
                 await self._sweep(consumer)
+        except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
+            self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))
@@ -226,6 +236,8 @@ class Packager:
         if isinstance(self._store, Browsable):
             try:
                 stored = await self._store.children("streams/")
+            except StoreRetryStopped:
+                raise
             except Exception as exc:
                 self.retention.stats.errors += 1
                 self._log.warning("stream folders not listed", error=repr(exc))
@@ -237,6 +249,8 @@ class Packager:
         for name, stream in list(self._streams.items()):
             try:
                 await self.retention.sweep(name, stream.named(), functools.partial(self.cached_chunk, name))
+            except StoreRetryStopped:
+                raise
             except Exception as exc:
                 self.retention.stats.errors += 1
                 self._log.warning("retention sweep failed", stream_id=name, error=repr(exc))
