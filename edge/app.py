@@ -114,7 +114,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = _http_error(request, exc)
     except StoreUnavailable as exc:  # a recording or listing read during a store outage
         request.app[EDGE].log.warning("store_unavailable", path=request.path, error=str(exc))
-        response = store_unavailable_response(f"the store is unavailable: {request.path!r} cannot be served now")
+        detail = f"the store is unavailable: {request.path!r} cannot be served now"
+        response = store_unavailable_response(detail)
     except Exception:
         request.app[EDGE].log.exception("request_failed", method=request.method, path=request.path)
         response = error_response(500, "internal_error", "the edge failed to handle this request")
