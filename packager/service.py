@@ -20,7 +20,10 @@ assignments): that process's state of those streams would be stale.
 Store outage: every store call waits for the store (``camflow.store.retry``), so the loop stays
 on the event in hand, commits nothing past it and takes no later event until its writes land;
 the playlists then go on from where they were. A stop during the outage ends the loop without
-committing what was not written.
+committing what was not written. While a stream waits for a missing segment, the packager looks
+at the store every ``STORE_PROBE_SECONDS`` and before it declares a gap: a segment held up in a transcoder by an outage is not
+declared a gap; its gap timeout starts again once the store is back (plus the longest pause of the
+transcoder's retry policy).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from camflow.log import get_logger
 from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from camflow.store.base import Browsable
-from camflow.store.retry import RetryingStore, StoreOutage
+from camflow.store.retry import POLICY, RetryingStore, StoreOutage
 from packager.retention import Retention
 from packager.stream import IndexAppend, PackagerStats, StreamPackager
 
@@ -57,6 +60,7 @@ POLL_SECONDS = 0.5
 # retention at the least): it is written again, unchanged, once this long has passed since the last write.
 MASTER_REFRESH_SECONDS = 3600.0
 CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket and a late one)
+STORE_PROBE_SECONDS = 1.0  # while a stream waits for a missing segment, how often the store is looked at
 
 
 class Packager:
@@ -82,7 +86,7 @@ class Packager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
-        self.store_outage = StoreOutage("package")
+        self.store_outage = StoreOutage("package", clock=clock)
         self._store = RetryingStore(store, self.store_outage)
         self._live_window = live_window
         self._gap_timeout = gap_timeout
@@ -93,6 +97,7 @@ class Packager:
         self.retention = Retention(self._store, retain=retain, per_stream=retain_streams or {})
         self._retention_interval = retention_interval
         self._next_sweep = 0.0
+        self._probed_at = -math.inf
         self._clock = clock
         self.stats = PackagerStats()
         self.ready = asyncio.Event()
@@ -256,12 +261,27 @@ class Packager:
                 self._log.warning("retention sweep failed", stream_id=name, error=repr(exc))
 
     async def _tick(self, consumer: Consumer) -> None:
+        await self._probe_store()
         now = self._clock()
         for stream in self._streams.values():
             deadline = stream.deadline()
             if deadline is not None and deadline <= now:
                 stream.tick(now)
                 await self._flush(consumer, stream)
+
+    async def _probe_store(self) -> None:
+        """While a stream waits for a missing segment: is the store there? (A call that waits out an
+        outage, as any other.) After an outage the missing segments' gap timeouts start again."""
+        now = self._clock()
+        waiting = [s for s in self._streams.values() if s.waiting_for_gap()]
+        due = any((d := s.deadline()) is not None and d <= now for s in waiting)  # a gap, unless...
+        if not waiting or (now - self._probed_at < STORE_PROBE_SECONDS and not due):
+            return
+        await self._store.head(master_playlist_key(waiting[0].stream))
+        self._probed_at = self._clock()
+        if self.store_outage.ended_at is not None:
+            for stream in waiting:
+                stream.restart_gap_clock(self.store_outage.ended_at + POLICY.longest_pause)
 
     def _poll_timeout(self) -> float:
         deadlines = [d for s in self._streams.values() if (d := s.deadline()) is not None]

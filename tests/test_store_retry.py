@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from camflow.errors import NotFound, StoreRetryStopped, StoreUnavailable
 from camflow.metrics import Readiness
-from camflow.store import FileStore
+from camflow.store import FileStore, ObjectInfo
 from camflow.store.retry import POLICY, RetryingStore, RetryPolicy, StoreOutage
 from camflow.store.s3 import is_unavailable
 
@@ -40,6 +40,10 @@ class FlakyStore(FileStore):
     async def get(self, key: str) -> bytes:
         self._check()
         return await super().get(key)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        self._check()
+        return await super().head(key)
 
 
 class FakeClock:

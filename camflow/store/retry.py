@@ -51,6 +51,11 @@ class RetryPolicy:
     def wait(self) -> wait_base:
         return wait_exponential(multiplier=self.first, max=self.cap) + wait_random(0, self.jitter)
 
+    @property
+    def longest_pause(self) -> float:
+        """How long after the store is back a waiting call may still sleep before its next try."""
+        return self.cap + self.jitter
+
 
 POLICY = RetryPolicy()
 
@@ -63,6 +68,7 @@ class StoreOutage:
         self.service = service
         self._clock = clock
         self.since: float | None = None  # when (clock) the current outage started; None while up
+        self.ended_at: float | None = None  # when (clock) the last outage ended
         self.error = ""  # the newest failure of the current outage
         self.outages = 0
         self.retries: dict[str, int] = {}  # store operation -> calls repeated
@@ -103,7 +109,8 @@ class StoreOutage:
         """A call got its answer: an outage, if one was going on, is over."""
         if self.since is None:
             return
-        seconds = self._clock() - self.since
+        self.ended_at = self._clock()
+        seconds = self.ended_at - self.since
         self.since = None
         self._back.set()
         retries = sum(self.retries.values())
