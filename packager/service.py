@@ -21,9 +21,9 @@ Store outage: every store call waits for the store (``camflow.store.retry``), so
 on the event in hand, commits nothing past it and takes no later event until its writes land;
 the playlists then go on from where they were. A stop during the outage ends the loop without
 committing what was not written. While a stream waits for a missing segment, the packager looks
-at the store every ``STORE_PROBE_SECONDS`` and before it declares a gap: a segment held up in a transcoder by an outage is not
-declared a gap; its gap timeout starts again once the store is back (plus the longest pause of the
-transcoder's retry policy).
+at the store every ``STORE_PROBE_SECONDS`` and before it declares a gap: a segment held up in a
+transcoder by an outage is not declared a gap; its gap timeout starts again once the store is
+back (plus the longest pause of the transcoder's retry policy).
 """
 
 from __future__ import annotations
