@@ -163,7 +163,9 @@ def test_minio_stopped_mid_push_the_recording_stays_contiguous(tmp_path: Path) -
                         service="transcode",
                     )
                 )
-                edge_answers.append(http(f"http://127.0.0.1:{http_port}/live/{STREAM}/master.m3u8?token={view}"))
+                edge_answers.append(
+                    http(f"http://127.0.0.1:{http_port}/live/{STREAM}/master.m3u8?token={view}")
+                )
                 time.sleep(1.0)
             minio.minio("resume")  # the same data, as after a restart of the server
             up_at = time.monotonic()
