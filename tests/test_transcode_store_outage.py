@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from camflow.events import TOPIC_DEAD, TOPIC_RAW, TOPIC_READY, RawSegment, encode
+from camflow.bus import Consumer
+from camflow.events import TOPIC_DEAD, TOPIC_RAW, TOPIC_READY, encode
 from tests import defaults
 from tests.test_packager import RecordingBus
 from tests.test_store_retry import FlakyStore
-from tests.transcode_clips import TIMESCALE, RawClipSegment, cut, make_clip
+from tests.test_transcode_service import EPOCH, raw_event
+from tests.transcode_clips import RawClipSegment, cut, make_clip
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
-
-EPOCH = "20261121T101500123Z"
 
 
 @pytest.fixture(scope="module")
 def segment(tmp_path_factory: pytest.TempPathFactory) -> RawClipSegment:
-    return cut(make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", 2, "320x180"))[0]
+    return cut(make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", 2, "640x360"))[0]
 
 
 class Rig:
@@ -50,21 +50,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, asyncio.Event, asyncio
     await asyncio.wait_for(task, 30)
 
 
-async def publish(rig: Rig, segment: RawClipSegment) -> None:
-    event = RawSegment(
-        stream="cam1",
-        epoch=EPOCH,
-        seq=segment.seq,
-        start=segment.start,
-        duration=segment.duration,
-        timescale=TIMESCALE,
-        codecs="avc1.64001e",
-        width=320,
-        height=180,
-        wall_clock=time.time(),
-        data=segment.data,
-    )
-    await rig.bus.publish(TOPIC_RAW, "cam1", encode(event))
+async def in_outage(r: Rig, segment: RawClipSegment) -> Consumer:
+    """The store goes down and a segment comes in: once the worker meets the outage, a reader of
+    what it publishes (ready and dead-letter topics)."""
+    published = await r.bus.subscribe([TOPIC_READY, TOPIC_DEAD], "test")
+    r.store.down = True
+    await r.bus.publish(TOPIC_RAW, "cam1", encode(raw_event(segment)))
+    await until("the worker meets the outage", lambda: not r.worker.store_outage.up)
+    return published
 
 
 async def until(what: str, check: object, timeout: float = 30.0) -> None:
@@ -79,10 +72,7 @@ async def test_a_segment_waits_out_the_outage_and_is_committed_after_its_writes(
     rig: tuple[Rig, asyncio.Event, asyncio.Task[None]], segment: RawClipSegment
 ) -> None:
     r, _, _ = rig
-    ready = await r.bus.subscribe([TOPIC_READY, TOPIC_DEAD], "test")
-    r.store.down = True
-    await publish(r, segment)
-    await until("the worker meets the outage", lambda: not r.worker.store_outage.up)
+    ready = await in_outage(r, segment)
     await asyncio.sleep(2.0)  # longer than the attempts' delays: an outage is no attempt
     assert r.worker.stats.failed_attempts == 0 and r.worker.stats.dead_lettered == 0
     assert r.raw.committed == [] and await ready.get(timeout=0.1) is None
@@ -99,10 +89,7 @@ async def test_a_stop_during_the_outage_ends_at_once_without_committing(
     rig: tuple[Rig, asyncio.Event, asyncio.Task[None]], segment: RawClipSegment
 ) -> None:
     r, stop, task = rig
-    ready = await r.bus.subscribe([TOPIC_READY, TOPIC_DEAD], "test")
-    r.store.down = True
-    await publish(r, segment)
-    await until("the worker meets the outage", lambda: not r.worker.store_outage.up)
+    ready = await in_outage(r, segment)
     started = time.monotonic()
     stop.set()
     await asyncio.wait_for(task, 10)
