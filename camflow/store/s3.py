@@ -79,7 +79,9 @@ class S3Store:
         self.location = location
         http = urllib3.PoolManager(
             maxsize=pool_size,
-            timeout=urllib3.Timeout(connect=5.0, read=30.0),
+            # A hung server (it accepts, never answers) is an outage after two read timeouts (20 s):
+            # a repeat costs nothing (deterministic keys), a long wait hides the outage.
+            timeout=urllib3.Timeout(connect=5.0, read=10.0),
             retries=urllib3.Retry(total=1, backoff_factor=0, respect_retry_after_header=False),
         )
         self._client = Minio(
