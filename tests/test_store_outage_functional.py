@@ -9,6 +9,8 @@ its run folder under the test's tmp_path); ffmpeg pushes RTSP like a camera. Che
   ``camflow_store_up{service="transcode"} 0``, its health samples on camflow.health (read by
   `camflow tail --json`) carry ``store_outage`` > 0, and the edge answers a JSON 503
   ``store_unavailable`` for what its cache does not hold;
+- a second transcoder, stopped (SIGTERM) in the middle of the outage, exits at once, its
+  uncommitted segments going to the first;
 - after it: the recording read from the edge (the live playlist, and the VOD playlist over the push's
   time range) names every segment once, seq 0, 1, 2, ... without a gap; nothing was dead-lettered
   and no transcode attempt failed; the logs say when the outage started and how long it lasted.
@@ -119,15 +121,10 @@ def test_minio_stopped_mid_push_the_recording_stays_contiguous(tmp_path: Path) -
     minio.minio("start")
     with ExitStack() as stack:
         stack.callback(minio.minio, "stop")
+        transcode = ["transcode", *common, *store, "--ladder", "source", "--processes", "1"]
         metrics = ["--metrics-port", str(transcode_port)]
-        stack.enter_context(
-            camflow_service(
-                tmp_path,
-                "transcode",
-                ["transcode", *common, *store, "--ladder", "source", "--processes", "1", *metrics],
-                env,
-            )
-        )
+        stack.enter_context(camflow_service(tmp_path, "transcode", [*transcode, *metrics], env))
+        second = stack.enter_context(camflow_service(tmp_path, "transcode-b", transcode, env))
         package = [*common, *store, "--live-window", "600", "--offline-grace", "3", "--drain-seconds", "0"]
         metrics = ["--metrics-port", str(package_port)]
         stack.enter_context(camflow_service(tmp_path, "package", ["package", *package, *metrics], env))
@@ -161,7 +158,12 @@ def test_minio_stopped_mid_push_the_recording_stays_contiguous(tmp_path: Path) -
             ready: list[tuple[int, str]] = []
             store_up: list[float | None] = []
             edge_answers: list[tuple[int, str, dict[str, str]]] = []
+            stopped_in = -1.0
             while time.monotonic() - down_at < OUTAGE_SECONDS:
+                if stopped_in < 0 and time.monotonic() - down_at > OUTAGE_SECONDS / 2:
+                    started = time.monotonic()  # SIGTERM to the second transcoder, mid-outage
+                    assert stop_process(second) == 0
+                    stopped_in = time.monotonic() - started
                 status, body, _ = http(f"http://127.0.0.1:{transcode_port}/readyz")
                 ready.append((status, body))
                 store_up.append(
@@ -211,6 +213,12 @@ def test_minio_stopped_mid_push_the_recording_stays_contiguous(tmp_path: Path) -
     ended = [json.loads(line) for line in log.splitlines() if '"store_available"' in line]
     assert ended and OUTAGE_SECONDS - 8 <= ended[0]["outage_seconds"] <= OUTAGE_SECONDS + 15, ended
 
+    # The transcoder stopped during the outage stopped at once and committed nothing it had not
+    # written: what it held went to the other one (the recording below has it).
+    assert 0 <= stopped_in < 5.0, stopped_in
+    second_log = (tmp_path / "transcode-b.err").read_text()
+    assert '"transcoder_stopped"' in second_log and '"dead_lettered": 0' in second_log
+
     # Nothing was given up on, and the store came back on the metrics.
     assert metric(transcode_metrics, "camflow_transcode_segments_total", result="dead_lettered") == 0
     assert metric(transcode_metrics, "camflow_transcode_segments_total", result="failed_attempt") == 0
@@ -230,5 +238,6 @@ def test_minio_stopped_mid_push_the_recording_stays_contiguous(tmp_path: Path) -
     assert not any(s.gap_tag or s.discontinuity for s in vod_playlist.segments)
     print(
         f"store outage: {OUTAGE_SECONDS:.0f} s, {len(live_seqs)} segments recorded, 0 missing, 0 repeated; "
-        f"the live playlist caught up {caught_up:.1f} s after the store was back"
+        f"the live playlist caught up {caught_up:.1f} s after the store was back; a transcoder stopped "
+        f"mid-outage in {stopped_in:.1f} s (segment in hand left: {'segment_left_at_stop' in second_log})"
     )
