@@ -22,6 +22,16 @@ class NotFound(CamflowError):
     """A store key that does not exist."""
 
 
+class StoreUnavailable(CamflowError):
+    """The store could not be reached or answered that it cannot serve now (5xx, slow down, timeout):
+    the same call may succeed later. Not the same as a key that does not exist (``NotFound``) or a
+    request the store refuses (bad credentials, a bad key), which a retry does not change."""
+
+
+class StoreRetryStopped(CamflowError):
+    """The service stopped while a store call was waiting for the store to come back: it did not land."""
+
+
 class TokenError(CamflowError):
     """A token that is malformed, forged, expired, or scoped to another stream or action."""
 

@@ -44,6 +44,9 @@ History:
   stream); fields a service does not measure are ``null``.
 - ``health-sample`` v2 adds ``corrections``: ingest's media fixes of the session by kind
   (``params_inserted``, ``reordered``, ``audio_gaps_filled``, ...); v1 is read as ``None``.
+- ``health-sample`` 2.1 adds ``store_outage`` (a minor: an optional field): transcode/package,
+  seconds the store has been unavailable to the service (0 while it answers); read as ``None``
+  where absent.
 """
 
 from __future__ import annotations
@@ -242,7 +245,7 @@ class HealthSample:
 
     TYPE: ClassVar[str] = "health-sample"
     VERSION: ClassVar[int] = 2
-    MINOR: ClassVar[int] = 0
+    MINOR: ClassVar[int] = 1  # 2.1: store_outage
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -265,6 +268,7 @@ class HealthSample:
     # ingest: what it corrected or dropped this session, by kind, only the kinds that happened
     # (see ``ingest.health.CORRECTION_KINDS``); ``{}`` when nothing was
     corrections: dict[str, int] | None = field(default=None, metadata=jsonform.read_with(_counts))
+    store_outage: float | None = None  # transcode/package: seconds the store has been unavailable, else 0
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",
@@ -277,6 +281,7 @@ class HealthSample:
         "consumer_lag",
         "playlist_age",
         "viewers",
+        "store_outage",
     )
 
     def to_json(self) -> dict[str, Any]:

@@ -15,13 +15,12 @@ Two kinds of metric:
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -30,9 +29,10 @@ from prometheus_client.registry import Collector
 
 from camflow.errors import NotFound
 from camflow.log import get_logger
-from camflow.store import ObjectInfo, Store
+from camflow.store.base import StoreWrapper
 
 log = get_logger("metrics")
+T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TRANSCODE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -135,6 +135,16 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
         "gauge", "Now minus the wall-clock end of the newest segment in the live playlist", ("stream",)
     ),
     "camflow_packager_segments": CallbackMetric("counter", "Segments appended to live playlists"),
+    "camflow_store_up": CallbackMetric(
+        "gauge", "0 while the store is unavailable to the service's calls (an outage), else 1", ("service",)
+    ),
+    "camflow_store_outage_seconds": CallbackMetric(
+        "gauge", "How long the current store outage has lasted (0 while the store answers)", ("service",)
+    ),
+    "camflow_store_outages": CallbackMetric("counter", "Store outages the service rode out", ("service",)),
+    "camflow_store_retries": CallbackMetric(
+        "counter", "Store calls repeated because the store was unavailable", ("service", "op")
+    ),
     "camflow_edge_viewers": CallbackMetric(
         "gauge", "Distinct view tokens that fetched a playlist in the last 30 s", ("stream",)
     ),
@@ -208,67 +218,20 @@ def instance_name() -> str:
 # --- store latency -------------------------------------------------------------------------------
 
 
-class MeteredStore:
-    """A Store that times every call (``camflow_store_operation_seconds``) and counts failures.
+class MeteredStore(StoreWrapper):
+    """A Store that times every call (``camflow_store_operation_seconds``) and counts failures."""
 
-    Anything else the wrapped store offers (S3 lifecycle rules, folder listings) is reached through
-    it, so ``isinstance`` checks of optional store protocols see what the wrapped store has.
-    """
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        """What else the wrapped store offers; its coroutine methods timed under their own name."""
-        attr = getattr(self.inner, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            with _timed(name):
-                return await attr(*args, **kwargs)
-
-        return timed
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        with _timed("put"):
-            await self.inner.put(key, data, content_type)
-
-    async def get(self, key: str) -> bytes:
-        with _timed("get"):
-            return await self.inner.get(key)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        with _timed("head"):
-            return await self.inner.head(key)
-
-    async def list(self, prefix: str) -> list[str]:
-        with _timed("list"):
-            return await self.inner.list(prefix)
-
-    async def delete(self, key: str) -> None:
-        with _timed("delete"):
-            await self.inner.delete(key)
-
-
-class _timed:
-    def __init__(self, op: str) -> None:
-        self.op = op
-        self.started = 0.0
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        STORE_SECONDS.labels(self.op).observe(time.perf_counter() - self.started)
-        if exc is not None and not isinstance(exc, NotFound):
-            STORE_ERRORS.labels(self.op).inc()
+    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call()
+        except NotFound:
+            raise
+        except BaseException:
+            STORE_ERRORS.labels(op).inc()
+            raise
+        finally:
+            STORE_SECONDS.labels(op).observe(time.perf_counter() - started)
 
 
 # --- liveness, readiness and the listener ----------------------------------------------------------
@@ -278,10 +241,11 @@ class _timed:
 class Readiness:
     """Named checks that must all pass for ``/readyz``; ``draining`` (set on SIGTERM) fails it at once."""
 
-    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    checks: dict[str, Callable[[], bool | str]] = field(default_factory=dict)
     draining: bool = False
 
-    def add(self, name: str, check: Callable[[], bool]) -> None:
+    def add(self, name: str, check: Callable[[], bool | str]) -> None:
+        """``check()``: True (ready) or False ("not yet"), or a reason why not ("" when ready)."""
         self.checks[name] = check
 
     def reasons(self) -> list[str]:
@@ -293,7 +257,10 @@ class Readiness:
             except Exception as exc:
                 out.append(f"{name}: {exc!r}")
                 continue
-            if not ok:
+            if isinstance(ok, str):
+                if ok:
+                    out.append(f"{name}: {ok}")
+            elif not ok:
                 out.append(f"{name}: not yet")
         if not self.checks and not self.draining:
             out.append("starting: no service registered yet")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from camflow.errors import StoreUnavailable
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
@@ -34,7 +35,7 @@ from edge.cache import ObjectCache
 from edge.catalog import StreamCatalog
 from edge.delivery import live, object_fetcher
 from edge.health import CatalogHealth, HealthSource
-from edge.http import CORS_HEADERS, CORS_ORIGIN, error_response
+from edge.http import CORS_HEADERS, CORS_ORIGIN, error_response, store_unavailable_response
 from edge.metrics import count_requests
 from edge.pages import add_page_routes, default_static_dir
 from edge.paths import LIVE_PREFIX
@@ -111,6 +112,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         response = _http_error(request, exc)
+    except StoreUnavailable as exc:  # a recording or listing read during a store outage
+        request.app[EDGE].log.warning("store_unavailable", path=request.path, error=str(exc))
+        detail = f"the store is unavailable: {request.path!r} cannot be served now"
+        response = store_unavailable_response(detail)
     except Exception:
         request.app[EDGE].log.exception("request_failed", method=request.method, path=request.path)
         response = error_response(500, "internal_error", "the edge failed to handle this request")

@@ -12,7 +12,7 @@ from typing import cast
 
 from aiohttp import web
 
-from camflow.errors import NotFound
+from camflow.errors import NotFound, StoreUnavailable
 from camflow.store import Store
 from edge.access import TOKEN_PARAM, needs_token, viewer_refusal
 from edge.cache import CachedObject, Fetch, ObjectCache
@@ -24,6 +24,7 @@ from edge.http import (
     http_date,
     not_modified,
     send_bytes,
+    store_unavailable_response,
     wants_gzip,
 )
 from edge.paths import LiveObject, parse_live_path
@@ -55,7 +56,9 @@ def object_fetcher(cache: ObjectCache, store: Store, policy: PlaylistPolicy) -> 
 def _store_failed(state: EdgeState, obj: LiveObject, exc: Exception) -> web.Response:
     state.counters.store_failed += 1
     state.log.error("store_failed", stream_id=obj.stream, key=obj.key, error=repr(exc))
-    return error_response(502, "store_unavailable", f"the store could not serve {obj.key!r}; try again")
+    if isinstance(exc, StoreUnavailable):
+        return store_unavailable_response(f"the store is unavailable: {obj.key!r} cannot be served now")
+    return error_response(502, "store_failed", f"the store could not serve {obj.key!r}; try again")
 
 
 Representation = tuple[bytes, dict[str, str]]

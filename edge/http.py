@@ -22,6 +22,15 @@ def error_response(
     return web.json_response({"error": error, "detail": detail}, status=status, headers=headers)
 
 
+STORE_RETRY_AFTER = 2  # seconds a client is asked to wait when the store is unavailable
+
+
+def store_unavailable_response(detail: str) -> web.Response:
+    """503 while the store cannot serve (an outage): retry soon, and no cache keeps this answer."""
+    headers = {"Retry-After": str(STORE_RETRY_AFTER), "Cache-Control": "no-store"}
+    return error_response(503, "store_unavailable", detail, headers=headers)
+
+
 def http_date(unix_seconds: float) -> str:
     return formatdate(unix_seconds, usegmt=True)
 

@@ -3,7 +3,9 @@
 For every stream whose playlists this process wrote lately, one ``HealthSample`` per health
 interval: ``playlist_age`` (seconds since its playlists were written) and ``segment_age``
 (now minus the wall-clock end of its newest ready segment: the latency of the live edge),
-with the group's consumer lag. The same ages are Prometheus gauges, computed at scrape time.
+with the group's consumer lag and ``store_outage`` (how long the store has been unavailable to
+the packager, 0 while it answers; the streams stay in the feed while an outage lasts). The same
+ages are Prometheus gauges, computed at scrape time.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ class PackagerHealth:
     def _recent(self, now: float) -> Iterator[tuple[str, float, float | None]]:
         """(stream, playlist age, live edge age) of streams written in the last ``RECENT_SECONDS``."""
         written = self.packager.playlists_written
+        recent = RECENT_SECONDS + self.packager.store_outage.seconds()
         for stream in sorted(written):
             at = written[stream]
-            if now - at > RECENT_SECONDS:
+            if now - at > recent:
                 continue
             edge = self.packager.live_edge.get(stream)
             yield stream, now - at, None if edge is None else max(0.0, now - edge)
@@ -38,6 +41,7 @@ class PackagerHealth:
     async def collect(self) -> list[HealthSample]:
         self.lag = await report_lag(self.packager.consumer, GROUP)
         now = time.time()
+        outage = round(self.packager.store_outage.seconds(), 3)
         return [
             HealthSample(
                 stream=stream,
@@ -47,6 +51,7 @@ class PackagerHealth:
                 playlist_age=round(playlist_age, 3),
                 segment_age=None if edge_age is None else round(edge_age, 3),
                 consumer_lag=self.lag,
+                store_outage=outage,
             )
             for stream, playlist_age, edge_age in self._recent(now)
         ]
@@ -54,6 +59,7 @@ class PackagerHealth:
     def samples(self) -> Iterator[Sample]:
         """Ages and counters (a ``camflow.metrics`` source)."""
         yield "camflow_packager_segments", (), float(self.packager.stats.segments_appended)
+        yield from self.packager.store_outage.samples()
         for stream, playlist_age, edge_age in self._recent(time.time()):
             yield "camflow_packager_playlist_age_seconds", (stream,), round(playlist_age, 3)
             if edge_age is not None:

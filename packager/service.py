@@ -16,6 +16,14 @@ are read before they are first rewritten; re-delivered events are then recognise
 duplicates (``stats.duplicates``) and nothing is missing or repeated. A partition taken
 away and handed back within one process life is not detected (the bus reports no
 assignments): that process's state of those streams would be stale.
+
+Store outage: every store call waits for the store (``camflow.store.retry``), so the loop stays
+on the event in hand, commits nothing past it and takes no later event until its writes land;
+the playlists then go on from where they were. A stop during the outage ends the loop without
+committing what was not written. While a stream waits for a missing segment, the packager looks
+at the store every ``STORE_PROBE_SECONDS`` and before it declares a gap: a segment held up in a
+transcoder by an outage is not declared a gap; its gap timeout starts again once the store is
+back (plus the longest pause of the transcoder's retry policy).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any
 from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.base import Rebalancing
 from camflow.bus.dead import DeadLetters
-from camflow.errors import EventDecodeError, NotFound
+from camflow.errors import EventDecodeError, NotFound, StoreRetryStopped
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
 from camflow.hls.errors import PlaylistError
 from camflow.hls.master import parse_master, parse_master_audio
@@ -40,6 +48,7 @@ from camflow.log import get_logger
 from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from camflow.store.base import Browsable
+from camflow.store.retry import POLICY, RetryingStore, StoreOutage
 from packager.retention import Retention
 from packager.stream import IndexAppend, PackagerStats, StreamPackager
 
@@ -52,6 +61,7 @@ POLL_SECONDS = 0.5
 # retention at the least): it is written again, unchanged, once this long has passed since the last write.
 MASTER_REFRESH_SECONDS = 3600.0
 CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket and a late one)
+STORE_PROBE_SECONDS = 1.0  # while a stream waits for a missing segment, how often the store is looked at
 
 
 class Packager:
@@ -77,16 +87,18 @@ class Packager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
-        self._store = store
+        self.store_outage = StoreOutage("package", clock=clock)
+        self._store = RetryingStore(store, self.store_outage)
         self._live_window = live_window
         self._gap_timeout = gap_timeout
         self._target = target_duration
         self._grace = offline_grace
         self._dvr_window = dvr_window
         self._chunks: dict[str, dict[tuple[str, int], IndexChunk]] = {}
-        self.retention = Retention(store, retain=retain, per_stream=retain_streams or {})
+        self.retention = Retention(self._store, retain=retain, per_stream=retain_streams or {})
         self._retention_interval = retention_interval
         self._next_sweep = 0.0
+        self._probed_at = -math.inf
         self._clock = clock
         self.stats = PackagerStats()
         self.ready = asyncio.Event()
@@ -105,6 +117,7 @@ class Packager:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await self._bus.subscribe([TOPIC_READY, TOPIC_STREAMS], GROUP)
         self.consumer: Consumer | None = consumer  # the health feed asks it for the lag
+        self._store.stop_when(stop)
         if self.retention.enabled:
             try:
                 await self.retention.install_lifecycle()
@@ -127,6 +140,8 @@ class Packager:
                     await self._handle(consumer, msg)
                 await self._tick(consumer)
                 await self._sweep(consumer)
+        except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
+            self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))
@@ -222,6 +237,8 @@ class Packager:
         if isinstance(self._store, Browsable):
             try:
                 stored = await self._store.children("streams/")
+            except StoreRetryStopped:
+                raise
             except Exception as exc:
                 self.retention.stats.errors += 1
                 self._log.warning("stream folders not listed", error=repr(exc))
@@ -233,17 +250,34 @@ class Packager:
         for name, stream in list(self._streams.items()):
             try:
                 await self.retention.sweep(name, stream.named(), functools.partial(self.cached_chunk, name))
+            except StoreRetryStopped:
+                raise
             except Exception as exc:
                 self.retention.stats.errors += 1
                 self._log.warning("retention sweep failed", stream_id=name, error=repr(exc))
 
     async def _tick(self, consumer: Consumer) -> None:
+        await self._probe_store()
         now = self._clock()
         for stream in self._streams.values():
             deadline = stream.deadline()
             if deadline is not None and deadline <= now:
                 stream.tick(now)
                 await self._flush(consumer, stream)
+
+    async def _probe_store(self) -> None:
+        """While a stream waits for a missing segment: is the store there? (A call that waits out an
+        outage, as any other.) After an outage the missing segments' gap timeouts start again."""
+        now = self._clock()
+        waiting = [s for s in self._streams.values() if s.waiting_for_gap()]
+        due = any((d := s.deadline()) is not None and d <= now for s in waiting)  # a gap, unless...
+        if not waiting or (now - self._probed_at < STORE_PROBE_SECONDS and not due):
+            return
+        await self._store.head(master_playlist_key(waiting[0].stream))
+        self._probed_at = self._clock()
+        if self.store_outage.ended_at is not None:
+            for stream in waiting:
+                stream.restart_gap_clock(self.store_outage.ended_at + POLICY.longest_pause)
 
     def _poll_timeout(self) -> float:
         deadlines = [d for s in self._streams.values() if (d := s.deadline()) is not None]

@@ -164,6 +164,18 @@ class StreamPackager:
             times.append(self._ending_since + self._grace)
         return min(times) if times else None
 
+    def waiting_for_gap(self) -> bool:
+        """Whether the current epoch waits for a missing segment (its gap timeout runs)."""
+        ep = self._current
+        return ep is not None and ep.blocked_since is not None
+
+    def restart_gap_clock(self, at: float) -> None:
+        """Give the missing segment a whole gap timeout from ``at`` (after a store outage: the
+        transcoder that holds it could not write it before)."""
+        ep = self._current
+        if ep is not None and ep.blocked_since is not None and at > ep.blocked_since:
+            ep.blocked_since = at
+
     def tick(self, now: float) -> None:
         ep = self._current
         if ep is not None and ep.blocked_since is not None and now - ep.blocked_since >= self._gap_timeout:

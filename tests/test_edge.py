@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from camflow.errors import StoreUnavailable
 from camflow.store import FileStore, ObjectInfo
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
@@ -332,8 +333,30 @@ async def test_store_failure_is_502(tmp_path: Path, signer: TokenSigner, token: 
     app = build_app(BrokenStore(tmp_path), signer, **defaults.edge_app())
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         for path in ("/live/cam1/master.m3u8", SEG_PATH):
-            detail = await assert_error(await c.get(path, params={"token": token}), 502, "store_unavailable")
+            detail = await assert_error(await c.get(path, params={"token": token}), 502, "store_failed")
             assert "disk on fire" not in detail
+
+
+class DownStore(FileStore):
+    """A store in an outage: every read answers StoreUnavailable (what S3Store raises then)."""
+
+    async def get(self, key: str) -> bytes:
+        raise StoreUnavailable("store 127.0.0.1:9 unavailable: connection refused")
+
+    async def list(self, prefix: str) -> list[str]:
+        raise StoreUnavailable("store 127.0.0.1:9 unavailable: connection refused")
+
+
+async def test_store_outage_is_503_with_retry_after(tmp_path: Path, signer: TokenSigner, token: str) -> None:
+    app = build_app(DownStore(tmp_path), signer, **defaults.edge_app())
+    vod = "/vod/cam1.m3u8?start=2026-01-01T00:00:00Z&end=2026-01-01T00:10:00Z"
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        for path in ("/live/cam1/master.m3u8", SEG_PATH, vod):
+            resp = await c.get(URL(path, encoded=True).update_query(token=token))
+            detail = await assert_error(resp, 503, "store_unavailable")
+            assert "unavailable" in detail and "connection refused" not in detail
+            assert resp.headers["Retry-After"] == "2"
+            assert resp.headers["Cache-Control"] == "no-store"
 
 
 async def test_playlist_max_age_is_whole_seconds_at_least_one(

@@ -4,7 +4,9 @@ Every health interval: the group's consumer lag in messages (``camflow_consumer_
 Kafka: end offsets minus this member's positions; in-process: the queue depth) and, for every
 stream it took a segment of lately, one ``HealthSample`` with the transcode latency of its newest
 finished segment and the lag, so a worker that falls behind shows it in the stream's health
-(from its first segment on, even before that one is done).
+(from its first segment on, even before that one is done), and ``store_outage``: how long the
+store has been unavailable to the worker (0 while it answers; the streams seen lately stay in the
+feed while an outage lasts).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class TranscodeHealth:
     async def collect(self) -> list[HealthSample]:
         self.lag = await report_lag(self.worker.consumer, GROUP)
         now = time.time()
+        outage = self.worker.store_outage.seconds()
         return [
             HealthSample(
                 stream=stream,
@@ -37,9 +40,10 @@ class TranscodeHealth:
                 at=now,
                 transcode_latency=None if latency is None else round(latency, 3),
                 consumer_lag=self.lag,
+                store_outage=round(outage, 3),
             )
             for stream, (latency, at) in sorted(self.worker.recent.items())
-            if now - at <= RECENT_SECONDS
+            if now - at <= RECENT_SECONDS + outage
         ]
 
     def samples(self) -> Iterator[Sample]:
@@ -50,3 +54,4 @@ class TranscodeHealth:
         yield "camflow_transcode_segments", ("dead_lettered",), float(stats.dead_lettered)
         yield "camflow_transcode_in_flight", (), float(stats.in_flight)
         yield "camflow_transcode_lag_seconds", (), float(stats.lag_seconds)
+        yield from self.worker.store_outage.samples()

@@ -12,6 +12,10 @@ times, then published to the dead-letter topic with the reason and committed: th
 goes on and the packager marks the hole as a gap. A message that is not a raw segment this
 worker reads (a newer major, a corrupt value) goes to the dead-letter topic as it came, and
 is committed only once it is there (``camflow.bus.dead``).
+
+A store outage is not the segment's failure: its writes wait for the store
+(``camflow.store.retry``), however long it takes, and count no attempt; its offset is not
+committed meanwhile. A stop during the outage leaves the segment uncommitted, for the group.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.dead import DeadLetters
-from camflow.errors import EventDecodeError
+from camflow.errors import EventDecodeError, StoreRetryStopped
 from camflow.events import (
     TOPIC_RAW,
     TOPIC_READY,
@@ -40,6 +44,7 @@ from camflow.keys import init_key, latest_thumbnail_key, segment_key, thumbnail_
 from camflow.log import get_logger
 from camflow.metrics import TRANSCODE_SECONDS, TRANSCODE_SEGMENT_SECONDS
 from camflow.store import Store
+from camflow.store.retry import RetryingStore, StoreOutage
 from transcode.errors import TranscodeError
 from transcode.ladder import Rung
 from transcode.pool import new_pool
@@ -70,7 +75,8 @@ class TranscodeWorker:
         concurrency: int | None = None,
     ) -> None:
         self.bus = bus
-        self.store = store
+        self.store_outage = StoreOutage("transcode")
+        self.store = RetryingStore(store, self.store_outage)
         self.ladder = ladder
         self.processes = processes or max(1, os.cpu_count() or 1)
         self.concurrency = concurrency or self.processes
@@ -97,6 +103,7 @@ class TranscodeWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._pool = self._new_pool()
+        self.store.stop_when(stop)
         await self._warm()
         consumer = await self.bus.subscribe([TOPIC_RAW], GROUP)
         self._consumer = consumer
@@ -139,6 +146,11 @@ class TranscodeWorker:
             self.stats.in_flight += 1
             try:
                 await self._handle(message)
+            except StoreRetryStopped as exc:  # its writes did not land: not committed, for the group
+                log.warning(
+                    "segment_left_at_stop", partition=message.partition, offset=message.offset, error=str(exc)
+                )
+                return
             finally:
                 self.stats.in_flight -= 1
             commit = self._commits.done(token)

@@ -235,6 +235,7 @@ class _Observed:
         health = TranscodeHealth(worker)
         self._report("transcode", health.collect, health.samples)
         self.readiness.add("transcode", worker.ready.is_set)
+        self.readiness.add("transcode store", worker.store_outage.reason)
 
     def package(self, packager: Any) -> None:
         from packager.health import PackagerHealth
@@ -242,6 +243,7 @@ class _Observed:
         health = PackagerHealth(packager)
         self._report("package", health.collect, health.samples)
         self.readiness.add("package", packager.ready.is_set)
+        self.readiness.add("package store", packager.store_outage.reason)
 
     def edge_feed(self) -> Any:
         if self.bus is None:

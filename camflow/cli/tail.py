@@ -98,6 +98,7 @@ def figures(sample: HealthSample) -> list[str]:
         ("playlist_age", _secs(sample.playlist_age)),
         ("viewers", None if sample.viewers is None else str(sample.viewers)),
         ("fixed", _fixes(sample.corrections)),
+        ("store_down", _secs(sample.store_outage) if sample.store_outage else None),
     ]
     return [f"{name}={value}" for name, value in parts if value is not None]
 

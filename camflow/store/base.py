@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from camflow.errors import CamflowError
 from camflow.keys import is_safe_key
@@ -49,6 +51,56 @@ class Browsable(Protocol):
     async def children(self, prefix: str) -> list[str]:
         """The names of the folders directly under ``prefix`` (which ends with ``/``), sorted."""
         ...
+
+
+T = TypeVar("T")
+
+
+class StoreWrapper:
+    """A Store in front of another: every call goes through ``_call(op, call)`` (timing it, retrying
+    it...), ``start`` and ``close`` straight to the wrapped store.
+
+    Anything else the wrapped store offers (S3 lifecycle rules, folder listings) is reached through
+    it, its coroutine methods through ``_call`` under their own name, so ``isinstance`` checks of
+    optional store protocols see what the wrapped store has.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await call()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(name, lambda: attr(*args, **kwargs))
+
+        return wrapped
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await self._call("put", lambda: self.inner.put(key, data, content_type))
+
+    async def get(self, key: str) -> bytes:
+        return await self._call("get", lambda: self.inner.get(key))
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await self._call("head", lambda: self.inner.head(key))
+
+    async def list(self, prefix: str) -> list[str]:
+        return await self._call("list", lambda: self.inner.list(prefix))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", lambda: self.inner.delete(key))
 
 
 class UnsafeKey(CamflowError):

@@ -4,6 +4,12 @@ Location as a URL: ``http(s)://HOST:PORT/BUCKET[/PREFIX]``. Credentials come fro
 usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment variables and the
 region from ``AWS_REGION`` (default ``us-east-1``); never from flags. The bucket is
 created on start when it does not exist.
+
+A call that fails because the server cannot be reached, times out, or answers that it cannot
+serve now (5xx, ``SlowDown``) raises ``StoreUnavailable``: the caller decides whether to wait for
+the store (the transcoder and packager do, ``camflow.store.retry``) or to say so (the edge, 503).
+The HTTP client itself only repeats a request once, at once (a pooled connection the server had
+closed); riding out an outage is the retry policy's job, in one place.
 """
 
 from __future__ import annotations
@@ -11,18 +17,38 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
-from camflow.errors import ConfigError, NotFound
+from camflow.errors import ConfigError, NotFound, StoreUnavailable
 from camflow.keys import is_safe_key
 from camflow.store.base import ObjectInfo, check_key
 
+T = TypeVar("T")
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+# Error codes that say "not now" rather than "no": the same request may succeed later.
+_NOT_NOW = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "XMinioServerNotInitialized"}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (from the minio client) means the store cannot serve now: no connection, a
+    timeout, a 5xx or 429 answer, a slow-down. A 4xx answer (denied, bad request) is not."""
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):  # refused, reset, timed out, retries spent
+        return True
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500 or exc.status_code == 429
+    if isinstance(exc, InvalidResponseError):  # a non-XML answer (a proxy's error page)
+        status = getattr(exc, "_code", 0)
+        return isinstance(status, int) and (status >= 500 or status == 429)
+    if isinstance(exc, S3Error):
+        return exc.code in _NOT_NOW or exc.response.status >= 500 or exc.response.status == 429
+    return False
 
 
 @dataclass(frozen=True)
@@ -53,8 +79,10 @@ class S3Store:
         self.location = location
         http = urllib3.PoolManager(
             maxsize=pool_size,
-            timeout=urllib3.Timeout(connect=5.0, read=30.0),
-            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            # A hung server (it accepts, never answers) is an outage after two read timeouts (20 s):
+            # a repeat costs nothing (deterministic keys), a long wait hides the outage.
+            timeout=urllib3.Timeout(connect=5.0, read=10.0),
+            retries=urllib3.Retry(total=1, backoff_factor=0, respect_retry_after_header=False),
         )
         self._client = Minio(
             location.endpoint,
@@ -64,6 +92,15 @@ class S3Store:
             region=os.environ.get("AWS_REGION", "us-east-1"),
             http_client=http,
         )
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` in a thread; a failure meaning "not now" raised as ``StoreUnavailable``."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(f"store {self.location.endpoint} unavailable: {exc!r}") from exc
+            raise
 
     def _k(self, key: str) -> str:
         check_key(key)
@@ -78,13 +115,13 @@ class S3Store:
                     raise
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._start)
+        await self._run(self._start)
 
     async def close(self) -> None:
         return None
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        await asyncio.to_thread(
+        await self._run(
             self._client.put_object,
             self.location.bucket,
             self._k(key),
@@ -107,7 +144,7 @@ class S3Store:
             resp.release_conn()
 
     async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._get, key)
+        return await self._run(self._get, key)
 
     def _head(self, key: str) -> ObjectInfo | None:
         try:
@@ -120,7 +157,7 @@ class S3Store:
         return ObjectInfo(key=key, size=int(st.size or 0), etag=str(st.etag or ""), last_modified=modified)
 
     async def head(self, key: str) -> ObjectInfo | None:
-        return await asyncio.to_thread(self._head, key)
+        return await self._run(self._head, key)
 
     def _children(self, prefix: str) -> list[str]:
         if prefix and not is_safe_key(prefix.rstrip("/")):
@@ -134,7 +171,7 @@ class S3Store:
         return sorted(n for n in names if n)
 
     async def children(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._children, prefix)
+        return await self._run(self._children, prefix)
 
     def _list(self, prefix: str) -> list[str]:
         if prefix and not is_safe_key(prefix.rstrip("/")):
@@ -147,10 +184,10 @@ class S3Store:
         )
 
     async def list(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._list, prefix)
+        return await self._run(self._list, prefix)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._client.remove_object, self.location.bucket, self._k(key))
+        await self._run(self._client.remove_object, self.location.bucket, self._k(key))
 
     def _set_expiration(self, prefix: str, days: int) -> None:
         from minio.commonconfig import ENABLED, Filter
@@ -177,4 +214,4 @@ class S3Store:
         check_key(prefix.rstrip("/"))
         if days < 1:
             raise ConfigError(f"lifecycle expiration of {days} days: expected a whole number >= 1")
-        await asyncio.to_thread(self._set_expiration, prefix, days)
+        await self._run(self._set_expiration, prefix, days)
