@@ -30,6 +30,8 @@ History:
   stream); fields a service does not measure are ``null``.
 - ``health-sample`` v2 adds ``corrections``: ingest's media fixes of the session by kind
   (``params_inserted``, ``reordered``, ``audio_gaps_filled``, ...); v1 is read as ``None``.
+- ``health-sample`` v3 adds ``spool_dropped``: segments of the stream ingest's spool dropped
+  because it was full; v2 and earlier are read as ``None``.
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ class HealthSample:
     """
 
     TYPE: ClassVar[str] = "health-sample"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -246,6 +248,7 @@ class HealthSample:
     # ingest: what it corrected or dropped this session, by kind, only the kinds that happened
     # (see ``ingest.health.CORRECTION_KINDS``); ``{}`` when nothing was
     corrections: dict[str, int] | None = field(default=None, metadata=jsonform.read_with(_counts))
+    spool_dropped: int | None = None  # ingest: segments its spool dropped (full) since the process started
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",
@@ -329,6 +332,7 @@ UPGRADES: dict[tuple[str, int], _Upgrade] = {
     (SegmentReady.TYPE, 3): _video_renditions,
     (StreamState.TYPE, 1): _with_unknown_last_seq,
     (HealthSample.TYPE, 1): _same_fields,  # no "corrections": read as None
+    (HealthSample.TYPE, 2): _same_fields,  # no "spool_dropped": read as None
 }
 
 ACCEPTED: tuple[tuple[str, int], ...] = tuple(

@@ -1,16 +1,19 @@
 """KafkaBus: the bus on Apache Kafka (kafka-python).
 
-The producer is idempotent with ``acks=all``: ``publish`` returns only once the broker
-has the message. kafka-python clients are blocking; the producer is thread-safe and its
-futures are bridged to asyncio, while every call on a consumer runs on that consumer's
-own single thread (KafkaConsumer is not thread-safe). Offsets are committed explicitly,
-after processing, never automatically.
+The producer is idempotent with ``acks=all``: ``publish`` returns only once every in-sync
+replica has the message, and raises when that does not happen within ``delivery_timeout``
+seconds (a broker down or hung); it never blocks the event loop. kafka-python clients are
+blocking: the producer's ``send`` (which can wait up to ``MAX_BLOCK_MS`` for metadata) runs on
+the producer's own threads and its futures are bridged to asyncio, while every call on a
+consumer runs on that consumer's own single thread (KafkaConsumer is not thread-safe).
+Offsets are committed explicitly, after processing, never automatically.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -29,6 +32,10 @@ from camflow.log import get_logger
 from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+MAX_BLOCK_MS = 10_000  # longest a send() waits for topic metadata (on a producer thread, never the loop)
+REQUEST_TIMEOUT_MS = 15_000  # one produce request without an answer (a hung broker) is retried after this
+DELIVERY_TIMEOUT = 30.0  # seconds from send() to acknowledged or failed, retries included
+SEND_THREADS = 4
 
 # name -> (partitions, topic configs)
 TOPICS: dict[str, tuple[int, dict[str, str]]] = {
@@ -235,8 +242,15 @@ class KafkaBus:
     cluster. ``replication``: brokers holding each partition of the topics ``start`` creates."""
 
     def __init__(
-        self, bootstrap: str, client_id: str = "camflow", prefix: str = "", replication: int = 1
+        self,
+        bootstrap: str,
+        client_id: str = "camflow",
+        prefix: str = "",
+        replication: int = 1,
+        *,
+        delivery_timeout: float = DELIVERY_TIMEOUT,
     ) -> None:
+        """``delivery_timeout``: seconds a publish may take to be acknowledged before it raises."""
         if replication < 1:
             raise ConfigError(
                 f"Kafka replication factor {replication}: expected 1 or more brokers per partition"
@@ -247,6 +261,8 @@ class KafkaBus:
         self._client_id = client_id
         self._producer: Any = None
         self._consumers: list[KafkaConsumerAdapter] = []
+        self.delivery_timeout = delivery_timeout
+        self._sender = concurrent.futures.ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="kafka-send")
 
     def _ensure_topics(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self._client_id}-admin")
@@ -294,7 +310,9 @@ class KafkaBus:
             enable_idempotence=True,
             max_request_size=MAX_MESSAGE_BYTES,
             linger_ms=2,
-            request_timeout_ms=30_000,
+            request_timeout_ms=min(REQUEST_TIMEOUT_MS, int(self.delivery_timeout * 1000) - 10),
+            delivery_timeout_ms=int(self.delivery_timeout * 1000),
+            max_block_ms=min(MAX_BLOCK_MS, int(self.delivery_timeout * 1000)),
         )
 
     async def start(self) -> None:
@@ -307,6 +325,7 @@ class KafkaBus:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await asyncio.to_thread(producer.close, 10)
+        self._sender.shutdown(wait=False)
 
     async def publish(
         self, topic: str, key: str, value: bytes, headers: Mapping[str, bytes] | None = None
@@ -330,17 +349,21 @@ class KafkaBus:
         def failed(exc: BaseException) -> None:
             loop.call_soon_threadsafe(settle, exc)
 
-        fut = self._producer.send(
+        send = functools.partial(
+            self._producer.send,
             self.prefix + topic,
             key=key.encode(),
             value=value,
             headers=[(k, v) for k, v in (headers or {}).items()],
         )
-        fut.add_callback(ok)
-        fut.add_errback(failed)
         started = time.perf_counter()
         try:
-            await done
+            # send() may wait for metadata (up to max_block_ms): on a producer thread, not the loop
+            fut = await loop.run_in_executor(self._sender, send)
+            fut.add_callback(ok)
+            fut.add_errback(failed)
+            # kafka-python fails the future after delivery_timeout_ms; this bounds it should it not
+            await asyncio.wait_for(done, self.delivery_timeout + 5.0)
         except BaseException:
             BUS_PUBLISH_ERRORS.labels(topic).inc()
             raise
