@@ -49,6 +49,7 @@ from ingest.media.spool_dir import SpoolDirectory, orphan_candidates, record_nam
 RETRY_FIRST = 0.2  # seconds before the first retry of a failed publish
 RETRY_MAX = 5.0  # the cap of the backoff between retries
 ADOPT_INTERVAL = 10.0  # seconds between looks for spools of ended processes
+BUS_START_WAIT = 5.0  # seconds `camflow ingest` waits for the bus at start before taking cameras anyway
 log = get_logger("ingest.spool")
 
 
@@ -106,21 +107,19 @@ class SpooledBus:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         create = functools.partial(SpoolDirectory.create, self.root, fsync=self._fsync)
-        self._own = await loop.run_in_executor(self._writer, create)
+        try:
+            self._own = await loop.run_in_executor(self._writer, create)
+        except OSError as exc:
+            raise ConfigError(
+                f"spool directory {str(self.root)!r}: {exc.strerror or exc}; expected a writable "
+                "--spool-dir (default DATA_DIR/spool)"
+            ) from None
         self._homes[self._own.name] = self._own
         self._running = True
         await self._adopt()
         log.info("spool_started", directory=str(self._own.path), max_bytes=self.index.max_bytes)
         if self.owns_bus:
-            try:
-                await self.bus.start()
-            except ConfigError:
-                raise
-            except Exception as exc:
-                log.warning("bus_unavailable_at_start", error=repr(exc), spooling=str(self._own.path))
-                self._tasks.append(asyncio.create_task(self._start_bus(), name="spool-bus-start"))
-            else:
-                self._bus_ready.set()
+            await self._begin_bus()
         else:
             self._bus_ready.set()
         self._tasks.append(asyncio.create_task(self._adopt_loop(), name="spool-adopt"))
@@ -287,15 +286,34 @@ class SpooledBus:
         if home is not None:
             self._writer.submit(home.remove, entry.name)
 
-    async def _start_bus(self) -> None:
+    async def _begin_bus(self) -> None:
+        """Start the bus; when it is not up within ``BUS_START_WAIT`` seconds, go on spooling and
+        let the start (then its retries) finish in the background. A ConfigError by then is raised."""
+        first = asyncio.create_task(self.bus.start(), name="spool-bus-start")
+        try:
+            await asyncio.wait_for(asyncio.shield(first), BUS_START_WAIT)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            log.warning("bus_unavailable_at_start", error=repr(exc), spooling=str(self.root))
+            self._tasks.append(asyncio.create_task(self._start_bus(first), name="spool-bus-start"))
+        else:
+            self._bus_ready.set()
+
+    async def _start_bus(self, first: asyncio.Task[None] | None) -> None:
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=1.0, max=self.retry_max),
             retry=retry_if_exception_type(Exception),
-            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "bus_start_failed",
+                attempt=state.attempt_number,
+                error=repr(state.outcome and state.outcome.exception()),
+            ),
         ):
             with attempt:
-                await self.bus.start()
-        log.info("bus_started", waited_records=len(self.index))
+                starting, first = first or asyncio.ensure_future(self.bus.start()), None
+                await starting
+        log.info("bus_started", waiting_records=len(self.index))
         self._bus_ready.set()
 
     # --- adopting the spools of ended processes ---------------------------------------------
