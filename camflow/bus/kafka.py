@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
+from kafka.errors import InvalidReplicationFactorError, KafkaTimeoutError, TopicAlreadyExistsError, for_code
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -35,6 +36,7 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 MAX_BLOCK_MS = 10_000  # longest a send() waits for topic metadata (on a producer thread, never the loop)
 REQUEST_TIMEOUT_MS = 15_000  # one produce request without an answer (a hung broker) is retried after this
 DELIVERY_TIMEOUT = 30.0  # seconds from send() to acknowledged or failed, retries included
+DELIVERY_GRACE = 2.0  # seconds past the delivery timeout a publish still waits for kafka-python's verdict
 SEND_THREADS = 4
 
 # name -> (partitions, topic configs)
@@ -262,6 +264,9 @@ class KafkaBus:
         self._producer: Any = None
         self._consumers: list[KafkaConsumerAdapter] = []
         self.delivery_timeout = delivery_timeout
+        self._broken: Any = None  # the producer a publish timed out on, replaced by the next publish
+        self._replacing = asyncio.Lock()
+        self._retired: list[asyncio.Task[None]] = []  # closing producers that were replaced
         self._sender = concurrent.futures.ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="kafka-send")
 
     def _ensure_topics(self) -> None:
@@ -303,7 +308,10 @@ class KafkaBus:
 
     def _start(self) -> None:
         self._ensure_topics()
-        self._producer = KafkaProducer(
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        return KafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self._client_id,
             acks="all",
@@ -315,6 +323,21 @@ class KafkaBus:
             max_block_ms=min(MAX_BLOCK_MS, int(self.delivery_timeout * 1000)),
         )
 
+    async def _healthy_producer(self) -> Any:
+        """The producer, replaced first when a publish through it timed out: kafka-python 3.0's
+        idempotent producer sends nothing more to a partition whose in-flight batch expired (a
+        hung broker; measured on Kafka 4.3 with SIGSTOP, and it did not recover in 70 s after
+        SIGCONT). A new producer has a new producer id: a record the old one may still have
+        written can be repeated (at-least-once, as everywhere on the bus), never lost."""
+        async with self._replacing:
+            if self._broken is not None and self._broken is self._producer:
+                old = self._producer
+                self._producer = await asyncio.to_thread(self._new_producer)
+                self._broken = None
+                log.warning("kafka_producer_replaced", reason="a publish was not acknowledged in time")
+                self._retired.append(asyncio.create_task(asyncio.to_thread(old.close, 0)))
+        return self._producer
+
     async def start(self) -> None:
         await asyncio.to_thread(self._start)
 
@@ -325,6 +348,9 @@ class KafkaBus:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await asyncio.to_thread(producer.close, 10)
+        for retired in self._retired:
+            with contextlib.suppress(Exception):
+                await retired
         self._sender.shutdown(wait=False)
 
     async def publish(
@@ -332,6 +358,7 @@ class KafkaBus:
     ) -> None:
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
+        producer = await self._healthy_producer()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -350,7 +377,7 @@ class KafkaBus:
             loop.call_soon_threadsafe(settle, exc)
 
         send = functools.partial(
-            self._producer.send,
+            producer.send,
             self.prefix + topic,
             key=key.encode(),
             value=value,
@@ -362,8 +389,19 @@ class KafkaBus:
             fut = await loop.run_in_executor(self._sender, send)
             fut.add_callback(ok)
             fut.add_errback(failed)
-            # kafka-python fails the future after delivery_timeout_ms; this bounds it should it not
-            await asyncio.wait_for(done, self.delivery_timeout + 5.0)
+            # kafka-python should fail the future after delivery_timeout_ms, but a request in flight to
+            # a hung broker is not always expired then (measured with SIGSTOP): bound the wait here
+            try:
+                await asyncio.wait_for(done, self.delivery_timeout + DELIVERY_GRACE)
+            except TimeoutError:
+                waited = self.delivery_timeout + DELIVERY_GRACE
+                raise KafkaTimeoutError(
+                    f"publish to {topic!r} not acknowledged within {waited:g} s"
+                ) from None
+        except KafkaTimeoutError:
+            self._broken = producer
+            BUS_PUBLISH_ERRORS.labels(topic).inc()
+            raise
         except BaseException:
             BUS_PUBLISH_ERRORS.labels(topic).inc()
             raise
