@@ -261,6 +261,7 @@ class HealthSample:
         "consumer_lag",
         "playlist_age",
         "viewers",
+        "spool_dropped",
     )
 
     def to_json(self) -> dict[str, Any]:
