@@ -4,7 +4,9 @@ of a spool left behind, and torn or damaged files (ingest/media/spool*.py, spool
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -12,7 +14,10 @@ import pytest
 
 from camflow.bus import LocalBus, Message
 from camflow.bus.base import Consumer
+from camflow.cli.settings import spool_settings
+from camflow.errors import ConfigError
 from camflow.events import (
+    MAGIC,
     TOPIC_HEALTH,
     TOPIC_RAW,
     TOPIC_STREAMS,
@@ -34,6 +39,7 @@ from ingest.media.spool import (
 )
 from ingest.media.spool_dir import QUARANTINE, SpoolDirectory
 from ingest.media.spooled_bus import SpooledBus
+from tests import defaults
 
 GROUP = "test"
 TOPICS = (TOPIC_RAW, TOPIC_STREAMS, TOPIC_HEALTH)
@@ -350,3 +356,44 @@ def test_spool_files_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
     assert [p.name for p in home.path.iterdir() if p.name != "lock"] == ["000000000001.rec"]
     assert home.read("000000000001.rec") == data
     home.close(remove_if_empty=False)
+
+
+# --- flags -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "ingest"])
+def test_spool_flags_default_under_the_data_dir_and_take_sizes(command: str) -> None:
+    args = defaults.parsed(command, "--kafka", "127.0.0.1:9", "--data-dir", "/srv/camflow")
+    assert spool_settings(args) == {"directory": Path("/srv/camflow/spool"), "max_bytes": 2 << 30}
+    args = defaults.parsed(
+        command, "--kafka", "k:9", "--spool-dir", "/var/spool/x", "--spool-max-bytes", "500M"
+    )
+    assert spool_settings(args) == {"directory": Path("/var/spool/x"), "max_bytes": 500 << 20}
+    assert defaults.parsed(command, "--spool-max-bytes", "1048576").spool_max_bytes == 1 << 20
+
+
+@pytest.mark.parametrize("bad", ["0", "-1G", "2X", "lots", ""])
+def test_a_bad_spool_size_is_refused_with_the_expected_form(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        defaults.parsed("ingest", f"--spool-max-bytes={bad}")
+    assert "expected a size like 2G, 500M" in capsys.readouterr().err
+
+
+def test_an_unwritable_spool_dir_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    spooled = SpooledBus(LocalBus(), directory=tmp_path / "file" / "spool", max_bytes=1 << 20)
+    with pytest.raises(ConfigError, match="expected a writable --spool-dir"):
+        asyncio.run(spooled.start())
+
+
+def test_health_sample_v2_reads_spool_dropped_as_none() -> None:
+    sample = HealthSample("cam1", "ingest", "h/1", 1.5, spool_dropped=3)
+    back = decode(encode(sample))
+    assert isinstance(back, HealthSample) and back.spool_dropped == 3
+    v2 = {**sample.to_json(), "type": "health-sample", "v": 2}
+    del v2["spool_dropped"]
+    blob = json.dumps(v2).encode()
+    old = decode(MAGIC + struct.pack(">I", len(blob)) + blob)
+    assert isinstance(old, HealthSample) and old.spool_dropped is None
