@@ -48,7 +48,8 @@ class Recovered:
 
 
 class SpoolDirectory:
-    """One locked directory of the spool. Not thread-safe: one writer thread does its file I/O."""
+    """One locked directory of the spool. Its methods touch one record each: threads may write,
+    read and remove different records at once."""
 
     def __init__(self, path: Path, lock_fd: int, *, fsync: bool = True) -> None:
         self.path = path
@@ -123,17 +124,18 @@ class SpoolDirectory:
             raise SpoolCorrupt(f"{size} bytes: expected {len(head) + header.body_len} (torn write)")
         return header, size
 
-    def write(self, name: str, data: bytes) -> None:
-        """``data`` as record ``name``, whole or not at all, and durable when this returns (the
-        file's data, then the rename: the directory)."""
+    def write(self, name: str, data: bytes, *, durable: bool = True) -> None:
+        """``data`` as record ``name``, whole or not at all; ``durable``: on disk when this returns
+        (the file's data, then the rename: the directory), not only in the page cache."""
         partial = self.path / (name.removesuffix(RECORD) + PARTIAL)
+        sync = durable and self._fsync
         with partial.open("wb") as f:
             f.write(data)
-            if self._fsync:
+            if sync:
                 f.flush()
                 os.fsync(f.fileno())
         partial.rename(self.path / name)
-        if self._fsync:
+        if sync:
             _fsync_dir(self.path)
 
     def read(self, name: str) -> SpoolRecord:

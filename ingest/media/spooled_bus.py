@@ -49,6 +49,7 @@ from ingest.media.spool_dir import SpoolDirectory, orphan_candidates, record_nam
 RETRY_FIRST = 0.2  # seconds before the first retry of a failed publish
 RETRY_MAX = 5.0  # the cap of the backoff between retries
 ADOPT_INTERVAL = 10.0  # seconds between looks for spools of ended processes
+WRITE_THREADS = 4
 BUS_START_WAIT = 5.0  # seconds `camflow ingest` waits for the bus at start before taking cameras anyway
 log = get_logger("ingest.spool")
 
@@ -94,8 +95,10 @@ class SpooledBus:
         self._fsync = fsync
         self._own: SpoolDirectory | None = None
         self._homes: dict[str, SpoolDirectory] = {}
-        # File I/O off the event loop: one thread writes and removes (in call order), two read.
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spool-write")
+        # File I/O off the event loop. Writes go side by side (fsyncs of several files overlap; a
+        # lane still delivers in the order spooled: a record waits for the one before it to be on
+        # disk); removes and quarantines only ever touch records already written.
+        self._writer = concurrent.futures.ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="spool-write")
         self._reader = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="spool-read")
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,7 +152,10 @@ class SpooledBus:
             return
         entry = admission.entry
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, own.write, entry.name, data)
+            # a health sample is telemetry a newer one replaces: no fsync (a torn one is quarantined)
+            durable = entry.header.kind is not RecordKind.LATEST
+            write = functools.partial(own.write, entry.name, data, durable=durable)
+            await asyncio.get_running_loop().run_in_executor(self._writer, write)
         except BaseException:
             self.index.forget(entry)
             raise
