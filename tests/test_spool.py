@@ -187,6 +187,15 @@ async def received(consumer: Consumer, count: int, timeout: float = 10.0) -> lis
     return out
 
 
+async def spool_on_outage_bus(root: Path, max_bytes: int = 1 << 20) -> tuple[OutageBus, Consumer, SpooledBus]:
+    """An OutageBus (up), a consumer of every topic ingest publishes, and a started spool in front."""
+    bus = OutageBus()
+    consumer = await bus.subscribe(TOPICS, GROUP)
+    spooled = SpooledBus(bus, directory=root, max_bytes=max_bytes, retry_max=0.2)
+    await spooled.start()
+    return bus, consumer, spooled
+
+
 def state(stream: str, kind: StreamStateKind, last: int | None = None) -> bytes:
     return encode(StreamState(stream, "e1", kind, "test", 1.0, last))
 
@@ -214,10 +223,7 @@ def order(messages: list[Message], stream: str) -> list[str]:
 
 
 async def test_an_outage_delivers_everything_in_order_per_stream_once_the_bus_is_back(tmp_path: Path) -> None:
-    bus = OutageBus()
-    consumer = await bus.subscribe(TOPICS, GROUP)
-    spooled = SpooledBus(bus, directory=tmp_path, max_bytes=1 << 20, retry_max=0.2)
-    await spooled.start()
+    bus, consumer, spooled = await spool_on_outage_bus(tmp_path)
     bus.down = True
     await asyncio.gather(push_session(spooled, "a", 5), push_session(spooled, "b", 3))
     await asyncio.sleep(0.5)
@@ -233,13 +239,10 @@ async def test_an_outage_delivers_everything_in_order_per_stream_once_the_bus_is
 
 
 async def test_a_full_spool_drops_oldest_segments_and_keeps_the_states(tmp_path: Path) -> None:
-    bus = OutageBus()
-    consumer = await bus.subscribe(TOPICS, GROUP)
     record = len(
         SpoolRecord.make("a", TOPIC_RAW, "a/e1/0", b"a-0", kind=RecordKind.SEGMENT, created=0).encode()
     )
-    spooled = SpooledBus(bus, directory=tmp_path, max_bytes=6 * record, retry_max=0.2)
-    await spooled.start()
+    bus, consumer, spooled = await spool_on_outage_bus(tmp_path, 6 * record)
     bus.down = True
     await push_session(spooled, "a", 10)
     assert spooled.spool_dropped("a") >= 4
@@ -328,10 +331,7 @@ async def test_torn_and_damaged_files_are_quarantined_counted_and_never_crash(tm
 
 
 async def test_a_health_sample_waiting_in_the_spool_is_replaced_by_the_newer(tmp_path: Path) -> None:
-    bus = OutageBus()
-    consumer = await bus.subscribe(TOPICS, GROUP)
-    spooled = SpooledBus(bus, directory=tmp_path, max_bytes=1 << 20, retry_max=0.2)
-    await spooled.start()
+    bus, consumer, spooled = await spool_on_outage_bus(tmp_path)
     bus.down = True
     for at, kind in (
         (1.0, StreamStateKind.LIVE),
