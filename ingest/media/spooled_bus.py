@@ -333,6 +333,17 @@ class SpooledBus:
                 log.error("spool_adopt_failed", error=repr(exc))
             for lane in self.index.lanes():  # and any lane whose sender ended on a bug
                 self._kick(lane)
+            await self._release_delivered()
+
+    async def _release_delivered(self) -> None:
+        """Remove (and unlock) the adopted directories whose records have all been delivered."""
+        held = {entry.home for entry in self.index.entries()}
+        for name, home in list(self._homes.items()):
+            if home is not self._own and name not in held:
+                del self._homes[name]
+                close = functools.partial(home.close, remove_if_empty=True)
+                await asyncio.get_running_loop().run_in_executor(self._writer, close)
+                log.info("spool_adopted_delivered", directory=str(home.path))
 
     async def _adopt(self) -> None:
         loop = asyncio.get_running_loop()
