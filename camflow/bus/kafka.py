@@ -22,7 +22,13 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import InvalidReplicationFactorError, KafkaTimeoutError, TopicAlreadyExistsError, for_code
+from kafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -33,9 +39,13 @@ from camflow.log import get_logger
 from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-MAX_BLOCK_MS = 10_000  # longest a send() waits for topic metadata (on a producer thread, never the loop)
-REQUEST_TIMEOUT_MS = 15_000  # one produce request without an answer (a hung broker) is retried after this
-DELIVERY_TIMEOUT = 30.0  # seconds from send() to acknowledged or failed, retries included
+MAX_BLOCK_MS = 5_000  # longest a send() waits for topic metadata (on a producer thread, never the loop)
+REQUEST_TIMEOUT_MS = 10_000  # one produce request without an answer (a hung broker) is retried after this
+# Seconds from send() to acknowledged or failed, retries included (Kafka's default): an outage
+# shorter than this the producer rides out itself (no resend, no duplicate); after a longer one the
+# publish fails and the caller retries (ingest's spool, through a new producer: _healthy_producer).
+DELIVERY_TIMEOUT = 120.0
+RECONNECT_BACKOFF_MAX_MS = 2_000
 DELIVERY_GRACE = 2.0  # seconds past the delivery timeout a publish still waits for kafka-python's verdict
 SEND_THREADS = 4
 
@@ -264,6 +274,7 @@ class KafkaBus:
         self._producer: Any = None
         self._consumers: list[KafkaConsumerAdapter] = []
         self.delivery_timeout = delivery_timeout
+        self._api_version: Any = None  # the broker version the first producer found
         self._broken: Any = None  # the producer a publish timed out on, replaced by the next publish
         self._replacing = asyncio.Lock()
         self._retired: list[asyncio.Task[None]] = []  # closing producers that were replaced
@@ -311,7 +322,9 @@ class KafkaBus:
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Any:
-        return KafkaProducer(
+        """A producer; a replacement takes the broker version the first one found, so building it
+        needs no broker (kafka-python otherwise bootstraps, blocking up to 30 s, in the constructor)."""
+        producer = KafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self._client_id,
             acks="all",
@@ -321,7 +334,12 @@ class KafkaBus:
             request_timeout_ms=min(REQUEST_TIMEOUT_MS, int(self.delivery_timeout * 1000) - 10),
             delivery_timeout_ms=int(self.delivery_timeout * 1000),
             max_block_ms=min(MAX_BLOCK_MS, int(self.delivery_timeout * 1000)),
+            # back within seconds of a broker's return (kafka-python's default waits up to 30 s)
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            **({"api_version": self._api_version} if self._api_version else {}),
         )
+        self._api_version = producer.config["api_version"]
+        return producer
 
     async def _healthy_producer(self) -> Any:
         """The producer, replaced first when a publish through it timed out: kafka-python 3.0's
@@ -385,8 +403,12 @@ class KafkaBus:
         )
         started = time.perf_counter()
         try:
-            # send() may wait for metadata (up to max_block_ms): on a producer thread, not the loop
-            fut = await loop.run_in_executor(self._sender, send)
+            # send() may wait for metadata (up to max_block_ms): on a producer thread, not the loop.
+            # Its failure (no metadata: the broker is away) says nothing against the producer.
+            try:
+                fut = await loop.run_in_executor(self._sender, send)
+            except KafkaTimeoutError as exc:
+                raise KafkaError(f"no metadata for {topic!r}: {exc}") from None
             fut.add_callback(ok)
             fut.add_errback(failed)
             # kafka-python should fail the future after delivery_timeout_ms, but a request in flight to
