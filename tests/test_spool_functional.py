@@ -260,7 +260,6 @@ def test_a_hung_broker_during_a_push_loses_no_segment(kafka: OwnKafka, clip: Pat
     assert cut >= 15
     arrived = read_topics(kafka.bootstrap, prefix, expect_states=2)
     assert_complete_and_in_order(arrived, cut)
-    assert "spool_publish_failed" in log or "spool" in log
 
 
 def test_a_killed_ingest_leaves_its_spool_to_the_next(kafka: OwnKafka, clip: Path, tmp_path: Path) -> None:
