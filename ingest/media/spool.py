@@ -5,8 +5,8 @@ on-disk spool (``ingest.media.spool_dir``) and delivered from there by ``Spooled
 (``ingest.media.spooled_bus``). This module holds no I/O:
 
 - ``SpoolRecord``: one message as a spool file: ``b"CFSP" | u8 version | u32 header length |
-  u32 CRC-32 of the header | JSON header | body`` (the header names the body's length and CRC-32,
-  so recovery reads headers only and delivery checks the body it reads).
+  u32 CRC-32 of the header | u32 CRC-32 of the body | JSON header | body`` (the header names the
+  body's length, so recovery reads headers only, and delivery checks the body it reads).
 - ``SpoolIndex``: the records of the spool in memory (never their bodies), one FIFO *lane* per
   stream: a lane is delivered in order, one record at a time, so a stream's messages reach the bus
   in the order they were spooled (``live``, segments..., ``offline``). It keeps the spool within
@@ -30,7 +30,7 @@ from ingest.errors import IngestError
 
 MAGIC = b"CFSP"
 VERSION = 1
-_PREFIX = struct.Struct(">4sBII")  # magic, version, header length, header CRC-32
+_PREFIX = struct.Struct(">4sBIII")  # magic, version, header length, CRC-32 of header, of body
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -59,8 +59,23 @@ class RecordHeader:
     kind: RecordKind
     created: float  # UNIX time the record was spooled
     body_len: int
-    body_crc: int
     headers: Mapping[str, bytes] = field(default_factory=dict)
+
+    def blob(self) -> bytes:
+        """The JSON header as written."""
+        return json.dumps(
+            {
+                "lane": self.lane,
+                "topic": self.topic,
+                "key": self.key,
+                "kind": self.kind.value,
+                "created": self.created,
+                "body_len": self.body_len,
+                "headers": {k: v.hex() for k, v in self.headers.items()},
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
 
 
 @dataclass(frozen=True)
@@ -80,26 +95,18 @@ class SpoolRecord:
         created: float,
         headers: Mapping[str, bytes] | None = None,
     ) -> SpoolRecord:
-        head = RecordHeader(lane, topic, key, kind, created, len(body), zlib.crc32(body), dict(headers or {}))
-        return cls(head, body)
+        return cls(RecordHeader(lane, topic, key, kind, created, len(body), dict(headers or {})), body)
+
+    def size(self) -> int:
+        """Bytes of the encoded record, known without encoding it (no CRC computed)."""
+        return _PREFIX.size + len(self.header.blob()) + len(self.body)
 
     def encode(self) -> bytes:
-        h = self.header
-        blob = json.dumps(
-            {
-                "lane": h.lane,
-                "topic": h.topic,
-                "key": h.key,
-                "kind": h.kind.value,
-                "created": h.created,
-                "body_len": h.body_len,
-                "body_crc": h.body_crc,
-                "headers": {k: v.hex() for k, v in h.headers.items()},
-            },
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode()
-        return _PREFIX.pack(MAGIC, VERSION, len(blob), zlib.crc32(blob)) + blob + self.body
+        """The record as written: CRC-32s of header and body computed here (a writer thread's work,
+        not the event loop's: zlib releases the GIL on large buffers)."""
+        blob = self.header.blob()
+        prefix = _PREFIX.pack(MAGIC, VERSION, len(blob), zlib.crc32(blob), zlib.crc32(self.body))
+        return prefix + blob + self.body
 
     @staticmethod
     def prefix_size() -> int:
@@ -110,7 +117,7 @@ class SpoolRecord:
         """The JSON header's length from the fixed prefix (``prefix_size()`` bytes)."""
         if len(prefix) < _PREFIX.size:
             raise SpoolCorrupt(f"{len(prefix)} bytes: shorter than the {_PREFIX.size}-byte record prefix")
-        magic, version, length, _ = _PREFIX.unpack_from(prefix)
+        magic, version, length, _, _ = _PREFIX.unpack_from(prefix)
         if magic != MAGIC or version != VERSION:
             raise SpoolCorrupt(f"starts {magic!r} v{version}: expected {MAGIC!r} v{VERSION}")
         if length > MAX_HEADER_BYTES:
@@ -121,7 +128,7 @@ class SpoolRecord:
     def parse_header(cls, data: bytes) -> RecordHeader:
         """The header of a record from its first bytes (at least prefix and header); SpoolCorrupt if torn."""
         length = cls.header_length(data)
-        _, _, _, crc = _PREFIX.unpack_from(data)
+        _, _, _, crc, _ = _PREFIX.unpack_from(data)
         blob = data[_PREFIX.size : _PREFIX.size + length]
         if len(blob) != length or zlib.crc32(blob) != crc:
             raise SpoolCorrupt(f"header of {len(blob)} of {length} bytes does not match its CRC")
@@ -134,7 +141,6 @@ class SpoolRecord:
                 kind=RecordKind(h["kind"]),
                 created=float(h["created"]),
                 body_len=int(h["body_len"]),
-                body_crc=int(h["body_crc"]),
                 headers={str(k): bytes.fromhex(v) for k, v in h.get("headers", {}).items()},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -144,8 +150,9 @@ class SpoolRecord:
     def decode(cls, data: bytes) -> SpoolRecord:
         """A whole record; SpoolCorrupt when the header or the body does not check."""
         header = cls.parse_header(data)
+        _, _, _, _, body_crc = _PREFIX.unpack_from(data)
         body = data[_PREFIX.size + cls.header_length(data) :]
-        if len(body) != header.body_len or zlib.crc32(body) != header.body_crc:
+        if len(body) != header.body_len or zlib.crc32(body) != body_crc:
             raise SpoolCorrupt(f"body of {len(body)} of {header.body_len} bytes does not match its CRC")
         return cls(header, body)
 

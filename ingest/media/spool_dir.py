@@ -138,6 +138,10 @@ class SpoolDirectory:
         if sync:
             _fsync_dir(self.path)
 
+    def write_record(self, name: str, record: SpoolRecord, *, durable: bool = True) -> None:
+        """``record``, encoded here (its CRCs computed on this thread), as ``write`` does."""
+        self.write(name, record.encode(), durable=durable)
+
     def read(self, name: str) -> SpoolRecord:
         return SpoolRecord.decode((self.path / name).read_bytes())
 

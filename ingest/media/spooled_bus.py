@@ -140,8 +140,7 @@ class SpooledBus:
         record = SpoolRecord.make(
             lane, topic, key, value, kind=kind_of(topic), created=time.time(), headers=headers
         )
-        data = record.encode()
-        admission = self.index.admit(record.header, len(data), own.name, record_name)
+        admission = self.index.admit(record.header, record.size(), own.name, record_name)
         for entry in admission.dropped:
             self._dropped(entry.lane, entry.header.key)
             self._remove(entry)
@@ -154,7 +153,7 @@ class SpooledBus:
         try:
             # a health sample is telemetry a newer one replaces: no fsync (a torn one is quarantined)
             durable = entry.header.kind is not RecordKind.LATEST
-            write = functools.partial(own.write, entry.name, data, durable=durable)
+            write = functools.partial(own.write_record, entry.name, record, durable=durable)
             await asyncio.get_running_loop().run_in_executor(self._writer, write)
         except BaseException:
             self.index.forget(entry)
