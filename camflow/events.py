@@ -47,6 +47,8 @@ History:
 - ``health-sample`` 2.1 adds ``store_outage`` (a minor: an optional field): transcode/package,
   seconds the store has been unavailable to the service (0 while it answers); read as ``None``
   where absent.
+- ``health-sample`` 2.2 adds ``spool_dropped`` (a minor): segments of the stream ingest's spool
+  dropped because it was full; read as ``None`` where absent.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ class HealthSample:
 
     TYPE: ClassVar[str] = "health-sample"
     VERSION: ClassVar[int] = 2
-    MINOR: ClassVar[int] = 1  # 2.1: store_outage
+    MINOR: ClassVar[int] = 2  # 2.1: store_outage; 2.2: spool_dropped
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -269,6 +271,7 @@ class HealthSample:
     # (see ``ingest.health.CORRECTION_KINDS``); ``{}`` when nothing was
     corrections: dict[str, int] | None = field(default=None, metadata=jsonform.read_with(_counts))
     store_outage: float | None = None  # transcode/package: seconds the store has been unavailable, else 0
+    spool_dropped: int | None = None  # ingest: segments its spool dropped (full) since the process started
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",
@@ -282,6 +285,7 @@ class HealthSample:
         "playlist_age",
         "viewers",
         "store_outage",
+        "spool_dropped",
     )
 
     def to_json(self) -> dict[str, Any]:

@@ -123,6 +123,27 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
     "camflow_ingest_segment_age_seconds": CallbackMetric(
         "gauge", "Seconds since the stream's newest segment was cut", ("stream",)
     ),
+    "camflow_ingest_spool_bytes": CallbackMetric("gauge", "Bytes in ingest's spool, waiting for the bus"),
+    "camflow_ingest_spool_max_bytes": CallbackMetric("gauge", "The spool's bound (--spool-max-bytes)"),
+    "camflow_ingest_spool_records": CallbackMetric(
+        "gauge", "Messages in ingest's spool (segments, states, health samples) waiting for the bus"
+    ),
+    "camflow_ingest_spool_oldest_seconds": CallbackMetric(
+        "gauge",
+        "Age of the oldest message waiting in ingest's spool (0 when empty): how far the bus is behind",
+    ),
+    "camflow_ingest_spool_delivered": CallbackMetric(
+        "counter", "Messages the spool delivered (acknowledged by the bus)"
+    ),
+    "camflow_ingest_spool_publish_failures": CallbackMetric(
+        "counter", "Publishes from the spool that failed and will be retried"
+    ),
+    "camflow_ingest_spool_quarantined": CallbackMetric(
+        "counter", "Spool files that did not check (torn, damaged) and were moved to quarantine/"
+    ),
+    "camflow_ingest_spool_dropped": CallbackMetric(
+        "counter", "Segments dropped because the spool was full (oldest first), by stream", ("stream",)
+    ),
     "camflow_transcode_segments": CallbackMetric("counter", "Transcoded segments, by result", ("result",)),
     "camflow_transcode_in_flight": CallbackMetric("gauge", "Segments being transcoded now"),
     "camflow_transcode_lag_seconds": CallbackMetric(

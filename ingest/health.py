@@ -4,8 +4,9 @@ Every ``interval`` seconds ``IngestHealth.collect`` looks at each publish sessio
 publishers and pulled sources) and produces one ``HealthSample``: its state
 (``connecting`` until the first segment, ``live``, ``stalled`` after no segment for twice
 the target duration, ``offline`` once the session ended, with the reason), the bitrate and
-frame rate since the previous look, GOP length, timestamp corrections, lost packets and the
-age of its newest segment. A change between ``live`` and ``stalled`` is also published as a
+frame rate since the previous look, GOP length, timestamp corrections, lost packets, the
+age of its newest segment and the segments of the stream the spool dropped (full). A change
+between ``live`` and ``stalled`` is also published as a
 ``StreamState`` on the compacted ``camflow.streams`` (``live`` and ``offline`` are published
 there by the publisher itself).
 
@@ -98,10 +99,13 @@ class IngestHealth:
         rtsp: RtspServer | None = None,
         whip: Callable[[], Iterable[Publisher]] | None = None,
         pull_clients: Callable[[], Iterable[PullClient]] | None = None,
+        spool_dropped: Callable[[str], int] | None = None,
         segment_target: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``spool_dropped(stream)``: segments of the stream the spool dropped (``SpooledBus``)."""
         self.bus = bus
+        self.spool_dropped = spool_dropped
         self.rtsp = rtsp
         self.whip = whip
         self.pull_clients = pull_clients
@@ -235,6 +239,7 @@ class IngestHealth:
             packets_lost=corrections.get("packets_lost", 0),
             segment_age=None if last is None else round(now - last[0], 3),
             corrections={k: n for k in CORRECTION_KINDS if (n := corrections.get(k, 0))},
+            spool_dropped=None if self.spool_dropped is None else self.spool_dropped(publisher.stream),
         )
 
     def _pull_sample(self, client: PullClient, now: float) -> HealthSample:

@@ -88,6 +88,7 @@ SAMPLES: dict[str, Event] = {
         segment_age=1.25,
         viewers=None,
         corrections={"dts_nudged": 3, "params_inserted": 15},
+        spool_dropped=4,
     ),
     "health-sample-sparse": HealthSample("cam1", "edge", "host/1", 5.0, viewers=12),
 }

@@ -1,16 +1,20 @@
 """KafkaBus: the bus on Apache Kafka (kafka-python).
 
-The producer is idempotent with ``acks=all``: ``publish`` returns only once the broker
-has the message. kafka-python clients are blocking; the producer is thread-safe and its
-futures are bridged to asyncio, while every call on a consumer runs on that consumer's
-own single thread (KafkaConsumer is not thread-safe). Offsets are committed explicitly,
-after processing, never automatically.
+The producer is idempotent with ``acks=all``: ``publish`` returns only once every in-sync
+replica has the message, and raises when that does not happen within ``delivery_timeout``
+seconds (a broker down or hung); it never blocks the event loop. kafka-python clients are
+blocking: the producer's ``send`` (which can wait up to ``MAX_BLOCK_MS`` for metadata) runs on
+the producer's own threads and its futures are bridged to asyncio, while every call on a
+consumer runs on that consumer's own single thread (KafkaConsumer is not thread-safe).
+Offsets are committed explicitly, after processing, never automatically.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -18,7 +22,13 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
+from kafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -29,6 +39,15 @@ from camflow.log import get_logger
 from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+MAX_BLOCK_MS = 5_000  # longest a send() waits for topic metadata (on a producer thread, never the loop)
+REQUEST_TIMEOUT_MS = 10_000  # one produce request without an answer (a hung broker) is retried after this
+# Seconds from send() to acknowledged or failed, retries included (Kafka's default): an outage
+# shorter than this the producer rides out itself (no resend, no duplicate); after a longer one the
+# publish fails and the caller retries (ingest's spool, through a new producer: _healthy_producer).
+DELIVERY_TIMEOUT = 120.0
+RECONNECT_BACKOFF_MAX_MS = 2_000
+DELIVERY_GRACE = 2.0  # seconds past the delivery timeout a publish still waits for kafka-python's verdict
+SEND_THREADS = 4
 
 # name -> (partitions, topic configs)
 TOPICS: dict[str, tuple[int, dict[str, str]]] = {
@@ -235,8 +254,15 @@ class KafkaBus:
     cluster. ``replication``: brokers holding each partition of the topics ``start`` creates."""
 
     def __init__(
-        self, bootstrap: str, client_id: str = "camflow", prefix: str = "", replication: int = 1
+        self,
+        bootstrap: str,
+        client_id: str = "camflow",
+        prefix: str = "",
+        replication: int = 1,
+        *,
+        delivery_timeout: float = DELIVERY_TIMEOUT,
     ) -> None:
+        """``delivery_timeout``: seconds a publish may take to be acknowledged before it raises."""
         if replication < 1:
             raise ConfigError(
                 f"Kafka replication factor {replication}: expected 1 or more brokers per partition"
@@ -247,6 +273,12 @@ class KafkaBus:
         self._client_id = client_id
         self._producer: Any = None
         self._consumers: list[KafkaConsumerAdapter] = []
+        self.delivery_timeout = delivery_timeout
+        self._api_version: Any = None  # the broker version the first producer found
+        self._broken: Any = None  # the producer a publish timed out on, replaced by the next publish
+        self._replacing = asyncio.Lock()
+        self._retired: list[asyncio.Task[None]] = []  # closing producers that were replaced
+        self._sender = concurrent.futures.ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="kafka-send")
 
     def _ensure_topics(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self._client_id}-admin")
@@ -287,15 +319,42 @@ class KafkaBus:
 
     def _start(self) -> None:
         self._ensure_topics()
-        self._producer = KafkaProducer(
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        """A producer; a replacement takes the broker version the first one found, so building it
+        needs no broker (kafka-python otherwise bootstraps, blocking up to 30 s, in the constructor)."""
+        producer = KafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
             max_request_size=MAX_MESSAGE_BYTES,
             linger_ms=2,
-            request_timeout_ms=30_000,
+            request_timeout_ms=min(REQUEST_TIMEOUT_MS, int(self.delivery_timeout * 1000) - 10),
+            delivery_timeout_ms=int(self.delivery_timeout * 1000),
+            max_block_ms=min(MAX_BLOCK_MS, int(self.delivery_timeout * 1000)),
+            # back within seconds of a broker's return (kafka-python's default waits up to 30 s)
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            **({"api_version": self._api_version} if self._api_version else {}),
         )
+        self._api_version = producer.config["api_version"]
+        return producer
+
+    async def _healthy_producer(self) -> Any:
+        """The producer, replaced first when a publish through it timed out: kafka-python 3.0's
+        idempotent producer sends nothing more to a partition whose in-flight batch expired (a
+        hung broker; measured on Kafka 4.3 with SIGSTOP, and it did not recover in 70 s after
+        SIGCONT). A new producer has a new producer id: a record the old one may still have
+        written can be repeated (at-least-once, as everywhere on the bus), never lost."""
+        async with self._replacing:
+            if self._broken is not None and self._broken is self._producer:
+                old = self._producer
+                self._producer = await asyncio.to_thread(self._new_producer)
+                self._broken = None
+                log.warning("kafka_producer_replaced", reason="a publish was not acknowledged in time")
+                self._retired.append(asyncio.create_task(asyncio.to_thread(old.close, 0)))
+        return self._producer
 
     async def start(self) -> None:
         await asyncio.to_thread(self._start)
@@ -307,12 +366,17 @@ class KafkaBus:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await asyncio.to_thread(producer.close, 10)
+        for retired in self._retired:
+            with contextlib.suppress(Exception):
+                await retired
+        self._sender.shutdown(wait=False)
 
     async def publish(
         self, topic: str, key: str, value: bytes, headers: Mapping[str, bytes] | None = None
     ) -> None:
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
+        producer = await self._healthy_producer()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -330,17 +394,36 @@ class KafkaBus:
         def failed(exc: BaseException) -> None:
             loop.call_soon_threadsafe(settle, exc)
 
-        fut = self._producer.send(
+        send = functools.partial(
+            producer.send,
             self.prefix + topic,
             key=key.encode(),
             value=value,
             headers=[(k, v) for k, v in (headers or {}).items()],
         )
-        fut.add_callback(ok)
-        fut.add_errback(failed)
         started = time.perf_counter()
         try:
-            await done
+            # send() may wait for metadata (up to max_block_ms): on a producer thread, not the loop.
+            # Its failure (no metadata: the broker is away) says nothing against the producer.
+            try:
+                fut = await loop.run_in_executor(self._sender, send)
+            except KafkaTimeoutError as exc:
+                raise KafkaError(f"no metadata for {topic!r}: {exc}") from None
+            fut.add_callback(ok)
+            fut.add_errback(failed)
+            # kafka-python should fail the future after delivery_timeout_ms, but a request in flight to
+            # a hung broker is not always expired then (measured with SIGSTOP): bound the wait here
+            try:
+                await asyncio.wait_for(done, self.delivery_timeout + DELIVERY_GRACE)
+            except TimeoutError:
+                waited = self.delivery_timeout + DELIVERY_GRACE
+                raise KafkaTimeoutError(
+                    f"publish to {topic!r} not acknowledged within {waited:g} s"
+                ) from None
+        except KafkaTimeoutError:
+            self._broken = producer
+            BUS_PUBLISH_ERRORS.labels(topic).inc()
+            raise
         except BaseException:
             BUS_PUBLISH_ERRORS.labels(topic).inc()
             raise

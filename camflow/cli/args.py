@@ -17,6 +17,7 @@ DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
 RTSP_PORT = 8554
 HTTP_PORT = 8080
+SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
 
 
 def _data_dir() -> str:
@@ -105,6 +106,22 @@ def _at_least_one(unit: str) -> Callable[[str], int]:
     return parse
 
 
+_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """``2G``, ``500M``, ``64K`` (binary units, an optional trailing ``B``/``iB``) or plain bytes."""
+    body = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = _SIZE_UNITS.get(body[-1:])
+    try:
+        value = float(body[:-1] if unit else body) * (unit or 1)
+    except ValueError:
+        value = 0.0
+    if not (value >= 1 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 2G, 500M, 64K or a number of bytes")
+    return int(value)
+
+
 _whole_seconds = _at_least_one("seconds")
 _brokers = _at_least_one("brokers")
 
@@ -176,6 +193,21 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         type=_positive,
         default=SEGMENT_SECONDS,
         help="target segment duration in seconds; segments cut at the first IDR after it (default 2)",
+    )
+    p.add_argument(
+        "--spool-dir",
+        metavar="PATH",
+        default=None,
+        help="where cut segments (and stream states, health samples) wait on disk until the bus takes "
+        "them; every ingest process on it adopts the spool an ended one left (default DATA_DIR/spool)",
+    )
+    p.add_argument(
+        "--spool-max-bytes",
+        type=_size,
+        default=SPOOL_MAX_BYTES,
+        metavar="SIZE",
+        help="bound of the spool, e.g. 2G, 500M; when full, the oldest waiting segment is dropped "
+        f"(counted, logged, alerted) (default {SPOOL_MAX_BYTES})",
     )
     p.add_argument(
         "--pull",

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
 from camflow.cli.banner import WILDCARD, operator_view
-from camflow.cli.settings import edge_settings, packager_settings, rtsp_server_settings, transcoder_settings
+from camflow.cli.settings import (
+    edge_settings,
+    packager_settings,
+    rtsp_server_settings,
+    spool_settings,
+    transcoder_settings,
+)
 from camflow.errors import CamflowError, ConfigError
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
@@ -24,10 +30,12 @@ from camflow.store import FileStore, Store
 from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
+    from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
 
 log = get_logger("cli")
+SPOOL_DRAIN_SECONDS = 10.0  # on shutdown, how long ingest's spool gets to deliver what it holds
 
 
 # --- backends --------------------------------------------------------------------------
@@ -83,17 +91,23 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    if bus is not None:
+    # Ingest publishes through its on-disk spool; `camflow ingest` (no other service on the bus)
+    # lets the spool start the bus, so it takes cameras while the bus is down.
+    spooled = _spooled_bus(args, bus, owns_bus=roles == {"ingest"}) if "ingest" in roles else None
+    if bus is not None and (spooled is None or not spooled.owns_bus):
         await bus.start()
+    if spooled is not None:
+        await spooled.start()
+    ingest_bus: Bus | None = spooled if spooled is not None else bus
     if store is not None:
         await store.start()
     tasks: list[asyncio.Task[None]] = []
     stoppers: list[Callable[[], Awaitable[None]]] = []
     workers_stop = asyncio.Event()
     failed = False
-    observed = _Observed(args, bus)
+    observed = _Observed(args, bus, ingest_bus)
     try:
-        whip = _whip_service(args, bus, signer) if "ingest" in roles else None
+        whip = _whip_service(args, ingest_bus, signer) if "ingest" in roles else None
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
 
@@ -133,9 +147,9 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
         if "ingest" in roles:
             from ingest.service import build_rtsp_server
 
-            assert signer is not None and bus is not None
+            assert signer is not None and ingest_bus is not None
             rtsp = build_rtsp_server(
-                bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
+                ingest_bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
@@ -148,10 +162,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             if pull_sources:
                 from ingest.sources.pull.client import PullSources
 
-                pulls = PullSources(bus, pull_sources, segment_target=args.segment_duration)
+                pulls = PullSources(ingest_bus, pull_sources, segment_target=args.segment_duration)
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
-            observed.ingest(rtsp, pulls if pull_sources else None, whip)
+            observed.ingest(rtsp, pulls if pull_sources else None, whip, spooled)
         await observed.start()
         if args.command == "run":
             assert signer is not None
@@ -168,6 +182,8 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
         for stopper in stoppers:
             with contextlib.suppress(Exception):
                 await stopper()
+        if spooled is not None:  # what ingest flushed (segments, offline states) reaches the bus
+            await spooled.drain(SPOOL_DRAIN_SECONDS)
         if tasks:
             # Let the workers finish what ingest (in this process) flushed, then stop them. A worker
             # alone (`camflow transcode`, `package`) stops at once: it finishes the segment in hand,
@@ -181,9 +197,12 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                     log.error("service_failed", service=task.get_name(), error=repr(result))
                     failed = True
         await observed.stop()  # after ingest: its last samples say offline
+        if spooled is not None:  # what is still spooled stays on disk for the next start
+            await spooled.drain(1.0)
+            await spooled.close()
         if store is not None:
             await store.close()
-        if bus is not None:
+        if bus is not None and (spooled is None or not spooled.owns_bus):
             await bus.close()
     return 1 if failed else 0
 
@@ -191,42 +210,49 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 class _Observed:
     """Health samples, Prometheus sources and readiness of the services this process runs."""
 
-    def __init__(self, args: argparse.Namespace, bus: Bus | None) -> None:
+    def __init__(self, args: argparse.Namespace, bus: Bus | None, ingest_bus: Bus | None) -> None:
         from camflow.health import HealthReporter
 
         self.args = args
         self.bus = bus
+        self.ingest_bus = ingest_bus  # ingest's samples and states go through its spool
         self.readiness = Readiness()
         self.reporters: list[HealthReporter] = []
         self.sources: list[Any] = []
         self.server: Any = None
 
-    def _report(self, service: str, collect: Any, source: Any) -> None:
+    def _report(self, service: str, collect: Any, source: Any, bus: Bus | None = None) -> None:
         from camflow.health import HealthReporter
         from camflow.metrics import add_source
 
         add_source(source)
         self.sources.append(source)
-        if self.bus is not None:
-            self.reporters.append(HealthReporter(self.bus, service, collect, self.args.health_interval))
+        bus = bus or self.bus
+        if bus is not None:
+            self.reporters.append(HealthReporter(bus, service, collect, self.args.health_interval))
 
-    def ingest(self, rtsp: Any, pulls: Any, whip: Any) -> None:
+    def ingest(self, rtsp: Any, pulls: Any, whip: Any, spooled: SpooledBus | None) -> None:
+        from camflow.metrics import add_source
         from ingest.health import IngestHealth
 
-        assert self.bus is not None
+        assert self.ingest_bus is not None
 
         def whipped() -> list[Any]:
             return [s.publisher for s in whip.sessions.values() if s.publisher is not None] if whip else []
 
         target = self.args.segment_duration
         health = IngestHealth(
-            self.bus,
+            self.ingest_bus,
             rtsp=rtsp,
             whip=whipped,
             pull_clients=lambda: list(pulls.clients) if pulls else [],
+            spool_dropped=spooled.spool_dropped if spooled is not None else None,
             segment_target=target,
         )
-        self._report("ingest", health.collect, health.samples)
+        self._report("ingest", health.collect, health.samples, self.ingest_bus)
+        if spooled is not None:
+            add_source(spooled.samples)
+            self.sources.append(spooled.samples)
         self.readiness.add("ingest", lambda: rtsp.open_connections >= 0 and not self.readiness.draining)
 
     def transcode(self, worker: Any) -> None:
@@ -291,6 +317,13 @@ def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner
         media_timeout=args.webrtc_timeout,
     )
     return WhipService(bus, signer, policy=policy, limits=limits)
+
+
+def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:
+    from ingest.media.spooled_bus import SpooledBus
+
+    assert bus is not None
+    return SpooledBus(bus, owns_bus=owns_bus, **spool_settings(args))
 
 
 def _pull_sources(args: argparse.Namespace) -> list[PullSource]:

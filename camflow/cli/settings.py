@@ -67,6 +67,13 @@ def rtsp_server_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def spool_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``ingest.media.spooled_bus.SpooledBus``'s keywords: the spool's directory (``--spool-dir``,
+    else ``spool`` under ``--data-dir``) and its bound."""
+    directory = Path(args.spool_dir) if args.spool_dir else Path(args.data_dir) / "spool"
+    return {"directory": directory, "max_bytes": args.spool_max_bytes}
+
+
 def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``edge.app.build_app``'s keywords: the cache, playlists' max-age and the token check."""
     from edge.policy import TokenCheck

@@ -5,11 +5,13 @@ units (``push_video``), AAC units (``push_audio``) and sender-report timing (``s
 ``audio_sender_report``), and hands them here; the media path knows nothing of RTP, RTSP or WebRTC.
 The muxer (fMP4, or NUT for VP8) is chosen from the codec when the path is built.
 
-The camera is never blocked by a slow bus: cut segments wait in a bounded queue in front
-of the bus; when it is full the oldest waiting segment is dropped, counted and logged
-(the packager's gap handling covers the hole). When the session ends, the partial
-segment in hand is flushed, the queue drains (bounded in time), and an ``offline`` state
-naming the last published sequence number closes the epoch.
+The camera is never blocked by the bus: in a service, ``bus`` is ingest's spool
+(``ingest.media.spooled_bus``), whose ``publish`` returns once the message is on disk and which
+delivers it when the bus takes it. Cut segments wait in a small bounded queue in front of it;
+should the spool's disk fall behind, the oldest waiting segment is dropped, counted and logged
+(the packager's gap handling covers the hole). When the session ends, the partial segment in
+hand is flushed, the queue drains (bounded in time), and an ``offline`` state naming the last
+published sequence number closes the epoch.
 
 What the source (its ``counters``: an RTP depacketizer's and jitter buffer's, a pulled source's
 assembler's, ...) and the segmenter corrected (lost, late, reordered packets, parameter sets
@@ -208,7 +210,7 @@ class Publisher:
             dropped = self._queue.popleft()
             self.stats.segments_dropped += 1
             self.log.warning(
-                "segment_dropped", seq=dropped.seq, reason="bus too slow", queued=len(self._queue)
+                "segment_dropped", seq=dropped.seq, reason="spool (or bus) too slow", queued=len(self._queue)
             )
         self._queue.append(event)
         self._wake.set()
