@@ -25,7 +25,8 @@ from .scenarios import SCENARIOS, SEGMENT, Result, Scenario, run
 
 
 def table(results: list[Result]) -> str:
-    head = ("scenario", "pushed", "recorded", "lost", "duplicated", "recovery s", "media s", "sessions", "")
+    head: tuple[str, ...] = ("scenario", "pushed", "recorded", "lost", "duplicated", "recovery s", "media s")
+    head += ("sessions", "result")
     rows: list[tuple[str, ...]] = [head]
     for r in results:
         recovery = "-" if r.recovery_s is None else f"{r.recovery_s:.1f}"
