@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.chaos.__main__ import table
+from tests.chaos.__main__ import markdown, table
 from tests.chaos.measure import Recording, entries, iso
 from tests.chaos.scenarios import Result
 
@@ -72,3 +72,6 @@ def test_a_scenario_fails_on_loss_beyond_its_allowance_a_repeat_or_an_unclean_dr
     assert rows[0].split()[:6] == ["scenario", "pushed", "recorded", "lost", "duplicated", "recovery"]
     assert rows[2].split()[1:4] == ["30", "30", "1"] and rows[2].endswith("FAIL")
     assert "exits {'package#1': 1}" in rows[3]
+    md = markdown([result(60.0, 60.0)]).splitlines()
+    assert md[0].startswith("| scenario | pushed |") and md[1].count("---") == md[0].count("|") - 1
+    assert md[2].startswith("| s | 30 | 30 | 0 | 0 | 1.0 |") and md[2].endswith("| ok |")

@@ -23,11 +23,17 @@ from tests.process import make_clip
 from .backends import ROOT, Backends
 from .scenarios import SCENARIOS, SEGMENT, Result, Scenario, run
 
+NOTE = (
+    f"segments of {SEGMENT:g} s; recorded = the VOD playlist over the push's time range; media s = seconds"
+    " pushed/recorded; recovery = from the fault's end (a signal: its sending) until the live playlist"
+    " listed newer media"
+)
 
-def table(results: list[Result]) -> str:
+
+def rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """The table's header and one row a result."""
     head: tuple[str, ...] = ("scenario", "pushed", "recorded", "lost", "duplicated", "recovery s", "media s")
-    head += ("sessions", "result")
-    rows: list[tuple[str, ...]] = [head]
+    out = [(*head, "sessions", "result")]
     for r in results:
         recovery = "-" if r.recovery_s is None else f"{r.recovery_s:.1f}"
         lost = f"{r.lost} (<= {r.allowed_lost})" if r.allowed_lost else str(r.lost)
@@ -35,16 +41,26 @@ def table(results: list[Result]) -> str:
         verdict = "ok" if r.passed else "FAIL" + (f": {r.error.splitlines()[-1][:60]}" if r.error else "")
         if r.unclean_exits:
             verdict += f" exits {r.unclean_exits}"
-        rows.append((r.scenario, str(r.pushed), str(r.recorded), lost, str(r.duplicated), recovery, media,
-                     str(r.sessions), verdict))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        out.append((r.scenario, str(r.pushed), str(r.recorded), lost, str(r.duplicated), recovery, media,
+                    str(r.sessions), verdict))  # fmt: skip
+    return out
+
+
+def table(results: list[Result]) -> str:
+    """Aligned columns, for the terminal."""
+    cells = rows(results)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + (
-        f"\n(segments of {SEGMENT:g} s; recorded = the VOD playlist over the push's time range; media s ="
-        " seconds pushed/recorded; recovery = from the fault's end (a signal: its sending) until the live"
-        " playlist listed newer media)"
-    )
+    return "\n".join(lines) + f"\n({NOTE})"
+
+
+def markdown(results: list[Result]) -> str:
+    """The same table in Markdown, for docs/reliability.md."""
+    cells = rows(results)
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + " --- |" * len(cells[0]))
+    return "\n".join(lines) + "\n"
 
 
 def failed(scenario: Scenario, error: str) -> Result:
@@ -112,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     meta = {"started": started.isoformat(timespec="seconds"), "commit": commit()}
     args.report.write_text(json.dumps({**meta, "results": [r.report() for r in results]}, indent=2) + "\n")
-    print(f"chaos: report in {args.report}, logs in {work}")
+    args.report.with_suffix(".md").write_text(markdown(results))
+    print(f"chaos: report in {args.report} (and {args.report.with_suffix('.md').name}), logs in {work}")
     return 0 if all(r.passed for r in results) else 1
 
 
