@@ -9,7 +9,7 @@
 #   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
 #   make chaos         every fault scenario on its own Kafka + MinIO (ports 29092.., 29000) with ffmpeg pushing:
 #                      one table + build/chaos/report.json; fails on any loss beyond what a scenario may
-#                      lose (docs/reliability.md). About 30 min; bounded at 60 (CHAOS='ingest-sigkill,...')
+#                      lose (docs/reliability.md). About 25 min; bounded at 60 (CHAOS='ingest-sigkill,...')
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
 
 SHELL := /bin/bash

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="camflow-chaos-"))
     work.mkdir(parents=True, exist_ok=True)
     clip = make_clip(work / "clip.mp4", 30, size="640x360")
-    started = datetime.now(UTC)
+    meta = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit()}  # what runs
     results: list[Result] = []
 
     def shape(s: Scenario) -> tuple[int, int]:
@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     results.sort(key=lambda r: names.index(r.scenario))
     print(table(results))
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"started": started.isoformat(timespec="seconds"), "commit": commit()}
     args.report.write_text(json.dumps({**meta, "results": [r.report() for r in results]}, indent=2) + "\n")
     args.report.with_suffix(".md").write_text(markdown(results))
     print(f"chaos: report in {args.report} (and {args.report.with_suffix('.md').name}), logs in {work}")
