@@ -3,6 +3,7 @@
 #   make services-up   Kafka (KRaft, 127.0.0.1:$(KAFKA_PORT)) + MinIO (127.0.0.1:$(MINIO_PORT))
 #   make services-down stop both (by PID; no-op when not running)
 #   make test          install, helm (chart checks), services-up, pytest against them, services-down (always)
+#                      (its trimmed chaos set, tests/test_chaos_functional.py, runs a Kafka + MinIO of its own: 31092, 31000)
 #   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
 #   make image         the container image (scripts/image.sh): build/image/camflow-<version>.oci.tar + its digest
 #   make lint          ruff check + mypy --strict + lint-imports (the architecture rules; config in pyproject.toml)
