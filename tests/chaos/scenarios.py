@@ -18,7 +18,9 @@ SEGMENT = 2.0  # the clip's GOP and ingest's segment target: one segment per 2 s
 # Seconds the recording may fall short of what ffmpeg reported sent before a segment counts as lost:
 # ffmpeg's progress runs a frame or two ahead of the last frame that a closed session delivered.
 SHORTFALL_TOLERANCE = 0.5
-SETTLE_QUIET = 30.0  # a recording short of the push counts once it has not changed for this long ...
+# A recording short of the push counts once it has not changed for this long (Kafka clients took up
+# to ~55 s after a broker came back to move again: a spooled backlog may land that late) ...
+SETTLE_QUIET = 60.0
 SETTLE_LIMIT = 240.0  # ... or this long after the push ended (a backlog catching up)
 
 
