@@ -3,10 +3,14 @@
 #   make services-up   Kafka (KRaft, 127.0.0.1:$(KAFKA_PORT)) + MinIO (127.0.0.1:$(MINIO_PORT))
 #   make services-down stop both (by PID; no-op when not running)
 #   make test          install, helm (chart checks), services-up, pytest against them, services-down (always)
+#                      (its trimmed chaos set, tests/test_chaos_functional.py, runs a Kafka + MinIO of its own: 31092, 31000)
 #   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
 #   make image         the container image (scripts/image.sh): build/image/camflow-<version>.oci.tar + its digest
 #   make lint          ruff check + mypy --strict + lint-imports (the architecture rules; config in pyproject.toml)
 #   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
+#   make chaos         every fault scenario on its own Kafka + MinIO (ports 29092.., 29000) with ffmpeg pushing:
+#                      one table + build/chaos/report.json; fails on any loss beyond what a scenario may
+#                      lose (docs/reliability.md). About 25 min; bounded at 60 (CHAOS='ingest-sigkill,...')
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
 
 SHELL := /bin/bash
@@ -29,7 +33,7 @@ TEST_BUCKET ?= camflow-test
 PYTEST_ARGS ?=
 export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
 
-.PHONY: install system-packages helm image services-up services-down test run lint bench
+.PHONY: install system-packages helm image services-up services-down test run lint bench chaos
 
 install: system-packages $(VENV_STAMP) $(HLSJS)
 
@@ -85,3 +89,15 @@ BENCH ?=
 BENCH_ARGS ?=
 bench: install
 	$(VENV)/bin/python -m bench $(BENCH) $(BENCH_ARGS)
+
+# The chaos suite (tests/chaos, docs/reliability.md): each scenario starts the four services as
+# processes on Kafka and MinIO of its own (scripts/kafka.sh, scripts/minio.sh; 3 brokers / 4 drives
+# where a scenario needs them), pushes 60-120 s with ffmpeg, injects its fault, reads the recording
+# back from the VOD playlist. Every process is stopped by PID at the end; SIGINT at the time bound
+# lets the harness stop them too (SIGKILL 2 min later if it hangs).
+CHAOS ?=
+CHAOS_TIMEOUT ?= 3600
+chaos: install
+	rm -rf build/chaos/work
+	timeout --signal=INT --kill-after=120 $(CHAOS_TIMEOUT) $(VENV)/bin/python -m tests.chaos \
+		$(if $(CHAOS),--scenarios $(CHAOS)) --work build/chaos/work --report build/chaos/report.json

@@ -18,6 +18,7 @@ class PackagerStats:
     overlong: int = 0
     restored: int = 0
     rebalances: int = 0  # partition reassignments that made this process drop its streams
+    commit_errors: int = 0  # offsets the group did not take (the partition moved on): redelivered
 
 
 @dataclass(frozen=True)

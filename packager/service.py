@@ -341,4 +341,11 @@ class Packager:
             if msg is not None:
                 latest[(msg.topic, msg.partition)] = msg
         for msg in latest.values():
-            await consumer.commit(msg)
+            try:
+                await consumer.commit(msg)
+            except Exception as exc:  # e.g. Kafka: the group rebalanced meanwhile (a hung broker)
+                # Not fatal: the work is written, and what is not committed is delivered again to
+                # whoever owns the partition now, where appending it is a no-op (idempotent keys).
+                self.stats.commit_errors += 1
+                where = {"partition": msg.partition, "offset": msg.offset}
+                self._log.warning("commit_failed", **where, error=repr(exc))

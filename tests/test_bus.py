@@ -222,6 +222,10 @@ def test_topic_requests_carry_the_replication_factor() -> None:
     assert sorted(t.name for t in wanted) == sorted("p." + name for name in TOPICS if name != TOPIC_READY)
     assert {t.replication_factor for t in wanted} == {3}
     assert {t.name: t.num_partitions for t in wanted}["p." + TOPIC_RAW] == TOPICS[TOPIC_RAW][0]
+    # acks=all waits for 2 of the 3 replicas: one broker may be down, no write lands on one alone
+    assert {t.topic_configs["min.insync.replicas"] for t in wanted} == {"2"}
+    isr = {n: topic_requests("p.", n, set())[0].topic_configs["min.insync.replicas"] for n in (1, 2, 3, 5)}
+    assert isr == {1: "1", 2: "1", 3: "2", 5: "2"}
     with pytest.raises(ConfigError, match="replication factor 0: expected 1 or more"):
         KafkaBus("127.0.0.1:9", replication=0)
 

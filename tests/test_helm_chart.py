@@ -38,7 +38,7 @@ SUBCOMMANDS = {"ingest", "transcode", "package", "edge"}
 
 # Every toggle on, every optional value set (KEDA instead of the CPU HPA: the two exclude each other).
 ALL_ON: dict[str, Any] = {
-    "kafka": {"topicPrefix": "prod.", "replication": 3},
+    "kafka": {"topicPrefix": "prod.", "replication": 5},
     "s3": {"prefix": "fleet/a"},
     "secret": {"s3AccessKey": "AKIAEXAMPLE", "s3SecretKey": "secret-example", "tokenSecret": "t" * 64},
     "ingest": {
@@ -250,7 +250,7 @@ def check_scaled_object(doc: dict[str, Any], docs: list[Any]) -> None:
     assert int(meta["lagThreshold"]) >= 1
 
 
-@pytest.mark.parametrize(("case", "wanted"), [("default", "1"), ("all_on", "3")])
+@pytest.mark.parametrize(("case", "wanted"), [("default", "3"), ("all_on", "5")])
 def test_every_service_creates_topics_with_the_replication_value(
     rendered: dict[str, list[Any]], case: str, wanted: str
 ) -> None:

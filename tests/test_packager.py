@@ -330,3 +330,21 @@ async def test_camera_clock_jump_becomes_a_discontinuity_in_the_same_epoch(rig: 
         segs = m3u8.loads(text).segments
         assert [s.discontinuity for s in segs] == [False, False, True, False]
         assert uris(text) == [seg_uri(EPOCH_A, n, rendition) for n in range(4)]
+
+
+async def test_a_commit_the_group_refuses_is_counted_and_the_packager_goes_on(rig: Rig) -> None:
+    """Kafka refuses a commit from a member that lost its partitions in a rebalance (a hung broker,
+    `make chaos` kafka-frozen): the packager crashed on it; the offset is simply not committed (the
+    segment comes again to the partition's owner, where it is a duplicate) and the packager goes on."""
+    from kafka.errors import CommitFailedError
+
+    async def refuse(message: Message) -> None:
+        raise CommitFailedError("UnknownMemberIdError")
+
+    rig.bus.consumer.commit = refuse  # type: ignore[method-assign]
+    await rig.send(ready(EPOCH_A, 0))
+    await rig.until(media(), lambda t: len(uris(t)) == 1)
+    await rig.send(ready(EPOCH_A, 1))
+    text = await rig.until(media(), lambda t: len(uris(t)) == 2)
+    assert uris(text) == [seg_uri(EPOCH_A, n) for n in range(2)]
+    assert rig.packager.stats.commit_errors >= 2

@@ -62,11 +62,25 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
 log = get_logger("bus.kafka")
 
 
+def min_insync_replicas(replication: int) -> int:
+    """The replicas that must have a write before ``acks=all`` acknowledges it: 2 of 3 (or more), so
+    one broker may be down without stopping writes and an acknowledged segment is on two brokers;
+    with 2 replicas 1 (else one broker down stops every write), with 1 replica 1."""
+    return max(1, min(2, replication - 1))
+
+
 def topic_requests(prefix: str, replication: int, existing: set[str]) -> list[NewTopic]:
     """The topics to create: every camflow topic not in ``existing``, each partition on
-    ``replication`` brokers. A topic that exists keeps the replication it was created with."""
+    ``replication`` brokers, ``min.insync.replicas`` set for it (``min_insync_replicas``), whatever
+    the cluster's default. A topic that exists keeps the replication it was created with."""
+    isr = {"min.insync.replicas": str(min_insync_replicas(replication))}
     return [
-        NewTopic(prefix + name, num_partitions=parts, replication_factor=replication, topic_configs=configs)
+        NewTopic(
+            prefix + name,
+            num_partitions=parts,
+            replication_factor=replication,
+            topic_configs={**configs, **isr},
+        )
         for name, (parts, configs) in TOPICS.items()
         if prefix + name not in existing
     ]

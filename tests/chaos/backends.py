@@ -54,10 +54,10 @@ class Backends:
         return {"AWS_ACCESS_KEY_ID": self.user, "AWS_SECRET_ACCESS_KEY": self.password}
 
     def kafka(self, *args: str) -> None:
-        self._script("kafka.sh", args)
+        self.script("kafka", *args)
 
     def minio(self, *args: str) -> None:
-        self._script("minio.sh", args)
+        self.script("minio", *args)
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,18 +71,19 @@ class Backends:
     def stop(self) -> None:
         """Both, whatever state a scenario left them in (a frozen broker is thawed first)."""
         errors: list[BaseException] = []
-        for step in (("kafka.sh", ("thaw",)), ("minio.sh", ("stop",)), ("kafka.sh", ("stop",))):
+        for step in (("kafka", "thaw"), ("minio", "stop"), ("kafka", "stop")):
             try:
-                self._script(*step)
+                self.script(*step)
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-                if step[1] != ("thaw",):  # thaw fails when a node is down: nothing to thaw
+                if step[1] != "thaw":  # thaw fails when a node is down: nothing to thaw
                     errors.append(exc)
         if errors:
             raise errors[0]
 
-    def _script(self, name: str, args: tuple[str, ...]) -> None:
+    def script(self, name: str, *args: str) -> None:
+        """scripts/NAME.sh ARGS with this run's environment (ports, run directory, brokers, drives)."""
         subprocess.run(
-            ["bash", str(ROOT / "scripts" / name), *args],
+            ["bash", str(ROOT / "scripts" / f"{name}.sh"), *args],
             env=self.env,
             check=True,
             timeout=SCRIPT_TIMEOUT,

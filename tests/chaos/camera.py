@@ -77,18 +77,19 @@ class Camera:
         ]  # fmt: skip
         started = time.time()
         sent = 0.0
-        proc = self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        timer = threading.Timer(max(budget, 1.0), proc.kill)
-        timer.start()
-        try:
-            assert proc.stdout is not None and proc.stderr is not None
-            for line in proc.stdout:
-                key, _, value = line.strip().partition("=")
-                if key == "out_time_us" and value.isdigit():
-                    sent = int(value) / 1e6
-            error = proc.stderr.read()[-500:]
-            proc.wait()
-        finally:
-            timer.cancel()
-            self._proc = None
+        # The context closes the pipes and waits for ffmpeg, whatever happens.
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            self._proc = proc
+            timer = threading.Timer(max(budget, 1.0), proc.kill)
+            timer.start()
+            try:
+                assert proc.stdout is not None and proc.stderr is not None
+                for line in proc.stdout:
+                    key, _, value = line.strip().partition("=")
+                    if key == "out_time_us" and value.isdigit():
+                        sent = int(value) / 1e6
+                error = proc.stderr.read()[-500:]
+            finally:
+                timer.cancel()
+                self._proc = None
         return Session(started, time.time(), min(sent, remaining), proc.returncode, error.strip())

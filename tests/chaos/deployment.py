@@ -20,6 +20,7 @@ from .backends import Backends
 SERVICES = ("transcode", "package", "edge", "ingest")  # start order: the consumers before the camera's door
 READY = ": running"
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0  # a draining service exits within this, or it is SIGKILLed
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Deployment:
     http_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
+    exits: dict[str, int] = field(default_factory=dict)  # "name#n" (its n-th start): its exit code
 
     @property
     def signer(self) -> TokenSigner:
@@ -77,15 +79,22 @@ class Deployment:
         for name in SERVICES:
             self.start(name)
 
-    def kill(self, name: str) -> None:
-        """SIGKILL by PID: no shutdown, no flush, no commit."""
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+    def send(self, name: str, sig: signal.Signals) -> None:
+        """``sig`` by PID, then wait for the exit (SIGKILL: no shutdown, no flush, no commit;
+        SIGTERM: the service drains, bounded by STOP_TIMEOUT, then SIGKILL)."""
+        proc = self.procs.pop(name)
+        if sig == signal.SIGTERM:
+            code = stop_process(proc, STOP_TIMEOUT)
+        else:
+            proc.send_signal(sig)
+            code = proc.wait(10)
+        self.exits[f"{name}#{self.starts[name]}"] = code
 
-    def stop_all(self) -> dict[str, int]:
-        """SIGTERM each (ingest first, so the stream ends through the pipeline), their exit codes."""
-        return {name: stop_process(self.procs[name], 30) for name in reversed(SERVICES) if name in self.procs}
+    def stop_all(self) -> None:
+        """SIGTERM each still running (ingest first, so the stream ends through the pipeline)."""
+        for name in reversed(SERVICES):
+            if name in self.procs:
+                self.send(name, signal.SIGTERM)
 
     def publish_url(self) -> str:
         token = self.signer.issue(self.stream, Action.PUBLISH, 3600)

@@ -4,6 +4,7 @@ run (when the live view came back after a fault)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from .deployment import Deployment
 
 RENDITION = "source"
 OVERLAP_TOLERANCE = 0.5  # seconds two entries may overlap before one counts as a repeat
+CONFIRM = 5.0  # seconds a complete recording is given before it is read again
 
 
 def fetch(url: str) -> str | None:
@@ -51,22 +53,37 @@ def entries(text: str) -> list[Entry]:
 class Recording:
     entries: tuple[Entry, ...]
 
+    def _walk(self) -> tuple[list[Entry], list[Entry]]:
+        """The entries in time order, split into the first listing of each stretch of media and the
+        repeats: a segment already listed, or one starting inside the time an earlier one covers."""
+        seen: set[str] = set()
+        end = float("-inf")
+        once: list[Entry] = []
+        repeats: list[Entry] = []
+        for e in sorted(self.entries, key=lambda e: e.start):
+            (repeats if e.uri in seen or e.start < end - OVERLAP_TOLERANCE else once).append(e)
+            seen.add(e.uri)
+            end = max(end, e.start + e.duration)
+        return once, repeats
+
     @property
     def seconds(self) -> float:
-        return sum(e.duration for e in self.entries)
+        """Media recorded, each stretch counted once (a repeat adds nothing)."""
+        return sum(e.duration for e in self._walk()[0])
 
     @property
     def repeated(self) -> int:
-        """Entries naming a segment already listed, or starting inside the time an earlier one covers."""
-        seen: set[str] = set()
-        end = float("-inf")
-        count = 0
-        for e in sorted(self.entries, key=lambda e: e.start):
-            if e.uri in seen or e.start < end - OVERLAP_TOLERANCE:
-                count += 1
-            seen.add(e.uri)
-            end = max(end, e.start + e.duration)
-        return count
+        return len(self._walk()[1])
+
+    def gaps(self, longer_than: float) -> tuple[tuple[str, float], ...]:
+        """Holes in the timeline longer than ``longer_than`` seconds: (where, seconds). A reconnect
+        leaves one too (the camera sent nothing meanwhile); ``lost`` is what tells loss."""
+        once = self._walk()[0]
+        return tuple(
+            (iso(a.start + a.duration), round(b.start - a.start - a.duration, 3))
+            for a, b in itertools.pairwise(once)
+            if b.start - a.start - a.duration > longer_than
+        )
 
 
 def recording(dep: Deployment, start: float, end: float) -> Recording:
@@ -74,13 +91,20 @@ def recording(dep: Deployment, start: float, end: float) -> Recording:
     return Recording(tuple(entries(text)) if text else ())
 
 
-def settled_recording(dep: Deployment, start: float, end: float, quiet: float, limit: float) -> Recording:
-    """The recording once it has stopped growing for ``quiet`` seconds (bounded by ``limit``): a backlog
-    (spooled segments, a transcoder catching up) lands after the push has ended."""
+def settled_recording(
+    dep: Deployment, start: float, end: float, complete: float, quiet: float, limit: float
+) -> Recording:
+    """The recording once it holds ``complete`` seconds (read once more after ``CONFIRM`` seconds: a
+    late repeat would show), or else once it has not changed for ``quiet`` seconds; bounded by
+    ``limit``. A backlog (spooled segments, consumers rejoining their group after a broker came back,
+    a transcoder catching up) lands after the push has ended."""
     deadline = time.monotonic() + limit
     last = recording(dep, start, end)
     still_since = time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - still_since < quiet:
+        if last.seconds >= complete:
+            time.sleep(CONFIRM)
+            return recording(dep, start, end)
         time.sleep(1.0)
         now = recording(dep, start, end)
         if now.entries != last.entries:
