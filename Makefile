@@ -7,6 +7,8 @@
 #   make image         the container image (scripts/image.sh): build/image/camflow-<version>.oci.tar + its digest
 #   make lint          ruff check + mypy --strict + lint-imports (the architecture rules; config in pyproject.toml)
 #   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
+#   make fuzz          every parser's fuzz target (tests/fuzz, atheris) for FUZZ_RUNS inputs each (100000),
+#                      FUZZ_JOBS at a time (2); FUZZ='sdp tokens' for some; exits 1 on a finding
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
 
 SHELL := /bin/bash
@@ -29,7 +31,7 @@ TEST_BUCKET ?= camflow-test
 PYTEST_ARGS ?=
 export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
 
-.PHONY: install system-packages helm image services-up services-down test run lint bench
+.PHONY: install system-packages helm image services-up services-down test run lint bench fuzz
 
 install: system-packages $(VENV_STAMP) $(HLSJS)
 
@@ -85,3 +87,11 @@ BENCH ?=
 BENCH_ARGS ?=
 bench: install
 	$(VENV)/bin/python -m bench $(BENCH) $(BENCH_ARGS)
+
+# Fuzzing (docs/development.md "Fuzzing"): each target in its own process, findings under .run/fuzz/TARGET/.
+FUZZ ?=
+FUZZ_RUNS ?= 100000
+FUZZ_JOBS ?= 2
+FUZZ_MAX_TIME ?= 600
+fuzz: install
+	$(VENV)/bin/python -m tests.fuzz --runs $(FUZZ_RUNS) --jobs $(FUZZ_JOBS) --max-time $(FUZZ_MAX_TIME) $(FUZZ)
