@@ -151,8 +151,10 @@ def _publish_seeds() -> list[bytes]:
     announce = rtsp_publish.FFMPEG_5_1_ANNOUNCE.split(b"\r\n\r\n")[0].replace(
         b"Content-Length: 313", f"Content-Length: {len(with_audio)}".encode()
     )
-    setup_audio = rtsp_publish.FFMPEG_5_1_SETUP.replace(b"streamid=0", b"streamid=1").replace(
-        b"interleaved=0-1", b"interleaved=2-3"
+    setup_audio = (
+        rtsp_publish.FFMPEG_5_1_SETUP.replace(b"streamid=0", b"streamid=1")
+        .replace(b"interleaved=0-1", b"interleaved=2-3")
+        .replace(b"CSeq:", b"Session: 12345678\r\nCSeq:")
     )
     aac = bytes([0x00, 0x10, 0x00, 0x40]) + bytes(8)
     ffmpeg = rtsp_publish.FFMPEG_5_1_REQUESTS
@@ -174,7 +176,10 @@ def _publish_seeds() -> list[bytes]:
             (ffmpeg[0], announce + b"\r\n\r\n" + with_audio, ffmpeg[2], setup_audio, *ffmpeg[3:]),
             [*frames, _rtp(2, aac, 1)],
         ),
-        b"\x07" + b"".join(rtsp_publish.GSTREAMER_1_22_REQUESTS[:2]) + udp,
+        b"\x07"
+        + b"".join(rtsp_publish.GSTREAMER_1_22_REQUESTS[:2])
+        + udp
+        + rtsp_publish.GSTREAMER_1_22_RECORD,
     ]
 
 
