@@ -11,6 +11,8 @@
 #   make chaos         every fault scenario on its own Kafka + MinIO (ports 29092.., 29000) with ffmpeg pushing:
 #                      one table + build/chaos/report.json; fails on any loss beyond what a scenario may
 #                      lose (docs/reliability.md). About 25 min; bounded at 60 (CHAOS='ingest-sigkill,...')
+#   make fuzz          every parser's fuzz target (tests/fuzz, atheris) for FUZZ_RUNS inputs each (100000),
+#                      FUZZ_JOBS at a time (2); FUZZ='sdp tokens' for some; exits 1 on a finding
 # Override e.g. `make test PYTEST_ARGS='-k rtsp -x'` or `make services-up KAFKA_PORT=29092`.
 
 SHELL := /bin/bash
@@ -33,7 +35,7 @@ TEST_BUCKET ?= camflow-test
 PYTEST_ARGS ?=
 export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
 
-.PHONY: install system-packages helm image services-up services-down test run lint bench chaos
+.PHONY: install system-packages helm image services-up services-down test run lint bench chaos fuzz
 
 install: system-packages $(VENV_STAMP) $(HLSJS)
 
@@ -101,3 +103,10 @@ chaos: install
 	rm -rf build/chaos/work
 	timeout --signal=INT --kill-after=120 $(CHAOS_TIMEOUT) $(VENV)/bin/python -m tests.chaos \
 		$(if $(CHAOS),--scenarios $(CHAOS)) --work build/chaos/work --report build/chaos/report.json
+
+# Fuzzing (docs/development.md "Fuzzing"): FUZZ names targets (default: all). FUZZ_RUNS, FUZZ_JOBS, FUZZ_MAX_TIME
+# and FUZZ_CORPUS reach `python -m tests.fuzz` through the environment (make exports command-line variables);
+# its defaults are written there. Findings and the kept corpus go under .run/fuzz/TARGET/.
+FUZZ ?=
+fuzz: install
+	$(VENV)/bin/python -m tests.fuzz $(FUZZ)

@@ -168,7 +168,7 @@ class IndexChunk:
                     int(s["seq"]), float(s["t"]), float(s["d"]), tuple(str(n) for n in s["r"])
                 )
                 chunk.segments[seg.seq] = seg
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # int(1e999)
             raise RecordingIndexError(f"index chunk has a bad field: {exc!r}") from exc
         problem = _check(chunk)
         if problem:

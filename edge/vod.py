@@ -38,6 +38,7 @@ from aiohttp import web
 
 from camflow.errors import NotFound
 from camflow.hls.dates import format_date_time, parse_date_time
+from camflow.hls.errors import PlaylistError
 from camflow.hls.master import AudioRendition, Variant, write_master
 from camflow.hls.media import MediaPlaylist, Segment
 from camflow.hls.scan import map_uris, trim
@@ -356,13 +357,18 @@ async def _dvr(request: web.Request, name: str, playlist: str) -> web.Response:
             error_response(400, "bad_path", f"playlist {playlist!r} is not master or a rendition name")
         )
     try:
-        body = (await state.store.get(key)).decode()
+        data = await state.store.get(key)
     except NotFound:
         detail = f"stream {stream!r} has no {'live' if playlist == 'master' else 'DVR'} playlist {playlist!r}"
         if playlist != "master":
             detail += " (is the packager's --dvr-window 0?)"
         return error_response(404, "not_found", detail)
-    if playlist == "master":  # every rendition's URI, the audio one in EXT-X-MEDIA too
-        return _playlist(map_uris(body, lambda uri: f"{uri}?dvr={text}"), token, LIVE_CACHE)
-    body = trim(body, seconds)
+    try:
+        body = data.decode()
+        if playlist == "master":  # every rendition's URI, the audio one in EXT-X-MEDIA too
+            return _playlist(map_uris(body, lambda uri: f"{uri}?dvr={text}"), token, LIVE_CACHE)
+        body = trim(body, seconds)
+    except (UnicodeDecodeError, PlaylistError) as exc:  # a stored object camflow did not write whole
+        state.log.error("dvr_playlist_unreadable", stream_id=stream, key=key, error=str(exc))
+        return error_response(502, "bad_playlist", f"stored playlist {key!r} is not readable: {exc}")
     return _playlist(body, token, LIVE_CACHE)

@@ -54,6 +54,11 @@ def test_chunk_round_trip_and_idempotent_add() -> None:
         b'"renditions": {}, "segments": []}',
         b'{"v": 1, "stream": "cam1", "epoch": "20261121T101500000Z", "bucket": 0, "renditions": {}, '
         b'"segments": [{"seq": 0, "t": 1.0, "d": 2.0, "r": ["nope"]}]}',
+        # make fuzz (recording-index): an infinite number raised OverflowError out of the edge's VOD
+        b'{"v": 1, "stream": "cam1", "epoch": "20261121T101500000Z", "bucket": 1e999, '
+        b'"renditions": {}, "segments": []}',
+        b'{"v": 1, "stream": "cam1", "epoch": "20261121T101500000Z", "bucket": 0, "renditions": {}, '
+        b'"segments": [{"seq": Infinity, "t": 1.0, "d": 2.0, "r": []}]}',
     ],
 )
 def test_bad_chunks_are_refused(data: bytes) -> None:

@@ -137,6 +137,11 @@ def test_bad_input() -> None:
         G711Depacketizer("G729")
     with pytest.raises(ParseError, match="3 channels"):
         G711ToAac(PCMU, 8000, 3)
+    # make fuzz (rtp-g711): PCMU/6 in the SDP had the AAC encoder resample every sample to 2,667
+    with pytest.raises(ParseError, match="clock rate 6 Hz"):
+        audio_depacketizer_for("PCMU", 6, 1, {})
+    with pytest.raises(ParseError, match="clock rate 96000 Hz"):
+        G711ToAac(PCMA, 96000)
     with pytest.raises(ParseError, match="expected MPEG4-GENERIC"):
         audio_depacketizer_for("OPUS", 48000, 2, {})
     depacketizer = G711Depacketizer(PCMU, channels=2)

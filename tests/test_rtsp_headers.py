@@ -125,6 +125,9 @@ def test_basic_authorization() -> None:
         parse_authorization("Basic !!!")
     with pytest.raises(ParseError, match="':'"):
         parse_authorization("Basic dXNlcg==")  # "user"
+    # make fuzz (rtsp-headers): a non-ASCII character in the base64 raised ValueError past the session
+    with pytest.raises(ParseError, match="base64"):
+        parse_authorization("Basic Y2FtMTp\uffff\uffff")
 
 
 # RFC 2617 section 3.5 example (HTTP, but the computation is the same for RTSP).

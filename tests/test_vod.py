@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from camflow.hls.dates import format_date_time as format_time
+from camflow.hls.errors import PlaylistError
 from camflow.hls.rules import check_master, check_media, check_update
 from camflow.hls.scan import trim
 from camflow.recordings import IndexChunk, bucket_of, chunk_key
@@ -202,3 +203,27 @@ def test_trim_live_keeps_a_valid_sliding_window() -> None:
         assert check_media(after) == [] and check_update(before, after) == []
         assert 1 <= len(m3u8.loads(after).segments) <= 5
     assert m3u8.loads(renders[-1]).media_sequence == 15
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n3EXTINF:2.000,\na.m4s\n", "has no EXTINF"),
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:two,\na.m4s\n", "has no EXTINF"),
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x1\n#EXTINF:2.000,\na.m4s\n", "not a decimal integer"),
+    ],
+)
+def test_trim_refuses_what_it_cannot_cut(text: str, match: str) -> None:
+    """make fuzz (hls-media): an entry without EXTINF raised StopIteration out of the edge's DVR handler."""
+    with pytest.raises(PlaylistError, match=match):
+        trim(text, 6.0)
+
+
+async def test_dvr_of_an_unreadable_stored_playlist_is_a_502(client: Client, tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.put(f"streams/{STREAM}/dvr/720p.m3u8", b"#EXTM3U\n#EXT-X-TARGETDURATION:2\nseg.m4s\n")
+    resp = await client.get(f"/live/{STREAM}/720p.m3u8?dvr=8&token={view()}")
+    assert resp.status == 502 and (await resp.json())["error"] == "bad_playlist"
+    await store.put(f"streams/{STREAM}/dvr/720p.m3u8", b"#EXTM3U\n\xff\n")
+    resp = await client.get(f"/live/{STREAM}/720p.m3u8?dvr=8&token={view()}")
+    assert resp.status == 502 and (await resp.json())["error"] == "bad_playlist"

@@ -10,7 +10,8 @@ DVR playlist ~18 ms against ~2.7 ms (timeit, this machine, when this module was 
   text, so ``camflow.hls.rules`` can check its form), with the problems met; never raises;
 - ``media_facts`` / ``master_variants`` / ``is_master``: what the edge's policy and catalog need;
 - ``map_uris``: every URI of a playlist (lines and ``URI="..."`` attributes) through a function;
-- ``trim``: a live media playlist cut to its last seconds, as RFC 8216 6.2.2 lets a window slide.
+- ``trim``: a live media playlist cut to its last seconds, as RFC 8216 6.2.2 lets a window slide;
+  PlaylistError when the text is not a media playlist it can cut.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from camflow.hls.dates import read_date_time
+from camflow.hls.errors import PlaylistError
 from camflow.hls.tags import (
     EXT_X_DISCONTINUITY,
     EXT_X_DISCONTINUITY_SEQUENCE,
@@ -235,6 +237,14 @@ def map_uris(text: str, change: Callable[[str], str]) -> str:
     return "\n".join(_map_line(line, change) for line in text.split("\n"))
 
 
+def _block_duration(block: list[str]) -> float:
+    """The EXTINF duration of one entry's lines (its tags, then its URI)."""
+    m = next((_EXTINF.match(ln[len(EXTINF) + 1 :]) for ln in block if ln.startswith(EXTINF + ":")), None)
+    if m is None:
+        raise PlaylistError(f"segment {block[-1]!r} has no EXTINF '<decimal seconds>,'")
+    return float(m.group(1))
+
+
 def trim(text: str, seconds: float) -> str:
     """A live media playlist cut to the entries of its last ``seconds`` (at least one).
 
@@ -257,7 +267,7 @@ def trim(text: str, seconds: float) -> str:
             if not line.startswith("#"):
                 blocks.append(pending)
                 pending = []
-    durations = [float(next(ln for ln in b if ln.startswith(EXTINF + ":"))[8:].split(",")[0]) for b in blocks]
+    durations = [_block_duration(b) for b in blocks]
     keep_from, total = len(blocks), 0.0
     while keep_from > 0 and (total < seconds or keep_from == len(blocks)):
         keep_from -= 1
@@ -278,10 +288,11 @@ def trim(text: str, seconds: float) -> str:
     out = []
     for line in head:
         tag, _, value = line.partition(":")
-        if tag == EXT_X_MEDIA_SEQUENCE:
-            line = f"{tag}:{int(value) + msn_shift}"
-        elif tag == EXT_X_DISCONTINUITY_SEQUENCE:
-            line = f"{tag}:{int(value) + dsn_shift}"
+        if tag in (EXT_X_MEDIA_SEQUENCE, EXT_X_DISCONTINUITY_SEQUENCE):
+            number = _int(value)
+            if number is None:
+                raise PlaylistError(f"{tag} {value!r} is not a decimal integer")
+            line = f"{tag}:{number + (msn_shift if tag == EXT_X_MEDIA_SEQUENCE else dsn_shift)}"
         out.append(line)
     for b in kept:
         out.extend(b)

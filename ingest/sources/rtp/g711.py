@@ -17,6 +17,7 @@ from ingest.sources.rtp.packet import RtpPacket, sequence_gap
 STATIC_PAYLOAD_TYPES = {0: PCMU, 8: PCMA}  # RFC 3551 table 4: 8000 Hz, 1 channel
 G711_CLOCK_RATE = 8000
 MAX_CHANNELS = 2
+CLOCK_RATES = (8000, 48000)  # G.711 is 8 kHz; wideband variants announce up to 48 kHz
 
 
 class G711Depacketizer:
@@ -27,6 +28,10 @@ class G711Depacketizer:
             raise ParseError(f"G.711 encoding {law!r}: expected PCMU or PCMA")
         if not 1 <= channels <= MAX_CHANNELS:
             raise ParseError(f"G.711 with {channels} channels: expected 1 or {MAX_CHANNELS}")
+        if not CLOCK_RATES[0] <= clock_rate <= CLOCK_RATES[1]:
+            # the encoder resamples to its rate: PCMU/6 made every received sample 2,667 to encode
+            low, high = CLOCK_RATES
+            raise ParseError(f"G.711 clock rate {clock_rate} Hz: expected {low}..{high}")
         self.law = law
         self.clock_rate = clock_rate
         self.channels = channels

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -271,7 +270,7 @@ def parse_authorization(value: str) -> BasicCredentials | DigestCredentials:
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(rest.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or a character outside ASCII
             raise ParseError(f"Basic credentials {rest[:40]!r}: expected base64 of user:password") from None
         username, sep, password = decoded.partition(":")
         if not sep:
