@@ -23,7 +23,7 @@ from camflow.cli.settings import (
     spool_settings,
     transcoder_settings,
 )
-from camflow.errors import CamflowError, ConfigError
+from camflow.errors import CamflowError, ConfigError, StoreRetryStopped
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
 from camflow.store import FileStore, Store
@@ -71,6 +71,21 @@ def make_signer(args: argparse.Namespace) -> TokenSigner:
     return TokenSigner(load_secret(data_dir))
 
 
+async def _store_started(store: Store, service: str, stop: asyncio.Event) -> bool:
+    """Start the store client (S3: the bucket checked, made when missing), waiting out an outage
+    as the services' calls do (``camflow.store.retry``): a service started while the store is down
+    waits for it instead of exiting. False when ``stop`` came first."""
+    from camflow.store.retry import RetryingStore, StoreOutage
+
+    starting = RetryingStore(store, StoreOutage(service))
+    starting.stop_when(stop)
+    try:
+        await starting.start()
+    except StoreRetryStopped:
+        return False
+    return True
+
+
 # --- services ---------------------------------------------------------------------------
 
 
@@ -91,6 +106,9 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    if store is not None and not await _store_started(store, args.command, stop):
+        return 0  # stopped while the store was still down: nothing else was started
+
     # Ingest publishes through its on-disk spool; `camflow ingest` (no other service on the bus)
     # lets the spool start the bus, so it takes cameras while the bus is down.
     spooled = _spooled_bus(args, bus, owns_bus=roles == {"ingest"}) if "ingest" in roles else None
@@ -99,8 +117,6 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     if spooled is not None:
         await spooled.start()
     ingest_bus: Bus | None = spooled if spooled is not None else bus
-    if store is not None:
-        await store.start()
     tasks: list[asyncio.Task[None]] = []
     stoppers: list[Callable[[], Awaitable[None]]] = []
     workers_stop = asyncio.Event()

@@ -146,6 +146,9 @@ class RetryingStore(StoreWrapper):
         self._sleep = sleep
         self._stop: asyncio.Event | None = None
 
+    async def start(self) -> None:
+        await self._call("start", self.inner.start)
+
     def stop_when(self, stop: asyncio.Event) -> None:
         """From now on a call waiting for the store gives up (``StoreRetryStopped``) once ``stop`` is set."""
         self._stop = stop
