@@ -68,7 +68,9 @@ def failed(scenario: Scenario, error: str) -> Result:
     return Result(scenario.name, 0.0, 0.0, 0, None, scenario.allowed_lost, 0, (), {}, error)
 
 
-def run_group(backends: Backends, scenarios: list[Scenario], work: Path, clip: Path) -> list[Result]:
+def run_group(
+    backends: Backends, scenarios: list[Scenario], work: Path, clip: Path, *, ladder: str = "source"
+) -> list[Result]:
     """``scenarios`` one after another on ``backends`` (started here, stopped here whatever happens;
     started again after a scenario that broke off, so the next one finds them whole)."""
     results: list[Result] = []
@@ -78,7 +80,7 @@ def run_group(backends: Backends, scenarios: list[Scenario], work: Path, clip: P
             started = time.monotonic()
             print(f"chaos: {scenario.name}: {scenario.what}, {scenario.push:g} s push ...", flush=True)
             try:
-                result = run(scenario, backends, work / scenario.name, clip)
+                result = run(scenario, backends, work / scenario.name, clip, ladder=ladder)
             except Exception:
                 result = failed(scenario, traceback.format_exc())
                 print(result.error, file=sys.stderr, flush=True)
@@ -104,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--push", type=float, default=None, help="override every scenario's push seconds")
     p.add_argument("--work", type=Path, default=None, help="keep logs here (default: a temporary directory)")
     p.add_argument("--report", type=Path, default=Path("build/chaos/report.json"))
+    p.add_argument(
+        "--ladder",
+        default="source",
+        help="the transcoder's --ladder (default source: stream copy; e.g. 360p,240p to encode rungs)",
+    )
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(names)
     if unknown:
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="camflow-chaos-"))
     work.mkdir(parents=True, exist_ok=True)
     clip = make_clip(work / "clip.mp4", 30, size="640x360")
-    meta = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit()}  # what runs
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    meta = {"started": started, "commit": commit(), "ladder": args.ladder}  # what runs
     results: list[Result] = []
 
     def shape(s: Scenario) -> tuple[int, int]:
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for (brokers, drives), group in groupby(sorted(chosen, key=shape), key=shape):
         backends = Backends(work / f"run-{brokers}b{drives}d", brokers=brokers, drives=drives)
-        results += run_group(backends, list(group), work, clip)
+        results += run_group(backends, list(group), work, clip, ladder=args.ladder)
     results.sort(key=lambda r: names.index(r.scenario))
     print(table(results))
     args.report.parent.mkdir(parents=True, exist_ok=True)

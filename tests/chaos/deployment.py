@@ -28,6 +28,7 @@ class Deployment:
     backends: Backends
     work: Path
     stream: str = "chaos"
+    ladder: str = "source"  # --ladder of the transcoder: stream copy unless a scenario run asks for rungs
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
     rtsp_port: int = field(default_factory=free_port)
@@ -47,7 +48,7 @@ class Deployment:
         store = ["--s3", f"{b.s3_url}/{self.run_id}"]
         return {
             "ingest": [*common, "--rtsp-port", str(self.rtsp_port), "--http-port", str(free_port())],
-            "transcode": [*common, *store, "--ladder", "source", "--processes", "1"],
+            "transcode": [*common, *store, "--ladder", self.ladder, "--processes", "1"],
             "package": [
                 *common,
                 *store,

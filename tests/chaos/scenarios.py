@@ -158,11 +158,11 @@ class Result:
         return {**self.__dict__, **derived}
 
 
-def run(scenario: Scenario, backends: Backends, work: Path, clip: Path) -> Result:
+def run(scenario: Scenario, backends: Backends, work: Path, clip: Path, *, ladder: str = "source") -> Result:
     """One scenario on running ``backends``: its own Kafka prefix and S3 prefix, services started and
-    stopped here (by PID), the camera pushing ``clip``."""
+    stopped here (by PID), the camera pushing ``clip``, the transcoder making ``ladder``."""
     work.mkdir(parents=True, exist_ok=True)
-    dep = Deployment(backends, work)
+    dep = Deployment(backends, work, ladder=ladder)
     camera = Camera(clip, dep.publish_url(), scenario.push, deadline_s=scenario.push * 2 + 60)
     watch = LiveWatch(dep)
     try:
