@@ -69,7 +69,8 @@ def test_chart_commands_serve_their_probes(tmp_path: Path) -> None:
     helm = helm_binary()
     # WHIP exposed, so ingest also starts with the chart's --webrtc-ports and --webrtc-announce-ip.
     whip = {"enabled": True, "firstPort": 31000, "count": 10, "announceIp": "127.0.0.1"}
-    docs = render(helm, tmp_path, {"ingest": {"whip": whip}})
+    # The test Kafka has one broker: the chart's production replication (3) would not fit it.
+    docs = render(helm, tmp_path, {"ingest": {"whip": whip}, "kafka": {"replication": 1}})
     (config,) = of_kind(docs, "ConfigMap")
     (tmp_path / "ladder.yaml").write_text(config["data"]["ladder.yaml"])
     prefix = f"t{uuid.uuid4().hex[:10]}"
