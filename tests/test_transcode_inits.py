@@ -51,8 +51,16 @@ async def init_writes(segments: list[RawClipSegment], root: Path) -> Counter[str
     await asyncio.wait_for(worker.ready.wait(), 30)
     for seg in segments:
         event = RawSegment(
-            stream="cam1", epoch=EPOCH, seq=seg.seq, start=seg.start, duration=seg.duration,
-            timescale=TIMESCALE, codecs="avc1.64001e", width=320, height=180, wall_clock=time.time(),
+            stream="cam1",
+            epoch=EPOCH,
+            seq=seg.seq,
+            start=seg.start,
+            duration=seg.duration,
+            timescale=TIMESCALE,
+            codecs="avc1.64001e",
+            width=320,
+            height=180,
+            wall_clock=time.time(),
             data=seg.data,
         )
         await bus.publish(TOPIC_RAW, f"cam1/{EPOCH}/{seg.seq}", encode(event))
