@@ -27,11 +27,12 @@ decode: ``Skips`` counts and logs it.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from camflow.bus.base import Bus, Message
 from camflow.errors import EventDecodeError, EventVersionError
@@ -120,23 +121,22 @@ class DeadLetters:
     async def _publish(
         self, key: str, value: bytes, headers: Mapping[str, bytes], message: Message, reason: DeadReason
     ) -> None:
-        delay = RETRY_FIRST
-        while True:
-            try:
+        def failed(state: RetryCallState) -> None:  # the bus is down or refuses it: not committed
+            self.publish_failures += 1
+            log.warning(
+                "dead_letter_publish_failed",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                error=repr(state.outcome.exception() if state.outcome else None),
+                retry_in=state.upcoming_sleep,
+            )
+
+        async for attempt in AsyncRetrying(  # until acknowledged: RETRY_FIRST doubling to RETRY_MAX
+            wait=wait_exponential(multiplier=RETRY_FIRST, max=RETRY_MAX), before_sleep=failed
+        ):
+            with attempt:
                 await self._bus.publish(TOPIC_DEAD, key, value, headers)
-                break
-            except Exception as exc:  # the bus is down or refuses it: not committed, so try again
-                self.publish_failures += 1
-                log.warning(
-                    "dead_letter_publish_failed",
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    error=repr(exc),
-                    retry_in=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
         self.sent += 1
         DEAD_LETTERS.labels(message.topic, reason.value).inc()
 
