@@ -361,6 +361,8 @@ class KafkaBus:
         hung broker; measured on Kafka 4.3 with SIGSTOP, and it did not recover in 70 s after
         SIGCONT). A new producer has a new producer id: a record the old one may still have
         written can be repeated (at-least-once, as everywhere on the bus), never lost."""
+        if self._broken is None or self._broken is not self._producer:
+            return self._producer  # the common case: no lock taken on the publish path
         async with self._replacing:
             if self._broken is not None and self._broken is self._producer:
                 old = self._producer
