@@ -79,6 +79,12 @@ EVENTS_SKIPPED = Counter(
     ["topic", "reason"],
 )
 HEALTH_SAMPLES = Counter("camflow_health_samples", "Health samples published on camflow.health", ["service"])
+CONNECTIONS_REFUSED = Counter(
+    "camflow_connections_refused",
+    "Connections a listener (edge, whip, rtsp) refused or closed to protect itself, by reason "
+    "(head_timeout, body_timeout, idle_timeout, head_too_large, per_client_cap, handshake_timeout)",
+    ["listener", "reason"],
+)
 
 # --- read at scrape time from a service's own counters -----------------------------------------
 

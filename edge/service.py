@@ -16,6 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from camflow.errors import ConfigError
+from camflow.guard import ConnectionGuard, GuardedSite
+from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
@@ -47,6 +49,7 @@ class EdgeServer:
         cache_bytes: int,
         token_check: TokenCheck,
         fast_path: bool,
+        limits: ConnectionLimits,
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
         health_feed: HealthFeed | None = None,
@@ -55,6 +58,7 @@ class EdgeServer:
             store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
         )
         self._reuse_port = reuse_port
+        self._limits = limits
         self._fast_path = FastPath(self._app[EDGE]) if fast_path else None
         self._app[EDGE].viewers.peers = WORKERS  # with --workers N: count every worker's viewers
         if health_feed is not None:
@@ -89,17 +93,28 @@ class EdgeServer:
         """Bind and serve; return the bound port."""
         if self._runner is not None:
             raise RuntimeError("edge server is already started")
-        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=self._shutdown_timeout)
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            shutdown_timeout=self._shutdown_timeout,
+            keepalive_timeout=self._limits.idle_timeout,  # aiohttp's: from the last response to a whole head
+        )
         await runner.setup()
+        guard = ConnectionGuard("edge", self._limits)
         try:
             site: web.TCPSite
             if self._fast_path is not None:
                 site = EdgeSite(
-                    runner, self._fast_path, self._host, self._requested_port, reuse_port=self._reuse_port
+                    runner,
+                    self._fast_path,
+                    self._host,
+                    self._requested_port,
+                    reuse_port=self._reuse_port,
+                    guard=guard,
                 )
             else:
-                site = web.TCPSite(
-                    runner, self._host, self._requested_port, reuse_port=self._reuse_port or None
+                site = GuardedSite(
+                    runner, guard, self._host, self._requested_port, reuse_port=self._reuse_port
                 )
             await site.start()
         except BaseException:
@@ -142,6 +157,7 @@ async def run_edge(
     cache_bytes: int,
     token_check: TokenCheck,
     fast_path: bool,
+    limits: ConnectionLimits,
 ) -> None:
     """Serve the edge until ``stop`` is set (or this task is cancelled), then shut it down."""
     server = EdgeServer(
@@ -153,6 +169,7 @@ async def run_edge(
         cache_bytes=cache_bytes,
         token_check=token_check,
         fast_path=fast_path,
+        limits=limits,
     )
     await server.start()
     try:

@@ -3,57 +3,77 @@
 ``EdgeHTTPProtocol`` reads requests off a connection and answers each one that
 ``FastPath.respond`` can answer with one write (keep-alive and pipelining included). At the first
 request it cannot answer (or cannot parse) it hands the connection to the aiohttp application:
-it creates aiohttp's own protocol for it, moves the transport over, and feeds it every byte not
-yet answered, starting with that request. From then on aiohttp owns the connection, so errors,
-conditional and range requests, the API, pages and Server-Sent Events behave exactly as they do
-without the fast path.
+it creates aiohttp's own protocol for it, moves the transport over (behind a
+``camflow.guard.GuardedProtocol``), and feeds it every byte not yet answered, starting with that
+request. From then on aiohttp owns the connection, so errors, conditional and range requests, the
+API, pages and Server-Sent Events behave exactly as they do without the fast path.
 
-``EdgeSite`` is an aiohttp ``TCPSite`` that listens with this protocol; it closes connections
-idle for ``KEEPALIVE_TIMEOUT`` (as aiohttp does) and, when stopped, the ones still open.
+``EdgeSite`` is an aiohttp ``TCPSite`` that listens with this protocol. Its ``ConnectionGuard``
+(``camflow.guard``) applies the listener's ``ConnectionLimits`` to every connection, on the fast
+path and after the hand-over: the per-client cap (a refused connection gets 503), the request head
+deadline (408, counted from the head's first byte: trickled bytes do not extend it), the head size
+(431), the body deadline and the idle keep-alive limit. When stopped, it closes the connections
+still open.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import cast
 
 from aiohttp import web
 
+from camflow.guard import ConnectionGuard, GuardedProtocol
+from camflow.limits import Phase, Refusal, RequestClock, refusal_response
 from edge.cache import CachedObject
 from edge.fastpath import FastPath
 
-MAX_HEAD = 8190  # a longer request head goes to aiohttp (its line/field limit), which judges it
-KEEPALIVE_TIMEOUT = 75.0  # seconds, aiohttp's default
-SWEEP_INTERVAL = 5.0
 SMALL_BODY = 64 * 1024  # bodies up to this size are written in one piece with their head
 
 
 class EdgeHTTPProtocol(asyncio.Protocol):
-    def __init__(self, fast: FastPath, app_server: web.Server, open_: set[EdgeHTTPProtocol]) -> None:
+    def __init__(
+        self, fast: FastPath, app_server: web.Server, open_: set[EdgeHTTPProtocol], guard: ConnectionGuard
+    ) -> None:
         self._fast = fast
         self._app_server = app_server
         self._open = open_
+        self._guard = guard
+        self._max_head = guard.limits.max_head
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._paused = False
         self._loading: asyncio.Task[CachedObject] | None = None
         self._loop = asyncio.get_running_loop()
-        self.last_active = self._loop.time()
+        self._clock = RequestClock(guard.limits, self._loop.time())
+        self.host = ""  # the client's address
+        self._admitted = False  # counted by the guard's per-client cap (until connection_lost)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        host = self._guard.admit(transport)
+        if host is None:
+            return  # refused (503) and closed
+        self.host, self._admitted = host, True
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self._open.add(self)
+        self._guard.watched.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._open.discard(self)
+        self._guard.watched.discard(self)
+        if self._admitted:
+            self._guard.release(self.host)
+            self._admitted = False
         self._transport = None
         self._buffer.clear()
         if self._loading is not None:
             self._loading.cancel()  # only this wait: the load itself goes on for the others
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self._loop.time()
+        if self._transport is None:
+            return
+        if not self._buffer:
+            self._clock.head_began(self._loop.time())  # its deadline runs from its first byte
         self._buffer += data
         self._serve()
 
@@ -68,17 +88,36 @@ class EdgeHTTPProtocol(asyncio.Protocol):
             self._transport.resume_reading()
             self._serve()
 
-    def idle(self, now: float) -> bool:
+    def expired(self, now: float) -> Refusal | None:
+        """The deadline this connection passed (``camflow.guard.Watched``); none while a response
+        is still being written or an object loaded."""
         transport = self._transport
-        return (
-            transport is not None
-            and now - self.last_active > KEEPALIVE_TIMEOUT
-            and transport.get_write_buffer_size() == 0
-        )
+        if transport is None or self._loading is not None or self._paused:
+            return None
+        if self._clock.phase is Phase.IDLE and transport.get_write_buffer_size():
+            return None
+        return self._clock.expired(now)
+
+    def refuse(self, reason: Refusal) -> None:
+        if reason is Refusal.HEAD_TIMEOUT:
+            timeout = self._guard.limits.head_timeout
+            detail = f"the request head was not complete within {timeout:g} s of its first byte"
+            self._answer_and_close(refusal_response(408, "request_timeout", detail))
+        else:
+            self.close()
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def _answer_and_close(self, response: bytes) -> None:
+        """Write a refusal after every answer already written, and close (nothing more is read)."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._buffer.clear()
+        transport.write(response)
+        transport.close()
 
     def _serve(self, loaded: CachedObject | None = None) -> None:
         """Answer every complete request in the buffer, in order, until one needs the application."""
@@ -86,11 +125,13 @@ class EdgeHTTPProtocol(asyncio.Protocol):
         while not self._paused and self._loading is None and self._transport is not None and buffer:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(buffer) > MAX_HEAD or b"\n\n" in buffer:
+                if len(buffer) > self._max_head:
+                    self._head_too_large()
+                elif b"\n\n" in buffer:
                     self._hand_over()
                 return
-            if end > MAX_HEAD:
-                self._hand_over()
+            if end + 4 > self._max_head:
+                self._head_too_large()
                 return
             answer = self._fast.respond(bytes(buffer[:end]), loaded)
             loaded = None
@@ -101,6 +142,10 @@ class EdgeHTTPProtocol(asyncio.Protocol):
                 self._load(answer)
                 return
             del buffer[: end + 4]
+            if buffer:
+                self._clock.head_began(self._loop.time())  # the next (pipelined) request's
+            else:
+                self._clock.answered(self._loop.time())
             head, body, keep_alive = answer
             if len(body) <= SMALL_BODY:
                 self._transport.write(head + body)
@@ -110,9 +155,16 @@ class EdgeHTTPProtocol(asyncio.Protocol):
                 self._transport.close()
                 return
 
+    def _head_too_large(self) -> None:
+        self._guard.watched.discard(self)
+        self._guard.refused(Refusal.HEAD_TOO_LARGE, self.host)
+        detail = f"the request head is over {self._max_head} bytes (--max-request-head)"
+        self._answer_and_close(refusal_response(431, "head_too_large", detail))
+
     def _load(self, key: str) -> None:
         """Load ``key`` (the request stays in the buffer), then go on serving; stop reading meanwhile."""
         assert self._transport is not None
+        self._clock.busy()
         self._transport.pause_reading()
         task = self._loop.create_task(self._fast.load(key), name=f"edge-fast-load:{key}")
         task.add_done_callback(self._loaded)
@@ -131,31 +183,43 @@ class EdgeHTTPProtocol(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         """Give the connection, and every byte not yet answered, to the aiohttp application."""
-        transport = self._transport
-        assert transport is not None
+        transport, host, old = self._transport, self.host, self._clock
+        assert transport is not None and self._admitted
         self._open.discard(self)
-        self._transport = None
+        self._guard.watched.discard(self)
+        self._transport, self._admitted = None, False  # the guarded protocol releases the cap's count
         pending, self._buffer = bytes(self._buffer), bytearray()
         handler = self._app_server()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
+        clock = RequestClock(self._guard.limits, self._loop.time())
+        guarded = GuardedProtocol(self._guard, inner=handler, host=host, clock=clock)
+        transport.set_protocol(guarded)
+        guarded.connection_made(transport)
         if self._paused:  # our responses still fill the socket: aiohttp must wait for them too
             handler.pause_writing()
         transport.resume_reading()  # aiohttp reads for itself from now on
         if pending:
-            handler.data_received(pending)
+            guarded.data_received(pending)
+            if clock.phase is Phase.HEAD and old.phase is Phase.HEAD:  # the head began before
+                clock.since, clock.deadline = old.since, old.deadline
 
 
 class EdgeSite(web.TCPSite):
     """A ``TCPSite`` whose connections start on the fast path (see the module docstring)."""
 
     def __init__(
-        self, runner: web.AppRunner, fast: FastPath, host: str, port: int, *, reuse_port: bool
+        self,
+        runner: web.AppRunner,
+        fast: FastPath,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool,
+        guard: ConnectionGuard,
     ) -> None:
         super().__init__(runner, host, port, reuse_port=reuse_port or None)
         self._fast = fast
+        self._guard = guard
         self._connections: set[EdgeHTTPProtocol] = set()
-        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def connections(self) -> int:
@@ -168,7 +232,7 @@ class EdgeSite(web.TCPSite):
         assert app_server is not None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: EdgeHTTPProtocol(self._fast, app_server, self._connections),
+            lambda: EdgeHTTPProtocol(self._fast, app_server, self._connections, self._guard),
             self._host,
             self._port,
             backlog=self._backlog,
@@ -176,22 +240,10 @@ class EdgeSite(web.TCPSite):
             reuse_port=self._reuse_port,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
-        self._sweeper = asyncio.create_task(self._sweep(), name="edge-keepalive-sweep")
-
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            now = loop.time()
-            for conn in [c for c in self._connections if c.idle(now)]:
-                conn.close()
+        self._guard.start()
 
     async def stop(self) -> None:
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await self._guard.stop()
         await super().stop()
         for conn in list(self._connections):
             conn.close()  # a response still being written is flushed first

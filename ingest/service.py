@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from camflow.bus import Bus
 from camflow.errors import ConfigError, TokenError
+from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
 from ingest.errors import ParseError
@@ -95,7 +96,10 @@ def build_rtsp_server(
     max_connections: int,
     udp_ports: tuple[int, int] | None = None,
     auth_schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
+    limits: ConnectionLimits | None = None,
 ) -> RtspServer:
+    """The RTSP server; ``limits`` (None: off, for benchmarks) caps connections per client address
+    and bounds how long a request may take to arrive once a stream is announced."""
     nonces = DigestNonces(signer.derive_key("rtsp-digest-nonce"))
     return RtspServer(
         bus,
@@ -108,6 +112,7 @@ def build_rtsp_server(
         udp_ports=udp_ports,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
+        limits=limits,
     )
 
 

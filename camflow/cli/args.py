@@ -10,6 +10,7 @@ from collections.abc import Callable
 from camflow.bus.dead import DeadReason
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
+from camflow.limits import Network, parse_networks
 from camflow.log import AUTO, LOG_FORMATS
 from camflow.tokens import Action
 
@@ -120,6 +121,13 @@ def _size(text: str) -> int:
     if not (value >= 1 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 2G, 500M, 64K or a number of bytes")
     return int(value)
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _whole_seconds = _at_least_one("seconds")
@@ -236,6 +244,65 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         help="seconds without video before a WHIP session ends; 1.5x that to connect (default 10)",
+    )
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """What hostile clients cannot exceed on the HTTP (edge, WHIP) and RTSP listeners (docs/security.md)."""
+    p.add_argument(
+        "--max-connections-per-client",
+        type=_count0,
+        default=64,
+        metavar="N",
+        help="open connections of one client address on each listener (HTTP, RTSP); more are refused "
+        "(503); 0: no cap. A CDN or NAT gateway carries many clients on few addresses: exempt it "
+        "with --client-cap-exempt (default 64)",
+    )
+    p.add_argument(
+        "--client-cap-exempt",
+        type=_networks,
+        default=(),
+        metavar="CIDR,...",
+        help="client addresses or networks the per-client cap does not apply to, e.g. the CDN's or "
+        "load balancer's (default none)",
+    )
+    p.add_argument(
+        "--request-head-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request head (HTTP; RTSP after its handshake: a whole request) must be complete this "
+        "long after its first byte, however it trickles; else 408 and closed (default 10)",
+    )
+    p.add_argument(
+        "--request-body-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="an HTTP request body must arrive within this, plus its length at --request-body-min-rate "
+        "(default 10)",
+    )
+    p.add_argument(
+        "--request-body-min-rate",
+        type=_size,
+        default="16K",
+        metavar="BYTES",
+        help="bytes per second an HTTP request body is allowed beyond --request-body-timeout (default 16K)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="an HTTP keep-alive connection with no request for this long is closed (default 30)",
+    )
+    p.add_argument(
+        "--max-request-head",
+        type=_size,
+        default="8K",
+        metavar="SIZE",
+        help="bytes of an HTTP request head (request line and header fields); a longer one gets 431 "
+        "(default 8K)",
     )
 
 
@@ -375,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(run)
     _add_transcode(run)
     _add_package(run)
+    _add_limits(run)
     run.add_argument(
         "--http-port", type=int, default=HTTP_PORT, help=f"HTTP (edge) port (default {HTTP_PORT})"
     )
@@ -390,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ingest)
     _add_backends(ingest, store=False)
     _add_ingest(ingest)
+    _add_limits(ingest)
     ingest.add_argument(
         "--http-port", type=int, default=HTTP_PORT, help=f"HTTP port of /whip (default {HTTP_PORT})"
     )
@@ -409,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(edge)
     edge.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
     _add_edge(edge)
+    _add_limits(edge)
     edge.add_argument(
         "--workers",
         type=int,

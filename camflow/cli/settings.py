@@ -14,6 +14,7 @@ from typing import Any
 
 from camflow.cli.args import SEGMENT_SECONDS
 from camflow.errors import ConfigError
+from camflow.limits import ConnectionLimits
 
 
 def transcoder_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,9 +52,23 @@ def packager_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """What a client of the HTTP and RTSP listeners may not exceed (``_add_limits`` of the args)."""
+    return ConnectionLimits(
+        head_timeout=args.request_head_timeout,
+        body_timeout=args.request_body_timeout,
+        body_min_rate=float(args.request_body_min_rate),
+        idle_timeout=args.idle_timeout,
+        max_head=args.max_request_head,
+        per_client=args.max_connections_per_client,
+        exempt=tuple(args.client_cap_exempt),
+    )
+
+
 def rtsp_server_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``ingest.service.build_rtsp_server``'s keywords, all but the bus, the signer, host and port:
-    segments, session and handshake deadlines, the connection cap, UDP ports and auth schemes."""
+    segments, session and handshake deadlines, the connection caps, UDP ports, auth schemes and the
+    request deadline."""
     from ingest.service import parse_rtsp_flags
 
     udp_ports, auth_schemes = parse_rtsp_flags(args.rtsp_udp_ports, args.rtsp_auth)
@@ -64,6 +79,7 @@ def rtsp_server_settings(args: argparse.Namespace) -> dict[str, Any]:
         "max_connections": args.rtsp_max_connections,
         "udp_ports": udp_ports,
         "auth_schemes": auth_schemes,
+        "limits": connection_limits(args),
     }
 
 
@@ -86,5 +102,5 @@ def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def edge_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``EdgeServer``'s keywords: the application's, and whether the fast path serves."""
-    return {**edge_app_settings(args), "fast_path": not args.no_fast_path}
+    """``EdgeServer``'s keywords: the application's, whether the fast path serves, and the limits."""
+    return {**edge_app_settings(args), "fast_path": not args.no_fast_path, "limits": connection_limits(args)}

@@ -5,7 +5,9 @@ track's UDP ports) to its track's depacketizer (``RtpVideoTrack``, ``RtpAudioTra
 to the stream's media path (``Publisher``), RTCP sender reports to the media path's timing, and both
 to reception statistics, and sends RTCP receiver reports back. The server's sweeper calls ``tick``
 about once a second: RTP/RTCP counts as session activity there, and a connection that announced
-nothing within the handshake timeout, or whose session went silent for its timeout, is aborted.
+nothing within the handshake timeout, or whose session went silent for its timeout, is aborted; so
+is one that, after its handshake, began a request or interleaved frame and completed nothing
+within the request timeout (bytes trickled into it count as activity, but not as progress).
 Ending a connection, however it ends, flushes the depacketizers and the publisher's partial segment
 and publishes the stream's ``offline`` state.
 """
@@ -18,6 +20,7 @@ import secrets
 import struct
 from typing import cast
 
+from camflow.limits import Refusal
 from camflow.log import get_logger
 from ingest.errors import ParseError
 from ingest.media.publisher import Publisher
@@ -63,6 +66,8 @@ class RtspConnection:
         self.opened = self.loop.time()
         self.activity = 0  # reads and datagrams; compared by ``tick``
         self._seen_activity = 0
+        self.completed = 0  # reads that completed an item (a request, an interleaved frame)
+        self._partial: tuple[float, int] | None = None  # an item begun: (seen at, completed then)
         self.end_reason: str | None = None
         self.links: dict[int, UdpTrackLink] = {}
         self.reception: dict[int, ReceptionStats] = {}
@@ -135,6 +140,8 @@ class RtspConnection:
                 data = self._carry + data
                 self._carry = b""
             pos = self._frames(data, self.loop.time())
+            if pos:
+                self.completed += 1
             if pos == len(data):
                 return
             if data[pos] == 0x24:  # the first part of a frame
@@ -186,6 +193,7 @@ class RtspConnection:
                 return False
             if item is None:
                 return True
+            self.completed += 1
             if isinstance(item, InterleavedFrame):
                 route = self._routes.get(item.channel)
                 if route is not None:
@@ -392,12 +400,30 @@ class RtspConnection:
         if not self.announced:
             if now - self.opened > self.server.handshake_timeout:
                 self.server.stats.handshake_timeouts += 1
+                self.server.refused(Refusal.HANDSHAKE_TIMEOUT, self.camera_host)
                 self.abort(f"no ANNOUNCE within {self.server.handshake_timeout:g} s")
+        elif self._request_late(now):
+            self.server.refused(Refusal.HEAD_TIMEOUT, self.camera_host)
+            self.abort(f"a request or frame begun was not whole within {self.server.request_timeout:g} s")
         elif self.session.expired():
             self.server.stats.sessions_timed_out += 1
             self.abort(f"session timeout ({self.session.timeout} s without a request or packet)")
         elif now >= self._next_report:
             self._send_reports(now)
+
+    def _request_late(self, now: float) -> bool:
+        """Whether an item (request, interleaved frame) has been partly received, with nothing completed
+        since, for longer than the request timeout."""
+        timeout = self.server.request_timeout
+        if timeout is None:
+            return False
+        if not (self._carry or self._pending or self.parser.buffered):
+            self._partial = None
+            return False
+        if self._partial is None or self._partial[1] != self.completed:
+            self._partial = (now, self.completed)
+            return False
+        return now - self._partial[0] > timeout
 
     def abort(self, reason: str) -> None:
         """End the connection now (the read loop sees end of file and cleans up)."""

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from camflow.limits import Refusal
 from ingest.media.publisher import Publisher
 from ingest.sources.rtsp.session import AuthRequest
 from ingest.sources.rtsp.udp import UdpPortPool, UdpStats
@@ -41,6 +42,7 @@ class ConnectionHost(Protocol):
     host: str
     session_timeout: int
     handshake_timeout: float
+    request_timeout: float | None  # s a request begun after the handshake may take to arrive
     udp_pool: UdpPortPool | None
     udp_stats: UdpStats
     stats: ServerStats
@@ -52,3 +54,7 @@ class ConnectionHost(Protocol):
         ...
 
     async def end_publisher(self, publisher: Publisher, reason: str) -> None: ...
+
+    def refused(self, reason: Refusal, client: str) -> None:
+        """Count (and log, once per client per interval) a connection closed for ``reason``."""
+        ...

@@ -1,11 +1,15 @@
 """The RTSP server: listener, connection limits, UDP ports, and the registry of live publishers.
 
 Each accepted connection is an ``RtspConnection`` (``ingest/sources/rtsp/connection.py``). A sweeper task
-ticks every connection about once a second (session and handshake deadlines, receiver reports).
-At ``max_connections`` a new connection first evicts the oldest connection that has not announced a
-stream (an idle or slow client cannot lock cameras out); when every connection is a live session it
-is refused with ``503 Service Unavailable``. A new publisher of a stream that is already live
-replaces the old one (the camera reconnected before its old connection died), as mediamtx does.
+ticks every connection about once a second (session, handshake and request deadlines, receiver
+reports). With ``limits``, one client address may hold ``limits.per_client`` connections (more get
+``503``), and a request (or interleaved frame) begun after the handshake must be whole within
+``limits.head_timeout`` (``camflow.limits``); refusals are counted by reason and logged once per
+client address per minute. At ``max_connections`` a new connection first evicts the oldest
+connection that has not announced a stream (an idle or slow client cannot lock cameras out); when
+every connection is a live session it is refused with ``503 Service Unavailable``. A new publisher
+of a stream that is already live replaces the old one (the camera reconnected before its old
+connection died), as mediamtx does.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from camflow.bus import Bus
+from camflow.limits import ClientCap, ConnectionLimits, Refusal, RefusalLog
 from camflow.log import get_logger
+from camflow.metrics import CONNECTIONS_REFUSED
 from ingest.media.publisher import Publisher
 from ingest.sources.rtsp.auth import basic_only
 from ingest.sources.rtsp.connection import READ_SIZE, RtspConnection
@@ -47,9 +53,11 @@ class RtspServer:
         max_connections: int,
         challenges: Callable[[], tuple[str, ...]] = basic_only,
         udp_ports: tuple[int, int] | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
-        """``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout`` and
-        ``max_connections`` have their defaults where the flags are defined (the CLI's args)."""
+        """``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout``,
+        ``max_connections`` and ``limits`` have their defaults where the flags are defined (the CLI's
+        args); ``limits=None``: no per-client cap and no request deadline."""
         self.bus = bus
         self.authorize = authorize
         self.challenges = challenges
@@ -59,6 +67,9 @@ class RtspServer:
         self.session_timeout = session_timeout
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
+        self.request_timeout = limits.head_timeout if limits is not None else None
+        self._cap = ClientCap(limits) if limits is not None else None
+        self._refusals = RefusalLog()
         self.udp_pool = UdpPortPool(host, udp_ports) if udp_ports is not None else None
         self.udp_stats = UdpStats()
         self.stats = ServerStats()
@@ -107,18 +118,42 @@ class RtspServer:
     # --- connections --------------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.max_connections and not self._evict_idle():
-            await self._refuse(writer)
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if self._cap is not None and not self._cap.admit(client):
+            self.refused(Refusal.PER_CLIENT_CAP, client)
+            cap = self._cap.limits.per_client
+            body = f"{cap} connections are open from {client}: the limit per client address; retry later"
+            await self._refuse(writer, body)
             return
-        task = asyncio.current_task()
-        assert task is not None
-        connection = RtspConnection(self, reader, writer)
-        self._connections[connection] = task
-        self.stats.connections += 1
         try:
-            await connection.run()
+            if len(self._connections) >= self.max_connections and not self._evict_idle():
+                self._count_full()
+                await self._refuse(
+                    writer, f"server full: {self.max_connections} live RTSP sessions; retry later"
+                )
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            connection = RtspConnection(self, reader, writer)
+            self._connections[connection] = task
+            self.stats.connections += 1
+            try:
+                await connection.run()
+            finally:
+                self._connections.pop(connection, None)
         finally:
-            self._connections.pop(connection, None)
+            if self._cap is not None:
+                self._cap.release(client)
+
+    def refused(self, reason: Refusal, client: str) -> None:
+        """Count a connection refused or closed for ``reason``; log it once per client per minute."""
+        CONNECTIONS_REFUSED.labels("rtsp", reason.value).inc()
+        count = self._refusals.note(client, reason.value, asyncio.get_running_loop().time())
+        if count is not None:
+            log.warning(
+                "connection_refused", listener="rtsp", client=client, reason=reason.value, refused=count
+            )
 
     def _evict_idle(self) -> bool:
         """Abort the oldest connection that has not announced a stream; False if there is none."""
@@ -131,7 +166,7 @@ class RtspServer:
         self._connections.pop(oldest, None)
         return True
 
-    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+    def _count_full(self) -> None:
         self.stats.connections_refused += 1
         if self.stats.connections_refused >= 2 * self._refused_logged:  # 1, 2, 4, 8, ... not one per client
             self._refused_logged = self.stats.connections_refused
@@ -140,7 +175,9 @@ class RtspServer:
                 reason=f"{self.max_connections} live sessions (--rtsp-max-connections)",
                 refused=self.stats.connections_refused,
             )
-        body = f"server full: {self.max_connections} live RTSP sessions; retry later\r\n".encode()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, detail: str) -> None:
+        body = f"{detail}\r\n".encode()
         headers = (("Content-Type", "text/plain"), ("Content-Length", str(len(body))))
         writer.write(bytes(Response(503, "Service Unavailable", headers, body)))
         with contextlib.suppress(ConnectionError):
