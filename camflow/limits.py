@@ -79,8 +79,11 @@ class ConnectionLimits:
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
-    """``10.0.0.0/8,2001:db8::/32,192.0.2.7`` as networks (a bare address: that one address)."""
+    """``10.0.0.0/8,2001:db8::/32,192.0.2.7`` as networks (a bare address: that one address); ``none``
+    or nothing: none."""
     out: list[Network] = []
+    if text.strip().lower() == "none":
+        return ()
     for part in text.replace(" ", ",").split(","):
         if not part:
             continue

@@ -8,9 +8,11 @@ Two kinds of metric:
   hot path (one RTP packet) only increments an int, and a *source* registered with
   ``add_source`` turns those ints into samples when Prometheus asks.
 
-``MetricsServer`` is the small HTTP listener of `camflow ingest|transcode|package --metrics-port`:
-``/metrics``, ``/healthz`` (liveness: the event loop answers) and ``/readyz`` (readiness, from a
-``Readiness``). The edge serves the same three paths on its own port (``edge.api``).
+``MetricsServer`` is the small HTTP listener of every service's ``--metrics-port`` (on loopback unless
+``--metrics-host`` says otherwise): ``/metrics``, ``/healthz`` (liveness: the event loop answers) and
+``/readyz`` (readiness, from a ``Readiness``). The edge also serves ``/healthz`` and ``/readyz`` on its
+public port, and ``/metrics`` there only to an operator token (``edge.api``): the figures name
+every stream.
 """
 
 from __future__ import annotations
@@ -310,19 +312,30 @@ def readyz_response(readiness: Readiness) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-class MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (port 0: a free one)."""
+Render = Callable[[], Awaitable[web.Response]]
 
-    def __init__(self, readiness: Readiness, *, host: str = "0.0.0.0", port: int = 0) -> None:
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (port 0: a free one).
+
+    ``render`` answers ``/metrics`` (default: this process's registry; the edge with ``--workers``
+    gives its merge of every worker's)."""
+
+    def __init__(
+        self, readiness: Readiness, *, host: str = "127.0.0.1", port: int = 0, render: Render | None = None
+    ) -> None:
         self.readiness = readiness
         self.host = host
         self.port = port
+        self._render = render
         self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:
         app = web.Application()
 
         async def metrics(request: web.Request) -> web.Response:
+            if self._render is not None:
+                return await self._render()
             return metrics_response()
 
         async def healthz(request: web.Request) -> web.Response:
@@ -337,7 +350,7 @@ class MetricsServer:
         return app
 
     async def start(self) -> int:
-        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0, keepalive_timeout=75.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()

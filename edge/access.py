@@ -76,20 +76,28 @@ def viewer_refusal(state: EdgeState, request: web.Request, stream: str) -> web.R
     return None
 
 
+def bearer_token(request: web.Request) -> str:
+    """The token of an ``Authorization: Bearer`` header ("" when there is none)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def operator_refusal(
-    state: EdgeState, request: web.Request, detail: str | None = None
+    state: EdgeState, request: web.Request, detail: str | None = None, *, bearer: bool = False
 ) -> web.Response | None:
-    """The 401/403 for a request without a good operator token in ``?token=``; None when allowed.
+    """The 401/403 for a request without a good operator token in ``?token=`` (or, with ``bearer``,
+    ``Authorization: Bearer``, as Prometheus sends it); None when allowed.
 
     ``detail`` replaces the 401's detail (the stream list page says where to get a token).
     """
-    token = request.query.get(TOKEN_PARAM, "")
+    token = (bearer_token(request) if bearer else "") or request.query.get(TOKEN_PARAM, "")
     if not token:
         state.counters.token_missing += 1
+        where = "Authorization: Bearer or ?token=" if bearer else "?token="
         return error_response(
             401,
             "token_missing",
-            detail or f"{request.path} needs an operator token in ?token= (camflow token admin '*')",
+            detail or f"{request.path} needs an operator token in {where} (camflow token admin '*')",
             headers=CHALLENGE,
         )
     try:

@@ -8,9 +8,12 @@
   ``camflow.health`` (first the latest one of each stream and service), ``?stream=`` to keep one
   stream; without a bus, samples derived from the catalog every ``health_interval`` seconds.
   ``camflow tail --edge URL`` reads it.
-- ``/metrics`` (Prometheus; with ``--workers N`` every worker's figures summed, viewers united), ``/readyz``
-  (the store answers, the edge is not shutting down, and
-  the other in-process services are ready); ``/healthz`` is in ``edge.app``.
+- ``/metrics`` (Prometheus; with ``--workers N`` every worker's figures summed, viewers united) only
+  to an operator token (``Authorization: Bearer`` or ``?token=``): its figures name every stream.
+  Prometheus scrapes ``--metrics-port`` instead (``camflow.metrics.MetricsServer``, loopback by
+  default), which needs no token.
+- ``/readyz`` (the store answers, the edge is not shutting down, and the other in-process services
+  are ready) and ``/healthz`` (in ``edge.app``): public, they name no stream.
 
 SSE responses end when the client goes away, the app shuts down, or ``MAX_SSE_SECONDS`` pass
 (EventSource reconnects by itself), so no stream is held open forever.
@@ -189,7 +192,11 @@ async def health_feed(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return await edge_metrics_response(request.app[EDGE])
+    state = request.app[EDGE]
+    refused = operator_refusal(state, request, bearer=True)
+    if refused is not None:
+        return refused
+    return await edge_metrics_response(state)
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.lifeline import PARENT_ENV, ParentWatch, parent_gone, parent_pid_from_env
-from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV
+from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV, edge_metrics_response
 from edge.policy import TokenCheck
 from edge.wire import EdgeSite
 
@@ -77,6 +77,11 @@ class EdgeServer:
     def mount(self, prefix: str, app: web.Application) -> None:
         """Serve ``app`` under ``prefix`` on the edge's port (another service's routes; before ``start``)."""
         self._app.add_subapp(prefix, app)
+
+    async def metrics_response(self) -> web.Response:
+        """``/metrics`` of this edge (with ``--workers N``: every worker's figures summed), for the
+        ``--metrics-port`` listener."""
+        return await edge_metrics_response(self._app[EDGE])
 
     @property
     def fast_path(self) -> FastPath | None:

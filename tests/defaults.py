@@ -7,16 +7,19 @@ own values over them. This module holds no tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from camflow.cli.args import SEGMENT_SECONDS, build_parser
 from camflow.cli.settings import (
+    connection_limits,
     edge_app_settings,
     edge_settings,
     packager_settings,
     rtsp_server_settings,
     transcoder_settings,
 )
+from camflow.limits import ConnectionLimits
 
 SEGMENT_TARGET = SEGMENT_SECONDS  # --segment-duration's default, for a Publisher or health built directly
 
@@ -50,3 +53,8 @@ def rtsp_server(**overrides: Any) -> dict[str, Any]:
     """``build_rtsp_server``'s keywords of ``camflow ingest`` (host and port excepted), with
     ``overrides`` over them."""
     return {**rtsp_server_settings(parsed("ingest", "--kafka", "127.0.0.1:9")), **overrides}
+
+
+def limits(**overrides: Any) -> ConnectionLimits:
+    """The listeners' ``ConnectionLimits`` of ``camflow edge``, with ``overrides`` over them."""
+    return dataclasses.replace(connection_limits(parsed("edge")), **overrides)

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from camflow import guard as guard_module
+from camflow.guard import ConnectionGuard
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
-from edge import wire
 from edge.app import build_app
 from edge.fastpath import FastPath
 from edge.policy import TokenCheck
@@ -86,7 +87,9 @@ def req(target: str, *headers: str, method: str = "GET", version: str = "1.1") -
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def start(tmp_path: Path, token_check: TokenCheck = TokenCheck.ALL) -> tuple[Edge, web.AppRunner]:
+async def start(
+    tmp_path: Path, token_check: TokenCheck = TokenCheck.ALL, idle_timeout: float = 30.0
+) -> tuple[Edge, web.AppRunner]:
     store = FileStore(tmp_path / "store")
     await store.start()
     await store.put("streams/cam1/master.m3u8", MASTER.encode())
@@ -101,7 +104,8 @@ async def start(tmp_path: Path, token_check: TokenCheck = TokenCheck.ALL) -> tup
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     fast = FastPath(app[EDGE])
-    fast_site = EdgeSite(runner, fast, "127.0.0.1", 0, reuse_port=False)
+    guard = ConnectionGuard("edge", defaults.limits(idle_timeout=idle_timeout))
+    fast_site = EdgeSite(runner, fast, "127.0.0.1", 0, reuse_port=False, guard=guard)
     app_site = web.TCPSite(runner, "127.0.0.1", 0)
     await fast_site.start()
     await app_site.start()
@@ -225,9 +229,9 @@ async def test_keep_alive_partial_requests_and_connection_close(edge: Edge) -> N
 
 async def test_oversized_and_odd_heads_get_the_applications_errors(edge: Edge) -> None:
     t = edge.view
-    huge = req(f"{SEG_PATH}?token={t}", "X-Filler: " + "a" * (wire.MAX_HEAD + 10))
+    huge = req(f"{SEG_PATH}?token={t}", "X-Filler: " + "a" * 8200)
     (reply,) = await exchange(edge.fast_port, huge)
-    assert reply.status in (400, 431)
+    assert reply.status == 431 and json.loads(reply.body)["error"] == "head_too_large"
     (folded,) = await exchange(edge.fast_port, req(f"{SEG_PATH}?token={t}", "X-A: 1", " continued"))
     assert folded.status == 400
 
@@ -257,20 +261,24 @@ async def test_segments_without_token_in_playlists_mode(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def test_idle_connections_are_closed(edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wire, "KEEPALIVE_TIMEOUT", 0.2)
-    monkeypatch.setattr(wire, "SWEEP_INTERVAL", 0.1)
-    t = edge.view
-    await exchange(edge.app_port, req(f"{SEG_PATH}?token={t}"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", edge.fast_port)
+async def test_idle_connections_are_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard_module, "SWEEP_SECONDS", 0.1)
+    edge, runner = await start(tmp_path, idle_timeout=0.5)
     try:
-        writer.write(req(f"{SEG_PATH}?token={t}"))
-        assert (await read_reply(reader)).status == 200
-        # the sweeper started with the old interval (5 s); it closes the connection at its next pass
-        assert await asyncio.wait_for(reader.read(), 15) == b""
+        t = edge.view
+        await exchange(edge.app_port, req(f"{SEG_PATH}?token={t}"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.fast_port)
+        try:
+            writer.write(req(f"{SEG_PATH}?token={t}"))
+            assert (await read_reply(reader)).status == 200
+            began = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert 0.4 < time.monotonic() - began < 3.0
+        finally:
+            writer.close()
+            await writer.wait_closed()
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await runner.cleanup()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")

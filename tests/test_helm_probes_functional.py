@@ -41,7 +41,7 @@ def local_args(
 ) -> tuple[list[str], dict[int, int]]:
     """The chart's args for this machine; returns them and chart port -> local port."""
     out, ports = list(args), {}
-    swap = {"--host": "127.0.0.1", "--kafka": kafka, "--s3": f"{s3.rstrip('/')}/{prefix}", "--processes": "1"}
+    swap = {"--host": "127.0.0.1", "--metrics-host": "127.0.0.1", "--kafka": kafka, "--s3": f"{s3.rstrip('/')}/{prefix}", "--processes": "1"}
     swap |= {
         "--rtsp-udp-ports": "off",
         "--ladder-file": str(tmp / "ladder.yaml"),
@@ -92,8 +92,11 @@ def test_chart_commands_serve_their_probes(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, f"{name} {ready_path} never ready: {status}"
                 time.sleep(0.25)
             assert get(f"http://127.0.0.1:{live_port}{live_path}")[0] == 200, name
-            status, text = get(f"http://127.0.0.1:{ready_port}/metrics")
+            metrics_port = ports[{p.get("name"): p["containerPort"] for p in container["ports"]}["metrics"]]
+            status, text = get(f"http://127.0.0.1:{metrics_port}/metrics")
             assert status == 200 and "camflow_" in text, f"{name} /metrics: {status}"
+            if name == "edge":  # the public port keeps its figures to an operator token
+                assert get(f"http://127.0.0.1:{ready_port}/metrics")[0] == 401
         for name, proc, _, _, err in started:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0, f"{name}: {err.read_text()[-2000:]}"

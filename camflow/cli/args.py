@@ -18,6 +18,7 @@ DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
 RTSP_PORT = 8554
 HTTP_PORT = 8080
+LOOPBACK = "127.0.0.0/8,::1"  # --client-cap-exempt
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
 
 
@@ -261,10 +262,11 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--client-cap-exempt",
         type=_networks,
-        default=(),
+        default=LOOPBACK,
         metavar="CIDR,...",
-        help="client addresses or networks the per-client cap does not apply to, e.g. the CDN's or "
-        "load balancer's (default none)",
+        help="client addresses or networks the per-client cap does not apply to, e.g. a CDN's, a load "
+        f"balancer's, a camera site's NAT gateway; `none` for none (default {LOOPBACK}: a reverse "
+        "proxy on this machine)",
     )
     p.add_argument(
         "--request-head-timeout",
@@ -383,9 +385,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         type=int,
         default=int(os.environ["CAMFLOW_METRICS_PORT"]) if os.environ.get("CAMFLOW_METRICS_PORT") else None,
         help="serve /metrics, /healthz and /readyz on this port (default: off; run and edge also serve "
-        "them on --http-port; env CAMFLOW_METRICS_PORT)",
+        "/healthz, /readyz on --http-port, and /metrics there to an operator token; env "
+        "CAMFLOW_METRICS_PORT)",
     )
-    p.add_argument("--metrics-host", default=None, help="address of --metrics-port (default: --host)")
+    p.add_argument(
+        "--metrics-host",
+        default=os.environ.get("CAMFLOW_METRICS_HOST", "127.0.0.1"),
+        help="address of --metrics-port: the figures name every stream, so loopback unless Prometheus "
+        "scrapes from elsewhere, e.g. 0.0.0.0 in a pod (default 127.0.0.1; env CAMFLOW_METRICS_HOST)",
+    )
     p.add_argument(
         "--health-interval",
         type=_positive,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from camflow.bus import Bus, LocalBus
 from camflow.cli.banner import WILDCARD, operator_view
 from camflow.cli.settings import (
+    connection_limits,
     edge_settings,
     packager_settings,
     rtsp_server_settings,
@@ -154,6 +155,9 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 edge.mount(PREFIX, whip.app())  # WHIP on the edge's HTTP port
             await edge.start()
             stoppers.append(edge.stop)
+            # --metrics-port: the edge's /metrics (every worker's, merged); workers do not listen on it
+            observed.metrics_render = None if is_worker_process() else edge.metrics_response
+            observed.metrics_listener = not is_worker_process()
             if workers > 1 and not is_worker_process():
                 procs = spawn_workers(workers - 1)
                 stoppers.append(lambda: asyncio.to_thread(stop_workers, procs))
@@ -173,7 +177,8 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 if "edge" not in roles:
                     from ingest.sources.whip.http import serve_whip
 
-                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port))
+                    limits = connection_limits(args)
+                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port, limits))
                 stoppers.insert(0, whip.stop)
             if pull_sources:
                 from ingest.sources.pull.client import PullSources
@@ -236,6 +241,8 @@ class _Observed:
         self.reporters: list[HealthReporter] = []
         self.sources: list[Any] = []
         self.server: Any = None
+        self.metrics_render: Any = None  # what answers /metrics on --metrics-port (default: the registry)
+        self.metrics_listener = True  # False in an edge worker: its parent listens on --metrics-port
 
     def _report(self, service: str, collect: Any, source: Any, bus: Bus | None = None) -> None:
         from camflow.health import HealthReporter
@@ -297,11 +304,15 @@ class _Observed:
     async def start(self) -> None:
         for reporter in self.reporters:
             reporter.start()
-        if self.args.metrics_port is not None:
+        if self.args.metrics_port is not None and self.metrics_listener:
             from camflow.metrics import MetricsServer
 
-            host = self.args.metrics_host or self.args.host
-            self.server = MetricsServer(self.readiness, host=host, port=self.args.metrics_port)
+            self.server = MetricsServer(
+                self.readiness,
+                host=self.args.metrics_host,
+                port=self.args.metrics_port,
+                render=self.metrics_render,
+            )
             await self.server.start()
 
     async def stop(self) -> None:
@@ -332,7 +343,7 @@ def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner
         connect_timeout=1.5 * args.webrtc_timeout,
         media_timeout=args.webrtc_timeout,
     )
-    return WhipService(bus, signer, policy=policy, limits=limits)
+    return WhipService(bus, signer, policy=policy, limits=limits, connection_limits=connection_limits(args))
 
 
 def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:

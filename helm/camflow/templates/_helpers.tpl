@@ -84,10 +84,14 @@ app.kubernetes.io/component: {{ .component }}
 - {{ int .Values.kafka.replication | quote }}
 {{- end -}}
 
-{{/* /metrics, /healthz and /readyz on the metrics port. */}}
+{{/* /metrics, /healthz and /readyz on the metrics port, on every address of the pod (camflow's
+default is loopback) so that Prometheus and the kubelet's probes reach it; no public Service
+exposes it. */}}
 {{- define "camflow.metricsArgs" -}}
 - --metrics-port
 - {{ .Values.metrics.port | quote }}
+- --metrics-host
+- 0.0.0.0
 {{- end -}}
 
 {{/* Environment: the token secret, S3 credentials and region. Call with (dict "root" $ "s3" true). */}}

@@ -4,7 +4,8 @@
   token>``: ``201 Created``, the SDP answer, ``Location: /whip/{stream}/{session}``, ``ETag``.
   Refusals: bad stream name 400, missing/invalid token 401 (``WWW-Authenticate: Bearer``), other
   media type 415, an offer aiortc cannot take (no H264/VP8 video, no ICE credentials or
-  fingerprint, garbage) 400, too many sessions 503. A stream already being published is taken
+  fingerprint, garbage) 400, an offer over ``MAX_OFFER`` bytes 413, an offer not received within
+  the body deadline (``camflow.limits``) 408, too many sessions 503. A stream already being published is taken
   over: the old session ends (as RTSP does with a camera that reconnects).
 - ``DELETE /whip/{stream}/{session}``: ends the session (200); unknown session 404.
 - ``PATCH`` (trickle ICE, ICE restart): 405 with ``Allow`` (RFC 9725 4.3.1: neither is supported;
@@ -12,6 +13,8 @@
 - ``OPTIONS`` on both: CORS preflight, ``Accept-Post: application/sdp``.
 
 Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.refused``) and logged.
+On its own port (``serve_whip``) a ``camflow.guard.ConnectionGuard`` applies the listener limits
+(per-client cap, head, body and idle deadlines, head size); mounted on the edge, the edge's does.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from aiohttp import web
 
 from camflow.bus import Bus
 from camflow.errors import TokenError
+from camflow.guard import ConnectionGuard, GuardedSite
 from camflow.keys import is_stream_name
+from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
 from ingest.sources.whip.errors import WhipError
@@ -32,6 +37,7 @@ from ingest.sources.whip.session import SessionLimits, WhipSession
 
 PREFIX = "/whip"
 MAX_SESSIONS = 256
+MAX_OFFER = 64 * 1024  # bytes of an SDP offer (a browser's is 3-10 KB)
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch",
@@ -76,8 +82,11 @@ class WhipService:
         policy: IcePolicy | None = None,
         limits: SessionLimits,
         max_sessions: int = MAX_SESSIONS,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
+        """``connection_limits``: the offer's body deadline (None: only the listener's)."""
         self.bus = bus
+        self.connection_limits = connection_limits
         self.signer = signer
         self.policy = policy or IcePolicy()
         self.limits = limits
@@ -155,7 +164,13 @@ class WhipService:
                 "unsupported_media_type",
                 f"body of type {request.content_type!r}: expected application/sdp",
             )
-        offer = await request.text()
+        if (request.content_length or 0) > MAX_OFFER:
+            raise WhipError(
+                413,
+                "offer_too_large",
+                f"offer of {request.content_length} bytes: expected at most {MAX_OFFER}",
+            )
+        offer = await self._offer(request)
         if not offer.strip():
             raise WhipError(400, "bad_sdp", "empty body: expected an SDP offer")
         if stream not in self.sessions and len(self.sessions) >= self.max_sessions:
@@ -178,6 +193,25 @@ class WhipService:
             content_type="application/sdp",
             headers={**CORS, "Location": f"{PREFIX}/{stream}/{session.id}", "ETag": f'"{session.id}"'},
         )
+
+    async def _offer(self, request: web.Request) -> str:
+        """The body, within the body deadline (a chunked one too, which the listener cannot frame)."""
+        limits = self.connection_limits
+        if limits is None:
+            return await request.text()
+        seconds = limits.body_deadline(0.0, request.content_length or MAX_OFFER)
+        try:
+            async with asyncio.timeout(seconds):
+                body = await request.content.read(MAX_OFFER + 1)
+                while len(body) <= MAX_OFFER and not request.content.at_eof():
+                    body += await request.content.read(MAX_OFFER + 1 - len(body))
+        except TimeoutError:
+            raise WhipError(
+                408, "request_timeout", f"the offer was not received within {seconds:g} s"
+            ) from None
+        if len(body) > MAX_OFFER:
+            raise WhipError(413, "offer_too_large", f"offer over {MAX_OFFER} bytes")
+        return body.decode(request.charset or "utf-8", errors="replace")
 
     def _session(self, request: web.Request) -> WhipSession:
         stream, sid = request.match_info["stream"], request.match_info["session"]
@@ -208,14 +242,17 @@ class WhipService:
         task.add_done_callback(self._closing.discard)
 
 
-async def serve_whip(service: WhipService, host: str, port: int) -> Callable[[], Awaitable[None]]:
-    """``camflow ingest``: /whip on its own HTTP listener; returns the coroutine function that stops it."""
-    root = web.Application()
+async def serve_whip(
+    service: WhipService, host: str, port: int, limits: ConnectionLimits
+) -> Callable[[], Awaitable[None]]:
+    """``camflow ingest``: /whip on its own HTTP listener, guarded by ``limits``; returns the coroutine
+    function that stops it."""
+    root = web.Application(client_max_size=MAX_OFFER + 1024)
     root.add_subapp(PREFIX, service.app())
-    runner = web.AppRunner(root, access_log=None)
+    runner = web.AppRunner(root, access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await GuardedSite(runner, ConnectionGuard("whip", limits), host, port).start()
     except BaseException:
         await runner.cleanup()
         raise
