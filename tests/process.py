@@ -71,6 +71,10 @@ class Camflow:
     def http_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
 
+    def metrics_url(self) -> str:
+        """The edge's /metrics on the public port, with the operator token it needs there."""
+        return self.http_url(f"/metrics?token={self.token('admin', '*')}")
+
 
 @contextmanager
 def camflow_run(tmp: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> Iterator[Camflow]:

@@ -144,7 +144,7 @@ def test_edge_workers_count_a_viewer_once_on_metrics_and_api(tmp_path: Path) -> 
         assert b"running" in line, (tmp_path / "edge.err").read_text()[-2000:]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # both processes serving
-            if samples(get(f"{base}/metrics").decode(), "camflow_edge_workers") == {(): 2.0}:
+            if samples(get(f"{base}/metrics?token={admin}").decode(), "camflow_edge_workers") == {(): 2.0}:
                 break
             time.sleep(0.2)
         workers = children_of(proc.pid)
@@ -172,7 +172,9 @@ def test_edge_workers_count_a_viewer_once_on_metrics_and_api(tmp_path: Path) -> 
         def viewers_everywhere() -> tuple[set[float], set[int]]:
             """The viewers figure of ten scrapes and ten stream listings, each on a new connection."""
             scraped = {
-                samples(get(f"{base}/metrics").decode(), "camflow_edge_viewers")[(("stream", STREAM),)]
+                samples(get(f"{base}/metrics?token={admin}").decode(), "camflow_edge_viewers")[
+                    (("stream", STREAM),)
+                ]
                 for _ in range(10)
             }
             listed = set()

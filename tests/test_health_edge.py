@@ -71,7 +71,10 @@ async def test_api_health_streams_bus_samples_and_refuses_non_operators(tmp_path
         overlay = await read_event(per_stream)
         per_stream.close()
         assert overlay["state"] == "stalled" and overlay["source"] == "feed"
-        metrics = await (await client.get("/metrics")).text()
+        assert (await client.get("/metrics")).status == 401  # the figures name every stream
+        assert (await client.get("/metrics", params={"token": view})).status == 403
+        bearer = {"Authorization": f"Bearer {admin}"}
+        metrics = await (await client.get("/metrics", headers=bearer)).text()
         assert 'camflow_edge_requests_total{cache="none",status="401"}' in metrics
         assert 'camflow_edge_requests_total{cache="none",status="403"}' in metrics
         assert (await client.get("/readyz")).status == 200

@@ -6,7 +6,8 @@ A camera (ffmpeg, looping a clip over RTSP) is driven live → stalled (SIGSTOP)
 - embedded: `camflow run`, tail following the edge's /api/health (``--edge``);
 - distributed: `camflow ingest`, `transcode`, `package` and `edge` as separate processes on the
   real Kafka and MinIO, tail following ``camflow.health`` on Kafka (``--kafka``); meanwhile
-  every service's /metrics (``--metrics-port``; the edge on its HTTP port) is scraped during
+  every service's /metrics (``--metrics-port``, the edge's too: on its HTTP port /metrics needs an
+  operator token) is scraped during
   the live push and its counters must have moved, and /healthz and /readyz answer 200.
 """
 
@@ -163,11 +164,11 @@ def test_embedded_live_stalled_offline_from_tail_edge(tmp_path: Path) -> None:
         wait_state(out, "cam1", "live", 60, lambda: cf.log)
         wait_for(
             "segments through the embedded pipeline",
-            lambda: value(scrape(cf.http_url("/metrics")), "camflow_packager_segments_total") >= 2,
+            lambda: value(scrape(cf.metrics_url()), "camflow_packager_segments_total") >= 2,
             60,
             lambda: cf.log,
         )
-        metrics = scrape(cf.http_url("/metrics"))
+        metrics = scrape(cf.metrics_url())
         assert value(metrics, "camflow_ingest_sessions", protocol="rtsp") == 1
         assert value(metrics, "camflow_ingest_frames_total", protocol="rtsp") > 0
         assert value(metrics, "camflow_ingest_media_corrections_total", kind="params_inserted") >= 1
@@ -190,7 +191,7 @@ def test_embedded_live_stalled_offline_from_tail_edge(tmp_path: Path) -> None:
         assert int(next(ln for ln in plain if "cam1" in ln)[:end].split()[-1]) >= 1, plain
         os.kill(camera.pid, signal.SIGSTOP)  # the camera hangs: its connection stays open, nothing comes
         wait_state(out, "cam1", "stalled", 30, lambda: cf.log)
-        stalled = scrape(cf.http_url("/metrics"))
+        stalled = scrape(cf.metrics_url())
         assert value(stalled, "camflow_stream_state", stream="cam1", state="stalled") == 1
         view = cf.token("view", "cam1")
         player_health = first_sse_data(cf.http_url(f"/api/streams/cam1/health?token={view}"))
@@ -212,7 +213,7 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
     bus = ["--kafka", kafka, "--kafka-prefix", prefix]
     common = ["--host", "127.0.0.1", "--health-interval", "1"]
     rtsp_port, edge_port = free_port(), free_port()
-    ports = {name: free_port() for name in ("ingest", "transcode", "package")}
+    ports = {name: free_port() for name in ("ingest", "transcode", "package", "edge")}
     clip = make_clip(tmp_path / "clip.mp4", 6, "320x240", rate=15, gop=15)
     logs = lambda: "".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.err"))  # noqa: E731
     with ExitStack() as stack:
@@ -230,8 +231,9 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
                     "--metrics-port", str(ports["package"])], env)
         )  # fmt: skip
         stack.enter_context(
-            service(tmp_path, "edge", ["edge", *common, *bus, "--s3", s3, "--http-port", str(edge_port)], env)
-        )
+            service(tmp_path, "edge", ["edge", *common, *bus, "--s3", s3, "--http-port", str(edge_port),
+                    "--metrics-port", str(ports["edge"])], env)
+        )  # fmt: skip
         out = stack.enter_context(tail(tmp_path, [*bus, "--stream", "cam1"], env))
         token = subprocess.run(
             [*CAMFLOW, "token", "publish", "cam1"], env=env, capture_output=True, text=True, check=True
@@ -241,7 +243,7 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
         wait_state(out, "cam1", "live", 60, logs)
 
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        urls["edge"] = f"http://127.0.0.1:{edge_port}"
+        public = f"http://127.0.0.1:{edge_port}"
         wait_for(
             "segments packaged",
             lambda: value(scrape(urls["package"] + "/metrics"), "camflow_packager_segments_total") >= 2,
@@ -253,7 +255,7 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
         ).stdout.strip()
         probe = subprocess.run(
             ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
-             f"{urls['edge']}/live/cam1/master.m3u8?token={view}"],
+             f"{public}/live/cam1/master.m3u8?token={view}"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert "h264" in probe.stdout, probe.stderr
@@ -281,9 +283,10 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
                  and dict(labels)["status"] in ("200", "206"))  # fmt: skip
         assert ok >= 2, [(k, v) for k, v in edge.items() if "edge" in k[0]]  # master and media playlists
         assert value(edge, "camflow_store_operation_seconds_count", op="get") >= 1
-        for name, url in urls.items():
+        for name, url in [*urls.items(), ("edge public", public)]:
             assert status(url + "/healthz") == 200, name
             assert status(url + "/readyz") == 200, name
+        assert status(public + "/metrics") == 401  # the public port keeps the figures to an operator
 
         os.kill(camera.pid, signal.SIGSTOP)
         wait_state(out, "cam1", "stalled", 30, logs)

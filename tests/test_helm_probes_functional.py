@@ -41,7 +41,13 @@ def local_args(
 ) -> tuple[list[str], dict[int, int]]:
     """The chart's args for this machine; returns them and chart port -> local port."""
     out, ports = list(args), {}
-    swap = {"--host": "127.0.0.1", "--metrics-host": "127.0.0.1", "--kafka": kafka, "--s3": f"{s3.rstrip('/')}/{prefix}", "--processes": "1"}
+    swap = {
+        "--host": "127.0.0.1",
+        "--metrics-host": "127.0.0.1",
+        "--kafka": kafka,
+        "--s3": f"{s3.rstrip('/')}/{prefix}",
+        "--processes": "1",
+    }
     swap |= {
         "--rtsp-udp-ports": "off",
         "--ladder-file": str(tmp / "ladder.yaml"),

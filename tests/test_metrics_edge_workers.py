@@ -49,8 +49,12 @@ def requests_by(text: str) -> dict[tuple[str, str], float]:
     return {(dict(k)["status"], dict(k)["cache"]): v for k, v in found.items()}
 
 
-def scrape(port: int) -> str:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Connection": "close"})
+def scrape(port: int, token: str = "") -> str:
+    """/metrics on a new connection: the public port with an operator ``token``, or --metrics-port."""
+    query = f"?token={token}" if token else ""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics{query}", headers={"Connection": "close"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
         return str(response.read().decode())
@@ -112,9 +116,13 @@ def test_every_worker_scrape_counts_every_request(tmp_path: Path) -> None:
     token = subprocess.run(
         [*CAMFLOW, "token", "view", STREAM], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
-    port = free_port()
+    admin = subprocess.run(
+        [*CAMFLOW, "token", "admin", "*"], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    port, metrics_port = free_port(), free_port()
     err = (tmp_path / "edge.err").open("wb")
     argv = [*CAMFLOW, "edge", "--host", "127.0.0.1", "--http-port", str(port), "--data-dir", str(data)]
+    argv += ["--metrics-port", str(metrics_port)]  # the parent's alone, on loopback
     proc = subprocess.Popen(
         [*argv, "--workers", str(WORKERS), "--cache-mb", "16"], env=env, stdout=subprocess.PIPE, stderr=err
     )
@@ -125,7 +133,7 @@ def test_every_worker_scrape_counts_every_request(tmp_path: Path) -> None:
         assert b"running" in line, (tmp_path / "edge.err").read_text()[-2000:]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # every worker serving: the scrape sums all of them
-            if samples(scrape(port), "camflow_edge_workers") == {(): float(WORKERS)}:
+            if samples(scrape(port, admin), "camflow_edge_workers") == {(): float(WORKERS)}:
                 break
             time.sleep(0.2)
         workers = children_of(proc.pid)
@@ -180,7 +188,8 @@ def test_every_worker_scrape_counts_every_request(tmp_path: Path) -> None:
             assert samples(text, "camflow_edge_workers") == {(): float(workers_answering)}
 
         for _ in range(10):  # each scrape on a new connection: any worker may answer
-            check(scrape(port), WORKERS)
+            check(scrape(port, admin), WORKERS)
+        check(scrape(metrics_port), WORKERS)  # the metrics listener: the same merged figures
 
         # The figures really are spread: each worker's own share is less than the whole.
         shared = Path(
@@ -209,9 +218,9 @@ def test_every_worker_scrape_counts_every_request(tmp_path: Path) -> None:
         while running(workers[0]) and time.monotonic() < deadline:
             time.sleep(0.1)
         with contextlib.suppress(ConnectionResetError):
-            scrape(port)  # the first connection after a worker's SIGKILL is sometimes reset (kernel)
+            scrape(port, admin)  # the first connection after a worker's SIGKILL is sometimes reset (kernel)
         for _ in range(6):
-            check(scrape(port), WORKERS - 1)
+            check(scrape(port, admin), WORKERS - 1)
     finally:
         stop_edge(proc, workers)
         err.close()

@@ -211,7 +211,7 @@ def test_pulled_h265_camera_is_segmented_like_a_pushed_one(tmp_path: Path) -> No
         assert connected["codec"] == "hevc", connected
         # Health, as an operator sees it while the source is live: a pulled session, counted frames,
         # the stream live, and the per-stream health feed.
-        metrics = scrape(cf.http_url("/metrics"))
+        metrics = scrape(cf.metrics_url())
         assert value(metrics, "camflow_ingest_sessions", protocol="pull") == 1
         assert value(metrics, "camflow_ingest_frames_total", protocol="pull") > 0
         assert value(metrics, "camflow_stream_state", stream="cam265", state="live") == 1
@@ -296,7 +296,7 @@ def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None
         ), row
         health = first_sse_data(cf.http_url(f"/api/streams/cam8/health?token={view}"))
         assert health["state"] == "offline" and "pull failed" in str(health["reason"]), health
-        metrics = scrape(cf.http_url("/metrics"))
+        metrics = scrape(cf.metrics_url())
         assert value(metrics, "camflow_ingest_pull_failures_total", stream="cam8") >= 2
         assert value(metrics, "camflow_ingest_pull_connected", stream="cam8") == 0
         with rtsp_server(tmp_path, port):
@@ -308,7 +308,7 @@ def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None
             view = cf.token("view", "cam8")
             video = ffprobe_video(cf.http_url(f"/live/cam8/master.m3u8?token={view}"))
             assert (video["width"], video["height"]) == (320, 240)
-            assert value(scrape(cf.http_url("/metrics")), "camflow_ingest_pull_connected", stream="cam8") == 1
+            assert value(scrape(cf.metrics_url()), "camflow_ingest_pull_connected", stream="cam8") == 1
         assert events(cf, "pull_connected")[0]["stream_id"] == "cam8"
         assert "Secr3t-pw" not in cf.log
 

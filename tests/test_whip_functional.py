@@ -53,7 +53,7 @@ def scrape_during_publish(cf: Camflow, proc: subprocess.Popen[bytes]) -> list[tu
     seen: list[tuple[float, float, float]] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
-        now = whip_metrics(scrape(cf.http_url("/metrics")))
+        now = whip_metrics(scrape(cf.metrics_url()))
         if now[0] == 1 and now[1] > 0:
             seen.append(now)
             if len(seen) >= 2 and seen[-1][1] > seen[0][1] and seen[-1][2] > seen[0][2]:
@@ -97,7 +97,7 @@ def test_ffmpeg_whip_publish_plays_as_hls(backend: str, tmp_path: Path) -> None:
         assert '"audio_frames": 0' not in log and '"opus_undecodable": 0' in log, log[-3000:]
         status, _ = fetch(cf.http_url("/healthz"))
         assert status == 200
-        assert whip_metrics(scrape(cf.http_url("/metrics")))[0] == 0  # the session ended
+        assert whip_metrics(scrape(cf.metrics_url()))[0] == 0  # the session ended
 
 
 async def test_distributed_camflow_ingest_serves_whip_on_its_http_port(tmp_path: Path) -> None:
