@@ -197,9 +197,15 @@ class GuardedProtocol(asyncio.Protocol):
         return self._clock.expired(now)
 
     def refuse(self, reason: Refusal) -> None:
-        # The application may be writing (a pipelined response): no answer of ours, just the end.
-        if self._transport is not None:
-            self._transport.abort()
+        # The application may be writing (a pipelined response): no answer of ours, just the end;
+        # a reset when bytes are still queued, so a client that does not read cannot hold it open.
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
 
 class GuardedSite(web.TCPSite):
