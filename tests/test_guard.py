@@ -149,7 +149,7 @@ async def test_edge_per_client_cap_refuses_the_excess(edge: tuple[int, str]) -> 
     assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and b"Retry-After: 5" in answer
     assert "--max-connections-per-client" in json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
     assert refused("edge", "per_client_cap") == before + 1
-    held_reader, held_writer = held.pop()
+    _, held_writer = held.pop()
     held_writer.close()
     await held_writer.wait_closed()
     await asyncio.sleep(0.2)

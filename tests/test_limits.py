@@ -130,7 +130,7 @@ def test_networks_and_bad_values() -> None:
         "2001:db8::/32",
     ]
     assert parse_networks("none") == ()
-    with pytest.raises(ConfigError, match="'10.0.0.300'"):
+    with pytest.raises(ConfigError, match=r"'10\.0\.0\.300'"):
         parse_networks("10.0.0.300")
     with pytest.raises(ConfigError, match="head_timeout"):
         defaults.limits(head_timeout=0.0)
