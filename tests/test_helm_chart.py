@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ ALL_ON: dict[str, Any] = {
         "hostNetwork": True,
         "whip": {"enabled": True, "announceIp": "203.0.113.7", "count": 10},
         "pullSources": {
-            "door": "rtsp://10.0.0.7:554/stream1",
+            "door": "rtsp://admin:door-camera-pass@10.0.0.7:554/stream1",
             "yard": {"url": "rtsp://10.0.0.9/h264", "transport": "udp"},
             "zoo": "rtsp://10.0.0.11/main",  # sorts after a table: must not land inside it
         },
@@ -345,7 +346,11 @@ def test_configmap_files_load(rendered: dict[str, list[Any]], tmp_path: Path) ->
     (config,) = of_kind(rendered["all_on"], "ConfigMap")
     (tmp_path / "ladder.yaml").write_text(config["data"]["ladder.yaml"])
     assert [r.name for r in load_ladder_file(tmp_path / "ladder.yaml")] == ["source", "720p", "360p"]
-    (tmp_path / "sources.toml").write_text(config["data"]["sources.toml"])
+    assert "sources.toml" not in config["data"]  # camera passwords: a Secret, not the ConfigMap
+    (sources_secret,) = [
+        s for s in of_kind(rendered["all_on"], "Secret") if s["metadata"]["name"].endswith("-sources")
+    ]
+    (tmp_path / "sources.toml").write_text(sources_secret["stringData"]["sources.toml"])
     sources = {s.name: s for s in load_sources(tmp_path / "sources.toml")}
     assert set(sources) == {"door", "yard", "zoo"}
     assert sources["zoo"].url == "rtsp://10.0.0.11/main"
@@ -425,7 +430,9 @@ def test_edge_has_hpa_pdb_and_prestop(rendered: dict[str, list[Any]]) -> None:
 
 
 def test_secret_and_existing_secret(helm: str, rendered: dict[str, list[Any]], tmp_path: Path) -> None:
-    (secret,) = of_kind(rendered["all_on"], "Secret")
+    (secret,) = [
+        s for s in of_kind(rendered["all_on"], "Secret") if not s["metadata"]["name"].endswith("-sources")
+    ]
     assert set(secret["data"]) == {"token-secret", "s3-access-key", "s3-secret-key"}
     (default_secret,) = of_kind(rendered["default"], "Secret")
     assert len(default_secret["data"]["token-secret"]) >= 64  # generated, base64
@@ -437,6 +444,26 @@ def test_secret_and_existing_secret(helm: str, rendered: dict[str, list[Any]], t
         }
         assert refs and set(refs.values()) == {"camflow-prod"}
         assert "CAMFLOW_SECRET" in refs
+
+
+def test_no_secret_on_a_command_line_or_in_the_configmap(
+    helm: str, rendered: dict[str, list[Any]], tmp_path: Path
+) -> None:
+    """Secrets reach the pods from Secrets (env, files), never from args or the ConfigMap, which
+    more people and tools can read (a process's command line is visible to every user of its node)."""
+    secrets = ["door-camera-pass", "secret-example", "AKIAEXAMPLE", "t" * 64]
+    docs = rendered["all_on"]
+    for _, container in containers(docs):
+        args = " ".join(str(a) for a in container["args"])
+        env_values = " ".join(str(e.get("value", "")) for e in container.get("env", []))
+        assert not any(s in args or s in env_values for s in secrets), container["name"]
+    (config,) = of_kind(docs, "ConfigMap")
+    assert not any(s in json.dumps(config) for s in secrets)
+    docs = render(helm, tmp_path, {"ingest": {"pullSourcesSecret": "camera-urls"}})
+    (ingest,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ingest")]
+    volumes = {v["name"]: v for v in ingest["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["sources"]["secret"]["secretName"] == "camera-urls"
+    assert not [s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("-sources")]
 
 
 def test_bad_values_are_refused(helm: str, tmp_path: Path) -> None:
