@@ -10,7 +10,6 @@ from collections.abc import Callable
 from camflow.bus.dead import DeadReason
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
-from camflow.limits import Network, parse_networks
 from camflow.log import AUTO, LOG_FORMATS
 from camflow.tokens import Action
 
@@ -18,7 +17,7 @@ DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
 RTSP_PORT = 8554
 HTTP_PORT = 8080
-LOOPBACK = "127.0.0.0/8,::1"  # --client-cap-exempt
+PULL_ENV = "CAMFLOW_PULL"  # pull sources as NAME=URL words: passwords stay off the command line
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
 
 
@@ -124,13 +123,6 @@ def _size(text: str) -> int:
     return int(value)
 
 
-def _networks(text: str) -> tuple[Network, ...]:
-    try:
-        return parse_networks(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 _whole_seconds = _at_least_one("seconds")
 _brokers = _at_least_one("brokers")
 
@@ -222,12 +214,15 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         "--pull",
         action="append",
         metavar="NAME=URL",
-        help="pull an RTSP source into stream NAME, e.g. cam7=rtsp://10.0.0.7/stream1 (repeatable)",
+        help="pull an RTSP source into stream NAME, e.g. cam7=rtsp://10.0.0.7/stream1 (repeatable); a URL "
+        f"with a password belongs in env {PULL_ENV} (same NAME=URL words) or --sources, not here: "
+        "`ps` shows command lines",
     )
     p.add_argument(
         "--sources",
         metavar="FILE",
-        help='TOML file of pull sources: cam7 = "rtsp://..." or a [cam7] table with url, transport',
+        help='TOML file of pull sources: cam7 = "rtsp://..." or a [cam7] table with url, transport '
+        "(the place for camera passwords)",
     )
     p.add_argument(
         "--webrtc-ports",
@@ -245,66 +240,6 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         help="seconds without video before a WHIP session ends; 1.5x that to connect (default 10)",
-    )
-
-
-def _add_limits(p: argparse.ArgumentParser) -> None:
-    """What hostile clients cannot exceed on the HTTP (edge, WHIP) and RTSP listeners (docs/security.md)."""
-    p.add_argument(
-        "--max-connections-per-client",
-        type=_count0,
-        default=64,
-        metavar="N",
-        help="open connections of one client address on each listener (HTTP, RTSP); more are refused "
-        "(503); 0: no cap. A CDN or NAT gateway carries many clients on few addresses: exempt it "
-        "with --client-cap-exempt (default 64)",
-    )
-    p.add_argument(
-        "--client-cap-exempt",
-        type=_networks,
-        default=LOOPBACK,
-        metavar="CIDR,...",
-        help="client addresses or networks the per-client cap does not apply to, e.g. a CDN's, a load "
-        f"balancer's, a camera site's NAT gateway; `none` for none (default {LOOPBACK}: a reverse "
-        "proxy on this machine)",
-    )
-    p.add_argument(
-        "--request-head-timeout",
-        type=_positive,
-        default=10.0,
-        metavar="SECONDS",
-        help="a request head (HTTP; RTSP after its handshake: a whole request) must be complete this "
-        "long after its first byte, however it trickles; else 408 and closed (default 10)",
-    )
-    p.add_argument(
-        "--request-body-timeout",
-        type=_positive,
-        default=10.0,
-        metavar="SECONDS",
-        help="an HTTP request body must arrive within this, plus its length at --request-body-min-rate "
-        "(default 10)",
-    )
-    p.add_argument(
-        "--request-body-min-rate",
-        type=_size,
-        default="16K",
-        metavar="BYTES",
-        help="bytes per second an HTTP request body is allowed beyond --request-body-timeout (default 16K)",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="an HTTP keep-alive connection with no request for this long is closed (default 30)",
-    )
-    p.add_argument(
-        "--max-request-head",
-        type=_size,
-        default="8K",
-        metavar="SIZE",
-        help="bytes of an HTTP request head (request line and header fields); a longer one gets 431 "
-        "(default 8K)",
     )
 
 
@@ -441,6 +376,8 @@ def _add_edge(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from camflow.cli.limit_args import add_limits  # it takes this module's argument types
+
     parser = argparse.ArgumentParser(prog="camflow", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -450,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(run)
     _add_transcode(run)
     _add_package(run)
-    _add_limits(run)
+    add_limits(run)
     run.add_argument(
         "--http-port", type=int, default=HTTP_PORT, help=f"HTTP (edge) port (default {HTTP_PORT})"
     )
@@ -466,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ingest)
     _add_backends(ingest, store=False)
     _add_ingest(ingest)
-    _add_limits(ingest)
+    add_limits(ingest)
     ingest.add_argument(
         "--http-port", type=int, default=HTTP_PORT, help=f"HTTP port of /whip (default {HTTP_PORT})"
     )
@@ -486,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(edge)
     edge.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
     _add_edge(edge)
-    _add_limits(edge)
+    add_limits(edge)
     edge.add_argument(
         "--workers",
         type=int,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from camflow.bus import Bus, LocalBus
+from camflow.cli.args import PULL_ENV
 from camflow.cli.banner import WILDCARD, operator_view
 from camflow.cli.settings import (
     connection_limits,
@@ -354,12 +356,24 @@ def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -
 
 
 def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
-    """``--pull`` and ``--sources``, checked before anything starts (a bad one is a ConfigError)."""
-    if not (args.pull or args.sources):
+    """``--pull``, ``CAMFLOW_PULL`` and ``--sources``, checked before anything starts (a bad one is a
+    ConfigError). A password given with ``--pull`` is on the command line, which every user of the
+    machine can read (``ps``): it works, with a warning naming the stream (never the password)."""
+    from_env = os.environ.get(PULL_ENV, "").split()
+    if not (args.pull or args.sources or from_env):
         return []
     from ingest.sources.pull.client import check_unique, load_sources, parse_pull
 
     sources = [parse_pull(text) for text in args.pull or []]
+    for source in sources:
+        if source.shown != source.url:
+            log.warning(
+                "pull_password_on_command_line",
+                stream_id=source.name,
+                url=source.shown,
+                hint=f"passwords belong in {PULL_ENV} or a --sources file: ps shows command lines",
+            )
+    sources += [parse_pull(text) for text in from_env]
     if args.sources:
         sources += load_sources(Path(args.sources))
     check_unique(sources)
