@@ -305,3 +305,22 @@ def test_truncated_config_records_give_what_they_hold() -> None:
     for end in range(1, len(hvcc)):
         found, _ = parameter_sets(hvcc[:end], HEVC_SYNTAX)
         assert all(h265_type(n) in H265_PARAMETER_SETS for n in found)
+
+
+def test_pull_sources_from_the_environment_and_a_warning_for_a_password_in_argv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import structlog
+
+    from camflow.cli.serve import _pull_sources
+    from tests.defaults import parsed
+
+    monkeypatch.setenv("CAMFLOW_PULL", "cam8=rtsp://u:env-pass-1@10.0.0.8/a  cam9=rtsp://10.0.0.9/b")
+    args = parsed("ingest", "--kafka", "127.0.0.1:9", "--pull", "cam7=rtsp://u:argv-pass-1@10.0.0.7/s")
+    with structlog.testing.capture_logs() as logs:
+        sources = _pull_sources(args)
+    assert [s.name for s in sources] == ["cam7", "cam8", "cam9"]
+    assert sources[1].url == "rtsp://u:env-pass-1@10.0.0.8/a"
+    (warning,) = [e for e in logs if e["event"] == "pull_password_on_command_line"]
+    assert warning["stream_id"] == "cam7" and "CAMFLOW_PULL" in warning["hint"]
+    assert "argv-pass-1" not in str(logs) and "env-pass-1" not in str(logs)
