@@ -319,15 +319,23 @@ class MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (port 0: a free one).
 
     ``render`` answers ``/metrics`` (default: this process's registry; the edge with ``--workers``
-    gives its merge of every worker's)."""
+    gives its merge of every worker's), ``ready`` answers ``/readyz`` (default: ``readiness``; the
+    edge gives its own, which asks the store)."""
 
     def __init__(
-        self, readiness: Readiness, *, host: str = "127.0.0.1", port: int = 0, render: Render | None = None
+        self,
+        readiness: Readiness,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        render: Render | None = None,
+        ready: Render | None = None,
     ) -> None:
         self.readiness = readiness
         self.host = host
         self.port = port
         self._render = render
+        self._ready = ready
         self._runner: web.AppRunner | None = None
 
     def _app(self) -> web.Application:
@@ -342,6 +350,8 @@ class MetricsServer:
             return healthz_response()
 
         async def readyz(request: web.Request) -> web.Response:
+            if self._ready is not None:
+                return await self._ready()
             return readyz_response(self.readiness)
 
         app.router.add_get("/metrics", metrics)

@@ -200,13 +200,18 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    state = request.app[EDGE]
-    reasons = ["draining: shutting down"] if request.app[CLOSING].is_set() else []
+    return await readyz_response(request.app)
+
+
+async def readyz_response(app: web.Application) -> web.Response:
+    """``/readyz`` of the edge application (also on ``--metrics-port``, ``edge.service``)."""
+    state = app[EDGE]
+    reasons = ["draining: shutting down"] if app[CLOSING].is_set() else []
     try:
         await asyncio.wait_for(state.store.head(READY_KEY), READY_TIMEOUT)
     except Exception as exc:
         reasons.append(f"store: {exc!r}")
-    feed = request.app.get(HEALTH_FEED)
+    feed = app.get(HEALTH_FEED)
     if feed is not None and feed.readiness is not None:
         reasons += [r for r in feed.readiness.reasons() if not r.startswith("starting:")]
     if reasons:

@@ -21,6 +21,7 @@ from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
+from edge.api import readyz_response
 from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
@@ -82,6 +83,10 @@ class EdgeServer:
         """``/metrics`` of this edge (with ``--workers N``: every worker's figures summed), for the
         ``--metrics-port`` listener."""
         return await edge_metrics_response(self._app[EDGE])
+
+    async def readyz_response(self) -> web.Response:
+        """``/readyz`` of this edge, for the ``--metrics-port`` listener."""
+        return await readyz_response(self._app)
 
     @property
     def fast_path(self) -> FastPath | None:

@@ -158,7 +158,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             await edge.start()
             stoppers.append(edge.stop)
             # --metrics-port: the edge's /metrics (every worker's, merged); workers do not listen on it
-            observed.metrics_render = None if is_worker_process() else edge.metrics_response
+            observed.metrics_render = (edge.metrics_response, edge.readyz_response)
             observed.metrics_listener = not is_worker_process()
             if workers > 1 and not is_worker_process():
                 procs = spawn_workers(workers - 1)
@@ -243,7 +243,7 @@ class _Observed:
         self.reporters: list[HealthReporter] = []
         self.sources: list[Any] = []
         self.server: Any = None
-        self.metrics_render: Any = None  # what answers /metrics on --metrics-port (default: the registry)
+        self.metrics_render: Any = None  # (/metrics, /readyz) on --metrics-port; None: registry, readiness
         self.metrics_listener = True  # False in an edge worker: its parent listens on --metrics-port
 
     def _report(self, service: str, collect: Any, source: Any, bus: Bus | None = None) -> None:
@@ -309,11 +309,13 @@ class _Observed:
         if self.args.metrics_port is not None and self.metrics_listener:
             from camflow.metrics import MetricsServer
 
+            render, ready = self.metrics_render or (None, None)
             self.server = MetricsServer(
                 self.readiness,
                 host=self.args.metrics_host,
                 port=self.args.metrics_port,
-                render=self.metrics_render,
+                render=render,
+                ready=ready,
             )
             await self.server.start()
 
