@@ -7,7 +7,8 @@
   reason per minute (``RefusalLog``).
 - ``GuardedProtocol``: sits between a transport and the protocol that serves it (aiohttp's request
   handler): it follows the requests in the bytes with a ``RequestClock``, closes the connection
-  when a deadline passes or a head is too large, and otherwise passes everything through.
+  when a deadline passes or a head is too large, resets it when its send buffer stays full for
+  ``send_timeout`` (a client that does not read), and otherwise passes everything through.
 - ``GuardedSite``: an aiohttp ``TCPSite`` whose every connection is guarded (WHIP on its own port).
 
 aiohttp's own keep-alive timer (``keepalive_timeout`` = the idle limit, given to its ``AppRunner``)
@@ -149,6 +150,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._clock = clock or RequestClock(guard.limits, self._loop.time())
         self._transport: asyncio.Transport | None = None
+        self._stalled_since: float | None = None  # the send buffer is full (pause_writing) since
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._admitted:
@@ -186,14 +188,19 @@ class GuardedProtocol(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._stalled_since = self._loop.time()
         if self._inner is not None:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._stalled_since = None
         if self._inner is not None:
             self._inner.resume_writing()
 
     def expired(self, now: float) -> Refusal | None:
+        stalled = self._stalled_since
+        if stalled is not None and now - stalled > self._guard.limits.send_timeout:
+            return Refusal.SEND_TIMEOUT
         return self._clock.expired(now)
 
     def refuse(self, reason: Refusal) -> None:

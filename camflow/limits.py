@@ -3,8 +3,9 @@
 Sans-IO; the listeners (the edge, WHIP, RTSP) feed it bytes and times:
 
 - ``ConnectionLimits``: the figures (``--request-head-timeout``, ``--request-body-timeout``,
-  ``--request-body-min-rate``, ``--idle-timeout``, ``--max-request-head``,
-  ``--max-connections-per-client``, ``--client-cap-exempt``; their defaults are in ``camflow.cli.args``).
+  ``--request-body-min-rate``, ``--idle-timeout``, ``--send-timeout``, ``--max-request-head``,
+  ``--max-connections-per-client``, ``--client-cap-exempt``; their defaults are in
+  ``camflow.cli.limit_args``).
 - ``RequestClock``: where one HTTP/1.x connection stands (between requests, in a request head, in a
   body, with the application) and the deadline of that phase. A deadline is set when the phase
   begins and never moved by the bytes that arrive in it, so a client trickling a head one byte a
@@ -41,6 +42,7 @@ class Refusal(StrEnum):
     HEAD_TOO_LARGE = "head_too_large"
     PER_CLIENT_CAP = "per_client_cap"
     HANDSHAKE_TIMEOUT = "handshake_timeout"  # RTSP: nothing announced in time
+    SEND_TIMEOUT = "send_timeout"  # the client read none of a full send buffer in time
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,11 @@ class ConnectionLimits:
     idle_timeout: float  # s a keep-alive connection may wait between requests
     max_head: int  # bytes of a request head, its blank line included
     per_client: int  # open connections of one client address; 0: no cap
+    send_timeout: float  # s a response may wait on a full send buffer (a client that does not read)
     exempt: tuple[Network, ...] = ()  # client addresses the per-client cap does not apply to
 
     def __post_init__(self) -> None:
-        for name in ("head_timeout", "body_timeout", "body_min_rate", "idle_timeout"):
+        for name in ("head_timeout", "body_timeout", "body_min_rate", "idle_timeout", "send_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: expected a positive number")
         if self.max_head < 256 or self.per_client < 0:

@@ -84,7 +84,8 @@ HEALTH_SAMPLES = Counter("camflow_health_samples", "Health samples published on 
 CONNECTIONS_REFUSED = Counter(
     "camflow_connections_refused",
     "Connections a listener (edge, whip, rtsp) refused or closed to protect itself, by reason "
-    "(head_timeout, body_timeout, idle_timeout, head_too_large, per_client_cap, handshake_timeout)",
+    "(head_timeout, body_timeout, idle_timeout, send_timeout, head_too_large, per_client_cap, "
+    "handshake_timeout)",
     ["listener", "reason"],
 )
 

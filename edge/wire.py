@@ -12,8 +12,8 @@ API, pages and Server-Sent Events behave exactly as they do without the fast pat
 (``camflow.guard``) applies the listener's ``ConnectionLimits`` to every connection, on the fast
 path and after the hand-over: the per-client cap (a refused connection gets 503), the request head
 deadline (408, counted from the head's first byte: trickled bytes do not extend it), the head size
-(431), the body deadline and the idle keep-alive limit. When stopped, it closes the connections
-still open.
+(431), the body deadline, the idle keep-alive limit and the send timeout (a client that reads
+nothing of a full send buffer is reset). When stopped, it closes the connections still open.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class EdgeHTTPProtocol(asyncio.Protocol):
         self._loading: asyncio.Task[CachedObject] | None = None
         self._loop = asyncio.get_running_loop()
         self._clock = RequestClock(guard.limits, self._loop.time())
+        self._stalled_since = 0.0  # when the send buffer filled (pause_writing), while _paused
         self.host = ""  # the client's address
         self._admitted = False  # counted by the guard's per-client cap (until connection_lost)
 
@@ -79,6 +80,7 @@ class EdgeHTTPProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self._stalled_since = self._loop.time()
         if self._transport is not None:
             self._transport.pause_reading()
 
@@ -92,7 +94,12 @@ class EdgeHTTPProtocol(asyncio.Protocol):
         """The deadline this connection passed (``camflow.guard.Watched``); none while a response
         is still being written or an object loaded."""
         transport = self._transport
-        if transport is None or self._loading is not None or self._paused:
+        if transport is None:
+            return None
+        if self._paused:  # a client that reads nothing of a full send buffer
+            stalled = now - self._stalled_since > self._guard.limits.send_timeout
+            return Refusal.SEND_TIMEOUT if stalled else None
+        if self._loading is not None:
             return None
         if self._clock.phase is Phase.IDLE and transport.get_write_buffer_size():
             return None
@@ -103,6 +110,9 @@ class EdgeHTTPProtocol(asyncio.Protocol):
             timeout = self._guard.limits.head_timeout
             detail = f"the request head was not complete within {timeout:g} s of its first byte"
             self._answer_and_close(refusal_response(408, "request_timeout", detail))
+        elif reason is Refusal.SEND_TIMEOUT:
+            if self._transport is not None:
+                self._transport.abort()  # what is queued will never be read
         else:
             self.close()
 
@@ -195,7 +205,7 @@ class EdgeHTTPProtocol(asyncio.Protocol):
         transport.set_protocol(guarded)
         guarded.connection_made(transport)
         if self._paused:  # our responses still fill the socket: aiohttp must wait for them too
-            handler.pause_writing()
+            guarded.pause_writing()
         transport.resume_reading()  # aiohttp reads for itself from now on
         if pending:
             guarded.data_received(pending)

@@ -5,8 +5,10 @@ not kept by their trickle; the per-client cap refuses the excess; refusals are c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,12 +26,21 @@ from ingest.sources.whip.http import WhipService, serve_whip
 from ingest.sources.whip.session import SessionLimits
 from tests import defaults
 from tests.process import free_port
+from tests.test_edge import EPOCH
 from tests.vectors.rtsp_publish import FFMPEG_5_1_SDP
 
 SECRET = b"guard-test-secret-0123456789abcdef"
 LIMITS = defaults.limits(
-    head_timeout=1.0, body_timeout=1.0, body_min_rate=1000.0, idle_timeout=2.0, per_client=3, exempt=()
+    head_timeout=1.0,
+    body_timeout=1.0,
+    body_min_rate=1000.0,
+    idle_timeout=2.0,
+    send_timeout=1.0,
+    per_client=3,
+    exempt=(),
 )
+BIG_PATH = f"/live/cam1/{EPOCH}/source/00000001.m4s"
+BIG = b"\x00\x00\x00\x10styp" + bytes(32 << 20)  # more than both ends' socket buffers hold
 
 
 def refused(listener: str, reason: str) -> float:
@@ -71,6 +82,7 @@ async def edge(tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
     store = FileStore(tmp_path / "store")
     await store.start()
     await store.put("streams/cam1/master.m3u8", b"#EXTM3U\n")
+    await store.put(f"streams/cam1/{EPOCH}/source/00000001.m4s", BIG)
     signer = TokenSigner(SECRET)
     server = EdgeServer(store, signer, **defaults.edge(limits=LIMITS))
     port = await server.start()
@@ -136,6 +148,27 @@ async def test_edge_idle_keep_alive_and_oversized_heads(edge: tuple[int, str]) -
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nX-Filler: " + b"a" * 9000 + b"\r\n\r\n")
     assert (await read_all(reader)).startswith(b"HTTP/1.1 431 ")
+    writer.close()
+
+
+async def test_edge_a_client_that_reads_nothing_is_reset_at_the_send_timeout(edge: tuple[int, str]) -> None:
+    port, token = edge
+    before = refused("edge", "send_timeout")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, never read
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {BIG_PATH}?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    deadline = time.monotonic() + 10
+    while refused("edge", "send_timeout") == before:  # bounded: the 1 s stall, the sweep, slack
+        assert time.monotonic() < deadline, "a client reading nothing kept its connection"
+        await asyncio.sleep(0.1)
+    got = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+            got += len(chunk)
+    assert got < len(BIG)  # reset: the rest was never sent
     writer.close()
 
 

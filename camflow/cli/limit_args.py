@@ -70,6 +70,14 @@ def add_limits(p: argparse.ArgumentParser) -> None:
         help="an HTTP keep-alive connection with no request for this long is closed (default 30)",
     )
     p.add_argument(
+        "--send-timeout",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="an HTTP response that cannot be sent because the client reads none of it (a full send "
+        "buffer) for this long is abandoned and the connection reset (default 60)",
+    )
+    p.add_argument(
         "--max-request-head",
         type=_size,
         default="8K",

@@ -61,6 +61,7 @@ def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
         idle_timeout=args.idle_timeout,
         max_head=args.max_request_head,
         per_client=args.max_connections_per_client,
+        send_timeout=args.send_timeout,
         exempt=tuple(args.client_cap_exempt),
     )
 
