@@ -8,6 +8,10 @@ import os
 from collections.abc import Callable
 
 from camflow.bus.dead import DeadReason
+from camflow.cli.argtypes import count0 as _count0
+from camflow.cli.argtypes import positive as _positive
+from camflow.cli.argtypes import size as _size
+from camflow.cli.limit_args import add_limits
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import AUTO, LOG_FORMATS
@@ -32,13 +36,6 @@ def _kafka_prefix() -> str:
 DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
-    return value
-
-
 def _token_scope(text: str) -> str:
     return text if text == "*" else check_stream_name(text)
 
@@ -55,12 +52,6 @@ def _ttl(text: str) -> float | None:
 def _count(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
-    return int(text)
-
-
-def _count0(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number (0 or more)")
     return int(text)
 
 
@@ -105,22 +96,6 @@ def _at_least_one(unit: str) -> Callable[[str], int]:
         return value
 
     return parse
-
-
-_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def _size(text: str) -> int:
-    """``2G``, ``500M``, ``64K`` (binary units, an optional trailing ``B``/``iB``) or plain bytes."""
-    body = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = _SIZE_UNITS.get(body[-1:])
-    try:
-        value = float(body[:-1] if unit else body) * (unit or 1)
-    except ValueError:
-        value = 0.0
-    if not (value >= 1 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 2G, 500M, 64K or a number of bytes")
-    return int(value)
 
 
 _whole_seconds = _at_least_one("seconds")
@@ -376,8 +351,6 @@ def _add_edge(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from camflow.cli.limit_args import add_limits  # it takes this module's argument types
-
     parser = argparse.ArgumentParser(prog="camflow", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from camflow.cli.args import _count0, _positive, _size
+from camflow.cli.argtypes import count0, positive, size
 from camflow.errors import ConfigError
 from camflow.limits import Network, parse_networks
 
@@ -23,7 +23,7 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     """What hostile clients cannot exceed on the HTTP (edge, WHIP) and RTSP listeners (docs/security.md)."""
     p.add_argument(
         "--max-connections-per-client",
-        type=_count0,
+        type=count0,
         default=64,
         metavar="N",
         help="open connections of one client address on each listener (HTTP, RTSP); more are refused "
@@ -41,7 +41,7 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--request-head-timeout",
-        type=_positive,
+        type=positive,
         default=10.0,
         metavar="SECONDS",
         help="a request head (HTTP; RTSP after its handshake: a whole request) must be complete this "
@@ -49,7 +49,7 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--request-body-timeout",
-        type=_positive,
+        type=positive,
         default=10.0,
         metavar="SECONDS",
         help="an HTTP request body must arrive within this, plus its length at --request-body-min-rate "
@@ -57,21 +57,21 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--request-body-min-rate",
-        type=_size,
+        type=size,
         default="16K",
         metavar="BYTES",
         help="bytes per second an HTTP request body is allowed beyond --request-body-timeout (default 16K)",
     )
     p.add_argument(
         "--idle-timeout",
-        type=_positive,
+        type=positive,
         default=30.0,
         metavar="SECONDS",
         help="an HTTP keep-alive connection with no request for this long is closed (default 30)",
     )
     p.add_argument(
         "--send-timeout",
-        type=_positive,
+        type=positive,
         default=60.0,
         metavar="SECONDS",
         help="an HTTP response that cannot be sent because the client reads none of it (a full send "
@@ -79,7 +79,7 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-request-head",
-        type=_size,
+        type=size,
         default="8K",
         metavar="SIZE",
         help="bytes of an HTTP request head (request line and header fields); a longer one gets 431 "
