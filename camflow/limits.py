@@ -75,6 +75,8 @@ class ConnectionLimits:
             address = ipaddress.ip_address(host.partition("%")[0])
         except ValueError:
             return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener's IPv4 client
         return not any(address in network for network in self.exempt)
 
     def body_deadline(self, start: float, length: int) -> float:

@@ -96,6 +96,7 @@ def test_the_per_client_cap_counts_each_address_and_spares_the_exempt() -> None:
     assert cap.admit("192.0.2.1") and cap.admit("192.0.2.1") and not cap.admit("192.0.2.1")
     assert cap.admit("192.0.2.2")
     assert all(cap.admit("10.1.2.3") for _ in range(10)) and all(cap.admit("::1") for _ in range(10))
+    assert all(cap.admit("::ffff:10.1.2.3") for _ in range(10))  # IPv4 on a dual-stack listener
     cap.release("192.0.2.1")
     assert cap.admit("192.0.2.1") and not cap.admit("192.0.2.1")
     for _ in range(2):
