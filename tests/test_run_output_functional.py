@@ -32,11 +32,17 @@ def test_the_printed_stream_list_and_tail_commands_work(tmp_path: Path) -> None:
         listed = subprocess.run(curl, capture_output=True, text=True, timeout=30, check=True)
         assert isinstance(json.loads(listed.stdout), (list, dict)), listed.stdout
 
-        tail = shlex.split(_line(cf.output, "health:"))
+        assign, *tail = shlex.split(_line(cf.output, "health:"))
+        name, _, admin = assign.partition("=")  # the token in tail's environment, not on its command line
+        assert name == "CAMFLOW_TOKEN" and admin and admin not in " ".join(tail)
         assert tail[:3] == [sys.executable, "-m", "camflow.cli"] and tail[3] == "tail"
         started = time.monotonic()
         done = subprocess.run(
-            [*tail, "--duration", "3"], capture_output=True, text=True, timeout=60, env=cf.env
+            [*tail, "--duration", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**cf.env, "CAMFLOW_TOKEN": admin},
         )
         elapsed = time.monotonic() - started
         assert done.returncode == 0, done.stderr

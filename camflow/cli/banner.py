@@ -1,7 +1,8 @@
 """What ``camflow run`` prints when it is up: where to push, where to watch, and the operator's view.
 
 Every line is a command or URL that works when pasted: the stream list (``/api/streams``) and
-``camflow tail`` carry an admin token, and the ``camflow`` of the printed commands is the one
+``camflow tail`` carry an admin token (tail's in its environment, ``CAMFLOW_TOKEN``: a command
+line is readable by every user of the machine), and the ``camflow`` of the printed commands is the one
 that is running (``.venv/bin/camflow`` under ``make run`` when the venv is not on ``PATH``).
 """
 
@@ -59,7 +60,7 @@ def operator_view(args: argparse.Namespace, signer: TokenSigner, camflow: str | 
         f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
         f"  player:   {edge}/watch/{stream}?token={view}\n"
         f"  streams:  curl -s '{edge}/api/streams?token={admin}'\n"
-        f"  health:   {camflow} tail --edge {edge} --token {admin}\n"
+        f"  health:   CAMFLOW_TOKEN={admin} {camflow} tail --edge {edge}\n"
         f"  other streams: {camflow} token publish|view STREAM --data-dir {shlex.quote(args.data_dir)}\n"
         f"Ctrl-C stops it."
     )
