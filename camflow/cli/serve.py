@@ -30,6 +30,7 @@ from camflow.store import FileStore, Store
 from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
+    from camflow.cli.devices import DeviceFollower
     from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
@@ -122,8 +123,14 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     workers_stop = asyncio.Event()
     failed = False
     observed = _Observed(args, bus, ingest_bus)
+    devices: DeviceFollower | None = None
     try:
-        whip = _whip_service(args, ingest_bus, signer) if "ingest" in roles else None
+        if "ingest" in roles:
+            from camflow.cli.devices import DeviceFollower, device_backend
+
+            devices = await DeviceFollower.start(device_backend(args, store, bus))
+            stoppers.append(devices.stop)
+        whip = _whip_service(args, ingest_bus, signer, devices) if "ingest" in roles else None
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
 
@@ -165,7 +172,13 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 
             assert signer is not None and ingest_bus is not None
             rtsp = build_rtsp_server(
-                ingest_bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
+                ingest_bus,
+                signer,
+                host=args.host,
+                port=args.rtsp_port,
+                devices=devices.registry if devices else None,
+                seen=devices.seen if devices else None,
+                **rtsp_server_settings(args),
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
@@ -315,7 +328,9 @@ class _Observed:
             await self.server.stop()
 
 
-def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None) -> WhipService:
+def _whip_service(
+    args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None, devices: DeviceFollower | None
+) -> WhipService:
     """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
     import ingest.sources.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
     from ingest.sources.whip.http import WhipService
@@ -332,7 +347,14 @@ def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner
         connect_timeout=1.5 * args.webrtc_timeout,
         media_timeout=args.webrtc_timeout,
     )
-    return WhipService(bus, signer, policy=policy, limits=limits)
+    return WhipService(
+        bus,
+        signer,
+        policy=policy,
+        limits=limits,
+        devices=devices.registry if devices else None,
+        seen=devices.seen if devices else None,
+    )
 
 
 def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:
