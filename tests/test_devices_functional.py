@@ -172,13 +172,16 @@ def test_device_publishes_with_every_scheme_and_only_its_streams(camflow: Camflo
     assert "dcam2" in table and "127.0.0.1" in table and "active" in table
 
 
-def revoke_ends(procs: list[subprocess.Popen[str]], backend: list[str], name: str) -> float:
-    """`camflow device revoke NAME`: seconds from its return until every publishing ffmpeg ended."""
+def revoke_ends(
+    procs: list[subprocess.Popen[str]], backend: list[str], name: str, also: Callable[[], bool] = lambda: True
+) -> float:
+    """`camflow device revoke NAME`: seconds from starting it until every publishing ffmpeg ended
+    (and ``also`` holds)."""
+    done = time.monotonic()
     revoked = device("revoke", name, *backend)
     assert revoked.returncode == 0, revoked.stderr
-    done = time.monotonic()
     try:
-        wait_until(lambda: all(p.poll() is not None for p in procs), 10, "ffmpeg cut off")
+        wait_until(lambda: all(p.poll() is not None for p in procs) and also(), 10, "sessions cut off")
     finally:
         for proc in procs:
             stop_process(proc)  # type: ignore[arg-type]
@@ -190,14 +193,34 @@ def revoke_ends(procs: list[subprocess.Popen[str]], backend: list[str], name: st
 
 def test_revoke_ends_a_live_session_and_refuses_the_reconnect(camflow: Camflow, clip: Path) -> None:
     backend = ["--data-dir", str(camflow.data_dir)]
-    cred = add_device("rcam", backend)
+    cred = add_device("rcam", backend, ("rcam", "rwhip"))
     wait_until(lambda: count(camflow.log, "device_registry_changed", device="rcam") > 0, 5, "registry seen")
     url = f"rtsp://rcam:{cred}@127.0.0.1:{camflow.rtsp_port}/rcam"
     proc = ffmpeg_loop(clip, url)
-    wait_until(lambda: count(camflow.log, "publish_started", stream_id="rcam") == 1, 20, "rcam publishing")
-    took = revoke_ends([proc], backend, "rcam")
+    whip_url = camflow.http_url("/whip/rwhip")
+    whip = subprocess.Popen(
+        [sys.executable, "-m", "tests.whip_publish", whip_url, cred, "30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for stream in ("rcam", "rwhip"):
+            wait_until(
+                lambda stream=stream: count(camflow.log, "publish_started", stream_id=stream) == 1,  # type: ignore[misc]
+                30,
+                f"{stream} publishing",
+            )
+        took = revoke_ends(
+            [proc], backend, "rcam", lambda: count(camflow.log, "publish_ended", stream_id="rwhip") == 1
+        )
+    finally:
+        stop_process(whip)
     assert took < 5.0, took
-    assert count(camflow.log, "device_session_ended", device="rcam", reason="device revoked") == 1
+    for protocol in ("rtsp", "whip"):
+        ended = count(
+            camflow.log, "device_session_ended", device="rcam", reason="device revoked", protocol=protocol
+        )
+        assert ended == 1, protocol
     again = ffmpeg_push(clip, url)
     assert again.returncode != 0 and "401" in again.stderr, again.stderr
     assert count(camflow.log, "publish_started", stream_id="rcam") == 1
