@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -266,3 +267,32 @@ def test_two_kafka_ingest_nodes_both_refuse_within_5s(clip: Path, tmp_path: Path
         assert cred.split(".")[2] not in log_a.read_text() + log_b.read_text()
     rows = {row["name"]: row for row in json.loads(device("list", "--json", *backend).stdout)}
     assert rows["kcam"]["revoked"] and rows["kcam"]["last_address"] == "127.0.0.1"
+
+
+def test_ingest_without_its_registry_refuses_devices_and_takes_hmac_tokens(
+    clip: Path, tmp_path: Path
+) -> None:
+    """Kafka unreachable at start: `camflow ingest` runs anyway (its spool holds the segments), fails
+    closed for device credentials and keeps taking HMAC publish tokens."""
+    rtsp, down = free_port(), free_port()  # nothing listens on ``down``
+    args = ["ingest", "--host", "127.0.0.1", "--rtsp-port", str(rtsp), "--rtsp-udp-ports", "off"]
+    args += ["--http-port", str(free_port()), "--data-dir", str(tmp_path), "--kafka", f"127.0.0.1:{down}"]
+    env = {"CAMFLOW_SECRET": SECRET}
+    token = subprocess.run(
+        [*CAMFLOW, "token", "publish", "h1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with camflow_service(tmp_path, "ingest", args, env):
+        log = tmp_path / "ingest.err"
+        assert count(log.read_text(), "device_registry_not_loaded") == 1
+        device_cred = "cfd1.h1." + "A" * 43
+        refused = ffmpeg_push(clip, f"rtsp://127.0.0.1:{rtsp}/h1?token={device_cred}")
+        assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+        reason = "the device registry is not loaded yet (its backend is unavailable)"
+        assert count(log.read_text(), "publish_refused", stream_id="h1", reason=reason) >= 1
+        pushed = ffmpeg_push(clip, f"rtsp://127.0.0.1:{rtsp}/h1?token={token}")
+        assert pushed.returncode == 0, pushed.stderr
+        assert count(log.read_text(), "publish_started", stream_id="h1") == 1

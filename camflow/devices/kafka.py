@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ from camflow.log import get_logger
 
 POLL_SECONDS = 0.5
 RETRY_SECONDS = 2.0
+BOOTSTRAP_SECONDS = 3.0
+CLOSE_SECONDS = 5.0
 ERROR_LOG_SECONDS = 30.0
 log = get_logger("devices")
 
@@ -50,6 +53,7 @@ class TopicReader:
                 enable_auto_commit=False,
                 client_id="camflow-devices",
                 request_timeout_ms=10_000,
+                bootstrap_timeout_ms=int(BOOTSTRAP_SECONDS * 1000),  # no broker: fail (and retry) soon
             )
         parts = self._consumer.partitions_for_topic(self.topic)
         if not parts:
@@ -174,8 +178,9 @@ class KafkaDevices:
                         loaded=registry.loaded.is_set(),
                         error=repr(exc),
                     )
-            finally:
-                await asyncio.shield(reader.close())
+            finally:  # bounded: a reader stuck on an unreachable broker must not hold up a shutdown
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader.close()), CLOSE_SECONDS)
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _follow(self, reader: TopicReader, registry: DeviceRegistry) -> None:
