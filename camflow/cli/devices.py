@@ -63,21 +63,27 @@ class DeviceFollower:
     seen: SeenWriter
     task: asyncio.Task[None]
 
+    started: float
+
     @classmethod
-    async def start(cls, backend: DeviceBackend, wait: float = LOAD_WAIT_SECONDS) -> DeviceFollower:
-        """Follow ``backend``; wait up to ``wait`` seconds for the first read. A backend still
-        unavailable then is not fatal: device credentials are refused until it answers."""
+    def begin(cls, backend: DeviceBackend) -> DeviceFollower:
+        """Start following ``backend`` (in a task; ``ready`` waits for its first read)."""
         registry = DeviceRegistry()
         task = asyncio.create_task(backend.follow(registry), name="device-registry")
+        return cls(registry, SeenWriter(backend.put_seen), task, time.monotonic())
+
+    async def ready(self, wait: float = LOAD_WAIT_SECONDS) -> None:
+        """Wait until the registry was read, at most ``wait`` seconds after ``begin``. A backend still
+        unavailable then is not fatal: device credentials are refused until it answers."""
+        left = self.started + wait - time.monotonic()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(registry.loaded.wait()), wait)
-        if not registry.loaded.is_set():
+            await asyncio.wait_for(asyncio.shield(self.registry.loaded.wait()), max(left, 0.0))
+        if not self.registry.loaded.is_set():
             log.warning(
                 "device_registry_not_loaded",
                 waited=wait,
                 effect="device credentials are refused until the registry is read; HMAC tokens work",
             )
-        return cls(registry, SeenWriter(backend.put_seen), task)
 
     async def stop(self) -> None:
         self.task.cancel()

@@ -110,6 +110,12 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     if store is not None and not await _store_started(store, args.command, stop):
         return 0  # stopped while the store was still down: nothing else was started
 
+    devices: DeviceFollower | None = None
+    if "ingest" in roles:  # read while the bus starts; ``ready`` below waits for it (bounded)
+        from camflow.cli.devices import DeviceFollower, device_backend
+
+        devices = DeviceFollower.begin(device_backend(args, store, bus))
+
     # Ingest publishes through its on-disk spool; `camflow ingest` (no other service on the bus)
     # lets the spool start the bus, so it takes cameras while the bus is down.
     spooled = _spooled_bus(args, bus, owns_bus=roles == {"ingest"}) if "ingest" in roles else None
@@ -123,13 +129,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     workers_stop = asyncio.Event()
     failed = False
     observed = _Observed(args, bus, ingest_bus)
-    devices: DeviceFollower | None = None
     try:
-        if "ingest" in roles:
-            from camflow.cli.devices import DeviceFollower, device_backend
-
-            devices = await DeviceFollower.start(device_backend(args, store, bus))
+        if devices is not None:
             stoppers.append(devices.stop)
+            await devices.ready()
         whip = _whip_service(args, ingest_bus, signer, devices) if "ingest" in roles else None
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
