@@ -296,3 +296,19 @@ def test_ingest_without_its_registry_refuses_devices_and_takes_hmac_tokens(
         pushed = ffmpeg_push(clip, f"rtsp://127.0.0.1:{rtsp}/h1?token={token}")
         assert pushed.returncode == 0, pushed.stderr
         assert count(log.read_text(), "publish_started", stream_id="h1") == 1
+
+
+def test_device_command_on_s3(tmp_path: Path) -> None:
+    """`camflow device --s3`: the registry in a bucket (MinIO), as `camflow run --s3` follows it."""
+    s3 = services.require("s3")
+    backend = ["--s3", f"{s3.rstrip('/')}/{uuid.uuid4().hex[:10]}", "--data-dir", str(tmp_path)]
+    add_device("s3cam", backend, ("a", "b"))
+    assert device("streams", "s3cam", "a", *backend).returncode == 0
+    assert device("revoke", "s3cam", *backend).returncode == 0
+    (row,) = json.loads(device("list", "--json", *backend).stdout)
+    assert row["name"] == "s3cam" and row["streams"] == ["a"] and row["revoked"] > row["created"]
+    assert device("remove", "s3cam", *backend).returncode == 0
+    assert json.loads(device("list", "--json", *backend).stdout) == []
+    missing = device("revoke", "s3cam", *backend)
+    assert missing.returncode == 1 and "no device 's3cam'" in missing.stderr
+    assert not (tmp_path / "store").exists()  # nothing went to the local directory

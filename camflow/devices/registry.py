@@ -64,7 +64,7 @@ class DeviceRegistry:
         if device is not None:
             self._devices[name] = device
         change = _change(name, old, device)
-        if old != device:
+        if old != device and self.loaded.is_set():  # the first read is logged once, by its follower
             log.info("device_registry_changed", device=name, revoked=bool(device and device.revoked))
         if change is not None:
             for listener in self._listeners:
