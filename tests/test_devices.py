@@ -5,7 +5,9 @@ HMAC tokens that keep working."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,11 @@ from ingest.sources.rtsp.session import AuthRequest, DeviceGrant
 
 SIGNER = TokenSigner(b"devices-test-secret-0123456789")
 BOTH = (AuthScheme.DIGEST, AuthScheme.BASIC)
+
+
+def tampered(credential: str) -> str:
+    """The credential with its last character changed (never to itself)."""
+    return credential[:-1] + ("B" if credential.endswith("A") else "A")
 
 
 def loaded(*devices: Device) -> DeviceRegistry:
@@ -103,7 +110,7 @@ def test_check_credential_answers_every_case() -> None:
     assert registry.check_credential(cred7, "lobby") is cam7
     for credential, stream, why in [
         (cred7, "other", "may publish cam7, lobby, not 'other'"),
-        (cred7[:-2] + "xx", "cam7", "does not match"),
+        (tampered(cred7), "cam7", "does not match"),
         (cred_gone, "gone", "revoked"),
         (cred7.replace("cam7", "cam9", 1), "cam7", "no device 'cam9'"),
     ]:
@@ -244,7 +251,7 @@ def test_rtsp_authorizer_device_paths_and_hmac_tokens_side_by_side() -> None:
     assert digest("cam7", cred7, "cam7") == DeviceGrant("cam7")  # user = device = stream
     assert digest("cam7", cred7, "lobby") == DeviceGrant("cam7")  # user = device, another of its streams
     assert digest("cam7", cred7, "other") is False  # not its stream
-    assert digest("cam7", cred7[:-1] + "A", "lobby") is False
+    assert digest("cam7", tampered(cred7), "lobby") is False
     assert digest("old", cred_old, "old") is False  # revoked
     assert digest("nobody", cred7, "cam7") is False
     permanent = SIGNER.issue("cam7", Action.PUBLISH, None)
@@ -270,3 +277,45 @@ def test_rtsp_authorizer_fails_closed_for_devices_until_loaded() -> None:
     assert authorize(AuthRequest("cam7", {}, None, None, "ANNOUNCE", creds)) is False
     token = SIGNER.issue("cam7", Action.PUBLISH, 60)
     assert authorize(AuthRequest("cam7", {"token": token}, None, None)) is True  # HMAC tokens work
+
+
+# --- the Kafka backend --------------------------------------------------------------------------
+
+
+async def test_kafka_follower_applies_the_topic_whole_then_follows_it() -> None:
+    """A record a later one replaced (not compacted away yet) is never in force on a node that
+    (re)reads the topic: the first read is applied at once; later records one by one."""
+    from camflow.devices.kafka import KafkaDevices
+    from tests import services
+
+    bootstrap = services.require("kafka")
+    writer = KafkaDevices(bootstrap, prefix=f"dv{uuid.uuid4().hex[:10]}.")
+    await writer.start()
+    registry = DeviceRegistry()
+    heard: list[DeviceChange] = []
+    registry.listen(heard.append)
+    task: asyncio.Task[None] | None = None
+    try:
+        old, _ = Device.create("cam7", (), now=1.0)
+        await writer.put(old)
+        await writer.put(old.revoke(2.0))
+        live, credential = Device.create("live", ("x", "y"), now=3.0)
+        await writer.put(live)
+        task = asyncio.create_task(writer.follow(registry))
+        await asyncio.wait_for(registry.loaded.wait(), 20)
+        assert registry.get("cam7") == old.revoke(2.0) and registry.check_credential(credential, "y") == live
+        assert heard == []  # cam7's first record never was in force: nothing to take back
+        await writer.put(live.with_streams(("x",)))
+        await writer.remove("cam7")
+        for _ in range(100):
+            if heard and registry.get("cam7") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert heard == [DeviceChange("live", frozenset({"x"}), "stream(s) y removed")]
+        assert set(await writer.devices()) == {"live"}
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await writer.close()

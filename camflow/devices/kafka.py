@@ -52,6 +52,7 @@ class TopicReader:
                 group_id=None,
                 enable_auto_commit=False,
                 client_id="camflow-devices",
+                allow_auto_create_topics=False,  # created compacted by KafkaBus, never with defaults
                 request_timeout_ms=10_000,
                 bootstrap_timeout_ms=int(BOOTSTRAP_SECONDS * 1000),  # no broker: fail (and retry) soon
             )
