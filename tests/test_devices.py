@@ -161,6 +161,9 @@ async def test_seen_is_written_at_most_once_per_interval_unless_the_address_chan
     assert seen.note("cam7", "10.0.0.8") is not None
     assert seen.note("cam8", "boom") is not None  # a failed write is logged, not raised
     await seen.close()
+    hung = SeenWriter(lambda seen: asyncio.sleep(3600), clock=lambda: now[0])  # a backend that never answers
+    hung.note("cam7", "10.0.0.7")
+    await asyncio.wait_for(hung.close(wait=0.1), 2)
     assert [(s.name, s.address) for s in written] == [
         ("cam7", "10.0.0.7"),
         ("cam7", "10.0.0.8"),

@@ -139,5 +139,13 @@ class SeenWriter:
                 self._failed_logged = self._clock()
                 log.warning("device_seen_not_written", device=seen.name, error=repr(exc))
 
-    async def close(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def close(self, wait: float = 5.0) -> None:
+        """Let the writes in flight finish, for at most ``wait`` seconds (a backend that is down
+        must not hold up a shutdown; last seen is advice, not a record to keep at any cost)."""
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=wait)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
