@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import ssl
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,17 +203,23 @@ def _sasl_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 class _Witness(logging.Handler):
-    """Keeps the last connection failure kafka-python logged (it logs them, then retries)."""
+    """Keeps the last connection failures kafka-python logged (it logs them, then retries)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.failure: str | None = None
+        self.failures: deque[str] = deque(maxlen=16)
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
-        for arg in args:
-            if isinstance(arg, BaseException):
-                self.failure = f"{type(arg).__name__}: {arg}"
+        found = [
+            a
+            for a in (*args, record.exc_info[1] if record.exc_info else None)
+            if isinstance(a, BaseException)
+        ]
+        for exc in found:
+            if not isinstance(exc, KafkaTimeoutError):  # the bootstrap's own verdict says no more
+                text, name = str(exc), type(exc).__name__
+                self.failures.append(text if text.startswith(name) else f"{name}: {text}")
 
 
 def explain(security: KafkaSecurity, bootstrap: str, failure: str) -> str | None:
@@ -249,7 +256,8 @@ def connecting(security: KafkaSecurity, bootstrap: str) -> Iterator[None]:
     try:
         yield
     except KafkaTimeoutError as exc:
-        reason = explain(security, bootstrap, witness.failure) if witness.failure else None
+        reasons = (explain(security, bootstrap, failure) for failure in reversed(witness.failures))
+        reason = next((r for r in reasons if r is not None), None)
         if reason is None:
             raise
         raise ConfigError(reason) from exc
