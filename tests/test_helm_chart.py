@@ -551,7 +551,6 @@ def test_kafka_security_from_an_existing_secret(helm: str, tmp_path: Path) -> No
                 "username": "svc",
                 "saslMechanism": "SCRAM-SHA-256",
                 "existingSecret": "kafka-client",
-                "keys": {"cert": "", "key": ""},
             }
         },
         "s3": {"endpoint": "https://s3.example", "tls": {"existingSecret": "corp-ca", "caKey": "bundle.pem"}},

@@ -2,16 +2,18 @@
 Secret mounted read-only, their paths and the settings in CAMFLOW_KAFKA_* / CAMFLOW_S3_CA_FILE.
 Nothing secret is passed as a flag or an env value. */}}
 
-{{/* The Kafka files that are used, as a dict file -> key in the Secret (ca, cert, key, password). */}}
+{{/* The Kafka files that are used, as a dict file -> key in the Secret (ca, cert, key, password):
+with existingSecret those whose key name is set, else those given inline (under fixed key names). */}}
 {{- define "camflow.kafkaFiles" -}}
 {{- $sec := .Values.kafka.security -}}
 {{- $tls := has $sec.protocol (list "SSL" "SASL_SSL") -}}
 {{- $sasl := has $sec.protocol (list "SASL_SSL" "SASL_PLAINTEXT") -}}
+{{- $fixed := dict "ca" "ca.crt" "cert" "tls.crt" "key" "tls.key" "password" "password" -}}
 {{- $files := dict -}}
 {{- range $file := list "ca" "cert" "key" "password" -}}
-{{- $key := index $sec.keys $file -}}
-{{- $wanted := ternary $sasl $tls (eq $file "password") -}}
-{{- if and $wanted $key (or $sec.existingSecret (index $sec $file)) -}}
+{{- $key := ternary (index $sec.keys $file) (index $fixed $file) (not (empty $sec.existingSecret)) -}}
+{{- $given := ternary (index $sec.keys $file) (index $sec $file) (not (empty $sec.existingSecret)) -}}
+{{- if and (ternary $sasl $tls (eq $file "password")) $given -}}
 {{- $_ := set $files $file $key -}}
 {{- end -}}
 {{- end -}}
