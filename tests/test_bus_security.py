@@ -74,7 +74,9 @@ def test_password_from_the_environment_and_scram_sha_256(tmp_path: Path) -> None
         "CAMFLOW_KAFKA_USERNAME": "svc",
         "CAMFLOW_KAFKA_PASSWORD": SECRET,
     }
-    config = KafkaSecurity.from_env(env).client_config()
+    security = KafkaSecurity.from_env(env)
+    assert "unencrypted" in security.warnings()[0]
+    config = security.client_config()
     assert config == {
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-256",
@@ -94,6 +96,9 @@ def test_mutual_tls_loads_the_client_certificate(certs: Path) -> None:
     security = KafkaSecurity.from_env(env)
     assert security.client_config()["ssl_context"].check_hostname is False
     assert security.describe()["mutual_tls"] is True
+    assert security.warnings() == [
+        "CAMFLOW_KAFKA_CHECK_HOSTNAME=false: any certificate the CA signed is taken, whatever host it names"
+    ]
     assert "sasl_plain_password" not in security.client_config()
 
 

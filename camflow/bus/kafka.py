@@ -314,6 +314,8 @@ class KafkaBus:
 
     def _ensure_topics(self) -> None:
         log.info("kafka_connecting", bootstrap=self.bootstrap, **self.security.describe())
+        for warning in self.security.warnings():
+            log.warning("kafka_security_weak", bootstrap=self.bootstrap, warning=warning)
         with connecting(self.security, self.bootstrap):
             admin = KafkaAdminClient(
                 bootstrap_servers=self.bootstrap,

@@ -159,6 +159,19 @@ class KafkaSecurity:
             out.update(mechanism=self.mechanism, username=self.username)
         return out
 
+    def warnings(self) -> list[str]:
+        """What these settings leave open that an operator should know (logged at start)."""
+        out = []
+        if self.protocol == "SASL_PLAINTEXT":
+            out.append(
+                f"{PROTOCOL}=SASL_PLAINTEXT: the login and every message cross the network unencrypted"
+            )
+        if self.tls and not self.check_hostname:
+            out.append(
+                f"{CHECK_HOSTNAME}=false: any certificate the CA signed is taken, whatever host it names"
+            )
+        return out
+
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     value = env.get(name)
