@@ -26,7 +26,7 @@ from camflow.bus.kafka import KafkaBus
 from camflow.bus.security import KafkaSecurity
 from camflow.events import TOPIC_RAW, RawSegment, decode, encode
 from camflow.store.s3 import S3Location, S3Store
-from tests.process import CAMFLOW, camflow_run, ffmpeg_push, make_clip
+from tests.process import CAMFLOW, camflow_run, ffmpeg_push, free_port, make_clip
 from tests.services import services_required
 from tests.tls_backends import TlsBackends
 
@@ -139,7 +139,11 @@ def test_refused_settings_end_with_a_clear_error_in_bounded_time(
             },
             "the broker refused this client's certificate, none (CAMFLOW_KAFKA_CERT_FILE unset)",
         ),
-        "plaintext to TLS": (backends.sasl_bootstrap, {}, "the listener speaks another protocol"),
+        "plaintext to TLS": (
+            backends.sasl_bootstrap,
+            {},
+            "expected CAMFLOW_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL",
+        ),
     }
     started = time.monotonic()
     procs = {
@@ -169,6 +173,23 @@ def test_refused_settings_end_with_a_clear_error_in_bounded_time(
         said = [line for line in text.splitlines() if line.startswith("camflow: ")]
         assert code == 2 and len(said) == 1 and expected in said[0], f"{name}: exit {code}\n{text[-2000:]}"
         assert backends.sasl_password not in text and "not-the-password-0815" not in text, name
+
+
+@pytest.mark.timeout(90)
+def test_an_untrusted_store_certificate_is_a_clear_error_not_an_outage(
+    backends: TlsBackends, tmp_path: Path
+) -> None:
+    """`camflow edge` on the HTTPS store without its CA (the system trust store only) exits 2 at once
+    naming what it trusted (the pipeline test below is the same store with its CA)."""
+    env = {**backends.s3_env(), "CAMFLOW_S3_CA_FILE": "", "AWS_CA_BUNDLE": ""}
+    args = [*CAMFLOW, "edge", "--host", "127.0.0.1", "--http-port", str(free_port())]
+    args += ["--s3", backends.s3_url("camflow-untrusted"), "--data-dir", str(tmp_path)]
+    started = time.monotonic()
+    refused = subprocess.run(args, env={**backends.env, **env}, capture_output=True, text=True, timeout=60)
+    said = [line for line in refused.stderr.splitlines() if line.startswith("camflow: ")]
+    assert refused.returncode == 2 and len(said) == 1, refused.stderr[-2000:]
+    assert "its certificate is not trusted by the system trust store" in said[0], said
+    assert time.monotonic() - started < 30
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -212,10 +233,24 @@ def test_pipeline_on_sasl_ssl_kafka_and_https_s3(backends: TlsBackends, tmp_path
         assert decoded.returncode == 0 and decoded.stderr.strip() == "", decoded.stderr
         _, streams = fetch(cf.http_url(f"/api/streams?token={cf.token('admin', '*')}"))
         _, health = fetch(cf.http_url("/healthz"))
+        # The operators' readers of the same bus: the health feed and the dead-letter topic.
+        kafka = ["--kafka", backends.sasl_bootstrap, "--kafka-prefix", f"t{run_id}."]
+        tail = subprocess.run(
+            [*CAMFLOW, "tail", *kafka, "--json", "--since", "300", "--duration", "3"],
+            env=cf.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert tail.returncode == 0 and '"stream":"cam1"' in tail.stdout, tail.stderr[-2000:]
+        dead = subprocess.run(
+            [*CAMFLOW, "dead", *kafka], env=cf.env, capture_output=True, text=True, timeout=60
+        )
+        assert dead.returncode == 0 and "0 dead letters" in dead.stderr, dead.stderr[-2000:]
     keys = asyncio.run(list_bucket(backends, bucket))
     assert any(key.endswith(".m4s") for key in keys), keys
     assert "protocol=SASL_SSL" in cf.log or '"protocol": "SASL_SSL"' in cf.log, cf.log[-3000:]
-    for shown in (cf.log, cf.output, streams, health):
+    for shown in (cf.log, cf.output, streams, health, tail.stdout + tail.stderr, dead.stderr):
         assert backends.sasl_password not in shown
 
 

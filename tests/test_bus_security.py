@@ -172,7 +172,9 @@ def test_explain_names_what_was_refused(tmp_path: Path, certs: Path) -> None:
     )
     assert client and "refused this client's certificate" in client
     other = explain(security, "b:9093", "InvalidReceiveError: Invalid frame length: 352518912")
-    assert other and "speaks another protocol" in other
+    assert other and "does not speak TLS" in other
+    plain = explain(KafkaSecurity(), "b:9092", "InvalidReceiveError: Invalid frame length: 352518912")
+    assert plain and "expected CAMFLOW_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL" in plain
     assert explain(security, "b:9093", "KafkaConnectionError: connection refused") is None
 
 

@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 import ssl
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -52,6 +53,7 @@ PASSWORD = "CAMFLOW_KAFKA_PASSWORD"
 PASSWORD_FILE = "CAMFLOW_KAFKA_PASSWORD_FILE"
 _TLS_VARS = (CA_FILE, CERT_FILE, KEY_FILE, KEY_PASSWORD_FILE, CHECK_HOSTNAME)
 _SASL_VARS = (MECHANISM, USERNAME, PASSWORD, PASSWORD_FILE)
+PROBE_SECONDS = 3.0  # the TLS probe that explains a plaintext client's failed bootstrap
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -255,8 +257,28 @@ def explain(security: KafkaSecurity, bootstrap: str, failure: str) -> str | None
         mine = f"{CERT_FILE}={security.cert_file}" if security.cert_file else f"none ({CERT_FILE} unset)"
         return f"{where}: the broker refused this client's certificate, {mine}: {failure}"
     if "WRONG_VERSION_NUMBER" in failure or "Invalid frame length" in failure or "PACKET_LENGTH" in failure:
-        return f"{where}: the listener speaks another protocol; check {PROTOCOL} and the port ({failure})"
+        if security.tls:
+            return f"{where}: the listener does not speak TLS: expected an SSL / SASL_SSL port ({failure})"
+        return (
+            f"{where}: the listener speaks another protocol (TLS?): expected {PROTOCOL}=SSL or SASL_SSL, "
+            f"or the port of a {security.protocol} listener ({failure})"
+        )
     return None
+
+
+def speaks_tls(bootstrap: str, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether the first of the ``bootstrap`` servers completes a TLS handshake (certificate not checked:
+    this only tells a TLS listener from a plaintext one, to explain a failure)."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        with raw, context.wrap_socket(raw) as tls:
+            return tls.version() is not None
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -271,6 +293,12 @@ def connecting(security: KafkaSecurity, bootstrap: str) -> Iterator[None]:
     except KafkaTimeoutError as exc:
         reasons = (explain(security, bootstrap, failure) for failure in reversed(witness.failures))
         reason = next((r for r in reasons if r is not None), None)
+        if reason is None and not security.tls and speaks_tls(bootstrap):
+            # A TLS listener mostly just closes a plaintext connection: nothing in the log says why.
+            reason = (
+                f"Kafka at {bootstrap} answers with TLS, but {PROTOCOL} is {security.protocol}: "
+                f"expected {PROTOCOL}=SSL or SASL_SSL, or the port of a {security.protocol} listener"
+            )
         if reason is None:
             raise
         raise ConfigError(reason) from exc
