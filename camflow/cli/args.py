@@ -127,7 +127,12 @@ _brokers = _at_least_one("brokers")
 
 
 def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
-    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server (default: in-process bus)")
+    p.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap server (default: in-process bus); TLS and SASL from the CAMFLOW_KAFKA_* "
+        "environment (docs/security.md)",
+    )
     p.add_argument(
         "--kafka-prefix",
         default=_kafka_prefix(),
@@ -146,7 +151,8 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
             "--s3",
             metavar="URL",
             help="S3 store as http(s)://HOST:PORT/BUCKET[/PREFIX]; credentials from AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY (default: files under --data-dir)",
+            "AWS_SECRET_ACCESS_KEY, an https CA bundle from CAMFLOW_S3_CA_FILE or AWS_CA_BUNDLE "
+            "(default: files under --data-dir)",
         )
     p.add_argument(
         "--data-dir",

@@ -21,6 +21,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from camflow.bus.kafka import KafkaBus
+from camflow.bus.security import KafkaSecurity, connecting
 from camflow.devices.model import Device, DeviceError, Seen, decode, encode
 from camflow.devices.registry import DeviceRegistry
 from camflow.events import TOPIC_DEVICES, TOPIC_DEVICES_SEEN
@@ -37,9 +38,10 @@ log = get_logger("devices")
 class TopicReader:
     """Every record of one topic from the beginning, on its own thread (KafkaConsumer is blocking)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: KafkaSecurity) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.security = security
         self._consumer: Any = None
         self._ends: dict[Any, int] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="devices")
@@ -47,15 +49,17 @@ class TopicReader:
     def _open(self) -> bool:
         """Assign every partition at its beginning; False while the topic does not exist."""
         if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                client_id="camflow-devices",
-                allow_auto_create_topics=False,  # created compacted by KafkaBus, never with defaults
-                request_timeout_ms=10_000,
-                bootstrap_timeout_ms=int(BOOTSTRAP_SECONDS * 1000),  # no broker: fail (and retry) soon
-            )
+            with connecting(self.security, self.bootstrap):
+                self._consumer = KafkaConsumer(
+                    bootstrap_servers=self.bootstrap,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    client_id="camflow-devices",
+                    allow_auto_create_topics=False,  # created compacted by KafkaBus, never with defaults
+                    request_timeout_ms=10_000,
+                    bootstrap_timeout_ms=int(BOOTSTRAP_SECONDS * 1000),  # no broker: fail (and retry) soon
+                    **self.security.client_config(),
+                )
         parts = self._consumer.partitions_for_topic(self.topic)
         if not parts:
             self._consumer.topics()  # refresh the metadata: the topic may exist next time
@@ -138,7 +142,7 @@ class KafkaDevices:
             await self.bus.close()
 
     async def _read(self, topic: str) -> list[tuple[str, bytes | None]]:
-        reader = TopicReader(self.bootstrap, self.prefix + topic)
+        reader = TopicReader(self.bootstrap, self.prefix + topic, self.bus.security)
         try:
             return await reader.read_all()
         finally:
@@ -165,7 +169,7 @@ class KafkaDevices:
         logged (at most every ``ERROR_LOG_SECONDS``), never raised; the registry stays as it was."""
         logged = 0.0
         while True:
-            reader = TopicReader(self.bootstrap, self.prefix + TOPIC_DEVICES)
+            reader = TopicReader(self.bootstrap, self.prefix + TOPIC_DEVICES, self.bus.security)
             try:
                 await self._follow(reader, registry)
             except asyncio.CancelledError:
