@@ -213,8 +213,20 @@ def test_pipeline_on_sasl_ssl_kafka_and_https_s3(backends: TlsBackends, tmp_path
     ]
     env = {**backends.sasl_env(), **backends.s3_env(), "AWS_CA_BUNDLE": "/nonexistent/not-used.pem"}
     with camflow_run(tmp_path, extra, env) as cf:
-        publish, view = cf.token("publish", "cam1"), cf.token("view", "cam1")
-        pushed = ffmpeg_push(clip, cf.rtsp_url("cam1", publish), timeout=60)
+        view = cf.token("view", "cam1")
+        # The camera publishes as a device: the registry's compacted topic is read over SASL_SSL too.
+        kafka = ["--kafka", backends.sasl_bootstrap, "--kafka-prefix", f"t{run_id}."]
+        added = subprocess.run(
+            [*CAMFLOW, "device", "add", "cam1", *kafka],
+            env=cf.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert added.returncode == 0, added.stderr[-2000:]
+        credential = added.stdout.strip().splitlines()[-1]
+        time.sleep(2.0)  # the ingest node follows the registry within a poll (0.5 s)
+        pushed = ffmpeg_push(clip, cf.rtsp_url("cam1", credential), timeout=60)
         assert pushed.returncode == 0, pushed.stderr
         playlist_url = cf.http_url(f"/live/cam1/source.m3u8?token={view}")
         deadline, playlist = time.monotonic() + 90, ""
@@ -234,7 +246,6 @@ def test_pipeline_on_sasl_ssl_kafka_and_https_s3(backends: TlsBackends, tmp_path
         _, streams = fetch(cf.http_url(f"/api/streams?token={cf.token('admin', '*')}"))
         _, health = fetch(cf.http_url("/healthz"))
         # The operators' readers of the same bus: the health feed and the dead-letter topic.
-        kafka = ["--kafka", backends.sasl_bootstrap, "--kafka-prefix", f"t{run_id}."]
         tail = subprocess.run(
             [*CAMFLOW, "tail", *kafka, "--json", "--since", "300", "--duration", "3"],
             env=cf.env,
@@ -252,6 +263,7 @@ def test_pipeline_on_sasl_ssl_kafka_and_https_s3(backends: TlsBackends, tmp_path
     assert "protocol=SASL_SSL" in cf.log or '"protocol": "SASL_SSL"' in cf.log, cf.log[-3000:]
     for shown in (cf.log, cf.output, streams, health, tail.stdout + tail.stderr, dead.stderr):
         assert backends.sasl_password not in shown
+        assert credential not in shown
 
 
 async def list_bucket(backends: TlsBackends, bucket: str) -> list[str]:
