@@ -11,6 +11,7 @@ A publisher proves it holds a publish token for the stream in one of three ways:
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 from camflow.bus import Bus
@@ -95,6 +96,8 @@ def build_rtsp_server(
     max_connections: int,
     udp_ports: tuple[int, int] | None = None,
     auth_schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
+    tls_port: int | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> RtspServer:
     nonces = DigestNonces(signer.derive_key("rtsp-digest-nonce"))
     return RtspServer(
@@ -108,6 +111,8 @@ def build_rtsp_server(
         udp_ports=udp_ports,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
+        tls_port=tls_port,
+        tls_context=tls_context,
     )
 
 

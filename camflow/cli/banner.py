@@ -42,7 +42,8 @@ def operator_view(args: argparse.Namespace, signer: TokenSigner, camflow: str | 
     the health feed (admin token), and how to make tokens for other streams."""
     camflow = camflow or camflow_command()
     host = display_host(args.host)
-    edge = f"http://{host}:{args.http_port}"
+    tls = bool(getattr(args, "tls_cert", None))
+    edge = f"{'https' if tls else 'http'}://{host}:{args.http_port}"
     stream = args.stream
     publish = signer.issue(stream, Action.PUBLISH, DEFAULT_TOKEN_TTL)
     view = signer.issue(stream, Action.VIEW, DEFAULT_TOKEN_TTL)
@@ -50,9 +51,13 @@ def operator_view(args: argparse.Namespace, signer: TokenSigner, camflow: str | 
     bus = f"Kafka {args.kafka}" if args.kafka else "in-process bus"
     store = f"S3 {args.s3}" if args.s3 else f"files under {Path(args.data_dir).resolve() / 'store'}"
     push = f"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}"
+    secure = ""
+    if tls and getattr(args, "rtsps_port", None) is not None:
+        secure = f"            rtsps://{host}:{args.rtsps_port}/{stream}?token={publish}  (RTSP over TLS)\n"
     return (
-        f"camflow is running ({bus}, {store}).\n"
+        f"camflow is running ({bus}, {store}{', TLS' if tls else ''}).\n"
         f"  push to:  {push}\n"
+        f"{secure}"
         f"            e.g. ffmpeg -re -i clip.mp4 -c copy -f rtsp -rtsp_transport tcp "
         f'"{push}"\n'
         f"  watch at: {edge}/live/{stream}/master.m3u8?token={view}\n"

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from camflow.store import FileStore, Store
 from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
+    from camflow.tls import ServerTls
     from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
@@ -124,6 +126,11 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     observed = _Observed(args, bus, ingest_bus)
     try:
         whip = _whip_service(args, ingest_bus, signer) if "ingest" in roles else None
+        tls = _server_tls(args) if roles & {"ingest", "edge"} else None  # after WHIP: cryptography
+        tls_context = tls.context if tls is not None else None
+        if tls is not None:
+            await tls.start()
+            stoppers.append(tls.stop)
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
 
@@ -147,7 +154,15 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             workers = getattr(args, "workers", 1)  # only `camflow edge` has --workers
             options = {**edge_settings(args), "reuse_port": workers > 1}
             feed = observed.edge_feed()
-            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
+            edge = EdgeServer(
+                store,
+                signer,
+                host=args.host,
+                port=args.http_port,
+                health_feed=feed,
+                tls_context=tls_context,
+                **options,
+            )
             if whip is not None:
                 from ingest.sources.whip.http import PREFIX
 
@@ -165,7 +180,13 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 
             assert signer is not None and ingest_bus is not None
             rtsp = build_rtsp_server(
-                ingest_bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
+                ingest_bus,
+                signer,
+                host=args.host,
+                port=args.rtsp_port,
+                tls_port=args.rtsps_port,
+                tls_context=tls_context,
+                **rtsp_server_settings(args),
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
@@ -173,12 +194,17 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 if "edge" not in roles:
                     from ingest.sources.whip.http import serve_whip
 
-                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port))
+                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port, tls_context))
                 stoppers.insert(0, whip.stop)
             if pull_sources:
                 from ingest.sources.pull.client import PullSources
 
-                pulls = PullSources(ingest_bus, pull_sources, segment_target=args.segment_duration)
+                pulls = PullSources(
+                    ingest_bus,
+                    pull_sources,
+                    segment_target=args.segment_duration,
+                    tls_context=_pull_tls(args, pull_sources),
+                )
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
             observed.ingest(rtsp, pulls if pull_sources else None, whip, spooled)
@@ -335,6 +361,14 @@ def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner
     return WhipService(bus, signer, policy=policy, limits=limits)
 
 
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """``--tls-cert`` and ``--tls-key`` loaded (a ConfigError when unusable), None without them."""
+    from camflow.tls import ServerTls, TlsFiles
+
+    files = TlsFiles.from_flags(args.tls_cert, args.tls_key)
+    return ServerTls(files) if files is not None else None
+
+
 def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:
     from ingest.media.spooled_bus import SpooledBus
 
@@ -353,6 +387,24 @@ def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
         sources += load_sources(Path(args.sources))
     check_unique(sources)
     return sources
+
+
+def _pull_tls(args: argparse.Namespace, sources: list[PullSource]) -> ssl.SSLContext | None:
+    """How ``rtsps://`` sources' certificates are checked: the system CA store plus ``--pull-ca``, or
+    not at all with ``--pull-tls-insecure`` (a warning); None without rtsps:// sources."""
+    secure = [s.name for s in sources if s.secure]
+    if not secure:
+        return None
+    from camflow.tls import client_context
+
+    if args.pull_tls_insecure:
+        log.warning(
+            "pull_tls_unverified",
+            streams=secure,
+            reason="--pull-tls-insecure: rtsps:// sources' certificates are not checked (encrypted, but "
+            "open to a man in the middle)",
+        )
+    return client_context(Path(args.pull_ca) if args.pull_ca else None, insecure=args.pull_tls_insecure)
 
 
 async def _ready(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

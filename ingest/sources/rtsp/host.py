@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 @dataclass
 class ServerStats:
     connections: int = 0
+    tls_connections: int = 0  # of ``connections``: RTSPS (their handshake done)
     connections_refused: int = 0
     connections_evicted: int = 0
     handshake_timeouts: int = 0
