@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +131,13 @@ class TestCa:
         return ssl.create_default_context(cafile=str(self.path))
 
 
-def served_certificate(host: str, port: int, ca: TestCa, timeout: float = 10.0) -> tuple[str, ssl.SSLSocket]:
-    """Connect with TLS (verifying against ``ca``); the SHA-256 of the certificate served, and the open
-    socket (the caller closes it)."""
-    import socket
-
-    raw = socket.create_connection((host, port), timeout=timeout)
-    sock = ca.client_context().wrap_socket(raw, server_hostname=host)
-    der = sock.getpeercert(binary_form=True)
+def served_certificate(host: str, port: int, ca: TestCa, timeout: float = 10.0) -> str:
+    """The SHA-256 (hex) of the certificate a new TLS connection to ``host:port`` gets, verified
+    against ``ca``."""
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        ca.client_context().wrap_socket(raw, server_hostname=host) as sock,
+    ):
+        der = sock.getpeercert(binary_form=True)
     assert der is not None
-    return hashlib.sha256(der).hexdigest(), sock
+    return hashlib.sha256(der).hexdigest()

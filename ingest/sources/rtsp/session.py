@@ -350,8 +350,8 @@ class PublishSession:
                 continue
             if self._secure and spec.lower_transport == "UDP":
                 reasons.append(
-                    f"{spec.protocol} over UDP (RTSPS carries RTP inside its TLS connection only: "
-                    "use RTP/AVP/TCP, e.g. ffmpeg -rtsp_transport tcp)"
+                    f"{spec.protocol} (RTSPS carries RTP inside its TLS connection only, over UDP it would "
+                    "travel unencrypted: use RTP/AVP/TCP)"
                 )
                 continue
             return spec
