@@ -235,8 +235,9 @@ class HttpsSite(web.TCPSite):
         context: ssl.SSLContext,
         *,
         reuse_port: bool | None = None,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        handshake_timeout: float | None = None,
     ) -> None:
+        """``handshake_timeout``: seconds (default ``HANDSHAKE_TIMEOUT``)."""
         super().__init__(runner, host, port, ssl_context=context, reuse_port=reuse_port)
         self._handshake_timeout = handshake_timeout
 
@@ -249,7 +250,7 @@ class HttpsSite(web.TCPSite):
             self._host,
             self._port,
             ssl=self._ssl_context,
-            ssl_handshake_timeout=self._handshake_timeout,
+            ssl_handshake_timeout=self._handshake_timeout or HANDSHAKE_TIMEOUT,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,

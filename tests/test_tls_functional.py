@@ -149,7 +149,7 @@ def tls_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRun]:
     install(served, cert, key)
     rtsps_port = free_port()
     extra = ["--ladder", "source", "--segment-duration", "1", "--webrtc-ports", "42300-42399"]
-    extra += ["--rtsps-port", str(rtsps_port), "--offline-grace", "1"]
+    extra += ["--rtsps-port", str(rtsps_port), "--offline-grace", "1", "--rtsp-handshake-timeout", "3"]
     env = {"CAMFLOW_TLS_CERT": str(cert), "CAMFLOW_TLS_KEY": str(key)}  # from the environment, as in k8s
     with camflow_run(tmp, extra, env) as cf:
         yield TlsRun(cf, ca, served, cert, key, rtsps_port, tmp)
@@ -190,6 +190,8 @@ def test_ffmpeg_pushes_rtsps_and_viewers_watch_over_https(tls_run: TlsRun) -> No
         master = run.https(f"/live/{cam}/master.m3u8?token={view}")
         text = wait_for_playlist(run, master, "#EXT-X-STREAM-INF")
         assert 'CODECS="avc1.' in text and "mp4a.40.2" in text, text
+        live = curl(run.https("/metrics"), run.ca.path, "--fail").stdout.decode()
+        assert 'camflow_ingest_sessions{protocol="rtsps"} 1.0' in live, live[-1500:]
         # The media playlist and a segment, over HTTPS with the view token; without the CA curl refuses.
         media = wait_for_playlist(run, run.https(f"/live/{cam}/source.m3u8?token={view}"), ".m4s")
         segment = next(line for line in media.splitlines() if ".m4s" in line)
@@ -307,15 +309,33 @@ def test_gstreamer_publishes_rtsps_and_udp_is_refused(tls_run: TlsRun) -> None:
     assert not (cf.data_dir / "store" / "streams" / "gcam2").exists()
 
 
-def test_ffmpeg_whip_muxer_publishes_over_https(tls_run: TlsRun) -> None:
-    run, cf = tls_run, tls_run.cf
-    publish = cf.token("publish", "wcam")
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.whip_publish", run.https("/whip/wcam"), publish, "4"],
+def whip_publish(url: str, token: str, seconds: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.whip_publish", url, token, str(seconds)],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=seconds + 60,
     )
+
+
+def test_rtsps_closes_a_client_that_never_starts_its_handshake(tls_run: TlsRun) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", tls_run.rtsps_port), timeout=10) as sock:
+        start = time.monotonic()
+        assert sock.recv(10) == b""  # closed by the server: --rtsp-handshake-timeout 3
+        assert 2.0 < time.monotonic() - start < 8.0
+
+
+def test_ffmpeg_whip_muxer_publishes_over_https(tls_run: TlsRun) -> None:
+    """FFmpeg's WHIP muxer cannot verify the certificate (its HTTP request takes no TLS options:
+    "Some options were not used: tls_verify, ca_file"); it publishes over HTTPS, and plain HTTP to
+    the same port fails."""
+    run, cf = tls_run, tls_run.cf
+    publish = cf.token("publish", "wcam")
+    plain = whip_publish(f"http://127.0.0.1:{cf.http_port}/whip/wcam", publish, 1)
+    assert plain.returncode != 0, "plain HTTP answered on the HTTPS port"
+    done = whip_publish(run.https("/whip/wcam"), publish, 4)
     assert done.returncode == 0, done.stderr[-3000:]
     segments = cf.data_dir / "store" / "streams" / "wcam"
     wait_until("wcam segments", lambda: len(list(segments.glob("*/source/*.m4s"))) >= 2, 30)

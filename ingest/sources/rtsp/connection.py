@@ -279,7 +279,7 @@ class RtspConnection:
         jitter = JitterBuffer() if video.server_ports is not None else None  # UDP can reorder
         counters = (depacketizer.counters,) if jitter is None else (depacketizer.counters, jitter.counters)
         publisher = await self.server.begin_publisher(
-            self, self.session.stream, codec=video_codec(video), counters=counters
+            self, self.session.stream, codec=video_codec(video), counters=counters, secure=self.secure
         )
         self.video_in = RtpVideoTrack(depacketizer, publisher.push_video, publisher.stats, jitter=jitter)
         self.publisher = publisher

@@ -47,9 +47,16 @@ class ConnectionHost(Protocol):
     stats: ServerStats
 
     async def begin_publisher(
-        self, owner: StreamOwner, stream: str, *, codec: str, counters: Sequence[DataclassInstance]
+        self,
+        owner: StreamOwner,
+        stream: str,
+        *,
+        codec: str,
+        counters: Sequence[DataclassInstance],
+        secure: bool = False,
     ) -> Publisher:
-        """A started publisher of ``stream`` (replacing, and aborting the owner of, a live one)."""
+        """A started publisher of ``stream`` (replacing, and aborting the owner of, a live one);
+        ``secure``: published over RTSPS."""
         ...
 
     async def end_publisher(self, publisher: Publisher, reason: str) -> None: ...

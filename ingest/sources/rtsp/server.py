@@ -71,6 +71,7 @@ class RtspServer:
         self.stats = ServerStats()
         self.publishers: dict[str, Publisher] = {}
         self.ended: deque[Publisher] = deque(maxlen=1024)  # for the health feed, which takes them
+        self.secure_publishers: set[int] = set()  # id() of the live publishers that came over RTSPS
         self._owners: dict[str, StreamOwner] = {}
         self.tls_port = tls_port if tls_context is not None else None
         self.tls_context = tls_context
@@ -203,7 +204,13 @@ class RtspServer:
     # --- publishers -----------------------------------------------------------------------------
 
     async def begin_publisher(
-        self, owner: StreamOwner, stream: str, *, codec: str, counters: Sequence[DataclassInstance]
+        self,
+        owner: StreamOwner,
+        stream: str,
+        *,
+        codec: str,
+        counters: Sequence[DataclassInstance],
+        secure: bool = False,
     ) -> Publisher:
         old = self.publishers.get(stream)
         if old is not None:
@@ -218,6 +225,8 @@ class RtspServer:
         await publisher.start()
         self.publishers[stream] = publisher
         self._owners[stream] = owner
+        if secure:
+            self.secure_publishers.add(id(publisher))
         return publisher
 
     async def end_publisher(self, publisher: Publisher, reason: str) -> None:
@@ -225,4 +234,5 @@ class RtspServer:
             del self.publishers[publisher.stream]
             self._owners.pop(publisher.stream, None)
         self.ended.append(publisher)
+        self.secure_publishers.discard(id(publisher))
         await asyncio.shield(publisher.close(reason))
