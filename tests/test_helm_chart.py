@@ -267,7 +267,9 @@ def test_every_service_creates_topics_with_the_replication_value(
 
 
 @pytest.mark.parametrize("case", ["default", "all_on"])
-def test_tls_secret_is_mounted_and_served_by_ingest_and_edge(rendered: dict[str, list[Any]], case: str) -> None:
+def test_tls_secret_is_mounted_and_served_by_ingest_and_edge(
+    rendered: dict[str, list[Any]], case: str
+) -> None:
     """tls.secretName: ingest and edge get the Secret and the flags, ingest's RTSP Service the RTSPS
     port, the edge's probes HTTPS; without it nothing of TLS is rendered."""
     tls = case == "all_on"
