@@ -304,6 +304,8 @@ def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> 
         "CamflowConsumerLagGrowing",
         "CamflowEdge5xxRatioHigh",
         "CamflowStoreErrors",
+        "CamflowTlsCertificateExpiring",
+        "CamflowTlsReloadFailed",
     } <= alerts
     sources = "\n".join(
         p.read_text()
