@@ -420,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcode(run)
     _add_package(run)
     run.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP (edge) port (default {HTTP_PORT})"
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP (edge) port, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
     _add_edge(run)
     run.add_argument(
@@ -435,7 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(ingest, store=False)
     _add_ingest(ingest)
     ingest.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP port of /whip (default {HTTP_PORT})"
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP port of /whip, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
 
     transcode = sub.add_parser("transcode", help="a transcode worker alone")
@@ -451,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the HLS edge alone")
     _add_common(edge)
     _add_backends(edge)
-    edge.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
+    edge.add_argument(
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP port, HTTPS with --tls-cert (default {HTTP_PORT})",
+    )
     _add_edge(edge)
     edge.add_argument(
         "--workers",
