@@ -89,7 +89,7 @@ def build_rtsp_server(
     signer: TokenSigner,
     *,
     host: str,
-    port: int,
+    port: int | None,
     segment_target: float,
     session_timeout: int,
     handshake_timeout: float,

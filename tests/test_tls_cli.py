@@ -50,6 +50,39 @@ def test_banner_prints_https_and_rtsps_urls() -> None:
         ["run", "--tls-cert", "c.pem", "--tls-key", "c.key", "--rtsps-port", "off"]
     )
     assert "rtsps://" not in operator_view(off, signer, camflow="camflow")
+    only = build_parser().parse_args(["run", "--tls-cert", "c", "--tls-key", "k", "--rtsp-port", "off"])
+    text = operator_view(only, signer, camflow="camflow")
+    assert "push to:  rtsps://127.0.0.1:8322/cam1?token=" in text and "rtsp://" not in text
+
+
+async def test_rtsps_only_server_answers_over_tls(tmp_path: Path) -> None:
+    """--rtsp-port off with a certificate: the RTSP server listens for RTSPS only."""
+    import asyncio
+
+    from ingest.service import build_rtsp_server
+
+    ca = TestCa(tmp_path / "pki")
+    issued = ca.issue()
+    tls = ServerTls(TlsFiles(issued.cert, issued.key))
+    bus = LocalBus()
+    await bus.start()
+    server = build_rtsp_server(
+        bus, TokenSigner(b"r" * 32), host="127.0.0.1", port=None, tls_port=0, tls_context=tls.context,
+        **defaults.rtsp_server(),
+    )  # fmt: skip
+    port = await server.start()
+    try:
+        assert server.port is None and port == server.tls_port
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ca.client_context(), server_hostname="127.0.0.1"
+        )
+        writer.write(b"OPTIONS rtsps://127.0.0.1/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"RTSP/1.0 200")
+        writer.close()
+        assert server.stats.tls_connections == 1
+    finally:
+        await server.stop()
+        await bus.close()
 
 
 def test_a_certificate_without_its_key_stops_start_with_exit_2(tmp_path: Path) -> None:

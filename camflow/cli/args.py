@@ -166,7 +166,13 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
 
 
 def _add_ingest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtsp-port", type=int, default=RTSP_PORT, help=f"RTSP listen port (default {RTSP_PORT})")
+    p.add_argument(
+        "--rtsp-port",
+        type=_port_or_off,
+        default=str(RTSP_PORT),
+        metavar="PORT|off",
+        help=f"RTSP listen port; off: none, e.g. RTSPS only (default {RTSP_PORT})",
+    )
     p.add_argument(
         "--rtsps-port",
         type=_port_or_off,

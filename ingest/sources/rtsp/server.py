@@ -44,7 +44,7 @@ class RtspServer:
         authorize: Callable[[AuthRequest], bool],
         *,
         host: str = "127.0.0.1",
-        port: int,
+        port: int | None,
         segment_target: float,
         session_timeout: int,
         handshake_timeout: float,
@@ -56,7 +56,7 @@ class RtspServer:
     ) -> None:
         """``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout`` and
         ``max_connections`` have their defaults where the flags are defined (the CLI's args).
-        ``tls_port`` (0: any) with ``tls_context``: the RTSPS listener."""
+        ``port`` None: no plain RTSP listener; ``tls_port`` (0: any) with ``tls_context``: RTSPS."""
         self.bus = bus
         self.authorize = authorize
         self.challenges = challenges
@@ -86,8 +86,10 @@ class RtspServer:
         return len(self._connections)
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._client, self.host, self.port, limit=READ_SIZE)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Listen; the plain RTSP port (the RTSPS one when plain RTSP is off)."""
+        if self.port is not None:
+            self._server = await asyncio.start_server(self._client, self.host, self.port, limit=READ_SIZE)
+            self.port = self._server.sockets[0].getsockname()[1]
         if self.tls_context is not None and self.tls_port is not None:
             self._tls_server = await asyncio.start_server(
                 self._tls_client,
@@ -108,7 +110,7 @@ class RtspServer:
             session_timeout=self.session_timeout,
             max_connections=self.max_connections,
         )
-        return self.port
+        return self.port if self.port is not None else self.tls_port or 0
 
     async def stop(self) -> None:
         """Stop taking connections, end every session (flushing its segments)."""
