@@ -20,7 +20,10 @@ the gauge ``camflow_tls_certificate_expiry_timestamp_seconds``, for an expiry al
 
 Every TLS listener closes a connection whose handshake is not done within its deadline
 (``HANDSHAKE_TIMEOUT``, or RTSP's ``--rtsp-handshake-timeout``): a client that connects and says
-nothing cannot hold a connection open.
+nothing cannot hold a connection open. A handshake that fails (plain HTTP on the HTTPS port, no
+common TLS version) is counted by OpenSSL's reason, ``camflow_tls_handshake_failures_total``, and
+logged as ``tls_handshakes_failed`` at most once per ``FAILURE_LOG_SECONDS`` with the counts since
+the last line (the listeners' context makes its connections' ``SSLObject`` a ``CountedSSLObject``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import hashlib
 import os
 import signal
 import ssl
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,9 +43,10 @@ from aiohttp import web
 
 from camflow.errors import ConfigError
 from camflow.log import get_logger
-from camflow.metrics import TLS_CERTIFICATE_EXPIRY, TLS_RELOADS
+from camflow.metrics import TLS_CERTIFICATE_EXPIRY, TLS_HANDSHAKE_FAILURES, TLS_RELOADS
 
 POLL_SECONDS = 2.0
+FAILURE_LOG_SECONDS = 10.0
 HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client has to finish its handshake (HTTPS; RTSPS uses its own)
 log = get_logger("tls")
 
@@ -88,6 +93,38 @@ class Certificate:
     sha256: str  # of the leaf certificate's DER, hex
     subject: str
     not_after: datetime
+
+
+class _HandshakeFailures:
+    """Failed handshakes: counted each, logged at most once per ``FAILURE_LOG_SECONDS``."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, int] = {}
+        self.logged_at = float("-inf")
+
+    def record(self, reason: str) -> None:
+        TLS_HANDSHAKE_FAILURES.labels(reason=reason).inc()
+        self.pending[reason] = self.pending.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self.logged_at >= FAILURE_LOG_SECONDS:
+            log.warning("tls_handshakes_failed", failed=sum(self.pending.values()), reasons=self.pending)
+            self.pending, self.logged_at = {}, now
+
+
+HANDSHAKE_FAILURES = _HandshakeFailures()
+
+
+class CountedSSLObject(ssl.SSLObject):
+    """An ``SSLObject`` whose failed server handshakes are counted (``HANDSHAKE_FAILURES``)."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            HANDSHAKE_FAILURES.record(str(exc.reason or type(exc).__name__))
+            raise
 
 
 def server_context() -> ssl.SSLContext:
@@ -150,6 +187,7 @@ class ServerTls:
         self.context = server_context()
         self.context.load_cert_chain(files.cert, files.key)
         self.context.sni_callback = self._select
+        self.context.sslobject_class = CountedSSLObject
         self._poller: asyncio.Task[None] | None = None
         self._sighup = False
         self._loaded(self.current, "start")

@@ -171,6 +171,23 @@ async def test_sighup_reloads(pki: tuple[TestCa, TlsFiles, Issued]) -> None:
         await tls.stop()
 
 
+async def test_failed_handshakes_are_counted_by_reason(pki: Pki) -> None:
+    _, files, _ = pki
+    tls = ServerTls(files)
+    server = await echo_server(tls)
+    before = metric("camflow_tls_handshake_failures_total", reason="HTTP_REQUEST")
+    try:
+        for _ in range(3):  # plain HTTP on the TLS port
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(100), 5) == b""
+            writer.close()
+        assert metric("camflow_tls_handshake_failures_total", reason="HTTP_REQUEST") == before + 3
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_handshake_deadline_closes_a_silent_client(pki: tuple[TestCa, TlsFiles, Issued]) -> None:
     _, files, _ = pki
     tls = ServerTls(files)

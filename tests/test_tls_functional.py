@@ -335,6 +335,11 @@ def test_ffmpeg_whip_muxer_publishes_over_https(tls_run: TlsRun) -> None:
     publish = cf.token("publish", "wcam")
     plain = whip_publish(f"http://127.0.0.1:{cf.http_port}/whip/wcam", publish, 1)
     assert plain.returncode != 0, "plain HTTP answered on the HTTPS port"
+    metrics = curl(run.https("/metrics"), run.ca.path, "--fail").stdout.decode()
+    failures = r'^camflow_tls_handshake_failures_total\{reason="HTTP_REQUEST"\} (\S+)$'
+    failed = re.search(failures, metrics, re.M)
+    assert failed and float(failed.group(1)) >= 1, metrics[-1500:]  # counted, and logged once
+    assert events(cf, "tls_handshakes_failed"), cf.log[-2000:]
     done = whip_publish(run.https("/whip/wcam"), publish, 4)
     assert done.returncode == 0, done.stderr[-3000:]
     segments = cf.data_dir / "store" / "streams" / "wcam"
