@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from aiohttp import web
 from camflow.errors import ConfigError
 from camflow.log import get_logger
 from camflow.store import Store
+from camflow.tls import http_site
 from camflow.tokens import TokenSigner
 from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
@@ -33,7 +35,8 @@ class EdgeServer:
 
     Connections start on the fast path (``edge.wire``, ``edge.fastpath``): plain GETs of cached
     objects are answered without aiohttp's request machinery; ``fast_path=False`` serves every
-    request through the aiohttp application (same answers, slower).
+    request through the aiohttp application (same answers, slower). With ``tls_context`` the port
+    speaks HTTPS only (``camflow.tls``: handshakes within ``HANDSHAKE_TIMEOUT``).
     """
 
     def __init__(
@@ -50,7 +53,9 @@ class EdgeServer:
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
         health_feed: HealthFeed | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls_context = tls_context
         self._app = build_app(
             store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
         )
@@ -95,11 +100,16 @@ class EdgeServer:
             site: web.TCPSite
             if self._fast_path is not None:
                 site = EdgeSite(
-                    runner, self._fast_path, self._host, self._requested_port, reuse_port=self._reuse_port
+                    runner,
+                    self._fast_path,
+                    self._host,
+                    self._requested_port,
+                    reuse_port=self._reuse_port,
+                    ssl_context=self._tls_context,
                 )
             else:
-                site = web.TCPSite(
-                    runner, self._host, self._requested_port, reuse_port=self._reuse_port or None
+                site = http_site(
+                    runner, self._host, self._requested_port, self._tls_context, reuse_port=self._reuse_port
                 )
             await site.start()
         except BaseException:
@@ -111,7 +121,7 @@ class EdgeServer:
         shared = os.environ.get(WORKERS_DIR_ENV)
         if shared and is_worker_process():
             WORKERS.share(Path(shared))  # /metrics of any worker sums every worker's figures
-        self._log.info("edge_started", host=self._host, port=self._port)
+        self._log.info("edge_started", host=self._host, port=self._port, tls=self._tls_context is not None)
         return self._port
 
     async def stop(self) -> None:

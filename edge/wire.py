@@ -9,17 +9,21 @@ conditional and range requests, the API, pages and Server-Sent Events behave exa
 without the fast path.
 
 ``EdgeSite`` is an aiohttp ``TCPSite`` that listens with this protocol; it closes connections
-idle for ``KEEPALIVE_TIMEOUT`` (as aiohttp does) and, when stopped, the ones still open.
+idle for ``KEEPALIVE_TIMEOUT`` (as aiohttp does) and, when stopped, the ones still open. With an
+``ssl_context`` it listens for HTTPS (the protocol sees the decrypted bytes; a handshake not done
+within ``camflow.tls.HANDSHAKE_TIMEOUT`` closes the connection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import cast
 
 from aiohttp import web
 
+from camflow.tls import HANDSHAKE_TIMEOUT
 from edge.cache import CachedObject
 from edge.fastpath import FastPath
 
@@ -150,9 +154,16 @@ class EdgeSite(web.TCPSite):
     """A ``TCPSite`` whose connections start on the fast path (see the module docstring)."""
 
     def __init__(
-        self, runner: web.AppRunner, fast: FastPath, host: str, port: int, *, reuse_port: bool
+        self,
+        runner: web.AppRunner,
+        fast: FastPath,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, host, port, reuse_port=reuse_port or None)
+        super().__init__(runner, host, port, reuse_port=reuse_port or None, ssl_context=ssl_context)
         self._fast = fast
         self._connections: set[EdgeHTTPProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -174,6 +185,8 @@ class EdgeSite(web.TCPSite):
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context is not None else None,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
         self._sweeper = asyncio.create_task(self._sweep(), name="edge-keepalive-sweep")

@@ -18,6 +18,7 @@ taking the stream from it) ends the session (``RtspServer.end_device_sessions``)
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 from camflow.bus import Bus
@@ -178,7 +179,7 @@ def build_rtsp_server(
     signer: TokenSigner,
     *,
     host: str,
-    port: int,
+    port: int | None,
     segment_target: float,
     session_timeout: int,
     handshake_timeout: float,
@@ -187,6 +188,8 @@ def build_rtsp_server(
     auth_schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
     devices: DeviceRegistry | None = None,
     seen: SeenWriter | None = None,
+    tls_port: int | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> RtspServer:
     """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where and
     when each device published."""
@@ -205,6 +208,8 @@ def build_rtsp_server(
         udp_ports=udp_ports,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
+        tls_port=tls_port,
+        tls_context=tls_context,
     )
     if devices is not None:
         devices.listen(

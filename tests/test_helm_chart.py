@@ -61,6 +61,7 @@ ALL_ON: dict[str, Any] = {
     "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
     "commonLabels": {"team": "video"},
     "imagePullSecrets": [{"name": "regcred"}],
+    "tls": {"secretName": "camflow-tls", "rtspsPort": 8443},
 }
 
 
@@ -266,6 +267,34 @@ def test_every_service_creates_topics_with_the_replication_value(
     )
 
 
+@pytest.mark.parametrize("case", ["default", "all_on"])
+def test_tls_secret_is_mounted_and_served_by_ingest_and_edge(
+    rendered: dict[str, list[Any]], case: str
+) -> None:
+    """tls.secretName: ingest and edge get the Secret and the flags, ingest's RTSP Service the RTSPS
+    port, the edge's probes HTTPS; without it nothing of TLS is rendered."""
+    tls = case == "all_on"
+    for deployment, container in containers(rendered[case]):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        args, volumes = container["args"], deployment["spec"]["template"]["spec"]["volumes"]
+        serves = tls and component in ("ingest", "edge")
+        assert (flag_value(args, "--tls-cert") == "/etc/camflow-tls/tls.crt") is serves, (component, args)
+        assert (flag_value(args, "--tls-key") == "/etc/camflow-tls/tls.key") is serves
+        secret = [v["secret"] for v in volumes if "secret" in v]
+        assert secret == ([{"secretName": "camflow-tls", "defaultMode": 0o440}] if serves else []), secret
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert ("/etc/camflow-tls" in mounts) is serves
+        if component == "ingest":
+            assert (flag_value(args, "--rtsps-port") == "8443") is tls
+            assert ({"name": "rtsps", "containerPort": 8443, "protocol": "TCP"} in container["ports"]) is tls
+        if component == "edge":
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert container[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP")
+    service = next(s for s in of_kind(rendered[case], "Service") if s["metadata"]["name"].endswith("-rtsp"))
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports.get("rtsps") == (8443 if tls else None), ports
+
+
 def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> None:
     """Every camflow_* name in an alert is defined in the services' code (counters without _total)."""
     (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
@@ -276,6 +305,8 @@ def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> 
         "CamflowConsumerLagGrowing",
         "CamflowEdge5xxRatioHigh",
         "CamflowStoreErrors",
+        "CamflowTlsCertificateExpiring",
+        "CamflowTlsReloadFailed",
     } <= alerts
     sources = "\n".join(
         p.read_text()

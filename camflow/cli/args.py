@@ -16,6 +16,7 @@ from camflow.tokens import Action
 DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
 RTSP_PORT = 8554
+RTSPS_PORT = 8322
 HTTP_PORT = 8080
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
 
@@ -91,6 +92,15 @@ def _stream_duration(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port_or_off(text: str) -> int | None:
+    """A TCP port (0: any free one), or ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number (0-65535) or off")
+    return int(text)
+
+
 def _at_least_one(unit: str) -> Callable[[str], int]:
     """An argparse type: a whole number of ``unit`` >= 1."""
 
@@ -162,7 +172,21 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
 
 
 def _add_ingest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtsp-port", type=int, default=RTSP_PORT, help=f"RTSP listen port (default {RTSP_PORT})")
+    p.add_argument(
+        "--rtsp-port",
+        type=_port_or_off,
+        default=str(RTSP_PORT),
+        metavar="PORT|off",
+        help=f"RTSP listen port; off: none, e.g. RTSPS only (default {RTSP_PORT})",
+    )
+    p.add_argument(
+        "--rtsps-port",
+        type=_port_or_off,
+        default=str(RTSPS_PORT),
+        metavar="PORT|off",
+        help=f"RTSPS (RTSP over TLS, RTP interleaved inside it) listen port, on when --tls-cert is given; "
+        f"off: no RTSPS listener (default {RTSPS_PORT})",
+    )
     p.add_argument(
         "--rtsp-udp-ports",
         default="20000-20999",
@@ -225,6 +249,19 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         "--sources",
         metavar="FILE",
         help='TOML file of pull sources: cam7 = "rtsp://..." or a [cam7] table with url, transport',
+    )
+    p.add_argument(
+        "--pull-ca",
+        metavar="FILE",
+        default=os.environ.get("CAMFLOW_PULL_CA") or None,
+        help="PEM CA certificates that rtsps:// pull sources may also be signed by (a camera's own CA), "
+        "beside the system's (env CAMFLOW_PULL_CA)",
+    )
+    p.add_argument(
+        "--pull-tls-insecure",
+        action="store_true",
+        help="pull rtsps:// sources without checking their certificate (self-signed cameras; logged as a "
+        "warning): encrypted, but open to a man in the middle",
     )
     p.add_argument(
         "--webrtc-ports",
@@ -318,6 +355,19 @@ def _add_package(p: argparse.ArgumentParser) -> None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=os.environ.get("CAMFLOW_TLS_CERT") or None,
+        help="PEM certificate chain (server certificate first): --http-port speaks HTTPS and RTSPS listens "
+        "on --rtsps-port; reloaded when the file changes or on SIGHUP (env CAMFLOW_TLS_CERT)",
+    )
+    p.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        default=os.environ.get("CAMFLOW_TLS_KEY") or None,
+        help="PEM private key of --tls-cert, unencrypted (env CAMFLOW_TLS_KEY)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=int(os.environ["CAMFLOW_METRICS_PORT"]) if os.environ.get("CAMFLOW_METRICS_PORT") else None,
@@ -382,7 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcode(run)
     _add_package(run)
     run.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP (edge) port (default {HTTP_PORT})"
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP (edge) port, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
     _add_edge(run)
     run.add_argument(
@@ -397,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(ingest, store=False)
     _add_ingest(ingest)
     ingest.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP port of /whip (default {HTTP_PORT})"
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP port of /whip, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
 
     transcode = sub.add_parser("transcode", help="a transcode worker alone")
@@ -413,7 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the HLS edge alone")
     _add_common(edge)
     _add_backends(edge)
-    edge.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
+    edge.add_argument(
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP port, HTTPS with --tls-cert (default {HTTP_PORT})",
+    )
     _add_edge(edge)
     edge.add_argument(
         "--workers",

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from camflow.tokens import TokenSigner, load_secret
 
 if TYPE_CHECKING:
     from camflow.cli.devices import DeviceFollower
+    from camflow.tls import ServerTls
     from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
@@ -134,6 +136,11 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             stoppers.append(devices.stop)
             await devices.ready()
         whip = _whip_service(args, ingest_bus, signer, devices) if "ingest" in roles else None
+        tls = _server_tls(args) if roles & {"ingest", "edge"} else None  # after WHIP: cryptography
+        tls_context = tls.context if tls is not None else None
+        if tls is not None:
+            await tls.start()
+            stoppers.append(tls.stop)
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
 
@@ -157,7 +164,15 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             workers = getattr(args, "workers", 1)  # only `camflow edge` has --workers
             options = {**edge_settings(args), "reuse_port": workers > 1}
             feed = observed.edge_feed()
-            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
+            edge = EdgeServer(
+                store,
+                signer,
+                host=args.host,
+                port=args.http_port,
+                health_feed=feed,
+                tls_context=tls_context,
+                **options,
+            )
             if whip is not None:
                 from ingest.sources.whip.http import PREFIX
 
@@ -181,6 +196,8 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 port=args.rtsp_port,
                 devices=devices.registry if devices else None,
                 seen=devices.seen if devices else None,
+                tls_port=args.rtsps_port,
+                tls_context=tls_context,
                 **rtsp_server_settings(args),
             )
             await rtsp.start()
@@ -189,12 +206,17 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 if "edge" not in roles:
                     from ingest.sources.whip.http import serve_whip
 
-                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port))
+                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port, tls_context))
                 stoppers.insert(0, whip.stop)
             if pull_sources:
                 from ingest.sources.pull.client import PullSources
 
-                pulls = PullSources(ingest_bus, pull_sources, segment_target=args.segment_duration)
+                pulls = PullSources(
+                    ingest_bus,
+                    pull_sources,
+                    segment_target=args.segment_duration,
+                    tls_context=_pull_tls(args, pull_sources),
+                )
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
             observed.ingest(rtsp, pulls if pull_sources else None, whip, spooled)
@@ -360,6 +382,14 @@ def _whip_service(
     )
 
 
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """``--tls-cert`` and ``--tls-key`` loaded (a ConfigError when unusable), None without them."""
+    from camflow.tls import ServerTls, TlsFiles
+
+    files = TlsFiles.from_flags(args.tls_cert, args.tls_key)
+    return ServerTls(files) if files is not None else None
+
+
 def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:
     from ingest.media.spooled_bus import SpooledBus
 
@@ -378,6 +408,24 @@ def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
         sources += load_sources(Path(args.sources))
     check_unique(sources)
     return sources
+
+
+def _pull_tls(args: argparse.Namespace, sources: list[PullSource]) -> ssl.SSLContext | None:
+    """How ``rtsps://`` sources' certificates are checked: the system CA store plus ``--pull-ca``, or
+    not at all with ``--pull-tls-insecure`` (a warning); None without rtsps:// sources."""
+    secure = [s.name for s in sources if s.secure]
+    if not secure:
+        return None
+    from camflow.tls import client_context
+
+    if args.pull_tls_insecure:
+        log.warning(
+            "pull_tls_unverified",
+            streams=secure,
+            reason="--pull-tls-insecure: rtsps:// sources' certificates are not checked (encrypted, but "
+            "open to a man in the middle)",
+        )
+    return client_context(Path(args.pull_ca) if args.pull_ca else None, insecure=args.pull_tls_insecure)
 
 
 async def _ready(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 @dataclass
 class ServerStats:
     connections: int = 0
+    tls_connections: int = 0  # of ``connections``: RTSPS (their handshake done)
     connections_refused: int = 0
     connections_evicted: int = 0
     handshake_timeouts: int = 0
@@ -46,9 +47,16 @@ class ConnectionHost(Protocol):
     stats: ServerStats
 
     async def begin_publisher(
-        self, owner: StreamOwner, stream: str, *, codec: str, counters: Sequence[DataclassInstance]
+        self,
+        owner: StreamOwner,
+        stream: str,
+        *,
+        codec: str,
+        counters: Sequence[DataclassInstance],
+        secure: bool = False,
     ) -> Publisher:
-        """A started publisher of ``stream`` (replacing, and aborting the owner of, a live one)."""
+        """A started publisher of ``stream`` (replacing, and aborting the owner of, a live one);
+        ``secure``: published over RTSPS."""
         ...
 
     async def end_publisher(self, publisher: Publisher, reason: str) -> None: ...

@@ -136,11 +136,16 @@ class PublishSession:
         session_id: str | None = None,
         challenges: Callable[[], tuple[str, ...]] = basic_only,
         udp: UdpBinder | None = None,
+        secure: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``secure``: the connection is RTSPS; RTP must stay inside it (TCP interleaved), so a UDP
+        transport is skipped, and refused (461) when the client offers nothing else, as gortsplib
+        (mediamtx) does: RTP over UDP would leave the TLS connection, unencrypted."""
         self._authorize = authorize
         self._challenges = challenges
         self._udp = udp
+        self._secure = secure
         self._clock = clock
         self.timeout = timeout
         self.session_id = session_id or secrets.token_hex(8)
@@ -370,6 +375,12 @@ class PublishSession:
                 continue
             if spec.lower_transport is None:
                 reasons.append(f"{spec.protocol} (expected RTP/AVP, RTP/AVP/UDP or RTP/AVP/TCP)")
+                continue
+            if self._secure and spec.lower_transport == "UDP":
+                reasons.append(
+                    f"{spec.protocol} (RTSPS carries RTP inside its TLS connection only, over UDP it would "
+                    "travel unencrypted: use RTP/AVP/TCP)"
+                )
                 continue
             return spec
         return "no usable transport: " + "; ".join(reasons)

@@ -20,6 +20,7 @@ Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.re
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from camflow.devices import DeviceChange, DeviceRefused, DeviceRegistry, SeenWri
 from camflow.errors import TokenError
 from camflow.keys import is_stream_name
 from camflow.log import get_logger
+from camflow.tls import http_site
 from camflow.tokens import Action, TokenSigner
 from ingest.sources.whip.errors import WhipError
 from ingest.sources.whip.ice import IcePolicy
@@ -244,16 +246,19 @@ class WhipService:
         task.add_done_callback(self._closing.discard)
 
 
-async def serve_whip(service: WhipService, host: str, port: int) -> Callable[[], Awaitable[None]]:
-    """``camflow ingest``: /whip on its own HTTP listener; returns the coroutine function that stops it."""
+async def serve_whip(
+    service: WhipService, host: str, port: int, tls_context: ssl.SSLContext | None = None
+) -> Callable[[], Awaitable[None]]:
+    """``camflow ingest``: /whip on its own HTTP listener (HTTPS with ``tls_context``); returns the
+    coroutine function that stops it."""
     root = web.Application()
     root.add_subapp(PREFIX, service.app())
     runner = web.AppRunner(root, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await http_site(runner, host, port, tls_context).start()
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("whip_listening", host=host, port=port)
+    log.info("whip_listening", host=host, port=port, tls=tls_context is not None)
     return runner.cleanup
