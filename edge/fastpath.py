@@ -9,8 +9,8 @@ claims (memoised by ``Authorizer``), the cached entry, its representation for th
 
 What a request head decides (the object, the token, gzip, keep-alive) is remembered per exact
 head bytes (``Plan``, bounded), since players and CDNs send the same head again and again; what
-can change between two identical requests (the token's expiry, the cache entry) is checked on
-every request.
+can change between two identical requests (the token's expiry, the cache entry, the signing keys
+or the identity provider's JWKS: ``Authorizer.refresh``) is checked on every request.
 
 It answers only the plain case, a ``200`` (or its ``HEAD``) of an object it has or can load
 (a miss is loaded through the cache like any other: coalesced, one store read). For everything
@@ -141,6 +141,7 @@ class FastPath:
     def __init__(self, state: EdgeState) -> None:
         self._state = state
         self._plans: dict[bytes, Plan] = {}
+        self._epoch = state.auth.epoch
         self.date = DateLine()
         self.served = 0  # requests answered here from the cache (cache hits)
         self.loaded = 0  # requests answered here after a load (misses, coalesced or not)
@@ -152,6 +153,11 @@ class FastPath:
         store key of an object to load first (``load``; coalesced with every other request for
         it), then to call again with ``loaded``.
         """
+        state = self._state
+        epoch = state.auth.refresh()  # a key rotated or retired: every plan is made again
+        if epoch != self._epoch:
+            self._plans.clear()
+            self._epoch = epoch
         plan = self._plans.get(head)
         if plan is None:
             plan = self._plan(head)
@@ -164,7 +170,6 @@ class FastPath:
         if 0 < plan.expires <= now:  # the application answers 403 token_expired
             del self._plans[head]
             return None
-        state = self._state
         obj = plan.obj
         cached = loaded if loaded is not None and loaded.key == obj.key else state.cache.fresh(obj.key)
         if cached is None:

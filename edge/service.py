@@ -22,6 +22,7 @@ from camflow.tokens import TokenSigner
 from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
+from edge.idp import JwtSettings
 from edge.lifeline import PARENT_ENV, ParentWatch, parent_gone, parent_pid_from_env
 from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV
 from edge.policy import TokenCheck
@@ -46,13 +47,19 @@ class EdgeServer:
         playlist_max_age: float | None,
         cache_bytes: int,
         token_check: TokenCheck,
+        identity: JwtSettings | None,
         fast_path: bool,
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
         health_feed: HealthFeed | None = None,
     ) -> None:
         self._app = build_app(
-            store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
+            store,
+            signer,
+            playlist_max_age=playlist_max_age,
+            cache_bytes=cache_bytes,
+            token_check=token_check,
+            identity=identity,
         )
         self._reuse_port = reuse_port
         self._fast_path = FastPath(self._app[EDGE]) if fast_path else None
@@ -141,6 +148,7 @@ async def run_edge(
     playlist_max_age: float | None,
     cache_bytes: int,
     token_check: TokenCheck,
+    identity: JwtSettings | None,
     fast_path: bool,
 ) -> None:
     """Serve the edge until ``stop`` is set (or this task is cancelled), then shut it down."""
@@ -152,6 +160,7 @@ async def run_edge(
         playlist_max_age=playlist_max_age,
         cache_bytes=cache_bytes,
         token_check=token_check,
+        identity=identity,
         fast_path=fast_path,
     )
     await server.start()
