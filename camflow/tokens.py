@@ -173,11 +173,13 @@ class TokenSigner:
         elif len(parts) == 3 and parts[0] == V1:
             _, body, sig = parts
             key = keys.find(LEGACY_KID)
-            if key is None:
+            if key is None and LEGACY_KID in keys.retired:
                 raise TokenKeyRetired(
                     "token is v1 (signed with the plain secret of before key ids, key 'legacy'), "
                     "and key 'legacy' was retired: ask for a new token"
                 )
+            if key is None:
+                raise TokenError("token is v1 (no key id), and no key 'legacy' (a plain secret) verifies v1")
             head = V1
         else:
             raise TokenError(f"token is not of the form {V2}.<key id>.<claims>.<signature>")
