@@ -94,7 +94,7 @@ def test_rotation_keeps_old_tokens_until_their_key_is_retired(camflow: Camflow, 
     view_before = camflow.token("view", "cam7")
     assert camera.startswith("v1.") and view_before.startswith("v1.")
 
-    rotated = keys(camflow, "rotate", "--kid", "k2")
+    rotated = keys(camflow, "rotate", "k2")
     assert "current key k2" in rotated and PLAIN_SECRET not in rotated
     time.sleep(RELOAD_WAIT / 2)  # the services re-read the keys file (2 s poll)
     view_after = camflow.token("view", "cam7")

@@ -209,3 +209,43 @@ def test_a_signer_on_a_keys_file_follows_rotation_and_retirement(tmp_path: Path)
     with pytest.raises(TokenKeyRetired):
         signer.verify(before, "cam1", Action.VIEW)
     signer.verify(after, "cam1", Action.VIEW)
+
+
+# --- camflow keys -------------------------------------------------------------------------------
+
+
+def run_keys(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> tuple[int, str]:
+    from camflow.cli.main import main
+
+    code = main(["keys", *args, "--data-dir", str(data_dir)])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_camflow_keys_rotates_a_plain_secret_and_never_prints_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CAMFLOW_SECRET", raising=False)
+    monkeypatch.delenv("CAMFLOW_SECRET_FILE", raising=False)
+    code, out = run_keys(capsys, tmp_path, "list")
+    assert code == 2 and "no keys file" in out
+    write_file(tmp_path / "secret", KeySet.single(OLD))
+    outputs = []
+    for args in (("list",), ("add", "k2"), ("rotate", "k2"), ("rotate",), ("retire", LEGACY_KID), ("list",)):
+        code, out = run_keys(capsys, tmp_path, *args)
+        assert code == 0, (args, out)
+        outputs.append(out)
+    assert "legacy" in outputs[0] and "current (signs), v1 tokens" in outputs[0]
+    keys = read_file(tmp_path / "secret")
+    assert keys.kids()[1] == "k2" and keys.retired == (LEGACY_KID,)
+    assert "retired" in outputs[-1] and keys.current.kid in outputs[-1]
+    secrets = [OLD.decode(), *(k.secret.decode() for k in keys.keys)]
+    assert not any(secret in out for secret in secrets for out in outputs)
+    for args in (("retire", keys.current.kid), ("retire",), ("retire", "nope"), ("rotate", "bad.kid")):
+        code, out = run_keys(capsys, tmp_path, *args)
+        assert code == 2, (args, out)
+    monkeypatch.setenv("CAMFLOW_SECRET", f"k9:{NEW.decode()},k8:retired")
+    code, out = run_keys(capsys, tmp_path, "list")
+    assert code == 0 and "k9" in out and "k8" in out and NEW.decode() not in out
+    code, out = run_keys(capsys, tmp_path, "add")
+    assert code == 2 and "CAMFLOW_SECRET holds the keys" in out

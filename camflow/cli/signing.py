@@ -28,19 +28,17 @@ def add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], da
         help="list, add, rotate and retire the token signing keys (ids only, never secrets)",
         description="Edits the keys file (CAMFLOW_SECRET_FILE, else DATA_DIR/secret); running services "
         "re-read it within 2 s. Rotation: `add` a key where several nodes verify (wait until each has "
-        "it), `rotate --kid` it to current, then `retire` the old key once its tokens are replaced.",
+        "it), `rotate` it to current, then `retire` the old key once its tokens are replaced.",
     )
+    keys.add_argument(
+        "verb",
+        choices=["list", "add", "rotate", "retire"],
+        help="list: ids and status (current, verifies, retired); add [KID]: a new key that verifies, "
+        "does not sign yet; rotate [KID]: make KID (an added key) or a new key current, the old one "
+        "keeps verifying; retire KID: forget a key's secret, its tokens are refused",
+    )
+    keys.add_argument("kid", nargs="?", help="the key id (add, rotate: default k<YYYYMMDD>-<random>)")
     keys.add_argument("--data-dir", default=data_dir, help="where the keys file is (default ./data)")
-    verbs = keys.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("list", help="key ids and their status: current (signs), verifies, retired")
-    add = verbs.add_parser("add", help="add a new key that verifies but does not sign yet")
-    add.add_argument("--kid", help="its key id (default k<YYYYMMDD>-<random>)")
-    rotate = verbs.add_parser(
-        "rotate", help="make a new key (or the one named by --kid) current; the old one keeps verifying"
-    )
-    rotate.add_argument("--kid", help="an existing key to make current, or the id of the new key")
-    retire = verbs.add_parser("retire", help="forget a key's secret: its tokens are refused from now on")
-    retire.add_argument("kid")
 
 
 def _keys_path(args: argparse.Namespace) -> Path:
@@ -77,7 +75,8 @@ def keys_command(args: argparse.Namespace) -> int:
     keys = read_file(path)
     if args.verb == "add":
         changed = keys.added(args.kid, current=False)
-        print(f"added key {changed.keys[-1].kid} (verifies; `camflow keys rotate --kid` makes it current)")
+        kid = changed.keys[-1].kid
+        print(f"added key {kid}: it verifies; `camflow keys rotate {kid}` makes it current")
     elif args.verb == "rotate":
         if args.kid and keys.find(args.kid) is not None:
             changed = keys.promoted(args.kid)
@@ -85,6 +84,8 @@ def keys_command(args: argparse.Namespace) -> int:
             changed = keys.added(args.kid, current=True)
         print(f"current key {changed.current.kid}; {keys.current.kid} keeps verifying until retired")
     else:
+        if not args.kid:
+            raise ConfigError("camflow keys retire KID: name the key to retire (camflow keys list)")
         changed = keys.without(args.kid)
         print(f"retired key {args.kid}: its tokens are refused from now on")
     write_file(path, changed)
