@@ -59,6 +59,7 @@ NOT_FAST = frozenset(
     )
 )
 PLANS = 8192  # request heads remembered (then forgotten all at once)
+KEYS_CHECK = 0.25  # seconds between two checks that the signing keys and the JWKS are unchanged
 Answer = tuple[bytes, bytes, bool]  # response head, body, keep the connection open
 Wire = tuple[bytes, bytes]  # a representation's header block (status line to Content-Length) and body
 SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n".encode()
@@ -142,6 +143,7 @@ class FastPath:
         self._state = state
         self._plans: dict[bytes, Plan] = {}
         self._epoch = state.auth.epoch
+        self._keys_checked = 0.0
         self.date = DateLine()
         self.served = 0  # requests answered here from the cache (cache hits)
         self.loaded = 0  # requests answered here after a load (misses, coalesced or not)
@@ -154,10 +156,13 @@ class FastPath:
         it), then to call again with ``loaded``.
         """
         state = self._state
-        epoch = state.auth.refresh()  # a key rotated or retired: every plan is made again
-        if epoch != self._epoch:
-            self._plans.clear()
-            self._epoch = epoch
+        now = time.time()
+        if now >= self._keys_checked + KEYS_CHECK:
+            self._keys_checked = now
+            epoch = state.auth.refresh()  # a key rotated or retired: every plan is made again
+            if epoch != self._epoch:
+                self._plans.clear()
+                self._epoch = epoch
         plan = self._plans.get(head)
         if plan is None:
             plan = self._plan(head)
@@ -166,7 +171,6 @@ class FastPath:
             if len(self._plans) >= PLANS:
                 self._plans.clear()
             self._plans[head] = plan
-        now = time.time()
         if 0 < plan.expires <= now:  # the application answers 403 token_expired
             del self._plans[head]
             return None

@@ -142,7 +142,10 @@ def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
 
 async def fetch_jwks(url: str) -> bytes:
     timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(url, allow_redirects=False) as response,
+    ):
         if response.status != 200:
             raise ValueError(f"HTTP {response.status}")
         body = await response.content.read(MAX_JWKS_BYTES + 1)
@@ -242,6 +245,9 @@ class IdentityProvider:
         True when the key is known now."""
         if kid in self.keys:
             return True
+        if self._lock.locked():  # a fetch in flight (another request's): wait for its keys
+            async with self._lock:
+                return kid in self.keys
         now = self._clock()
         if self._last_unknown is not None and now - self._last_unknown < UNKNOWN_KID_INTERVAL:
             return False

@@ -26,7 +26,7 @@ from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge import wire
 from edge.app import build_app
-from edge.fastpath import FastPath
+from edge.fastpath import KEYS_CHECK, FastPath
 from edge.policy import TokenCheck
 from edge.state import EDGE
 from edge.wire import EdgeSite
@@ -335,6 +335,7 @@ async def test_a_remembered_plan_is_dropped_when_its_key_is_retired(edge: Edge, 
     (reply,) = await exchange(edge.fast_port, request)
     assert reply.status == 200 and edge.fast.served == served + 1  # answered from the plan
     write_file(keys_path, read_file(keys_path).without(LEGACY_KID))
+    await asyncio.sleep(KEYS_CHECK)  # the fast path looks at the keys at most every KEYS_CHECK s
     (reply,) = await exchange(edge.fast_port, request)
     assert reply.status == 403 and json.loads(reply.body)["error"] == "token_key_retired"
     assert edge.fast.served == served + 1

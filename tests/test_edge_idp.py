@@ -218,3 +218,33 @@ def test_the_memo_forgets_a_token_of_a_key_retired_since() -> None:
     source.current = KeySet((SigningKey("k3", b"k3-secret-0123456789abcdef"),))  # k2 dropped outright
     with pytest.raises(TokenError, match="'k2' is not one of this deployment's signing keys"):
         auth.verify_viewer(new, "cam1")
+
+
+async def test_requests_arriving_during_a_fetch_for_a_new_kid_wait_for_it(issuer: Issuer) -> None:
+    calls = [0]
+
+    async def slow_fetch(url: str) -> bytes:
+        calls[0] += 1
+        await asyncio.sleep(0.2)
+        return json.dumps(issuer.jwks()).encode()
+
+    idp = IdentityProvider(JwtSettings.parse(URL, ISSUER, AUDIENCE, 300.0), fetch=slow_fetch)
+    await idp.refresh()
+    issuer.add("rsa4")
+    first = asyncio.create_task(idp.learn("rsa4"))
+    await asyncio.sleep(0.05)
+    assert await asyncio.gather(first, idp.learn("rsa4"), idp.learn("rsa4")) == [True, True, True]
+    assert calls[0] == 2
+
+
+async def test_a_failed_fetch_keeps_the_keys(issuer: Issuer) -> None:
+    answers = [json.dumps(issuer.jwks()).encode(), b"<html>oops", b'{"keys": []}']
+
+    async def fetch(url: str) -> bytes:
+        return answers.pop(0)
+
+    idp = IdentityProvider(JwtSettings.parse(URL, ISSUER, AUDIENCE, 300.0), fetch=fetch)
+    assert await idp.refresh()
+    kept = idp.keys
+    assert not await idp.refresh() and idp.keys is kept
+    assert await idp.refresh() and idp.keys == {}  # an answer with no usable key is an answer
