@@ -8,17 +8,20 @@ of this process). curl, ffmpeg and ffprobe are the clients.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.jwks import AUDIENCE, ISSUER, Issuer, hs256_with_public_key, jwks_server, unsigned
-from tests.process import CAMFLOW, Camflow, camflow_run, ffmpeg_push, make_clip
+from tests.process import CAMFLOW, Camflow, camflow_run, camflow_service, ffmpeg_push, free_port, make_clip
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +208,40 @@ def test_jwts_never_grant_admin_or_publish(camflow: Camflow, issuer: Issuer, cli
     pushed = ffmpeg_push(clip, camflow.rtsp_url("jw2", every), timeout=30)
     assert pushed.returncode != 0, "a JWT published"
     assert curl(camflow.http_url(f"/live/jw2/master.m3u8?token={every}"))[0] == 404
+
+
+def test_a_separate_ingest_follows_a_shared_keys_file_without_a_restart(tmp_path: Path, clip: Path) -> None:
+    kafka = services.require("kafka")
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(PLAIN_SECRET + "\n")  # a deployment from before key ids
+    env = {"CAMFLOW_SECRET": "", "CAMFLOW_SECRET_FILE": str(keys_file)}
+    full_env = {**os.environ, **env}
+
+    def camflow(*args: str) -> str:
+        done = subprocess.run([*CAMFLOW, *args], capture_output=True, text=True, env=full_env, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    rtsp_port, http_port = free_port(), free_port()
+    args = [
+        *("ingest", "--host", "127.0.0.1", "--kafka", kafka, "--kafka-prefix", f"k{uuid.uuid4().hex[:10]}."),
+        *("--rtsp-port", str(rtsp_port), "--http-port", str(http_port), "--data-dir", str(tmp_path / "d")),
+    ]
+    with camflow_service(tmp_path, "ingest", args, env):
+        old = camflow("token", "publish", "cam3")
+        assert old.startswith("v1.")
+        assert "current key k2" in camflow("keys", "rotate", "k2")
+        assert camflow("keys", "retire", "legacy").startswith("retired key legacy")
+        url = f"rtsp://127.0.0.1:{rtsp_port}/cam3?token="
+        deadline = time.monotonic() + RELOAD_WAIT
+        refused = ffmpeg_push(clip, url + old, timeout=30)
+        while refused.returncode == 0 and time.monotonic() < deadline:  # published before the re-read
+            refused = ffmpeg_push(clip, url + old, timeout=30)
+        assert refused.returncode != 0 and "401" in refused.stderr, refused.stderr
+        new = camflow("token", "publish", "cam3")
+        assert new.startswith("v2.k2.")
+        pushed = ffmpeg_push(clip, url + new)
+        assert pushed.returncode == 0, pushed.stderr
+        log = (tmp_path / "ingest.err").read_text()
+        assert "keys_reloaded" in log and "'legacy' was retired" in log
+        assert PLAIN_SECRET not in log and old not in log
