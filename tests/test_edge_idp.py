@@ -183,6 +183,8 @@ async def test_verify_viewer_learning_fetches_a_new_kid(issuer: Issuer) -> None:
     assert (await auth.verify_viewer_learning(issuer.token(kid="rsa3"), "cam1")).stream == "cam1"
     assert calls[0] == 2
     epoch = auth.refresh()
+    await idp.refresh()
+    assert auth.refresh() == epoch  # the same JWKS fetched again: nothing forgotten
     issuer.published.discard("rsa3")
     await idp.refresh()
     assert auth.refresh() == epoch + 1  # a new JWKS: every remembered grant is forgotten
