@@ -41,6 +41,7 @@ from edge.state import EdgeState
 
 LIVE = LIVE_PREFIX.encode()
 TOKEN = b"token"
+BEARER = b"bearer "
 # Queries the fast path reads as they are; anything else (%-escapes, '+', ';') goes to aiohttp.
 PLAIN_QUERY = re.compile(rb"[A-Za-z0-9._~=&-]*")
 # Request headers that ask for more than a plain 200: the application answers them.
@@ -119,6 +120,16 @@ def query_token(query: bytes) -> str | None:
     return ""
 
 
+def bearer_token(value: bytes) -> str | None:
+    """The token of an ``Authorization: Bearer`` value ("" without one), None when not plain ASCII."""
+    if value[:7].lower() != BEARER:
+        return ""
+    try:
+        return value[7:].strip(b" \t").decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 def _head_block(headers: dict[str, str], size: int) -> bytes:
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return f"HTTP/1.1 200 OK\r\n{lines}Content-Length: {size}\r\n".encode("latin-1")
@@ -130,6 +141,7 @@ class Plan:
 
     obj: LiveObject
     token: str
+    carried: str  # the token written into a playlist's URIs: a ?token=, not an Authorization header
     expires: float  # the token's expiry (UNIX s, 0 = never); 0 also when no token is checked
     variant: tuple[object, ...]  # key of the wire form in the cache entry's memo
     gzipped: bool
@@ -210,6 +222,11 @@ class FastPath:
         token = query_token(query)
         if token is None:
             return None
+        carried = token
+        if not token:
+            token = bearer_token(headers.get(b"authorization", b""))
+            if token is None:
+                return None
         state = self._state
         try:
             obj = parse_live_path(path.decode("ascii"))
@@ -230,8 +247,9 @@ class FastPath:
         return Plan(
             obj=obj,
             token=token,
+            carried=carried,
             expires=float(expires),
-            variant=("wire", token, gzipped) if obj.is_playlist else ("wire",),
+            variant=("wire", carried, gzipped) if obj.is_playlist else ("wire",),
             gzipped=gzipped,
             get=method == b"GET",
             keep_alive=keep_alive,
@@ -246,7 +264,7 @@ class FastPath:
         if plan.obj.is_playlist:
             try:
                 body, fields = playlist_representation(
-                    self._state, cached, plan.obj, plan.token, plan.gzipped
+                    self._state, cached, plan.obj, plan.carried, plan.gzipped
                 )
             except UnicodeDecodeError:
                 return None

@@ -345,8 +345,16 @@ async def test_a_remembered_plan_is_dropped_when_its_key_is_retired(edge: Edge, 
 
 
 async def test_a_bearer_token_is_taken_and_not_written_into_uris(edge: Edge) -> None:
+    bearer = req("/live/cam1/source.m3u8", f"Authorization: Bearer {edge.view}")
+    (app,) = await exchange(edge.app_port, bearer)
+    served = edge.fast.served
+    (fast,) = await exchange(edge.fast_port, bearer)
+    assert edge.fast.served == served + 1 and fast.body == app.body and fast.comparable() == app.comparable()
+    query = req(f"/live/cam1/source.m3u8?token={edge.view}", f"Authorization: Bearer {edge.view}")
+    (carried,) = await exchange(edge.fast_port, query)
+    assert carried.body.count(b"token=") > 0 and carried.headers["etag"] != fast.headers["etag"]
     for port in (edge.fast_port, edge.app_port):
-        (reply,) = await exchange(port, req("/live/cam1/source.m3u8", f"Authorization: Bearer {edge.view}"))
+        (reply,) = await exchange(port, bearer)
         assert reply.status == 200 and b"token=" not in reply.body and b".m4s" in reply.body
         (reply,) = await exchange(port, req("/live/cam1/source.m3u8", "Authorization: Bearer v2.x.y.z"))
         assert reply.status == 403
