@@ -9,6 +9,13 @@ A publisher proves it holds a publish token for the stream in one of three ways:
   server must be able to compute it, and only the ``"e": 0`` token is deterministic: it is recomputed
   under each key that verifies, so a camera keeps the password made under an older key until that key
   is retired.
+
+With a device registry (``camflow.devices``), a device's credential (``cfd1.<device>.<secret>``)
+works in the same three places: as ``?token=``, as the Basic password, and in Digest with user =
+the device name, checked against the device's stored HA1. Such a request is answered by the
+registry alone (the device must be unrevoked and the stream one of its own); anything else goes
+to the HMAC token check unchanged. The session remembers the device, so that revoking it (or
+taking the stream from it) ends the session (``RtspServer.end_device_sessions``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from camflow.bus import Bus
+from camflow.devices import DeviceRefused, DeviceRegistry, SeenWriter, is_device_credential
 from camflow.errors import ConfigError, TokenError
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
@@ -23,7 +31,7 @@ from ingest.errors import ParseError
 from ingest.sources.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
 from ingest.sources.rtsp.headers import DigestCredentials
 from ingest.sources.rtsp.server import RtspServer
-from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.session import Authorizer, AuthRequest, DeviceGrant
 from ingest.sources.rtsp.udp import parse_port_range
 from ingest.sources.rtsp.url import RtspUrl
 
@@ -88,6 +96,88 @@ def token_authorizer(
     return authorize
 
 
+def _names_stream(uri: str, stream: str) -> bool:
+    try:
+        path = RtspUrl.parse(uri).path
+    except ParseError:
+        return False
+    return path == stream or path.startswith(stream + "/")
+
+
+def _device_digest(
+    devices: DeviceRegistry, nonces: DigestNonces, request: AuthRequest, creds: DigestCredentials
+) -> DeviceGrant | str | None:
+    """A grant for Digest credentials of a device, why they are refused, or None when they are not a
+    device's: user = the stream and no device's HA1 verifies them (a permanent HMAC token's)."""
+    device = devices.get(creds.username) if devices.loaded.is_set() else None
+    verified = (
+        device is not None
+        and bool(device.ha1)
+        and creds.realm == REALM
+        and nonces.check(creds.nonce)
+        and _names_stream(creds.uri, request.stream)
+        and creds.verify_ha1(device.ha1, request.method)
+    )
+    if device is not None and verified:
+        return device.refusal(request.stream) or DeviceGrant(device.name)
+    if creds.username == request.stream:
+        return None
+    if not devices.loaded.is_set():
+        return "the device registry is not loaded yet (its backend is unavailable)"
+    if device is None:
+        return f"Digest user {creds.username!r}: no such device, and not the stream name {request.stream!r}"
+    if device.revoked is not None:
+        return f"device {device.name!r} is revoked"
+    return f"Digest response does not match device {device.name!r} (credential, realm, nonce or uri)"
+
+
+def _device_answer(
+    devices: DeviceRegistry,
+    schemes: tuple[AuthScheme, ...],
+    nonces: DigestNonces | None,
+    request: AuthRequest,
+) -> tuple[str, DeviceGrant | str] | None:
+    """(scheme, grant or refusal) for a request carrying a device credential; None otherwise."""
+    if request.digest is not None:
+        if AuthScheme.DIGEST not in schemes or nonces is None:
+            return None  # the token check refuses it, saying why
+        answer = _device_digest(devices, nonces, request, request.digest)
+        return None if answer is None else ("digest", answer)
+    scheme, token = "token", request.query.get("token")
+    if not token and AuthScheme.BASIC in schemes:
+        scheme, token = "basic", request.password
+    if not token or not is_device_credential(token):
+        return None
+    try:
+        return scheme, DeviceGrant(devices.check_credential(token, request.stream).name)
+    except DeviceRefused as exc:
+        return scheme, str(exc)
+
+
+def device_authorizer(
+    tokens: Authorizer,
+    devices: DeviceRegistry,
+    seen: SeenWriter | None,
+    schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
+    nonces: DigestNonces | None = None,
+) -> Authorizer:
+    """Device credentials checked against ``devices``; every other request goes to ``tokens``."""
+
+    def authorize(request: AuthRequest) -> bool | DeviceGrant:
+        found = _device_answer(devices, schemes, nonces, request)
+        if found is None:
+            return tokens(request)
+        scheme, answer = found
+        if isinstance(answer, str):
+            log.info("publish_refused", stream_id=request.stream, scheme=scheme, reason=answer)
+            return False
+        if seen is not None:
+            seen.note(answer.device, request.peer)
+        return answer
+
+    return authorize
+
+
 def build_rtsp_server(
     bus: Bus,
     signer: TokenSigner,
@@ -100,11 +190,18 @@ def build_rtsp_server(
     max_connections: int,
     udp_ports: tuple[int, int] | None = None,
     auth_schemes: tuple[AuthScheme, ...] = DEFAULT_SCHEMES,
+    devices: DeviceRegistry | None = None,
+    seen: SeenWriter | None = None,
 ) -> RtspServer:
+    """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where and
+    when each device published."""
     nonces = DigestNonces(lambda: signer.derive_keys("rtsp-digest-nonce"))
-    return RtspServer(
+    authorize: Authorizer = token_authorizer(signer, auth_schemes, nonces)
+    if devices is not None:
+        authorize = device_authorizer(authorize, devices, seen, auth_schemes, nonces)
+    server = RtspServer(
         bus,
-        token_authorizer(signer, auth_schemes, nonces),
+        authorize,
         host=host,
         port=port,
         segment_target=segment_target,
@@ -114,6 +211,11 @@ def build_rtsp_server(
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
     )
+    if devices is not None:
+        devices.listen(
+            lambda change: server.end_device_sessions(change.device, change.allowed, change.reason)
+        )
+    return server
 
 
 def parse_rtsp_flags(udp_ports: str, auth: str) -> tuple[tuple[int, int] | None, tuple[AuthScheme, ...]]:

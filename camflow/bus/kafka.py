@@ -34,7 +34,15 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from camflow.bus.base import Message
 from camflow.errors import ConfigError
-from camflow.events import TOPIC_DEAD, TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY, TOPIC_STREAMS
+from camflow.events import (
+    TOPIC_DEAD,
+    TOPIC_DEVICES,
+    TOPIC_DEVICES_SEEN,
+    TOPIC_HEALTH,
+    TOPIC_RAW,
+    TOPIC_READY,
+    TOPIC_STREAMS,
+)
 from camflow.log import get_logger
 from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
 
@@ -57,6 +65,9 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_HEALTH: (4, {"retention.ms": str(3600 * 1000)}),
     # dead letters: what a consumer group could not use, with the reason (camflow.bus.dead)
     TOPIC_DEAD: (4, {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": str(7 * 24 * 3600 * 1000)}),
+    # the device registry (camflow.devices.kafka): one partition, read whole by every ingest node
+    TOPIC_DEVICES: (1, {"cleanup.policy": "compact"}),
+    TOPIC_DEVICES_SEEN: (1, {"cleanup.policy": "compact"}),
 }
 
 log = get_logger("bus.kafka")
@@ -388,8 +399,9 @@ class KafkaBus:
         self._sender.shutdown(wait=False)
 
     async def publish(
-        self, topic: str, key: str, value: bytes, headers: Mapping[str, bytes] | None = None
+        self, topic: str, key: str, value: bytes | None, headers: Mapping[str, bytes] | None = None
     ) -> None:
+        """``value`` None: a tombstone (a compacted topic forgets ``key``)."""
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
         producer = await self._healthy_producer()

@@ -440,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_tail(sub)
     _add_dead(sub)
+    _add_device(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument(
         "--url", default=f"rtsp://127.0.0.1:{RTSP_PORT}", help=f"ingest to load (default :{RTSP_PORT} here)"
@@ -523,3 +524,33 @@ def _add_dead(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish each listed letter again to the topic it was consumed from "
         "(a dead segment: its raw event)",
     )
+
+
+def _add_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    device = sub.add_parser(
+        "device", help="cameras' own credentials: add, list, revoke (docs/security.md#devices)"
+    )
+    commands = device.add_subparsers(dest="device_command", required=True)
+    add = commands.add_parser("add", help="a new device; prints its credential once, as the last line")
+    add.add_argument("name", type=check_stream_name, help="device name (same rules as a stream name)")
+    add.add_argument(
+        "--stream",
+        action="append",
+        type=check_stream_name,
+        help="a stream it may publish (repeatable; default: the stream named like the device)",
+    )
+    listing = commands.add_parser(
+        "list", help="every device: streams, created, last seen and address, revoked"
+    )
+    listing.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    revoke = commands.add_parser("revoke", help="refuse it on every ingest node within 5 s, end its sessions")
+    revoke.add_argument("name", type=check_stream_name)
+    remove = commands.add_parser(
+        "remove", help="forget a device (revoked or not): it is refused from then on"
+    )
+    remove.add_argument("name", type=check_stream_name)
+    streams = commands.add_parser("streams", help="set the streams a device may publish (ends lost ones)")
+    streams.add_argument("name", type=check_stream_name)
+    streams.add_argument("streams", nargs="+", type=check_stream_name, metavar="STREAM")
+    for parser in (add, listing, revoke, remove, streams):
+        _add_backends(parser)

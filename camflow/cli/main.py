@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             from camflow.cli.dead import dead_command
 
             return dead_command(args)
+        if args.command == "device":
+            from camflow.cli.devices import device_command
+
+            return device_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
         configure_logging(args.log_level, args.log_format)

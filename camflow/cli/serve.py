@@ -30,6 +30,7 @@ from camflow.store import FileStore, Store
 from camflow.tokens import TokenSigner, load_keys
 
 if TYPE_CHECKING:
+    from camflow.cli.devices import DeviceFollower
     from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
@@ -109,6 +110,12 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     if store is not None and not await _store_started(store, args.command, stop):
         return 0  # stopped while the store was still down: nothing else was started
 
+    devices: DeviceFollower | None = None
+    if "ingest" in roles:  # read while the bus starts; ``ready`` below waits for it (bounded)
+        from camflow.cli.devices import DeviceFollower, device_backend
+
+        devices = DeviceFollower.begin(device_backend(args, store, bus))
+
     # Ingest publishes through its on-disk spool; `camflow ingest` (no other service on the bus)
     # lets the spool start the bus, so it takes cameras while the bus is down.
     spooled = _spooled_bus(args, bus, owns_bus=roles == {"ingest"}) if "ingest" in roles else None
@@ -123,7 +130,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     failed = False
     observed = _Observed(args, bus, ingest_bus)
     try:
-        whip = _whip_service(args, ingest_bus, signer) if "ingest" in roles else None
+        if devices is not None:
+            stoppers.append(devices.stop)
+            await devices.ready()
+        whip = _whip_service(args, ingest_bus, signer, devices) if "ingest" in roles else None
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
 
@@ -165,7 +175,13 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 
             assert signer is not None and ingest_bus is not None
             rtsp = build_rtsp_server(
-                ingest_bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
+                ingest_bus,
+                signer,
+                host=args.host,
+                port=args.rtsp_port,
+                devices=devices.registry if devices else None,
+                seen=devices.seen if devices else None,
+                **rtsp_server_settings(args),
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
@@ -315,7 +331,9 @@ class _Observed:
             await self.server.stop()
 
 
-def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None) -> WhipService:
+def _whip_service(
+    args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None, devices: DeviceFollower | None
+) -> WhipService:
     """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
     import ingest.sources.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
     from ingest.sources.whip.http import WhipService
@@ -332,7 +350,14 @@ def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner
         connect_timeout=1.5 * args.webrtc_timeout,
         media_timeout=args.webrtc_timeout,
     )
-    return WhipService(bus, signer, policy=policy, limits=limits)
+    return WhipService(
+        bus,
+        signer,
+        policy=policy,
+        limits=limits,
+        devices=devices.registry if devices else None,
+        seen=devices.seen if devices else None,
+    )
 
 
 def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:

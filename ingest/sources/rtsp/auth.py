@@ -12,10 +12,11 @@ import hmac
 import time
 from collections.abc import Callable, Sequence
 
+from camflow.devices import DIGEST_REALM
 from ingest.errors import ParseError
 from ingest.sources.rtsp.headers import Challenge
 
-REALM = "camflow"
+REALM = DIGEST_REALM  # "camflow": device records keep HA1s of this realm
 NONCE_LIFETIME = 60.0  # seconds between the 401 and the request that answers it
 
 

@@ -55,6 +55,7 @@ class RtspConnection:
             timeout=server.session_timeout,
             challenges=server.challenges,
             udp=self if server.udp_pool is not None else None,
+            peer=self.camera_host,
         )
         self.parser = MessageReader()
         self.publisher: Publisher | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ingest.media.publisher import Publisher
-from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.session import Authorizer
 from ingest.sources.rtsp.udp import UdpPortPool, UdpStats
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class StreamOwner(Protocol):
 class ConnectionHost(Protocol):
     """The server's side of a connection: settings, counters, UDP ports and the publisher registry."""
 
-    authorize: Callable[[AuthRequest], bool]
+    authorize: Authorizer
     challenges: Callable[[], tuple[str, ...]]
     host: str
     session_timeout: int

@@ -23,7 +23,7 @@ from ingest.sources.rtsp.auth import basic_only
 from ingest.sources.rtsp.connection import READ_SIZE, RtspConnection
 from ingest.sources.rtsp.host import ServerStats, StreamOwner
 from ingest.sources.rtsp.message import Response
-from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.session import Authorizer
 from ingest.sources.rtsp.udp import UdpPortPool, UdpStats
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class RtspServer:
     def __init__(
         self,
         bus: Bus,
-        authorize: Callable[[AuthRequest], bool],
+        authorize: Authorizer,
         *,
         host: str = "127.0.0.1",
         port: int,
@@ -170,6 +170,24 @@ class RtspServer:
                     open=len(self._connections),
                 )
                 reported = closed
+
+    def end_device_sessions(self, device: str, allowed: frozenset[str], reason: str) -> int:
+        """Abort the sessions ``device`` authenticated of streams not in ``allowed`` (revoked: none)."""
+        ended = 0
+        for connection in list(self._connections):
+            session = connection.session
+            if session.device == device and session.stream not in allowed and connection.end_reason is None:
+                log.warning(
+                    "device_session_ended",
+                    device=device,
+                    stream_id=session.stream,
+                    reason=reason,
+                    peer=connection.peer,
+                    protocol="rtsp",
+                )
+                connection.abort(f"device {device}: {reason}")
+                ended += 1
+        return ended
 
     # --- publishers -----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The WHIP HTTP resources (RFC 9725) on aiohttp, mounted under ``/whip``.
 
 - ``POST /whip/{stream}``, ``Content-Type: application/sdp``, ``Authorization: Bearer <publish
-  token>``: ``201 Created``, the SDP answer, ``Location: /whip/{stream}/{session}``, ``ETag``.
+  token or device credential>``: ``201 Created``, the SDP answer, ``Location:
+  /whip/{stream}/{session}``, ``ETag``.
   Refusals: bad stream name 400, missing/invalid token 401 (``WWW-Authenticate: Bearer``), other
   media type 415, an offer aiortc cannot take (no H264/VP8 video, no ICE credentials or
   fingerprint, garbage) 400, too many sessions 503. A stream already being published is taken
@@ -11,6 +12,8 @@
   aiortc gathers every candidate before it answers).
 - ``OPTIONS`` on both: CORS preflight, ``Accept-Post: application/sdp``.
 
+A device credential (``cfd1.<device>.<secret>``, ``camflow.devices``) is checked against the device
+registry; the session remembers its device and ends when the device is revoked or loses the stream.
 Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.refused``) and logged.
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from camflow.bus import Bus
+from camflow.devices import DeviceChange, DeviceRefused, DeviceRegistry, SeenWriter, is_device_credential
 from camflow.errors import TokenError
 from camflow.keys import is_stream_name
 from camflow.log import get_logger
@@ -76,8 +80,16 @@ class WhipService:
         policy: IcePolicy | None = None,
         limits: SessionLimits,
         max_sessions: int = MAX_SESSIONS,
+        devices: DeviceRegistry | None = None,
+        seen: SeenWriter | None = None,
     ) -> None:
+        """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where
+        and when each device published."""
         self.bus = bus
+        self.devices = devices
+        self.seen = seen
+        if devices is not None:
+            devices.listen(self._device_changed)
         self.signer = signer
         self.policy = policy or IcePolicy()
         self.limits = limits
@@ -130,17 +142,28 @@ class WhipService:
             return {"Allow": SESSION_METHODS}
         return {"WWW-Authenticate": 'Bearer realm="camflow"'} if status == 401 else None
 
-    def _authorize(self, request: web.Request, stream: str) -> None:
+    def _authorize(self, request: web.Request, stream: str) -> str | None:
+        """The device the request's credential is (None: an HMAC publish token); a 401 WhipError
+        when it authorizes no publish of ``stream``."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise WhipError(
                 401, "unauthorized", "expected Authorization: Bearer <publish token of the stream>"
             )
+        if self.devices is not None and is_device_credential(token.strip()):
+            try:
+                device = self.devices.check_credential(token.strip(), stream).name
+            except DeviceRefused as exc:
+                raise WhipError(401, "unauthorized", f"device credential refused: {exc}") from None
+            if self.seen is not None:
+                self.seen.note(device, request.remote or "")
+            return device
         try:
             self.signer.verify(token.strip(), stream, Action.PUBLISH)
         except TokenError as exc:
             raise WhipError(401, "unauthorized", f"publish token refused: {exc}") from None
+        return None
 
     async def _post(self, request: web.Request) -> web.Response:
         stream = request.match_info["stream"]
@@ -148,7 +171,7 @@ class WhipService:
             raise WhipError(
                 400, "bad_stream", f"stream name {stream[:80]!r}: expected 1-64 characters of A-Z a-z 0-9 _ -"
             )
-        self._authorize(request, stream)
+        device = self._authorize(request, stream)
         if request.content_type != "application/sdp":
             raise WhipError(
                 415,
@@ -163,6 +186,7 @@ class WhipService:
                 503, "too_many_sessions", f"{len(self.sessions)} WHIP sessions: the limit; retry later"
             )
         session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget)
+        session.device = device
         try:
             answer = await session.answer(offer)
         except BaseException:
@@ -201,6 +225,18 @@ class WhipService:
     def _forget(self, session: WhipSession) -> None:
         if self.sessions.get(session.stream) is session:
             del self.sessions[session.stream]
+
+    def _device_changed(self, change: DeviceChange) -> None:
+        for session in list(self.sessions.values()):
+            if session.device == change.device and session.stream not in change.allowed:
+                log.warning(
+                    "device_session_ended",
+                    device=change.device,
+                    stream_id=session.stream,
+                    reason=change.reason,
+                    protocol="whip",
+                )
+                self._end(session, f"device {change.device}: {change.reason}")
 
     def _end(self, session: WhipSession, reason: str) -> None:
         task = asyncio.create_task(session.close(reason))
