@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -244,6 +245,14 @@ def test_camflow_keys_rotates_a_plain_secret_and_never_prints_secrets(
     for args in (("retire", keys.current.kid), ("retire",), ("retire", "nope"), ("rotate", "bad.kid")):
         code, out = run_keys(capsys, tmp_path, *args)
         assert code == 2, (args, out)
+    with monkeypatch.context() as patch:  # a read-only keys file, as a mounted Kubernetes Secret
+
+        def read_only(path: Path, keys: KeySet) -> None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        patch.setattr("camflow.cli.signing.write_file", read_only)
+        code, out = run_keys(capsys, tmp_path, "add")
+        assert code == 2 and "Read-only file system" in out and not out.startswith("added")
     monkeypatch.setenv("CAMFLOW_SECRET", f"k9:{NEW.decode()},k8:retired")
     code, out = run_keys(capsys, tmp_path, "list")
     assert code == 0 and "k9" in out and "k8" in out and NEW.decode() not in out

@@ -76,19 +76,26 @@ def keys_command(args: argparse.Namespace) -> int:
     if args.verb == "add":
         changed = keys.added(args.kid, current=False)
         kid = changed.keys[-1].kid
-        print(f"added key {kid}: it verifies; `camflow keys rotate {kid}` makes it current")
+        done = f"added key {kid}: it verifies; `camflow keys rotate {kid}` makes it current"
     elif args.verb == "rotate":
         if args.kid and keys.find(args.kid) is not None:
             changed = keys.promoted(args.kid)
         else:
             changed = keys.added(args.kid, current=True)
-        print(f"current key {changed.current.kid}; {keys.current.kid} keeps verifying until retired")
+        done = f"current key {changed.current.kid}; {keys.current.kid} keeps verifying until retired"
     else:
         if not args.kid:
             raise ConfigError("camflow keys retire KID: name the key to retire (camflow keys list)")
         changed = keys.without(args.kid)
-        print(f"retired key {args.kid}: its tokens are refused from now on")
-    write_file(path, changed)
+        done = f"retired key {args.kid}: its tokens are refused from now on"
+    try:
+        write_file(path, changed)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the keys file {str(path)!r} ({exc.strerror}): edit it where it comes from "
+            "(e.g. the Kubernetes Secret mounted there)"
+        ) from None
+    print(done)
     return 0
 
 
