@@ -84,7 +84,7 @@ def _unknown(stream: str) -> dict[str, object]:
 async def health(request: web.Request) -> web.StreamResponse:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = stream_refusal(state, stream) or viewer_refusal(state, request, stream)
+    refused = stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     resp = web.StreamResponse(headers=SSE_HEADERS)

@@ -24,6 +24,7 @@ from camflow.tokens import TokenSigner
 from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
+from edge.idp import JwtSettings
 from edge.lifeline import PARENT_ENV, ParentWatch, parent_gone, parent_pid_from_env
 from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV
 from edge.policy import TokenCheck
@@ -49,6 +50,7 @@ class EdgeServer:
         playlist_max_age: float | None,
         cache_bytes: int,
         token_check: TokenCheck,
+        identity: JwtSettings | None,
         fast_path: bool,
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
@@ -57,7 +59,12 @@ class EdgeServer:
     ) -> None:
         self._tls_context = tls_context
         self._app = build_app(
-            store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
+            store,
+            signer,
+            playlist_max_age=playlist_max_age,
+            cache_bytes=cache_bytes,
+            token_check=token_check,
+            identity=identity,
         )
         self._reuse_port = reuse_port
         self._fast_path = FastPath(self._app[EDGE]) if fast_path else None
@@ -151,6 +158,7 @@ async def run_edge(
     playlist_max_age: float | None,
     cache_bytes: int,
     token_check: TokenCheck,
+    identity: JwtSettings | None,
     fast_path: bool,
 ) -> None:
     """Serve the edge until ``stop`` is set (or this task is cancelled), then shut it down."""
@@ -162,6 +170,7 @@ async def run_edge(
         playlist_max_age=playlist_max_age,
         cache_bytes=cache_bytes,
         token_check=token_check,
+        identity=identity,
         fast_path=fast_path,
     )
     await server.start()

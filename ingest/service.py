@@ -6,7 +6,9 @@ A publisher proves it holds a publish token for the stream in one of three ways:
 - RTSP Basic, ``rtsp://STREAM:T@host/STREAM`` (any valid token as the password);
 - RTSP Digest (RFC 2617/7616, MD5) with user = stream and password = the stream's never-expiring
   publish token (``camflow token publish STREAM --ttl never``): Digest hides the password, so the
-  server must be able to compute it, and only the ``"e": 0`` token is deterministic.
+  server must be able to compute it, and only the ``"e": 0`` token is deterministic: it is recomputed
+  under each key that verifies, so a camera keeps the password made under an older key until that key
+  is retired.
 
 With a device registry (``camflow.devices``), a device's credential (``cfd1.<device>.<secret>``)
 works in the same three places: as ``?token=``, as the Basic password, and in Digest with user =
@@ -52,11 +54,14 @@ def _digest_refusal(
         path = RtspUrl.parse(creds.uri).path
         if path != request.stream and not path.startswith(request.stream + "/"):
             return f"Digest uri {creds.uri[:80]!r}: expected a URL of stream {request.stream!r}"
-        # The only password a server can recompute: the stream's never-expiring publish token.
-        if not creds.verify(signer.issue(request.stream, Action.PUBLISH, None), request.method):
+        # The only password a server can recompute: the stream's never-expiring publish token, under
+        # each key that verifies (at most camflow.signing.MAX_KEYS).
+        permanent = signer.permanent_tokens(request.stream, Action.PUBLISH)
+        if not any(creds.verify(password, request.method) for password in permanent):
             return (
-                "Digest response does not match the stream's never-expiring publish token: a camera with"
-                " credentials needs `camflow token publish STREAM --ttl never` as its password, or ?token="
+                "Digest response does not match the stream's never-expiring publish token under any of the"
+                f" {len(permanent)} signing keys: a camera with credentials needs"
+                " `camflow token publish STREAM --ttl never` as its password, or ?token="
             )
     except ParseError as exc:
         return str(exc)
@@ -193,7 +198,7 @@ def build_rtsp_server(
 ) -> RtspServer:
     """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where and
     when each device published."""
-    nonces = DigestNonces(signer.derive_key("rtsp-digest-nonce"))
+    nonces = DigestNonces(lambda: signer.derive_keys("rtsp-digest-nonce"))
     authorize: Authorizer = token_authorizer(signer, auth_schemes, nonces)
     if devices is not None:
         authorize = device_authorizer(authorize, devices, seen, auth_schemes, nonces)

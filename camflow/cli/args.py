@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from camflow.bus.dead import DeadReason
+from camflow.cli.signing import add_jwt_flags, add_keys_parser
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import AUTO, LOG_FORMATS
@@ -414,6 +415,7 @@ def _add_edge(p: argparse.ArgumentParser) -> None:
         help="check view tokens on every request (all, default) or on playlists only, so a CDN can "
         "share segments across viewers (playlists)",
     )
+    add_jwt_flags(p)
     p.add_argument(
         "--no-fast-path",
         action="store_true",
@@ -493,13 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ttl,
         default=DEFAULT_TOKEN_TTL,
         help="seconds (default 86400), or `never` for a publish token a camera keeps as its password "
-        "(needed for RTSP Digest; revoked only by rotating CAMFLOW_SECRET)",
+        "(needed for RTSP Digest; revoked by retiring its signing key)",
     )
     token.add_argument(
         "--data-dir",
         default=_data_dir(),
-        help="where the embedded default keeps its secret (ignored when CAMFLOW_SECRET is set)",
+        help="where the embedded default keeps its signing keys (ignored when CAMFLOW_SECRET or "
+        "CAMFLOW_SECRET_FILE is set); the current key signs",
     )
+    add_keys_parser(sub, _data_dir())
 
     _add_tail(sub)
     _add_dead(sub)

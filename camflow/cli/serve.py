@@ -28,7 +28,7 @@ from camflow.errors import CamflowError, ConfigError, StoreRetryStopped
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
 from camflow.store import FileStore, Store
-from camflow.tokens import TokenSigner, load_secret
+from camflow.tokens import TokenSigner, load_keys
 
 if TYPE_CHECKING:
     from camflow.cli.devices import DeviceFollower
@@ -71,7 +71,7 @@ def make_store(args: argparse.Namespace) -> Store:
 
 def make_signer(args: argparse.Namespace) -> TokenSigner:
     data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else None
-    return TokenSigner(load_secret(data_dir))
+    return TokenSigner(load_keys(data_dir))
 
 
 async def _store_started(store: Store, service: str, stop: asyncio.Event) -> bool:
