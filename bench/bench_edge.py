@@ -12,6 +12,10 @@
    (0.8x for segments, 0.5x for playlists). ``--app-path`` also measures the edge with
    ``--no-fast-path`` (every request through the aiohttp application).
 2. 500 concurrent cold requests for one segment through the edge app: store reads (must be 1).
+
+``--tls`` adds the edge over HTTPS (``--tls-cert``, a certificate made for the run) and nginx
+over HTTPS (``listen ... ssl``, the same certificate, its default ciphers) to the same run, and
+prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge HTTPS over nginx HTTPS.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -63,8 +68,11 @@ def playlist_text(size: int = 5000) -> str:
     return "\n".join(lines) + "\n"
 
 
+_TLS_CONTEXT: ssl.SSLContext | None = None  # trusts the run's CA (--tls)
+
+
 def edge_body(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    with urllib.request.urlopen(url, timeout=10, context=_TLS_CONTEXT) as resp:
         return bytes(resp.read())
 
 
@@ -79,7 +87,7 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=_TLS_CONTEXT) as resp:
                 resp.read()
                 return
         except OSError:
@@ -119,8 +127,16 @@ http {{
         listen 127.0.0.1:{port};
         location /live/ {{ alias {root}/streams/; }}
     }}
+    {tls_server}
 }}
 """
+NGINX_TLS_SERVER = """server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location /live/ {{ alias {root}/streams/; }}
+    }}"""
 
 
 def wrk(url: str, seconds: float, connections: int) -> float:
@@ -180,6 +196,7 @@ def parse(rest: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--app-path", action="store_true", help="also measure the edge with --no-fast-path (aiohttp only)"
     )
+    p.add_argument("--tls", action="store_true", help="also measure the edge and nginx over HTTPS")
     return p.parse_args(rest)
 
 
@@ -193,14 +210,55 @@ def start_edge(
     )
 
 
-def start_nginx(prefix: Path, root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_nginx(
+    prefix: Path, root: Path, port: int, workers: int, tls: tuple[int, Path, Path] | None = None
+) -> subprocess.Popen[bytes]:
+    """nginx on ``port``; with ``tls`` (port, certificate, key) also over HTTPS on that port."""
     (prefix / "temp").mkdir(parents=True)
+    tls_server = ""
+    if tls is not None:
+        tls_server = NGINX_TLS_SERVER.format(port=tls[0], cert=tls[1], key=tls[2], root=root)
     conf = NGINX_CONF.format(
-        workers=workers, port=port, root=root, user="user root;" if os.geteuid() == 0 else ""
+        workers=workers,
+        port=port,
+        root=root,
+        user="user root;" if os.geteuid() == 0 else "",
+        tls_server=tls_server,
     )
     (prefix / "nginx.conf").write_text(conf)
     nginx_exe = shutil.which("nginx") or "/usr/sbin/nginx"
     return subprocess.Popen([nginx_exe, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"])
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A CA and a certificate for 127.0.0.1 (tests/tls_certs.py); trusted by this process's requests."""
+    global _TLS_CONTEXT
+    from tests.tls_certs import TestCa
+
+    ca = TestCa(directory)
+    issued = ca.issue("edge")
+    _TLS_CONTEXT = ca.client_context()
+    return issued.cert, issued.key
+
+
+def tls_table(results: dict[tuple[str, str], list[float]]) -> None:
+    """What HTTPS costs each server (its HTTPS req/s over its HTTP req/s, paired per repeat), and the
+    edge over HTTPS against nginx over HTTPS; TLS must not cost the edge more than it costs nginx."""
+    print(
+        f"{'object':<10}{'edge https':>11}{'edge http':>10}{'edge tls/plain':>16}"
+        f"{'nginx https':>12}{'nginx tls/plain':>17}{'edge/nginx https':>18}"
+    )
+    for kind in ("segment", "playlist"):
+        eh, ep = results[("edge-tls", kind)], results[("edge", kind)]
+        nh, np_ = results[("nginx-tls", kind)], results[("nginx", kind)]
+        edge_cost = statistics.median(a / b for a, b in zip(eh, ep, strict=True))
+        nginx_cost = statistics.median(a / b for a, b in zip(nh, np_, strict=True))
+        versus = statistics.median(a / b for a, b in zip(eh, nh, strict=True))
+        verdict = "ok" if edge_cost >= nginx_cost * 0.95 else "edge pays more"
+        print(
+            f"{kind:<10}{statistics.median(eh):>11.0f}{statistics.median(ep):>10.0f}{edge_cost:>15.2f}x"
+            f"{statistics.median(nh):>12.0f}{nginx_cost:>16.2f}x{versus:>17.2f}x {verdict}"
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -216,11 +274,17 @@ def run(args: argparse.Namespace) -> None:
         servers = {"edge": free_port(), "nginx": free_port()}
         if opts.app_path:
             servers["edge-app"] = free_port()
+        if opts.tls:
+            servers |= {"edge-tls": free_port(), "nginx-tls": free_port()}
+            cert, key = make_certificate(work / "pki")
         env = {**os.environ, "CAMFLOW_SECRET": SECRET}
         cli = [sys.executable, "-m", "camflow.cli", "edge", "--host", "127.0.0.1", "--data-dir", str(data)]
         procs = [start_edge(cli, servers["edge"], opts.workers, env)]
         if opts.app_path:
             procs.append(start_edge(cli, servers["edge-app"], opts.workers, env, "--no-fast-path"))
+        if opts.tls:
+            tls_flags = ("--tls-cert", str(cert), "--tls-key", str(key))
+            procs.append(start_edge(cli, servers["edge-tls"], opts.workers, env, *tls_flags))
         paths = {
             "segment": f"/live/bench/{EPOCH}/source/00000001.m4s?token={token}",
             "playlist": f"/live/bench/source.m3u8?token={token}",
@@ -238,9 +302,10 @@ def run(args: argparse.Namespace) -> None:
             ):
                 (nginx_root / name).parent.mkdir(parents=True, exist_ok=True)
                 (nginx_root / name).write_bytes(body)
-            procs.append(start_nginx(work / "nginx", nginx_root, servers["nginx"], opts.workers))
+            nginx_tls = (servers["nginx-tls"], cert, key) if opts.tls else None
+            procs.append(start_nginx(work / "nginx", nginx_root, servers["nginx"], opts.workers, nginx_tls))
             urls = {
-                (server, kind): f"http://127.0.0.1:{port}{path}"
+                (server, kind): f"{'https' if server.endswith('-tls') else 'http'}://127.0.0.1:{port}{path}"
                 for server, port in servers.items()
                 for kind, path in paths.items()
             }
@@ -248,7 +313,7 @@ def run(args: argparse.Namespace) -> None:
                 wait_http(url)
             for _ in range(opts.workers * 4):  # warm every worker's cache
                 for (server, _kind), url in urls.items():
-                    if server != "nginx":
+                    if not server.startswith("nginx"):
                         wait_http(url)
             results: dict[tuple[str, str], list[float]] = {k: [] for k in urls}
             for _ in range(opts.repeats):
@@ -277,7 +342,7 @@ def run(args: argparse.Namespace) -> None:
             nginx_runs = results[("nginx", kind)]
             n = statistics.median(nginx_runs)
             for server in servers:
-                if server == "nginx":
+                if server.startswith("nginx") or server == "edge-tls":
                     continue
                 runs = results[(server, kind)]
                 e = statistics.median(runs)
@@ -287,5 +352,7 @@ def run(args: argparse.Namespace) -> None:
                     f"{kind:<10}{server:<10}{e:>10.0f}{n:>13.0f}{e / n:>7.2f}x{paired:>7.2f}x"
                     f"{TARGETS[kind]:>7.1f}x {ok}"
                 )
+        if opts.tls:
+            tls_table(results)
         reads, ok_count = asyncio.run(coalescing(data / "store"))
         print(f"500 concurrent cold requests: {ok_count} x 200, {reads} store read(s) (expected 1)")

@@ -22,7 +22,7 @@ from camflow.bus.base import Consumer
 from camflow.events import TOPIC_RAW, RawSegment, decode
 from camflow.log import configure_logging
 from camflow.mp4 import iter_boxes
-from camflow.tokens import TokenSigner, load_secret
+from camflow.tokens import TokenSigner, load_keys
 from ingest.service import build_rtsp_server
 from tests import defaults
 
@@ -79,7 +79,7 @@ async def serve(port: int, data_dir: Path) -> None:
     bus = SinkBus(count_frames=True)
     server = build_rtsp_server(
         bus,
-        TokenSigner(load_secret(data_dir)),
+        TokenSigner(load_keys(data_dir)),
         host="127.0.0.1",
         port=port,
         **defaults.rtsp_server(udp_ports=None),

@@ -73,6 +73,8 @@ TOPIC_READY = "camflow.segments.ready"
 TOPIC_STREAMS = "camflow.streams"
 TOPIC_HEALTH = "camflow.health"
 TOPIC_DEAD = "camflow.segments.dead"
+TOPIC_DEVICES = "camflow.devices"  # device records (camflow.devices), compacted, keyed by device name
+TOPIC_DEVICES_SEEN = "camflow.devices.seen"  # their last seen / last address, compacted, likewise
 
 
 class StreamStateKind(enum.Enum):

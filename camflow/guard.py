@@ -9,7 +9,8 @@
   handler): it follows the requests in the bytes with a ``RequestClock``, closes the connection
   when a deadline passes or a head is too large, resets it when its send buffer stays full for
   ``send_timeout`` (a client that does not read), and otherwise passes everything through.
-- ``GuardedSite``: an aiohttp ``TCPSite`` whose every connection is guarded (WHIP on its own port).
+- ``GuardedSite``: an aiohttp ``TCPSite`` whose every connection is guarded (WHIP on its own port,
+  the edge without its fast path), HTTPS with a handshake deadline when given an ``ssl_context``.
 
 aiohttp's own keep-alive timer (``keepalive_timeout`` = the idle limit, given to its ``AppRunner``)
 also runs on the connections it serves: it closes one whose next request head is not complete
@@ -29,6 +30,7 @@ from aiohttp import web
 from camflow.limits import ClientCap, ConnectionLimits, Refusal, RefusalLog, RequestClock, refusal_response
 from camflow.log import get_logger
 from camflow.metrics import CONNECTIONS_REFUSED
+from camflow.tls import HANDSHAKE_TIMEOUT
 
 log = get_logger("limits")
 SWEEP_SECONDS = 1.0
@@ -241,6 +243,7 @@ class GuardedSite(web.TCPSite):
             self._host,
             self._port,
             ssl=self._ssl_context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context is not None else None,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,

@@ -88,6 +88,22 @@ CONNECTIONS_REFUSED = Counter(
     "handshake_timeout)",
     ["listener", "reason"],
 )
+TLS_RELOADS = Counter(
+    "camflow_tls_reloads",
+    "Reloads of the TLS certificate and key (files changed, SIGHUP), by result (ok, failed: the old "
+    "certificate kept serving)",
+    ["result"],
+)
+TLS_HANDSHAKE_FAILURES = Counter(
+    "camflow_tls_handshake_failures",
+    "TLS handshakes a client failed (plain HTTP or RTSP on a TLS port, no common protocol version or "
+    "cipher, a client that rejected the certificate), by OpenSSL's reason",
+    ["reason"],
+)
+TLS_CERTIFICATE_EXPIRY = Gauge(
+    "camflow_tls_certificate_expiry_timestamp_seconds",
+    "notAfter of the TLS certificate this process serves (HTTPS, RTSPS), UNIX seconds",
+)
 
 # --- read at scrape time from a service's own counters -----------------------------------------
 

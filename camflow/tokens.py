@@ -1,12 +1,17 @@
-"""HMAC-SHA256 tokens scoped to one stream and one action, with an expiry.
+"""HMAC-SHA256 tokens scoped to one stream and one action, with an expiry, signed by a key with an id.
 
-Wire form: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "v1." + claims part))>``
-with claims ``{"s": stream, "a": action, "e": expiry (UNIX seconds)}``.
+Wire forms, with claims ``{"s": stream, "a": action, "e": expiry (UNIX seconds)}``:
+
+- ``v2.<kid>.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, "v2.<kid>." + claims part))>``: the
+  key id names the key of the deployment's key set (``camflow.signing``) that signed it;
+- ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "v1." + claims part))>``: the form of
+  releases before key ids, signed with one plain secret, the key ``legacy``. It is issued while
+  ``legacy`` is the current key (a deployment that never rotated) and verifies until it is retired.
 
 ``"e": 0`` means the token never expires (``issue(..., ttl=None)``, ``camflow token publish S --ttl never``).
-Such a token is deterministic for its (stream, action), so a server holding the secret can recompute it:
-RTSP Digest authentication needs the password on the server side. It is revoked only by rotating
-``CAMFLOW_SECRET`` (which revokes every token).
+Such a token is deterministic for its (stream, action, key), so a server holding the keys can recompute
+it: RTSP Digest authentication needs the password on the server side (``permanent_tokens``). It is
+revoked by retiring its key (which revokes every token signed with that key).
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from camflow.errors import ConfigError, TokenError
+from camflow.signing import KID_RE, LEGACY_KID, KeySet, KeysFile, SigningKey, create_file, new_kid, parse_env
 
-PREFIX = "v1"
+V1 = "v1"
+V2 = "v2"
+PREFIX = V1  # the form before key ids
 SECRET_ENV = "CAMFLOW_SECRET"
+SECRET_FILE_ENV = "CAMFLOW_SECRET_FILE"
 SECRET_FILE = "secret"
 MAX_TOKEN_CHARS = 1024
 
@@ -45,6 +55,10 @@ class TokenScopeError(TokenError):
     """A correctly signed token for another stream or action."""
 
 
+class TokenKeyRetired(TokenError):
+    """A token whose key id names a key the operator retired (or that is not in the key set)."""
+
+
 @dataclass(frozen=True)
 class Claims:
     stream: str
@@ -56,6 +70,20 @@ class Claims:
         return self.expires == 0
 
 
+class KeySource(Protocol):
+    """Where a signer gets its key set, each time it signs or verifies (a ``KeysFile`` re-reads)."""
+
+    def keys(self) -> KeySet: ...
+
+
+class FixedKeys:
+    def __init__(self, keys: KeySet) -> None:
+        self._keys = keys
+
+    def keys(self) -> KeySet:
+        return self._keys
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -64,39 +92,98 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _mac(key: SigningKey, signed: str) -> str:
+    return _b64(hmac.new(key.secret, signed.encode(), hashlib.sha256).digest())
+
+
+def _signed(key: SigningKey, body: str) -> str:
+    """``PREFIX.body.sig`` (v1 for the legacy key) or ``v2.kid.body.sig``."""
+    head = V1 if key.legacy else f"{V2}.{key.kid}"
+    return f"{head}.{body}.{_mac(key, f'{head}.{body}')}"
+
+
+def _claims_part(stream: str, action: Action, expires: int) -> str:
+    claims = {"s": stream, "a": action.value, "e": expires}
+    return _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+
+
 class TokenSigner:
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ConfigError(f"token secret is {len(secret)} bytes long, expected at least 16")
-        self._secret = secret
+    """Issues tokens with the current key of its key set; verifies them with any key that verifies.
+
+    ``TokenSigner(secret)`` is one plain secret (the ``legacy`` key: v1 tokens, as before key ids).
+    """
+
+    def __init__(self, keys: bytes | KeySet | KeySource) -> None:
+        if isinstance(keys, bytes):
+            keys = KeySet.single(keys)
+        self._source: KeySource = FixedKeys(keys) if isinstance(keys, KeySet) else keys
+
+    def keys(self) -> KeySet:
+        """The key set as of now (a keys file is re-read when it changed)."""
+        return self._source.keys()
 
     def derive_key(self, purpose: str) -> bytes:
-        """A key for another use of the secret (RTSP Digest nonces), unrelated to token signatures."""
-        return hmac.new(self._secret, f"camflow-key:{purpose}".encode(), hashlib.sha256).digest()
+        """A key for another use of the current key (unrelated to token signatures)."""
+        return self.derive_keys(purpose)[0]
 
-    def _sign(self, body: str) -> str:
-        return _b64(hmac.new(self._secret, f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
+    def derive_keys(self, purpose: str) -> list[bytes]:
+        """``derive_key`` of every key that verifies, the current one first: what the current key
+        derived signs, what any of them derived still checks, until its key is retired."""
+        return [
+            hmac.new(k.secret, f"camflow-key:{purpose}".encode(), hashlib.sha256).digest()
+            for k in self.keys().keys
+        ]
 
     def issue(self, stream: str, action: Action, ttl: float | None, now: float | None = None) -> str:
         """A token valid for ``ttl`` seconds, or forever (``"e": 0``, the same token every time) for None."""
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"token ttl is {ttl} s, expected a positive number of seconds or never")
         t = time.time() if now is None else now
-        claims = {"s": stream, "a": action.value, "e": 0 if ttl is None else math.ceil(t + ttl)}
-        body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
-        return f"{PREFIX}.{body}.{self._sign(body)}"
+        body = _claims_part(stream, action, 0 if ttl is None else math.ceil(t + ttl))
+        return _signed(self.keys().current, body)
+
+    def permanent_tokens(self, stream: str, action: Action) -> list[str]:
+        """The never-expiring token of (stream, action) under each key that verifies (current first)."""
+        body = _claims_part(stream, action, 0)
+        return [_signed(key, body) for key in self.keys().keys]
 
     def verify(self, token: str, stream: str, action: Action, now: float | None = None) -> Claims:
         """Return the claims of a valid token for (stream, action); raise a TokenError naming why not."""
+        claims = self.verify_any(token, now)
+        if claims.stream != stream:
+            raise TokenScopeError(f"token is for stream {claims.stream!r}, not {stream!r}")
+        if claims.action != action:
+            raise TokenScopeError(f"token allows {claims.action.value!r}, not {action.value!r}")
+        return claims
+
+    def verify_any(self, token: str, now: float | None = None) -> Claims:
+        """The claims of a correctly signed, unexpired token, whatever its scope."""
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenError(f"token is {len(token)} characters long, at most {MAX_TOKEN_CHARS} expected")
         if not token.isascii():  # hmac.compare_digest refuses non-ASCII str with a TypeError
             raise TokenError("token has non-ASCII characters, expected base64url and '.'")
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != PREFIX:
-            raise TokenError(f"token is not of the form {PREFIX}.<claims>.<signature>")
-        _, body, sig = parts
-        if not hmac.compare_digest(self._sign(body), sig):
+        keys = self.keys()
+        if len(parts) == 4 and parts[0] == V2:
+            _, kid, body, sig = parts
+            key = keys.find(kid)
+            if key is None:
+                raise _unknown_key(keys, kid)
+            head = f"{V2}.{kid}"
+        elif len(parts) == 3 and parts[0] == V1:
+            _, body, sig = parts
+            key = keys.find(LEGACY_KID)
+            if key is None and LEGACY_KID in keys.retired:
+                raise TokenKeyRetired(
+                    "token is v1 (signed with the plain secret of before key ids, key 'legacy'), "
+                    "and key 'legacy' was retired: ask for a new token"
+                )
+            if key is None:
+                raise TokenError("token is v1 (no key id), and no key 'legacy' (a plain secret) verifies v1")
+            head = V1
+        else:
+            raise TokenError(f"token is not of the form {V2}.<key id>.<claims>.<signature>")
+        if not hmac.compare_digest(_mac(key, f"{head}.{body}"), sig):
             raise TokenError("token signature does not match")
         try:
             raw = json.loads(_unb64(body))
@@ -106,26 +193,32 @@ class TokenSigner:
         t = time.time() if now is None else now
         if not claims.permanent and claims.expires <= t:
             raise TokenExpired(f"token expired {int(t - claims.expires)} s ago")
-        if claims.stream != stream:
-            raise TokenScopeError(f"token is for stream {claims.stream!r}, not {stream!r}")
-        if claims.action != action:
-            raise TokenScopeError(f"token allows {claims.action.value!r}, not {action.value!r}")
         return claims
 
 
-def load_secret(data_dir: Path | None) -> bytes:
-    """The token secret: ``CAMFLOW_SECRET`` if set, else ``<data_dir>/secret``, created on first run."""
+def _unknown_key(keys: KeySet, kid: str) -> TokenError:
+    if KID_RE.fullmatch(kid) is None:
+        return TokenError("token key id is malformed: expected 1-32 characters of A-Z a-z 0-9 _ -")
+    if kid in keys.retired:
+        return TokenKeyRetired(f"token key {kid!r} was retired: ask for a new token")
+    return TokenError(f"token key {kid!r} is not one of this deployment's signing keys")
+
+
+def load_keys(data_dir: Path | None) -> KeySource:
+    """The token keys: ``CAMFLOW_SECRET`` if set (fixed), else the keys file (re-read when it changes):
+    ``CAMFLOW_SECRET_FILE``, else ``<data_dir>/secret``, made with one new key on first run."""
     env = os.environ.get(SECRET_ENV)
     if env:
-        return env.encode()
+        return FixedKeys(parse_env(env, SECRET_ENV))
+    named = os.environ.get(SECRET_FILE_ENV)
+    if named:
+        return KeysFile(Path(named))
     if data_dir is None:
-        raise ConfigError(f"{SECRET_ENV} is not set; every service of a deployment needs the same secret")
+        raise ConfigError(
+            f"neither {SECRET_ENV} nor {SECRET_FILE_ENV} is set; every service of a deployment needs the "
+            "same token keys"
+        )
     path = data_dir / SECRET_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
-        os.replace(tmp, path)
-    return path.read_text().strip().encode()
+        create_file(path, KeySet((SigningKey(new_kid(), secrets.token_urlsafe(32).encode()),)))
+    return KeysFile(path)

@@ -6,7 +6,9 @@ comes from the route, not from ``edge.paths``); every operator route (``/``,
 ``/api/streams``, ``/api/health``) asks ``operator_refusal``. A view token for the stream or an
 operator (admin) token passes (``edge.auth.Authorizer``, memoised). Refusals are counted and
 answered alike everywhere: 401 ``token_missing`` (with ``WWW-Authenticate``), 403
-``token_expired``, ``token_scope`` or ``token_invalid``. The fast path (``edge.fastpath``) asks
+``token_expired``, ``token_scope``, ``token_key_retired`` or ``token_invalid``. A token comes in
+``?token=`` or ``Authorization: Bearer``; a JWT of the identity provider (``edge.idp``) passes as
+a view token. The fast path (``edge.fastpath``) asks
 ``needs_token`` and the Authorizer itself, and leaves every refusal to these.
 """
 
@@ -16,7 +18,7 @@ from aiohttp import web
 
 from camflow.errors import TokenError
 from camflow.keys import is_stream_name
-from camflow.tokens import TokenExpired, TokenScopeError
+from camflow.tokens import TokenExpired, TokenKeyRetired, TokenScopeError
 from edge.auth import OPERATOR_SCOPE
 from edge.http import error_response
 from edge.paths import LiveObject
@@ -25,6 +27,19 @@ from edge.state import EdgeState
 
 TOKEN_PARAM = "token"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="camflow"'}
+BEARER = "bearer "
+
+
+def request_token(request: web.Request) -> tuple[str, bool]:
+    """The request's token and whether it came in ``?token=`` (carried into playlist URIs) rather
+    than ``Authorization: Bearer`` (which the client sends again itself); ("", False) without one."""
+    token = request.query.get(TOKEN_PARAM, "")
+    if token:
+        return token, True
+    header = request.headers.get("Authorization", "")
+    if header[: len(BEARER)].lower() == BEARER:
+        return header[len(BEARER) :].strip(), False
+    return "", False
 
 
 def needs_token(state: EdgeState, obj: LiveObject) -> bool:
@@ -40,6 +55,8 @@ def token_error(state: EdgeState, exc: TokenError, stream: str) -> web.Response:
         return error_response(403, "token_expired", str(exc))
     if isinstance(exc, TokenScopeError):
         return error_response(403, "token_scope", str(exc))
+    if isinstance(exc, TokenKeyRetired):
+        return error_response(403, "token_key_retired", str(exc))
     return error_response(403, "token_invalid", str(exc))
 
 
@@ -49,7 +66,7 @@ def token_missing(state: EdgeState, what: str, stream: str) -> web.Response:
     return error_response(
         401,
         "token_missing",
-        f"{what!r} needs a view token for stream {stream!r} in ?token=",
+        f"{what!r} needs a view token for stream {stream!r} in ?token= or Authorization: Bearer",
         headers=CHALLENGE,
     )
 
@@ -64,40 +81,34 @@ def stream_refusal(state: EdgeState, stream: str) -> web.Response | None:
     )
 
 
-def viewer_refusal(state: EdgeState, request: web.Request, stream: str) -> web.Response | None:
-    """The 401/403 for a request without a good view (or operator) token for ``stream``; None when allowed."""
-    token = request.query.get(TOKEN_PARAM, "")
+async def viewer_refusal(state: EdgeState, request: web.Request, stream: str) -> web.Response | None:
+    """The 401/403 for a request without a good view (or operator) token or JWT for ``stream``;
+    None when allowed. Only a JWT of a key id not seen yet waits (for the JWKS to be fetched again)."""
+    token, _ = request_token(request)
     if not token:
         return token_missing(state, request.path, stream)
     try:
-        state.auth.verify_viewer(token, stream)
+        await state.auth.verify_viewer_learning(token, stream)
     except TokenError as exc:
         return token_error(state, exc, stream)
     return None
 
 
-def bearer_token(request: web.Request) -> str:
-    """The token of an ``Authorization: Bearer`` header ("" when there is none)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def operator_refusal(
-    state: EdgeState, request: web.Request, detail: str | None = None, *, bearer: bool = False
+    state: EdgeState, request: web.Request, detail: str | None = None
 ) -> web.Response | None:
-    """The 401/403 for a request without a good operator token in ``?token=`` (or, with ``bearer``,
-    ``Authorization: Bearer``, as Prometheus sends it); None when allowed.
+    """The 401/403 for a request without a good operator token (``?token=`` or ``Authorization:
+    Bearer``); None when allowed. JWTs never pass: they grant viewing only.
 
     ``detail`` replaces the 401's detail (the stream list page says where to get a token).
     """
-    token = (bearer_token(request) if bearer else "") or request.query.get(TOKEN_PARAM, "")
+    token, _ = request_token(request)
     if not token:
         state.counters.token_missing += 1
-        where = "Authorization: Bearer or ?token=" if bearer else "?token="
         return error_response(
             401,
             "token_missing",
-            detail or f"{request.path} needs an operator token in {where} (camflow token admin '*')",
+            detail or f"{request.path} needs an operator token in ?token= (camflow token admin '*')",
             headers=CHALLENGE,
         )
     try:

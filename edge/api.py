@@ -87,7 +87,7 @@ def _unknown(stream: str) -> dict[str, object]:
 async def health(request: web.Request) -> web.StreamResponse:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = stream_refusal(state, stream) or viewer_refusal(state, request, stream)
+    refused = stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     resp = web.StreamResponse(headers=SSE_HEADERS)
@@ -193,7 +193,7 @@ async def health_feed(request: web.Request) -> web.StreamResponse:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[EDGE]
-    refused = operator_refusal(state, request, bearer=True)
+    refused = operator_refusal(state, request)
     if refused is not None:
         return refused
     return await edge_metrics_response(state)

@@ -36,6 +36,7 @@ from edge.catalog import StreamCatalog
 from edge.delivery import live, object_fetcher
 from edge.health import CatalogHealth, HealthSource
 from edge.http import CORS_HEADERS, CORS_ORIGIN, error_response, store_unavailable_response
+from edge.idp import IdentityProvider, JwtSettings
 from edge.metrics import count_requests
 from edge.pages import add_page_routes, default_static_dir
 from edge.paths import LIVE_PREFIX
@@ -137,11 +138,14 @@ async def _refresh_catalog(state: EdgeState, interval: float) -> None:
 def _background(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[EDGE]
-        task = asyncio.create_task(_refresh_catalog(state, interval), name="edge-catalog")
+        tasks = [asyncio.create_task(_refresh_catalog(state, interval), name="edge-catalog")]
+        if state.auth.identity is not None:
+            tasks.append(asyncio.create_task(state.auth.identity.run(), name="edge-jwks"))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await state.cache.close()
 
     return ctx
@@ -154,6 +158,7 @@ def build_app(
     playlist_max_age: float | None,
     cache_bytes: int,
     token_check: TokenCheck,
+    identity: JwtSettings | None,
     health_source: HealthSource | None = None,
     health_interval: float = 2.0,
     catalog_interval: float = 5.0,
@@ -162,7 +167,8 @@ def build_app(
     """The edge application; the caller owns the store's lifecycle (start/close).
 
     ``playlist_max_age`` overrides the live playlists' ``max-age`` (default: half the target
-    duration); ``cache_bytes`` bounds the in-memory cache.
+    duration); ``cache_bytes`` bounds the in-memory cache; ``identity``: JWT view tokens of an
+    identity provider (``edge.idp``), or None.
     """
     app = web.Application(middlewares=[count_requests, json_errors])
     viewers = ViewerCounter()
@@ -172,7 +178,7 @@ def build_app(
     catalog = StreamCatalog(store, fetch)
     state = EdgeState(
         store=store,
-        auth=Authorizer(signer),
+        auth=Authorizer(signer, identity=None if identity is None else IdentityProvider(identity)),
         cache=cache,
         fetch=fetch,
         policy=policy,

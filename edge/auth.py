@@ -1,8 +1,10 @@
-"""Viewer and operator tokens at the edge: HMAC checks memoised, and who is watching what.
+"""Viewer and operator tokens at the edge: checks memoised, and who is watching what.
 
-Verifying a token costs an HMAC and a JSON parse; a player sends the same token hundreds of
-times, so a valid token's claims are remembered (bounded) and later requests only compare the
-stream, the action and the expiry. A token that fails is never remembered.
+Verifying a token costs an HMAC and a JSON parse (a JWT: a public-key signature check); a player
+sends the same token hundreds of times, so a valid token's grant is remembered (bounded) and later
+requests only compare the stream, the action and the expiry. A token that fails is never
+remembered, and every remembered one is forgotten when a key changes (a rotation, a retirement, a
+new JWKS).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+from camflow.errors import TokenError
+from camflow.signing import KeySet
 from camflow.tokens import Action, Claims, TokenScopeError, TokenSigner
+from edge.idp import IdentityProvider, UnknownJwtKey, looks_like_jwt
 
 OPERATOR_SCOPE = "*"  # the stream claim of an admin token: every stream
 MEMO_SIZE = 10_000
@@ -24,33 +30,82 @@ CENSUS_TTL = 1.0  # seconds a census of the other workers' viewers is reused
 PEERS_KEEP = 10.0  # seconds the other workers' viewers count without a new census
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a verified token allows (a camflow token: one stream and action; a JWT: view streams)."""
+
+    streams: frozenset[str]
+    action: Action
+    expires: float  # UNIX seconds; 0 = never
+    jwt: bool = False
+    every_stream: bool = False  # a JWT with camflow:view:*
+
+
 class Authorizer:
-    def __init__(self, signer: TokenSigner, *, clock: Callable[[], float] = time.time) -> None:
+    """Checks tokens, remembering valid ones; forgets them all when a signing key or the JWKS changes
+    (``refresh``), so a token of a retired key is refused from the next request on."""
+
+    def __init__(
+        self,
+        signer: TokenSigner,
+        *,
+        identity: IdentityProvider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.signer = signer
+        self.identity = identity
         self._clock = clock
-        self._memo: OrderedDict[str, Claims] = OrderedDict()
+        self._memo: OrderedDict[str, Grant] = OrderedDict()
+        self._keys: KeySet = signer.keys()
+        self._jwks: object = None if identity is None else identity.keys
+        self.epoch = 0  # bumped each time the memo is forgotten for a key change
+
+    def refresh(self) -> int:
+        """The keys' epoch: bumped, and every remembered token forgotten, when the signing keys (a
+        keys file re-read) or the identity provider's JWKS changed since the last call."""
+        keys = self.signer.keys()
+        jwks = None if self.identity is None else self.identity.keys
+        if keys is not self._keys or jwks is not self._jwks:
+            self._keys, self._jwks = keys, jwks
+            self._memo.clear()
+            self.epoch += 1
+        return self.epoch
 
     def verify(self, token: str, stream: str, action: Action) -> Claims:
         """Claims of a valid token for (stream, action); raises ``TokenError`` naming why not."""
-        claims = self._memo.get(token)
-        if claims is None or 0 < claims.expires <= self._clock():  # 0: a token that never expires
-            return self._verify_and_remember(token, stream, action)
-        if claims.stream != stream:
-            raise TokenScopeError(f"token is for stream {claims.stream!r}, not {stream!r}")
-        if claims.action != action:
-            raise TokenScopeError(f"token allows {claims.action.value!r}, not {action.value!r}")
-        return claims
+        self.refresh()
+        grant = self._memo.get(token)
+        if grant is None or 0 < grant.expires <= self._clock():  # 0: a token that never expires
+            grant = self._verify_and_remember(token)
+        if grant.jwt:
+            if action is not Action.VIEW:
+                raise TokenScopeError(f"a JWT allows 'view' only, not {action.value!r}")
+            if not grant.every_stream and stream not in grant.streams:
+                raise TokenScopeError(f"JWT scope grants streams {sorted(grant.streams)}, not {stream!r}")
+        else:
+            if stream not in grant.streams:
+                raise TokenScopeError(f"token is for stream {next(iter(grant.streams))!r}, not {stream!r}")
+            if grant.action != action:
+                raise TokenScopeError(f"token allows {grant.action.value!r}, not {action.value!r}")
+        return Claims(stream=stream, action=action, expires=grant.expires)
 
-    def _verify_and_remember(self, token: str, stream: str, action: Action) -> Claims:
+    def _verify_and_remember(self, token: str) -> Grant:
         self._memo.pop(token, None)
-        claims = self.signer.verify(token, stream, action, now=self._clock())
-        self._memo[token] = claims
+        if looks_like_jwt(token):
+            if self.identity is None:
+                raise TokenError("token is a JWT, and this edge takes none (it runs without --jwks-url)")
+            view = self.identity.verify(token)
+            grant = Grant(view.streams, Action.VIEW, view.expires, jwt=True, every_stream=view.every_stream)
+        else:
+            claims = self.signer.verify_any(token, now=self._clock())
+            grant = Grant(frozenset((claims.stream,)), claims.action, claims.expires)
+        self._memo[token] = grant
         if len(self._memo) > MEMO_SIZE:
             self._memo.popitem(last=False)
-        return claims
+        return grant
 
     def verify_viewer(self, token: str, stream: str) -> Claims:
-        """A view token for ``stream``, or an operator (admin) token, which may watch every stream."""
+        """A view token (or a JWT) for ``stream``, or an operator (admin) token: it watches every stream."""
         try:
             return self.verify(token, stream, Action.VIEW)
         except TokenScopeError:
@@ -59,6 +114,16 @@ class Authorizer:
             except TokenScopeError:
                 pass
             raise
+
+    async def verify_viewer_learning(self, token: str, stream: str) -> Claims:
+        """``verify_viewer``; for a JWT signed with a key id the JWKS did not have, the JWKS is
+        fetched again first (rate-limited by ``IdentityProvider.learn``)."""
+        try:
+            return self.verify_viewer(token, stream)
+        except UnknownJwtKey as exc:
+            if self.identity is None or not await self.identity.learn(exc.kid):
+                raise
+            return self.verify_viewer(token, stream)
 
     def verify_operator(self, token: str) -> Claims:
         return self.verify(token, OPERATOR_SCOPE, Action.ADMIN)

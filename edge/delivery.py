@@ -14,7 +14,7 @@ from aiohttp import web
 
 from camflow.errors import NotFound, StoreUnavailable
 from camflow.store import Store
-from edge.access import TOKEN_PARAM, needs_token, viewer_refusal
+from edge.access import needs_token, request_token, viewer_refusal
 from edge.cache import CachedObject, Fetch, ObjectCache
 from edge.errors import BadPath
 from edge.http import (
@@ -117,9 +117,9 @@ async def live(request: web.Request) -> web.StreamResponse:
         state.counters.bad_path += 1
         state.log.info("bad_path", path=request.rel_url.raw_path[:200], reason=str(exc)[:200])
         return error_response(400, "bad_path", str(exc))
-    token = request.query.get(TOKEN_PARAM, "")
+    token, carried = request_token(request)
     if needs_token(state, obj):
-        refused = viewer_refusal(state, request, obj.stream)
+        refused = await viewer_refusal(state, request, obj.stream)
         if refused is not None:
             return refused
     try:
@@ -133,7 +133,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         state.viewers.saw(obj.stream, token)
         gzipped = wants_gzip(request)
         try:
-            body, headers = playlist_representation(state, cached, obj, token, gzipped)
+            body, headers = playlist_representation(state, cached, obj, token if carried else "", gzipped)
         except UnicodeDecodeError as exc:
             return _store_failed(state, obj, exc)
     else:

@@ -9,8 +9,8 @@ claims (memoised by ``Authorizer``), the cached entry, its representation for th
 
 What a request head decides (the object, the token, gzip, keep-alive) is remembered per exact
 head bytes (``Plan``, bounded), since players and CDNs send the same head again and again; what
-can change between two identical requests (the token's expiry, the cache entry) is checked on
-every request.
+can change between two identical requests (the token's expiry, the cache entry, the signing keys
+or the identity provider's JWKS: ``Authorizer.refresh``) is checked on every request.
 
 It answers only the plain case, a ``200`` (or its ``HEAD``) of an object it has or can load
 (a miss is loaded through the cache like any other: coalesced, one store read). For everything
@@ -41,6 +41,7 @@ from edge.state import EdgeState
 
 LIVE = LIVE_PREFIX.encode()
 TOKEN = b"token"
+BEARER = b"bearer "
 # Queries the fast path reads as they are; anything else (%-escapes, '+', ';') goes to aiohttp.
 PLAIN_QUERY = re.compile(rb"[A-Za-z0-9._~=&-]*")
 # Request headers that ask for more than a plain 200: the application answers them.
@@ -59,6 +60,7 @@ NOT_FAST = frozenset(
     )
 )
 PLANS = 8192  # request heads remembered (then forgotten all at once)
+KEYS_CHECK = 0.25  # seconds between two checks that the signing keys and the JWKS are unchanged
 Answer = tuple[bytes, bytes, bool]  # response head, body, keep the connection open
 Wire = tuple[bytes, bytes]  # a representation's header block (status line to Content-Length) and body
 SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n".encode()
@@ -118,6 +120,16 @@ def query_token(query: bytes) -> str | None:
     return ""
 
 
+def bearer_token(value: bytes) -> str | None:
+    """The token of an ``Authorization: Bearer`` value ("" without one), None when not plain ASCII."""
+    if value[:7].lower() != BEARER:
+        return ""
+    try:
+        return value[7:].strip(b" \t").decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 def _head_block(headers: dict[str, str], size: int) -> bytes:
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return f"HTTP/1.1 200 OK\r\n{lines}Content-Length: {size}\r\n".encode("latin-1")
@@ -129,6 +141,7 @@ class Plan:
 
     obj: LiveObject
     token: str
+    carried: str  # the token written into a playlist's URIs: a ?token=, not an Authorization header
     expires: float  # the token's expiry (UNIX s, 0 = never); 0 also when no token is checked
     variant: tuple[object, ...]  # key of the wire form in the cache entry's memo
     gzipped: bool
@@ -141,6 +154,8 @@ class FastPath:
     def __init__(self, state: EdgeState) -> None:
         self._state = state
         self._plans: dict[bytes, Plan] = {}
+        self._epoch = state.auth.epoch
+        self._keys_checked = 0.0
         self.date = DateLine()
         self.served = 0  # requests answered here from the cache (cache hits)
         self.loaded = 0  # requests answered here after a load (misses, coalesced or not)
@@ -152,6 +167,14 @@ class FastPath:
         store key of an object to load first (``load``; coalesced with every other request for
         it), then to call again with ``loaded``.
         """
+        state = self._state
+        now = time.time()
+        if now >= self._keys_checked + KEYS_CHECK:
+            self._keys_checked = now
+            epoch = state.auth.refresh()  # a key rotated or retired: every plan is made again
+            if epoch != self._epoch:
+                self._plans.clear()
+                self._epoch = epoch
         plan = self._plans.get(head)
         if plan is None:
             plan = self._plan(head)
@@ -160,11 +183,9 @@ class FastPath:
             if len(self._plans) >= PLANS:
                 self._plans.clear()
             self._plans[head] = plan
-        now = time.time()
         if 0 < plan.expires <= now:  # the application answers 403 token_expired
             del self._plans[head]
             return None
-        state = self._state
         obj = plan.obj
         cached = loaded if loaded is not None and loaded.key == obj.key else state.cache.fresh(obj.key)
         if cached is None:
@@ -201,6 +222,11 @@ class FastPath:
         token = query_token(query)
         if token is None:
             return None
+        carried = token
+        if not token:
+            token = bearer_token(headers.get(b"authorization", b""))
+            if token is None:
+                return None
         state = self._state
         try:
             obj = parse_live_path(path.decode("ascii"))
@@ -221,8 +247,9 @@ class FastPath:
         return Plan(
             obj=obj,
             token=token,
+            carried=carried,
             expires=float(expires),
-            variant=("wire", token, gzipped) if obj.is_playlist else ("wire",),
+            variant=("wire", carried, gzipped) if obj.is_playlist else ("wire",),
             gzipped=gzipped,
             get=method == b"GET",
             keep_alive=keep_alive,
@@ -237,7 +264,7 @@ class FastPath:
         if plan.obj.is_playlist:
             try:
                 body, fields = playlist_representation(
-                    self._state, cached, plan.obj, plan.token, plan.gzipped
+                    self._state, cached, plan.obj, plan.carried, plan.gzipped
                 )
             except UnicodeDecodeError:
                 return None

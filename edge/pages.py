@@ -49,15 +49,15 @@ def _viewers(n: int) -> str:
     return f"{n} viewer" if n == 1 else f"{n} viewers"
 
 
-def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
+async def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
     """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
-    return stream_refusal(state, stream) or viewer_refusal(state, request, stream)
+    return stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
 
 
 async def watch(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = _viewer_refusal(request, state, stream)
+    refused = await _viewer_refusal(request, state, stream)
     if refused is not None:
         return refused
     token = request.query["token"]
@@ -117,7 +117,7 @@ async def index(request: web.Request) -> web.Response:
 async def thumb(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = _viewer_refusal(request, state, stream)
+    refused = await _viewer_refusal(request, state, stream)
     if refused is not None:
         return refused
     key = latest_thumbnail_key(stream)

@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from edge.api import readyz_response
 from edge.app import EDGE, build_app
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
+from edge.idp import JwtSettings
 from edge.lifeline import PARENT_ENV, ParentWatch, parent_gone, parent_pid_from_env
 from edge.metrics import REQUESTS, WORKERS, WORKERS_DIR_ENV, edge_metrics_response
 from edge.policy import TokenCheck
@@ -36,7 +38,8 @@ class EdgeServer:
 
     Connections start on the fast path (``edge.wire``, ``edge.fastpath``): plain GETs of cached
     objects are answered without aiohttp's request machinery; ``fast_path=False`` serves every
-    request through the aiohttp application (same answers, slower).
+    request through the aiohttp application (same answers, slower). With ``tls_context`` the port
+    speaks HTTPS only (``camflow.tls``: handshakes within ``HANDSHAKE_TIMEOUT``).
     """
 
     def __init__(
@@ -49,14 +52,22 @@ class EdgeServer:
         playlist_max_age: float | None,
         cache_bytes: int,
         token_check: TokenCheck,
+        identity: JwtSettings | None,
         fast_path: bool,
         limits: ConnectionLimits,
         reuse_port: bool = False,
         shutdown_timeout: float = 5.0,
         health_feed: HealthFeed | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls_context = tls_context
         self._app = build_app(
-            store, signer, playlist_max_age=playlist_max_age, cache_bytes=cache_bytes, token_check=token_check
+            store,
+            signer,
+            playlist_max_age=playlist_max_age,
+            cache_bytes=cache_bytes,
+            token_check=token_check,
+            identity=identity,
         )
         self._reuse_port = reuse_port
         self._limits = limits
@@ -121,10 +132,16 @@ class EdgeServer:
                     self._requested_port,
                     reuse_port=self._reuse_port,
                     guard=guard,
+                    ssl_context=self._tls_context,
                 )
             else:
                 site = GuardedSite(
-                    runner, guard, self._host, self._requested_port, reuse_port=self._reuse_port
+                    runner,
+                    guard,
+                    self._host,
+                    self._requested_port,
+                    ssl_context=self._tls_context,
+                    reuse_port=self._reuse_port,
                 )
             await site.start()
         except BaseException:
@@ -136,7 +153,7 @@ class EdgeServer:
         shared = os.environ.get(WORKERS_DIR_ENV)
         if shared and is_worker_process():
             WORKERS.share(Path(shared))  # /metrics of any worker sums every worker's figures
-        self._log.info("edge_started", host=self._host, port=self._port)
+        self._log.info("edge_started", host=self._host, port=self._port, tls=self._tls_context is not None)
         return self._port
 
     async def stop(self) -> None:
@@ -166,6 +183,7 @@ async def run_edge(
     playlist_max_age: float | None,
     cache_bytes: int,
     token_check: TokenCheck,
+    identity: JwtSettings | None,
     fast_path: bool,
     limits: ConnectionLimits,
 ) -> None:
@@ -178,6 +196,7 @@ async def run_edge(
         playlist_max_age=playlist_max_age,
         cache_bytes=cache_bytes,
         token_check=token_check,
+        identity=identity,
         fast_path=fast_path,
         limits=limits,
     )

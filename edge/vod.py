@@ -61,7 +61,7 @@ from camflow.recordings import (
     select,
 )
 from camflow.store import Store
-from edge.access import stream_refusal, viewer_refusal
+from edge.access import request_token, stream_refusal, viewer_refusal
 from edge.http import error_response
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE
@@ -103,14 +103,15 @@ def add_recording_routes(app: web.Application, store: Store, *, max_range: float
 # --- checks ------------------------------------------------------------------------------------
 
 
-def _stream(request: web.Request, name: str) -> tuple[str, str]:
-    """``(stream, token)`` once the name is valid and the view token is good; else _Refused."""
+async def _stream(request: web.Request, name: str) -> tuple[str, str]:
+    """``(stream, token)`` once the name is valid and the view token is good; else _Refused. The token
+    is "" when it came in ``Authorization: Bearer`` (the client sends it again; URIs do not carry it)."""
     state = request.app[EDGE]
-    refused = stream_refusal(state, name) or viewer_refusal(state, request, name)
+    refused = stream_refusal(state, name) or await viewer_refusal(state, request, name)
     if refused is not None:
         raise _Refused(refused)
-    token = request.query["token"]
-    return name, token
+    token, carried = request_token(request)
+    return name, token if carried else ""
 
 
 def _range(request: web.Request, *, required: bool = True) -> tuple[float, float]:
@@ -247,7 +248,7 @@ def _is_audio(codecs: str) -> bool:
 
 
 def _playlist(text: str, token: str, cache: str) -> web.Response:
-    body = add_token_to_playlist(text, token)
+    body = add_token_to_playlist(text, token) if token else text
     return web.Response(text=body, content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache})
 
 
@@ -256,7 +257,7 @@ def _playlist(text: str, token: str, cache: str) -> web.Response:
 
 @_refusals
 async def vod_master(request: web.Request) -> web.Response:
-    stream, token = _stream(request, request.match_info["stream"])
+    stream, token = await _stream(request, request.match_info["stream"])
     start, end = _range(request)
     runs = await _recorded(request, stream, start, end)
     renditions = _renditions(runs)
@@ -300,19 +301,19 @@ async def _vod(request: web.Request, stream: str, token: str, rendition: str | N
 
 @_refusals
 async def vod_rendition(request: web.Request) -> web.Response:
-    stream, token = _stream(request, request.match_info["stream"])
+    stream, token = await _stream(request, request.match_info["stream"])
     return await _vod(request, stream, token, request.match_info["rendition"])
 
 
 @_refusals
 async def vod_best(request: web.Request) -> web.Response:
-    stream, token = _stream(request, request.match_info["stream"])
+    stream, token = await _stream(request, request.match_info["stream"])
     return await _vod(request, stream, token, request.query.get("rendition"))
 
 
 @_refusals
 async def recordings(request: web.Request) -> web.Response:
-    stream, _ = _stream(request, request.match_info["stream"])
+    stream, _ = await _stream(request, request.match_info["stream"])
     start, end = _range(request, required=False)
     runs = await _runs(request, stream, start, end)
     chunks = [
@@ -338,7 +339,7 @@ async def dvr_middleware(request: web.Request, handler: Any) -> web.StreamRespon
 
 async def _dvr(request: web.Request, name: str, playlist: str) -> web.Response:
     state = request.app[VOD]
-    stream, token = _stream(request, name)
+    stream, token = await _stream(request, name)
     text = request.query["dvr"]
     try:
         seconds = float(text)

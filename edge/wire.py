@@ -13,18 +13,22 @@ API, pages and Server-Sent Events behave exactly as they do without the fast pat
 path and after the hand-over: the per-client cap (a refused connection gets 503), the request head
 deadline (408, counted from the head's first byte: trickled bytes do not extend it), the head size
 (431), the body deadline, the idle keep-alive limit and the send timeout (a client that reads
-nothing of a full send buffer is reset). When stopped, it closes the connections still open.
+nothing of a full send buffer is reset). When stopped, it closes the connections still open. With
+an ``ssl_context`` it listens for HTTPS (the protocol sees the decrypted bytes; a handshake not
+done within ``camflow.tls.HANDSHAKE_TIMEOUT`` closes the connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import cast
 
 from aiohttp import web
 
 from camflow.guard import ConnectionGuard, GuardedProtocol
 from camflow.limits import Phase, Refusal, RequestClock, refusal_response
+from camflow.tls import HANDSHAKE_TIMEOUT
 from edge.cache import CachedObject
 from edge.fastpath import FastPath
 
@@ -225,8 +229,9 @@ class EdgeSite(web.TCPSite):
         *,
         reuse_port: bool,
         guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, host, port, reuse_port=reuse_port or None)
+        super().__init__(runner, host, port, reuse_port=reuse_port or None, ssl_context=ssl_context)
         self._fast = fast
         self._guard = guard
         self._connections: set[EdgeHTTPProtocol] = set()
@@ -248,6 +253,8 @@ class EdgeSite(web.TCPSite):
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context is not None else None,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
         self._guard.start()

@@ -10,7 +10,7 @@ between ``live`` and ``stalled`` is also published as a
 ``StreamState`` on the compacted ``camflow.streams`` (``live`` and ``offline`` are published
 there by the publisher itself).
 
-WHIP sessions count as protocol ``whip``, pulled sources as ``pull``.
+WHIP sessions count as protocol ``whip``, pulled sources as ``pull``, RTSP over TLS as ``rtsps``.
 
 ``samples`` is a Prometheus source (``camflow.metrics.add_source``): the plain ints of every
 session, live or ended, are summed when Prometheus scrapes; nothing is done per packet.
@@ -118,8 +118,9 @@ class IngestHealth:
 
     def _active(self) -> Iterator[tuple[Publisher, str]]:
         if self.rtsp is not None:
+            secure = self.rtsp.secure_publishers
             for publisher in list(self.rtsp.publishers.values()):
-                yield publisher, "rtsp"
+                yield publisher, "rtsps" if id(publisher) in secure else "rtsp"
         for client in self._pulls():
             if client.publisher is not None:
                 yield client.publisher, "pull"
@@ -301,7 +302,7 @@ class IngestHealth:
         now = self._clock()
         for (name, label), value in self._totals.values.items():
             yield name, (label,), value
-        for proto in ("rtsp", "pull", "whip"):
+        for proto in ("rtsp", "rtsps", "pull", "whip"):
             yield "camflow_ingest_sessions", (proto,), 0.0
         for client in self._pulls():
             name, stats = client.source.name, client.stats

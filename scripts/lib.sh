@@ -70,3 +70,36 @@ go_install_cached() {
   rm -rf "$tmpbin"
   exec 9>&-
 }
+
+# A test certificate authority in DIR (ca.crt, ca.key), made once: kept while ca.crt exists, so
+# clients that trust DIR/ca.crt keep trusting it across restarts. For test brokers and stores
+# only (30 days, EC P-256, openssl from Debian).   tls_ca NAME DIR
+tls_ca() {
+  local name="$1" dir="$2"
+  [ -f "$dir/ca.crt" ] && [ -f "$dir/ca.key" ] && return 0
+  mkdir -p "$dir"; chmod 700 "$dir"
+  command -v openssl >/dev/null 2>&1 || { echo "$name: needs openssl to make test certificates" >&2; exit 1; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=camflow test $name CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>"$dir/openssl.log" || { echo "$name: openssl could not make the CA; see $dir/openssl.log" >&2; exit 1; }
+  chmod 600 "$dir/ca.key"
+}
+
+# A certificate signed by DIR's CA: DIR/LEAF.crt and DIR/LEAF.key (unencrypted PKCS#8), for
+# 127.0.0.1 and localhost, usable by a server and a client.   tls_leaf NAME DIR LEAF CN
+tls_leaf() {
+  local name="$1" dir="$2" leaf="$3" cn="$4" ext
+  ext="$(mktemp)"
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth,clientAuth" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid:always" >"$ext"
+  if ! { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" \
+          -keyout "$dir/$leaf.key" -out "$dir/$leaf.csr" &&
+        openssl x509 -req -in "$dir/$leaf.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+          -days 30 -extfile "$ext" -out "$dir/$leaf.crt"; } 2>"$dir/openssl.log"; then
+    rm -f "$ext"; echo "$name: openssl could not make $leaf.crt; see $dir/openssl.log" >&2; exit 1
+  fi
+  rm -f "$ext" "$dir/$leaf.csr"
+  chmod 600 "$dir/$leaf.key"
+}

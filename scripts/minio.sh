@@ -6,7 +6,10 @@
 #   scripts/minio.sh drive-on N    put a new, empty drive N in its place (a replaced disk: MinIO heals it)
 # Env: MINIO_PORT (9000), MINIO_CONSOLE_PORT (MINIO_PORT+1; console itself is off), MINIO_START_TIMEOUT (60 s),
 #      MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (camflow / camflow-secret), MINIO_DRIVES (1),
-#      CAMFLOW_CACHE (~/.cache/camflow), CAMFLOW_RUN (.run in the repo).
+#      CAMFLOW_CACHE (~/.cache/camflow), CAMFLOW_RUN (.run in the repo), MINIO_TLS (0).
+# MINIO_TLS=1 serves HTTPS instead of HTTP: a test CA and a certificate for 127.0.0.1 and localhost
+# are made with openssl into $CAMFLOW_RUN/minio/tls (kept while tls/ca.crt exists) and handed to
+# MinIO as its --certs-dir (public.crt, private.key); clients trust tls/ca.crt (AWS_CA_BUNDLE).
 # With MINIO_DRIVES=N > 1 (4 or more for erasure coding with parity) the server runs on N drives,
 # .run/minio/data/drive1..N, erasure coded (4 drives: EC 2, any one drive may go); MINIO_CI_CD=on lets
 # MinIO use drives that share the root disk, as they do on a test machine.
@@ -22,6 +25,8 @@ CONSOLE_PORT="${MINIO_CONSOLE_PORT:-$((PORT + 1))}"
 BIN="$CACHE/minio-$MINIO_VERSION/bin/minio"
 DIR="$RUN/minio"
 PIDFILE="$DIR/minio.pid"
+TLS="${MINIO_TLS:-0}"
+SCHEME=http; [ "$TLS" = 1 ] && SCHEME=https
 DRIVES="${MINIO_DRIVES:-1}"
 export MINIO_ROOT_USER="${MINIO_ROOT_USER:-camflow}"
 export MINIO_ROOT_PASSWORD="${MINIO_ROOT_PASSWORD:-camflow-secret}"
@@ -48,16 +53,24 @@ start() {
     ci_cd=on
   fi
   mkdir -p "$DIR/data"
+  local certs=() probe_ca=()
+  if [ "$TLS" = 1 ]; then
+    tls_ca minio "$DIR/tls"
+    [ -f "$DIR/tls/server.crt" ] || tls_leaf minio "$DIR/tls" server localhost
+    mkdir -p "$DIR/certs"; chmod 700 "$DIR/certs"
+    cp "$DIR/tls/server.crt" "$DIR/certs/public.crt"; cp "$DIR/tls/server.key" "$DIR/certs/private.key"
+    certs=(--certs-dir "$DIR/certs"); probe_ca=(--cacert "$DIR/tls/ca.crt")
+  fi
   # setsid: own session, so a Ctrl-C / hang-up on the caller's terminal does not reach the server
   # (this script has no job control, so setsid execs in place and $! stays the server's PID).
   MINIO_CI_CD="$ci_cd" MINIO_BROWSER=off setsid nohup "$BIN" server "$volumes" --address "127.0.0.1:$PORT" \
-    --console-address "127.0.0.1:$CONSOLE_PORT" </dev/null >"$DIR/minio.log" 2>&1 &
+    --console-address "127.0.0.1:$CONSOLE_PORT" "${certs[@]}" </dev/null >"$DIR/minio.log" 2>&1 &
   echo $! > "$PIDFILE"
   local deadline=$((SECONDS + ${MINIO_START_TIMEOUT:-60}))
   # Several drives: ready answers while the drives are still being formatted; cluster only once the
   # erasure set has its write quorum.
   local probe=ready; [ "$DRIVES" = 1 ] || probe=cluster
-  until curl -sf -m 2 "http://127.0.0.1:$PORT/minio/health/$probe" >/dev/null 2>&1; do
+  until curl -sf -m 2 "${probe_ca[@]}" "$SCHEME://127.0.0.1:$PORT/minio/health/$probe" >/dev/null 2>&1; do
     if ! running; then
       echo "minio: exited during start-up; see $DIR/minio.log" >&2; tail -n 30 "$DIR/minio.log" >&2 || true
       rm -f "$PIDFILE"; exit 1
@@ -69,7 +82,9 @@ start() {
     fi
     sleep 0.25
   done
-  echo "minio: started (pid $(cat "$PIDFILE")) on http://127.0.0.1:$PORT$([ "$DRIVES" = 1 ] || echo " ($DRIVES drives, erasure coded)")"
+  echo "minio: started (pid $(cat "$PIDFILE")) on $SCHEME://127.0.0.1:$PORT$([ "$DRIVES" = 1 ] || echo " ($DRIVES drives, erasure coded)")"
+  [ "$TLS" = 1 ] && echo "minio: clients trust the test CA $DIR/tls/ca.crt (e.g. AWS_CA_BUNDLE=$DIR/tls/ca.crt)"
+  return 0
 }
 
 drive_arg() {

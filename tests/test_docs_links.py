@@ -90,7 +90,17 @@ def _command_line() -> dict[str, set[str]]:
             main(["--help"])
     parser = caught.value.parser
     (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: set(p._option_string_actions) for name, p in sub.choices.items()}
+    return {name: _options(p) for name, p in sub.choices.items()}
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings of ``parser`` and of its own subcommands (``camflow device add``)."""
+    found = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found |= _options(child)
+    return found
 
 
 @pytest.fixture(scope="module")

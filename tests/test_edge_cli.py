@@ -61,7 +61,7 @@ def test_edge_workers_share_the_port_and_stop_with_the_parent(tmp_path: Path) ->
 def test_admin_tokens_take_star(tmp_path: Path) -> None:
     base = [*CAMFLOW, "token"]
     ok = subprocess.run([*base, "admin", "*", "--data-dir", str(tmp_path)], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("v1.")
+    assert ok.returncode == 0 and ok.stdout.startswith("v2.")  # a new data dir: a key with an id
     bad = subprocess.run(
         [*base, "admin", "cam1", "--data-dir", str(tmp_path)], capture_output=True, text=True
     )

@@ -23,10 +23,11 @@ from aiohttp import web
 
 from camflow import guard as guard_module
 from camflow.guard import ConnectionGuard
+from camflow.signing import LEGACY_KID, KeySet, KeysFile, read_file, write_file
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
-from edge.fastpath import FastPath
+from edge.fastpath import KEYS_CHECK, FastPath
 from edge.policy import TokenCheck
 from edge.state import EDGE
 from edge.wire import EdgeSite
@@ -327,3 +328,43 @@ async def test_cold_requests_on_the_fast_path_cause_one_store_read(tmp_path: Pat
         assert gone.status == 404 and json.loads(gone.body)["error"] == "not_found"
     finally:
         await runner.cleanup()
+
+
+async def test_a_remembered_plan_is_dropped_when_its_key_is_retired(edge: Edge, tmp_path: Path) -> None:
+    keys_path = tmp_path / "keys"
+    write_file(keys_path, KeySet.single(SECRET).added("k2", current=True))
+    auth = edge.app[EDGE].auth
+    auth.signer = TokenSigner(KeysFile(keys_path, interval=0.0))
+    request = req(f"/live/cam1/source.m3u8?token={edge.view}")  # a v1 token of the legacy key
+    for _ in range(2):
+        (reply,) = await exchange(edge.fast_port, request)
+        assert reply.status == 200
+    served = edge.fast.served
+    (reply,) = await exchange(edge.fast_port, request)
+    assert reply.status == 200 and edge.fast.served == served + 1  # answered from the plan
+    write_file(keys_path, read_file(keys_path).without(LEGACY_KID))
+    await asyncio.sleep(KEYS_CHECK)  # the fast path looks at the keys at most every KEYS_CHECK s
+    (reply,) = await exchange(edge.fast_port, request)
+    assert reply.status == 403 and json.loads(reply.body)["error"] == "token_key_retired"
+    assert edge.fast.served == served + 1
+    new = auth.signer.issue("cam1", Action.VIEW, ttl=60)
+    (reply,) = await exchange(edge.fast_port, req(f"/live/cam1/source.m3u8?token={new}"))
+    assert reply.status == 200 and f"token={new}" in reply.body.decode()
+
+
+async def test_a_bearer_token_is_taken_and_not_written_into_uris(edge: Edge) -> None:
+    bearer = req("/live/cam1/source.m3u8", f"Authorization: Bearer {edge.view}")
+    (app,) = await exchange(edge.app_port, bearer)
+    served = edge.fast.served
+    (fast,) = await exchange(edge.fast_port, bearer)
+    assert edge.fast.served == served + 1 and fast.body == app.body and fast.comparable() == app.comparable()
+    query = req(f"/live/cam1/source.m3u8?token={edge.view}", f"Authorization: Bearer {edge.view}")
+    (carried,) = await exchange(edge.fast_port, query)
+    assert carried.body.count(b"token=") > 0 and carried.headers["etag"] != fast.headers["etag"]
+    for port in (edge.fast_port, edge.app_port):
+        (reply,) = await exchange(port, bearer)
+        assert reply.status == 200 and b"token=" not in reply.body and b".m4s" in reply.body
+        (reply,) = await exchange(port, req("/live/cam1/source.m3u8", "Authorization: Bearer v2.x.y.z"))
+        assert reply.status == 403
+        (reply,) = await exchange(port, req("/live/cam1/source.m3u8", "Authorization: Basic abc"))
+        assert reply.status == 401

@@ -9,6 +9,7 @@ helm is a failure under `make test` / CI (CAMFLOW_REQUIRE_SERVICES=1 or CI=true)
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import json
 import os
@@ -61,6 +62,7 @@ ALL_ON: dict[str, Any] = {
     "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
     "commonLabels": {"team": "video"},
     "imagePullSecrets": [{"name": "regcred"}],
+    "tls": {"secretName": "camflow-tls", "rtspsPort": 8443},
 }
 
 
@@ -266,6 +268,34 @@ def test_every_service_creates_topics_with_the_replication_value(
     )
 
 
+@pytest.mark.parametrize("case", ["default", "all_on"])
+def test_tls_secret_is_mounted_and_served_by_ingest_and_edge(
+    rendered: dict[str, list[Any]], case: str
+) -> None:
+    """tls.secretName: ingest and edge get the Secret and the flags, ingest's RTSP Service the RTSPS
+    port, the edge's probes HTTPS; without it nothing of TLS is rendered."""
+    tls = case == "all_on"
+    for deployment, container in containers(rendered[case]):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        args, volumes = container["args"], deployment["spec"]["template"]["spec"]["volumes"]
+        serves = tls and component in ("ingest", "edge")
+        assert (flag_value(args, "--tls-cert") == "/etc/camflow-tls/tls.crt") is serves, (component, args)
+        assert (flag_value(args, "--tls-key") == "/etc/camflow-tls/tls.key") is serves
+        secret = [v["secret"] for v in volumes if "secret" in v and v["name"] == "tls"]
+        assert secret == ([{"secretName": "camflow-tls", "defaultMode": 0o440}] if serves else []), secret
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert ("/etc/camflow-tls" in mounts) is serves
+        if component == "ingest":
+            assert (flag_value(args, "--rtsps-port") == "8443") is tls
+            assert ({"name": "rtsps", "containerPort": 8443, "protocol": "TCP"} in container["ports"]) is tls
+        if component == "edge":
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert container[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP")
+    service = next(s for s in of_kind(rendered[case], "Service") if s["metadata"]["name"].endswith("-rtsp"))
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports.get("rtsps") == (8443 if tls else None), ports
+
+
 def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> None:
     """Every camflow_* name in an alert is defined in the services' code (counters without _total)."""
     (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
@@ -276,6 +306,8 @@ def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> 
         "CamflowConsumerLagGrowing",
         "CamflowEdge5xxRatioHigh",
         "CamflowStoreErrors",
+        "CamflowTlsCertificateExpiring",
+        "CamflowTlsReloadFailed",
     } <= alerts
     sources = "\n".join(
         p.read_text()
@@ -496,3 +528,131 @@ def test_every_value_is_documented() -> None:
         if line.strip():
             previous = line
     assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
+
+
+# --- Kafka client security and the S3 CA bundle ----------------------------------------------------
+
+SECRETS_DIR = "/var/run/secrets/camflow"
+
+
+def backend_tls_values(certs: Path) -> dict[str, Any]:
+    """SASL_SSL with mutual TLS and an S3 CA bundle, the files inline (the chart makes the Secrets)."""
+    return {
+        "kafka": {
+            "security": {
+                "protocol": "SASL_SSL",
+                "username": "camflow",
+                "ca": (certs / "ca.crt").read_text(),
+                "cert": (certs / "client.crt").read_text(),
+                "key": (certs / "client.key").read_text(),
+                "password": "scram-password-in-values",
+            }
+        },
+        "s3": {"endpoint": "https://minio.example:9000", "tls": {"ca": (certs / "ca.crt").read_text()}},
+    }
+
+
+def mounted_files(container: dict[str, Any], pod: dict[str, Any], docs: list[Any], into: Path) -> Path:
+    """Write the files the container's Secret volumes would hold under ``into`` (same layout)."""
+    secrets = {d["metadata"]["name"]: d for d in of_kind(docs, "Secret")}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        assert mount["readOnly"] and source["defaultMode"] == 0o440
+        data = secrets[source["secretName"]]["data"]
+        for item in source["items"]:
+            path = into / mount["mountPath"].lstrip("/") / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(base64.b64decode(data[item["key"]]))
+    return into
+
+
+def test_kafka_and_s3_tls_values_mount_files_that_camflow_loads(helm: str, tmp_path: Path) -> None:
+    from camflow.bus.security import KafkaSecurity
+    from camflow.store.s3 import S3Location, tls_context
+    from tests.tls_backends import make_certificates
+
+    certs = make_certificates(tmp_path / "certs", "client")
+    docs = render(helm, tmp_path, backend_tls_values(certs))
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+    names = {d["metadata"]["name"] for d in of_kind(docs, "Secret")}
+    assert {"cf-camflow-kafka-client", "cf-camflow-s3-ca"} <= names
+    seen = set()
+    for deployment, container in containers(docs):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        seen.add(component)
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert "scram-password-in-values" not in yaml.safe_dump(container)  # a file, never an env value
+        assert env["CAMFLOW_KAFKA_PASSWORD_FILE"] == f"{SECRETS_DIR}/kafka/password"
+        root = mounted_files(container, deployment["spec"]["template"]["spec"], docs, tmp_path / component)
+        local = {k: v.replace(SECRETS_DIR, f"{root}{SECRETS_DIR}") for k, v in env.items() if v}
+        security = KafkaSecurity.from_env(local)  # what the service itself does at start
+        assert security.password == "scram-password-in-values"
+        assert security.cert_file is not None and security.check_hostname
+        if component == "ingest":
+            assert "CAMFLOW_S3_CA_FILE" not in env  # ingest has no store
+        else:
+            context = tls_context(S3Location.parse("https://minio.example:9000/camflow"), local)
+            assert context is not None and len(context.get_ca_certs()) == 1
+    assert seen == {"ingest", "transcode", "packager", "edge"}
+
+
+def test_kafka_security_from_an_existing_secret(helm: str, tmp_path: Path) -> None:
+    values = {
+        "kafka": {
+            "security": {
+                "protocol": "SASL_SSL",
+                "username": "svc",
+                "saslMechanism": "SCRAM-SHA-256",
+                "existingSecret": "kafka-client",
+            }
+        },
+        "s3": {"endpoint": "https://s3.example", "tls": {"existingSecret": "corp-ca", "caKey": "bundle.pem"}},
+    }
+    docs = render(helm, tmp_path, values)
+    assert {d["metadata"]["name"] for d in of_kind(docs, "Secret")} == {"cf-camflow"}  # only the token one
+    for deployment, container in containers(docs):
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        kafka = volumes["kafka-client"]["secret"]
+        assert kafka["secretName"] == "kafka-client"
+        assert kafka["items"] == [
+            {"key": "ca.crt", "path": "ca.crt"},
+            {"key": "password", "path": "password"},
+        ]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CAMFLOW_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-256" and "CAMFLOW_KAFKA_CERT_FILE" not in env
+        if "s3-ca" in volumes:
+            assert volumes["s3-ca"]["secret"]["secretName"] == "corp-ca"
+            assert volumes["s3-ca"]["secret"]["items"] == [{"key": "bundle.pem", "path": "ca.crt"}]
+
+
+def test_plaintext_default_mounts_nothing(rendered: dict[str, list[Any]]) -> None:
+    for deployment, container in containers(rendered["default"]):
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CAMFLOW_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+        assert not [name for name in env if name.startswith("CAMFLOW_KAFKA_") and name.endswith("_FILE")]
+        assert "CAMFLOW_S3_CA_FILE" not in env
+        volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert not volumes & {"kafka-client", "s3-ca"}
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ({"kafka": {"security": {"protocol": "TLS"}}}, 'kafka.security.protocol "TLS": expected PLAINTEXT'),
+        ({"kafka": {"security": {"protocol": "SASL_SSL", "password": "x"}}}, "needs kafka.security.username"),
+        ({"kafka": {"security": {"protocol": "SASL_SSL", "username": "u"}}}, "needs the password"),
+        ({"kafka": {"security": {"protocol": "SSL", "cert": "PEM"}}}, "needs both the client certificate"),
+        ({"s3": {"tls": {"ca": "PEM"}}}, "s3.tls: a CA bundle is set but s3.endpoint"),
+    ],
+)
+def test_bad_backend_tls_values_are_refused(
+    helm: str, tmp_path: Path, values: dict[str, Any], said: str
+) -> None:
+    template = ["template", "cf", str(CHART), "--kube-version", K8S_VERSIONS[-1], "-f"]
+    out = run_helm(helm, *template, str(values_file(tmp_path, values)))
+    assert out.returncode != 0 and said in out.stderr, out.stderr

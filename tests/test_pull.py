@@ -37,6 +37,53 @@ def test_parse_pull() -> None:
             parse_pull(bad)
 
 
+def test_rtsps_sources_are_pulled_over_tcp_only() -> None:
+    assert PullSource("cam7", "rtsps://u:pw@10.0.0.7/s").secure
+    assert not PullSource("cam7", "rtsp://10.0.0.7/s").secure
+    with pytest.raises(ConfigError, match="rtsps:// is pulled over tcp only"):
+        PullSource("cam7", "rtsps://10.0.0.7/s", "udp")
+
+
+async def test_tls_relay_hands_pyav_a_loopback_url_and_relays_bytes(tmp_path: Path) -> None:
+    """The relay keeps user, password, path and query, and carries bytes both ways through TLS;
+    a certificate from another CA is refused before PyAV is involved."""
+    import asyncio
+    import ssl
+
+    from camflow.tls import ServerTls, TlsFiles, client_context
+    from ingest.sources.pull.tls import TlsRelay
+    from tests.tls_certs import TestCa
+
+    ca = TestCa(tmp_path / "pki")
+    issued = ca.issue()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(100):
+            writer.write(data.upper())
+        writer.close()
+
+    server = await asyncio.start_server(
+        echo, "127.0.0.1", 0, ssl=ServerTls(TlsFiles(issued.cert, issued.key)).context
+    )
+    port = server.sockets[0].getsockname()[1]
+    url = f"rtsps://cam:se%40cret@127.0.0.1:{port}/live/1?token=a/b"
+    try:
+        relay = await TlsRelay.open(url, client_context(ca.path, insecure=False), 5)
+        assert relay.url == f"rtsp://cam:se%40cret@127.0.0.1:{relay.port}/live/1?token=a/b"
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"options")
+        assert await asyncio.wait_for(reader.readexactly(7), 5) == b"OPTIONS"
+        writer.close()
+        await relay.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await TlsRelay.open(url, client_context(None, insecure=False), 5)  # system CAs only
+        insecure = await TlsRelay.open(url, client_context(None, insecure=True), 5)
+        await insecure.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 def test_a_sources_password_is_never_shown() -> None:
     source = PullSource("cam7", "rtsp://admin:Secr3t-pw@10.0.0.7:554/s1?x=1")
     assert source.shown == "rtsp://admin:***@10.0.0.7:554/s1?x=1"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from camflow.errors import ConfigError
+from camflow.signing import LEGACY_KID, KeySet, SigningKey
 from camflow.tokens import Action, TokenSigner
 from ingest.errors import ParseError
 from ingest.service import token_authorizer
@@ -193,3 +194,57 @@ def test_ingest_flags() -> None:
             parse_rtsp_flags(ports, "basic")
     with pytest.raises(ConfigError, match="auth scheme"):
         parse_rtsp_flags("off", "ntlm")
+
+
+# --- key rotation -----------------------------------------------------------------------------
+
+
+def test_captured_digest_of_before_key_ids_verifies_after_a_rotation_until_retirement() -> None:
+    # The captured cameras kept the v1 password of the plain secret; the operator rotated since.
+    rotated = KeySet.single(v.SECRET).added("k2", current=True)
+    signer = TokenSigner(rotated)
+    uri, header = v.FFMPEG_5_1_DIGEST["ANNOUNCE"]
+    nonces = DigestNonces(
+        lambda: signer.derive_keys("rtsp-digest-nonce"), clock=lambda: v.FFMPEG_5_1_NONCE_TIME + 2
+    )
+    assert nonces.check(parse_authorization(header).nonce)  # type: ignore[union-attr]
+    assert token_authorizer(signer, BOTH, nonces)(digest_request("ANNOUNCE", uri, header))
+    retired = TokenSigner(rotated.without(LEGACY_KID))
+    nonces = DigestNonces(
+        lambda: retired.derive_keys("rtsp-digest-nonce"), clock=lambda: v.FFMPEG_5_1_NONCE_TIME + 2
+    )
+    assert not token_authorizer(retired, BOTH, nonces)(digest_request("ANNOUNCE", uri, header))
+
+
+def test_digest_with_the_permanent_token_of_an_older_key() -> None:
+    keys = KeySet((SigningKey("k1", b"k1-secret-0123456789abcdef"),)).added("k2", current=True)
+    signer = TokenSigner(keys)
+    nonces = DigestNonces(lambda: signer.derive_keys("rtsp-digest-nonce"), clock=lambda: 1000.0)
+    old_password = TokenSigner(keys.promoted("k1")).issue("cam1", Action.PUBLISH, None)
+    assert old_password.startswith("v2.k1.") and old_password in signer.permanent_tokens(
+        "cam1", Action.PUBLISH
+    )
+    uri = "rtsp://127.0.0.1:8554/cam1"
+
+    def header(password: str) -> str:
+        nonce = nonces.issue()
+        response = digest_response(
+            username="cam1", password=password, realm="camflow", method="ANNOUNCE", uri=uri, nonce=nonce
+        )
+        return f'Digest username="cam1", realm="camflow", nonce="{nonce}", uri="{uri}", response="{response}"'
+
+    for password in (old_password, signer.issue("cam1", Action.PUBLISH, None)):
+        assert token_authorizer(signer, BOTH, nonces)(digest_request("ANNOUNCE", uri, header(password)))
+    retired = TokenSigner(keys.without("k1"))
+    assert not token_authorizer(retired, BOTH, nonces)(digest_request("ANNOUNCE", uri, header(old_password)))
+
+
+def test_nonces_of_an_older_key_check_until_it_is_gone() -> None:
+    keys = [b"old-key" * 5]
+    old = DigestNonces(lambda: keys, clock=lambda: 1000.0).issue()
+    keys.insert(0, b"new-key" * 5)
+    nonces = DigestNonces(lambda: keys, clock=lambda: 1000.0)
+    assert nonces.check(old) and nonces.check(nonces.issue())
+    assert nonces.issue() != old
+    keys.pop()
+    assert not nonces.check(old)

@@ -167,6 +167,19 @@ def test_setup_udp_when_disabled_is_461_naming_tcp() -> None:
     assert resp.status == 461 and b"RTP/AVP/TCP" in resp.body
 
 
+def test_rtsps_skips_udp_for_tcp_and_refuses_udp_alone_with_461() -> None:
+    """RTSPS: RTP stays inside the TLS connection. A client offering UDP then TCP gets TCP (as
+    gortsplib picks the next usable transport); UDP alone is 461, even with UDP ports bound."""
+    udp = FakeUdp()
+    s = announced(udp=udp, secure=True)
+    resp = setup(s, "RTP/AVP;unicast;client_port=5000-5001;mode=record,RTP/AVP/TCP;unicast;mode=record")
+    assert resp.status == 200 and str(resp.header("Transport")).startswith("RTP/AVP/TCP;"), resp
+    s = announced(udp=udp, secure=True)
+    resp = setup(s, rtsp_publish.GSTREAMER_1_22_UDP_TRANSPORT)
+    assert resp.status == 461 and b"TLS" in resp.body and b"RTP/AVP/TCP" in resp.body
+    assert not udp.bound
+
+
 def test_setup_udp_with_no_free_ports_is_503() -> None:
     s = announced(udp=FakeUdp(full=True))
     resp = setup(s, rtsp_publish.GSTREAMER_1_22_UDP_TRANSPORT)

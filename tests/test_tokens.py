@@ -10,15 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from camflow.errors import ConfigError, TokenError
+from camflow.signing import LEGACY_KID, KeySet, SigningKey
 from camflow.tokens import (
     MAX_TOKEN_CHARS,
     SECRET_ENV,
+    SECRET_FILE_ENV,
     Action,
     Claims,
     TokenExpired,
     TokenScopeError,
     TokenSigner,
-    load_secret,
+    _signed,
+    load_keys,
 )
 
 SECRET = b"0123456789abcdef-test-secret"
@@ -87,7 +90,7 @@ def test_signed_but_malformed_claims() -> None:
     # Only a holder of the secret could make these; they are still refused with a TokenError.
     for claims in (b"[]", b"{}", b'{"s":"cam-1","a":"delete","e":1}', b"not json"):
         body = b64(claims)
-        forged = f"v1.{body}.{SIGNER._sign(body)}"
+        forged = _signed(SigningKey(LEGACY_KID, SECRET), body)
         with pytest.raises(TokenError, match="claims are malformed"):
             SIGNER.verify(forged, "cam-1", Action.PUBLISH, now=NOW)
 
@@ -135,29 +138,33 @@ def test_non_positive_ttl_refused() -> None:
             SIGNER.issue("cam-1", Action.VIEW, ttl=ttl)
 
 
-def test_load_secret_creates_a_private_file_then_reuses_it(
+def test_load_keys_creates_a_private_file_with_one_key_then_reuses_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
     data_dir = tmp_path / "data" / "nested"
-    first = load_secret(data_dir)
+    first = load_keys(data_dir).keys()
     path = data_dir / "secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(first) >= 32
-    TokenSigner(first)
-    assert load_secret(data_dir) == first
+    assert len(first.keys) == 1 and len(first.current.secret) >= 32 and not first.current.legacy
+    assert load_keys(data_dir).keys() == first
     assert sorted(p.name for p in data_dir.iterdir()) == ["secret"]  # no temp file left
+    assert TokenSigner(first).issue("cam-1", Action.VIEW, 60).startswith(f"v2.{first.current.kid}.")
 
 
 def test_secret_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
-    from_file = load_secret(tmp_path)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    from_file = load_keys(tmp_path).keys()
     monkeypatch.setenv(SECRET_ENV, "from-the-environment-0123")
-    assert load_secret(tmp_path) == b"from-the-environment-0123" != from_file
-    assert load_secret(None) == b"from-the-environment-0123"
+    env = KeySet.single(b"from-the-environment-0123")
+    assert load_keys(tmp_path).keys() == env != from_file
+    assert load_keys(None).keys() == env
 
 
 def test_no_env_and_no_data_dir_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
     with pytest.raises(ConfigError, match=SECRET_ENV):
-        load_secret(None)
+        load_keys(None)

@@ -25,7 +25,7 @@ from camflow.hls.dates import parse_date_time as parse_time
 from camflow.hls.rules import check_media
 from camflow.recordings import IndexChunk, covered
 from camflow.store import FileStore
-from camflow.tokens import Action, TokenSigner, load_secret
+from camflow.tokens import Action, TokenSigner, load_keys
 from edge.app import build_app
 from edge.vod import add_recording_routes
 from tests import defaults
@@ -64,7 +64,7 @@ async def wait_for_epochs(
 async def vod_edge(tmp_path: Path) -> AsyncIterator[tuple[str, FileStore, TokenSigner]]:
     store = FileStore(tmp_path / "data" / "store")
     await store.start()
-    signer = TokenSigner(load_secret(tmp_path / "data"))
+    signer = TokenSigner(load_keys(tmp_path / "data"))
     app = build_app(store, signer, **defaults.edge_app())
     add_recording_routes(app, store)
     server: TestServer = TestServer(app, host="127.0.0.1")

@@ -7,6 +7,9 @@ blocking: the producer's ``send`` (which can wait up to ``MAX_BLOCK_MS`` for met
 the producer's own threads and its futures are bridged to asyncio, while every call on a
 consumer runs on that consumer's own single thread (KafkaConsumer is not thread-safe).
 Offsets are committed explicitly, after processing, never automatically.
+
+Every client (producer, consumers, admin) is built with the bus's ``KafkaSecurity``
+(``camflow.bus.security``: TLS, mutual TLS, SASL, from the ``CAMFLOW_KAFKA_*`` environment).
 """
 
 from __future__ import annotations
@@ -33,8 +36,17 @@ from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from camflow.bus.base import Message
+from camflow.bus.security import KafkaSecurity, connecting
 from camflow.errors import ConfigError
-from camflow.events import TOPIC_DEAD, TOPIC_HEALTH, TOPIC_RAW, TOPIC_READY, TOPIC_STREAMS
+from camflow.events import (
+    TOPIC_DEAD,
+    TOPIC_DEVICES,
+    TOPIC_DEVICES_SEEN,
+    TOPIC_HEALTH,
+    TOPIC_RAW,
+    TOPIC_READY,
+    TOPIC_STREAMS,
+)
 from camflow.log import get_logger
 from camflow.metrics import BUS_PUBLISH_ERRORS, BUS_PUBLISH_SECONDS
 
@@ -57,6 +69,9 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_HEALTH: (4, {"retention.ms": str(3600 * 1000)}),
     # dead letters: what a consumer group could not use, with the reason (camflow.bus.dead)
     TOPIC_DEAD: (4, {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": str(7 * 24 * 3600 * 1000)}),
+    # the device registry (camflow.devices.kafka): one partition, read whole by every ingest node
+    TOPIC_DEVICES: (1, {"cleanup.policy": "compact"}),
+    TOPIC_DEVICES_SEEN: (1, {"cleanup.policy": "compact"}),
 }
 
 log = get_logger("bus.kafka")
@@ -143,9 +158,17 @@ class _Generations(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaConsumerAdapter:
-    def __init__(self, bootstrap: str, topics: Sequence[str], group: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        group: str,
+        prefix: str = "",
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"kc-{group}")
         self._bootstrap = bootstrap
+        self._security = security or KafkaSecurity()
         self._prefix = prefix
         self._topics = [prefix + t for t in topics]
         self._group = prefix + group
@@ -158,21 +181,23 @@ class KafkaConsumerAdapter:
         self.recount = False  # partition counts the rebalance listener left to the poll thread
 
     def _open(self) -> None:
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_bytes=2 * MAX_MESSAGE_BYTES,
-            max_poll_records=16,
-            max_poll_interval_ms=600_000,
-            # A member killed with SIGKILL loses its partitions after 6 s (the broker's minimum),
-            # well inside the packager's gap timeout.
-            session_timeout_ms=6_000,
-            heartbeat_interval_ms=1_000,
-            client_id=f"camflow-{self._group}",
-        )
+        with connecting(self._security, self._bootstrap):
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=self._group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                fetch_max_bytes=2 * MAX_MESSAGE_BYTES,
+                max_poll_records=16,
+                max_poll_interval_ms=600_000,
+                # A member killed with SIGKILL loses its partitions after 6 s (the broker's minimum),
+                # well inside the packager's gap timeout.
+                session_timeout_ms=6_000,
+                heartbeat_interval_ms=1_000,
+                client_id=f"camflow-{self._group}",
+                **self._security.client_config(),
+            )
         self._consumer.subscribe(self._topics, listener=_Generations(self))
 
     def _cached_partitions(self, topic: str) -> int:
@@ -275,8 +300,11 @@ class KafkaBus:
         replication: int = 1,
         *,
         delivery_timeout: float = DELIVERY_TIMEOUT,
+        security: KafkaSecurity | None = None,
     ) -> None:
-        """``delivery_timeout``: seconds a publish may take to be acknowledged before it raises."""
+        """``delivery_timeout``: seconds a publish may take to be acknowledged before it raises.
+        ``security``: how every client reaches the brokers (default: from the environment,
+        ``KafkaSecurity.from_env``; a ConfigError when it is set wrong)."""
         if replication < 1:
             raise ConfigError(
                 f"Kafka replication factor {replication}: expected 1 or more brokers per partition"
@@ -284,6 +312,7 @@ class KafkaBus:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.replication = replication
+        self.security = KafkaSecurity.from_env() if security is None else security
         self._client_id = client_id
         self._producer: Any = None
         self._consumers: list[KafkaConsumerAdapter] = []
@@ -295,7 +324,15 @@ class KafkaBus:
         self._sender = concurrent.futures.ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="kafka-send")
 
     def _ensure_topics(self) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self._client_id}-admin")
+        log.info("kafka_connecting", bootstrap=self.bootstrap, **self.security.describe())
+        for warning in self.security.warnings():
+            log.warning("kafka_security_weak", bootstrap=self.bootstrap, warning=warning)
+        with connecting(self.security, self.bootstrap):
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap,
+                client_id=f"{self._client_id}-admin",
+                **self.security.client_config(),
+            )
         try:
             existing = set(admin.list_topics())
             self._check_existing(admin, existing)
@@ -351,6 +388,7 @@ class KafkaBus:
             # back within seconds of a broker's return (kafka-python's default waits up to 30 s)
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             **({"api_version": self._api_version} if self._api_version else {}),
+            **self.security.client_config(),
         )
         self._api_version = producer.config["api_version"]
         return producer
@@ -388,8 +426,9 @@ class KafkaBus:
         self._sender.shutdown(wait=False)
 
     async def publish(
-        self, topic: str, key: str, value: bytes, headers: Mapping[str, bytes] | None = None
+        self, topic: str, key: str, value: bytes | None, headers: Mapping[str, bytes] | None = None
     ) -> None:
+        """``value`` None: a tombstone (a compacted topic forgets ``key``)."""
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start()")
         producer = await self._healthy_producer()
@@ -446,14 +485,14 @@ class KafkaBus:
         BUS_PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
 
     async def subscribe(self, topics: Sequence[str], group: str) -> KafkaConsumerAdapter:
-        consumer = KafkaConsumerAdapter(self.bootstrap, topics, group, self.prefix)
+        consumer = KafkaConsumerAdapter(self.bootstrap, topics, group, self.prefix, self.security)
         await consumer.open()
         self._consumers.append(consumer)
         return consumer
 
     async def follow(self, topics: Sequence[str], since: float = 0.0) -> KafkaFollower:
         """Read every partition of ``topics`` outside any group, from ``since`` seconds ago."""
-        follower = KafkaFollower(self.bootstrap, topics, self.prefix, since)
+        follower = KafkaFollower(self.bootstrap, topics, self.prefix, since, self.security)
         await follower.open()
         return follower
 
@@ -465,21 +504,30 @@ class KafkaFollower(KafkaConsumerAdapter):
     topic published every few seconds sees the current picture at once.
     """
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], prefix: str, since: float) -> None:
-        super().__init__(bootstrap, topics, "follow", prefix)
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        prefix: str,
+        since: float,
+        security: KafkaSecurity | None = None,
+    ) -> None:
+        super().__init__(bootstrap, topics, "follow", prefix, security)
         self._since = since
 
     def _open(self) -> None:
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_bytes=2 * MAX_MESSAGE_BYTES,
-            max_poll_records=256,
-            client_id="camflow-follow",
-        )
-        self._assign()
+        with connecting(self._security, self._bootstrap):
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                fetch_max_bytes=2 * MAX_MESSAGE_BYTES,
+                max_poll_records=256,
+                client_id="camflow-follow",
+                **self._security.client_config(),
+            )
+            self._assign()
 
     def _assign(self) -> None:
         """Every partition of the topics, positioned ``since`` seconds back (topics not created yet:

@@ -12,6 +12,7 @@ from camflow.cli.argtypes import count0 as _count0
 from camflow.cli.argtypes import positive as _positive
 from camflow.cli.argtypes import size as _size
 from camflow.cli.limit_args import add_limits
+from camflow.cli.signing import add_jwt_flags, add_keys_parser
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import AUTO, LOG_FORMATS
@@ -20,6 +21,7 @@ from camflow.tokens import Action
 DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
 RTSP_PORT = 8554
+RTSPS_PORT = 8322
 HTTP_PORT = 8080
 PULL_ENV = "CAMFLOW_PULL"  # pull sources as NAME=URL words: passwords stay off the command line
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
@@ -83,6 +85,15 @@ def _stream_duration(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port_or_off(text: str) -> int | None:
+    """A TCP port (0: any free one), or ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number (0-65535) or off")
+    return int(text)
+
+
 def _at_least_one(unit: str) -> Callable[[str], int]:
     """An argparse type: a whole number of ``unit`` >= 1."""
 
@@ -103,7 +114,12 @@ _brokers = _at_least_one("brokers")
 
 
 def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
-    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server (default: in-process bus)")
+    p.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap server (default: in-process bus); TLS and SASL from the CAMFLOW_KAFKA_* "
+        "environment (docs/security.md)",
+    )
     p.add_argument(
         "--kafka-prefix",
         default=_kafka_prefix(),
@@ -122,7 +138,8 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
             "--s3",
             metavar="URL",
             help="S3 store as http(s)://HOST:PORT/BUCKET[/PREFIX]; credentials from AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY (default: files under --data-dir)",
+            "AWS_SECRET_ACCESS_KEY, an https CA bundle from CAMFLOW_S3_CA_FILE or AWS_CA_BUNDLE "
+            "(default: files under --data-dir)",
         )
     p.add_argument(
         "--data-dir",
@@ -132,7 +149,21 @@ def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
 
 
 def _add_ingest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtsp-port", type=int, default=RTSP_PORT, help=f"RTSP listen port (default {RTSP_PORT})")
+    p.add_argument(
+        "--rtsp-port",
+        type=_port_or_off,
+        default=str(RTSP_PORT),
+        metavar="PORT|off",
+        help=f"RTSP listen port; off: none, e.g. RTSPS only (default {RTSP_PORT})",
+    )
+    p.add_argument(
+        "--rtsps-port",
+        type=_port_or_off,
+        default=str(RTSPS_PORT),
+        metavar="PORT|off",
+        help=f"RTSPS (RTSP over TLS, RTP interleaved inside it) listen port, on when --tls-cert is given; "
+        f"off: no RTSPS listener (default {RTSPS_PORT})",
+    )
     p.add_argument(
         "--rtsp-udp-ports",
         default="20000-20999",
@@ -198,6 +229,19 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='TOML file of pull sources: cam7 = "rtsp://..." or a [cam7] table with url, transport '
         "(the place for camera passwords)",
+    )
+    p.add_argument(
+        "--pull-ca",
+        metavar="FILE",
+        default=os.environ.get("CAMFLOW_PULL_CA") or None,
+        help="PEM CA certificates that rtsps:// pull sources may also be signed by (a camera's own CA), "
+        "beside the system's (env CAMFLOW_PULL_CA)",
+    )
+    p.add_argument(
+        "--pull-tls-insecure",
+        action="store_true",
+        help="pull rtsps:// sources without checking their certificate (self-signed cameras; logged as a "
+        "warning): encrypted, but open to a man in the middle",
     )
     p.add_argument(
         "--webrtc-ports",
@@ -291,6 +335,19 @@ def _add_package(p: argparse.ArgumentParser) -> None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=os.environ.get("CAMFLOW_TLS_CERT") or None,
+        help="PEM certificate chain (server certificate first): --http-port speaks HTTPS and RTSPS listens "
+        "on --rtsps-port; reloaded when the file changes or on SIGHUP (env CAMFLOW_TLS_CERT)",
+    )
+    p.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        default=os.environ.get("CAMFLOW_TLS_KEY") or None,
+        help="PEM private key of --tls-cert, unencrypted (env CAMFLOW_TLS_KEY)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=int(os.environ["CAMFLOW_METRICS_PORT"]) if os.environ.get("CAMFLOW_METRICS_PORT") else None,
@@ -343,6 +400,7 @@ def _add_edge(p: argparse.ArgumentParser) -> None:
         help="check view tokens on every request (all, default) or on playlists only, so a CDN can "
         "share segments across viewers (playlists)",
     )
+    add_jwt_flags(p)
     p.add_argument(
         "--no-fast-path",
         action="store_true",
@@ -362,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_package(run)
     add_limits(run)
     run.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP (edge) port (default {HTTP_PORT})"
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP (edge) port, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
     _add_edge(run)
     run.add_argument(
@@ -378,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(ingest)
     add_limits(ingest)
     ingest.add_argument(
-        "--http-port", type=int, default=HTTP_PORT, help=f"HTTP port of /whip (default {HTTP_PORT})"
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP port of /whip, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
 
     transcode = sub.add_parser("transcode", help="a transcode worker alone")
@@ -394,7 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the HLS edge alone")
     _add_common(edge)
     _add_backends(edge)
-    edge.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
+    edge.add_argument(
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"HTTP port, HTTPS with --tls-cert (default {HTTP_PORT})",
+    )
     _add_edge(edge)
     add_limits(edge)
     edge.add_argument(
@@ -414,16 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ttl,
         default=DEFAULT_TOKEN_TTL,
         help="seconds (default 86400), or `never` for a publish token a camera keeps as its password "
-        "(needed for RTSP Digest; revoked only by rotating CAMFLOW_SECRET)",
+        "(needed for RTSP Digest; revoked by retiring its signing key)",
     )
     token.add_argument(
         "--data-dir",
         default=_data_dir(),
-        help="where the embedded default keeps its secret (ignored when CAMFLOW_SECRET is set)",
+        help="where the embedded default keeps its signing keys (ignored when CAMFLOW_SECRET or "
+        "CAMFLOW_SECRET_FILE is set); the current key signs",
     )
+    add_keys_parser(sub, _data_dir())
 
     _add_tail(sub)
     _add_dead(sub)
+    _add_device(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument(
         "--url", default=f"rtsp://127.0.0.1:{RTSP_PORT}", help=f"ingest to load (default :{RTSP_PORT} here)"
@@ -507,3 +579,33 @@ def _add_dead(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish each listed letter again to the topic it was consumed from "
         "(a dead segment: its raw event)",
     )
+
+
+def _add_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    device = sub.add_parser(
+        "device", help="cameras' own credentials: add, list, revoke (docs/security.md#devices)"
+    )
+    commands = device.add_subparsers(dest="device_command", required=True)
+    add = commands.add_parser("add", help="a new device; prints its credential once, as the last line")
+    add.add_argument("name", type=check_stream_name, help="device name (same rules as a stream name)")
+    add.add_argument(
+        "--stream",
+        action="append",
+        type=check_stream_name,
+        help="a stream it may publish (repeatable; default: the stream named like the device)",
+    )
+    listing = commands.add_parser(
+        "list", help="every device: streams, created, last seen and address, revoked"
+    )
+    listing.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    revoke = commands.add_parser("revoke", help="refuse it on every ingest node within 5 s, end its sessions")
+    revoke.add_argument("name", type=check_stream_name)
+    remove = commands.add_parser(
+        "remove", help="forget a device (revoked or not): it is refused from then on"
+    )
+    remove.add_argument("name", type=check_stream_name)
+    streams = commands.add_parser("streams", help="set the streams a device may publish (ends lost ones)")
+    streams.add_argument("name", type=check_stream_name)
+    streams.add_argument("streams", nargs="+", type=check_stream_name, metavar="STREAM")
+    for parser in (add, listing, revoke, remove, streams):
+        _add_backends(parser)

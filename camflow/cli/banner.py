@@ -43,19 +43,27 @@ def operator_view(args: argparse.Namespace, signer: TokenSigner, camflow: str | 
     the health feed (admin token), and how to make tokens for other streams."""
     camflow = camflow or camflow_command()
     host = display_host(args.host)
-    edge = f"http://{host}:{args.http_port}"
+    tls = bool(getattr(args, "tls_cert", None))
+    edge = f"{'https' if tls else 'http'}://{host}:{args.http_port}"
     stream = args.stream
     publish = signer.issue(stream, Action.PUBLISH, DEFAULT_TOKEN_TTL)
     view = signer.issue(stream, Action.VIEW, DEFAULT_TOKEN_TTL)
     admin = signer.issue("*", Action.ADMIN, DEFAULT_TOKEN_TTL)
     bus = f"Kafka {args.kafka}" if args.kafka else "in-process bus"
     store = f"S3 {args.s3}" if args.s3 else f"files under {Path(args.data_dir).resolve() / 'store'}"
-    push = f"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}"
+    urls = []
+    if args.rtsp_port is not None:
+        urls.append(f"rtsp://{host}:{args.rtsp_port}/{stream}?token={publish}")
+    if tls and getattr(args, "rtsps_port", None) is not None:
+        urls.append(f"rtsps://{host}:{args.rtsps_port}/{stream}?token={publish}")
+    if urls:
+        push = "".join(f"            {url}\n" for url in urls).lstrip()
+        push += f'            e.g. ffmpeg -re -i clip.mp4 -c copy -f rtsp -rtsp_transport tcp "{urls[0]}"\n'
+    else:  # no RTSP listener: WHIP
+        push = f"{edge}/whip/{stream} (WHIP, Authorization: Bearer {publish})\n"
     return (
-        f"camflow is running ({bus}, {store}).\n"
-        f"  push to:  {push}\n"
-        f"            e.g. ffmpeg -re -i clip.mp4 -c copy -f rtsp -rtsp_transport tcp "
-        f'"{push}"\n'
+        f"camflow is running ({bus}, {store}{', TLS' if tls else ''}).\n"
+        f"  push to:  {push}"
         f"  watch at: {edge}/live/{stream}/master.m3u8?token={view}\n"
         f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
         f"  player:   {edge}/watch/{stream}?token={view}\n"

@@ -16,7 +16,7 @@ from camflow.cli.serve import make_signer, serve
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import configure_logging
-from camflow.tokens import Action, TokenSigner, load_secret
+from camflow.tokens import Action, TokenSigner, load_keys
 
 __all__ = ["build_parser", "main"]
 
@@ -30,7 +30,7 @@ def _loadgen(args: argparse.Namespace) -> int:
         recording.save(Path(args.save_rtp))
     token = None
     if args.token_secret_from:
-        signer = TokenSigner(load_secret(Path(args.token_secret_from)))
+        signer = TokenSigner(load_keys(Path(args.token_secret_from)))
         ttl = args.duration + 3600
 
         def token(stream: str) -> str:
@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             signer = make_signer(args)
             print(signer.issue(args.stream, Action(args.action), args.ttl))
             return 0
+        if args.command == "keys":
+            from camflow.cli.signing import keys_command
+
+            return keys_command(args)
         if args.command == "tail":
             from camflow.cli.tail import tail_command
 
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             from camflow.cli.dead import dead_command
 
             return dead_command(args)
+        if args.command == "device":
+            from camflow.cli.devices import device_command
+
+            return device_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
         configure_logging(args.log_level, args.log_format)

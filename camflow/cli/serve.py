@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +31,11 @@ from camflow.errors import CamflowError, ConfigError, StoreRetryStopped
 from camflow.log import get_logger
 from camflow.metrics import MeteredStore, Readiness
 from camflow.store import FileStore, Store
-from camflow.tokens import TokenSigner, load_secret
+from camflow.tokens import TokenSigner, load_keys
 
 if TYPE_CHECKING:
+    from camflow.cli.devices import DeviceFollower
+    from camflow.tls import ServerTls
     from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
@@ -71,7 +74,7 @@ def make_store(args: argparse.Namespace) -> Store:
 
 def make_signer(args: argparse.Namespace) -> TokenSigner:
     data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else None
-    return TokenSigner(load_secret(data_dir))
+    return TokenSigner(load_keys(data_dir))
 
 
 async def _store_started(store: Store, service: str, stop: asyncio.Event) -> bool:
@@ -112,6 +115,12 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     if store is not None and not await _store_started(store, args.command, stop):
         return 0  # stopped while the store was still down: nothing else was started
 
+    devices: DeviceFollower | None = None
+    if "ingest" in roles:  # read while the bus starts; ``ready`` below waits for it (bounded)
+        from camflow.cli.devices import DeviceFollower, device_backend
+
+        devices = DeviceFollower.begin(device_backend(args, store, bus))
+
     # Ingest publishes through its on-disk spool; `camflow ingest` (no other service on the bus)
     # lets the spool start the bus, so it takes cameras while the bus is down.
     spooled = _spooled_bus(args, bus, owns_bus=roles == {"ingest"}) if "ingest" in roles else None
@@ -126,7 +135,15 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
     failed = False
     observed = _Observed(args, bus, ingest_bus)
     try:
-        whip = _whip_service(args, ingest_bus, signer) if "ingest" in roles else None
+        if devices is not None:
+            stoppers.append(devices.stop)
+            await devices.ready()
+        whip = _whip_service(args, ingest_bus, signer, devices) if "ingest" in roles else None
+        tls = _server_tls(args) if roles & {"ingest", "edge"} else None  # after WHIP: cryptography
+        tls_context = tls.context if tls is not None else None
+        if tls is not None:
+            await tls.start()
+            stoppers.append(tls.stop)
         if "transcode" in roles:
             from transcode.service import TranscodeWorker
 
@@ -150,7 +167,15 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             workers = getattr(args, "workers", 1)  # only `camflow edge` has --workers
             options = {**edge_settings(args), "reuse_port": workers > 1}
             feed = observed.edge_feed()
-            edge = EdgeServer(store, signer, host=args.host, port=args.http_port, health_feed=feed, **options)
+            edge = EdgeServer(
+                store,
+                signer,
+                host=args.host,
+                port=args.http_port,
+                health_feed=feed,
+                tls_context=tls_context,
+                **options,
+            )
             if whip is not None:
                 from ingest.sources.whip.http import PREFIX
 
@@ -171,7 +196,15 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
 
             assert signer is not None and ingest_bus is not None
             rtsp = build_rtsp_server(
-                ingest_bus, signer, host=args.host, port=args.rtsp_port, **rtsp_server_settings(args)
+                ingest_bus,
+                signer,
+                host=args.host,
+                port=args.rtsp_port,
+                devices=devices.registry if devices else None,
+                seen=devices.seen if devices else None,
+                tls_port=args.rtsps_port,
+                tls_context=tls_context,
+                **rtsp_server_settings(args),
             )
             await rtsp.start()
             stoppers.insert(0, rtsp.stop)  # ingest stops first: it flushes its segments downstream
@@ -180,12 +213,17 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                     from ingest.sources.whip.http import serve_whip
 
                     limits = connection_limits(args)
-                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port, limits))
+                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port, limits, tls_context))
                 stoppers.insert(0, whip.stop)
             if pull_sources:
                 from ingest.sources.pull.client import PullSources
 
-                pulls = PullSources(ingest_bus, pull_sources, segment_target=args.segment_duration)
+                pulls = PullSources(
+                    ingest_bus,
+                    pull_sources,
+                    segment_target=args.segment_duration,
+                    tls_context=_pull_tls(args, pull_sources),
+                )
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
             observed.ingest(rtsp, pulls if pull_sources else None, whip, spooled)
@@ -330,7 +368,9 @@ class _Observed:
             await self.server.stop()
 
 
-def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None) -> WhipService:
+def _whip_service(
+    args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None, devices: DeviceFollower | None
+) -> WhipService:
     """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
     import ingest.sources.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
     from ingest.sources.whip.http import WhipService
@@ -347,7 +387,23 @@ def _whip_service(args: argparse.Namespace, bus: Bus | None, signer: TokenSigner
         connect_timeout=1.5 * args.webrtc_timeout,
         media_timeout=args.webrtc_timeout,
     )
-    return WhipService(bus, signer, policy=policy, limits=limits, connection_limits=connection_limits(args))
+    return WhipService(
+        bus,
+        signer,
+        policy=policy,
+        limits=limits,
+        devices=devices.registry if devices else None,
+        seen=devices.seen if devices else None,
+        connection_limits=connection_limits(args),
+    )
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """``--tls-cert`` and ``--tls-key`` loaded (a ConfigError when unusable), None without them."""
+    from camflow.tls import ServerTls, TlsFiles
+
+    files = TlsFiles.from_flags(args.tls_cert, args.tls_key)
+    return ServerTls(files) if files is not None else None
 
 
 def _spooled_bus(args: argparse.Namespace, bus: Bus | None, *, owns_bus: bool) -> SpooledBus:
@@ -380,6 +436,24 @@ def _pull_sources(args: argparse.Namespace) -> list[PullSource]:
         sources += load_sources(Path(args.sources))
     check_unique(sources)
     return sources
+
+
+def _pull_tls(args: argparse.Namespace, sources: list[PullSource]) -> ssl.SSLContext | None:
+    """How ``rtsps://`` sources' certificates are checked: the system CA store plus ``--pull-ca``, or
+    not at all with ``--pull-tls-insecure`` (a warning); None without rtsps:// sources."""
+    secure = [s.name for s in sources if s.secure]
+    if not secure:
+        return None
+    from camflow.tls import client_context
+
+    if args.pull_tls_insecure:
+        log.warning(
+            "pull_tls_unverified",
+            streams=secure,
+            reason="--pull-tls-insecure: rtsps:// sources' certificates are not checked (encrypted, but "
+            "open to a man in the middle)",
+        )
+    return client_context(Path(args.pull_ca) if args.pull_ca else None, insecure=args.pull_tls_insecure)
 
 
 async def _ready(event: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

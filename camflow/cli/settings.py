@@ -92,13 +92,16 @@ def spool_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``edge.app.build_app``'s keywords: the cache, playlists' max-age and the token check."""
+    """``edge.app.build_app``'s keywords: the cache, playlists' max-age, the token check and the
+    identity provider of JWT view tokens."""
+    from camflow.cli.signing import identity_settings
     from edge.policy import TokenCheck
 
     return {
         "cache_bytes": int(args.cache_mb * 1024 * 1024),
         "playlist_max_age": args.playlist_max_age,
         "token_check": TokenCheck(args.token_check),
+        "identity": identity_settings(args),
     }
 
 

@@ -5,6 +5,11 @@ usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment variables an
 region from ``AWS_REGION`` (default ``us-east-1``); never from flags. The bucket is
 created on start when it does not exist.
 
+TLS: an ``https://`` location is verified against the system's trust store, or against a CA bundle
+(PEM) named by ``CAMFLOW_S3_CA_FILE``, else by ``AWS_CA_BUNDLE`` (the variable the AWS CLI and SDKs
+read), for a store whose certificate a private CA signed. The certificate must name the host of
+the location; ``CAMFLOW_S3_CA_FILE`` with an ``http://`` location is refused (it would not be used).
+
 A call that fails because the server cannot be reached, times out, or answers that it cannot
 serve now (5xx, ``SlowDown``) raises ``StoreUnavailable``: the caller decides whether to wait for
 the store (the transcoder and packager do, ``camflow.store.retry``) or to say so (the edge, 503).
@@ -17,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -31,6 +37,8 @@ from camflow.keys import is_safe_key
 from camflow.store.base import ObjectInfo, check_key
 
 T = TypeVar("T")
+CA_FILE = "CAMFLOW_S3_CA_FILE"
+AWS_CA_BUNDLE = "AWS_CA_BUNDLE"
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
 # Error codes that say "not now" rather than "no": the same request may succeed later.
 _NOT_NOW = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "XMinioServerNotInitialized"}
@@ -70,6 +78,41 @@ class S3Location:
         return cls(parts.netloc, parts.scheme == "https", bucket, prefix.strip("/"))
 
 
+def tls_context(location: S3Location, environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """The TLS context of an https location: the system's CAs, or those of ``CAMFLOW_S3_CA_FILE``
+    (else ``AWS_CA_BUNDLE``); None for http. A CA file that cannot be loaded is a ConfigError."""
+    env = os.environ if environ is None else environ
+    name = CA_FILE if env.get(CA_FILE, "").strip() else AWS_CA_BUNDLE
+    path = env.get(name, "").strip()
+    if not location.secure:
+        if name == CA_FILE and path:
+            raise ConfigError(
+                f"{CA_FILE}={path} is set but the S3 location is http://{location.endpoint}: "
+                "expected an https:// location (or unset it)"
+            )
+        return None
+    try:
+        context = ssl.create_default_context(cafile=path or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{name}={path}: not a readable PEM CA bundle ({exc})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed somewhere in ``exc``'s chain (urllib3 wraps it twice), if any."""
+    seen: list[BaseException] = [exc]
+    for _ in range(8):  # bounded: MaxRetryError -> SSLError -> SSLCertVerificationError
+        if not seen:
+            return None
+        current = seen.pop()
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        nested = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
+        seen.extend(n for n in nested if isinstance(n, BaseException))
+    return None
+
+
 class S3Store:
     def __init__(self, location: S3Location, pool_size: int = 32) -> None:
         access = os.environ.get("AWS_ACCESS_KEY_ID")
@@ -79,6 +122,7 @@ class S3Store:
         self.location = location
         http = urllib3.PoolManager(
             maxsize=pool_size,
+            ssl_context=tls_context(location),
             # A hung server (it accepts, never answers) is an outage after two read timeouts (20 s):
             # a repeat costs nothing (deterministic keys), a long wait hides the outage.
             timeout=urllib3.Timeout(connect=5.0, read=10.0),
@@ -98,6 +142,17 @@ class S3Store:
         try:
             return await asyncio.to_thread(call, *args)
         except Exception as exc:
+            failed = untrusted_certificate(exc) if self.location.secure else None
+            if failed is not None:  # not an outage: waiting does not make the certificate trusted
+                env = os.environ
+                trust = next(
+                    (f"{n}={env[n]}" for n in (CA_FILE, AWS_CA_BUNDLE) if env.get(n, "").strip()), None
+                )
+                raise ConfigError(
+                    f"store https://{self.location.endpoint}: its certificate is not trusted by "
+                    f"{trust or f'the system trust store ({CA_FILE} / {AWS_CA_BUNDLE} unset)'}: "
+                    f"{failed.verify_message or failed}"
+                ) from exc
             if is_unavailable(exc):
                 raise StoreUnavailable(f"store {self.location.endpoint} unavailable: {exc!r}") from exc
             raise

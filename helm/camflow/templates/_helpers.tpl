@@ -84,6 +84,35 @@ app.kubernetes.io/component: {{ .component }}
 - {{ int .Values.kafka.replication | quote }}
 {{- end -}}
 
+{{/* --tls-cert and --tls-key of the mounted tls.secretName (nothing without it). */}}
+{{- define "camflow.tlsArgs" -}}
+{{- if .Values.tls.secretName }}
+- --tls-cert
+- /etc/camflow-tls/tls.crt
+- --tls-key
+- /etc/camflow-tls/tls.key
+{{- end }}
+{{- end -}}
+
+{{/* The volume mount of tls.secretName (in a container's volumeMounts). */}}
+{{- define "camflow.tlsVolumeMount" -}}
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/camflow-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The volume of tls.secretName (in a pod's volumes); readable by the pod's group (fsGroup) only. */}}
+{{- define "camflow.tlsVolume" -}}
+{{- if .Values.tls.secretName }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{/* /metrics, /healthz and /readyz on the metrics port, on every address of the pod (camflow's
 default is loopback) so that Prometheus and the kubelet's probes reach it; no public Service
 exposes it. */}}
@@ -119,13 +148,17 @@ exposes it. */}}
 {{- end }}
 {{- end -}}
 
-{{/* Liveness, readiness and start-up probes on a named port. Call with (dict "root" $ "port" "metrics"). */}}
+{{/* Liveness, readiness and start-up probes on a named port. Call with (dict "root" $ "port" "metrics"),
+plus "scheme" "HTTPS" for a TLS port (the kubelet does not check the certificate). */}}
 {{- define "camflow.probes" -}}
 {{- $p := .root.Values.probes -}}
 startupProbe:
   httpGet:
     path: /healthz
     port: {{ .port }}
+    {{- with .scheme }}
+    scheme: {{ . }}
+    {{- end }}
   periodSeconds: 5
   timeoutSeconds: {{ $p.timeoutSeconds }}
   failureThreshold: {{ div $p.startupSeconds 5 | max 1 }}
@@ -133,6 +166,9 @@ livenessProbe:
   httpGet:
     path: /healthz
     port: {{ .port }}
+    {{- with .scheme }}
+    scheme: {{ . }}
+    {{- end }}
   periodSeconds: {{ $p.periodSeconds }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
   failureThreshold: {{ $p.livenessFailureThreshold }}
@@ -140,6 +176,9 @@ readinessProbe:
   httpGet:
     path: /readyz
     port: {{ .port }}
+    {{- with .scheme }}
+    scheme: {{ . }}
+    {{- end }}
   periodSeconds: {{ $p.periodSeconds }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
   failureThreshold: {{ $p.readinessFailureThreshold }}

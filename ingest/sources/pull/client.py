@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import threading
 import time
 import tomllib
@@ -30,6 +31,7 @@ from camflow.bus import Bus
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import get_logger
+from camflow.tls import client_context
 from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit
 from ingest.errors import ParseError
 from ingest.media.publisher import Publisher
@@ -41,6 +43,7 @@ from ingest.sources.pull.assembler import (
     PullCounters,
     UnitAssembler,
 )
+from ingest.sources.pull.tls import TlsRelay
 
 TRANSPORTS = ("tcp", "udp")
 MAX_QUEUED_UNITS = 800  # ~10 s of 30 fps video and 48 kHz AAC waiting for the loop; more are dropped, counted
@@ -63,9 +66,21 @@ class PullSource:
         except Exception as exc:
             raise ConfigError(f"pull source name {self.name!r}: {exc}") from None
         if not self.url.lower().startswith(("rtsp://", "rtsps://")):
-            raise ConfigError(f"pull source {self.name} URL {self.shown!r}: expected rtsp://HOST[:PORT]/PATH")
+            raise ConfigError(
+                f"pull source {self.name} URL {self.shown!r}: expected rtsp:// or rtsps://HOST[:PORT]/PATH"
+            )
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"pull source {self.name} transport {self.transport!r}: expected tcp or udp")
+        if self.secure and self.transport != "tcp":
+            raise ConfigError(
+                f"pull source {self.name}: rtsps:// is pulled over tcp only (RTP interleaved inside TLS; "
+                "over udp it would travel unencrypted)"
+            )
+
+    @property
+    def secure(self) -> bool:
+        """An ``rtsps://`` source: RTSP and its RTP inside TLS (``ingest.sources.pull.tls``)."""
+        return self.url.lower().startswith("rtsps://")
 
     def _credentials(self) -> tuple[str | None, str]:
         """``(password, the URL with the password as ***)``; password None when the URL has none."""
@@ -149,9 +164,13 @@ class _Reader(threading.Thread):
     """Opens the source and demuxes it (blocking PyAV calls), posting ("open"|"unit"|"audio"|"end", value)
     items. Audio is turned into AAC units here too (encoding G.711 is CPU work: off the event loop)."""
 
-    def __init__(self, source: PullSource, post: Post, open_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self, source: PullSource, url: str, post: Post, open_timeout: float, read_timeout: float
+    ) -> None:
+        """``url``: what PyAV opens (the source's, or its TLS relay's for ``rtsps://``)."""
         super().__init__(name=f"pull-{source.name}", daemon=True)
         self.source = source
+        self.url = url
         self.post = post
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
@@ -167,7 +186,7 @@ class _Reader(threading.Thread):
                 "timeout": str(int(self.read_timeout * 1_000_000)),  # socket I/O timeout, microseconds
             }
             timeouts = (self.open_timeout, self.read_timeout)
-            container = av.open(self.source.url, options=options, timeout=timeouts)
+            container = av.open(self.url, options=options, timeout=timeouts)
             expected = " or ".join(SYNTAXES)
             if not container.streams.video:
                 raise ConfigError(f"{self.source.shown}: no video stream, expected {expected}")
@@ -266,6 +285,7 @@ class PullClient:
     open_timeout: float = 5.0
     read_timeout: float = 5.0
     stats: PullStats = field(default_factory=PullStats)
+    tls_context: ssl.SSLContext | None = None  # rtsps:// sources: how their certificate is checked
 
     def __post_init__(self) -> None:
         self.log = get_logger("ingest.sources.pull.client", stream_id=self.source.name)
@@ -324,7 +344,19 @@ class PullClient:
         self.stats.state = "connecting"
         self.stats.retry_at = None
         self.log.info("pull_connecting", attempt=self.stats.attempts, transport=self.source.transport)
-        reader = _Reader(self.source, post, self.open_timeout, self.read_timeout)
+        relay: TlsRelay | None = None
+        if self.source.secure:
+            try:
+                relay = await TlsRelay.open(self.source.url, self._tls(), self.open_timeout)
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                self.stats.failures += 1
+                self.stats.last_error = self.source.scrub(f"TLS: {type(exc).__name__}: {exc}")
+                self.stats.state = "offline"
+                self._queue = None
+                return False
+        reader = _Reader(
+            self.source, relay.url if relay else self.source.url, post, self.open_timeout, self.read_timeout
+        )
         reader.start()
         delivered = False
         reason = "source failed"
@@ -377,6 +409,13 @@ class PullClient:
             deadline = time.monotonic() + STOP_JOIN_SECONDS
             while reader.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            if relay is not None:
+                await relay.close()
+
+    def _tls(self) -> ssl.SSLContext:
+        if self.tls_context is None:
+            self.tls_context = client_context(None, insecure=False)  # the system CA store
+        return self.tls_context
 
     async def _went_live(self, opened: Opened) -> None:
         self.stats.connects += 1
@@ -416,11 +455,19 @@ class PullClient:
 
 
 class PullSources:
-    """Every configured pull source, each in its own task; ``stop`` flushes and ends them all."""
+    """Every configured pull source, each in its own task; ``stop`` flushes and ends them all.
+    ``tls_context`` checks ``rtsps://`` sources (default: the system CA store, host names checked)."""
 
-    def __init__(self, bus: Bus, sources: Sequence[PullSource], *, segment_target: float) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        sources: Sequence[PullSource],
+        *,
+        segment_target: float,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         check_unique(sources)
-        self.clients = [PullClient(bus, s, segment_target) for s in sources]
+        self.clients = [PullClient(bus, s, segment_target, tls_context=tls_context) for s in sources]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -10,12 +10,13 @@ import enum
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from camflow.devices import DIGEST_REALM
 from ingest.errors import ParseError
 from ingest.sources.rtsp.headers import Challenge
 
-REALM = "camflow"
+REALM = DIGEST_REALM  # "camflow": device records keep HA1s of this realm
 NONCE_LIFETIME = 60.0  # seconds between the 401 and the request that answers it
 
 
@@ -43,19 +44,32 @@ def parse_schemes(text: str) -> tuple[AuthScheme, ...]:
 
 
 class DigestNonces:
+    """Stateless nonces: their issue time under an HMAC. ``key`` is one key, or the keys as of now
+    (``TokenSigner.derive_keys``): the first signs, any of them checks, so a key rotation does not
+    void the nonces in flight."""
+
     def __init__(
-        self, key: bytes, *, lifetime: float = NONCE_LIFETIME, clock: Callable[[], float] = time.time
+        self,
+        key: bytes | Callable[[], Sequence[bytes]],
+        *,
+        lifetime: float = NONCE_LIFETIME,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._key = key
+        if isinstance(key, bytes):
+            fixed = (key,)
+            self._keys: Callable[[], Sequence[bytes]] = lambda: fixed
+        else:
+            self._keys = key
         self.lifetime = lifetime
         self._clock = clock
 
-    def _mac(self, stamp: str) -> str:
-        return hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
+    @staticmethod
+    def _mac(key: bytes, stamp: str) -> str:
+        return hmac.new(key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
 
     def issue(self) -> str:
         stamp = format(int(self._clock()), "x")
-        return f"{stamp}.{self._mac(stamp)}"
+        return f"{stamp}.{self._mac(self._keys()[0], stamp)}"
 
     def check(self, nonce: str) -> bool:
         """True for a nonce this key issued within ``lifetime`` seconds."""
@@ -66,7 +80,7 @@ class DigestNonces:
             issued = int(stamp, 16)
         except ValueError:
             return False
-        if not hmac.compare_digest(self._mac(stamp), mac):
+        if not any(hmac.compare_digest(self._mac(key, stamp), mac) for key in self._keys()):
             return False
         return 0 <= self._clock() - issued <= self.lifetime
 

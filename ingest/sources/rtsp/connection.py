@@ -44,8 +44,14 @@ log = get_logger("ingest.sources.rtsp")
 
 class RtspConnection:
     def __init__(
-        self, server: ConnectionHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        server: ConnectionHost,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        secure: bool = False,
     ) -> None:
+        """``secure``: an RTSPS connection (inside TLS): RTP only interleaved in it, never over UDP."""
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -57,8 +63,11 @@ class RtspConnection:
             server.authorize,
             timeout=server.session_timeout,
             challenges=server.challenges,
-            udp=self if server.udp_pool is not None else None,
+            udp=self if server.udp_pool is not None and not secure else None,
+            peer=self.camera_host,
+            secure=secure,
         )
+        self.secure = secure
         self.parser = MessageReader()
         self.publisher: Publisher | None = None
         self.video_in: RtpVideoTrack | None = None  # the RTP tracks feeding the publisher, while it lives
@@ -279,7 +288,7 @@ class RtspConnection:
         jitter = JitterBuffer() if video.server_ports is not None else None  # UDP can reorder
         counters = (depacketizer.counters,) if jitter is None else (depacketizer.counters, jitter.counters)
         publisher = await self.server.begin_publisher(
-            self, self.session.stream, codec=video_codec(video), counters=counters
+            self, self.session.stream, codec=video_codec(video), counters=counters, secure=self.secure
         )
         self.video_in = RtpVideoTrack(depacketizer, publisher.push_video, publisher.stats, jitter=jitter)
         self.publisher = publisher

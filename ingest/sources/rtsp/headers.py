@@ -245,6 +245,22 @@ class DigestCredentials:
         )
         return hmac.compare_digest(expected.encode(), self.response.lower().encode())
 
+    def verify_ha1(self, ha1: str, method: str) -> bool:
+        """``verify`` against a stored MD5 HA1 (MD5(user:realm:password)); False for other algorithms."""
+        if (self.algorithm or "MD5").upper() not in ("MD5", "MD5-SESS"):
+            return False
+        expected = digest_response_from_ha1(
+            ha1,
+            method=method,
+            uri=self.uri,
+            nonce=self.nonce,
+            algorithm=self.algorithm or "MD5",
+            qop=self.qop,
+            nc=self.nc,
+            cnonce=self.cnonce,
+        )
+        return hmac.compare_digest(expected.encode(), self.response.lower().encode())
+
     def __str__(self) -> str:
         fields = [
             ("username", self.username),
@@ -370,6 +386,30 @@ def digest_response(
         return hashlib.new(_HASHES[base], text.encode()).hexdigest()
 
     ha1 = h(f"{username}:{realm}:{password}")
+    return digest_response_from_ha1(
+        ha1, method=method, uri=uri, nonce=nonce, algorithm=algorithm, qop=qop, nc=nc, cnonce=cnonce
+    )
+
+
+def digest_response_from_ha1(
+    ha1: str,
+    *,
+    method: str,
+    uri: str,
+    nonce: str,
+    algorithm: str = "MD5",
+    qop: str | None = None,
+    nc: str | None = None,
+    cnonce: str | None = None,
+) -> str:
+    """``digest_response`` from HA1 = H(user:realm:password), what a server that keeps no password has."""
+    base = algorithm.upper().removesuffix("-SESS")
+    if base not in _HASHES:
+        raise ParseError(f"Digest algorithm {algorithm!r}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess")
+
+    def h(text: str) -> str:
+        return hashlib.new(_HASHES[base], text.encode()).hexdigest()
+
     if algorithm.upper().endswith("-SESS"):
         ha1 = h(f"{ha1}:{nonce}:{cnonce or ''}")
     ha2 = h(f"{method}:{uri}")

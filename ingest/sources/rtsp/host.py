@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from camflow.limits import Refusal
 from ingest.media.publisher import Publisher
-from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.session import Authorizer
 from ingest.sources.rtsp.udp import UdpPortPool, UdpStats
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 @dataclass
 class ServerStats:
     connections: int = 0
+    tls_connections: int = 0  # of ``connections``: RTSPS (their handshake done)
     connections_refused: int = 0
     connections_evicted: int = 0
     handshake_timeouts: int = 0
@@ -37,7 +38,7 @@ class StreamOwner(Protocol):
 class ConnectionHost(Protocol):
     """The server's side of a connection: settings, counters, UDP ports and the publisher registry."""
 
-    authorize: Callable[[AuthRequest], bool]
+    authorize: Authorizer
     challenges: Callable[[], tuple[str, ...]]
     host: str
     session_timeout: int
@@ -48,9 +49,16 @@ class ConnectionHost(Protocol):
     stats: ServerStats
 
     async def begin_publisher(
-        self, owner: StreamOwner, stream: str, *, codec: str, counters: Sequence[DataclassInstance]
+        self,
+        owner: StreamOwner,
+        stream: str,
+        *,
+        codec: str,
+        counters: Sequence[DataclassInstance],
+        secure: bool = False,
     ) -> Publisher:
-        """A started publisher of ``stream`` (replacing, and aborting the owner of, a live one)."""
+        """A started publisher of ``stream`` (replacing, and aborting the owner of, a live one);
+        ``secure``: published over RTSPS."""
         ...
 
     async def end_publisher(self, publisher: Publisher, reason: str) -> None: ...

@@ -7,15 +7,19 @@ reports). With ``limits``, one client address may hold ``limits.per_client`` con
 ``limits.head_timeout`` (``camflow.limits``); refusals are counted by reason and logged once per
 client address per minute. At ``max_connections`` a new connection first evicts the oldest
 connection that has not announced a stream (an idle or slow client cannot lock cameras out); when
-every connection is a live session it is refused with ``503 Service Unavailable``. A new publisher
-of a stream that is already live replaces the old one (the camera reconnected before its old
-connection died), as mediamtx does.
+every connection is a live session it is refused with ``503 Service Unavailable``. With a TLS
+context, a second listener on ``tls_port`` takes RTSPS: the same connections inside TLS (handshake
+within ``handshake_timeout``), RTP interleaved in the TLS connection; a SETUP for UDP there is
+refused (461), as it would leave TLS. Both listeners share the limits (the per-client cap counts
+both) and the publisher registry. A new publisher of a stream that is already live replaces the
+old one (the camera reconnected before its old connection died), as mediamtx does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -29,7 +33,7 @@ from ingest.sources.rtsp.auth import basic_only
 from ingest.sources.rtsp.connection import READ_SIZE, RtspConnection
 from ingest.sources.rtsp.host import ServerStats, StreamOwner
 from ingest.sources.rtsp.message import Response
-from ingest.sources.rtsp.session import AuthRequest
+from ingest.sources.rtsp.session import Authorizer
 from ingest.sources.rtsp.udp import UdpPortPool, UdpStats
 
 if TYPE_CHECKING:
@@ -43,21 +47,24 @@ class RtspServer:
     def __init__(
         self,
         bus: Bus,
-        authorize: Callable[[AuthRequest], bool],
+        authorize: Authorizer,
         *,
         host: str = "127.0.0.1",
-        port: int,
+        port: int | None,
         segment_target: float,
         session_timeout: int,
         handshake_timeout: float,
         max_connections: int,
         challenges: Callable[[], tuple[str, ...]] = basic_only,
         udp_ports: tuple[int, int] | None = None,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
     ) -> None:
         """``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout``,
         ``max_connections`` and ``limits`` have their defaults where the flags are defined (the CLI's
-        args); ``limits=None``: no per-client cap and no request deadline."""
+        args); ``limits=None``: no per-client cap and no request deadline. ``port`` None: no plain
+        RTSP listener; ``tls_port`` (0: any) with ``tls_context``: RTSPS."""
         self.bus = bus
         self.authorize = authorize
         self.challenges = challenges
@@ -75,8 +82,12 @@ class RtspServer:
         self.stats = ServerStats()
         self.publishers: dict[str, Publisher] = {}
         self.ended: deque[Publisher] = deque(maxlen=1024)  # for the health feed, which takes them
+        self.secure_publishers: set[int] = set()  # id() of the live publishers that came over RTSPS
         self._owners: dict[str, StreamOwner] = {}
+        self.tls_port = tls_port if tls_context is not None else None
+        self.tls_context = tls_context
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._connections: dict[RtspConnection, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._refused_logged = 0
@@ -86,23 +97,37 @@ class RtspServer:
         return len(self._connections)
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._client, self.host, self.port, limit=READ_SIZE)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Listen; the plain RTSP port (the RTSPS one when plain RTSP is off)."""
+        if self.port is not None:
+            self._server = await asyncio.start_server(self._client, self.host, self.port, limit=READ_SIZE)
+            self.port = self._server.sockets[0].getsockname()[1]
+        if self.tls_context is not None and self.tls_port is not None:
+            self._tls_server = await asyncio.start_server(
+                self._tls_client,
+                self.host,
+                self.tls_port,
+                limit=READ_SIZE,
+                ssl=self.tls_context,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep(), name="rtsp-sweeper")
         log.info(
             "rtsp_listening",
             host=self.host,
             port=self.port,
+            rtsps_port=self.tls_port,
             udp_ports=str(self.udp_pool) if self.udp_pool else None,
             session_timeout=self.session_timeout,
             max_connections=self.max_connections,
         )
-        return self.port
+        return self.port if self.port is not None else self.tls_port or 0
 
     async def stop(self) -> None:
         """Stop taking connections, end every session (flushing its segments)."""
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,13 +136,20 @@ class RtspServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                await server.wait_closed()
+        self._server = self._tls_server = None
 
     # --- connections --------------------------------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _tls_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.tls_connections += 1
+        await self._client(reader, writer, secure=True)
+
+    async def _client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, secure: bool = False
+    ) -> None:
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if self._cap is not None and not self._cap.admit(client):
@@ -135,7 +167,7 @@ class RtspServer:
                 return
             task = asyncio.current_task()
             assert task is not None
-            connection = RtspConnection(self, reader, writer)
+            connection = RtspConnection(self, reader, writer, secure=secure)
             self._connections[connection] = task
             self.stats.connections += 1
             try:
@@ -208,10 +240,34 @@ class RtspServer:
                 )
                 reported = closed
 
+    def end_device_sessions(self, device: str, allowed: frozenset[str], reason: str) -> int:
+        """Abort the sessions ``device`` authenticated of streams not in ``allowed`` (revoked: none)."""
+        ended = 0
+        for connection in list(self._connections):
+            session = connection.session
+            if session.device == device and session.stream not in allowed and connection.end_reason is None:
+                log.warning(
+                    "device_session_ended",
+                    device=device,
+                    stream_id=session.stream,
+                    reason=reason,
+                    peer=connection.peer,
+                    protocol="rtsp",
+                )
+                connection.abort(f"device {device}: {reason}")
+                ended += 1
+        return ended
+
     # --- publishers -----------------------------------------------------------------------------
 
     async def begin_publisher(
-        self, owner: StreamOwner, stream: str, *, codec: str, counters: Sequence[DataclassInstance]
+        self,
+        owner: StreamOwner,
+        stream: str,
+        *,
+        codec: str,
+        counters: Sequence[DataclassInstance],
+        secure: bool = False,
     ) -> Publisher:
         old = self.publishers.get(stream)
         if old is not None:
@@ -226,6 +282,8 @@ class RtspServer:
         await publisher.start()
         self.publishers[stream] = publisher
         self._owners[stream] = owner
+        if secure:
+            self.secure_publishers.add(id(publisher))
         return publisher
 
     async def end_publisher(self, publisher: Publisher, reason: str) -> None:
@@ -233,4 +291,5 @@ class RtspServer:
             del self.publishers[publisher.stream]
             self._owners.pop(publisher.stream, None)
         self.ended.append(publisher)
+        self.secure_publishers.discard(id(publisher))
         await asyncio.shield(publisher.close(reason))

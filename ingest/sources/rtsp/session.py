@@ -38,7 +38,16 @@ PUBLIC = "DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, GET_PARAMETER, TEARDOW
 SUPPORTED_VIDEO = {"H264", "H265"}
 SUPPORTED_AUDIO = {"MPEG4-GENERIC", "MP4A-LATM", "PCMU", "PCMA"}
 STATIC_AUDIO = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1)}  # RFC 3551 static payload types
-__all__ = ["REALM", "AuthRequest", "PublishSession", "State", "Track", "UdpBinder"]
+__all__ = [
+    "REALM",
+    "AuthRequest",
+    "Authorizer",
+    "DeviceGrant",
+    "PublishSession",
+    "State",
+    "Track",
+    "UdpBinder",
+]
 
 
 class State(enum.Enum):
@@ -57,6 +66,18 @@ class AuthRequest:
     password: str | None
     method: str = "ANNOUNCE"
     digest: DigestCredentials | None = None  # Authorization: Digest ..., verified by the authorizer
+    peer: str = ""  # the client's address
+
+
+@dataclass(frozen=True)
+class DeviceGrant:
+    """An accepted request whose credential was a registered device's (``camflow.devices``)."""
+
+    device: str
+
+
+# True: accepted (an HMAC publish token); a DeviceGrant: accepted as that device; False: refused
+Authorizer = Callable[[AuthRequest], bool | DeviceGrant]
 
 
 @dataclass
@@ -108,20 +129,28 @@ class PublishSession:
 
     def __init__(
         self,
-        authorize: Callable[[AuthRequest], bool],
+        authorize: Authorizer,
         *,
         timeout: int = 60,
+        peer: str = "",
         session_id: str | None = None,
         challenges: Callable[[], tuple[str, ...]] = basic_only,
         udp: UdpBinder | None = None,
+        secure: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``secure``: the connection is RTSPS; RTP must stay inside it (TCP interleaved), so a UDP
+        transport is skipped, and refused (461) when the client offers nothing else, as gortsplib
+        (mediamtx) does: RTP over UDP would leave the TLS connection, unencrypted."""
         self._authorize = authorize
         self._challenges = challenges
         self._udp = udp
+        self._secure = secure
         self._clock = clock
         self.timeout = timeout
         self.session_id = session_id or secrets.token_hex(8)
+        self.peer = peer
+        self.device: str | None = None  # the device that authenticated the session, if one did
         self.last_activity = clock()
         self.state = State.INIT
         self.stream: str | None = None
@@ -253,7 +282,10 @@ class PublishSession:
                 username, password = creds.username, creds.password
             else:
                 digest = creds
-        if not self._authorize(AuthRequest(url.path, url.query, username, password, request.method, digest)):
+        grant = self._authorize(
+            AuthRequest(url.path, url.query, username, password, request.method, digest, self.peer)
+        )
+        if not grant:
             challenges = tuple(("WWW-Authenticate", value) for value in self._challenges())
             return self._refuse(
                 request, 401, "a valid publish token is required (?token=..., or as the password)", challenges
@@ -267,6 +299,7 @@ class PublishSession:
             found = [t.encoding or t.media.kind for t in tracks]
             return self._refuse(request, 415, f"announced media {found}: expected an H264 video track")
         self.stream, self.announce_url, self.sdp, self.tracks = url.path, url, sdp, tracks
+        self.device = grant.device if isinstance(grant, DeviceGrant) else None
         self.state = State.ANNOUNCED
         return self._ok(request)
 
@@ -342,6 +375,12 @@ class PublishSession:
                 continue
             if spec.lower_transport is None:
                 reasons.append(f"{spec.protocol} (expected RTP/AVP, RTP/AVP/UDP or RTP/AVP/TCP)")
+                continue
+            if self._secure and spec.lower_transport == "UDP":
+                reasons.append(
+                    f"{spec.protocol} (RTSPS carries RTP inside its TLS connection only, over UDP it would "
+                    "travel unencrypted: use RTP/AVP/TCP)"
+                )
                 continue
             return spec
         return "no usable transport: " + "; ".join(reasons)

@@ -1,17 +1,20 @@
 """The WHIP HTTP resources (RFC 9725) on aiohttp, mounted under ``/whip``.
 
 - ``POST /whip/{stream}``, ``Content-Type: application/sdp``, ``Authorization: Bearer <publish
-  token>``: ``201 Created``, the SDP answer, ``Location: /whip/{stream}/{session}``, ``ETag``.
+  token or device credential>``: ``201 Created``, the SDP answer, ``Location:
+  /whip/{stream}/{session}``, ``ETag``.
   Refusals: bad stream name 400, missing/invalid token 401 (``WWW-Authenticate: Bearer``), other
   media type 415, an offer aiortc cannot take (no H264/VP8 video, no ICE credentials or
   fingerprint, garbage) 400, an offer over ``MAX_OFFER`` bytes 413, an offer not received within
-  the body deadline (``camflow.limits``) 408, too many sessions 503. A stream already being published is taken
-  over: the old session ends (as RTSP does with a camera that reconnects).
+  the body deadline (``camflow.limits``) 408, too many sessions 503. A stream already being
+  published is taken over: the old session ends (as RTSP does with a camera that reconnects).
 - ``DELETE /whip/{stream}/{session}``: ends the session (200); unknown session 404.
 - ``PATCH`` (trickle ICE, ICE restart): 405 with ``Allow`` (RFC 9725 4.3.1: neither is supported;
   aiortc gathers every candidate before it answers).
 - ``OPTIONS`` on both: CORS preflight, ``Accept-Post: application/sdp``.
 
+A device credential (``cfd1.<device>.<secret>``, ``camflow.devices``) is checked against the device
+registry; the session remembers its device and ends when the device is revoked or loses the stream.
 Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.refused``) and logged.
 On its own port (``serve_whip``) a ``camflow.guard.ConnectionGuard`` applies the listener limits
 (per-client cap, head, body and idle deadlines, head size); mounted on the edge, the edge's does.
@@ -20,11 +23,13 @@ On its own port (``serve_whip``) a ``camflow.guard.ConnectionGuard`` applies the
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from camflow.bus import Bus
+from camflow.devices import DeviceChange, DeviceRefused, DeviceRegistry, SeenWriter, is_device_credential
 from camflow.errors import TokenError
 from camflow.guard import ConnectionGuard, GuardedSite
 from camflow.keys import is_stream_name
@@ -82,11 +87,19 @@ class WhipService:
         policy: IcePolicy | None = None,
         limits: SessionLimits,
         max_sessions: int = MAX_SESSIONS,
+        devices: DeviceRegistry | None = None,
+        seen: SeenWriter | None = None,
         connection_limits: ConnectionLimits | None = None,
     ) -> None:
-        """``connection_limits``: the offer's body deadline (None: only the listener's)."""
+        """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where
+        and when each device published; ``connection_limits``: the offer's body deadline (None: only
+        the listener's)."""
         self.bus = bus
+        self.devices = devices
+        self.seen = seen
         self.connection_limits = connection_limits
+        if devices is not None:
+            devices.listen(self._device_changed)
         self.signer = signer
         self.policy = policy or IcePolicy()
         self.limits = limits
@@ -139,17 +152,28 @@ class WhipService:
             return {"Allow": SESSION_METHODS}
         return {"WWW-Authenticate": 'Bearer realm="camflow"'} if status == 401 else None
 
-    def _authorize(self, request: web.Request, stream: str) -> None:
+    def _authorize(self, request: web.Request, stream: str) -> str | None:
+        """The device the request's credential is (None: an HMAC publish token); a 401 WhipError
+        when it authorizes no publish of ``stream``."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise WhipError(
                 401, "unauthorized", "expected Authorization: Bearer <publish token of the stream>"
             )
+        if self.devices is not None and is_device_credential(token.strip()):
+            try:
+                device = self.devices.check_credential(token.strip(), stream).name
+            except DeviceRefused as exc:
+                raise WhipError(401, "unauthorized", f"device credential refused: {exc}") from None
+            if self.seen is not None:
+                self.seen.note(device, request.remote or "")
+            return device
         try:
             self.signer.verify(token.strip(), stream, Action.PUBLISH)
         except TokenError as exc:
             raise WhipError(401, "unauthorized", f"publish token refused: {exc}") from None
+        return None
 
     async def _post(self, request: web.Request) -> web.Response:
         stream = request.match_info["stream"]
@@ -157,7 +181,7 @@ class WhipService:
             raise WhipError(
                 400, "bad_stream", f"stream name {stream[:80]!r}: expected 1-64 characters of A-Z a-z 0-9 _ -"
             )
-        self._authorize(request, stream)
+        device = self._authorize(request, stream)
         if request.content_type != "application/sdp":
             raise WhipError(
                 415,
@@ -178,6 +202,7 @@ class WhipService:
                 503, "too_many_sessions", f"{len(self.sessions)} WHIP sessions: the limit; retry later"
             )
         session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget)
+        session.device = device
         try:
             answer = await session.answer(offer)
         except BaseException:
@@ -236,6 +261,18 @@ class WhipService:
         if self.sessions.get(session.stream) is session:
             del self.sessions[session.stream]
 
+    def _device_changed(self, change: DeviceChange) -> None:
+        for session in list(self.sessions.values()):
+            if session.device == change.device and session.stream not in change.allowed:
+                log.warning(
+                    "device_session_ended",
+                    device=change.device,
+                    stream_id=session.stream,
+                    reason=change.reason,
+                    protocol="whip",
+                )
+                self._end(session, f"device {change.device}: {change.reason}")
+
     def _end(self, session: WhipSession, reason: str) -> None:
         task = asyncio.create_task(session.close(reason))
         self._closing.add(task)
@@ -243,18 +280,24 @@ class WhipService:
 
 
 async def serve_whip(
-    service: WhipService, host: str, port: int, limits: ConnectionLimits
+    service: WhipService,
+    host: str,
+    port: int,
+    limits: ConnectionLimits,
+    tls_context: ssl.SSLContext | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """``camflow ingest``: /whip on its own HTTP listener, guarded by ``limits``; returns the coroutine
-    function that stops it."""
+    """``camflow ingest``: /whip on its own HTTP listener (HTTPS with ``tls_context``), guarded by
+    ``limits``; returns the coroutine function that stops it."""
     root = web.Application(client_max_size=MAX_OFFER + 1024)
     root.add_subapp(PREFIX, service.app())
     runner = web.AppRunner(root, access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
     try:
-        await GuardedSite(runner, ConnectionGuard("whip", limits), host, port).start()
+        await GuardedSite(
+            runner, ConnectionGuard("whip", limits), host, port, ssl_context=tls_context
+        ).start()
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("whip_listening", host=host, port=port)
+    log.info("whip_listening", host=host, port=port, tls=tls_context is not None)
     return runner.cleanup

@@ -71,6 +71,7 @@ class WhipSession:
         self.answer_sdp = ""
         self.closed = False
         self.reason: str | None = None
+        self.device: str | None = None  # the device whose credential opened it, if one did
         self.counters = WhipCounters()
         self.stats = WhipStats()
         self.publisher: Publisher | None = None
