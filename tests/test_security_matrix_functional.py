@@ -9,11 +9,15 @@ added (one revoked) with `camflow device`, all before it starts, so no cell wait
   HTTPS (playlist and segment, ``?token=`` and ``Authorization: Bearer``) with a view token and a
   JWT, and an admin token reads ``/api/streams`` and the stream list ``/``.
 - Refused, cell by cell (readable ids ``path-case``): RTSP Digest / Basic / ``?token=`` with a
-  raw RTSP client over TLS (ANNOUNCE with an SDP; Digest answered with hashlib): ``401`` with the
-  Digest and Basic challenges; WHIP ``POST`` with curl: ``401`` with ``WWW-Authenticate: Bearer``;
-  HTTP view, JWT view and admin with curl: ``401 token_missing`` or ``403`` naming the reason, a
-  JSON ``{"error", "detail"}`` body that never echoes the token. Every RTSP path also has an
-  accepted control cell (the same client gets ``200``), so a refusal is the credential's doing.
+  raw RTSP client (``tests.rtsp_announce``: ANNOUNCE with an SDP, Digest answered with hashlib) on
+  the RTSPS and the plain listener: ``401`` with the Digest and Basic challenges, and
+  ``publish_refused`` logged with the reason; WHIP ``POST`` with curl: ``401`` with
+  ``WWW-Authenticate: Bearer`` and the reason in its detail; HTTP view, JWT view and admin with
+  curl: ``401 token_missing`` or ``403`` naming the reason. Every refusal body is JSON
+  ``{"error", "detail"}`` (RTSP: text) holding no part of the credential, and no credential is
+  ever logged. Every RTSP path also has accepted control cells (the same client gets ``200``), so
+  a refusal is the credential's doing. ffmpeg is refused too (a revoked device's Digest, a view
+  token in ``?token=``).
 - Nothing published or served: no refused stream has a ``publish_started``, a store directory, an
   entry in ``/api/streams`` or a live health sample; a refused view gets no playlist or segment.
 """
@@ -21,12 +25,9 @@ added (one revoked) with `camflow device`, all before it starts, so no cell wait
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -40,16 +41,12 @@ from camflow.signing import KeysFile
 from camflow.tokens import Action, TokenSigner
 from tests.jwks import AUDIENCE, ISSUER, Issuer, jwks_server
 from tests.process import CAMFLOW, Camflow, camflow_run, ffmpeg_push, free_port, make_clip, stop_process
+from tests.rtsp_announce import announce
 from tests.tls_certs import TestCa
 
 pytestmark = pytest.mark.integration
 
 PLAIN_SECRET = "matrix-plain-secret-of-before-key-ids-0123456789"
-SDP = (
-    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=matrix\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
-    "a=control:trackID=0\r\n"
-)
 WHIP_OFFER = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"  # refused before it is read
 LIVE = "tls-dig"  # published by ffmpeg over RTSPS Digest; the stream the view cells ask for
 REFUSED_STREAMS = ("m-dev", "m-pub", "gone", "elsewhere")  # no cell may publish these
@@ -182,73 +179,6 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
 # --- clients ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class RtspReply:
-    status: int
-    headers: list[tuple[str, str]]
-    raw: str
-
-    def values(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-def _read_reply(sock: ssl.SSLSocket) -> RtspReply:
-    buf = b""
-    while b"\r\n\r\n" not in buf and len(buf) < 65536:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.decode(errors="replace").split("\r\n")
-    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-    length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
-    while len(body) < length:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        body += chunk
-    return RtspReply(int(lines[0].split()[1]), headers, (head + b"\r\n\r\n" + body).decode(errors="replace"))
-
-
-def _digest(user: str, password: str, challenge: str, uri: str) -> str:
-    fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    ha1 = hashlib.md5(f"{user}:{fields['realm']}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"ANNOUNCE:{uri}".encode()).hexdigest()
-    response = hashlib.md5(f"{ha1}:{fields['nonce']}:{ha2}".encode()).hexdigest()
-    return (
-        f'Digest username="{user}", realm="{fields["realm"]}", nonce="{fields["nonce"]}", '
-        f'uri="{uri}", response="{response}", algorithm="MD5"'
-    )
-
-
-def rtsp_announce(m: Matrix, stream: str, scheme: str, user: str = "", password: str = "") -> RtspReply:
-    """An ANNOUNCE over RTSPS: with no credentials, ``?token=PASSWORD``, Basic USER:PASSWORD, or
-    Digest (the first 401's nonce answered on the same connection)."""
-    url = f"rtsps://127.0.0.1:{m.rtsps_port}/{stream}"
-    if scheme == "query":
-        url += f"?token={password}"
-    context = m.ca.client_context()
-    with (
-        socket.create_connection(("127.0.0.1", m.rtsps_port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
-    ):
-
-        def announce(cseq: int, auth: str | None) -> RtspReply:
-            head = f"ANNOUNCE {url} RTSP/1.0\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\n"
-            head += f"Content-Length: {len(SDP)}\r\n" + (f"Authorization: {auth}\r\n" if auth else "")
-            sock.sendall((head + "\r\n" + SDP).encode())
-            return _read_reply(sock)
-
-        if scheme == "basic":
-            return announce(1, "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-        first = announce(1, None)
-        if scheme != "digest" or first.status != 401:
-            return first
-        challenge = next(v for v in first.values("WWW-Authenticate") if v.startswith("Digest"))
-        return announce(2, _digest(user, password, challenge, url))
-
-
 def curl(url: str, ca: Path, *extra: str) -> tuple[int, dict[str, str], bytes]:
     """Status, headers (lower-case names) and body of one request by curl (trusting only ``ca``)."""
     out = subprocess.run(
@@ -261,6 +191,14 @@ def curl(url: str, ca: Path, *extra: str) -> tuple[int, dict[str, str], bytes]:
     lines = head.decode(errors="replace").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
+
+
+def fetch(m: Matrix, path: str, carrier: str, token: str) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path`` over HTTPS with ``token`` in ``?token=`` (carrier ``query``) or ``Authorization:
+    Bearer`` (``bearer``); none when it is empty."""
+    if carrier == "query":
+        return curl(m.https(f"{path}?token={token}" if token else path), m.ca.path)
+    return curl(m.https(path), m.ca.path, *(["-H", f"Authorization: Bearer {token}"] if token else []))
 
 
 def assert_json_refusal(status: int, headers: dict[str, str], body: bytes, token: str) -> dict[str, str]:
@@ -410,22 +348,29 @@ DIGEST_REASONS = {
 }
 DIGEST_TOKEN = "Digest response does not match the stream's never-expiring publish token"
 RTSP_CELLS = [
-    pytest.param(scheme, *case, id=f"rtsp-{scheme}-{case[0]}")
+    pytest.param(listener, scheme, *case, id=f"{listener}-{scheme}-{case[0]}")
+    for listener in ("rtsps", "rtsp")
     for scheme in ("digest", "basic", "query")
     for case in RTSP_CASES
 ] + [
-    pytest.param("none", "missing", "", "m-pub", "", id="rtsp-missing"),
-    pytest.param("query", "missing", "", "m-pub", "", id="rtsp-query-empty"),
+    pytest.param(listener, scheme, "missing", "", "m-pub", "", id=f"{listener}-{label}")
+    for listener in ("rtsps", "rtsp")
+    for scheme, label in (("none", "missing"), ("query", "query-empty"))
 ]
 
 
-@pytest.mark.parametrize(("scheme", "case", "cred", "stream", "user"), RTSP_CELLS)
-def test_rtsp(matrix: Matrix, scheme: str, case: str, cred: str, stream: str, user: str) -> None:
+@pytest.mark.parametrize(("listener", "scheme", "case", "cred", "stream", "user"), RTSP_CELLS)
+def test_rtsp(
+    matrix: Matrix, listener: str, scheme: str, case: str, cred: str, stream: str, user: str
+) -> None:
     name = f"{cred}_never" if scheme == "digest" and cred in NEVER else cred
     password = matrix.cred[name] if name else ""
     reason = DIGEST_REASONS.get(case, DIGEST_TOKEN) if scheme == "digest" else REASONS.get(case, "")
     logged = refusals(matrix, stream, reason)
-    reply = rtsp_announce(matrix, stream, scheme, user, password)
+    if listener == "rtsps":
+        reply = announce(matrix.rtsps_port, stream, scheme, user, password, tls=matrix.ca.client_context())
+    else:  # the plain listener (--rtsp-port) answers alike
+        reply = announce(matrix.cf.rtsp_port, stream, scheme, user, password)
     if case.startswith("accepted"):
         assert reply.status == 200, reply.raw
         return
@@ -509,12 +454,7 @@ def test_view(
 ) -> None:
     token = matrix.cred[cred] if cred else ""
     path = f"/live/{LIVE}/source.m3u8" if obj == "playlist" else live
-    if carrier == "query":
-        got, headers, body = curl(matrix.https(f"{path}?token={token}" if token else path), matrix.ca.path)
-    else:
-        got, headers, body = curl(
-            matrix.https(path), matrix.ca.path, *(["-H", f"Authorization: Bearer {token}"] if token else [])
-        )
+    got, headers, body = fetch(matrix, path, carrier, token)
     assert got == status, (got, body[:300])
     assert assert_json_refusal(got, headers, body, token)["error"] == error
     assert b"#EXTM3U" not in body and b"moof" not in body and len(body) < 1000  # nothing served
@@ -550,12 +490,7 @@ def test_admin(
     matrix: Matrix, live: str, path: str, carrier: str, case: str, cred: str, status: int, error: str
 ) -> None:
     token = matrix.cred[cred] if cred else ""
-    if carrier == "query":
-        got, headers, body = curl(matrix.https(f"{path}?token={token}" if token else path), matrix.ca.path)
-    else:
-        got, headers, body = curl(
-            matrix.https(path), matrix.ca.path, *(["-H", f"Authorization: Bearer {token}"] if token else [])
-        )
+    got, headers, body = fetch(matrix, path, carrier, token)
     assert got == status, (got, body[:300])
     assert assert_json_refusal(got, headers, body, token)["error"] == error  # and no stream list
 
