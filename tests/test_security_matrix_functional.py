@@ -6,8 +6,8 @@ added (one revoked) with `camflow device`, all before it starts, so no cell wait
 
 - Accepted, over TLS: ffmpeg pushes ``rtsps://`` as a device by Digest (``rtsps://dev:cred@``)
   and by ``?token=``; FFmpeg's WHIP muxer publishes over HTTPS with ``Bearer``; curl views over
-  HTTPS (playlist and segment, ``?token=`` and ``Authorization: Bearer``) with a view token and a
-  JWT, and an admin token reads ``/api/streams`` and the stream list ``/``.
+  HTTPS (playlist, segment and player page, ``?token=`` and ``Authorization: Bearer``) with a view
+  token and a JWT, and an admin token reads ``/api/streams`` and the stream list ``/``.
 - Refused, cell by cell (readable ids ``path-case``): RTSP Digest / Basic / ``?token=`` with a
   raw RTSP client (``tests.rtsp_announce``: ANNOUNCE with an SDP, Digest answered with hashlib) on
   the RTSPS and the plain listener: ``401`` with the Digest and Basic challenges, and
@@ -289,10 +289,11 @@ def test_accepted_cells_work_over_tls(matrix: Matrix, live: str) -> None:
     for stream in (LIVE, "tls-tok", "tls-whip"):
         segments = m.cf.data_dir / "store" / "streams" / stream
         assert list(segments.glob("*/source/*.m4s")), f"{stream}: no segment in the store"
-    # View: a view token and a JWT, in ?token= and as Bearer, for a playlist and a segment.
+    # View: a view token and a JWT, in ?token= and as Bearer, for a playlist, a segment, the player.
     for name in ("view", "jwt"):
         token = m.cred[name]
-        for path, needle in ((f"/live/{LIVE}/source.m3u8", b"#EXTM3U"), (live, b"moof")):
+        objects = ((f"/live/{LIVE}/source.m3u8", b"#EXTM3U"), (live, b"moof"), (f"/watch/{LIVE}", b"<video"))
+        for path, needle in objects:
             status, _, body = curl(m.https(f"{path}?token={token}"), m.ca.path)
             assert status == 200 and needle in body, (name, path, status, body[:200])
             status, _, body = curl(m.https(path), m.ca.path, "-H", f"Authorization: Bearer {token}")
@@ -442,7 +443,7 @@ VIEW_CASES = [
 ]
 VIEW_CELLS = [
     pytest.param(obj, carrier, *case, id=f"view-{obj}-{carrier}-{case[0]}")
-    for obj in ("playlist", "segment")
+    for obj in ("playlist", "segment", "watch", "health")
     for carrier in ("query", "bearer")
     for case in VIEW_CASES
 ]
@@ -453,7 +454,12 @@ def test_view(
     matrix: Matrix, live: str, obj: str, carrier: str, case: str, cred: str, status: int, error: str
 ) -> None:
     token = matrix.cred[cred] if cred else ""
-    path = f"/live/{LIVE}/source.m3u8" if obj == "playlist" else live
+    path = {
+        "playlist": f"/live/{LIVE}/source.m3u8",
+        "segment": live,
+        "watch": f"/watch/{LIVE}",  # the player page
+        "health": f"/api/streams/{LIVE}/health",  # the stream's health events
+    }[obj]
     got, headers, body = fetch(matrix, path, carrier, token)
     assert got == status, (got, body[:300])
     assert assert_json_refusal(got, headers, body, token)["error"] == error
