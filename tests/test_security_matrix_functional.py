@@ -486,6 +486,7 @@ ADMIN_CELLS = [
         ("/api/streams", "api", "query"),
         ("/api/streams", "api", "bearer"),
         ("/", "list", "query"),
+        ("/api/health", "health", "bearer"),  # every stream's health events
     )
     for case in ADMIN_CASES
 ]
