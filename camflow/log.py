@@ -48,7 +48,8 @@ def configure_logging(level: str = "info", log_format: str = AUTO) -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr as it is when a line is written, not when configured (a test may swap it)
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Libraries that log through the standard library (kafka, aiohttp) are kept at WARNING.

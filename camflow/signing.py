@@ -177,11 +177,13 @@ def parse_env(value: str, where: str) -> KeySet:
 
 
 def parse_file(text: str, where: str) -> KeySet:
-    """A keys file: one plain secret alone, or ``KID SECRET`` / ``KID retired`` per line."""
+    """A keys file: ``KID SECRET`` / ``KID retired`` per line, or one line alone in the form of
+    ``CAMFLOW_SECRET`` (a plain secret, or ``KID:SECRET,KID:SECRET``), so that a Kubernetes Secret
+    written for the variable reads the same when it is mounted as a file."""
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if len(lines) == 1 and len(lines[0].split()) == 1:
-        return _plain(lines[0].encode(), where)
+        return parse_env(lines[0], where)
     pairs: list[tuple[str, str]] = []
     for number, line in enumerate(lines, 1):
         fields = line.split()

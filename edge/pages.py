@@ -17,7 +17,7 @@ from aiohttp import web
 
 from camflow.errors import NotFound
 from camflow.keys import latest_thumbnail_key
-from edge.access import operator_refusal, stream_refusal, viewer_refusal
+from edge.access import operator_refusal, request_token, stream_refusal, viewer_refusal
 from edge.http import error_response, http_date
 from edge.state import EDGE, EdgeState
 
@@ -49,6 +49,14 @@ def _viewers(n: int) -> str:
     return f"{n} viewer" if n == 1 else f"{n} viewers"
 
 
+def _carried_token(request: web.Request) -> str:
+    """The token the page's links and player carry: one that came in ``?token=``. A token that came
+    as ``Authorization: Bearer`` is never written into a response (as in playlists): the client
+    sends it again itself, and a page holding it could be kept by a cache keyed by URL alone."""
+    token, in_query = request_token(request)
+    return token if in_query else ""
+
+
 async def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
     """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
     return stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
@@ -60,7 +68,7 @@ async def watch(request: web.Request) -> web.Response:
     refused = await _viewer_refusal(request, state, stream)
     if refused is not None:
         return refused
-    token = request.query["token"]
+    token = _carried_token(request)
     config = html.escape(json.dumps({"stream": stream, "token": token}), quote=True)
     body = (
         f'<main id=player data-config="{config}">'
@@ -82,8 +90,7 @@ async def index(request: web.Request) -> web.Response:
     )
     if refused is not None:
         return refused
-    token = request.query["token"]
-    q = html.escape(token, quote=True)
+    q = html.escape(_carried_token(request), quote=True)
     cards = []
     await state.viewers.census()  # with --workers N: every worker's viewers
     for name in state.catalog.names:

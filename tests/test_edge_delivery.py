@@ -278,6 +278,21 @@ async def test_index_lists_live_streams_with_thumbnails_for_an_operator(client: 
     assert (await client.get("/")).status == 401
 
 
+async def test_pages_take_a_bearer_token_and_never_write_it_into_the_page(
+    client: Client, admin: str, view: str
+) -> None:
+    """``Authorization: Bearer`` passes the stream list and the player page as ``?token=`` does (it
+    once failed with 500: the pages read ``?token=`` only); the page's links and player config carry
+    no token then, since the client sends it again itself."""
+    await wait_for_catalog(client, 3)
+    resp = await client.get("/", headers={"Authorization": f"Bearer {admin}"})
+    text = await resp.text()
+    assert resp.status == 200 and 'href="/watch/cam1?token="' in text and admin not in text
+    watch = await client.get("/watch/cam1", headers={"Authorization": f"Bearer {view}"})
+    page = await watch.text()
+    assert watch.status == 200 and "data-config" in page and view not in page
+
+
 async def test_background_tasks_are_cancelled_at_shutdown(store: RecordingStore, signer: TokenSigner) -> None:
     c = await make_client(store, signer)
     names = {t.get_name() for t in asyncio.all_tasks()}

@@ -470,12 +470,76 @@ def test_secret_and_existing_secret(helm: str, rendered: dict[str, list[Any]], t
     assert len(default_secret["data"]["token-secret"]) >= 64  # generated, base64
     docs = render(helm, tmp_path, {"secret": {"existingSecret": "camflow-prod"}})
     assert not of_kind(docs, "Secret")
-    for _, container in containers(docs):
+    for deployment, container in containers(docs):
         refs = {
             e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
         }
-        assert refs and set(refs.values()) == {"camflow-prod"}
-        assert "CAMFLOW_SECRET" in refs
+        assert set(refs.values()) <= {"camflow-prod"}  # the S3 keys, where the service uses the store
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["token-keys"]["secret"]["secretName"] == "camflow-prod"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CAMFLOW_SECRET_FILE"] == KEYS_FILE and "CAMFLOW_SECRET" not in env
+
+
+KEYS_FILE = "/var/run/secrets/camflow/token-keys/keys"
+
+
+def kubelet_secret_dir(directory: Path, files: dict[str, bytes], generation: int) -> None:
+    """Lay out (or update) a Secret volume as the kubelet does: the files in a timestamped directory,
+    ``..data`` a symlink to it, swapped atomically on an update, each file a symlink through it."""
+    stamp = directory / f"..2026_12_03_{generation:02d}"
+    stamp.mkdir(parents=True)
+    for name, data in files.items():
+        (stamp / name).write_bytes(data)
+    (directory / "..data_tmp").symlink_to(stamp.name)
+    os.replace(directory / "..data_tmp", directory / "..data")
+    for name in files:
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+def test_token_keys_are_a_mounted_file_that_rotates_without_a_restart(helm: str, tmp_path: Path) -> None:
+    """Every service reads the token keys from the Secret mounted as a file (CAMFLOW_SECRET_FILE),
+    never from an environment value, through a directory mount (a subPath is never updated by the
+    kubelet); editing the Secret (rotate, then retire) reaches a running signer without a restart.
+    A Secret written in CAMFLOW_SECRET's ``KID:SECRET,...`` form reads the same as a file."""
+    from camflow.signing import KeysFile
+    from camflow.tokens import Action, TokenKeyRetired, TokenSigner
+
+    old, new = "o" * 32, "n" * 32
+    docs = render(helm, tmp_path, {"secret": {"tokenSecret": f"k1:{old}"}})
+    (secret,) = of_kind(docs, "Secret")
+    seen = set()
+    for deployment, container in containers(docs):
+        seen.add(deployment["metadata"]["labels"]["app.kubernetes.io/component"])
+        env = {e["name"]: e for e in container["env"]}
+        assert env["CAMFLOW_SECRET_FILE"]["value"] == KEYS_FILE and "CAMFLOW_SECRET" not in env
+        assert old not in yaml.safe_dump(container)
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "token-keys"]
+        assert mount == {"name": "token-keys", "mountPath": str(Path(KEYS_FILE).parent), "readOnly": True}
+        (volume,) = [
+            v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "token-keys"
+        ]
+        assert volume["secret"] == {
+            "secretName": secret["metadata"]["name"],
+            "defaultMode": 0o440,
+            "items": [{"key": "token-secret", "path": "keys"}],
+        }
+    assert seen == {"ingest", "transcode", "packager", "edge"}
+
+    mount_dir = tmp_path / "pod" / Path(KEYS_FILE).parent.relative_to("/")
+    kubelet_secret_dir(mount_dir, {"keys": base64.b64decode(secret["data"]["token-secret"])}, 1)
+    signer = TokenSigner(KeysFile(mount_dir / "keys", interval=0))  # what each service holds
+    before = signer.issue("cam1", Action.VIEW, 600)
+    assert before.startswith("v2.k1.")
+    # The operator rotates and retires by editing the Secret; the kubelet swaps the mounted files.
+    kubelet_secret_dir(mount_dir, {"keys": f"k2 {new}\nk1 {old}\n".encode()}, 2)
+    assert signer.verify(before, "cam1", Action.VIEW) and signer.issue("cam1", Action.VIEW, 600).startswith(
+        "v2.k2."
+    )
+    kubelet_secret_dir(mount_dir, {"keys": f"k2 {new}\nk1 retired\n".encode()}, 3)
+    with pytest.raises(TokenKeyRetired):
+        signer.verify(before, "cam1", Action.VIEW)
 
 
 def test_no_secret_on_a_command_line_or_in_the_configmap(

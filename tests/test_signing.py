@@ -45,6 +45,8 @@ def test_key_lists_first_is_current_and_retired_keys_keep_their_id() -> None:
     text = f"# keys\nk2 {NEW.decode()}\n\nk1   {OLD.decode()}\nk0 retired\n"
     assert env == parse_file(text, "file") == KeySet(two_keys().keys, ("k0",))
     assert env.current.kid == "k2" and env.kids() == ["k2", "k1"]
+    # A file holding the variable's form (a Secret made for CAMFLOW_SECRET, now mounted as a file).
+    assert parse_file(f"k2:{NEW.decode()},k1:{OLD.decode()},k0:retired\n", "file") == env
 
 
 BAD_FILES = {

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
+from structlog.testing import capture_logs
 
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_STREAMS, StreamState, StreamStateKind, decode
@@ -165,15 +166,22 @@ async def test_refusals(whip: Whip, case: str, status: int, error: str) -> None:
     elif case == "GET":
         method = "GET"
     try:
-        async with whip.http.request(method, f"{whip.url}/{stream}", data=body, headers=headers) as r:
-            assert r.status == status, await r.text()
-            assert await error_of(r) == error
-            if status == 401:
-                assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        with capture_logs() as logs:
+            async with whip.http.request(method, f"{whip.url}/{stream}", data=body, headers=headers) as r:
+                assert r.status == status, await r.text()
+                assert await error_of(r) == error
+                if status == 401:
+                    assert r.headers["WWW-Authenticate"].startswith("Bearer")
     finally:
         await pc.close()
     assert not whip.service.sessions
     assert whip.service.refused.get(status, 0) >= 1
+    reasons = [e["reason"] for e in logs if e["event"] == "publish_refused"]
+    if case in ("bad token", "other stream's token", "view token"):  # why, for the operator (no token)
+        assert len(reasons) == 1 and "token" in reasons[0], logs
+        assert headers["Authorization"].split()[1] not in str(logs)
+    else:
+        assert not reasons, logs
 
 
 async def test_second_publisher_replaces_the_first(whip: Whip) -> None:

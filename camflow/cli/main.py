@@ -15,7 +15,7 @@ from camflow.cli.args import build_parser
 from camflow.cli.serve import make_signer, serve
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
-from camflow.log import configure_logging
+from camflow.log import AUTO, configure_logging
 from camflow.tokens import Action, TokenSigner, load_keys
 
 __all__ = ["build_parser", "main"]
@@ -70,7 +70,10 @@ def _use_uvloop() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Logs go to stderr from the start: the commands that print results (token, keys, tail --json,
+    # dead, device list --json) keep stdout for them. Commands without --log-level log warnings only.
     try:
+        configure_logging(getattr(args, "log_level", "warning"), getattr(args, "log_format", AUTO))
         if args.command == "token":
             if args.ttl is None and args.action != Action.PUBLISH.value:
                 raise ConfigError("--ttl never: only publish tokens (camera credentials) may never expire")
@@ -97,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
             return device_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
-        configure_logging(args.log_level, args.log_format)
         if args.command == "edge":
             _use_uvloop()
         return asyncio.run(serve(args, ROLES[args.command]))

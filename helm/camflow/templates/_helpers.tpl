@@ -123,13 +123,33 @@ exposes it. */}}
 - 0.0.0.0
 {{- end -}}
 
-{{/* Environment: the token secret, S3 credentials and region. Call with (dict "root" $ "s3" true). */}}
+{{/* The token signing keys: the Secret's key secret.keys.tokenSecret mounted as a file (a whole
+directory, not a subPath, so the kubelet updates it when the Secret changes; every service re-reads
+it within 2 s: rotation needs no restart). CAMFLOW_SECRET_FILE names it (camflow.env). */}}
+{{- define "camflow.keysFile" -}}
+/var/run/secrets/camflow/token-keys/keys
+{{- end -}}
+
+{{- define "camflow.keysMount" -}}
+- name: token-keys
+  mountPath: /var/run/secrets/camflow/token-keys
+  readOnly: true
+{{- end -}}
+
+{{- define "camflow.keysVolume" -}}
+- name: token-keys
+  secret:
+    secretName: {{ include "camflow.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.secret.keys.tokenSecret | quote }}
+        path: keys
+{{- end -}}
+
+{{/* Environment: the token keys file, S3 credentials and region. Call with (dict "root" $ "s3" true). */}}
 {{- define "camflow.env" -}}
-- name: CAMFLOW_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "camflow.secretName" .root }}
-      key: {{ .root.Values.secret.keys.tokenSecret }}
+- name: CAMFLOW_SECRET_FILE
+  value: {{ include "camflow.keysFile" .root | quote }}
 {{- if .s3 }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:

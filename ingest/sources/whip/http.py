@@ -15,7 +15,8 @@
 
 A device credential (``cfd1.<device>.<secret>``, ``camflow.devices``) is checked against the device
 registry; the session remembers its device and ends when the device is revoked or loses the stream.
-Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.refused``) and logged.
+Every error is JSON ``{"error", "detail"}``, counted by status (``WhipService.refused``) and logged
+(``whip_refused``); a refused credential also as ``publish_refused`` with the reason, as RTSP does.
 On its own port (``serve_whip``) a ``camflow.guard.ConnectionGuard`` applies the listener limits
 (per-client cap, head, body and idle deadlines, head size); mounted on the edge, the edge's does.
 """
@@ -165,6 +166,7 @@ class WhipService:
             try:
                 device = self.devices.check_credential(token.strip(), stream).name
             except DeviceRefused as exc:
+                log.info("publish_refused", stream_id=stream, scheme="bearer", reason=str(exc))
                 raise WhipError(401, "unauthorized", f"device credential refused: {exc}") from None
             if self.seen is not None:
                 self.seen.note(device, request.remote or "")
@@ -172,6 +174,7 @@ class WhipService:
         try:
             self.signer.verify(token.strip(), stream, Action.PUBLISH)
         except TokenError as exc:
+            log.info("publish_refused", stream_id=stream, scheme="bearer", reason=str(exc))
             raise WhipError(401, "unauthorized", f"publish token refused: {exc}") from None
         return None
 
