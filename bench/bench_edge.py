@@ -13,7 +13,7 @@
    ``--no-fast-path`` (every request through the aiohttp application).
 2. 500 concurrent cold requests for one segment through the edge app: store reads (must be 1).
 
-``--tls`` adds the edge over HTTPS (``--tls-cert``, a certificate made for the run) and nginx
+By default (``--no-tls`` leaves it out) the run also has the edge over HTTPS (``--tls-cert``, a certificate made for the run) and nginx
 over HTTPS (``listen ... ssl``, the same certificate, its default ciphers) to the same run, and
 prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge HTTPS over nginx HTTPS.
 """
@@ -196,7 +196,12 @@ def parse(rest: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--app-path", action="store_true", help="also measure the edge with --no-fast-path (aiohttp only)"
     )
-    p.add_argument("--tls", action="store_true", help="also measure the edge and nginx over HTTPS")
+    p.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the edge and nginx over HTTPS (default on; --no-tls for plain HTTP only)",
+    )
     return p.parse_args(rest)
 
 
