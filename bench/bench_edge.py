@@ -13,9 +13,9 @@
    ``--no-fast-path`` (every request through the aiohttp application).
 2. 500 concurrent cold requests for one segment through the edge app: store reads (must be 1).
 
-By default (``--no-tls`` leaves it out) the run also has the edge over HTTPS (``--tls-cert``, a certificate made for the run) and nginx
-over HTTPS (``listen ... ssl``, the same certificate, its default ciphers) to the same run, and
-prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge HTTPS over nginx HTTPS.
+By default (``--no-tls`` leaves it out) the run also has the edge over HTTPS (``--tls-cert``, a
+certificate made for the run) and nginx over HTTPS (``listen ... ssl``, the same certificate, its
+default ciphers), and prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge HTTPS over nginx HTTPS.
 """
 
 from __future__ import annotations
