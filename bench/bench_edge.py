@@ -15,7 +15,8 @@
 
 By default (``--no-tls`` leaves it out) the run also has the edge over HTTPS (``--tls-cert``, a
 certificate made for the run) and nginx over HTTPS (``listen ... ssl``, the same certificate, its
-default ciphers), and prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge HTTPS over nginx HTTPS.
+default ciphers), and prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge
+HTTPS over nginx HTTPS.
 """
 
 from __future__ import annotations
