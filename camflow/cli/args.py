@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
 
-from camflow.bus.dead import DeadReason
+from camflow.cli.argtypes import at_least_one
 from camflow.cli.argtypes import count0 as _count0
 from camflow.cli.argtypes import positive as _positive
 from camflow.cli.argtypes import size as _size
+from camflow.cli.backend_args import add_backends as _add_backends
+from camflow.cli.backend_args import data_dir as _data_dir
 from camflow.cli.limit_args import add_limits
 from camflow.cli.signing import add_jwt_flags, add_keys_parser
+from camflow.cli.tool_args import add_dead, add_device, add_tail
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
 from camflow.log import AUTO, LOG_FORMATS
@@ -25,14 +27,6 @@ RTSPS_PORT = 8322
 HTTP_PORT = 8080
 PULL_ENV = "CAMFLOW_PULL"  # pull sources as NAME=URL words: passwords stay off the command line
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
-
-
-def _data_dir() -> str:
-    return os.environ.get("CAMFLOW_DATA_DIR", "./data")
-
-
-def _kafka_prefix() -> str:
-    return os.environ.get("CAMFLOW_KAFKA_PREFIX", "")
 
 
 DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
@@ -94,58 +88,7 @@ def _port_or_off(text: str) -> int | None:
     return int(text)
 
 
-def _at_least_one(unit: str) -> Callable[[str], int]:
-    """An argparse type: a whole number of ``unit`` >= 1."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of {unit} >= 1")
-        return value
-
-    return parse
-
-
-_whole_seconds = _at_least_one("seconds")
-_brokers = _at_least_one("brokers")
-
-
-def _add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
-    p.add_argument(
-        "--kafka",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap server (default: in-process bus); TLS and SASL from the CAMFLOW_KAFKA_* "
-        "environment (docs/security.md)",
-    )
-    p.add_argument(
-        "--kafka-prefix",
-        default=_kafka_prefix(),
-        help="prefix of every Kafka topic and consumer group, to share a cluster (default none)",
-    )
-    p.add_argument(
-        "--kafka-replication",
-        type=_brokers,
-        default=os.environ.get("CAMFLOW_KAFKA_REPLICATION", "1"),
-        metavar="N",
-        help="brokers holding each partition of the Kafka topics a service creates; topics that exist "
-        "keep theirs (default 1; env CAMFLOW_KAFKA_REPLICATION)",
-    )
-    if store:
-        p.add_argument(
-            "--s3",
-            metavar="URL",
-            help="S3 store as http(s)://HOST:PORT/BUCKET[/PREFIX]; credentials from AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY, an https CA bundle from CAMFLOW_S3_CA_FILE or AWS_CA_BUNDLE "
-            "(default: files under --data-dir)",
-        )
-    p.add_argument(
-        "--data-dir",
-        default=_data_dir(),
-        help="local store and token secret (default ./data)",
-    )
+_whole_seconds = at_least_one("seconds")
 
 
 def _add_ingest(p: argparse.ArgumentParser) -> None:
@@ -493,9 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_keys_parser(sub, _data_dir())
 
-    _add_tail(sub)
-    _add_dead(sub)
-    _add_device(sub)
+    add_tail(sub)
+    add_dead(sub)
+    add_device(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument(
         "--url", default=f"rtsp://127.0.0.1:{RTSP_PORT}", help=f"ingest to load (default :{RTSP_PORT} here)"
@@ -515,97 +458,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--allow-remote", action="store_true", help="allow a target that is not loopback")
     return parser
-
-
-def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tail = sub.add_parser("tail", help="follow the stream-health feed (Kafka or an edge's /api/health)")
-    tail.add_argument("--kafka", metavar="HOST:PORT", help="follow camflow.health on this Kafka")
-    tail.add_argument(
-        "--kafka-prefix",
-        default=_kafka_prefix(),
-        help="topic prefix (default none)",
-    )
-    tail.add_argument(
-        "--edge", metavar="URL", help="follow an edge's /api/health, e.g. http://127.0.0.1:8080"
-    )
-    tail.add_argument(
-        "--token",
-        default=os.environ.get("CAMFLOW_TOKEN", ""),
-        help="operator token for --edge (env CAMFLOW_TOKEN)",
-    )
-    tail.add_argument("--stream", action="append", type=check_stream_name, help="only this stream")
-    tail.add_argument(
-        "--state",
-        action="append",
-        choices=["connecting", "live", "stalled", "offline"],
-        help="only streams in this state (repeatable)",
-    )
-    tail.add_argument("--json", action="store_true", help="one JSON object per sample and line")
-    tail.add_argument(
-        "--table", action="store_true", help="a live table of every stream, redrawn each second"
-    )
-    tail.add_argument(
-        "--color", choices=["auto", "always", "never"], default="auto", help="color by state (auto: on a TTY)"
-    )
-    tail.add_argument(
-        "--since", type=float, default=10.0, help="with --kafka: start this many seconds back (default 10)"
-    )
-    tail.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
-
-
-def _add_dead(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dead = sub.add_parser(
-        "dead", help="list the dead-letter topic (what consumers could not use), and replay it"
-    )
-    dead.add_argument("--kafka", metavar="HOST:PORT", required=True, help="Kafka bootstrap server")
-    dead.add_argument("--kafka-prefix", default=_kafka_prefix(), help="topic prefix (default none)")
-    dead.add_argument(
-        "--since",
-        type=_positive,
-        default=7 * 24 * 3600.0,
-        help="start this many seconds back (default 604800: the topic's retention)",
-    )
-    dead.add_argument("--stream", action="append", type=check_stream_name, help="only this stream")
-    dead.add_argument(
-        "--reason",
-        action="append",
-        choices=[r.value for r in DeadReason],
-        help="only this reason (repeatable)",
-    )
-    dead.add_argument("--json", action="store_true", help="one JSON object per dead letter and line")
-    dead.add_argument(
-        "--replay",
-        action="store_true",
-        help="publish each listed letter again to the topic it was consumed from "
-        "(a dead segment: its raw event)",
-    )
-
-
-def _add_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    device = sub.add_parser(
-        "device", help="cameras' own credentials: add, list, revoke (docs/security.md#devices)"
-    )
-    commands = device.add_subparsers(dest="device_command", required=True)
-    add = commands.add_parser("add", help="a new device; prints its credential once, as the last line")
-    add.add_argument("name", type=check_stream_name, help="device name (same rules as a stream name)")
-    add.add_argument(
-        "--stream",
-        action="append",
-        type=check_stream_name,
-        help="a stream it may publish (repeatable; default: the stream named like the device)",
-    )
-    listing = commands.add_parser(
-        "list", help="every device: streams, created, last seen and address, revoked"
-    )
-    listing.add_argument("--json", action="store_true", help="a JSON array instead of a table")
-    revoke = commands.add_parser("revoke", help="refuse it on every ingest node within 5 s, end its sessions")
-    revoke.add_argument("name", type=check_stream_name)
-    remove = commands.add_parser(
-        "remove", help="forget a device (revoked or not): it is refused from then on"
-    )
-    remove.add_argument("name", type=check_stream_name)
-    streams = commands.add_parser("streams", help="set the streams a device may publish (ends lost ones)")
-    streams.add_argument("name", type=check_stream_name)
-    streams.add_argument("streams", nargs="+", type=check_stream_name, metavar="STREAM")
-    for parser in (add, listing, revoke, remove, streams):
-        _add_backends(parser)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def positive(text: str) -> float:
@@ -33,3 +34,18 @@ def size(text: str) -> int:
     if not (value >= 1 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 2G, 500M, 64K or a number of bytes")
     return int(value)
+
+
+def at_least_one(unit: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``unit`` >= 1."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of {unit} >= 1")
+        return value
+
+    return parse
