@@ -151,9 +151,12 @@ def _device_answer(
     if not token or not is_device_credential(token):
         return None
     try:
-        return scheme, DeviceGrant(devices.check_credential(token, request.stream).name)
+        device = devices.check_credential(token, request.stream).name
     except DeviceRefused as exc:
         return scheme, str(exc)
+    if scheme == "basic" and request.username != device:  # as Digest: user = the device's name
+        return scheme, f"Basic user {str(request.username)[:64]!r}: expected the device name {device!r}"
+    return scheme, DeviceGrant(device)
 
 
 def device_authorizer(

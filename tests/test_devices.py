@@ -261,6 +261,8 @@ def test_rtsp_authorizer_device_paths_and_hmac_tokens_side_by_side() -> None:
     assert digest("cam7", permanent, "cam7") is True  # the stream's permanent HMAC token still works
     assert authorize(AuthRequest("lobby", {"token": cred7}, None, None)) == DeviceGrant("cam7")
     assert authorize(AuthRequest("lobby", {}, "cam7", cred7)) == DeviceGrant("cam7")  # Basic
+    assert authorize(AuthRequest("lobby", {}, "lobby", cred7)) is False  # Basic: user = the device name
+    assert authorize(AuthRequest("lobby", {}, None, cred7)) is False
     assert authorize(AuthRequest("x", {"token": cred7}, None, None)) is False
     assert authorize(AuthRequest("x", {"token": SIGNER.issue("x", Action.PUBLISH, 60)}, None, None)) is True
     basic_off = device_authorizer(
