@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages camflow and its tests use (ffmpeg, GStreamer, nginx, chromium, wrk).
+# Installs the Debian packages camflow and its tests use (ffmpeg, GStreamer, nginx, chromium, wrk;
+# glib-networking: GStreamer's TLS for rtsps://, a recommends that --no-install-recommends skips).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav nginx chromium wrk
-      openssl iproute2 procps curl util-linux python3-gi gir1.2-gst-rtsp-server-1.0
+      openssl glib-networking iproute2 procps curl util-linux python3-gi gir1.2-gst-rtsp-server-1.0
       debootstrap umoci skopeo)  # the container image: scripts/image.sh builds it, tests/test_image.py reads it
 missing=()
 for p in "${pkgs[@]}"; do
