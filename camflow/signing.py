@@ -103,7 +103,8 @@ class KeySet:
 
     def added(self, kid: str | None = None, *, current: bool) -> KeySet:
         """This set with a new random key (first when ``current``, else last)."""
-        kid = kid or new_kid()
+        taken = {*self.kids(), *self.retired}
+        kid = kid or next((k for k in (new_kid() for _ in range(1000)) if k not in taken), new_kid())
         key = SigningKey(kid, secrets.token_urlsafe(32).encode())
         keys = (key, *self.keys) if current else (*self.keys, key)
         return KeySet(keys, self.retired)
@@ -139,9 +140,10 @@ class KeySet:
 
 
 def new_kid(now: float | None = None) -> str:
-    """A key id naming the day it was made: ``k20261203-3f9a``."""
-    day = time.strftime("%Y%m%d", time.gmtime(time.time() if now is None else now))
-    return f"k{day}-{secrets.token_hex(2)}"
+    """A key id naming the day it was made: ``k261203-3f`` (short: it is part of every token, and
+    cameras keep tokens as passwords of a bounded length)."""
+    day = time.strftime("%y%m%d", time.gmtime(time.time() if now is None else now))
+    return f"k{day}-{secrets.token_hex(1)}"
 
 
 def _entries(pairs: list[tuple[str, str]], where: str) -> KeySet:

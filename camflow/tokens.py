@@ -2,8 +2,8 @@
 
 Wire forms, with claims ``{"s": stream, "a": action, "e": expiry (UNIX seconds)}``:
 
-- ``v2.<kid>.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, "v2.<kid>." + claims part))>``: the
-  key id names the key of the deployment's key set (``camflow.signing``) that signed it;
+- ``v2.<kid>.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, "v2.<kid>." + claims part)[:16])>``:
+  the key id names the key of the deployment's key set (``camflow.signing``) that signed it;
 - ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "v1." + claims part))>``: the form of
   releases before key ids, signed with one plain secret, the key ``legacy``. It is issued while
   ``legacy`` is the current key (a deployment that never rotated) and verifies until it is retired.
@@ -92,8 +92,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+V2_MAC_BYTES = 16  # v2 signs with HMAC-SHA256 truncated to 128 bits (RFC 2104 section 5): see below
+
+
 def _mac(key: SigningKey, signed: str) -> str:
-    return _b64(hmac.new(key.secret, signed.encode(), hashlib.sha256).digest())
+    """The signature of ``signed``: the whole HMAC-SHA256 for v1, its first 128 bits for v2, which
+    keeps a token short enough for clients that cap a URL's password (FFmpeg's RTSP client keeps
+    127 characters of ``user:password``; many cameras allow 64 or fewer) with a forgery still a
+    2^-128 guess."""
+    mac = hmac.new(key.secret, signed.encode(), hashlib.sha256).digest()
+    return _b64(mac if signed.startswith(V1 + ".") else mac[:V2_MAC_BYTES])
 
 
 def _signed(key: SigningKey, body: str) -> str:

@@ -90,6 +90,16 @@ def test_rotation_old_tokens_verify_until_their_key_is_retired() -> None:
         retired.verify(v1, "cam1", Action.VIEW, now=NOW)
 
 
+def test_a_publish_token_fits_in_the_credentials_ffmpeg_keeps() -> None:
+    """FFmpeg's RTSP client keeps 127 characters of ``user:password``: a camera whose URL carries a
+    publish token (user = a 16-character stream) must fit, with a key id as ``camflow keys`` makes."""
+    signer = TokenSigner(KeySet.single(NEW).added(current=True))
+    stream = "entrance-cam-016"
+    token = signer.issue(stream, Action.PUBLISH, 3600 * 24 * 365, now=NOW)
+    assert token.startswith("v2.") and len(f"{stream}:{token}") <= 127, len(f"{stream}:{token}")
+    assert signer.verify(token, stream, Action.PUBLISH, now=NOW).stream == stream
+
+
 def test_a_retired_kid_is_refused_naming_it() -> None:
     keys = two_keys()
     old = TokenSigner(keys.promoted("k1")).issue("cam1", Action.PUBLISH, 600, now=NOW)
