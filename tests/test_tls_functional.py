@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.chromium import advanced, chromium, devtools, sample
 from tests.process import Camflow, camflow_run, free_port, stop_process
-from tests.test_player_chromium import CHROMIUM_FLAGS, DevTools, chromium_path
 from tests.test_pull_functional import SYSTEM_PYTHON, events, wait_until
 from tests.tls_certs import Issued, TestCa, served_certificate
 
@@ -242,49 +241,10 @@ WATCH_PROBE = """(() => { try { return JSON.stringify({
 async def chromium_watch(run: TlsRun, page: str) -> list[dict[str, Any]]:
     """Headless Chromium on ``page``, trusting the served certificate by its SPKI hash; samples of
     the video's time once a second until it played 4 s (at most 25 s)."""
-    profile = run.tmp / "chromium"
-    profile.mkdir()
-    flags = [*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={run.served.spki}"]
-    log = run.tmp / "chromium.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [chromium_path(), *flags, f"--user-data-dir={profile}", page],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    samples: list[dict[str, Any]] = []
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (active.exists() and active.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.1)
-        port = int(active.read_text().splitlines()[0])
-        async with aiohttp.ClientSession() as session:
-            targets: list[dict[str, Any]] = []
-            for _ in range(100):
-                async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                    targets = [t for t in await resp.json(content_type=None) if t.get("type") == "page"]
-                if targets:
-                    break
-                await asyncio.sleep(0.1)
-            async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                tools = DevTools(ws)
-                start = None
-                for _ in range(25):
-                    await asyncio.sleep(1.0)
-                    raw = await tools.evaluate(WATCH_PROBE)
-                    if raw is None:
-                        continue
-                    sample = json.loads(raw)
-                    samples.append(sample)
-                    if start is None and sample["t"] > 0:
-                        start = sample["t"]
-                    if start is not None and sample["t"] - start >= 4.0:
-                        break
-    finally:
-        stop_process(proc, timeout=10)
-    return samples
+    spki = [f"--ignore-certificate-errors-spki-list={run.served.spki}"]
+    with chromium(run.tmp / "chromium", page, run.tmp / "chromium.log", spki) as port:
+        async with devtools(port) as tools:
+            return await sample(tools, WATCH_PROBE, 25, lambda s: advanced(s) >= 4.0)
 
 
 def gst_push(run: TlsRun, url: str, protocols: str, seconds: float) -> subprocess.CompletedProcess[str]:
