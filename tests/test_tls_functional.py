@@ -31,7 +31,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +42,8 @@ import pytest
 
 from tests.chromium import advanced, chromium, devtools, sample
 from tests.process import Camflow, camflow_run, free_port, stop_process
-from tests.test_pull_functional import SYSTEM_PYTHON, events, wait_until
+from tests.test_pull_functional import SYSTEM_PYTHON, events, gst_server, wait_until
+from tests.test_whip_functional import whip_publish
 from tests.tls_certs import Issued, TestCa, served_certificate
 
 pytestmark = pytest.mark.integration
@@ -273,15 +273,6 @@ def test_gstreamer_publishes_rtsps_and_udp_is_refused(tls_run: TlsRun) -> None:
     assert not (cf.data_dir / "store" / "streams" / "gcam2").exists()
 
 
-def whip_publish(url: str, token: str, seconds: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.whip_publish", url, token, str(seconds)],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-    )
-
-
 def test_rtsps_closes_a_client_that_never_starts_its_handshake(tls_run: TlsRun) -> None:
     import socket
 
@@ -375,24 +366,10 @@ def test_certificate_reload_without_restart(tls_run: TlsRun) -> None:
 @contextmanager
 def rtsps_server(tmp: Path, port: int, issued: Issued) -> Iterator[subprocess.Popen[bytes]]:
     """gst-rtsp-server serving TLS on 127.0.0.1:port/test (TCP only), stopped by PID after."""
-    script = tmp / "gst_rtsps_server.py"
-    script.write_text(GST_RTSPS_SERVER)
-    log = tmp / f"gst-rtsps-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(script), str(port), str(issued.cert), str(issued.key)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while b"ready" not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gst-rtsp-server (TLS) did not start: {log.read_text(errors='replace')}")
-            time.sleep(0.1)
+    args = [str(port), str(issued.cert), str(issued.key)]
+    script, log = tmp / "gst_rtsps_server.py", tmp / f"gst-rtsps-{port}.log"
+    with gst_server("gst-rtsp-server (TLS)", script, GST_RTSPS_SERVER, args, log) as proc:
         yield proc
-    finally:
-        stop_process(proc)
 
 
 def test_pull_from_rtsps_verifies_the_certificate(tmp_path: Path) -> None:
