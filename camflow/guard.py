@@ -233,13 +233,17 @@ class GuardedSite(web.TCPSite):
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
         self._guard = guard
 
+    def _protocol(self, app_server: web.Server) -> asyncio.Protocol:
+        """One connection's protocol: the guard's, around aiohttp's (a subclass may serve its own)."""
+        return GuardedProtocol(self._guard, make_inner=app_server)
+
     async def start(self) -> None:
         self._runner._reg_site(self)
         app_server = self._runner.server
         assert app_server is not None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: GuardedProtocol(self._guard, make_inner=app_server),
+            lambda: self._protocol(app_server),
             self._host,
             self._port,
             ssl=self._ssl_context,

@@ -212,23 +212,24 @@ def read_file(path: Path) -> KeySet:
     return parse_file(text, f"token keys file {str(path)!r}")
 
 
-def write_file(path: Path, keys: KeySet) -> None:
-    """Replace the keys file atomically (mode 0600): a reader sees the old set or the new one."""
+def _write_beside(path: Path, keys: KeySet, suffix: str) -> Path:
+    """``keys`` written (mode 0600) to a file of this process beside ``path``; its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{suffix}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(keys.render_file())
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_file(path: Path, keys: KeySet) -> None:
+    """Replace the keys file atomically (mode 0600): a reader sees the old set or the new one."""
+    os.replace(_write_beside(path, keys, "tmp"), path)
 
 
 def create_file(path: Path, keys: KeySet) -> None:
     """Make the keys file unless it exists: of processes starting together, one writes it, all read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(keys.render_file())
+    tmp = _write_beside(path, keys, "new")
     try:
         os.link(tmp, path)
     except FileExistsError:

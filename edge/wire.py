@@ -8,7 +8,7 @@ it creates aiohttp's own protocol for it, moves the transport over (behind a
 request. From then on aiohttp owns the connection, so errors, conditional and range requests, the
 API, pages and Server-Sent Events behave exactly as they do without the fast path.
 
-``EdgeSite`` is an aiohttp ``TCPSite`` that listens with this protocol. Its ``ConnectionGuard``
+``EdgeSite`` is a ``camflow.guard.GuardedSite`` that listens with this protocol. Its ``ConnectionGuard``
 (``camflow.guard``) applies the listener's ``ConnectionLimits`` to every connection, on the fast
 path and after the hand-over: the per-client cap (a refused connection gets 503), the request head
 deadline (408, counted from the head's first byte: trickled bytes do not extend it), the head size
@@ -26,9 +26,8 @@ from typing import cast
 
 from aiohttp import web
 
-from camflow.guard import ConnectionGuard, GuardedProtocol
+from camflow.guard import ConnectionGuard, GuardedProtocol, GuardedSite
 from camflow.limits import Phase, Refusal, RequestClock, refusal_response
-from camflow.tls import HANDSHAKE_TIMEOUT
 from edge.cache import CachedObject
 from edge.fastpath import FastPath
 
@@ -217,8 +216,8 @@ class EdgeHTTPProtocol(asyncio.Protocol):
                 clock.since, clock.deadline = old.since, old.deadline
 
 
-class EdgeSite(web.TCPSite):
-    """A ``TCPSite`` whose connections start on the fast path (see the module docstring)."""
+class EdgeSite(GuardedSite):
+    """A ``GuardedSite`` whose connections start on the fast path (see the module docstring)."""
 
     def __init__(
         self,
@@ -231,9 +230,8 @@ class EdgeSite(web.TCPSite):
         guard: ConnectionGuard,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, host, port, reuse_port=reuse_port or None, ssl_context=ssl_context)
+        super().__init__(runner, guard, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         self._fast = fast
-        self._guard = guard
         self._connections: set[EdgeHTTPProtocol] = set()
 
     @property
@@ -241,26 +239,10 @@ class EdgeSite(web.TCPSite):
         """Connections on the fast path now (handed-over ones belong to aiohttp)."""
         return len(self._connections)
 
-    async def start(self) -> None:
-        self._runner._reg_site(self)
-        app_server = self._runner.server
-        assert app_server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: EdgeHTTPProtocol(self._fast, app_server, self._connections, self._guard),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context is not None else None,
-        )
-        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
-        self._guard.start()
+    def _protocol(self, app_server: web.Server) -> asyncio.Protocol:
+        return EdgeHTTPProtocol(self._fast, app_server, self._connections, self._guard)
 
     async def stop(self) -> None:
-        await self._guard.stop()
-        await super().stop()
+        await super().stop()  # the guard's watch first, then the listening socket
         for conn in list(self._connections):
             conn.close()  # a response still being written is flushed first

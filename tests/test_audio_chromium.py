@@ -5,18 +5,16 @@ no hls.js error."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.chromium import chromium, devtools, sample
 from tests.process import camflow_run, stop_process
 from tests.test_audio_functional import AUDIO
-from tests.test_player_chromium import DevTools, chromium, wait_for_master
+from tests.test_player_chromium import wait_for_master
 
 pytestmark = pytest.mark.integration
 PROBE = """(() => { try { const v = document.getElementById('video'); const h = window.camflow.hls;
@@ -28,26 +26,8 @@ PROBE = """(() => { try { const v = document.getElementById('video'); const h = 
 
 async def play(port: int) -> list[dict[str, Any]]:
     """Poll the page once a second (at most 40 s) until 6 s of playback decoded audio."""
-    async with aiohttp.ClientSession() as session:
-        targets: list[dict[str, Any]] = []
-        for _ in range(100):
-            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = [t for t in await resp.json(content_type=None) if t.get("type") == "page"]
-            if targets:
-                break
-            await asyncio.sleep(0.1)
-        samples: list[dict[str, Any]] = []
-        async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            tools = DevTools(ws)
-            for _ in range(40):
-                await asyncio.sleep(1.0)
-                raw = await tools.evaluate(PROBE)
-                if raw is None:
-                    continue
-                samples.append(json.loads(raw))
-                if samples[-1]["t"] > 6.0 and samples[-1]["audio"] > 0:
-                    break
-    return samples
+    async with devtools(port) as tools:
+        return await sample(tools, PROBE, 40, lambda s: s[-1]["t"] > 6.0 and s[-1]["audio"] > 0)
 
 
 @pytest.mark.parametrize("codec", ["aac", "pcm_mulaw"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from camflow.events import TOPIC_RAW, RawSegment, decode, encode
 from camflow.store.s3 import S3Location, S3Store
 from tests.process import CAMFLOW, camflow_run, ffmpeg_push, free_port, make_clip
 from tests.services import services_required
+from tests.test_pipeline_functional import fetch
 from tests.tls_backends import TlsBackends
 
 pytestmark = pytest.mark.integration
@@ -190,14 +190,6 @@ def test_an_untrusted_store_certificate_is_a_clear_error_not_an_outage(
     assert refused.returncode == 2 and len(said) == 1, refused.stderr[-2000:]
     assert "its certificate is not trusted by the system trust store" in said[0], said
     assert time.monotonic() - started < 30
-
-
-def fetch(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 @pytest.mark.timeout(240)

@@ -29,6 +29,7 @@ from tests.process import (
     make_clip,
     stop_process,
 )
+from tests.test_rtsp_functional import gst_launch
 
 pytestmark = pytest.mark.integration
 SECRET = "devices-functional-secret-0123456789"
@@ -88,19 +89,7 @@ def gst_push(port: int, stream: str, user: str, password: str) -> str:
         f"! rtspclientsink protocols=tcp location=rtsp://127.0.0.1:{port}/{stream} "
         f"user-id={user} user-pw={password}"
     )
-    gst = subprocess.Popen(
-        ["gst-launch-1.0", "-q", *pipeline.split()],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:  # see test_rtsp_functional: gst-launch may stall at its own shutdown; stopped by PID
-        output, _ = gst.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        gst.kill()
-        output, _ = gst.communicate(timeout=10)
-    return output
+    return gst_launch(pipeline)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+import camflow.guard
 import camflow.tls
 from camflow.store import FileStore
 from camflow.tls import ServerTls, TlsFiles
 from camflow.tokens import TokenSigner
-from edge import wire
 from edge.service import EdgeServer
 from tests import defaults
 from tests.tls_certs import TestCa
@@ -23,7 +23,7 @@ from tests.tls_certs import TestCa
 async def test_https_edge_answers_and_drops_silent_clients(
     tmp_path: Path, fast_path: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wire, "HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(camflow.guard, "HANDSHAKE_TIMEOUT", 0.5)  # both sites, fast path or not
     monkeypatch.setattr(camflow.tls, "HANDSHAKE_TIMEOUT", 0.5)
     ca = TestCa(tmp_path / "pki")
     issued = ca.issue()

@@ -6,19 +6,16 @@ JWT rides in ``?token=`` of the page and hls.js carries it into every playlist a
 
 from __future__ import annotations
 
-import asyncio
-import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.chromium import advanced, chromium, devtools, sample
 from tests.jwks import AUDIENCE, ISSUER, Issuer, jwks_server
 from tests.process import camflow_run, free_port, make_clip, stop_process
-from tests.test_player_chromium import CHROMIUM_FLAGS, DevTools, chromium_path
 from tests.tls_certs import Issued, TestCa
 
 pytestmark = pytest.mark.integration
@@ -51,49 +48,10 @@ def wait_for_master(url: str, ca: Path, timeout: float = 60.0) -> str:
 async def play(page: str, served: Issued, tmp: Path, seconds: float = 3.0) -> list[dict[str, Any]]:
     """Chromium on ``page`` trusting ``served`` by its SPKI hash; samples once a second until the
     video played ``seconds`` (at most 30 samples)."""
-    profile = tmp / "chromium"
-    profile.mkdir()
-    log = tmp / "chromium.log"
-    flags = [*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={served.spki}"]
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [chromium_path(), *flags, f"--user-data-dir={profile}", page],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    samples: list[dict[str, Any]] = []
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (active.exists() and active.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.1)
-        port = int(active.read_text().splitlines()[0])
-        async with aiohttp.ClientSession() as session:
-            targets: list[dict[str, Any]] = []
-            for _ in range(100):
-                async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                    targets = [t for t in await resp.json(content_type=None) if t.get("type") == "page"]
-                if targets:
-                    break
-                await asyncio.sleep(0.1)
-            async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                tools = DevTools(ws)
-                start = None
-                for _ in range(30):
-                    await asyncio.sleep(1.0)
-                    raw = await tools.evaluate(PROBE)
-                    if raw is None:
-                        continue
-                    sample = json.loads(raw)
-                    samples.append(sample)
-                    if start is None and sample["t"] > 0:
-                        start = sample["t"]
-                    if start is not None and sample["t"] - start >= seconds:
-                        break
-    finally:
-        stop_process(proc, timeout=10)
-    return samples
+    spki = [f"--ignore-certificate-errors-spki-list={served.spki}"]
+    with chromium(tmp / "chromium", page, tmp / "chromium.log", spki) as port:
+        async with devtools(port) as tools:
+            return await sample(tools, PROBE, 30, lambda s: advanced(s) >= seconds)
 
 
 async def test_chromium_plays_over_https_with_a_jwt(tmp_path: Path) -> None:

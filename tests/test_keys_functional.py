@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from tests import services
 from tests.jwks import AUDIENCE, ISSUER, Issuer, hs256_with_public_key, jwks_server, unsigned
 from tests.process import CAMFLOW, Camflow, camflow_run, camflow_service, ffmpeg_push, free_port, make_clip
+from tests.test_rtsp_functional import wait_for_segments
 
 pytestmark = pytest.mark.integration
 
@@ -65,21 +64,6 @@ def curl(url: str, *headers: str) -> tuple[int, str]:
     out = subprocess.run(args, capture_output=True, text=True, timeout=20).stdout
     body, _, status = out.rpartition("\n")
     return int(status), body
-
-
-def wait_for_segments(cf: Camflow, stream: str, count: int, timeout: float = 60.0) -> str:
-    url = cf.http_url(f"/live/{stream}/source.m3u8?token={cf.token('view', stream)}")
-    deadline, body = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                body = resp.read().decode()
-            if body.count("#EXTINF") >= count and "#EXT-X-ENDLIST" in body:
-                return body
-        except urllib.error.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{stream}: fewer than {count} segments within {timeout} s:\n{body}")
 
 
 def wait_for_status(url: str, status: int, timeout: float = RELOAD_WAIT) -> tuple[int, str]:

@@ -11,43 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.chromium import advanced, chromium, devtools, sample
 from tests.process import camflow_run, make_clip, stop_process
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("CAMFLOW_ARTIFACTS", REPO / ".run" / "artifacts"))
 PUSH = ["ffmpeg", "-loglevel", "warning", "-re", "-i"]
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--window-size=1100,900",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
-]
 PROBE = """(() => { try { return JSON.stringify({
   t: document.getElementById('video').currentTime,
   paused: document.getElementById('video').paused,
@@ -58,59 +40,6 @@ PROBE = """(() => { try { return JSON.stringify({
   latency: document.getElementById('latency').textContent,
   status: document.getElementById('status').textContent,
 }); } catch (e) { return null; } })()"""  # null until the page has loaded
-
-
-def chromium_path() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.fail("chromium is not installed: run `make install` (scripts/install-system.sh)")
-    return exe
-
-
-@contextmanager
-def chromium(profile: Path, url: str, log: Path) -> Iterator[int]:
-    """Chromium on ``url`` with a fresh profile; yields its DevTools port; stopped by PID."""
-    profile.mkdir(parents=True)
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (active.exists() and active.read_text().strip()):
-            if proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("chromium wrote no DevToolsActivePort within 30 s")
-            time.sleep(0.1)
-        yield int(active.read_text().splitlines()[0])
-    finally:
-        stop_process(proc, timeout=10)
-
-
-class DevTools:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
-        self._ids = itertools.count(1)
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        msg_id = next(self._ids)
-        await self._ws.send_json({"id": msg_id, "method": method, "params": params})
-        for _ in range(10_000):  # skip events until our answer (bounded)
-            msg = await asyncio.wait_for(self._ws.receive_json(), timeout=30)
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                result: dict[str, Any] = msg["result"]
-                return result
-        raise RuntimeError(f"{method}: no answer")
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
 
 
 def wait_for_master(url: str, timeout: float = 60.0) -> None:
@@ -172,60 +101,36 @@ async def test_chromium_plays_the_watch_page_during_a_live_push(tmp_path: Path) 
 
 async def operator_page(port: int, url: str, tmp_path: Path) -> dict[str, Any]:
     """Open ``url`` in the same browser tab; the stream cards and their thumbnails' pixel widths."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-            target = next(t for t in await resp.json(content_type=None) if t.get("type") == "page")
-        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            tools = DevTools(ws)
-            await tools.call("Page.navigate", url=url)
-            probe = (
-                "JSON.stringify({streams: [...document.querySelectorAll('.card strong')]"
-                ".map(e => e.textContent), thumbs: [...document.images]"
-                ".map(i => i.complete ? i.naturalWidth : -1)})"
-            )
-            listing: dict[str, Any] = {}
-            for _ in range(40):  # bounded: up to 20 s for the page and a thumbnail
-                await asyncio.sleep(0.5)
-                raw = await tools.evaluate(probe)
-                listing = json.loads(raw) if raw else {}
-                if listing.get("thumbs") and listing["thumbs"][0] > 0:
-                    break
-                if listing.get("streams") is not None and not listing.get("thumbs"):
-                    await tools.call("Page.reload")
-            shot = await tools.call("Page.captureScreenshot", format="png")
-            data = base64.b64decode(shot["data"])
-            (tmp_path / "streams.png").write_bytes(data)
-            (ARTIFACTS / "streams.png").write_bytes(data)
+    async with devtools(port) as tools:
+        await tools.call("Page.navigate", url=url)
+        probe = (
+            "JSON.stringify({streams: [...document.querySelectorAll('.card strong')]"
+            ".map(e => e.textContent), thumbs: [...document.images]"
+            ".map(i => i.complete ? i.naturalWidth : -1)})"
+        )
+        listing: dict[str, Any] = {}
+        for _ in range(40):  # bounded: up to 20 s for the page and a thumbnail
+            await asyncio.sleep(0.5)
+            raw = await tools.evaluate(probe)
+            listing = json.loads(raw) if raw else {}
+            if listing.get("thumbs") and listing["thumbs"][0] > 0:
+                break
+            if listing.get("streams") is not None and not listing.get("thumbs"):
+                await tools.call("Page.reload")
+        shot = await tools.call("Page.captureScreenshot", format="png")
+        data = base64.b64decode(shot["data"])
+        (tmp_path / "streams.png").write_bytes(data)
+        (ARTIFACTS / "streams.png").write_bytes(data)
     return listing
 
 
 async def watch(port: int, screenshot: Path) -> list[dict[str, Any]]:
     """Poll the page once a second (at most 40 s) until playback advanced 12 s; then screenshot."""
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = [t for t in await resp.json(content_type=None) if t.get("type") == "page"]
-            if targets:
-                break
-            await asyncio.sleep(0.1)
-        async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            tools = DevTools(ws)
-            samples: list[dict[str, Any]] = []
-            start: float | None = None
-            for _ in range(40):
-                await asyncio.sleep(1.0)
-                raw = await tools.evaluate(PROBE)
-                if raw is None:
-                    continue
-                sample = json.loads(raw)
-                samples.append(sample)
-                if start is None and sample["t"] > 0:
-                    start = sample["t"]
-                if start is not None and sample["t"] - start > 12.0 and "live" in sample["health"]:
-                    break
-            shot = await tools.call("Page.captureScreenshot", format="png")
-            data = base64.b64decode(shot["data"])
-            screenshot.write_bytes(data)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            (ARTIFACTS / "player.png").write_bytes(data)
+    async with devtools(port) as tools:
+        samples = await sample(tools, PROBE, 40, lambda s: advanced(s) > 12.0 and "live" in s[-1]["health"])
+        shot = await tools.call("Page.captureScreenshot", format="png")
+        data = base64.b64decode(shot["data"])
+        screenshot.write_bytes(data)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "player.png").write_bytes(data)
     return samples

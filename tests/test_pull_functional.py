@@ -15,7 +15,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,18 +86,25 @@ def rtsp_server(
     """gst-rtsp-server on 127.0.0.1:port/test until it prints ready (bounded); stopped by PID after.
     ``video``: encoder and payloader (named pay0) after the test source; ``audio``: a second branch of
     the served pipeline, ending in a payloader named pay1."""
-    script = tmp / "gst_rtsp_server.py"
-    script.write_text(GST_SERVER)
-    log = tmp / f"gst-{port}-{time.monotonic_ns()}.log"
+    script, log = tmp / "gst_rtsp_server.py", tmp / f"gst-{port}-{time.monotonic_ns()}.log"
+    with gst_server("gst-rtsp-server", script, GST_SERVER, [str(port), video, audio], log) as proc:
+        yield proc
+
+
+@contextmanager
+def gst_server(
+    what: str, script: Path, text: str, args: Sequence[str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``text`` written to ``script`` and run by the system Python (PyGObject) with ``args`` until it
+    prints ready (at most 30 s); stopped by PID after. ``what`` names it in the error."""
+    script.write_text(text)
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(script), str(port), video, audio], stdout=out, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen([SYSTEM_PYTHON, str(script), *args], stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while b"ready" not in log.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gst-rtsp-server did not start: {log.read_text(errors='replace')}")
+                raise RuntimeError(f"{what} did not start: {log.read_text(errors='replace')}")
             time.sleep(0.1)
         yield proc
     finally:

@@ -42,6 +42,29 @@ def wait_for_segments(cf: Camflow, stream: str, count: int, timeout: float = 60.
     raise AssertionError(f"{stream}: fewer than {count} segments within {timeout} s:\n{body}")
 
 
+def gst_launch(pipeline: str, timeout: float = 30, env: dict[str, str] | None = None) -> str:
+    """Run ``gst-launch-1.0 -q PIPELINE``; its output (stdout and stderr).
+
+    gst-launch 1.22 races its own shutdown: the CLOSE that follows end of stream can interrupt the
+    PAUSE it is sending ("PAUSE interrupted"); it then exits 1, or (about 1 run in 6 here) stalls
+    without sending TEARDOWN, although the server answered every request with 200. A stalled
+    gst-launch is stopped by its PID after ``timeout`` seconds."""
+    gst = subprocess.Popen(
+        ["gst-launch-1.0", "-q", *pipeline.split()],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        output, _ = gst.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        gst.kill()
+        output, _ = gst.communicate(timeout=10)
+    return output
+
+
 def test_ffmpeg_with_credentials_in_url_publishes(camflow: Camflow, clip: Path) -> None:
     # Offered both, ffmpeg answers with Digest, whose password must be the never-expiring token.
     token = camflow.token("publish", "cam7", "never")
@@ -60,23 +83,10 @@ def test_gstreamer_rtspclientsink_tcp_publishes(camflow: Camflow) -> None:
         "! video/x-h264,profile=high ! h264parse "
         f"! rtspclientsink protocols=tcp location=rtsp://127.0.0.1:{camflow.rtsp_port}/gst1?token={token}"
     )
-    # gst-launch 1.22 races its own shutdown: the CLOSE that follows end of stream can interrupt the
-    # PAUSE it is sending ("PAUSE interrupted"); it then exits 1, or (about 1 run in 6 here) stalls
-    # without sending TEARDOWN, although the server answered every request with 200. What is ours to
-    # check: camflow never sent an error response, and the stream was packaged and ended, also when
-    # the camera just drops the connection. A stalled gst-launch is stopped by its PID.
-    gst = subprocess.Popen(
-        ["gst-launch-1.0", "-q", *pipeline.split()],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = gst.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        gst.kill()
-        output, _ = gst.communicate(timeout=10)
+    # gst-launch 1.22 races its own shutdown (see gst_launch). What is ours to check: camflow never
+    # sent an error response, and the stream was packaged and ended, also when the camera just drops
+    # the connection.
+    output = gst_launch(pipeline)
     assert "Got error response" not in output, output
     body = wait_for_segments(camflow, "gst1", 2)
     assert body.count("#EXTINF") >= 2

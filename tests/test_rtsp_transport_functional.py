@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.process import Camflow, camflow_run, make_clip
+from tests.test_rtsp_functional import gst_launch
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +80,7 @@ def gst_push(
 ) -> str:
     """rtspclientsink (UDP unless ``tcp``); returns its output with GStreamer's RTCP session debug log.
 
-    gst-launch 1.22 races its own shutdown (see tests/test_rtsp_functional.py): it may exit 1 or stall
-    after end of stream although camflow answered everything; a stalled one is killed by its PID.
+    gst-launch 1.22 races its own shutdown (see tests/test_rtsp_functional.py, ``gst_launch``).
     """
     sink = f"rtspclientsink location={location}"
     if tcp:
@@ -88,21 +88,10 @@ def gst_push(
     if user is not None and password is not None:
         sink += f" user-id={user} user-pw={password}"
     pipeline = GST_ENCODE.format(frames=frames) + "! " + sink
-    proc = subprocess.Popen(
-        ["gst-launch-1.0", "-q", *pipeline.split()],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "GST_DEBUG": "rtpsession:5", "GST_DEBUG_NO_COLOR": "1"},
-    )
-    try:
-        out, _ = proc.communicate(timeout=frames / 30 + 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
+    env = {**os.environ, "GST_DEBUG": "rtpsession:5", "GST_DEBUG_NO_COLOR": "1"}
+    out = gst_launch(pipeline, timeout=frames / 30 + 30, env=env)
     assert "Got error response" not in out, out[-3000:]
-    return str(out)
+    return out
 
 
 def wait_for_ended(cf: Camflow, stream: str, count: int = 1, timeout: float = 60.0) -> str:

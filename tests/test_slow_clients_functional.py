@@ -14,7 +14,6 @@ import asyncio
 import os
 import re
 import resource
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 
 from tests.process import camflow_run, make_clip, stop_process
+from tests.test_health_functional import publisher
 
 pytestmark = pytest.mark.integration
 
@@ -64,15 +64,6 @@ async def open_many(port: int, sources: list[str]) -> list[Trickler]:
     for start in range(0, len(sources), 100):  # bounded bursts: the listen backlog is 100+
         out += await asyncio.gather(*(one(s) for s in sources[start : start + 100]))
     return out
-
-
-def publisher(clip: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as err:
-        return subprocess.Popen(
-            ["ffmpeg", "-loglevel", "warning", "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy",
-             "-f", "rtsp", "-rtsp_transport", "tcp", url],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
 
 
 async def timed_get(http: aiohttp.ClientSession, url: str) -> tuple[float, int, bytes]:

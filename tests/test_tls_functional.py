@@ -31,7 +31,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.chromium import advanced, chromium, devtools, sample
 from tests.process import Camflow, camflow_run, free_port, stop_process
-from tests.test_player_chromium import CHROMIUM_FLAGS, DevTools, chromium_path
-from tests.test_pull_functional import SYSTEM_PYTHON, events, wait_until
+from tests.test_pull_functional import SYSTEM_PYTHON, events, gst_server, wait_until
+from tests.test_whip_functional import whip_publish
 from tests.tls_certs import Issued, TestCa, served_certificate
 
 pytestmark = pytest.mark.integration
@@ -242,49 +241,10 @@ WATCH_PROBE = """(() => { try { return JSON.stringify({
 async def chromium_watch(run: TlsRun, page: str) -> list[dict[str, Any]]:
     """Headless Chromium on ``page``, trusting the served certificate by its SPKI hash; samples of
     the video's time once a second until it played 4 s (at most 25 s)."""
-    profile = run.tmp / "chromium"
-    profile.mkdir()
-    flags = [*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={run.served.spki}"]
-    log = run.tmp / "chromium.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [chromium_path(), *flags, f"--user-data-dir={profile}", page],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    samples: list[dict[str, Any]] = []
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (active.exists() and active.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.1)
-        port = int(active.read_text().splitlines()[0])
-        async with aiohttp.ClientSession() as session:
-            targets: list[dict[str, Any]] = []
-            for _ in range(100):
-                async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                    targets = [t for t in await resp.json(content_type=None) if t.get("type") == "page"]
-                if targets:
-                    break
-                await asyncio.sleep(0.1)
-            async with session.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                tools = DevTools(ws)
-                start = None
-                for _ in range(25):
-                    await asyncio.sleep(1.0)
-                    raw = await tools.evaluate(WATCH_PROBE)
-                    if raw is None:
-                        continue
-                    sample = json.loads(raw)
-                    samples.append(sample)
-                    if start is None and sample["t"] > 0:
-                        start = sample["t"]
-                    if start is not None and sample["t"] - start >= 4.0:
-                        break
-    finally:
-        stop_process(proc, timeout=10)
-    return samples
+    spki = [f"--ignore-certificate-errors-spki-list={run.served.spki}"]
+    with chromium(run.tmp / "chromium", page, run.tmp / "chromium.log", spki) as port:
+        async with devtools(port) as tools:
+            return await sample(tools, WATCH_PROBE, 25, lambda s: advanced(s) >= 4.0)
 
 
 def gst_push(run: TlsRun, url: str, protocols: str, seconds: float) -> subprocess.CompletedProcess[str]:
@@ -311,15 +271,6 @@ def test_gstreamer_publishes_rtsps_and_udp_is_refused(tls_run: TlsRun) -> None:
     setups = [e for e in events(cf, "rtsp_refused") if e.get("method") == "SETUP"]
     assert setups and setups[-1]["status"] == 461 and "TLS" in str(setups[-1]["reason"]), setups
     assert not (cf.data_dir / "store" / "streams" / "gcam2").exists()
-
-
-def whip_publish(url: str, token: str, seconds: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.whip_publish", url, token, str(seconds)],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-    )
 
 
 def test_rtsps_closes_a_client_that_never_starts_its_handshake(tls_run: TlsRun) -> None:
@@ -415,24 +366,10 @@ def test_certificate_reload_without_restart(tls_run: TlsRun) -> None:
 @contextmanager
 def rtsps_server(tmp: Path, port: int, issued: Issued) -> Iterator[subprocess.Popen[bytes]]:
     """gst-rtsp-server serving TLS on 127.0.0.1:port/test (TCP only), stopped by PID after."""
-    script = tmp / "gst_rtsps_server.py"
-    script.write_text(GST_RTSPS_SERVER)
-    log = tmp / f"gst-rtsps-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(script), str(port), str(issued.cert), str(issued.key)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while b"ready" not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gst-rtsp-server (TLS) did not start: {log.read_text(errors='replace')}")
-            time.sleep(0.1)
+    args = [str(port), str(issued.cert), str(issued.key)]
+    script, log = tmp / "gst_rtsps_server.py", tmp / f"gst-rtsps-{port}.log"
+    with gst_server("gst-rtsp-server (TLS)", script, GST_RTSPS_SERVER, args, log) as proc:
         yield proc
-    finally:
-        stop_process(proc)
 
 
 def test_pull_from_rtsps_verifies_the_certificate(tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT_TIMEOUT = 300.0
+from tests.chaos.backends import ROOT, run_script, start_both
 
 
 def make_certificates(directory: Path, *leaves: str) -> Path:
@@ -104,22 +103,10 @@ class TlsBackends:
         }
 
     def script(self, name: str, *args: str) -> None:
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / f"{name}.sh"), *args],
-            env=self.env,
-            check=True,
-            timeout=SCRIPT_TIMEOUT,
-            stdout=subprocess.DEVNULL,
-        )
+        run_script(self.env, name, *args)
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.script("kafka", "start")
-        try:
-            self.script("minio", "start")
-        except BaseException:
-            self.script("kafka", "stop")
-            raise
+        start_both(self.run_dir, self.script)
 
     def stop(self) -> None:
         try:

@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.chromium import CHROMIUM_FLAGS, chromium_path
 from tests.process import camflow_run, free_port, stop_process
 from tests.test_pipeline_functional import ffprobe, wait_for_ended
-from tests.test_player_chromium import CHROMIUM_FLAGS, chromium_path
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>WHIP publisher</title><body><script>
 const params = new URLSearchParams(location.search);

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from camflow.devices.model import Device, Seen
 from camflow.devices.registry import DeviceRegistry
+from camflow.log import get_logger
+
+ERROR_LOG_SECONDS = 30.0  # an unavailable backend is logged at most this often
+log = get_logger("devices")
 
 
 class DeviceBackend(Protocol):
@@ -28,3 +33,22 @@ class DeviceBackend(Protocol):
     async def follow(self, registry: DeviceRegistry) -> None:
         """Keep ``registry`` current until cancelled (never raises for an unavailable backend)."""
         ...
+
+
+class UnavailableLog:
+    """``device_registry_unavailable`` for a backend that ``follow`` cannot read, logged at most every
+    ``ERROR_LOG_SECONDS``: a backend down for an hour is not a line a retry."""
+
+    def __init__(self, backend: str) -> None:
+        self._backend = backend
+        self._logged = 0.0
+
+    def failed(self, registry: DeviceRegistry, exc: Exception) -> None:
+        if time.monotonic() - self._logged >= ERROR_LOG_SECONDS:
+            self._logged = time.monotonic()
+            log.warning(
+                "device_registry_unavailable",
+                backend=self._backend,
+                loaded=registry.loaded.is_set(),
+                error=repr(exc),
+            )

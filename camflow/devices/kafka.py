@@ -22,6 +22,7 @@ from kafka.structs import TopicPartition
 
 from camflow.bus.kafka import KafkaBus
 from camflow.bus.security import KafkaSecurity, connecting
+from camflow.devices.backend import UnavailableLog
 from camflow.devices.model import Device, DeviceError, Seen, decode, encode
 from camflow.devices.registry import DeviceRegistry
 from camflow.events import TOPIC_DEVICES, TOPIC_DEVICES_SEEN
@@ -31,7 +32,6 @@ POLL_SECONDS = 0.5
 RETRY_SECONDS = 2.0
 BOOTSTRAP_SECONDS = 3.0
 CLOSE_SECONDS = 5.0
-ERROR_LOG_SECONDS = 30.0
 log = get_logger("devices")
 
 
@@ -166,8 +166,8 @@ class KafkaDevices:
 
     async def follow(self, registry: DeviceRegistry) -> None:
         """Keep ``registry`` current until cancelled. Kafka unavailable: retried every few seconds and
-        logged (at most every ``ERROR_LOG_SECONDS``), never raised; the registry stays as it was."""
-        logged = 0.0
+        logged (at most every ``backend.ERROR_LOG_SECONDS``), never raised; the registry stays as it was."""
+        unavailable = UnavailableLog("kafka")
         while True:
             reader = TopicReader(self.bootstrap, self.prefix + TOPIC_DEVICES, self.bus.security)
             try:
@@ -175,14 +175,7 @@ class KafkaDevices:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if time.monotonic() - logged >= ERROR_LOG_SECONDS:
-                    logged = time.monotonic()
-                    log.warning(
-                        "device_registry_unavailable",
-                        backend="kafka",
-                        loaded=registry.loaded.is_set(),
-                        error=repr(exc),
-                    )
+                unavailable.failed(registry, exc)
             finally:  # bounded: a reader stuck on an unreachable broker must not hold up a shutdown
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(reader.close()), CLOSE_SECONDS)

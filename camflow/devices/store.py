@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from typing import TypeVar
 
+from camflow.devices.backend import UnavailableLog
 from camflow.devices.model import Device, DeviceError, Seen, decode, encode
 from camflow.devices.registry import DeviceRegistry
 from camflow.errors import NotFound
@@ -29,7 +29,6 @@ REGISTRY_PREFIX = "devices/registry/"
 SEEN_PREFIX = "devices/seen/"
 GENERATION_KEY = "devices/generation"
 POLL_SECONDS = 1.0
-ERROR_LOG_SECONDS = 30.0
 log = get_logger("devices")
 _T = TypeVar("_T", Device, Seen)
 
@@ -96,7 +95,7 @@ class StoreDevices:
         """Keep ``registry`` current until cancelled; an unavailable store leaves it as it was
         (before the first read: not loaded, device credentials refused) and is logged, not raised."""
         seen_generation: bytes | None = None
-        logged = 0.0
+        unavailable = UnavailableLog("store")
         while True:
             try:
                 generation = await self._generation()
@@ -107,12 +106,5 @@ class StoreDevices:
                         registry.loaded.set()
                         log.info("device_registry_loaded", backend="store", devices=len(registry))
             except Exception as exc:
-                if time.monotonic() - logged >= ERROR_LOG_SECONDS:
-                    logged = time.monotonic()
-                    log.warning(
-                        "device_registry_unavailable",
-                        backend="store",
-                        loaded=registry.loaded.is_set(),
-                        error=repr(exc),
-                    )
+                unavailable.failed(registry, exc)
             await asyncio.sleep(self.interval)

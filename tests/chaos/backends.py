@@ -5,11 +5,34 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_TIMEOUT = 300.0
+
+
+def run_script(env: dict[str, str], name: str, *args: str) -> None:
+    """scripts/NAME.sh ARGS (kafka.sh or minio.sh) with ``env``: its ports and run directory."""
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / f"{name}.sh"), *args],
+        env=env,
+        check=True,
+        timeout=SCRIPT_TIMEOUT,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start_both(run_dir: Path, script: Callable[..., None]) -> None:
+    """Kafka, then MinIO, through ``script`` (NAME, ARGS...); Kafka is stopped again if MinIO fails."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    script("kafka", "start")
+    try:
+        script("minio", "start")
+    except BaseException:
+        script("kafka", "stop")
+        raise
 
 
 @dataclass(frozen=True)
@@ -60,13 +83,7 @@ class Backends:
         self.script("minio", *args)
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.kafka("start")
-        try:
-            self.minio("start")
-        except BaseException:
-            self.kafka("stop")
-            raise
+        start_both(self.run_dir, self.script)
 
     def stop(self) -> None:
         """Both, whatever state a scenario left them in (a frozen broker is thawed first)."""
@@ -82,10 +99,4 @@ class Backends:
 
     def script(self, name: str, *args: str) -> None:
         """scripts/NAME.sh ARGS with this run's environment (ports, run directory, brokers, drives)."""
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / f"{name}.sh"), *args],
-            env=self.env,
-            check=True,
-            timeout=SCRIPT_TIMEOUT,
-            stdout=subprocess.DEVNULL,
-        )
+        run_script(self.env, name, *args)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -364,6 +365,18 @@ class Challenge:
 _HASHES = {"MD5": "md5", "SHA-256": "sha256"}
 
 
+def _digest_hash(algorithm: str) -> Callable[[str], str]:
+    """H() of RFC 7616 for ``algorithm`` (its -sess variant hashes alike): text to lowercase hex."""
+    base = algorithm.upper().removesuffix("-SESS")
+    if base not in _HASHES:
+        raise ParseError(f"Digest algorithm {algorithm!r}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess")
+
+    def h(text: str) -> str:
+        return hashlib.new(_HASHES[base], text.encode()).hexdigest()
+
+    return h
+
+
 def digest_response(
     *,
     username: str,
@@ -378,13 +391,7 @@ def digest_response(
     cnonce: str | None = None,
 ) -> str:
     """The hex ``response`` of RFC 2617 / 7616 for MD5, MD5-sess, SHA-256 and SHA-256-sess."""
-    base = algorithm.upper().removesuffix("-SESS")
-    if base not in _HASHES:
-        raise ParseError(f"Digest algorithm {algorithm!r}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess")
-
-    def h(text: str) -> str:
-        return hashlib.new(_HASHES[base], text.encode()).hexdigest()
-
+    h = _digest_hash(algorithm)
     ha1 = h(f"{username}:{realm}:{password}")
     return digest_response_from_ha1(
         ha1, method=method, uri=uri, nonce=nonce, algorithm=algorithm, qop=qop, nc=nc, cnonce=cnonce
@@ -403,13 +410,7 @@ def digest_response_from_ha1(
     cnonce: str | None = None,
 ) -> str:
     """``digest_response`` from HA1 = H(user:realm:password), what a server that keeps no password has."""
-    base = algorithm.upper().removesuffix("-SESS")
-    if base not in _HASHES:
-        raise ParseError(f"Digest algorithm {algorithm!r}: expected MD5, MD5-sess, SHA-256 or SHA-256-sess")
-
-    def h(text: str) -> str:
-        return hashlib.new(_HASHES[base], text.encode()).hexdigest()
-
+    h = _digest_hash(algorithm)
     if algorithm.upper().endswith("-SESS"):
         ha1 = h(f"{ha1}:{nonce}:{cnonce or ''}")
     ha2 = h(f"{method}:{uri}")
