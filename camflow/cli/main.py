@@ -71,9 +71,9 @@ def _use_uvloop() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Logs go to stderr from the start: the commands that print results (token, keys, tail --json,
-    # dead, device list --json) keep stdout for them. Commands without --log-level log warnings only.
+    # dead, device list --json) keep stdout for them.
     try:
-        configure_logging(getattr(args, "log_level", "warning"), getattr(args, "log_format", AUTO))
+        configure_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", AUTO))
         if args.command == "token":
             if args.ttl is None and args.action != Action.PUBLISH.value:
                 raise ConfigError("--ttl never: only publish tokens (camera credentials) may never expire")

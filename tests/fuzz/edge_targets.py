@@ -7,6 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from camflow.guard import ConnectionGuard, GuardedProtocol
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
@@ -117,7 +118,7 @@ class _Transport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closed = False
-        self.handed: _Application | None = None
+        self.handed: _Application | GuardedProtocol | None = None
 
     def write(self, data: bytes) -> None:
         assert not self.closed and self.handed is None, "a write after close or hand-over"
@@ -138,7 +139,10 @@ class _Transport:
     def get_write_buffer_size(self) -> int:
         return 0
 
-    def set_protocol(self, protocol: _Application) -> None:
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def set_protocol(self, protocol: _Application | GuardedProtocol) -> None:
         self.handed = protocol
 
 
@@ -161,7 +165,8 @@ class _Application:
 async def _connection(data: bytes) -> None:
     assert _fast is not None, "setup() first"
     transport = _Transport()
-    protocol = EdgeHTTPProtocol(_fast, _Application, set())  # type: ignore[arg-type]
+    guard = ConnectionGuard("edge", defaults.limits())  # the edge's limits, as `camflow edge` sets them
+    protocol = EdgeHTTPProtocol(_fast, _Application, set(), guard)  # type: ignore[arg-type]
     protocol.connection_made(transport)  # type: ignore[arg-type]
     sent = b""
     for piece in chunks(data):
@@ -176,7 +181,10 @@ async def _connection(data: bytes) -> None:
     for response in transport.written:
         assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:80]
     if transport.handed is not None:  # nothing lost: what the fast path did not answer goes to aiohttp
-        assert sent.endswith(transport.handed.received), "bytes lost at the hand-over"
+        handed = transport.handed  # behind the guard that keeps the application's deadlines
+        app = handed._inner if isinstance(handed, GuardedProtocol) else handed
+        assert isinstance(app, _Application), app
+        assert sent.endswith(app.received), "bytes lost at the hand-over"
     protocol.connection_lost(None)
 
 
