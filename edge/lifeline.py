@@ -41,7 +41,7 @@ def parent_gone() -> bool:
 def parent_pid_from_env() -> int | None:
     """The PID of the process that started this worker, or None outside a worker."""
     value = os.environ.get(PARENT_ENV, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 class ParentWatch:

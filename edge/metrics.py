@@ -218,7 +218,9 @@ class WorkerMetrics:
         if directory is None:
             return []
         me = os.getpid()
-        paths = [p for p in directory.glob("*.sock") if p.stem.isdigit() and int(p.stem) != me]
+        paths = [
+            p for p in directory.glob("*.sock") if p.stem.isascii() and p.stem.isdigit() and int(p.stem) != me
+        ]
         answers = await asyncio.gather(*(_ask(p, ASK_VIEWERS, VIEWERS_TIMEOUT) for p in paths))
         return [ids for answer in answers if answer is not None and (ids := _viewer_ids(answer)) is not None]
 

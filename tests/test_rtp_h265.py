@@ -373,6 +373,13 @@ def test_fuzz_fmtp_only_parse_error(fmtp: dict[str, str]) -> None:
         H265Depacketizer(fmtp)
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "-1", "32768", ""])
+def test_a_max_don_diff_that_is_not_ascii_digits_is_a_parse_error(value: str) -> None:
+    """'²' and '٣' are str.isdigit() yet int() refuses one and reads the other (found by Hypothesis)."""
+    with pytest.raises(ParseError, match="sprop-max-don-diff"):
+        H265Depacketizer({"sprop-max-don-diff": value})
+
+
 # The SDP chooses the depacketizer (ingest/sources/rtsp/server.py).
 def announced(sdp_media: str) -> Track:
     sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n" + sdp_media

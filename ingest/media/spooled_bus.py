@@ -415,4 +415,4 @@ class SpooledBus:
 def _raw_key(key: str) -> tuple[str, str, int | None]:
     stream, _, rest = key.partition("/")
     epoch, _, seq = rest.partition("/")
-    return stream, epoch, int(seq) if seq.isdigit() else None
+    return stream, epoch, int(seq) if seq.isascii() and seq.isdigit() else None

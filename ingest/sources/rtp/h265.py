@@ -54,7 +54,7 @@ def parse_sprop_parameter_sets(fmtp: Mapping[str, str]) -> dict[int, bytes]:
 
 def parse_max_don_diff(fmtp: Mapping[str, str]) -> int:
     value = fmtp.get("sprop-max-don-diff", "0").strip()
-    if not value.isdigit() or int(value) > 32767:
+    if not (value.isascii() and value.isdigit()) or int(value) > 32767:  # '²'.isdigit(), int() refuses it
         raise ParseError(f"sprop-max-don-diff {value!r}: expected an integer 0..32767")
     return int(value)
 
