@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camflow.errors import ConfigError
+from camflow.filestamp import file_stamp
 from camflow.log import get_logger
 
 LEGACY_KID = "legacy"  # the key of a plain secret, and of v1 tokens
@@ -254,16 +255,9 @@ class KeysFile:
         self.path = path
         self.interval = interval
         self._clock = clock
-        self._stat = self._signature()
+        self._stat = file_stamp(self.path)
         self._keys = read_file(path)
         self._checked = clock()
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def keys(self) -> KeySet:
         now = self._clock()
@@ -274,7 +268,7 @@ class KeysFile:
 
     def reload(self) -> bool:
         """Re-read the file if its stat changed; True when the key set changed."""
-        signature = self._signature()
+        signature = file_stamp(self.path)
         if signature == self._stat:
             return False
         self._stat = signature

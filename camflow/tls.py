@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import signal
 import ssl
 import time
@@ -39,9 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiohttp import web
-
 from camflow.errors import ConfigError
+from camflow.filestamp import Stamp, file_stamp
 from camflow.log import get_logger
 from camflow.metrics import TLS_CERTIFICATE_EXPIRY, TLS_HANDSHAKE_FAILURES, TLS_RELOADS
 
@@ -71,17 +69,9 @@ class TlsFiles:
             )
         return cls(Path(cert), Path(key))
 
-    def stamp(self) -> tuple[tuple[int, int, int, int], ...]:
-        """What changes when either file is replaced or rewritten: inode, device, size, mtime (ns)."""
-        stamps = []
-        for path in (self.cert, self.key):
-            try:
-                st = os.stat(path)
-            except OSError:
-                stamps.append((0, 0, -1, 0))
-                continue
-            stamps.append((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns))
-        return tuple(stamps)
+    def stamp(self) -> tuple[Stamp, Stamp]:
+        """What changes when either file is replaced or rewritten (``camflow.filestamp``)."""
+        return (file_stamp(self.cert), file_stamp(self.key))
 
 
 @dataclass(frozen=True)
@@ -260,48 +250,6 @@ class ServerTls:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
-
-
-class HttpsSite(web.TCPSite):
-    """aiohttp's ``TCPSite`` whose TLS handshakes have a deadline (aiohttp's own has asyncio's 60 s)."""
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        context: ssl.SSLContext,
-        *,
-        reuse_port: bool | None = None,
-        handshake_timeout: float | None = None,
-    ) -> None:
-        """``handshake_timeout``: seconds (default ``HANDSHAKE_TIMEOUT``)."""
-        super().__init__(runner, host, port, ssl_context=context, reuse_port=reuse_port)
-        self._handshake_timeout = handshake_timeout
-
-    async def start(self) -> None:
-        self._runner._reg_site(self)
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self._handshake_timeout or HANDSHAKE_TIMEOUT,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-
-
-def http_site(
-    runner: web.BaseRunner, host: str, port: int, context: ssl.SSLContext | None, *, reuse_port: bool = False
-) -> web.TCPSite:
-    """The aiohttp site of an HTTP listener: HTTPS with a handshake deadline when ``context`` is given."""
-    if context is not None:
-        return HttpsSite(runner, host, port, context, reuse_port=reuse_port or None)
-    return web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
 
 
 def client_context(ca_file: Path | None, *, insecure: bool) -> ssl.SSLContext:

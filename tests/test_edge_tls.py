@@ -24,7 +24,6 @@ async def test_https_edge_answers_and_drops_silent_clients(
     tmp_path: Path, fast_path: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(camflow.guard, "HANDSHAKE_TIMEOUT", 0.5)  # both sites, fast path or not
-    monkeypatch.setattr(camflow.tls, "HANDSHAKE_TIMEOUT", 0.5)
     ca = TestCa(tmp_path / "pki")
     issued = ca.issue()
     tls = ServerTls(TlsFiles(issued.cert, issued.key))
