@@ -35,6 +35,26 @@ from camflow.tls import HANDSHAKE_TIMEOUT
 log = get_logger("limits")
 SWEEP_SECONDS = 1.0
 RETRY_AFTER = 5  # seconds a client refused by the per-client cap is asked to wait
+LINGER_SECONDS = (
+    2.0  # after a last answer, seconds its connection is kept half-closed (see answer_and_linger)
+)
+
+
+def answer_and_linger(transport: asyncio.Transport, response: bytes) -> None:
+    """Write a last ``response`` and end the connection so that the client gets to read it.
+
+    Closing at once while the client is still sending (a trickled head) leaves unread input in the
+    socket, and the kernel answers it with a reset that can destroy the response before the client
+    reads it. So, where the transport can, this half-closes (the client sees the response, then the
+    end) and closes ``LINGER_SECONDS`` later; the caller discards what arrives meanwhile. This is
+    the lingering close of nginx and Apache. A TLS transport cannot half-close: it closes at once.
+    """
+    transport.write(response)
+    if transport.can_write_eof():
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+    else:
+        transport.close()
 
 
 def peer_host(transport: asyncio.BaseTransport) -> str:

@@ -26,7 +26,7 @@ from typing import cast
 
 from aiohttp import web
 
-from camflow.guard import ConnectionGuard, GuardedProtocol, GuardedSite
+from camflow.guard import ConnectionGuard, GuardedProtocol, GuardedSite, answer_and_linger
 from camflow.limits import Phase, Refusal, RequestClock, refusal_response
 from edge.cache import CachedObject
 from edge.fastpath import FastPath
@@ -49,6 +49,7 @@ class EdgeHTTPProtocol(asyncio.Protocol):
         self._loading: asyncio.Task[CachedObject] | None = None
         self._loop = asyncio.get_running_loop()
         self._clock = RequestClock(guard.limits, self._loop.time())
+        self._lingering = False  # a last answer was written: the rest of the input is discarded
         self._stalled_since = 0.0  # when the send buffer filled (pause_writing), while _paused
         self.host = ""  # the client's address
         self._admitted = False  # counted by the guard's per-client cap (until connection_lost)
@@ -74,7 +75,7 @@ class EdgeHTTPProtocol(asyncio.Protocol):
             self._loading.cancel()  # only this wait: the load itself goes on for the others
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is None:
+        if self._transport is None or self._lingering:
             return
         if not self._buffer:
             self._clock.head_began(self._loop.time())  # its deadline runs from its first byte
@@ -124,13 +125,15 @@ class EdgeHTTPProtocol(asyncio.Protocol):
             self._transport.close()
 
     def _answer_and_close(self, response: bytes) -> None:
-        """Write a refusal after every answer already written, and close (nothing more is read)."""
+        """Write a refusal after every answer already written, and end the connection (what the
+        client still sends is discarded: ``answer_and_linger``)."""
         transport = self._transport
-        if transport is None:
+        if transport is None or self._lingering:
             return
         self._buffer.clear()
-        transport.write(response)
-        transport.close()
+        self._lingering = True
+        self._guard.watched.discard(self)
+        answer_and_linger(transport, response)
 
     def _serve(self, loaded: CachedObject | None = None) -> None:
         """Answer every complete request in the buffer, in order, until one needs the application."""
