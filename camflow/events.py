@@ -49,6 +49,12 @@ History:
   where absent.
 - ``health-sample`` 2.2 adds ``spool_dropped`` (a minor): segments of the stream ingest's spool
   dropped because it was full; read as ``None`` where absent.
+- ``raw-part`` v1, ``part-ready`` v1 and ``playlists-changed`` v1: low-latency HLS (docs/low-latency.md).
+  A raw part is one CMAF part of the segment ingest is still cutting (``camflow.parts.raw``, keyed by
+  stream); a part ready names that part's rendition objects in the store (``camflow.segments.ready``,
+  beside the segments, so the packager sees a stream's parts and segments in one order); playlists
+  changed tells the edges where each live media playlist of a stream now ends
+  (``camflow.playlists``).
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ TOPIC_HEALTH = "camflow.health"
 TOPIC_DEAD = "camflow.segments.dead"
 TOPIC_DEVICES = "camflow.devices"  # device records (camflow.devices), compacted, keyed by device name
 TOPIC_DEVICES_SEEN = "camflow.devices.seen"  # their last seen / last address, compacted, likewise
+TOPIC_PARTS = "camflow.parts.raw"  # low-latency parts, ingest -> transcode's ordered part workers
+TOPIC_PLAYLISTS = "camflow.playlists"  # packager -> edges: live playlists changed (wakes blocked reloads)
 
 
 class StreamStateKind(enum.Enum):
@@ -177,6 +185,79 @@ class SegmentReady(_SegmentSpan):
     renditions: tuple[RenditionRef, ...]
     damaged: bool = False
     discontinuity: bool = False
+
+
+@dataclass(frozen=True)
+class _PartSpan(_SegmentSpan):
+    """A part of segment ``seq``: ``start`` and ``duration`` are the part's own, on the epoch's timeline."""
+
+    part: int  # its index in the segment, from 0 (part 0 starts on the segment's IDR)
+    independent: bool  # starts with a key picture (EXT-X-PART INDEPENDENT=YES)
+    wall_clock: float  # the UNIX time of its first frame, as for the segment
+
+
+@dataclass(frozen=True)
+class RawPart(_PartSpan):
+    """One CMAF part of a segment ingest is still cutting (low-latency HLS).
+
+    ``data`` is self-contained like a raw segment's: an init section and one fragment (video, and
+    the stream's audio over the same span). A segment's parts, in order, hold exactly the samples
+    (times included) of the raw segment cut later, so a player moving from parts to the segment
+    sees one timeline. Parts are live-only: never spooled, and dropped (counted) when the bus
+    cannot take them.
+    """
+
+    TYPE: ClassVar[str] = "raw-part"
+    VERSION: ClassVar[int] = 1
+    MINOR: ClassVar[int] = 0
+    PAYLOAD: ClassVar[str | None] = "data"
+
+    codecs: str
+    width: int
+    height: int
+    data: bytes = field(repr=False)
+    discontinuity: bool = False
+
+
+@dataclass(frozen=True)
+class PartReady(_PartSpan):
+    """Every low-latency rendition of one part is in the store (written before this event).
+
+    Each ``RenditionRef.key`` names the part's object (``camflow.keys.part_key``) and ``size`` its
+    bytes; ``init_key`` is the rendition's init section, the same one its segments use.
+    """
+
+    TYPE: ClassVar[str] = "part-ready"
+    VERSION: ClassVar[int] = 1
+    MINOR: ClassVar[int] = 0
+    PAYLOAD: ClassVar[str | None] = None
+
+    renditions: tuple[RenditionRef, ...]
+    discontinuity: bool = False
+
+
+@dataclass(frozen=True)
+class PlaylistEnd:
+    """Where one live media playlist ends: its last media sequence number and that segment's last part."""
+
+    rendition: str
+    msn: int
+    part: int  # -1: the segment at ``msn`` is complete and lists no part after it
+
+
+@dataclass(frozen=True)
+class PlaylistsChanged:
+    """The packager wrote a stream's live media playlists (written before this event); edges wake
+    the viewers waiting for them (blocking playlist reload, preload hints)."""
+
+    TYPE: ClassVar[str] = "playlists-changed"
+    VERSION: ClassVar[int] = 1
+    MINOR: ClassVar[int] = 0
+    PAYLOAD: ClassVar[str | None] = None
+
+    stream: str
+    ends: tuple[PlaylistEnd, ...]
+    at: float
 
 
 @dataclass(frozen=True)
@@ -295,10 +376,29 @@ class HealthSample:
         return jsonform.to_json(self)
 
 
-Event: TypeAlias = RawSegment | SegmentReady | StreamState | SegmentDead | HealthSample
+Event: TypeAlias = (
+    RawSegment
+    | SegmentReady
+    | StreamState
+    | SegmentDead
+    | HealthSample
+    | RawPart
+    | PartReady
+    | PlaylistsChanged
+)
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.TYPE: cls for cls in (RawSegment, SegmentReady, StreamState, SegmentDead, HealthSample)
+    cls.TYPE: cls
+    for cls in (
+        RawSegment,
+        SegmentReady,
+        StreamState,
+        SegmentDead,
+        HealthSample,
+        RawPart,
+        PartReady,
+        PlaylistsChanged,
+    )
 }
 
 

@@ -4,6 +4,7 @@ Layout in the store::
 
     streams/{stream}/{epoch}/{rendition}/init.mp4
     streams/{stream}/{epoch}/{rendition}/{seq:08d}.m4s
+    streams/{stream}/{epoch}/{rendition}/{seq:08d}.{part:03d}.m4s   a low-latency part of that segment
     streams/{stream}/{rendition}.m3u8          live media playlist of one rendition
     streams/{stream}/master.m3u8               live master playlist
     streams/{stream}/dvr/{rendition}.m3u8      live playlist with the longest DVR window
@@ -73,6 +74,16 @@ def init_key(stream: str, epoch: str, rendition: str) -> str:
 
 def segment_key(stream: str, epoch: str, rendition: str, seq: int) -> str:
     return f"streams/{stream}/{epoch}/{rendition}/{seq:08d}.m4s"
+
+
+MAX_PARTS = 1000  # parts per segment a part key can name (part_key's three digits)
+
+
+def part_key(stream: str, epoch: str, rendition: str, seq: int, part: int) -> str:
+    """A low-latency part of segment ``seq`` (``part`` from 0), beside the segment."""
+    if not 0 <= part < MAX_PARTS:
+        raise ValueError(f"part index {part}: expected 0 to {MAX_PARTS - 1}")
+    return f"streams/{stream}/{epoch}/{rendition}/{seq:08d}.{part:03d}.m4s"
 
 
 def thumbnail_key(stream: str, epoch: str, seq: int) -> str:

@@ -282,3 +282,39 @@ def test_a_field_added_with_a_default_is_read_as_the_default_when_absent() -> No
     header = header_of(encode(READY))
     header["renditions"] = [{k: v for k, v in r.items() if k != "frame_rate"} for r in header["renditions"]]
     assert decode(frame(header)) == READY
+
+
+def test_low_latency_events_round_trip() -> None:
+    from camflow.events import PartReady, PlaylistEnd, PlaylistsChanged, RawPart, RenditionRef
+
+    epoch = "20261203T100000000Z"
+    ref = RenditionRef(
+        "source",
+        1280,
+        720,
+        2_000_000,
+        "avc1.64001f",
+        f"streams/a/{epoch}/source/init.mp4",
+        f"streams/a/{epoch}/source/00000001.002.m4s",
+        1234,
+    )
+    events = [
+        RawPart("a", epoch, 1, 180000, 18000, 90000, 2, False, 1.0, "avc1.64001f", 1280, 720, b"\0moof"),
+        PartReady("a", epoch, 1, 180000, 18000, 90000, 2, True, 1.0, (ref,), discontinuity=True),
+        PlaylistsChanged("a", (PlaylistEnd("source", 12, 3), PlaylistEnd("audio", 12, -1)), 1.5),
+    ]
+    for event in events:
+        assert decode(encode(event)) == event
+
+
+def test_part_keys_sit_beside_their_segment() -> None:
+    from camflow.keys import part_key, segment_key
+
+    epoch = "20261203T100000000Z"
+    assert part_key("a", epoch, "source", 7, 3) == f"streams/a/{epoch}/source/00000007.003.m4s"
+    assert (
+        part_key("a", epoch, "source", 7, 3).rsplit("/", 1)[0]
+        == segment_key("a", epoch, "source", 7).rsplit("/", 1)[0]
+    )
+    with pytest.raises(ValueError):
+        part_key("a", epoch, "source", 7, 1000)

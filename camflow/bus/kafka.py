@@ -43,6 +43,8 @@ from camflow.events import (
     TOPIC_DEVICES,
     TOPIC_DEVICES_SEEN,
     TOPIC_HEALTH,
+    TOPIC_PARTS,
+    TOPIC_PLAYLISTS,
     TOPIC_RAW,
     TOPIC_READY,
     TOPIC_STREAMS,
@@ -67,6 +69,9 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     TOPIC_READY: (8, {"retention.ms": str(24 * 3600 * 1000)}),
     TOPIC_STREAMS: (8, {"cleanup.policy": "compact"}),  # as many as READY: one packager owns both
     TOPIC_HEALTH: (4, {"retention.ms": str(3600 * 1000)}),
+    # low-latency parts: live only, so kept minutes, not hours; keyed by stream (one ordered worker)
+    TOPIC_PARTS: (8, {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": str(10 * 60 * 1000)}),
+    TOPIC_PLAYLISTS: (4, {"retention.ms": str(10 * 60 * 1000)}),  # followed by every edge, from its end
     # dead letters: what a consumer group could not use, with the reason (camflow.bus.dead)
     TOPIC_DEAD: (4, {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": str(7 * 24 * 3600 * 1000)}),
     # the device registry (camflow.devices.kafka): one partition, read whole by every ingest node
