@@ -25,12 +25,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from camflow.bus import Bus
 from camflow.errors import StoreUnavailable
 from camflow.log import get_logger
 from camflow.store import Store
 from camflow.tokens import TokenSigner
 from edge.api import add_api_routes
 from edge.auth import Authorizer, ViewerCounter
+from edge.blocking import LiveEnds
 from edge.cache import ObjectCache
 from edge.catalog import StreamCatalog
 from edge.delivery import live, object_fetcher
@@ -72,6 +74,7 @@ async def healthz(request: web.Request) -> web.Response:
                 "objects": len(state.cache),
             },
             "refused": asdict(state.counters),
+            "low_latency": {**asdict(state.ll.stats), "following": state.ll.following},
         }
     )
 
@@ -135,17 +138,22 @@ async def _refresh_catalog(state: EdgeState, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def _background(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
+def _background(interval: float, playlists: Bus | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[EDGE]
+        stop = asyncio.Event()
         tasks = [asyncio.create_task(_refresh_catalog(state, interval), name="edge-catalog")]
+        if playlists is not None:
+            tasks.append(asyncio.create_task(state.ll.follow(playlists, stop), name="edge-playlists"))
         if state.auth.identity is not None:
             tasks.append(asyncio.create_task(state.auth.identity.run(), name="edge-jwks"))
         yield
+        stop.set()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await state.ll.close()
         await state.cache.close()
 
     return ctx
@@ -163,12 +171,15 @@ def build_app(
     health_interval: float = 2.0,
     catalog_interval: float = 5.0,
     static_dir: Path | None = None,
+    playlists: Bus | None = None,
 ) -> web.Application:
     """The edge application; the caller owns the store's lifecycle (start/close).
 
     ``playlist_max_age`` overrides the live playlists' ``max-age`` (default: half the target
     duration); ``cache_bytes`` bounds the in-memory cache; ``identity``: JWT view tokens of an
-    identity provider (``edge.idp``), or None.
+    identity provider (``edge.idp``), or None. ``playlists``: the bus whose ``camflow.playlists`` the
+    edge follows to answer blocking playlist reloads as soon as a playlist changes (``edge.blocking``);
+    without it, requests waiting for a playlist re-read it once per part target.
     """
     app = web.Application(middlewares=[count_requests, json_errors])
     viewers = ViewerCounter()
@@ -181,6 +192,7 @@ def build_app(
         auth=Authorizer(signer, identity=None if identity is None else IdentityProvider(identity)),
         cache=cache,
         fetch=fetch,
+        ll=LiveEnds(cache, fetch),
         policy=policy,
         token_check=token_check,
         viewers=viewers,
@@ -199,7 +211,7 @@ def build_app(
         closing.set()
 
     app.on_shutdown.append(on_shutdown)
-    app.cleanup_ctx.append(_background(catalog_interval))
+    app.cleanup_ctx.append(_background(catalog_interval, playlists))
     app.router.add_get("/healthz", healthz)
     app.router.add_get(LIVE_PREFIX + "{path:.*}", live)
     app.router.add_route("OPTIONS", LIVE_PREFIX + "{path:.*}", preflight)

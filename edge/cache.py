@@ -71,6 +71,7 @@ class ObjectCache:
         self._entries: OrderedDict[str, CachedObject] = OrderedDict()
         self._bytes = 0
         self._loading: dict[str, asyncio.Task[CachedObject]] = {}
+        self._detached: set[asyncio.Task[CachedObject]] = set()  # loads ``expire`` left to finish
 
     @property
     def size_bytes(self) -> int:
@@ -120,12 +121,16 @@ class ObjectCache:
     async def _load(
         self, key: str, load: Loader, ttl: Callable[[bytes], float | None], previous: CachedObject | None
     ) -> CachedObject:
+        current = asyncio.current_task()
         try:
             data = await load(key)
+            if self._loading.get(key) is not current:  # expired meanwhile: serve, do not keep
+                return CachedObject(key, data, content_etag(data), float(int(time.time())), 0.0)
             return self._admit(key, data, ttl(data), previous)
         finally:
             self.stats.loads += 1
-            del self._loading[key]
+            if self._loading.get(key) is current:
+                del self._loading[key]
 
     def _admit(self, key: str, data: bytes, ttl: float | None, previous: CachedObject | None) -> CachedObject:
         etag = content_etag(data)
@@ -155,9 +160,24 @@ class ObjectCache:
     def invalidate(self, key: str) -> None:
         self._remove(key)
 
+    def expire(self, key: str) -> None:
+        """The object changed in the store: the next ``get`` loads it again, even while a load
+        started before this call is still in flight (its waiters get what it read; nothing keeps it)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires is not None:
+            self._entries[key] = CachedObject(
+                key, entry.data, entry.etag, entry.last_modified, 0.0, entry.derived
+            )
+        elif entry is not None:
+            self._remove(key)
+        task = self._loading.pop(key, None)
+        if task is not None and not task.done():  # still cancelled at close
+            self._detached.add(task)
+            task.add_done_callback(self._detached.discard)
+
     async def close(self) -> None:
         """Cancel loads still in flight (at shutdown) and drop every entry."""
-        tasks = list(self._loading.values())
+        tasks = [*self._loading.values(), *self._detached]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,8 +1,15 @@
-"""``/live/...``: playlists, init sections and segments from the cache (and, on a miss, the store).
+"""``/live/...``: playlists, init sections, segments and parts from the cache (and, on a miss, the store).
 
 Order of checks: the raw path is parsed into a store key (or refused with 400) before the token
 is checked (401/403) and before the cache or store is touched. With ``TokenCheck.PLAYLISTS``
-segments and init sections are served without a token; playlists always need one.
+segments, parts and init sections are served without a token; playlists always need one.
+
+Low-latency HLS (docs/low-latency.md): a media playlist request with ``_HLS_msn`` (and
+``_HLS_part``) is held until the playlist holds that part (``edge.blocking``), ``_HLS_skip=YES``
+gets a delta update; both only where the playlist says ``CAN-BLOCK-RELOAD=YES`` (else the query
+is ignored, as by a server without blocking reload). A part or segment at the playlist's end that
+is not in the store yet (the preload hint, a segment listed before its worker wrote it) is held
+until it is.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ from typing import cast
 from aiohttp import web
 
 from camflow.errors import NotFound, StoreUnavailable
+from camflow.keys import media_playlist_key
 from camflow.store import Store
 from edge.access import needs_token, request_token, viewer_refusal
+from edge.blocking import view_of
 from edge.cache import CachedObject, Fetch, ObjectCache
 from edge.errors import BadPath
 from edge.http import (
@@ -27,12 +36,15 @@ from edge.http import (
     store_unavailable_response,
     wants_gzip,
 )
-from edge.paths import LiveObject, parse_live_path
-from edge.policy import IMMUTABLE, PlaylistPolicy
+from edge.llplaylist import BadQuery, BlockingQuery, End, delta_update
+from edge.paths import Kind, LiveObject, parse_live_path
+from edge.policy import IMMUTABLE, NO_STORE, PlaylistPolicy
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE, EdgeState
 
 BODY_VARIANTS = 64  # token-rewritten (and gzipped) bodies remembered per cached playlist
+HOLD_BEHIND = 8  # segments before the playlist's newest whose missing objects are still held
+MIN_PART_HOLD = 1.0  # seconds a missing part is held at least (else 3 part targets)
 
 
 def _immutable(_: bytes) -> None:
@@ -65,22 +77,39 @@ Representation = tuple[bytes, dict[str, str]]
 
 
 def playlist_representation(
-    state: EdgeState, cached: CachedObject, obj: LiveObject, token: str, gzipped: bool
+    state: EdgeState,
+    cached: CachedObject,
+    obj: LiveObject,
+    token: str,
+    gzipped: bool,
+    *,
+    blocking: bool = False,
+    skip_until: float | None = None,
 ) -> Representation:
-    """The playlist as this viewer gets it (token in every URI) and its headers; memoised per entry."""
+    """The playlist as this viewer gets it (token in every URI) and its headers; memoised per entry.
+
+    ``blocking``: the answer to a blocking reload (a short lifetime); ``skip_until``: a delta update
+    skipping the segments older than that many seconds from the end."""
     memo = cached.derived
-    variant = ("playlist", token, gzipped)
+    variant = ("playlist", token, gzipped, blocking, skip_until)
     hit = memo.get(variant)
     if hit is not None:
         return cast(Representation, hit)
     text = cached.data.decode("utf-8")
-    body = add_token_to_playlist(text, token).encode("utf-8") if token else cached.data
+    if skip_until is not None:
+        text = delta_update(text, skip_until)
+    body = add_token_to_playlist(text, token).encode("utf-8") if token else text.encode("utf-8")
     tag = hashlib.blake2b(token.encode(), digest_size=6).hexdigest() if token else "0"
+    if skip_until is not None:
+        tag += "-d"
+    cache_control = (
+        state.policy.blocking_cache_control() if blocking else state.policy.cache_control(cached.data)
+    )
     headers = {
         **CORS_HEADERS,
         "Content-Type": obj.content_type,
         "Last-Modified": http_date(cached.last_modified),
-        "Cache-Control": state.policy.cache_control(cached.data),
+        "Cache-Control": cache_control,
         "Vary": "Accept-Encoding",
         "ETag": f'"{cached.etag.strip(chr(34))}-{tag}{"-gz" if gzipped else ""}"',
     }
@@ -122,18 +151,51 @@ async def live(request: web.Request) -> web.StreamResponse:
         refused = await viewer_refusal(state, request, obj.stream)
         if refused is not None:
             return refused
+    query: BlockingQuery | None = None
+    if obj.kind is Kind.MEDIA:
+        try:
+            query = BlockingQuery.parse(request.query)
+        except BadQuery as exc:
+            state.counters.bad_query += 1
+            return error_response(400, "bad_query", str(exc), headers={"Cache-Control": NO_STORE})
+    since = state.ll.generation(obj.stream, obj.rendition) if obj.rendition else 0
     try:
-        cached = await state.fetch(obj.key)
+        held = obj.kind in HELD and state.ll.holding(obj.key)
+        cached = await _hold(state, obj, since) if held else await state.fetch(obj.key)
+        if cached is None:
+            raise NotFound(obj.key)
     except NotFound:
-        state.counters.not_found += 1
-        return error_response(404, "not_found", f"stream {obj.stream!r} has no object at {request.path!r}")
+        found = await _hold(state, obj, since) if obj.kind in HELD and not held else None
+        if found is None:
+            state.counters.not_found += 1
+            return error_response(
+                404, "not_found", f"stream {obj.stream!r} has no object at {request.path!r}"
+            )
+        cached = found
     except Exception as exc:
         return _store_failed(state, obj, exc)
     if obj.is_playlist:
         state.viewers.saw(obj.stream, token)
         gzipped = wants_gzip(request)
+        blocking, skip_until = False, None
+        if query is not None:
+            try:
+                answer = await _blocking(state, obj, query, cached, since)
+            except Exception as exc:  # re-reading the playlist failed (NotFound: it was removed)
+                return _store_failed(state, obj, exc)
+            if isinstance(answer, web.Response):
+                return answer
+            cached, blocking, skip_until = answer
         try:
-            body, headers = playlist_representation(state, cached, obj, token if carried else "", gzipped)
+            body, headers = playlist_representation(
+                state,
+                cached,
+                obj,
+                token if carried else "",
+                gzipped,
+                blocking=blocking,
+                skip_until=skip_until,
+            )
         except UnicodeDecodeError as exc:
             return _store_failed(state, obj, exc)
     else:
@@ -149,3 +211,57 @@ async def live(request: web.Request) -> web.StreamResponse:
     if "Range" in asked and not gzipped:
         return send_bytes(request, body, dict(headers))
     return web.Response(body=body, headers=headers)
+
+
+HELD = (Kind.PART, Kind.SEGMENT)
+
+
+async def _hold(state: EdgeState, obj: LiveObject, since: int) -> CachedObject | None:
+    """A part or segment missing from the store, once it is there; None (a 404) when its rendition's
+    playlist is not a low-latency one, or the object is not at its end, or not written in time."""
+    try:
+        playlist = await state.fetch(media_playlist_key(obj.stream, obj.rendition))
+    except Exception:
+        return None
+    view = view_of(playlist)
+    if view.part_target is None or view.endlist or view.newest is None:
+        return None
+    epoch, newest = view.newest
+    if obj.epoch != epoch or not newest - HOLD_BEHIND <= obj.seq <= newest + 1:
+        return None
+    if obj.kind is Kind.PART:
+        timeout = max(MIN_PART_HOLD, 3 * view.part_target)
+    else:
+        timeout = 3 * (view.target_duration or 2.0)
+    return await state.ll.hold(obj.key, obj.stream, obj.rendition, timeout, since)
+
+
+async def _blocking(
+    state: EdgeState, obj: LiveObject, query: BlockingQuery, cached: CachedObject, since: int
+) -> tuple[CachedObject, bool, float | None] | web.Response:
+    """The playlist a ``_HLS_*`` request gets (with: was it a blocking reload, the skip boundary),
+    or its 400/503. A playlist without CAN-BLOCK-RELOAD=YES is answered as without the query."""
+    view = view_of(cached)
+    if not view.blocking:
+        return cached, False, None
+    if query.blocks:
+        ends = [e for e in (view.end, state.ll.end(obj.stream, obj.rendition)) if e is not None]
+        reason = query.too_far(max(ends, default=End(-1, -1)))
+        if reason is not None:
+            state.counters.bad_query += 1
+            return error_response(400, "bad_query", reason, headers={"Cache-Control": NO_STORE})
+        reached = await state.ll.reload(obj.stream, obj.rendition, query, cached, since)
+        if reached is None:
+            wait = 3 * (view.target_duration or 2.0)
+            return error_response(
+                503,
+                "playlist_not_ready",
+                f"{obj.rendition}.m3u8 of stream {obj.stream!r} did not reach _HLS_msn={query.msn}"
+                + ("" if query.part is None else f" _HLS_part={query.part}")
+                + f" within {wait:g} s (3 target durations)",
+                headers={"Cache-Control": NO_STORE},
+            )
+        cached = reached
+        view = view_of(cached)
+    skip_until = view.can_skip_until if query.skip else None
+    return cached, query.blocks, skip_until

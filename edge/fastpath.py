@@ -15,7 +15,8 @@ or the identity provider's JWKS: ``Authorizer.refresh``) is checked on every req
 It answers only the plain case, a ``200`` (or its ``HEAD``) of an object it has or can load
 (a miss is loaded through the cache like any other: coalesced, one store read). For everything
 else (an object the store does not have or cannot give, a bad path or token, conditional and
-``Range`` requests, any query it would have to decode, a request body) it returns None and the
+``Range`` requests, any query it would have to decode or a low-latency ``_HLS_*`` one (a blocking
+reload, a delta update), an object requests are held for, a request body) it returns None and the
 request goes to the aiohttp application, which gives the same bytes, headers and errors as
 before (``edge.wire`` hands it the connection). So every status and header of the full
 application stays as it was; the fast path only makes its most common answer cheaper.
@@ -41,6 +42,7 @@ from edge.state import EdgeState
 
 LIVE = LIVE_PREFIX.encode()
 TOKEN = b"token"
+LOW_LATENCY = b"_HLS_"  # a blocking reload or delta update: the application answers it (edge.blocking)
 BEARER = b"bearer "
 # Queries the fast path reads as they are; anything else (%-escapes, '+', ';') goes to aiohttp.
 PLAIN_QUERY = re.compile(rb"[A-Za-z0-9._~=&-]*")
@@ -111,7 +113,7 @@ def parse_head(head: bytes) -> tuple[bytes, bytes, bytes, dict[bytes, bytes]] | 
 
 def query_token(query: bytes) -> str | None:
     """The first ``token`` parameter of a plain query ("" when absent), None when it needs decoding."""
-    if PLAIN_QUERY.fullmatch(query) is None:
+    if PLAIN_QUERY.fullmatch(query) is None or LOW_LATENCY in query:
         return None
     for param in query.split(b"&"):
         name, _, value = param.partition(b"=")
@@ -189,7 +191,8 @@ class FastPath:
         obj = plan.obj
         cached = loaded if loaded is not None and loaded.key == obj.key else state.cache.fresh(obj.key)
         if cached is None:
-            return obj.key
+            # an object requests already wait for (a part not written yet): join them there
+            return None if state.ll.holding(obj.key) else obj.key
         wire = cached.derived.get(plan.variant)
         if wire is None:
             wire = self._wire(cached, plan)

@@ -18,6 +18,7 @@ from camflow.keys import (
     is_stream_name,
     master_playlist_key,
     media_playlist_key,
+    part_key,
     segment_key,
 )
 from edge.errors import BadPath
@@ -26,6 +27,7 @@ LIVE_PREFIX = "/live/"
 MASTER_NAME = "master.m3u8"
 INIT_NAME = "init.mp4"
 SEGMENT_RE = re.compile(r"[0-9]{8}\.m4s")
+PART_RE = re.compile(r"([0-9]{8})\.([0-9]{3})\.m4s")
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 INIT_TYPE = "video/mp4"
@@ -33,7 +35,7 @@ SEGMENT_TYPE = "video/iso.segment"
 
 EXPECTED = (
     "expected /live/{stream}/master.m3u8, /live/{stream}/{rendition}.m3u8 or "
-    "/live/{stream}/{epoch}/{rendition}/{init.mp4|NNNNNNNN.m4s}"
+    "/live/{stream}/{epoch}/{rendition}/{init.mp4|NNNNNNNN.m4s|NNNNNNNN.PPP.m4s}"
 )
 
 
@@ -42,6 +44,7 @@ class Kind(enum.Enum):
     MEDIA = "media"
     INIT = "init"
     SEGMENT = "segment"
+    PART = "part"  # a low-latency part of a segment: NNNNNNNN.PPP.m4s
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class LiveObject:
     kind: Kind
     stream: str
     key: str
+    rendition: str = ""  # of a media playlist, init section, segment or part
+    epoch: str = ""  # of an init section, segment or part
+    seq: int = -1  # of a segment or part
 
     @property
     def is_playlist(self) -> bool:
@@ -93,7 +99,7 @@ def parse_live_path(raw_path: str) -> LiveObject:
             return LiveObject(Kind.MASTER, stream, master_playlist_key(stream))
         if name.endswith(".m3u8"):
             rendition = _rendition(name.removesuffix(".m3u8"))
-            return LiveObject(Kind.MEDIA, stream, media_playlist_key(stream, rendition))
+            return LiveObject(Kind.MEDIA, stream, media_playlist_key(stream, rendition), rendition)
         raise BadPath(f"playlist name {name!r} is not valid: expected master.m3u8 or {{rendition}}.m3u8")
     if len(parts) == 4:
         stream, epoch, rendition, name = _stream(parts[0]), parts[1], _rendition(parts[2]), parts[3]
@@ -103,9 +109,17 @@ def parse_live_path(raw_path: str) -> LiveObject:
                 f"epoch {epoch!r} is not valid: expected YYYYMMDDTHHMMSSmmmZ, e.g. 20261121T101500123Z"
             )
         if name == INIT_NAME:
-            return LiveObject(Kind.INIT, stream, init_key(stream, epoch, rendition))
+            return LiveObject(Kind.INIT, stream, init_key(stream, epoch, rendition), rendition, epoch)
         if SEGMENT_RE.fullmatch(name):
             seq = int(name.removesuffix(".m4s"))
-            return LiveObject(Kind.SEGMENT, stream, segment_key(stream, epoch, rendition, seq))
-        raise BadPath(f"object name {name!r} is not valid: expected init.mp4 or an 8-digit NNNNNNNN.m4s")
+            key = segment_key(stream, epoch, rendition, seq)
+            return LiveObject(Kind.SEGMENT, stream, key, rendition, epoch, seq)
+        part = PART_RE.fullmatch(name)
+        if part is not None:
+            seq = int(part[1])
+            key = part_key(stream, epoch, rendition, seq, int(part[2]))
+            return LiveObject(Kind.PART, stream, key, rendition, epoch, seq)
+        raise BadPath(
+            f"object name {name!r} is not valid: expected init.mp4, NNNNNNNN.m4s or NNNNNNNN.PPP.m4s (a part)"
+        )
     raise BadPath(f"path {raw_path!r} has {len(parts)} components after {LIVE_PREFIX}: {EXPECTED}")

@@ -7,6 +7,10 @@
   ~3/4 of a target duration stale by the time a player sees it.
 - Master playlists change only when renditions come or go: the live playlist lifetime.
 - VOD playlists (``EXT-X-PLAYLIST-TYPE:VOD``) never change: a day.
+- Parts (low-latency HLS) are immutable like segments; the answer to a blocking reload
+  (``_HLS_msn``, the query in the CDN's key) lives a second: viewers asking for the same part at
+  about the same time share it, and a later one asking the same URL gets the playlist of that
+  time, which still holds the part.
 
 ``--playlist-max-age`` overrides the live header lifetime for every playlist.
 """
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 from camflow.hls.scan import is_master, media_facts
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+NO_STORE = "no-store"
+BLOCKING_MAX_AGE = 1  # seconds: a blocking reload's answer (its URL names a part that is there for good)
 VOD_MAX_AGE = 86400
 DEFAULT_TARGET = 2.0  # seconds, when a playlist does not say (a master playlist)
 MEMORY_FRACTION = 0.25  # of the target duration, for live playlists in the edge's memory
@@ -54,6 +60,9 @@ class PlaylistPolicy:
         if self.max_age_override is not None:
             ttl = min(ttl, self.max_age_override)
         return ttl
+
+    def blocking_cache_control(self) -> str:
+        return f"public, max-age={BLOCKING_MAX_AGE}"
 
     def cache_control(self, data: bytes) -> str:
         text = data.decode("utf-8", "replace")

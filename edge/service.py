@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from camflow.bus import Bus
 from camflow.errors import ConfigError
 from camflow.guard import ConnectionGuard, GuardedSite
 from camflow.limits import ConnectionLimits
@@ -39,7 +40,8 @@ class EdgeServer:
     Connections start on the fast path (``edge.wire``, ``edge.fastpath``): plain GETs of cached
     objects are answered without aiohttp's request machinery; ``fast_path=False`` serves every
     request through the aiohttp application (same answers, slower). With ``tls_context`` the port
-    speaks HTTPS only (``camflow.tls``: handshakes within ``HANDSHAKE_TIMEOUT``).
+    speaks HTTPS only (``camflow.tls``: handshakes within ``HANDSHAKE_TIMEOUT``). ``playlists``: the
+    bus to follow ``camflow.playlists`` on (blocking playlist reload, ``edge.blocking``).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class EdgeServer:
         shutdown_timeout: float = 5.0,
         health_feed: HealthFeed | None = None,
         tls_context: ssl.SSLContext | None = None,
+        playlists: Bus | None = None,
     ) -> None:
         self._tls_context = tls_context
         self._app = build_app(
@@ -68,6 +71,7 @@ class EdgeServer:
             cache_bytes=cache_bytes,
             token_check=token_check,
             identity=identity,
+            playlists=playlists,
         )
         self._reuse_port = reuse_port
         self._limits = limits

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from camflow.store import Store
 from edge.auth import Authorizer, ViewerCounter
+from edge.blocking import LiveEnds
 from edge.cache import Fetch, ObjectCache
 from edge.catalog import StreamCatalog
 from edge.health import HealthSource
@@ -25,6 +26,7 @@ class EdgeCounters:
     token_missing: int = 0
     token_refused: int = 0
     not_found: int = 0
+    bad_query: int = 0  # malformed or too far _HLS_* parameters (400)
     store_failed: int = 0
 
 
@@ -34,6 +36,7 @@ class EdgeState:
     auth: Authorizer
     cache: ObjectCache
     fetch: Fetch
+    ll: LiveEnds  # where live playlists end, and the requests waiting for them (low-latency HLS)
     policy: PlaylistPolicy
     token_check: TokenCheck
     viewers: ViewerCounter

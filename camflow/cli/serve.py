@@ -174,6 +174,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 port=args.http_port,
                 health_feed=feed,
                 tls_context=tls_context,
+                playlists=bus,  # camflow.playlists wakes blocking reloads (every worker follows it)
                 **options,
             )
             if whip is not None:
