@@ -32,16 +32,18 @@ SKIP_VERSION = 9  # EXT-X-SKIP needs EXT-X-VERSION 9 (RFC 8216bis 4.4.5.2)
 ADVANCE_PART_LIMIT = 3  # RFC 8216bis 6.2.5.2: _HLS_part beyond the last part by more is a 400
 ADVANCE_MSN_LIMIT = 2  # _HLS_msn beyond the last segment's by more is a 400
 # Tags of a media segment: dropped with the segments an EXT-X-SKIP replaces.
-SEGMENT_TAGS = (
-    "#EXTINF",
-    "#EXT-X-BYTERANGE",
-    "#EXT-X-DISCONTINUITY",
-    "#EXT-X-PROGRAM-DATE-TIME",
-    "#EXT-X-GAP",
-    "#EXT-X-BITRATE",
-    "#EXT-X-KEY",
-    MAP,
-    PART,
+SEGMENT_TAGS = frozenset(
+    (
+        "#EXTINF",
+        "#EXT-X-BYTERANGE",
+        "#EXT-X-DISCONTINUITY",
+        "#EXT-X-PROGRAM-DATE-TIME",
+        "#EXT-X-GAP",
+        "#EXT-X-BITRATE",
+        "#EXT-X-KEY",
+        MAP,
+        PART,
+    )
 )
 OBJECT_URI = re.compile(r"(?:^|/)(?P<epoch>[0-9]{8}T[0-9]{9}Z)/[^/]+/(?P<seq>[0-9]{8})(?:\.[0-9]{3})?\.m4s")
 MSN_PARAM, PART_PARAM, SKIP_PARAM = "_HLS_msn", "_HLS_part", "_HLS_skip"
@@ -123,6 +125,8 @@ def ll_view(text: str) -> LlView:
             attrs = attributes(value)
             if attrs.get("TYPE") == "PART":
                 hint = _object(attrs.get("URI", ""))
+        elif tag == SKIP:  # a delta update: the skipped segments still count
+            segments += int(_number(attributes(value).get("SKIPPED-SEGMENTS", "")) or 0)
         elif tag == "#EXT-X-ENDLIST":
             endlist = True
     last_complete = media_sequence + segments - 1
@@ -213,7 +217,7 @@ def delta_update(text: str, can_skip_until: float) -> str:
     started = False
     for line in lines:
         stripped = line.strip()
-        if not started and (not stripped.startswith("#") or stripped.startswith(SEGMENT_TAGS)):
+        if not started and (not stripped.startswith("#") or stripped.partition(":")[0] in SEGMENT_TAGS):
             started = True
         if not started:
             head.append(line)
@@ -235,13 +239,13 @@ def delta_update(text: str, can_skip_until: float) -> str:
     current_map: str | None = None
     for block, _ in blocks[:skipped]:
         for line in block:
-            if line.strip().startswith(MAP + ":"):
+            if line.strip().partition(":")[0] == MAP:
                 current_map = line.strip()
     kept = blocks[skipped:]
     out = [_version(line) for line in head]
     out.append(f"{SKIP}:SKIPPED-SEGMENTS={skipped}")
     first = kept[0][0] if kept else tail
-    if current_map is not None and not any(ln.strip().startswith(MAP + ":") for ln in _tags_of(first)):
+    if current_map is not None and not any(ln.strip().partition(":")[0] == MAP for ln in _tags_of(first)):
         out.append(current_map)
     for block, _ in kept:
         out.extend(block)
