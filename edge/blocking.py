@@ -74,6 +74,7 @@ class _Rendition:
     last_event: float = 0.0  # monotonic
     part_target: float = DEFAULT_PART_TARGET
     fallback: asyncio.Task[None] | None = None
+    rechecked: float = -1e9  # monotonic: the last re-read before refusing a request as too far ahead
     holds: set[str] = field(default_factory=set)
 
 
@@ -107,6 +108,16 @@ class LiveEnds:
     def holding(self, key: str) -> bool:
         """True while requests wait for the object under ``key`` (a new one joins them, reading nothing)."""
         return key in self._holds
+
+    def may_recheck(self, stream: str, rendition: str) -> bool:
+        """Whether a request that looks too far ahead may re-read the playlist before it is refused:
+        once per part target per rendition (so refusals cannot make the edge read the store per request)."""
+        r = self._rendition(stream, rendition)
+        now = self._clock()
+        if now - r.rechecked < r.part_target:
+            return False
+        r.rechecked = now
+        return True
 
     def generation(self, stream: str, rendition: str) -> int:
         return self._rendition(stream, rendition).generation

@@ -36,7 +36,7 @@ from edge.http import (
     store_unavailable_response,
     wants_gzip,
 )
-from edge.llplaylist import BadQuery, BlockingQuery, End, delta_update
+from edge.llplaylist import BadQuery, BlockingQuery, End, LlView, delta_update
 from edge.paths import Kind, LiveObject, parse_live_path
 from edge.policy import IMMUTABLE, NO_STORE, PlaylistPolicy
 from edge.rewrite import add_token_to_playlist
@@ -245,8 +245,13 @@ async def _blocking(
     if not view.blocking:
         return cached, False, None
     if query.blocks:
-        ends = [e for e in (view.end, state.ll.end(obj.stream, obj.rendition)) if e is not None]
-        reason = query.too_far(max(ends, default=End(-1, -1)))
+        reason = _too_far(state, obj, query, view)
+        if reason is not None and state.ll.may_recheck(obj.stream, obj.rendition):
+            # this worker's copy may be behind the playlist the player read (another worker, a CDN)
+            state.cache.expire(obj.key)
+            cached = await state.fetch(obj.key)
+            view = view_of(cached)
+            reason = _too_far(state, obj, query, view)
         if reason is not None:
             state.counters.bad_query += 1
             return error_response(400, "bad_query", reason, headers={"Cache-Control": NO_STORE})
@@ -265,3 +270,8 @@ async def _blocking(
         view = view_of(cached)
     skip_until = view.can_skip_until if query.skip else None
     return cached, query.blocks, skip_until
+
+
+def _too_far(state: EdgeState, obj: LiveObject, query: BlockingQuery, view: LlView) -> str | None:
+    ends = [e for e in (view.end, state.ll.end(obj.stream, obj.rendition)) if e is not None]
+    return query.too_far(max(ends, default=End(-1, -1)))
