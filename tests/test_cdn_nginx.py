@@ -1,4 +1,5 @@
-"""deploy/cdn/nginx.conf in front of a real edge: 200 concurrent viewers, about one edge request per object.
+"""deploy/cdn/nginx.conf in front of a real edge: 200 concurrent viewers, about one edge request per object;
+20 viewers of a future low-latency part (and of the blocking reload naming it), one edge request each.
 
 Debian's nginx runs with ``-p`` a temp prefix and ``-c`` the repo's config rendered on free
 127.0.0.1 ports, ``daemon off``, stopped by PID. A writer task makes a live stream (1 s
@@ -22,11 +23,17 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from camflow.bus import LocalBus
+from camflow.events import TOPIC_PLAYLISTS, PlaylistEnd, PlaylistsChanged, encode
+from camflow.keys import part_key
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
+from edge.llplaylist import End, ll_view
 from edge.policy import TokenCheck
 from tests import defaults
+from tests.ll_playlists import EPOCH as LL_EPOCH
+from tests.ll_playlists import ll_playlist, part_uri
 from tests.process import free_port, stop_process
 
 pytestmark = pytest.mark.integration
@@ -120,10 +127,10 @@ async def live_writer(store: FileStore, stop: asyncio.Event) -> None:
 
 @asynccontextmanager
 async def edge_with_counter(
-    store: FileStore, signer: TokenSigner, token_check: TokenCheck
+    store: FileStore, signer: TokenSigner, token_check: TokenCheck, playlists: LocalBus | None = None
 ) -> AsyncIterator[tuple[int, Counter[str]]]:
     seen: Counter[str] = Counter()
-    app = build_app(store, signer, **defaults.edge_app(token_check=token_check))
+    app = build_app(store, signer, **defaults.edge_app(token_check=token_check), playlists=playlists)
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         seen[request.path] += 1
@@ -218,3 +225,77 @@ async def test_200_viewers_through_nginx_reach_the_edge_about_once_per_object(
     else:
         # Per-viewer tokens: playlists are per token (they carry it), so per viewer and round.
         assert playlists["/live/cam1/source.m3u8"] <= VIEWERS * ROUNDS
+
+
+LL_VIEWERS = 20
+
+
+async def curl_all(urls: list[str], out: Path) -> tuple[list[tuple[int, str, bytes]], list[float]]:
+    """One curl process fetching ``urls`` in parallel: each answer's status, head and body; and when
+    each was done (``time.monotonic()``: curl's start, taken as when it was launched, plus its total)."""
+    out.mkdir(parents=True, exist_ok=True)
+    args = [
+        "curl",
+        "-s",
+        "--no-progress-meter",
+        "-i",
+        "--parallel",
+        "--parallel-immediate",
+        "-w",
+        "%{time_total}\n",
+    ]
+    for i, url in enumerate(urls):
+        args += ["-o", str(out / f"{i}.out"), url]
+    launched = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    answers = []
+    for i in range(len(urls)):
+        head, _, body = (out / f"{i}.out").read_bytes().partition(b"\r\n\r\n")
+        answers.append((int(head.split(b" ", 2)[1]), head.decode("latin-1"), body))
+    return answers, [launched + float(t) for t in stdout.split()]
+
+
+async def test_viewers_of_a_future_part_through_nginx_are_one_edge_request_that_waits_there(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path / "store")
+    await store.start()
+    await store.put("streams/cam1/source.m3u8", ll_playlist(12, 3).encode())
+    bus = LocalBus()
+    signer = TokenSigner(SECRET)
+    token = signer.issue("cam1", Action.VIEW, ttl=600)  # an alarm link: everyone opens the same URL
+    part = part_uri(12, 4)
+    data = b"part 12.4 " * 500
+    async with edge_with_counter(store, signer, TokenCheck.ALL, playlists=bus) as (edge_port, seen):
+        cdn_port = free_port()
+        with nginx(tmp_path / "cdn", render_conf(edge_port, cdn_port, TokenCheck.ALL), cdn_port):
+            base = f"http://127.0.0.1:{cdn_port}/live/cam1"
+            urls = [f"{base}/{part}?token={token}"] * LL_VIEWERS
+            urls += [f"{base}/source.m3u8?token={token}&_HLS_msn=12&_HLS_part=4"] * LL_VIEWERS
+            # the plain playlist, now cached by nginx: not what a blocking reload gets (query in the key)
+            (plain,), _ = await curl_all([f"{base}/source.m3u8?token={token}"], tmp_path / "plain")
+            assert plain[0] == 200 and ll_view(plain[2].decode()).end == End(12, 3)
+            viewers = asyncio.create_task(curl_all(urls, tmp_path / "viewers"))
+            await asyncio.sleep(0.5)  # all asked; one of each is at the edge, held
+            assert not viewers.done()
+            await store.put(part_key("cam1", LL_EPOCH, "source", 12, 4), data)
+            await store.put("streams/cam1/source.m3u8", ll_playlist(12, 4).encode())
+            at = time.monotonic()
+            event = PlaylistsChanged("cam1", (PlaylistEnd("source", 12, 4),), time.time())
+            await bus.publish(TOPIC_PLAYLISTS, "cam1", encode(event))
+            answers, done = await viewers
+    parts, playlists = answers[:LL_VIEWERS], answers[LL_VIEWERS:]
+    after = sorted(round((t - at) * 1000) for t in done)
+    print(f"\nnginx, {2 * LL_VIEWERS} viewers waiting: answered after the event in ms: {after}")
+    assert all(status == 200 and body == data and "immutable" in head for status, head, body in parts)
+    assert all(
+        status == 200 and ll_view(body.decode()).end == End(12, 4) and "max-age=1" in head
+        for status, head, body in playlists
+    )
+    # one edge request for the part, one for the blocking reload (and one for the plain playlist)
+    assert seen[f"/live/cam1/{part}"] == 1 and seen["/live/cam1/source.m3u8"] == 2, dict(seen)
+    # nginx's cache lock: the first answer within tens of ms; the viewers waiting on the lock find
+    # the cached answer at its next check (nginx checks every 500 ms)
+    assert after[0] < 200 and after[-1] < 1000
