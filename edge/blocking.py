@@ -136,6 +136,8 @@ class LiveEnds:
         if event:
             r.last_event = self._clock()
         if end == r.end:
+            for key in list(r.holds):  # a segment lags its listing: look again on every event
+                self._read_hold(self._holds[key])
             return
         r.end = end
         r.generation += 1

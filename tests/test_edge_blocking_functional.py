@@ -275,6 +275,16 @@ async def test_a_future_part_is_held_until_it_exists(edge: Edge, pipeline: Pipel
     answers = await held
     assert all(a.status == 200 and a.body == data for a in answers)
     assert all("immutable" in a.headers for a in answers) and max(a.at - at for a in answers) < 0.5
+    # a segment listed before its transcode worker wrote it: held until it is there
+    segment = f"{edge.url}/live/cam1/{EPOCH}/source/00000079.m4s?token={edge.token}"
+    held_segment = asyncio.create_task(curl([segment] * 5, edge.tmp / "segment"))
+    await asyncio.sleep(0.5)
+    assert not held_segment.done()
+    await pipeline.store.put(f"streams/cam1/{EPOCH}/source/00000079.m4s", b"segment 79")
+    written = time.time()
+    segments = await held_segment  # found on the next event (one every 0.2 s)
+    assert all(a.status == 200 and a.body == b"segment 79" for a in segments)
+    assert max(a.at for a in segments) - written < 1.0
     # far from the playlist's end: not held, 404 at once
     started = time.time()
     (far,) = await curl([f"{edge.url}/live/cam1/{part_uri(100, 0)}?token={edge.token}"], edge.tmp / "far")
