@@ -198,6 +198,11 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
     "camflow_edge_requests": CallbackMetric(
         "counter", "HTTP requests the edge answered, by status and cache result", ("status", "cache")
     ),
+    "camflow_edge_low_latency": CallbackMetric(
+        "counter",
+        "Low-latency HLS at the edge: playlist events read, wake-ups, blocked reloads, holds, store reads",
+        ("what",),
+    ),
 }
 
 # (metric name, label values in CALLBACK_METRICS order, value)

@@ -19,6 +19,7 @@ import json
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from aiohttp import web
@@ -80,6 +81,8 @@ def edge_samples(state: EdgeState) -> Callable[[], Iterator[Sample]]:
         for stream in state.catalog.names:
             yield "camflow_edge_viewers", (stream,), float(state.viewers.count(stream))
         yield "camflow_edge_cache_bytes", (), float(state.cache.size_bytes)
+        for what, n in asdict(state.ll.stats).items():
+            yield "camflow_edge_low_latency", (what,), float(n)
 
     return samples
 

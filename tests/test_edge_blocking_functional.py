@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -128,7 +129,16 @@ async def curl(urls: list[str], out: Path) -> list[Answer]:
     """One curl process fetching ``urls`` in parallel; each answer's status, headers and body, and when
     curl was done (all answers: ``at``)."""
     out.mkdir(parents=True, exist_ok=True)
-    args = ["curl", "-s", "--no-progress-meter", "-i", "--parallel", "--parallel-immediate", "--parallel-max", "200"]
+    args = [
+        "curl",
+        "-s",
+        "--no-progress-meter",
+        "-i",
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "200",
+    ]
     for i, url in enumerate(urls):
         args += ["-o", str(out / f"{i}.out"), url]
     proc = await asyncio.create_subprocess_exec(*args)
@@ -292,6 +302,14 @@ async def test_a_future_part_is_held_until_it_exists(edge: Edge, pipeline: Pipel
     # the next part, never written: 404 after its hold (1 s)
     (never,) = await curl([f"{edge.url}/live/cam1/{part_uri(80, 4)}?token={edge.token}"], edge.tmp / "never")
     assert never.status == 404 and 0.9 <= never.at - at < 3
+    # the figures, every worker's summed, on /metrics
+    env = {**os.environ, "CAMFLOW_SECRET": SECRET}
+    admin = subprocess.run(
+        [*CAMFLOW, "token", "admin", "*"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (metrics,) = await curl([f"{edge.url}/metrics?token={admin}"], edge.tmp / "metrics")
+    held = re.search(rb'camflow_edge_low_latency_total\{what="holds"\} ([0-9.]+)', metrics.body)
+    assert held is not None and float(held[1]) >= 26, metrics.body.decode()[-3000:]  # 20 + 5 + 1 held
 
 
 async def test_without_the_bus_blocked_reloads_are_still_answered(
