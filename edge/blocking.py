@@ -177,20 +177,28 @@ class LiveEnds:
         deadline = self._clock() + 3 * (view.target_duration or 2.0)
         r = self._rendition(stream, rendition)
         r.part_target = view.part_target or DEFAULT_PART_TARGET
+        lagging = False  # the events say the playlist holds it, but the store gave an older one
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 self.stats.reloads_timed_out += 1
                 return None
-            await self._wait(stream, rendition, since, remaining)
+            if lagging:  # no event may come to say so again: read again, once per part target
+                await asyncio.sleep(min(r.part_target, remaining))
+                if self.may_recheck(stream, rendition):
+                    self._cache.expire(key)
+            else:
+                await self._wait(stream, rendition, since, remaining)
             r = self._rendition(stream, rendition)
             since = r.generation
             if r.end is not None and not _reaches(query, r.end):
+                lagging = False
                 continue  # the event says it is not there yet: nothing to read
             cached = await self._fetch(key)
             view = view_of(cached)
             if query.reached(view):
                 return cached
+            lagging = r.end is not None and _reaches(query, r.end)
 
     async def _wait(self, stream: str, rendition: str, since: int, timeout: float) -> None:
         """Until the rendition changes after generation ``since`` (or ``timeout`` seconds)."""

@@ -17,7 +17,8 @@ from edge.cache import CachedObject, ObjectCache
 from edge.fastpath import query_token
 from edge.llplaylist import BadQuery, BlockingQuery, End, delta_update, ll_view
 from edge.paths import Kind, parse_live_path
-from tests.ll_playlists import EPOCH, ll_playlist
+from edge.rewrite import add_token_to_playlist
+from tests.ll_playlists import EPOCH, ll_playlist, part_uri
 
 KEY = media_playlist_key("cam1", "source")
 WAITERS = 50
@@ -225,3 +226,37 @@ async def test_without_events_one_task_re_reads_the_playlist_per_part_target() -
     assert all(a is not None for a in answers)
     assert store.reads[KEY] - reads <= 2  # the re-read that found it, not one per waiter
     await ends.close()
+
+
+async def test_a_playlist_read_older_than_the_event_is_read_again() -> None:
+    store = CountingStore()
+    store.objects[KEY] = ll_playlist(12, 3).encode()
+    ends, cache = make_ends(store)
+    first = await cache.get(KEY, store.get, lambda _: 0.5)
+    waiter = asyncio.create_task(ends.reload("cam1", "source", BlockingQuery(12, 4, False), first, 0))
+    await asyncio.sleep(0.05)
+    ends.changed(changed(12, 4))  # the event came before the store shows the new playlist
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    store.objects[KEY] = ll_playlist(12, 4).encode()  # no event says it again
+    answer = await asyncio.wait_for(waiter, 1)
+    assert answer is not None and ll_view(answer.data.decode()).end == End(12, 4)
+    assert store.reads[KEY] <= 6  # about one read per part target, not a loop
+
+
+async def test_events_that_stop_coming_make_the_waiters_fall_back() -> None:
+    store = CountingStore()
+    store.objects[KEY] = ll_playlist(12, 3).encode()
+    ends, cache = make_ends(store)  # following: the bus is up, but the events stop (Kafka down)
+    ends.changed(changed(12, 3))
+    first = await cache.get(KEY, store.get, lambda _: 0.5)
+    waiter = asyncio.create_task(ends.reload("cam1", "source", BlockingQuery(12, 4, False), first, 0))
+    store.objects[KEY] = ll_playlist(12, 4).encode()
+    answer = await asyncio.wait_for(waiter, 3)
+    assert answer is not None and ends.stats.fallback_reads >= 1  # after 5 quiet part targets (1 s)
+
+
+def test_the_token_is_carried_into_parts_hints_and_rendition_reports() -> None:
+    text = add_token_to_playlist(ll_playlist(12, 3), "T")
+    assert '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="' + part_uri(12, 4) + '?token=T"' in text
+    assert 'URI="' + part_uri(12, 3) + '?token=T"' in text and 'URI="audio.m3u8?token=T"' in text

@@ -308,8 +308,8 @@ async def test_a_future_part_is_held_until_it_exists(edge: Edge, pipeline: Pipel
         [*CAMFLOW, "token", "admin", "*"], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
     (metrics,) = await curl([f"{edge.url}/metrics?token={admin}"], edge.tmp / "metrics")
-    held = re.search(rb'camflow_edge_low_latency_total\{what="holds"\} ([0-9.]+)', metrics.body)
-    assert held is not None and float(held[1]) >= 26, metrics.body.decode()[-3000:]  # 20 + 5 + 1 held
+    holds = re.search(rb'camflow_edge_low_latency_total\{what="holds"\} ([0-9.]+)', metrics.body)
+    assert holds is not None and float(holds[1]) >= 26, metrics.body.decode()[-3000:]  # 20 + 5 + 1 held
 
 
 async def test_without_the_bus_blocked_reloads_are_still_answered(
