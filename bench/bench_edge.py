@@ -16,15 +16,20 @@
 By default (``--no-tls`` leaves it out) the run also has the edge over HTTPS (``--tls-cert``, a
 certificate made for the run) and nginx over HTTPS (``listen ... ssl``, the same certificate, its
 default ciphers), and prints what TLS costs each: HTTPS req/s over its own HTTP req/s, and edge
-HTTPS over nginx HTTPS.
+HTTPS over nginx HTTPS. For playlists it also prints the CPU time per request (the server's processes
+and wrk, from /proc and getrusage: what other programs' load does not inflate) over HTTP and HTTPS, and
+OpenSSL's own CPU for one playlist exchange (``tls_floor``: the same certificate, TLS 1.3, memory BIOs):
+the least TLS can add, so the best HTTPS/HTTP ratio any transport could give the edge.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import resource
 import shutil
 import socket
 import ssl
@@ -140,7 +145,34 @@ NGINX_TLS_SERVER = """server {{
     }}"""
 
 
-def wrk(url: str, seconds: float, connections: int) -> float:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pids[i]}/task").iterdir():
+                pids += [int(child) for child in (task / "children").read_text().split()]
+        i += 1
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes ``pids`` have used so far."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk(url: str, seconds: float, connections: int) -> tuple[float, int]:
+    """wrk's requests/s and request count for ``url``."""
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", url],
         capture_output=True,
@@ -149,9 +181,10 @@ def wrk(url: str, seconds: float, connections: int) -> float:
         check=True,
     ).stdout
     match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
-    if match is None:
+    count = re.search(r"([0-9]+) requests in", out)
+    if match is None or count is None:
         raise RuntimeError(f"wrk printed no Requests/sec:\n{out}")
-    return float(match[1])
+    return float(match[1]), int(count[1])
 
 
 async def coalescing(root: Path) -> tuple[int, int]:
@@ -247,9 +280,76 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return issued.cert, issued.key
 
 
-def tls_table(results: dict[tuple[str, str], list[float]]) -> None:
+def raw_exchange(port: int, path: str) -> tuple[bytes, bytes]:
+    """wrk's request for ``path`` and the plain edge's whole answer to it (head and body), as bytes."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        while True:
+            head_end = answer.find(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", answer[:head_end])
+            if head_end >= 0 and length is not None and len(answer) >= head_end + 4 + int(length[1]):
+                return request, answer
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"the edge closed before answering {path}: {answer[:200]!r}")
+            answer += chunk
+
+
+def tls_floor(cert: Path, key: Path, request: bytes, answer: bytes, rounds: int = 20) -> tuple[float, float]:
+    """OpenSSL's own cost of one keep-alive exchange on a TLS 1.3 connection with the run's certificate
+    (memory BIOs, no sockets, no server): (server: decrypt ``request`` + encrypt ``answer``, client: the
+    reverse), in microseconds, the best of ``rounds`` x 1000 exchanges. No transport can cost less."""
+    from camflow.tls import server_context
+
+    assert _TLS_CONTEXT is not None
+    server_ctx = server_context()
+    server_ctx.load_cert_chain(cert, key)
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    client = _TLS_CONTEXT.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+    for _ in range(4):  # the handshake, then the session tickets
+        for end in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        c_in.write(s_out.read())
+        s_in.write(c_out.read())
+    best_server = best_client = float("inf")
+    clock = time.perf_counter
+    for _ in range(rounds):
+        spent_server = spent_client = 0.0
+        for _ in range(1000):
+            t0 = clock()
+            client.write(request)
+            s_in.write(c_out.read())
+            t1 = clock()
+            server.read(len(request) + 1024)
+            server.write(answer)
+            c_in.write(s_out.read())
+            t2 = clock()
+            got = 0
+            while got < len(answer):
+                got += len(client.read(len(answer)))
+            t3 = clock()
+            spent_server += t2 - t1
+            spent_client += (t1 - t0) + (t3 - t2)
+        best_server, best_client = min(best_server, spent_server), min(best_client, spent_client)
+    return best_server * 1e3, best_client * 1e3  # per exchange: seconds / 1000 * 1e6
+
+
+def tls_table(
+    results: dict[tuple[str, str], list[float]],
+    cpu: dict[tuple[str, str], list[float]],
+    floor: tuple[float, float],
+) -> None:
     """What HTTPS costs each server (its HTTPS req/s over its HTTP req/s, paired per repeat), and the
-    edge over HTTPS against nginx over HTTPS; TLS must not cost the edge more than it costs nginx."""
+    edge over HTTPS against nginx over HTTPS; TLS must not cost the edge more than it costs nginx.
+
+    Then the same per playlist request in CPU time (the server's processes and wrk, which the load of
+    other programs does not inflate as it does req/s), against ``floor`` (``tls_floor``): OpenSSL's own
+    CPU for one exchange, server side and client side. A transport that cost nothing beyond it would
+    make a playlist over HTTPS cost the edge its HTTP CPU plus the floor: the best ratio it allows."""
     print(
         f"{'object':<10}{'edge https':>11}{'edge http':>10}{'edge tls/plain':>16}"
         f"{'nginx https':>12}{'nginx tls/plain':>17}{'edge/nginx https':>18}"
@@ -265,6 +365,18 @@ def tls_table(results: dict[tuple[str, str], list[float]]) -> None:
             f"{kind:<10}{statistics.median(eh):>11.0f}{statistics.median(ep):>10.0f}{edge_cost:>15.2f}x"
             f"{statistics.median(nh):>12.0f}{nginx_cost:>16.2f}x{versus:>17.2f}x {verdict}"
         )
+    us = {
+        server: statistics.median(cpu[(server, "playlist")])
+        for server in ("edge", "edge-tls", "nginx", "nginx-tls")
+    }
+    best = us["edge"] / (us["edge"] + sum(floor))
+    print(
+        f"playlist CPU per request (server + wrk): edge {us['edge']:.1f} us, over HTTPS {us['edge-tls']:.1f} "
+        f"({us['edge'] / us['edge-tls']:.2f}x); nginx {us['nginx']:.1f} us, over HTTPS {us['nginx-tls']:.1f} "
+        f"({us['nginx'] / us['nginx-tls']:.2f}x). OpenSSL alone (TLS 1.3, in memory) spends "
+        f"{floor[0]:.1f} us on the server's side of one exchange and {floor[1]:.1f} us on the client's: "
+        f"no edge transport can do better than {best:.2f}x"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -285,12 +397,13 @@ def run(args: argparse.Namespace) -> None:
             cert, key = make_certificate(work / "pki")
         env = {**os.environ, "CAMFLOW_SECRET": SECRET}
         cli = [sys.executable, "-m", "camflow.cli", "edge", "--host", "127.0.0.1", "--data-dir", str(data)]
-        procs = [start_edge(cli, servers["edge"], opts.workers, env)]
+        owner = {"edge": start_edge(cli, servers["edge"], opts.workers, env)}  # each server's process
         if opts.app_path:
-            procs.append(start_edge(cli, servers["edge-app"], opts.workers, env, "--no-fast-path"))
+            owner["edge-app"] = start_edge(cli, servers["edge-app"], opts.workers, env, "--no-fast-path")
         if opts.tls:
             tls_flags = ("--tls-cert", str(cert), "--tls-key", str(key))
-            procs.append(start_edge(cli, servers["edge-tls"], opts.workers, env, *tls_flags))
+            owner["edge-tls"] = start_edge(cli, servers["edge-tls"], opts.workers, env, *tls_flags)
+        procs = list(owner.values())
         paths = {
             "segment": f"/live/bench/{EPOCH}/source/00000001.m4s?token={token}",
             "playlist": f"/live/bench/source.m3u8?token={token}",
@@ -302,6 +415,7 @@ def run(args: argparse.Namespace) -> None:
             nginx_root = work / "nginx-root"
             stored = (data / "store" / PLAYLIST_KEY).read_bytes()
             rewritten = edge_body(base + paths["playlist"])
+            exchange = raw_exchange(servers["edge"], paths["playlist"])
             for name, body in (
                 (SEGMENT_KEY, (data / "store" / SEGMENT_KEY).read_bytes()),
                 (PLAYLIST_KEY, rewritten),
@@ -309,7 +423,9 @@ def run(args: argparse.Namespace) -> None:
                 (nginx_root / name).parent.mkdir(parents=True, exist_ok=True)
                 (nginx_root / name).write_bytes(body)
             nginx_tls = (servers["nginx-tls"], cert, key) if opts.tls else None
-            procs.append(start_nginx(work / "nginx", nginx_root, servers["nginx"], opts.workers, nginx_tls))
+            nginx = start_nginx(work / "nginx", nginx_root, servers["nginx"], opts.workers, nginx_tls)
+            procs.append(nginx)
+            owner |= {"nginx": nginx, "nginx-tls": nginx}
             urls = {
                 (server, kind): f"{'https' if server.endswith('-tls') else 'http'}://127.0.0.1:{port}{path}"
                 for server, port in servers.items()
@@ -322,9 +438,15 @@ def run(args: argparse.Namespace) -> None:
                     if not server.startswith("nginx"):
                         wait_http(url)
             results: dict[tuple[str, str], list[float]] = {k: [] for k in urls}
+            # CPU per request (the server's processes and wrk): what load from others cannot inflate
+            cpu: dict[tuple[str, str], list[float]] = {k: [] for k in urls}
             for _ in range(opts.repeats):
                 for case, url in urls.items():
-                    results[case].append(wrk(url, opts.seconds, opts.connections))
+                    pids = process_tree(owner[case[0]].pid)
+                    before = cpu_seconds(pids) + children_cpu()
+                    rate, count = wrk(url, opts.seconds, opts.connections)
+                    results[case].append(rate)
+                    cpu[case].append((cpu_seconds(pids) + children_cpu() - before) * 1e6 / max(count, 1))
         finally:
             for proc in procs:
                 stop(proc)
@@ -359,6 +481,6 @@ def run(args: argparse.Namespace) -> None:
                     f"{TARGETS[kind]:>7.1f}x {ok}"
                 )
         if opts.tls:
-            tls_table(results)
+            tls_table(results, cpu, tls_floor(cert, key, *exchange))
         reads, ok_count = asyncio.run(coalescing(data / "store"))
         print(f"500 concurrent cold requests: {ok_count} x 200, {reads} store read(s) (expected 1)")
