@@ -1,0 +1,142 @@
+"""The packager's low-latency playlists through a real bus and store: part-ready and segment-ready events
+published as the transcoder would (objects first), LL playlists read back from the store, the
+playlists-changed events read from the bus; part objects out of the playlists deleted, segments kept.
+On Kafka + MinIO (kafka-python, the S3 API) and embedded (LocalBus + FileStore); both print the time
+from a part-ready taken off the bus to its playlists-changed published (median / p95)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import m3u8
+import pytest
+
+from camflow.bus import Bus
+from camflow.bus.kafka import KafkaBus
+from camflow.bus.local import LocalBus
+from camflow.events import (
+    TOPIC_PLAYLISTS,
+    TOPIC_READY,
+    PartReady,
+    PlaylistsChanged,
+    SegmentReady,
+    decode,
+    encode,
+)
+from camflow.hls.lowlatency import playlist_end
+from camflow.hls.rules import check_low_latency, check_media
+from camflow.keys import media_playlist_key, segment_key
+from camflow.store import FileStore, Store
+from camflow.store.s3 import S3Location, S3Store
+from packager.service import Packager
+from tests import defaults, services
+from tests.test_packager import EPOCH_A, STREAM, ready
+from tests.test_packager_lowlatency import PARTS, part
+
+SEGMENTS = 8  # segment 0 from its segment-ready, then 1..7 from parts (80 parts), each segment-ready after
+
+
+@dataclass
+class Rig:
+    bus: Bus
+    store: Store
+    packager: Packager
+
+
+@pytest.fixture(params=["embedded", "kafka+minio"])
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    bus: Bus
+    store: Store
+    if request.param == "embedded":
+        bus, store = LocalBus(), FileStore(tmp_path)
+    else:
+        kafka, s3 = services.require("kafka"), services.require("s3")
+        run = uuid.uuid4().hex[:10]
+        bus = KafkaBus(kafka, client_id="ll-packager-test", prefix=f"t{run}.")
+        await bus.start()
+        store = S3Store(S3Location.parse(f"{s3.rstrip('/')}/{run}"))
+    await store.start()
+    packager = Packager(bus, store, **defaults.packager(dvr_window=0.0, offline_grace=0.0))
+    packager.part_linger = 1.0
+    stop = asyncio.Event()
+    task = asyncio.create_task(packager.run(stop))
+    try:
+        await asyncio.wait_for(packager.ready.wait(), 30)
+        yield Rig(bus, store, packager)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await store.close()
+        if isinstance(bus, KafkaBus):
+            await bus.close()
+
+
+async def publish(rig: Rig, ev: PartReady | SegmentReady) -> None:
+    """As the transcoder does: the objects, then the event."""
+    for ref in ev.renditions:
+        await rig.store.put(ref.key, b"m4s", "video/iso.segment")
+    await rig.bus.publish(TOPIC_READY, ev.stream, encode(ev))
+
+
+async def test_ll_playlists_and_playlists_changed_through_the_bus_and_the_store(rig: Rig) -> None:
+    follower = await rig.bus.follow([TOPIC_PLAYLISTS])
+    await asyncio.sleep(0.5)  # the follower is at the end before anything is published
+    await publish(rig, ready(EPOCH_A, 0))
+    for seq in range(1, SEGMENTS):
+        for i in range(PARTS):
+            await publish(rig, part(EPOCH_A, seq, i))
+            await asyncio.sleep(0.05)
+        if seq > 1:
+            await publish(rig, ready(EPOCH_A, seq - 1))  # a segment-ready lags its parts
+    await publish(rig, part(EPOCH_A, SEGMENTS, 0))
+    want = (SEGMENTS, 0)
+    events: list[PlaylistsChanged] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        msg = await follower.get(1.0)
+        if msg is None:
+            continue
+        ev = decode(msg.value)
+        assert isinstance(ev, PlaylistsChanged) and msg.key == STREAM
+        events.append(ev)
+        if all((e.msn, e.part) == want for e in ev.ends) and len(ev.ends) == 2:
+            break
+    await follower.close()
+    assert events, "no playlists-changed event"
+    assert [(e.rendition, e.msn, e.part) for e in events[-1].ends] == [("360p", *want), ("720p", *want)]
+    for name in ("720p", "360p"):
+        text = (await rig.store.get(media_playlist_key(STREAM, name))).decode()
+        assert check_media(text) == [] and check_low_latency(text) == []
+        assert playlist_end(text) == want
+        parsed = m3u8.loads(text)
+        assert [s.uri for s in parsed.segments if s.uri] == [
+            segment_key(STREAM, EPOCH_A, name, n).split(f"{STREAM}/", 1)[1] for n in range(SEGMENTS)
+        ]
+
+    # Parts out of the playlists go after part_linger; segments stay.
+    async def parts_left() -> set[int]:
+        keys = await rig.store.list(f"streams/{STREAM}/{EPOCH_A}/720p/")
+        return {int(k.rsplit("/", 1)[1][:8]) for k in keys if k.count(".") == 2}
+
+    for _ in range(100):
+        if await parts_left() == {3, 4, 5, 6, 7, 8}:  # 12 s back from the end: seqs 3.. keep theirs
+            break
+        await asyncio.sleep(0.1)
+    assert await parts_left() == {3, 4, 5, 6, 7, 8}
+    segments = await rig.store.list(f"streams/{STREAM}/{EPOCH_A}/720p/")
+    assert {k for k in segments if k.count(".") == 1} == {
+        segment_key(STREAM, EPOCH_A, "720p", n) for n in range(SEGMENTS - 1)
+    }
+    times = sorted(rig.packager.part_latency)
+    assert len(times) >= (SEGMENTS - 1) * PARTS
+    median, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]
+    print(f"\npart-ready -> playlists-changed: median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms")
+    assert p95 < 1.0
+    stats = rig.packager.stats
+    assert stats.parents_early == 2 * (SEGMENTS - 1) and stats.parts_deleted > 0 and stats.publish_errors == 0
