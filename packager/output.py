@@ -44,4 +44,4 @@ class Output:
     writes: list[tuple[str, str]] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
     ends: tuple[PlaylistEnd, ...] | None = None  # low latency: where the live playlists end, when written
-    unlisted: list[tuple[float, str]] = field(default_factory=list)  # part keys out of the playlists, since
+    unlisted: list[tuple[float, str]] = field(default_factory=list)  # (since, part key): out of the playlists

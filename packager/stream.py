@@ -238,8 +238,8 @@ class StreamPackager:
         out = Output(index=self._index, done=self._done)
         self._index, self._done = [], []
         live = set(self._dirty)
-        if self._ll is not None:
-            live |= self._ll.changed
+        if self._ll is not None and self._ll.changed:  # every LL playlist reports the others' ends
+            live |= self._ll.changed | set(self._ll.parts)
             self._ll.changed.clear()
         for name in sorted(live):
             r = self._renditions[name]
