@@ -11,7 +11,7 @@ import m3u8
 import pytest
 
 from camflow.events import PartReady, PlaylistEnd, RenditionRef, SegmentReady
-from camflow.hls.lowlatency import delta, playlist_end
+from camflow.hls.lowlatency import LowLatencyFacts, delta, facts, playlist_end
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.rules import check_low_latency, check_media, check_update
 from camflow.keys import dvr_playlist_key, init_key, master_playlist_key, media_playlist_key, part_key
@@ -161,6 +161,8 @@ def test_msn_and_part_arithmetic_agree_with_the_events_and_the_parser() -> None:
         assert parsed.low_latency is not None
         assert sorted(parsed.low_latency.parts) == [1, 2]
         assert MediaPlaylist.parse(text).render() == text
+    assert facts(f.live()) == LowLatencyFacts(0.2, 4, 24.0, f"{EPOCH_A}/720p/00000002.002.m4s", (2, 1))
+    assert facts(f.dvr()) is None
     reports = m3u8.loads(f.live("720p")).rendition_reports
     assert [(r.uri, r.last_msn, r.last_part) for r in reports] == [("360p.m3u8", 2, 1)]
     assert f.ends == (PlaylistEnd("360p", 2, 1), PlaylistEnd("720p", 2, 1))

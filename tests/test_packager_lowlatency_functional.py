@@ -30,8 +30,8 @@ from camflow.events import (
     encode,
 )
 from camflow.hls.lowlatency import playlist_end
-from camflow.hls.rules import check_low_latency, check_media
-from camflow.keys import media_playlist_key, segment_key
+from camflow.hls.rules import check_low_latency, check_media, check_update
+from camflow.keys import dvr_playlist_key, media_playlist_key, segment_key
 from camflow.store import FileStore, Store
 from camflow.store.s3 import S3Location, S3Store
 from packager.service import Packager
@@ -140,3 +140,47 @@ async def test_ll_playlists_and_playlists_changed_through_the_bus_and_the_store(
     assert p95 < 1.0
     stats = rig.packager.stats
     assert stats.parents_early == 2 * (SEGMENTS - 1) and stats.parts_deleted > 0 and stats.publish_errors == 0
+
+
+async def test_a_restarted_packager_continues_the_ll_playlists_it_finds_in_the_store(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.start()
+
+    async def running(events: list[PartReady | SegmentReady]) -> Packager:
+        bus = LocalBus()
+        packager = Packager(bus, store, **defaults.packager(offline_grace=0.0))
+        stop = asyncio.Event()
+        task = asyncio.create_task(packager.run(stop))
+        await asyncio.wait_for(packager.ready.wait(), 10)
+        rig = Rig(bus, store, packager)
+        for ev in events:
+            await publish(rig, ev)
+        for _ in range(200):
+            if packager.stats.parts_listed + packager.stats.duplicates >= 2 * sum(
+                isinstance(e, PartReady) for e in events
+            ):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return packager
+
+    first: list[PartReady | SegmentReady] = [ready(EPOCH_A, 0), *(part(EPOCH_A, 1, i) for i in range(PARTS))]
+    first += [part(EPOCH_A, 2, i) for i in range(4)]  # seq 1 listed from its parts, seq 2 in progress
+    await running(first)
+    before = (await store.get(media_playlist_key(STREAM, "720p"))).decode()
+    assert playlist_end(before) == (2, 3)
+    # Delivered again from the last commit (here: the last two parts), then new events.
+    again: list[PartReady | SegmentReady] = [part(EPOCH_A, 2, 2), part(EPOCH_A, 2, 3), ready(EPOCH_A, 1)]
+    again += [*(part(EPOCH_A, 2, i) for i in range(4, PARTS)), part(EPOCH_A, 3, 0)]
+    second = await running(again)
+    after = (await store.get(media_playlist_key(STREAM, "720p"))).decode()
+    assert check_update(before, after) == [] and check_low_latency(after) == []
+    assert playlist_end(after) == (3, 0)
+    parsed = m3u8.loads(after)
+    assert [len(s.parts) for s in parsed.segments] == [0, PARTS, PARTS, 1]
+    dvr = m3u8.loads((await store.get(dvr_playlist_key(STREAM, "720p"))).decode())
+    assert [s.uri for s in dvr.segments] == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
+    assert second.stats.restored == 1 and second.stats.duplicates == 4  # 2 parts x 2 renditions
+    await store.close()

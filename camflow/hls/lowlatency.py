@@ -18,8 +18,10 @@ rest of the playlist. Written form of a low-latency playlist (version 9)::
     #EXT-X-RENDITION-REPORT:URI="720p.m3u8",LAST-MSN=12,LAST-PART=0
 
 For the edge's hot path (no model objects, as ``camflow.hls.scan``): ``playlist_end`` is where a
-playlist ends (the ``(msn, part)`` a blocking reload waits for) and ``delta`` the playlist as a
-delta update (``_HLS_skip=YES``: ``EXT-X-SKIP`` in place of the segments older than a bound).
+playlist ends (the ``(msn, part)`` a blocking reload waits for), ``facts`` that and the numbers
+a blocking answer is bounded by (PART-TARGET, TARGETDURATION, CAN-SKIP-UNTIL, the preload hint),
+and ``delta`` the playlist as a delta update (``_HLS_skip=YES``: ``EXT-X-SKIP`` in place of the
+segments older than a bound; camflow writes no EXT-X-DATERANGE, so ``_HLS_skip=v2`` is the same).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from camflow.hls.tags import (
     EXT_X_DISCONTINUITY,
     EXT_X_MAP,
     EXT_X_MEDIA_SEQUENCE,
+    EXT_X_TARGETDURATION,
     EXT_X_VERSION,
     EXTINF,
     SEGMENT_TAGS,
@@ -157,6 +160,43 @@ def _header_int(head: list[str], tag: str, default: int | None) -> int | None:
             except ValueError:
                 raise PlaylistError(f"{tag} {value!r} is not a decimal integer") from None
     return default
+
+
+@dataclass(frozen=True, slots=True)
+class LowLatencyFacts:
+    """What the edge needs of an LL media playlist; ``end`` as ``playlist_end``."""
+
+    part_target: float
+    target_duration: int | None
+    can_skip_until: float | None
+    preload_hint: str | None
+    end: tuple[int, int] | None
+
+
+def facts(text: str) -> LowLatencyFacts | None:
+    """The LL facts of a media playlist; None when it is not a low-latency one (no EXT-X-PART-INF).
+    PlaylistError when the text is not a media playlist."""
+    head, _, rest = _blocks(text)
+    part_inf = next((ln for ln in head if ln.startswith(EXT_X_PART_INF + ":")), None)
+    if part_inf is None:
+        return None
+    control = next((ln for ln in head if ln.startswith(EXT_X_SERVER_CONTROL + ":")), "")
+    hint = next((ln for ln in rest if ln.startswith(EXT_X_PRELOAD_HINT + ":")), None)
+    try:
+        part_target = float(attributes(part_inf.partition(":")[2])["PART-TARGET"])
+        skip = attributes(control.partition(":")[2]).get("CAN-SKIP-UNTIL")
+        can_skip = None if skip is None else float(skip)
+    except (KeyError, ValueError):
+        raise PlaylistError(
+            f"{part_inf!r} / {control!r}: expected PART-TARGET and CAN-SKIP-UNTIL seconds"
+        ) from None
+    return LowLatencyFacts(
+        part_target,
+        _header_int(head, EXT_X_TARGETDURATION, None),
+        can_skip,
+        None if hint is None else attributes(hint.partition(":")[2]).get("URI"),
+        playlist_end(text),
+    )
 
 
 def playlist_end(text: str) -> tuple[int, int] | None:
