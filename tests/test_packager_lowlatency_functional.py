@@ -7,11 +7,16 @@ from a part-ready taken off the bus to its playlists-changed published (median /
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
+import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import m3u8
@@ -26,6 +31,7 @@ from camflow.events import (
     PartReady,
     PlaylistsChanged,
     SegmentReady,
+    StreamState,
     decode,
     encode,
 )
@@ -35,9 +41,12 @@ from camflow.keys import dvr_playlist_key, media_playlist_key, segment_key
 from camflow.store import FileStore, Store
 from camflow.store.s3 import S3Location, S3Store
 from packager.service import Packager
+from packager.stream import PackagerStats, StreamPackager
 from tests import defaults, services
-from tests.test_packager import EPOCH_A, STREAM, ready
+from tests.process import make_clip
+from tests.test_packager import EPOCH_A, STREAM, offline, ready
 from tests.test_packager_lowlatency import PARTS, part
+from tests.test_pipeline_functional import ffprobe
 
 SEGMENTS = 8  # segment 0 from its segment-ready, then 1..7 from parts (80 parts), each segment-ready after
 
@@ -184,3 +193,81 @@ async def test_a_restarted_packager_continues_the_ll_playlists_it_finds_in_the_s
     assert [s.uri for s in dvr.segments] == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
     assert second.stats.restored == 1 and second.stats.duplicates == 4  # 2 parts x 2 renditions
     await store.close()
+
+
+def test_a_plain_hls_client_plays_the_ll_playlists(tmp_path: Path) -> None:
+    """ffmpeg's HLS demuxer knows no LL tag: the live and the ended LL playlist both play, by segments."""
+    clip = make_clip(tmp_path / "clip.mp4", 8, size="320x180")
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    subprocess.run(
+        [
+            *("ffmpeg", "-loglevel", "error", "-i", str(clip), "-c", "copy", "-f", "hls", "-hls_time", "2"),
+            *(
+                "-hls_segment_type",
+                "fmp4",
+                "-hls_list_size",
+                "0",
+                "-hls_segment_filename",
+                str(hls / "%d.m4s"),
+            ),
+            str(hls / "out.m3u8"),
+        ],
+        check=True,
+        timeout=60,
+    )
+    root = tmp_path / "store"
+    folder = root / "streams" / STREAM / EPOCH_A / "720p"
+    folder.mkdir(parents=True)
+    shutil.copy(hls / "init.mp4", folder / "init.mp4")
+    for n in range(4):
+        shutil.copy(hls / f"{n}.m4s", folder / f"{n:08d}.m4s")
+    sp = StreamPackager(
+        STREAM, live_window=60.0, gap_timeout=10.0, stats=PackagerStats(), target_duration=4, part_target=0.2
+    )
+    texts: dict[str, str] = {}
+
+    def send(*events: PartReady | SegmentReady | StreamState) -> str:
+        for ev in events:
+            if isinstance(ev, PartReady):
+                sp.on_part(ev, 0, 1.0)
+            elif isinstance(ev, SegmentReady):
+                sp.on_segment(ev, 0, 1.0)
+            else:
+                sp.on_state(ev, 0, 1.0)
+        texts.update(sp.take_output(1.0).writes)
+        text = texts[media_playlist_key(STREAM, "720p")]
+        (root / media_playlist_key(STREAM, "720p")).write_text(text)
+        return text
+
+    def one(seq: int) -> SegmentReady:
+        return ready(EPOCH_A, seq, names=("720p",))
+
+    def parts(seq: int, upto: int = PARTS) -> list[PartReady]:
+        return [part(EPOCH_A, seq, i, names=("720p",)) for i in range(upto)]
+
+    live = send(one(0), *parts(1), one(1), *parts(2), *parts(3, 3))
+    assert "#EXT-X-PRELOAD-HINT" in live and "#EXT-X-ENDLIST" not in live
+    ended = send(offline(EPOCH_A, 3), *parts(3)[3:], one(2), one(3))
+    assert "#EXT-X-PART:" in ended and "#EXT-X-ENDLIST" in ended
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{media_playlist_key(STREAM, '720p')}"
+        (root / "live.m3u8").write_text(live.replace(f"{EPOCH_A}/", f"streams/{STREAM}/{EPOCH_A}/"))
+        probe = ffprobe(f"http://127.0.0.1:{server.server_port}/live.m3u8")
+        assert probe["streams"] == [{"codec_name": "h264", "width": 320, "height": 180}]
+        out = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", url, "-map", "0:v", "-c", "copy", "-f", "framemd5", "-"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        frames = [ln for ln in out.stdout.splitlines() if ln and not ln.startswith("#")]
+        assert len(frames) == 4 * 60  # every segment of the ended LL playlist, none of its parts
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
