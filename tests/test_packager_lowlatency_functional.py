@@ -23,6 +23,7 @@ import m3u8
 import pytest
 
 from camflow.bus import Bus
+from camflow.bus.base import Following
 from camflow.bus.kafka import KafkaBus
 from camflow.bus.local import LocalBus
 from camflow.events import (
@@ -94,6 +95,7 @@ async def publish(rig: Rig, ev: PartReady | SegmentReady) -> None:
 
 
 async def test_ll_playlists_and_playlists_changed_through_the_bus_and_the_store(rig: Rig) -> None:
+    assert isinstance(rig.bus, Following)
     follower = await rig.bus.follow([TOPIC_PLAYLISTS])
     await asyncio.sleep(0.5)  # the follower is at the end before anything is published
     await publish(rig, ready(EPOCH_A, 0))
