@@ -219,8 +219,9 @@ class Packager:
             stream.on_part(event, token, self._clock())
         else:
             stream.on_state(event, token, self._clock())
-        if await self._flush(consumer, stream) and isinstance(event, PartReady):
-            self.part_latency.append(time.perf_counter() - taken)
+        published = await self._flush(consumer, stream)
+        if published is not None and isinstance(event, PartReady):
+            self.part_latency.append(published - taken)
 
     @property
     def streams(self) -> dict[str, StreamPackager]:
@@ -323,8 +324,8 @@ class Packager:
             return POLL_SECONDS
         return min(POLL_SECONDS, max(0.0, min(deadlines) - self._clock()))
 
-    async def _flush(self, consumer: Consumer, stream: StreamPackager) -> bool:
-        """Write what changed; True when a ``playlists-changed`` went out."""
+    async def _flush(self, consumer: Consumer, stream: StreamPackager) -> float | None:
+        """Write what changed; when a ``playlists-changed`` went out, then (``time.perf_counter``)."""
         out = stream.take_output(self._clock())
         await self._write_index(stream.stream, out.index)
         master = master_playlist_key(stream.stream)
@@ -340,9 +341,13 @@ class Packager:
         if (current := self._written.get(master)) and self._clock() - last >= MASTER_REFRESH_SECONDS:
             await self._put_playlist(master, current)
         self._unlisted.extend(out.unlisted)
-        published = False
-        if out.ends and any("/dvr/" not in k for k, _ in changed):
-            published = await self._publish_ends(stream.stream, out.ends)
+        published = None
+        if (
+            out.ends
+            and any("/dvr/" not in k for k, _ in changed)
+            and await self._publish_ends(stream.stream, out.ends)
+        ):
+            published = time.perf_counter()
         await self._commit(consumer, out.done)
         return published
 
