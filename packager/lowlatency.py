@@ -292,8 +292,9 @@ class StreamParts:
             self._unlisted.extend((now, self._prefix + p.uri) for p in rp.listed.pop(key))
         rp.early.intersection_update({(e.epoch, e.seq) for e in r.playlist.entries})
 
-    def low_latency(self, name: str) -> LowLatency | None:
-        """The LL tags of ``name``'s live playlist; None for a rendition that never had a part."""
+    def low_latency(self, name: str, others: list[str]) -> LowLatency | None:
+        """The LL tags of ``name``'s live playlist, reporting ``others`` (the master's renditions);
+        None for a rendition that never had a part."""
         rp, r = self.parts.get(name), self._playlists.get(name)
         if rp is None or r is None:
             return None
@@ -313,7 +314,7 @@ class StreamParts:
         elif pl.last is not None:
             hint = part_key(self.stream, pl.last.epoch, name, pl.last.seq + 1, 0)
         reports = []
-        for other in sorted(self._playlists):
+        for other in sorted(others):
             end = self.end(other)
             if other != name and end is not None:
                 msn, part = end

@@ -239,14 +239,14 @@ class StreamPackager:
         self._index, self._done = [], []
         live = set(self._dirty)
         if self._ll is not None and self._ll.changed:  # every LL playlist reports the others' ends
-            live |= self._ll.changed | set(self._ll.parts)
+            live |= {n for n in (*self._ll.changed, *self._ll.parts) if n in self._renditions}
             self._ll.changed.clear()
         for name in sorted(live):
             r = self._renditions[name]
             ll = None
             if self._ll is not None:
                 self._ll.prune(name, now)
-                ll = self._ll.low_latency(name)
+                ll = self._ll.low_latency(name, self._master.names())
             out.writes.append((media_playlist_key(self.stream, name), r.playlist.render(ll)))
             if r.dvr is not None and name in self._dirty:
                 out.writes.append((dvr_playlist_key(self.stream, name), r.dvr.render()))
@@ -254,7 +254,7 @@ class StreamPackager:
         if self._ll is not None:
             out.unlisted = self._ll.take_unlisted()
             if live:
-                out.ends = self._ll.ends(sorted(self._renditions))
+                out.ends = self._ll.ends(sorted(self._master.names()))
         if self._master.variants:
             text = self._master.render()
             if text != self._master_text:

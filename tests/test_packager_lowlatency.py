@@ -319,3 +319,33 @@ def test_the_stored_part_keys_are_the_contracts() -> None:
     sp.on_part(replace(ev, renditions=(replace(ev.renditions[0], key="streams/cam1/x.m4s"),)), 7, 0.0)
     assert sp.stats.rejected == 1
     assert sp.take_output().done == [7]
+
+
+def test_parts_of_a_rendition_no_segment_names_wait_bounded_and_are_deleted() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))
+    for i in range(PARTS):
+        ev = part(EPOCH_A, 1, i)
+        ghost = replace(ev.renditions[1], name="ghost", key=part_key(STREAM, EPOCH_A, "ghost", 1, i))
+        f.send(replace(ev, renditions=(ev.renditions[0], ghost)))
+    f.segment_parts(EPOCH_A, 2, 1)
+    for seq in range(2, 9):
+        f.segment_parts(EPOCH_A, seq)
+    text = checked(f.live())
+    assert "ghost" not in text and "ghost" not in f.texts[master_playlist_key(STREAM)]
+    assert part_key(STREAM, EPOCH_A, "ghost", 1, 0) not in f.unlisted  # 10 wait, under the bound
+    for seq in range(9, 20):
+        f.send(
+            *(
+                replace(
+                    p,
+                    renditions=(
+                        replace(
+                            p.renditions[0], name="ghost", key=part_key(STREAM, EPOCH_A, "ghost", seq, p.part)
+                        ),
+                    ),
+                )
+                for p in (part(EPOCH_A, seq, i) for i in range(PARTS))
+            )
+        )
+    assert part_key(STREAM, EPOCH_A, "ghost", 1, 0) in f.unlisted  # beyond the bound: dropped, deleted
