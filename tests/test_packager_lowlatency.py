@@ -349,3 +349,24 @@ def test_parts_of_a_rendition_no_segment_names_wait_bounded_and_are_deleted() ->
             )
         )
     assert part_key(STREAM, EPOCH_A, "ghost", 1, 0) in f.unlisted  # beyond the bound: dropped, deleted
+
+
+def test_the_rules_catch_what_a_player_cannot_live_with() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_A, 1)
+    f.send(part(EPOCH_A, 2, 0), part(EPOCH_A, 2, 1))
+    good = checked(f.live())
+    uri = f"{EPOCH_A}/720p/00000001.003.m4s"
+    long_part = good.replace(f'DURATION=0.200,URI="{uri}"', f'DURATION=0.250,URI="{uri}"')
+    assert [v.rule for v in check_low_latency(long_part)] == ["part", "part"]  # above PART-TARGET; sum
+    short = good.replace(
+        'DURATION=0.200,URI="20261121T101500000Z/720p/00000001.004.m4s"', 'DURATION=0.100,URI="y"'
+    )
+    assert any("85 %" in v.detail for v in check_low_latency(short))
+    no_hint = "\n".join(ln for ln in good.splitlines() if "PRELOAD-HINT" not in ln) + "\n"
+    assert [v.rule for v in check_low_latency(no_hint)] == ["preload-hint"]
+    listed_hint = good.replace("00000002.002.m4s", "00000002.001.m4s")
+    assert [v.rule for v in check_low_latency(listed_hint)] == ["preload-hint"]
+    holdback = good.replace("PART-HOLD-BACK=0.600", "PART-HOLD-BACK=0.300")
+    assert [v.rule for v in check_low_latency(holdback)] == ["server-control"]

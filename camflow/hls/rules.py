@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from camflow.hls.errors import PlaylistError
-from camflow.hls.lowlatency import EXT_X_PART_INF, LL_VERSION, PARTS_KEPT_TARGETS
+from camflow.hls.lowlatency import EXT_X_PART_INF, EXT_X_SERVER_CONTROL, LL_VERSION, PARTS_KEPT_TARGETS
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.scan import scan_media
 from camflow.hls.tags import (
@@ -139,6 +139,9 @@ def check_master(text: str) -> list[Violation]:
     return out
 
 
+SHORT_PART = 0.85  # of PART-TARGET: a shorter part must be INDEPENDENT or its segment's last
+
+
 def check_low_latency(text: str) -> list[Violation]:
     """RFC 8216bis rules of a low-latency media playlist (what a blocking LL player relies on)."""
     try:
@@ -150,8 +153,13 @@ def check_low_latency(text: str) -> list[Violation]:
         return [Violation("part-inf", "no EXT-X-PART-INF")]
     out: list[Violation] = []
     target = pl.target_duration
-    if ll.part_hold_back < 2 * ll.part_target:
-        out.append(Violation("server-control", f"PART-HOLD-BACK {ll.part_hold_back} < 2 x PART-TARGET"))
+    control = next((ln for ln in text.splitlines() if ln.startswith(EXT_X_SERVER_CONTROL + ":")), "")
+    server = attributes(control.partition(":")[2])
+    if server.get("CAN-BLOCK-RELOAD") != "YES":
+        out.append(Violation("server-control", f"{control!r} lacks CAN-BLOCK-RELOAD=YES"))
+    hold_back = float(server.get("PART-HOLD-BACK") or 0)
+    if hold_back < 2 * ll.part_target:
+        out.append(Violation("server-control", f"PART-HOLD-BACK {hold_back} < 2 x PART-TARGET"))
     if ll.can_skip_until < 6 * target:
         out.append(Violation("server-control", f"CAN-SKIP-UNTIL {ll.can_skip_until} < 6 x TARGETDURATION"))
     first, count = pl.media_sequence + ll.skipped, len(pl.segments)
@@ -166,9 +174,13 @@ def check_low_latency(text: str) -> list[Violation]:
         if not 0 <= i <= count:
             out.append(Violation("part", f"parts of msn {msn}, which is not in the playlist"))
             continue
-        for p in parts:
+        for k, p in enumerate(parts):
             if p.duration > limit:
                 out.append(Violation("part", f"{p.uri} of {p.duration} s is above PART-TARGET {limit}"))
+            # Apple's rule: at least 85 % of PART-TARGET, but for INDEPENDENT parts and a segment's last
+            # (the last listed of the segment in progress may turn out to be its last).
+            if p.duration < SHORT_PART * limit and not p.independent and k < len(parts) - 1:
+                out.append(Violation("part", f"{p.uri} of {p.duration} s is below 85 % of PART-TARGET"))
         if parts and not parts[0].independent:
             out.append(Violation("part", f"the first part of msn {msn} ({parts[0].uri}) is not INDEPENDENT"))
         if i < count:
