@@ -41,6 +41,7 @@ from camflow.hls.rules import check_low_latency, check_media, check_update
 from camflow.keys import dvr_playlist_key, media_playlist_key, segment_key
 from camflow.store import FileStore, Store
 from camflow.store.s3 import S3Location, S3Store
+from packager.health import PackagerHealth
 from packager.service import Packager
 from packager.stream import PackagerStats, StreamPackager
 from tests import defaults, services
@@ -151,6 +152,12 @@ async def test_ll_playlists_and_playlists_changed_through_the_bus_and_the_store(
     assert p95 < 1.0
     stats = rig.packager.stats
     assert stats.parents_early == 2 * (SEGMENTS - 1) and stats.parts_deleted > 0 and stats.publish_errors == 0
+    parts = {
+        labels: v
+        for name, labels, v in PackagerHealth(rig.packager).samples()
+        if name == "camflow_packager_parts"
+    }
+    assert parts[("listed",)] == 2 * (SEGMENTS - 1) * PARTS + 2 and parts[("deleted",)] == stats.parts_deleted
 
 
 async def test_a_restarted_packager_continues_the_ll_playlists_it_finds_in_the_store(tmp_path: Path) -> None:
