@@ -156,7 +156,7 @@ class StreamParts:
             if cur is None or cur.epoch != epoch:
                 continue
             if cur.seq <= last_seq:
-                self._complete(name, rp)
+                self._complete(name, rp, now)
             else:
                 self._abandon(name, rp, now, "segment after the epoch's last_seq")
 
@@ -179,7 +179,7 @@ class StreamParts:
         here = (ev.epoch, ev.seq)
         cur = rp.current
         if cur is not None and here > (cur.epoch, cur.seq):
-            self._complete(name, rp)  # a later segment started: the one in progress is complete
+            self._complete(name, rp, now)  # a later segment started: the one in progress is complete
         elif cur is not None and here == (cur.epoch, cur.seq):
             if ev.part < len(cur.parts):
                 self._stats.duplicates += 1  # re-delivered: listed already
@@ -228,11 +228,16 @@ class StreamParts:
         self._abandon(name, rp, now, why)
         return True
 
-    def _complete(self, name: str, rp: RenditionParts) -> None:
-        cur, rp.current = rp.current, None
-        r = self._playlists[name]
+    def _complete(self, name: str, rp: RenditionParts, now: float) -> None:
+        cur, r = rp.current, self._playlists[name]
         if cur is None or not cur.parts:
+            rp.current = None
             return
+        last = r.playlist.last
+        if r.playlist.ended or last is None or (last.epoch, last.seq + 1) != (cur.epoch, cur.seq):
+            self._abandon(name, rp, now, "the playlist no longer ends with the segment before it")
+            return
+        rp.current = None
         entry = PlaylistEntry(
             cur.epoch,
             cur.seq,

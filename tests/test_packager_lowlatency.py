@@ -370,3 +370,19 @@ def test_the_rules_catch_what_a_player_cannot_live_with() -> None:
     assert [v.rule for v in check_low_latency(listed_hint)] == ["preload-hint"]
     holdback = good.replace("PART-HOLD-BACK=0.600", "PART-HOLD-BACK=0.300")
     assert [v.rule for v in check_low_latency(holdback)] == ["server-control"]
+
+
+def test_a_segment_ready_before_the_next_segments_parts_lists_the_parent_with_its_parts() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_A, 1)
+    f.send(ready(EPOCH_A, 1))  # a fast transcode (the source copy): before part 0 of seq 2
+    text = checked(f.live())
+    assert segment_uris(text) == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
+    assert len(m3u8.loads(text).segments[1].parts) == PARTS and in_progress(text) == []
+    assert m3u8.loads(text).preload_hint.uri == f"{EPOCH_A}/720p/00000002.000.m4s"
+    assert f.ends == (PlaylistEnd("360p", 1, -1), PlaylistEnd("720p", 1, -1))
+    assert f.sp.stats.parents_early == 0
+    f.segment_parts(EPOCH_A, 2, 2)
+    assert in_progress(checked(f.live())) == [f"{EPOCH_A}/720p/00000002.{i:03d}.m4s" for i in range(2)]
+    assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
