@@ -181,6 +181,9 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
         "gauge", "Now minus the wall-clock end of the newest segment in the live playlist", ("stream",)
     ),
     "camflow_packager_segments": CallbackMetric("counter", "Segments appended to live playlists"),
+    "camflow_packager_parts": CallbackMetric(
+        "counter", "Low-latency parts listed in live playlists, dropped (never listed), deleted", ("result",)
+    ),
     "camflow_store_up": CallbackMetric(
         "gauge", "0 while the store is unavailable to the service's calls (an outage), else 1", ("service",)
     ),

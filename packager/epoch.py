@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from camflow.events import SegmentReady
+from camflow.events import PartReady, SegmentReady
 from camflow.keys import is_epoch, is_rendition, is_safe_key
 
 
@@ -35,8 +35,8 @@ class Epoch:
         return self.last_seq is not None and self.next_seq > self.last_seq
 
 
-def segment_problem(ev: SegmentReady, prefix: str) -> str | None:
-    """Why ``ev`` cannot be packaged (a reason for the log), or None when it can."""
+def segment_problem(ev: SegmentReady | PartReady, prefix: str) -> str | None:
+    """Why ``ev`` (a segment, or a part) cannot be packaged (a reason for the log), or None when it can."""
     if not is_epoch(ev.epoch):
         return "epoch is not of the form YYYYMMDDTHHMMSSmmmZ"
     if ev.seq < 0 or ev.duration <= 0 or ev.timescale <= 0:

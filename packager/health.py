@@ -59,6 +59,10 @@ class PackagerHealth:
     def samples(self) -> Iterator[Sample]:
         """Ages and counters (a ``camflow.metrics`` source)."""
         yield "camflow_packager_segments", (), float(self.packager.stats.segments_appended)
+        stats = self.packager.stats
+        for result, count in (("listed", stats.parts_listed), ("dropped", stats.parts_dropped)):
+            yield "camflow_packager_parts", (result,), float(count)
+        yield "camflow_packager_parts", ("deleted",), float(stats.parts_deleted)
         yield from self.packager.store_outage.samples()
         for stream, playlist_age, edge_age in self._recent(time.time()):
             yield "camflow_packager_playlist_age_seconds", (stream,), round(playlist_age, 3)

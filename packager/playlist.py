@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from camflow.hls.errors import PlaylistError
+from camflow.hls.lowlatency import LowLatency
 from camflow.hls.master import AudioRendition, Variant, render_master
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.tags import rounded
@@ -133,13 +134,14 @@ class LivePlaylist:
         """No more entries will follow (EXT-X-ENDLIST); a later entry starts a new presentation."""
         self.ended = True
 
-    def render(self) -> str:
+    def render(self, low_latency: LowLatency | None = None) -> str:
         return MediaPlaylist(
             self.target_duration,
             tuple(self._entries),  # a PlaylistEntry is a SegmentLike
             self.media_sequence,
             self.discontinuity_sequence,
             ended=self.ended,
+            low_latency=low_latency,
         ).render()
 
     @classmethod

@@ -84,7 +84,10 @@ def restore_playlists(
     firsts: list[int] = []
     lagging = False  # a rendition whose playlist has not reached this epoch at all
     for name, r in renditions.items():
-        seqs = [e.seq for e in r.playlist.entries if e.epoch == newest]
+        # The DVR playlist follows the segment path only (the live one may list segments from their
+        # low-latency parts before their segment-ready): it says which segments were taken.
+        done = r.dvr if r.dvr is not None and r.dvr.last is not None else r.playlist
+        seqs = [e.seq for e in done.entries if e.epoch == newest]
         if seqs:
             reached.append(name)
             after.append(seqs[-1] + 1)

@@ -24,6 +24,15 @@ committing what was not written. While a stream waits for a missing segment, the
 at the store every ``STORE_PROBE_SECONDS`` and before it declares a gap: a segment held up in a
 transcoder by an outage is not declared a gap; its gap timeout starts again once the store is
 back (plus the longest pause of the transcoder's retry policy).
+
+Low latency (``part_target`` set): ``part-ready`` events (on ``camflow.segments.ready``, in one
+order with the stream's segments) go to the stream's parts (``packager.lowlatency``). A flush
+writes the changed playlists of a stream concurrently (media and DVR, then the master), then
+publishes ``playlists-changed`` (``camflow.playlists``, key=stream) with where each live playlist
+ends, so edges wake the players blocked on them; ``part_latency`` keeps the seconds from a
+part-ready taken off the bus to that event. Part objects that left the live playlists are
+deleted ``PART_LINGER_SECONDS`` later (a player that loaded the playlist before may still fetch
+them); recorded segments are untouched (retention's business).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import asyncio
 import functools
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
@@ -40,7 +50,18 @@ from camflow.bus import Bus, CommitTracker, Consumer, Message
 from camflow.bus.base import Rebalancing
 from camflow.bus.dead import DeadLetters
 from camflow.errors import EventDecodeError, NotFound, StoreRetryStopped
-from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, decode
+from camflow.events import (
+    TOPIC_PLAYLISTS,
+    TOPIC_READY,
+    TOPIC_STREAMS,
+    PartReady,
+    PlaylistEnd,
+    PlaylistsChanged,
+    SegmentReady,
+    StreamState,
+    decode,
+    encode,
+)
 from camflow.hls.errors import PlaylistError
 from camflow.hls.master import parse_master, parse_master_audio
 from camflow.keys import dvr_playlist_key, is_stream_name, master_playlist_key, media_playlist_key
@@ -62,6 +83,9 @@ POLL_SECONDS = 0.5
 MASTER_REFRESH_SECONDS = 3600.0
 CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket and a late one)
 STORE_PROBE_SECONDS = 1.0  # while a stream waits for a missing segment, how often the store is looked at
+PART_LINGER_SECONDS = 30.0  # a part object out of the live playlists is deleted this long after
+PART_DELETES = 64  # part objects deleted at once (concurrently), per pass of the loop
+LATENCIES_KEPT = 4096  # part-ready to playlists-changed times kept for the figures
 
 
 class Packager:
@@ -83,6 +107,7 @@ class Packager:
         retain: float | None,
         retain_streams: dict[str, float],
         retention_interval: float,
+        part_target: float | None,
         gap_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -94,6 +119,10 @@ class Packager:
         self._target = target_duration
         self._grace = offline_grace
         self._dvr_window = dvr_window
+        self._part_target = part_target
+        self.part_linger = PART_LINGER_SECONDS
+        self._unlisted: deque[tuple[float, str]] = deque()  # part keys to delete, oldest first
+        self.part_latency: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self._chunks: dict[str, dict[tuple[str, int], IndexChunk]] = {}
         self.retention = Retention(self._store, retain=retain, per_stream=retain_streams or {})
         self._retention_interval = retention_interval
@@ -131,6 +160,7 @@ class Packager:
             target_duration=self._target,
             offline_grace=self._grace,
             dvr_window=self._dvr_window,
+            part_target=self._part_target,
         )
         try:
             while not stop.is_set():
@@ -140,6 +170,7 @@ class Packager:
                     await self._handle(consumer, msg)
                 await self._tick(consumer)
                 await self._sweep(consumer)
+                await self._delete_parts()
         except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
             self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
@@ -163,6 +194,7 @@ class Packager:
         self._tracker.clear()
 
     async def _handle(self, consumer: Consumer, msg: Message) -> None:
+        taken = time.perf_counter()
         token = self._tracker.track(msg)
         try:
             event = decode(msg.value)
@@ -171,7 +203,7 @@ class Packager:
             await self.dead_letters.undecodable(msg, exc)  # before the commit, retried until sent
             await self._commit(consumer, [token])
             return
-        if not isinstance(event, SegmentReady | StreamState) or not is_stream_name(event.stream):
+        if not isinstance(event, SegmentReady | StreamState | PartReady) or not is_stream_name(event.stream):
             self.stats.rejected += 1
             await self.dead_letters.rejected(msg, f"a {event.TYPE} event of stream {event.stream!r}")
             await self._commit(consumer, [token])
@@ -181,9 +213,15 @@ class Packager:
             end = event.wall_clock + event.duration_s
             self.live_edge[event.stream] = max(end, self.live_edge.get(event.stream, end))
             stream.on_segment(event, token, self._clock())
+        elif isinstance(event, PartReady):
+            end = event.wall_clock + event.duration_s
+            self.live_edge[event.stream] = max(end, self.live_edge.get(event.stream, end))
+            stream.on_part(event, token, self._clock())
         else:
             stream.on_state(event, token, self._clock())
-        await self._flush(consumer, stream)
+        published = await self._flush(consumer, stream)
+        if published is not None and isinstance(event, PartReady):
+            self.part_latency.append(published - taken)
 
     @property
     def streams(self) -> dict[str, StreamPackager]:
@@ -198,6 +236,7 @@ class Packager:
             target_duration=self._target,
             offline_grace=self._grace,
             dvr_window=self._dvr_window,
+            part_target=self._part_target,
         )
 
     async def _open(self, name: str) -> StreamPackager:
@@ -285,19 +324,55 @@ class Packager:
             return POLL_SECONDS
         return min(POLL_SECONDS, max(0.0, min(deadlines) - self._clock()))
 
-    async def _flush(self, consumer: Consumer, stream: StreamPackager) -> None:
-        out = stream.take_output()
+    async def _flush(self, consumer: Consumer, stream: StreamPackager) -> float | None:
+        """Write what changed; when a ``playlists-changed`` went out, then (``time.perf_counter``)."""
+        out = stream.take_output(self._clock())
         await self._write_index(stream.stream, out.index)
-        for key, text in out.writes:
-            if self._written.get(key) == text:
-                continue
-            await self._put_playlist(key, text)
-            self.playlists_written[stream.stream] = time.time()
         master = master_playlist_key(stream.stream)
+        changed = [(k, t) for k, t in out.writes if k != master and self._written.get(k) != t]
+        if changed:  # the renditions' playlists at once, then the master that names them
+            await asyncio.gather(*(self._put_playlist(k, t) for k, t in changed))
+            self.playlists_written[stream.stream] = time.time()
+        text = next((t for k, t in out.writes if k == master), None)
+        if text is not None and self._written.get(master) != text:
+            await self._put_playlist(master, text)
+            self.playlists_written[stream.stream] = time.time()
         last = self._written_at.get(master, -math.inf)
         if (current := self._written.get(master)) and self._clock() - last >= MASTER_REFRESH_SECONDS:
             await self._put_playlist(master, current)
+        self._unlisted.extend(out.unlisted)
+        published = None
+        if (
+            out.ends
+            and any("/dvr/" not in k for k, _ in changed)
+            and await self._publish_ends(stream.stream, out.ends)
+        ):
+            published = time.perf_counter()
         await self._commit(consumer, out.done)
+        return published
+
+    async def _publish_ends(self, stream: str, ends: tuple[PlaylistEnd, ...]) -> bool:
+        event = PlaylistsChanged(stream, ends, time.time())
+        try:
+            await self._bus.publish(TOPIC_PLAYLISTS, stream, encode(event))
+        except StoreRetryStopped:
+            raise
+        except Exception as exc:  # the playlists are written: edges see them on their next reload
+            self.stats.publish_errors += 1
+            if self.stats.publish_errors == 1 or self.stats.publish_errors % 100 == 0:
+                self._log.warning("playlists-changed not published", stream_id=stream, error=repr(exc))
+            return False
+        return True
+
+    async def _delete_parts(self) -> None:
+        """Part objects out of every live playlist for ``part_linger`` seconds (at most ``PART_DELETES``)."""
+        due = self._clock() - self.part_linger
+        keys: list[str] = []
+        while self._unlisted and self._unlisted[0][0] <= due and len(keys) < PART_DELETES:
+            keys.append(self._unlisted.popleft()[1])
+        if keys:
+            await asyncio.gather(*(self._store.delete(k) for k in keys))
+            self.stats.parts_deleted += len(keys)
 
     async def _put_playlist(self, key: str, text: str) -> None:
         await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)

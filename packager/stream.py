@@ -44,6 +44,10 @@ Policy, in the order a stream lives it:
   re-delivered event completes only the ones that lack it (``restore``).
 - Every appended segment is also handed out for the recording index (``Output.index``),
   which the service writes before the playlists.
+- Low latency (``part_target`` set): parts (``on_part``) extend the live playlists at their end
+  and list a segment there before its segment-ready (``packager.lowlatency``); the segment path
+  then appends it to the DVR playlist and the index only. The live and DVR playlists are
+  therefore written apart (``_dirty``: both, ``_ll.changed``: the live one).
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from camflow.events import SegmentReady, StreamState, StreamStateKind
+from camflow.events import PartReady, SegmentReady, StreamState, StreamStateKind
 from camflow.hls.master import AudioRendition, Variant
+from camflow.hls.media import MediaPlaylist
 from camflow.hls.tags import AUDIO_GROUP
 from camflow.keys import (
     dvr_playlist_key,
@@ -65,6 +70,7 @@ from camflow.keys import (
 from camflow.log import get_logger
 from camflow.recordings import RecordedRendition, RecordedSegment
 from packager.epoch import Epoch, Waiting, segment_problem
+from packager.lowlatency import StreamParts, part_problem
 from packager.output import IndexAppend, Output, PackagerStats
 from packager.playlist import DEFAULT_TARGET, LivePlaylist, MasterPlaylist, PlaylistEntry
 from packager.restore import RenditionPlaylists, restore_playlists
@@ -83,6 +89,7 @@ class StreamPackager:
         target_duration: int = DEFAULT_TARGET,
         offline_grace: float = 0.0,
         dvr_window: float = 0.0,
+        part_target: float | None = None,
     ) -> None:
         self.stream = stream
         self.stats = stats
@@ -104,6 +111,17 @@ class StreamPackager:
         self._dirty: set[str] = set()
         self._done: list[int] = []
         self._log: Any = get_logger("packager", stream_id=stream)
+        self._now = 0.0  # of the event in hand, for the low-latency state
+        self._ll: StreamParts | None = None
+        if part_target is not None:
+            self._ll = StreamParts(
+                stream,
+                self._renditions,
+                part_target=part_target,
+                target=target_duration,
+                stats=stats,
+                log=self._log,
+            )
 
     # -- events in -----------------------------------------------------------------------------
 
@@ -133,6 +151,20 @@ class StreamPackager:
         ep.pending[ev.seq] = Waiting(ev, token)
         self._advance(now)
 
+    def on_part(self, ev: PartReady, token: int, now: float) -> None:
+        self._done.append(token)
+        if self._ll is None:
+            self.stats.parts_ignored += 1
+            return
+        problem = part_problem(ev, self._prefix)
+        if problem is None and self._stale(ev.epoch):
+            problem = "epoch is older than the one being packaged"
+        if problem is not None:
+            self.stats.rejected += 1
+            self._log.warning("part rejected", epoch=ev.epoch, seq=ev.seq, part=ev.part, reason=problem)
+            return
+        self._ll.on_part(ev, now)
+
     def on_state(self, ev: StreamState, token: int, now: float) -> None:
         if ev.state is not StreamStateKind.OFFLINE:
             self._log.debug("stream state", epoch=ev.epoch, state=ev.state.value)
@@ -152,6 +184,8 @@ class StreamPackager:
             self._done.append(ep.pending.pop(seq).token)
         ep.offline_tokens.append(token)
         self._log.info("stream offline", epoch=ev.epoch, last_seq=ep.last_seq, reason=ev.reason)
+        if self._ll is not None:
+            self._ll.end_epoch(ev.epoch, ep.last_seq, now)
         self._advance(now)
 
     def deadline(self) -> float | None:
@@ -200,15 +234,27 @@ class StreamPackager:
             ep.last_seq = ep.next_seq - 1
             self._log.warning("epoch abandoned", epoch=ep.name, last_seq=ep.last_seq, lost=lost)
 
-    def take_output(self) -> Output:
+    def take_output(self, now: float = 0.0) -> Output:
         out = Output(index=self._index, done=self._done)
         self._index, self._done = [], []
-        for name in sorted(self._dirty):
+        live = set(self._dirty)
+        if self._ll is not None and self._ll.changed:  # every LL playlist reports the others' ends
+            live |= {n for n in (*self._ll.changed, *self._ll.parts) if n in self._renditions}
+            self._ll.changed.clear()
+        for name in sorted(live):
             r = self._renditions[name]
-            out.writes.append((media_playlist_key(self.stream, name), r.playlist.render()))
-            if r.dvr is not None:
+            ll = None
+            if self._ll is not None:
+                self._ll.prune(name, now)
+                ll = self._ll.low_latency(name, self._master.names())
+            out.writes.append((media_playlist_key(self.stream, name), r.playlist.render(ll)))
+            if r.dvr is not None and name in self._dirty:
                 out.writes.append((dvr_playlist_key(self.stream, name), r.dvr.render()))
         self._dirty.clear()
+        if self._ll is not None:
+            out.unlisted = self._ll.take_unlisted()
+            if live:
+                out.ends = self._ll.ends(sorted(self._master.names()))
         if self._master.variants:
             text = self._master.render()
             if text != self._master_text:
@@ -245,9 +291,15 @@ class StreamPackager:
         )
         if resume is None:
             return
+        next_seq = resume.next_seq
+        if self._ll is not None:
+            for name, text in media.items():
+                self._ll.restore(name, MediaPlaylist.parse(text))
+            if self._dvr_window <= 0:  # segments listed from parts may wait for their segment-ready
+                next_seq = min([next_seq, *self._ll.restored_early(resume.epoch)])
         ep = self._current = self._epoch(resume.epoch)
         ep.renditions.extend(resume.renditions)
-        ep.next_seq = resume.next_seq
+        ep.next_seq = next_seq
         ep.appended = 1
         self._ended = resume.ended
         if self._ended:
@@ -259,6 +311,7 @@ class StreamPackager:
     # -- the reorder buffer --------------------------------------------------------------------
 
     def _advance(self, now: float) -> None:
+        self._now = now
         while True:
             ep = self._current
             if ep is None:
@@ -336,7 +389,9 @@ class StreamPackager:
             if ref.name not in ep.renditions:
                 ep.renditions.append(ref.name)
             r.map_uri = ref.init_key[len(self._prefix) :]
-            if r.playlist.holds(ev.epoch, ev.seq):
+            to_live, to_dvr = self._lacks(r, ev.epoch, ev.seq)
+            early = self._ll is not None and self._ll.listed_early(ref.name, ev.epoch, ev.seq)
+            if not (to_live or to_dvr or early):
                 continue  # re-delivered after a restart: this rendition has it already
             entry = PlaylistEntry(
                 ev.epoch,
@@ -348,9 +403,9 @@ class StreamPackager:
                 discontinuity=self._starts_epoch(r, ev.epoch) or ev.discontinuity,
             )
             if overlong:
-                self._add_pieces(r, ref.name, entry)
+                self._add_pieces(r, ref.name, entry, live=to_live, dvr=to_dvr)
             else:
-                self._add(r, ref.name, entry)
+                self._add(r, ref.name, entry, live=to_live, dvr=to_dvr)
             r.peak = max(r.peak, ref.bandwidth)
             r.bits += ref.bandwidth * ev.duration_s
             r.seconds += ev.duration_s
@@ -377,7 +432,7 @@ class StreamPackager:
                 ),
             )
         for name in ep.renditions:
-            if name not in names and not self._renditions[name].playlist.holds(ev.epoch, ev.seq):
+            if name not in names:
                 self._add_gap(name, ev.epoch, ev.seq, ev.duration_s, ev.wall_clock)
         self._index.append(
             IndexAppend(
@@ -411,16 +466,25 @@ class StreamPackager:
 
     def _add_gap(self, name: str, epoch: str, seq: int, duration: float, pdt: float) -> None:
         r = self._renditions[name]
+        live, dvr = self._lacks(r, epoch, seq)
+        if not (live or dvr):
+            return
         uri = segment_key(self.stream, epoch, name, seq)[len(self._prefix) :]
         entry = PlaylistEntry(
             epoch, seq, duration, uri, r.map_uri, pdt, self._starts_epoch(r, epoch), gap=True
         )
         if r.playlist.fits(duration):
-            self._add(r, name, entry)
+            self._add(r, name, entry, live=live, dvr=dvr)
         else:
-            self._add_pieces(r, name, entry)
+            self._add_pieces(r, name, entry, live=live, dvr=dvr)
 
-    def _add_pieces(self, r: RenditionPlaylists, name: str, entry: PlaylistEntry) -> None:
+    def _lacks(self, r: RenditionPlaylists, epoch: str, seq: int) -> tuple[bool, bool]:
+        """Whether the live and the DVR playlist still lack segment ``seq`` of ``epoch``."""
+        return not r.playlist.holds(epoch, seq), r.dvr is not None and not r.dvr.holds(epoch, seq)
+
+    def _add_pieces(
+        self, r: RenditionPlaylists, name: str, entry: PlaylistEntry, *, live: bool, dvr: bool
+    ) -> None:
         """``entry``'s time as EXT-X-GAP entries of at most the target duration each."""
         count = math.ceil(entry.duration / r.playlist.target_duration)
         each = entry.duration / count
@@ -437,13 +501,16 @@ class StreamPackager:
                 entry.discontinuity and i == 0,
                 True,
             )
-            self._add(r, name, piece)
+            self._add(r, name, piece, live=live, dvr=dvr)
 
-    def _add(self, r: RenditionPlaylists, name: str, entry: PlaylistEntry) -> None:
-        r.playlist.append(entry)
-        if r.dvr is not None:
+    def _add(self, r: RenditionPlaylists, name: str, entry: PlaylistEntry, *, live: bool, dvr: bool) -> None:
+        if live:
+            r.playlist.append(entry)
+        if dvr and r.dvr is not None:
             r.dvr.append(entry)
         self._dirty.add(name)
+        if self._ll is not None:
+            self._ll.after_append(name, entry.epoch, entry.seq, entry.gap, self._now)
 
     def _end(self) -> None:
         if self._ended:

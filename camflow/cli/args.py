@@ -22,6 +22,7 @@ from camflow.tokens import Action
 
 DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
+PART_SECONDS = 0.2  # --part-duration: low-latency HLS parts (PART-TARGET)
 RTSP_PORT = 8554
 RTSPS_PORT = 8322
 HTTP_PORT = 8080
@@ -275,6 +276,35 @@ def _add_package(p: argparse.ArgumentParser) -> None:
     )
 
 
+def part_duration(text: str) -> float:
+    """``--part-duration``: seconds, 0.1 to 1.0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"part duration {text!r}: expected seconds from 0.1 to 1.0, e.g. 0.2"
+        )
+    return value
+
+
+def _add_package_low_latency(p: argparse.ArgumentParser) -> None:
+    """The packager's low-latency flags on `camflow package` (`run` gets them from the ingest's)."""
+    p.add_argument(
+        "--part-duration",
+        type=part_duration,
+        default=PART_SECONDS,
+        help="PART-TARGET of low-latency playlists, seconds 0.1..1.0, as ingest cuts them "
+        f"(default {PART_SECONDS})",
+    )
+    p.add_argument(
+        "--no-low-latency",
+        action="store_true",
+        help="plain HLS playlists: part-ready events are ignored (default: low-latency HLS)",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     p.add_argument(
@@ -397,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(package)
     _add_backends(package)
     _add_package(package)
+    _add_package_low_latency(package)
 
     edge = sub.add_parser("edge", help="the HLS edge alone")
     _add_common(edge)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from camflow.cli.args import SEGMENT_SECONDS
+from camflow.cli.args import PART_SECONDS, SEGMENT_SECONDS
 from camflow.errors import ConfigError
 from camflow.limits import ConnectionLimits
 
@@ -39,8 +39,10 @@ def transcoder_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def packager_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``Packager``'s keywords. The target duration, unless given, is twice the segment duration
-    rounded up (``camflow package``, which cuts no segments, assumes the default one)."""
+    rounded up (``camflow package``, which cuts no segments, assumes the default one). Low latency:
+    PART-TARGET is ``--part-duration`` (ingest's flag on ``run``), None with ``--no-low-latency``."""
     segment = getattr(args, "segment_duration", SEGMENT_SECONDS)
+    low_latency = not getattr(args, "no_low_latency", False)
     return {
         "live_window": args.live_window,
         "target_duration": args.target_duration or math.ceil(2 * segment),
@@ -49,6 +51,7 @@ def packager_settings(args: argparse.Namespace) -> dict[str, Any]:
         "retain": args.retain,
         "retain_streams": dict(args.retain_stream or []),
         "retention_interval": args.retention_interval,
+        "part_target": getattr(args, "part_duration", PART_SECONDS) if low_latency else None,
     }
 
 

@@ -1,7 +1,8 @@
 """RFC 8216 rules camflow's playlists keep, checked on written text: a list of violations, empty when clean.
 
 ``check_media`` looks at one media playlist; ``check_update`` at two successive renders
-of the same playlist (what a client sees when it reloads); ``check_master`` at a master.
+of the same playlist (what a client sees when it reloads); ``check_master`` at a master;
+``check_low_latency`` at the LL tags of a media playlist (RFC 8216bis).
 """
 
 from __future__ import annotations
@@ -9,8 +10,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from camflow.hls.errors import PlaylistError
+from camflow.hls.lowlatency import EXT_X_PART_INF, EXT_X_SERVER_CONTROL, LL_VERSION, PARTS_KEPT_TARGETS
+from camflow.hls.media import MediaPlaylist
 from camflow.hls.scan import scan_media
-from camflow.hls.tags import EXT_X_MEDIA, EXT_X_STREAM_INF, EXTM3U, VERSION, attributes, nearest
+from camflow.hls.tags import (
+    EXT_X_MEDIA,
+    EXT_X_STREAM_INF,
+    EXTM3U,
+    VERSION,
+    attributes,
+    format_duration,
+    nearest,
+)
 
 _PDT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _STREAM_INF_RE = re.compile(
@@ -31,8 +43,9 @@ class Violation:
 def check_media(text: str) -> list[Violation]:
     p = scan_media(text)
     out = [Violation(rule, detail) for rule, detail in p.problems]
-    if p.version != VERSION:
-        out.append(Violation("version", f"EXT-X-VERSION is {p.version}, expected {VERSION}"))
+    expected = LL_VERSION if EXT_X_PART_INF + ":" in text else VERSION
+    if p.version != expected:
+        out.append(Violation("version", f"EXT-X-VERSION is {p.version}, expected {expected}"))
     if p.target_duration is None:
         out.append(Violation("target-duration", "EXT-X-TARGETDURATION is missing"))
     for s in p.segments:
@@ -123,4 +136,71 @@ def check_master(text: str) -> list[Violation]:
         out.append(Violation("stream-inf", "the master names no variant"))
     if bandwidths != sorted(bandwidths, reverse=True):
         out.append(Violation("stream-inf", f"variants are not sorted by bandwidth descending: {bandwidths}"))
+    return out
+
+
+SHORT_PART = 0.85  # of PART-TARGET: a shorter part must be INDEPENDENT or its segment's last
+
+
+def check_low_latency(text: str) -> list[Violation]:
+    """RFC 8216bis rules of a low-latency media playlist (what a blocking LL player relies on)."""
+    try:
+        pl = MediaPlaylist.parse(text)
+    except PlaylistError as exc:
+        return [Violation("parse", str(exc))]
+    ll = pl.low_latency
+    if ll is None:
+        return [Violation("part-inf", "no EXT-X-PART-INF")]
+    out: list[Violation] = []
+    target = pl.target_duration
+    control = next((ln for ln in text.splitlines() if ln.startswith(EXT_X_SERVER_CONTROL + ":")), "")
+    server = attributes(control.partition(":")[2])
+    if server.get("CAN-BLOCK-RELOAD") != "YES":
+        out.append(Violation("server-control", f"{control!r} lacks CAN-BLOCK-RELOAD=YES"))
+    hold_back = float(server.get("PART-HOLD-BACK") or 0)
+    if hold_back < 2 * ll.part_target:
+        out.append(Violation("server-control", f"PART-HOLD-BACK {hold_back} < 2 x PART-TARGET"))
+    if ll.can_skip_until < 6 * target:
+        out.append(Violation("server-control", f"CAN-SKIP-UNTIL {ll.can_skip_until} < 6 x TARGETDURATION"))
+    first, count = pl.media_sequence + ll.skipped, len(pl.segments)
+    limit = float(format_duration(ll.part_target))
+    ends = [0.0]
+    for s in pl.segments:
+        ends.append(ends[-1] + s.duration)
+    in_progress = sum(p.duration for p in ll.parts.get(first + count, ()))
+    end = ends[-1] + in_progress
+    for msn, parts in sorted(ll.parts.items()):
+        i = msn - first
+        if not 0 <= i <= count:
+            out.append(Violation("part", f"parts of msn {msn}, which is not in the playlist"))
+            continue
+        for k, p in enumerate(parts):
+            if p.duration > limit:
+                out.append(Violation("part", f"{p.uri} of {p.duration} s is above PART-TARGET {limit}"))
+            # Apple's rule: at least 85 % of PART-TARGET, but for INDEPENDENT parts and a segment's last
+            # (the last listed of the segment in progress may turn out to be its last).
+            if p.duration < SHORT_PART * limit and not p.independent and k < len(parts) - 1:
+                out.append(Violation("part", f"{p.uri} of {p.duration} s is below 85 % of PART-TARGET"))
+        if parts and not parts[0].independent:
+            out.append(Violation("part", f"the first part of msn {msn} ({parts[0].uri}) is not INDEPENDENT"))
+        if i < count:
+            total = sum(p.duration for p in parts)
+            if abs(total - pl.segments[i].duration) > 0.001 * (len(parts) + 1):
+                out.append(
+                    Violation("part", f"parts of msn {msn} last {total:.3f} s, its EXTINF says otherwise")
+                )
+            if end - ends[i] > PARTS_KEPT_TARGETS * target + 0.001:
+                out.append(
+                    Violation("part", f"parts of msn {msn} are more than 3 target durations from the end")
+                )
+    listed = {p.uri for parts in ll.parts.values() for p in parts}
+    if not pl.ended and ll.preload_hint is None:
+        out.append(Violation("preload-hint", "a live low-latency playlist without EXT-X-PRELOAD-HINT"))
+    if ll.preload_hint is not None and ll.preload_hint in listed:
+        out.append(Violation("preload-hint", f"hint {ll.preload_hint} names a part already listed"))
+    for r in ll.reports:
+        if r.last_msn < 0 or (r.last_part is not None and r.last_part < 0):
+            out.append(
+                Violation("rendition-report", f"{r.uri}: LAST-MSN/LAST-PART {r.last_msn}/{r.last_part}")
+            )
     return out
