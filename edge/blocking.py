@@ -28,10 +28,12 @@ from camflow.bus import Bus
 from camflow.bus.base import Following
 from camflow.errors import EventDecodeError, NotFound
 from camflow.events import TOPIC_PLAYLISTS, PlaylistsChanged, decode
+from camflow.hls.errors import PlaylistError
+from camflow.hls.lowlatency import End, LowLatencyFacts, facts
 from camflow.keys import media_playlist_key
 from camflow.log import get_logger
 from edge.cache import CachedObject, Fetch, ObjectCache
-from edge.llplaylist import BlockingQuery, End, LlView, ll_view
+from edge.hlsquery import BlockingQuery
 
 log = get_logger("edge.blocking")
 FOLLOW_RETRY_SECONDS = 2.0
@@ -43,13 +45,30 @@ MAX_HOLDS = 10_000  # objects waited for at once (beyond: answered at once, as m
 MAX_RENDITIONS = 10_000  # ends remembered (beyond: the ones nobody waits for are forgotten)
 
 
-def view_of(cached: CachedObject) -> LlView:
-    """The playlist's low-latency facts, read once per cached entry."""
-    hit = cached.derived.get("ll")
-    if hit is None:
-        hit = ll_view(cached.data.decode("utf-8", "replace"))
-        cached.derived["ll"] = hit
-    return cast(LlView, hit)
+def view_of(cached: CachedObject) -> LowLatencyFacts | None:
+    """The playlist's low-latency facts, read once per cached entry; None when it is not a
+    low-latency playlist, or not one ``camflow.hls.lowlatency`` can read (logged once per entry):
+    it is then served as it is, without blocking reloads or held objects."""
+    if "ll" not in cached.derived:
+        try:
+            cached.derived["ll"] = facts(cached.data.decode("utf-8", "replace"))
+        except PlaylistError as exc:
+            log.warning("playlist_unreadable", etag=cached.etag, error=str(exc)[:200])
+            cached.derived["ll"] = None
+    return cast("LowLatencyFacts | None", cached.derived["ll"])
+
+
+def _end(view: LowLatencyFacts | None) -> End | None:
+    return None if view is None else view.end
+
+
+def reload_wait(view: LowLatencyFacts | None) -> float:
+    """How long a blocking reload waits: 3 target durations (2 s ones when the playlist says none)."""
+    return 3.0 * ((0 if view is None else view.target_duration) or 2)
+
+
+def _part_target(view: LowLatencyFacts | None) -> float:
+    return (0.0 if view is None else view.part_target) or DEFAULT_PART_TARGET
 
 
 @dataclass
@@ -171,12 +190,12 @@ class LiveEnds:
         key = media_playlist_key(stream, rendition)
         cached = first
         view = view_of(cached)
-        if query.reached(view):
+        if query.reached(_end(view)):
             return cached
         self.stats.reloads_blocked += 1
-        deadline = self._clock() + 3 * (view.target_duration or 2.0)
+        deadline = self._clock() + reload_wait(view)
         r = self._rendition(stream, rendition)
-        r.part_target = view.part_target or DEFAULT_PART_TARGET
+        r.part_target = _part_target(view)
         lagging = False  # the events say the playlist holds it, but the store gave an older one
         while True:
             remaining = deadline - self._clock()
@@ -191,14 +210,13 @@ class LiveEnds:
                 await self._wait(stream, rendition, since, remaining)
             r = self._rendition(stream, rendition)
             since = r.generation
-            if r.end is not None and not _reaches(query, r.end):
+            if r.end is not None and not query.reached(r.end):
                 lagging = False
                 continue  # the event says it is not there yet: nothing to read
             cached = await self._fetch(key)
-            view = view_of(cached)
-            if query.reached(view):
+            if query.reached(_end(view_of(cached))):
                 return cached
-            lagging = r.end is not None and _reaches(query, r.end)
+            lagging = query.reached(r.end)
 
     async def _wait(self, stream: str, rendition: str, since: int, timeout: float) -> None:
         """Until the rendition changes after generation ``since`` (or ``timeout`` seconds)."""
@@ -314,9 +332,10 @@ class LiveEnds:
             except Exception as exc:
                 log.debug("fallback_read_failed", key=key, error=repr(exc))
                 continue
-            r.part_target = view.part_target or DEFAULT_PART_TARGET
-            if view.end is not None:
-                self.note(stream, rendition, view.end, expire=False)
+            r.part_target = _part_target(view)
+            end = _end(view)
+            if end is not None:
+                self.note(stream, rendition, end, expire=False)
             for held in list(r.holds):  # segments lag their listing: look again even if unchanged
                 self._read_hold(self._holds[held])
 
@@ -364,11 +383,3 @@ class LiveEnds:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _reaches(query: BlockingQuery, end: End) -> bool:
-    """Whether a playlist ending at ``end`` holds what ``query`` waits for."""
-    assert query.msn is not None
-    if end.msn != query.msn:
-        return end.msn > query.msn
-    return end.part == -1 or (query.part is not None and end.part >= query.part)
