@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from camflow.bus import Bus
-from camflow.bus.base import Following
+from camflow.bus.base import Message
+from camflow.bus.dead import Skips
+from camflow.bus.follow import follow_events, keep_following
 from camflow.errors import EventDecodeError, NotFound
-from camflow.events import TOPIC_PLAYLISTS, PlaylistsChanged, decode
+from camflow.events import TOPIC_PLAYLISTS, PlaylistsChanged
 from camflow.hls.errors import PlaylistError
 from camflow.hls.lowlatency import End, LowLatencyFacts, facts
 from camflow.keys import media_playlist_key
@@ -117,6 +119,7 @@ class LiveEnds:
         self._holds: dict[str, _Hold] = {}
         self.stats = BlockingStats()
         self.following = False  # reading camflow.playlists now
+        self._skips = Skips("edge-playlists")
 
     # -- what the pipeline says --------------------------------------------------------------
 
@@ -267,11 +270,7 @@ class LiveEnds:
                 self._drop_hold(h)
 
     def _drop_hold(self, h: _Hold) -> None:
-        if self._holds.get(h.key) is h:
-            del self._holds[h.key]
-        r = self._renditions.get(h.ids)
-        if r is not None:
-            r.holds.discard(h.key)
+        self._forget_hold(h)
         if h.reading is not None:
             h.reading.cancel()
         if not h.found.done():
@@ -300,7 +299,7 @@ class LiveEnds:
             self._forget_hold(h)
 
     def _forget_hold(self, h: _Hold) -> None:
-        """Found: later requests read the cache, not this hold."""
+        """Found (or nobody waits): later requests read the cache or start a hold of their own."""
         if self._holds.get(h.key) is h:
             del self._holds[h.key]
         r = self._renditions.get(h.ids)
@@ -343,39 +342,27 @@ class LiveEnds:
 
     async def follow(self, bus: Bus, stop: asyncio.Event) -> None:
         """Read ``camflow.playlists`` until ``stop``; when the bus fails, log it and try again."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                await self._follow_once(bus, stop)
-            except Exception as exc:
-                failures += 1
-                if failures & (failures - 1) == 0:
-                    log.warning("playlists_feed_failed", error=repr(exc), failures=failures)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), FOLLOW_RETRY_SECONDS)
+        await keep_following(
+            lambda: follow_events(
+                bus,
+                [TOPIC_PLAYLISTS],
+                PlaylistsChanged,
+                self.changed,
+                stop,
+                on_skip=self._undecodable,
+                on_open=self._following,
+            ),
+            stop,
+            name="playlists_feed",
+            retry_seconds=FOLLOW_RETRY_SECONDS,
+        )
 
-    async def _follow_once(self, bus: Bus, stop: asyncio.Event) -> None:
-        if not isinstance(bus, Following):
-            raise TypeError(f"{type(bus).__name__} cannot follow a topic outside a consumer group")
-        reader = await bus.follow([TOPIC_PLAYLISTS], 0.0)
-        self.following = True
-        try:
-            while not stop.is_set():
-                message = await reader.get(timeout=0.5)
-                if message is None:
-                    continue
-                try:
-                    event = decode(message.value)
-                except EventDecodeError as exc:
-                    self.stats.undecodable += 1
-                    if self.stats.undecodable & (self.stats.undecodable - 1) == 0:
-                        log.warning("playlists_event_undecodable", error=str(exc)[:200])
-                    continue
-                if isinstance(event, PlaylistsChanged):
-                    self.changed(event)
-        finally:
-            self.following = False
-            await reader.close()
+    def _following(self, now: bool) -> None:
+        self.following = now
+
+    def _undecodable(self, message: Message, exc: EventDecodeError) -> None:
+        self.stats.undecodable += 1
+        self._skips.note(message, exc)
 
     async def close(self) -> None:
         tasks = [r.fallback for r in self._renditions.values() if r.fallback is not None]

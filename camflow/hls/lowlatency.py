@@ -18,9 +18,10 @@ rest of the playlist. Written form of a low-latency playlist (version 9)::
     #EXT-X-RENDITION-REPORT:URI="720p.m3u8",LAST-MSN=12,LAST-PART=0
 
 For the edge's hot path (no model objects, as ``camflow.hls.scan``): ``playlist_end`` is where a
-playlist ends (the ``(msn, part)`` a blocking reload waits for), ``facts`` that and the numbers
-a blocking answer is bounded by (PART-TARGET, TARGETDURATION, CAN-SKIP-UNTIL, the preload hint),
-and ``delta`` the playlist as a delta update (``_HLS_skip=YES``: ``EXT-X-SKIP`` in place of the
+playlist ends (``End(msn, part)``, what a blocking reload waits for), ``facts`` that and what the
+edge's blocking reloads and held requests need (PART-TARGET, TARGETDURATION, what
+EXT-X-SERVER-CONTROL allows, EXT-X-ENDLIST, the preload hint and the last URI listed), and
+``delta`` the playlist as a delta update (``_HLS_skip=YES``: ``EXT-X-SKIP`` in place of the
 segments older than a bound; camflow writes no EXT-X-DATERANGE, so ``_HLS_skip=v2`` is the same).
 """
 
@@ -31,16 +32,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from camflow.hls.errors import PlaylistError
+from camflow.hls.scan import block_duration, first_kept, split_media
 from camflow.hls.tags import (
-    EXT_X_DISCONTINUITY,
     EXT_X_ENDLIST,
-    EXT_X_MAP,
     EXT_X_MEDIA_SEQUENCE,
+    EXT_X_PART,
     EXT_X_TARGETDURATION,
     EXT_X_VERSION,
-    EXTINF,
     EXTM3U,
-    SEGMENT_TAGS,
     attributes,
     format_duration,
 )
@@ -48,7 +47,6 @@ from camflow.hls.tags import (
 LL_VERSION = 9  # EXT-X-SKIP (a delta update of the playlist) needs version 9
 EXT_X_SERVER_CONTROL = "#EXT-X-SERVER-CONTROL"
 EXT_X_PART_INF = "#EXT-X-PART-INF"
-EXT_X_PART = "#EXT-X-PART"
 EXT_X_PRELOAD_HINT = "#EXT-X-PRELOAD-HINT"
 EXT_X_RENDITION_REPORT = "#EXT-X-RENDITION-REPORT"
 EXT_X_SKIP = "#EXT-X-SKIP"
@@ -136,24 +134,6 @@ def can_skip_until(target_duration: int) -> float:
 # -- the edge's hot path: text in, text out ------------------------------------------------------------
 
 
-def _blocks(text: str) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header lines, one block per segment: its tags, parts and URI, the lines after the last URI)."""
-    head: list[str] = []
-    blocks: list[list[str]] = []
-    pending: list[str] = []
-    for line in (ln.strip() for ln in text.splitlines() if ln.strip()):
-        tag = line.partition(":")[0]
-        starts_segment = tag in SEGMENT_TAGS or tag == EXT_X_PART or not line.startswith("#")
-        if not blocks and not pending and not starts_segment:
-            head.append(line)
-            continue
-        pending.append(line)
-        if not line.startswith("#"):
-            blocks.append(pending)
-            pending = []
-    return head, blocks, pending
-
-
 def _header_int(head: list[str], tag: str, default: int | None) -> int | None:
     for line in head:
         name, _, value = line.partition(":")
@@ -198,7 +178,7 @@ class LowLatencyFacts:
 def facts(text: str) -> LowLatencyFacts | None:
     """The LL facts of a media playlist; None when it is not a low-latency one (no EXT-X-PART-INF).
     PlaylistError when the text is not a media playlist or its LL numbers are not numbers."""
-    head, blocks, rest = _blocks(text)
+    head, blocks, rest = split_media(text)
     part_inf = next((ln for ln in head if ln.startswith(EXT_X_PART_INF + ":")), None)
     if part_inf is None:
         return None
@@ -233,7 +213,7 @@ def playlist_end(text: str) -> End | None:
     complete and no part of the next one is listed (``camflow.events.PlaylistEnd``). None when
     the playlist lists nothing. PlaylistError when the text is not a media playlist.
     """
-    return _end(*_blocks(text))
+    return _end(*split_media(text))
 
 
 def _end(head: list[str], blocks: list[list[str]], rest: list[str]) -> End | None:
@@ -264,18 +244,10 @@ def delta(text: str, skip_until: float) -> str:
     segments), and the EXT-X-MAP of the first kept segment is repeated. A playlist with nothing to skip comes
     back whole. PlaylistError when the text is not a playlist this can cut.
     """
-    head, blocks, rest = _blocks(text)
+    head, blocks, rest = split_media(text)
     if not head or head[0] != EXTM3U:
         raise PlaylistError("text is not a media playlist (no #EXTM3U)")
-    durations = []
-    for b in blocks:
-        extinf = next((ln for ln in b if ln.startswith(EXTINF + ":")), None)
-        if extinf is None:
-            raise PlaylistError(f"segment {b[-1]!r} has no EXTINF")
-        try:
-            durations.append(float(extinf[len(EXTINF) + 1 :].partition(",")[0]))
-        except ValueError:
-            raise PlaylistError(f"EXTINF {extinf!r} is not '<decimal seconds>,'") from None
+    durations = [block_duration(b) for b in blocks]
     # A segment is skipped when it ends at least skip_until before the end (the Skip Boundary): what
     # follows it is summed from the end (the parts of the segment in progress, then the segments).
     after = 0.0
@@ -293,13 +265,7 @@ def delta(text: str, skip_until: float) -> str:
             break
     if skip == 0:
         return text
-    map_line = None
-    for b in blocks[:skip]:
-        map_line = next((ln for ln in b if ln.startswith(EXT_X_MAP)), map_line)
-    first = blocks[skip]
-    if map_line is not None and not any(ln.startswith(EXT_X_MAP) for ln in first):
-        first = [ln for ln in first if ln == EXT_X_DISCONTINUITY] + [map_line]
-        first += [ln for ln in blocks[skip] if ln != EXT_X_DISCONTINUITY]
+    first = first_kept(blocks, skip)
     out = []
     for line in head:
         if line.startswith(EXT_X_VERSION + ":"):
