@@ -229,10 +229,12 @@ async def _hold(state: EdgeState, obj: LiveObject, since: int) -> CachedObject |
     except Exception:
         return None
     view = view_of(playlist)
-    newest = None if view is None or view.endlist else newest_object(obj.stream, view)
-    if view is None or newest is None:
+    if view is None or view.endlist:
         return None
-    if obj.epoch != newest.epoch or not newest.seq - HOLD_BEHIND <= obj.seq <= newest.seq + 1:
+    newest = newest_object(obj.stream, view)
+    if newest is None or obj.epoch != newest.epoch:
+        return None
+    if not newest.seq - HOLD_BEHIND <= obj.seq <= newest.seq + 1:
         return None
     timeout = max(MIN_PART_HOLD, 3 * view.part_target) if obj.kind is Kind.PART else reload_wait(view)
     return await state.ll.hold(obj.key, obj.stream, obj.rendition, timeout, since)
