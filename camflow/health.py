@@ -18,10 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from camflow.bus import Bus, Consumer, Following, consumer_lag
+from camflow.bus import Bus, Consumer, consumer_lag
 from camflow.bus.dead import Skips
-from camflow.errors import EventDecodeError
-from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, decode, encode
+from camflow.bus.follow import follow_events
+from camflow.events import TOPIC_HEALTH, HealthSample, StreamStateKind, encode
 from camflow.log import get_logger
 from camflow.metrics import CONSUMER_LAG, HEALTH_SAMPLES
 
@@ -201,21 +201,6 @@ async def follow_health(
 ) -> None:
     """Call ``on_sample`` with every sample published on ``camflow.health`` (from ``since`` seconds
     back where the bus keeps them) until ``stop`` is set; undecodable messages are counted and skipped."""
-    if not isinstance(bus, Following):
-        raise TypeError(f"{type(bus).__name__} cannot follow a topic outside a consumer group")
-    reader = await bus.follow([TOPIC_HEALTH], since)
-    skips = Skips("health-feed")
-    try:
-        while not stop.is_set():
-            message = await reader.get(timeout=0.5)
-            if message is None:
-                continue
-            try:
-                event = decode(message.value)
-            except EventDecodeError as exc:
-                skips.note(message, exc)
-                continue
-            if isinstance(event, HealthSample):
-                on_sample(event)
-    finally:
-        await reader.close()
+    await follow_events(
+        bus, [TOPIC_HEALTH], HealthSample, on_sample, stop, on_skip=Skips("health-feed").note, since=since
+    )

@@ -25,13 +25,17 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from camflow.bus import Bus
-from camflow.bus.base import Following
+from camflow.bus.base import Message
+from camflow.bus.dead import Skips
+from camflow.bus.follow import follow_events, keep_following
 from camflow.errors import EventDecodeError, NotFound
-from camflow.events import TOPIC_PLAYLISTS, PlaylistsChanged, decode
+from camflow.events import TOPIC_PLAYLISTS, PlaylistsChanged
+from camflow.hls.errors import PlaylistError
+from camflow.hls.lowlatency import End, LowLatencyFacts, facts
 from camflow.keys import media_playlist_key
 from camflow.log import get_logger
 from edge.cache import CachedObject, Fetch, ObjectCache
-from edge.llplaylist import BlockingQuery, End, LlView, ll_view
+from edge.hlsquery import BlockingQuery
 
 log = get_logger("edge.blocking")
 FOLLOW_RETRY_SECONDS = 2.0
@@ -43,13 +47,30 @@ MAX_HOLDS = 10_000  # objects waited for at once (beyond: answered at once, as m
 MAX_RENDITIONS = 10_000  # ends remembered (beyond: the ones nobody waits for are forgotten)
 
 
-def view_of(cached: CachedObject) -> LlView:
-    """The playlist's low-latency facts, read once per cached entry."""
-    hit = cached.derived.get("ll")
-    if hit is None:
-        hit = ll_view(cached.data.decode("utf-8", "replace"))
-        cached.derived["ll"] = hit
-    return cast(LlView, hit)
+def view_of(cached: CachedObject) -> LowLatencyFacts | None:
+    """The playlist's low-latency facts, read once per cached entry; None when it is not a
+    low-latency playlist, or not one ``camflow.hls.lowlatency`` can read (logged once per entry):
+    it is then served as it is, without blocking reloads or held objects."""
+    if "ll" not in cached.derived:
+        try:
+            cached.derived["ll"] = facts(cached.data.decode("utf-8", "replace"))
+        except PlaylistError as exc:
+            log.warning("playlist_unreadable", etag=cached.etag, error=str(exc)[:200])
+            cached.derived["ll"] = None
+    return cast("LowLatencyFacts | None", cached.derived["ll"])
+
+
+def _end(view: LowLatencyFacts | None) -> End | None:
+    return None if view is None else view.end
+
+
+def reload_wait(view: LowLatencyFacts | None) -> float:
+    """How long a blocking reload waits: 3 target durations (2 s ones when the playlist says none)."""
+    return 3.0 * ((0 if view is None else view.target_duration) or 2)
+
+
+def _part_target(view: LowLatencyFacts | None) -> float:
+    return (0.0 if view is None else view.part_target) or DEFAULT_PART_TARGET
 
 
 @dataclass
@@ -98,6 +119,7 @@ class LiveEnds:
         self._holds: dict[str, _Hold] = {}
         self.stats = BlockingStats()
         self.following = False  # reading camflow.playlists now
+        self._skips = Skips("edge-playlists")
 
     # -- what the pipeline says --------------------------------------------------------------
 
@@ -171,12 +193,12 @@ class LiveEnds:
         key = media_playlist_key(stream, rendition)
         cached = first
         view = view_of(cached)
-        if query.reached(view):
+        if query.reached(_end(view)):
             return cached
         self.stats.reloads_blocked += 1
-        deadline = self._clock() + 3 * (view.target_duration or 2.0)
+        deadline = self._clock() + reload_wait(view)
         r = self._rendition(stream, rendition)
-        r.part_target = view.part_target or DEFAULT_PART_TARGET
+        r.part_target = _part_target(view)
         lagging = False  # the events say the playlist holds it, but the store gave an older one
         while True:
             remaining = deadline - self._clock()
@@ -191,14 +213,13 @@ class LiveEnds:
                 await self._wait(stream, rendition, since, remaining)
             r = self._rendition(stream, rendition)
             since = r.generation
-            if r.end is not None and not _reaches(query, r.end):
+            if r.end is not None and not query.reached(r.end):
                 lagging = False
                 continue  # the event says it is not there yet: nothing to read
             cached = await self._fetch(key)
-            view = view_of(cached)
-            if query.reached(view):
+            if query.reached(_end(view_of(cached))):
                 return cached
-            lagging = r.end is not None and _reaches(query, r.end)
+            lagging = query.reached(r.end)
 
     async def _wait(self, stream: str, rendition: str, since: int, timeout: float) -> None:
         """Until the rendition changes after generation ``since`` (or ``timeout`` seconds)."""
@@ -249,11 +270,7 @@ class LiveEnds:
                 self._drop_hold(h)
 
     def _drop_hold(self, h: _Hold) -> None:
-        if self._holds.get(h.key) is h:
-            del self._holds[h.key]
-        r = self._renditions.get(h.ids)
-        if r is not None:
-            r.holds.discard(h.key)
+        self._forget_hold(h)
         if h.reading is not None:
             h.reading.cancel()
         if not h.found.done():
@@ -282,7 +299,7 @@ class LiveEnds:
             self._forget_hold(h)
 
     def _forget_hold(self, h: _Hold) -> None:
-        """Found: later requests read the cache, not this hold."""
+        """Found (or nobody waits): later requests read the cache or start a hold of their own."""
         if self._holds.get(h.key) is h:
             del self._holds[h.key]
         r = self._renditions.get(h.ids)
@@ -314,9 +331,10 @@ class LiveEnds:
             except Exception as exc:
                 log.debug("fallback_read_failed", key=key, error=repr(exc))
                 continue
-            r.part_target = view.part_target or DEFAULT_PART_TARGET
-            if view.end is not None:
-                self.note(stream, rendition, view.end, expire=False)
+            r.part_target = _part_target(view)
+            end = _end(view)
+            if end is not None:
+                self.note(stream, rendition, end, expire=False)
             for held in list(r.holds):  # segments lag their listing: look again even if unchanged
                 self._read_hold(self._holds[held])
 
@@ -324,39 +342,27 @@ class LiveEnds:
 
     async def follow(self, bus: Bus, stop: asyncio.Event) -> None:
         """Read ``camflow.playlists`` until ``stop``; when the bus fails, log it and try again."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                await self._follow_once(bus, stop)
-            except Exception as exc:
-                failures += 1
-                if failures & (failures - 1) == 0:
-                    log.warning("playlists_feed_failed", error=repr(exc), failures=failures)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), FOLLOW_RETRY_SECONDS)
+        await keep_following(
+            lambda: follow_events(
+                bus,
+                [TOPIC_PLAYLISTS],
+                PlaylistsChanged,
+                self.changed,
+                stop,
+                on_skip=self._undecodable,
+                on_open=self._following,
+            ),
+            stop,
+            name="playlists_feed",
+            retry_seconds=FOLLOW_RETRY_SECONDS,
+        )
 
-    async def _follow_once(self, bus: Bus, stop: asyncio.Event) -> None:
-        if not isinstance(bus, Following):
-            raise TypeError(f"{type(bus).__name__} cannot follow a topic outside a consumer group")
-        reader = await bus.follow([TOPIC_PLAYLISTS], 0.0)
-        self.following = True
-        try:
-            while not stop.is_set():
-                message = await reader.get(timeout=0.5)
-                if message is None:
-                    continue
-                try:
-                    event = decode(message.value)
-                except EventDecodeError as exc:
-                    self.stats.undecodable += 1
-                    if self.stats.undecodable & (self.stats.undecodable - 1) == 0:
-                        log.warning("playlists_event_undecodable", error=str(exc)[:200])
-                    continue
-                if isinstance(event, PlaylistsChanged):
-                    self.changed(event)
-        finally:
-            self.following = False
-            await reader.close()
+    def _following(self, now: bool) -> None:
+        self.following = now
+
+    def _undecodable(self, message: Message, exc: EventDecodeError) -> None:
+        self.stats.undecodable += 1
+        self._skips.note(message, exc)
 
     async def close(self) -> None:
         tasks = [r.fallback for r in self._renditions.values() if r.fallback is not None]
@@ -364,11 +370,3 @@ class LiveEnds:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _reaches(query: BlockingQuery, end: End) -> bool:
-    """Whether a playlist ending at ``end`` holds what ``query`` waits for."""
-    assert query.msn is not None
-    if end.msn != query.msn:
-        return end.msn > query.msn
-    return end.part == -1 or (query.part is not None and end.part >= query.part)

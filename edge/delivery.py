@@ -20,12 +20,15 @@ from typing import cast
 from aiohttp import web
 
 from camflow.errors import NotFound, StoreUnavailable
+from camflow.hls.errors import PlaylistError
+from camflow.hls.lowlatency import End, LowLatencyFacts, delta
 from camflow.keys import media_playlist_key
 from camflow.store import Store
 from edge.access import needs_token, request_token, viewer_refusal
-from edge.blocking import view_of
+from edge.blocking import reload_wait, view_of
 from edge.cache import CachedObject, Fetch, ObjectCache
 from edge.errors import BadPath
+from edge.hlsquery import BadQuery, BlockingQuery
 from edge.http import (
     CORS_HEADERS,
     error_response,
@@ -36,8 +39,7 @@ from edge.http import (
     store_unavailable_response,
     wants_gzip,
 )
-from edge.llplaylist import BadQuery, BlockingQuery, End, LlView, delta_update
-from edge.paths import Kind, LiveObject, parse_live_path
+from edge.paths import LIVE_PREFIX, Kind, LiveObject, parse_live_path
 from edge.policy import IMMUTABLE, NO_STORE, PlaylistPolicy
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE, EdgeState
@@ -97,7 +99,10 @@ def playlist_representation(
         return cast(Representation, hit)
     text = cached.data.decode("utf-8")
     if skip_until is not None:
-        text = delta_update(text, skip_until)
+        try:
+            text = delta(text, skip_until)
+        except PlaylistError as exc:  # a full playlist is a valid answer to _HLS_skip
+            state.log.warning("delta_update_failed", stream_id=obj.stream, key=obj.key, error=str(exc)[:200])
     body = add_token_to_playlist(text, token).encode("utf-8") if token else text.encode("utf-8")
     tag = hashlib.blake2b(token.encode(), digest_size=6).hexdigest() if token else "0"
     if skip_until is not None:
@@ -224,16 +229,30 @@ async def _hold(state: EdgeState, obj: LiveObject, since: int) -> CachedObject |
     except Exception:
         return None
     view = view_of(playlist)
-    if view.part_target is None or view.endlist or view.newest is None:
+    if view is None or view.endlist:
         return None
-    epoch, newest = view.newest
-    if obj.epoch != epoch or not newest - HOLD_BEHIND <= obj.seq <= newest + 1:
+    newest = newest_object(obj.stream, view)
+    if newest is None or obj.epoch != newest.epoch:
         return None
-    if obj.kind is Kind.PART:
-        timeout = max(MIN_PART_HOLD, 3 * view.part_target)
-    else:
-        timeout = 3 * (view.target_duration or 2.0)
+    if not newest.seq - HOLD_BEHIND <= obj.seq <= newest.seq + 1:
+        return None
+    timeout = max(MIN_PART_HOLD, 3 * view.part_target) if obj.kind is Kind.PART else reload_wait(view)
     return await state.ll.hold(obj.key, obj.stream, obj.rendition, timeout, since)
+
+
+def newest_object(stream: str, view: LowLatencyFacts) -> LiveObject | None:
+    """The newest part or segment the playlist names: its preload hint, else its last URI (relative
+    to the playlist, as the packager writes them: ``{epoch}/{rendition}/NNNNNNNN[.PPP].m4s``)."""
+    for uri in (view.preload_hint, view.last_uri):
+        if uri is None:
+            continue
+        try:
+            named = parse_live_path(f"{LIVE_PREFIX}{stream}/{uri.partition('?')[0]}")
+        except BadPath:
+            continue
+        if named.kind in HELD:
+            return named
+    return None
 
 
 async def _blocking(
@@ -242,7 +261,7 @@ async def _blocking(
     """The playlist a ``_HLS_*`` request gets (with: was it a blocking reload, the skip boundary),
     or its 400/503. A playlist without CAN-BLOCK-RELOAD=YES is answered as without the query."""
     view = view_of(cached)
-    if not view.blocking:
+    if view is None or not view.blocking:
         return cached, False, None
     if query.blocks:
         reason = _too_far(state, obj, query, view)
@@ -251,13 +270,15 @@ async def _blocking(
             state.cache.expire(obj.key)
             cached = await state.fetch(obj.key)
             view = view_of(cached)
+            if view is None or not view.blocking:  # no longer a low-latency playlist
+                return cached, False, None
             reason = _too_far(state, obj, query, view)
         if reason is not None:
             state.counters.bad_query += 1
             return error_response(400, "bad_query", reason, headers={"Cache-Control": NO_STORE})
         reached = await state.ll.reload(obj.stream, obj.rendition, query, cached, since)
         if reached is None:
-            wait = 3 * (view.target_duration or 2.0)
+            wait = reload_wait(view)
             return error_response(
                 503,
                 "playlist_not_ready",
@@ -268,10 +289,10 @@ async def _blocking(
             )
         cached = reached
         view = view_of(cached)
-    skip_until = view.can_skip_until if query.skip else None
+    skip_until = view.can_skip_until if query.skip and view is not None else None
     return cached, query.blocks, skip_until
 
 
-def _too_far(state: EdgeState, obj: LiveObject, query: BlockingQuery, view: LlView) -> str | None:
+def _too_far(state: EdgeState, obj: LiveObject, query: BlockingQuery, view: LowLatencyFacts) -> str | None:
     ends = [e for e in (view.end, state.ll.end(obj.stream, obj.rendition)) if e is not None]
     return query.too_far(max(ends, default=End(-1, -1)))

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from camflow.bus import Bus
+from camflow.bus.follow import keep_following
 from camflow.events import HealthSample
 from camflow.health import HealthBoard, HealthReporter, follow_health
 from camflow.log import get_logger
@@ -124,16 +125,12 @@ class HealthFeed:
 
     async def _follow(self, bus: Bus) -> None:
         """Follow the topic; when the bus fails (Kafka unreachable), log it and try again."""
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                await follow_health(bus, self.add, self._stop)
-            except Exception as exc:
-                failures += 1
-                if failures & (failures - 1) == 0:
-                    log.warning("health_feed_failed", error=repr(exc), failures=failures)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), FOLLOW_RETRY_SECONDS)
+        await keep_following(
+            lambda: follow_health(bus, self.add, self._stop),
+            self._stop,
+            name="health_feed",
+            retry_seconds=FOLLOW_RETRY_SECONDS,
+        )
 
     async def _prune(self) -> None:
         while True:

@@ -29,6 +29,7 @@ import pytest
 
 from camflow.bus.kafka import KafkaBus
 from camflow.events import TOPIC_PLAYLISTS, PlaylistEnd, PlaylistsChanged, encode
+from camflow.hls.lowlatency import playlist_end
 from camflow.keys import media_playlist_key, part_key
 from camflow.store.s3 import S3Location, S3Store
 from tests import services
@@ -196,17 +197,11 @@ async def measure(
         await p.playlist(msn + r, 3)
         at = await p.changed(msn + r, 3)
         answers = await held
-        assert all(status == 200 and ll_view_end(body) == (msn + r, 3) for status, _, body in answers)
+        assert all(
+            status == 200 and playlist_end(body.decode()) == (msn + r, 3) for status, _, body in answers
+        )
         latencies += [answered - at for _, answered, _ in answers]
     return latencies
-
-
-def ll_view_end(body: bytes) -> tuple[int, int]:
-    from edge.llplaylist import ll_view
-
-    end = ll_view(body.decode())
-    assert end.end is not None
-    return end.end.msn, end.end.part
 
 
 async def test_blocked_reloads_are_answered_within_tens_of_ms_of_the_event(
@@ -224,7 +219,7 @@ async def test_blocked_reloads_are_answered_within_tens_of_ms_of_the_event(
     await pipeline.playlist(60, 3)
     await pipeline.changed(60, 3)
     answers = await held
-    assert all(a.status == 200 and ll_view_end(a.body) == (60, 3) for a in answers)
+    assert all(a.status == 200 and playlist_end(a.body.decode()) == (60, 3) for a in answers)
     assert all("Cache-Control: public, max-age=1" in a.headers for a in answers)
     m1, m100 = statistics.median(one), statistics.median(hundred)
     print(f"event -> answer: 1 waiter median {m1 * 1000:.1f} ms (max {max(one) * 1000:.1f}); "
@@ -326,5 +321,5 @@ async def test_without_the_bus_blocked_reloads_are_still_answered(
         await pipeline.playlist(90, 3)
         written = time.time()
         answers = await held
-        assert all(a.status == 200 and ll_view_end(a.body) == (90, 3) for a in answers)
+        assert all(a.status == 200 and playlist_end(a.body.decode()) == (90, 3) for a in answers)
         assert max(a.at - written for a in answers) < 1.0  # re-read once per part target (0.2 s)

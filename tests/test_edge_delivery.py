@@ -15,12 +15,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from camflow.hls.lowlatency import delta
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
 from edge.policy import TokenCheck
 from edge.state import EDGE
 from tests import defaults
+from tests.ll_playlists import EPOCH as LL_EPOCH
+from tests.ll_playlists import ll_playlist
 from tests.test_edge import EPOCH, INIT, MASTER, SEG1, SEG_PATH, RecordingStore, assert_cors
 
 SECRET = b"edge-delivery-secret-0123456789"
@@ -312,3 +315,21 @@ async def test_real_server_keeps_working_after_client_errors(client: Client, vie
     health = await (await client.get("/healthz")).json()
     assert health["refused"]["token_refused"] == counters.token_refused
     assert health["cache"]["objects"] >= 1 and health["cache"]["misses"] >= 1
+
+
+async def test_ll_playlists_the_edge_cannot_read_or_cut_are_served_whole(
+    store: RecordingStore, client: Client, signer: TokenSigner
+) -> None:
+    token = signer.issue("llcam", Action.VIEW, ttl=300)
+    segment = f"{LL_EPOCH}/source/00000012.m4s"
+    uncut = ll_playlist(30, 3, window=20).replace(f"#EXTINF:2.000,\n{segment}", segment)  # no EXTINF
+    await store.put("streams/llcam/source.m3u8", uncut.encode())
+    resp = await client.get("/live/llcam/source.m3u8", params={"token": token, "_HLS_skip": "YES"})
+    assert resp.status == 200 and "EXT-X-SKIP" not in await resp.text()
+    assert "EXT-X-SKIP" in delta(ll_playlist(30, 3, window=20), 12.0)  # (the whole one is cut)
+    unreadable = ll_playlist(12, 3).replace("#EXT-X-TARGETDURATION:2", "#EXT-X-TARGETDURATION:x")
+    await store.put("streams/llcam/audio.m3u8", unreadable.encode())
+    started = time.monotonic()
+    resp = await client.get("/live/llcam/audio.m3u8", params={"token": token, "_HLS_msn": "13"})
+    body = await resp.text()  # at once, not held: the playlist is served as it is
+    assert resp.status == 200 and "TARGETDURATION:x" in body and time.monotonic() - started < 1.0

@@ -11,7 +11,7 @@ import m3u8
 import pytest
 
 from camflow.events import PartReady, PlaylistEnd, RenditionRef, SegmentReady
-from camflow.hls.lowlatency import LowLatencyFacts, delta, facts, playlist_end
+from camflow.hls.lowlatency import End, LowLatencyFacts, delta, facts, playlist_end
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.rules import check_low_latency, check_media, check_update
 from camflow.keys import dvr_playlist_key, init_key, master_playlist_key, media_playlist_key, part_key
@@ -161,7 +161,16 @@ def test_msn_and_part_arithmetic_agree_with_the_events_and_the_parser() -> None:
         assert parsed.low_latency is not None
         assert sorted(parsed.low_latency.parts) == [1, 2]
         assert MediaPlaylist.parse(text).render() == text
-    assert facts(f.live()) == LowLatencyFacts(0.2, 4, 24.0, f"{EPOCH_A}/720p/00000002.002.m4s", (2, 1))
+    assert facts(f.live()) == LowLatencyFacts(
+        part_target=0.2,
+        target_duration=4,
+        can_block=True,
+        can_skip_until=24.0,
+        preload_hint=f"{EPOCH_A}/720p/00000002.002.m4s",
+        end=End(2, 1),
+        endlist=False,
+        last_uri=f"{EPOCH_A}/720p/00000002.001.m4s",
+    )
     assert facts(f.dvr()) is None
     reports = m3u8.loads(f.live("720p")).rendition_reports
     assert [(r.uri, r.last_msn, r.last_part) for r in reports] == [("360p.m3u8", 2, 1)]
@@ -306,6 +315,9 @@ def test_delta_update_skips_old_segments_and_keeps_the_numbers() -> None:
     assert [s.uri for s in parsed.segments] == [s.uri for s in full.segments][8:]
     assert playlist_end(d) == playlist_end(text) == (19, PARTS - 1)
     assert parsed.segments[0].init_section.uri == f"{EPOCH_A}/720p/init.mp4"
+    assert d.count("#EXT-X-MAP:") == 1 and d.index("#EXT-X-MAP:") < d.index(parsed.segments[0].uri)
+    in_progress = f'#EXT-X-PART:DURATION=0.200,URI="{EPOCH_A}/720p/00000019.000.m4s"'
+    assert d.endswith(text[text.index(in_progress) :])  # the parts, the hint and the reports as they were
     assert delta(checked(f.live()), 100.0) == text
     skipped = MediaPlaylist.parse(d)
     assert skipped.low_latency is not None and skipped.low_latency.skipped == 8

@@ -18,9 +18,10 @@ rest of the playlist. Written form of a low-latency playlist (version 9)::
     #EXT-X-RENDITION-REPORT:URI="720p.m3u8",LAST-MSN=12,LAST-PART=0
 
 For the edge's hot path (no model objects, as ``camflow.hls.scan``): ``playlist_end`` is where a
-playlist ends (the ``(msn, part)`` a blocking reload waits for), ``facts`` that and the numbers
-a blocking answer is bounded by (PART-TARGET, TARGETDURATION, CAN-SKIP-UNTIL, the preload hint),
-and ``delta`` the playlist as a delta update (``_HLS_skip=YES``: ``EXT-X-SKIP`` in place of the
+playlist ends (``End(msn, part)``, what a blocking reload waits for), ``facts`` that and what the
+edge's blocking reloads and held requests need (PART-TARGET, TARGETDURATION, what
+EXT-X-SERVER-CONTROL allows, EXT-X-ENDLIST, the preload hint and the last URI listed), and
+``delta`` the playlist as a delta update (``_HLS_skip=YES``: ``EXT-X-SKIP`` in place of the
 segments older than a bound; camflow writes no EXT-X-DATERANGE, so ``_HLS_skip=v2`` is the same).
 """
 
@@ -28,16 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from camflow.hls.errors import PlaylistError
+from camflow.hls.scan import block_duration, first_kept, split_media
 from camflow.hls.tags import (
-    EXT_X_DISCONTINUITY,
-    EXT_X_MAP,
+    EXT_X_ENDLIST,
     EXT_X_MEDIA_SEQUENCE,
+    EXT_X_PART,
     EXT_X_TARGETDURATION,
     EXT_X_VERSION,
-    EXTINF,
-    SEGMENT_TAGS,
+    EXTM3U,
     attributes,
     format_duration,
 )
@@ -45,7 +47,6 @@ from camflow.hls.tags import (
 LL_VERSION = 9  # EXT-X-SKIP (a delta update of the playlist) needs version 9
 EXT_X_SERVER_CONTROL = "#EXT-X-SERVER-CONTROL"
 EXT_X_PART_INF = "#EXT-X-PART-INF"
-EXT_X_PART = "#EXT-X-PART"
 EXT_X_PRELOAD_HINT = "#EXT-X-PRELOAD-HINT"
 EXT_X_RENDITION_REPORT = "#EXT-X-RENDITION-REPORT"
 EXT_X_SKIP = "#EXT-X-SKIP"
@@ -133,24 +134,6 @@ def can_skip_until(target_duration: int) -> float:
 # -- the edge's hot path: text in, text out ------------------------------------------------------------
 
 
-def _blocks(text: str) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header lines, one block per segment: its tags, parts and URI, the lines after the last URI)."""
-    head: list[str] = []
-    blocks: list[list[str]] = []
-    pending: list[str] = []
-    for line in (ln.strip() for ln in text.splitlines() if ln.strip()):
-        tag = line.partition(":")[0]
-        starts_segment = tag in SEGMENT_TAGS or tag == EXT_X_PART or not line.startswith("#")
-        if not blocks and not pending and not starts_segment:
-            head.append(line)
-            continue
-        pending.append(line)
-        if not line.startswith("#"):
-            blocks.append(pending)
-            pending = []
-    return head, blocks, pending
-
-
 def _header_int(head: list[str], tag: str, default: int | None) -> int | None:
     for line in head:
         name, _, value = line.partition(":")
@@ -162,64 +145,94 @@ def _header_int(head: list[str], tag: str, default: int | None) -> int | None:
     return default
 
 
+class End(NamedTuple):
+    """Where a media playlist ends (``camflow.events.PlaylistEnd`` without the rendition): ``msn`` of
+    its last segment, complete or in progress, and the last part listed of that segment (-1: the
+    segment is complete and no part of the next one is listed). Ordered as the playlist grows."""
+
+    msn: int
+    part: int
+
+
 @dataclass(frozen=True, slots=True)
 class LowLatencyFacts:
-    """What the edge needs of an LL media playlist; ``end`` as ``playlist_end``."""
+    """What the edge needs of an LL media playlist: ``end`` as ``playlist_end``, what its
+    EXT-X-SERVER-CONTROL allows, the URI of its preload hint (TYPE=PART) and of the last part or
+    segment it lists (the newest object named, with the hint)."""
 
     part_target: float
     target_duration: int | None
+    can_block: bool
     can_skip_until: float | None
     preload_hint: str | None
-    end: tuple[int, int] | None
+    end: End | None
+    endlist: bool = False
+    last_uri: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether a reload may block (``_HLS_msn``): CAN-BLOCK-RELOAD=YES and no EXT-X-ENDLIST."""
+        return self.can_block and not self.endlist
 
 
 def facts(text: str) -> LowLatencyFacts | None:
     """The LL facts of a media playlist; None when it is not a low-latency one (no EXT-X-PART-INF).
-    PlaylistError when the text is not a media playlist."""
-    head, _, rest = _blocks(text)
+    PlaylistError when the text is not a media playlist or its LL numbers are not numbers."""
+    head, blocks, rest = split_media(text)
     part_inf = next((ln for ln in head if ln.startswith(EXT_X_PART_INF + ":")), None)
     if part_inf is None:
         return None
-    control = next((ln for ln in head if ln.startswith(EXT_X_SERVER_CONTROL + ":")), "")
-    hint = next((ln for ln in rest if ln.startswith(EXT_X_PRELOAD_HINT + ":")), None)
+    control = attributes(next((ln for ln in head if ln.startswith(EXT_X_SERVER_CONTROL + ":")), ""))
+    hint = attributes(next((ln for ln in rest if ln.startswith(EXT_X_PRELOAD_HINT + ":")), ""))
     try:
         part_target = float(attributes(part_inf.partition(":")[2])["PART-TARGET"])
-        skip = attributes(control.partition(":")[2]).get("CAN-SKIP-UNTIL")
+        skip = control.get("CAN-SKIP-UNTIL")
         can_skip = None if skip is None else float(skip)
     except (KeyError, ValueError):
         raise PlaylistError(
-            f"{part_inf!r} / {control!r}: expected PART-TARGET and CAN-SKIP-UNTIL seconds"
+            f"{part_inf!r} / CAN-SKIP-UNTIL={control.get('CAN-SKIP-UNTIL')!r}: "
+            "expected PART-TARGET and CAN-SKIP-UNTIL seconds"
         ) from None
+    trailing = [attributes(ln.partition(":")[2]).get("URI") for ln in rest if ln.startswith(EXT_X_PART + ":")]
     return LowLatencyFacts(
         part_target,
         _header_int(head, EXT_X_TARGETDURATION, None),
+        control.get("CAN-BLOCK-RELOAD") == "YES",
         can_skip,
-        None if hint is None else attributes(hint.partition(":")[2]).get("URI"),
-        playlist_end(text),
+        hint.get("URI") if hint.get("TYPE") == "PART" else None,
+        _end(head, blocks, rest),
+        EXT_X_ENDLIST in rest,
+        trailing[-1] if trailing else blocks[-1][-1] if blocks else None,
     )
 
 
-def playlist_end(text: str) -> tuple[int, int] | None:
-    """Where a media playlist ends: ``(msn, part)`` of its last segment, complete or in progress.
+def playlist_end(text: str) -> End | None:
+    """Where a media playlist ends: ``End(msn, part)`` of its last segment, complete or in progress.
 
     ``part`` is the last part listed of the segment in progress, -1 when the last segment is
     complete and no part of the next one is listed (``camflow.events.PlaylistEnd``). None when
     the playlist lists nothing. PlaylistError when the text is not a media playlist.
     """
-    head, blocks, rest = _blocks(text)
-    if not head or head[0] != "#EXTM3U":
+    return _end(*split_media(text))
+
+
+def _end(head: list[str], blocks: list[list[str]], rest: list[str]) -> End | None:
+    if not head or head[0] != EXTM3U:
         raise PlaylistError("text is not a media playlist (no #EXTM3U)")
     sequence = _header_int(head, EXT_X_MEDIA_SEQUENCE, 0)
     assert sequence is not None
     skipped = 0
-    for line in head:
-        if line.startswith(EXT_X_SKIP + ":"):
-            skipped = int(attributes(line.partition(":")[2]).get("SKIPPED-SEGMENTS", "0") or 0)
+    skip = next((ln for ln in head if ln.startswith(EXT_X_SKIP + ":")), None)
+    if skip is not None:  # a delta update: the skipped segments still count
+        value = attributes(skip.partition(":")[2]).get("SKIPPED-SEGMENTS", "")
+        if not (value.isascii() and value.isdigit()):
+            raise PlaylistError(f"{skip!r}: expected SKIPPED-SEGMENTS=<decimal integer>")
+        skipped = int(value)
     last = sequence + skipped + len(blocks) - 1
     trailing = sum(1 for ln in rest if ln.startswith(EXT_X_PART + ":"))
     if trailing:
-        return last + 1, trailing - 1
-    return None if last < sequence else (last, -1)
+        return End(last + 1, trailing - 1)
+    return None if last < sequence else End(last, -1)
 
 
 def delta(text: str, skip_until: float) -> str:
@@ -231,38 +244,28 @@ def delta(text: str, skip_until: float) -> str:
     segments), and the EXT-X-MAP of the first kept segment is repeated. A playlist with nothing to skip comes
     back whole. PlaylistError when the text is not a playlist this can cut.
     """
-    head, blocks, rest = _blocks(text)
-    if not head or head[0] != "#EXTM3U":
+    head, blocks, rest = split_media(text)
+    if not head or head[0] != EXTM3U:
         raise PlaylistError("text is not a media playlist (no #EXTM3U)")
-    durations = []
-    for b in blocks:
-        extinf = next((ln for ln in b if ln.startswith(EXTINF + ":")), None)
-        if extinf is None:
-            raise PlaylistError(f"segment {b[-1]!r} has no EXTINF")
-        try:
-            durations.append(float(extinf[len(EXTINF) + 1 :].partition(",")[0]))
-        except ValueError:
-            raise PlaylistError(f"EXTINF {extinf!r} is not '<decimal seconds>,'") from None
-    # The end of the playlist includes the parts of the segment in progress.
-    total = sum(durations) + sum(
-        float(attributes(ln.partition(":")[2]).get("DURATION", "0") or 0)
-        for ln in rest
-        if ln.startswith(EXT_X_PART + ":")
-    )
-    skip, end = 0, 0.0
-    # A segment is skipped when it ends at least skip_until before the end (the Skip Boundary).
-    while skip < len(blocks) - 1 and total - (end + durations[skip]) >= skip_until:
-        end += durations[skip]
-        skip += 1
+    durations = [block_duration(b) for b in blocks]
+    # A segment is skipped when it ends at least skip_until before the end (the Skip Boundary): what
+    # follows it is summed from the end (the parts of the segment in progress, then the segments).
+    after = 0.0
+    for ln in rest:
+        if ln.startswith(EXT_X_PART + ":"):
+            try:
+                after += float(attributes(ln.partition(":")[2]).get("DURATION", "0") or 0)
+            except ValueError:
+                raise PlaylistError(f"{ln!r}: expected DURATION=<decimal seconds>") from None
+    skip = 0
+    for i in range(len(blocks) - 1, 0, -1):  # the last segment stays
+        after += durations[i]
+        if after >= skip_until:
+            skip = i
+            break
     if skip == 0:
         return text
-    map_line = None
-    for b in blocks[:skip]:
-        map_line = next((ln for ln in b if ln.startswith(EXT_X_MAP)), map_line)
-    first = blocks[skip]
-    if map_line is not None and not any(ln.startswith(EXT_X_MAP) for ln in first):
-        first = [ln for ln in first if ln == EXT_X_DISCONTINUITY] + [map_line]
-        first += [ln for ln in blocks[skip] if ln != EXT_X_DISCONTINUITY]
+    first = first_kept(blocks, skip)
     out = []
     for line in head:
         if line.startswith(EXT_X_VERSION + ":"):

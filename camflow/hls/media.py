@@ -39,7 +39,6 @@ import m3u8
 from camflow.hls.dates import format_date_time
 from camflow.hls.errors import PlaylistError
 from camflow.hls.lowlatency import (
-    EXT_X_PART,
     LL_VERSION,
     LowLatency,
     NextSegment,
@@ -55,6 +54,7 @@ from camflow.hls.tags import (
     EXT_X_INDEPENDENT_SEGMENTS,
     EXT_X_MAP,
     EXT_X_MEDIA_SEQUENCE,
+    EXT_X_PART,
     EXT_X_PLAYLIST_TYPE,
     EXT_X_PROGRAM_DATE_TIME,
     EXT_X_TARGETDURATION,

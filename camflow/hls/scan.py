@@ -11,7 +11,9 @@ DVR playlist ~18 ms against ~2.7 ms (timeit, this machine, when this module was 
 - ``media_facts`` / ``master_variants`` / ``is_master``: what the edge's policy and catalog need;
 - ``map_uris``: every URI of a playlist (lines and ``URI="..."`` attributes) through a function;
 - ``trim``: a live media playlist cut to its last seconds, as RFC 8216 6.2.2 lets a window slide;
-  PlaylistError when the text is not a media playlist it can cut.
+  PlaylistError when the text is not a media playlist it can cut;
+- ``split_media``, ``block_duration``, ``first_kept``: the pieces ``trim`` and the low-latency delta
+  update (``camflow.hls.lowlatency.delta``) cut playlists with.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from camflow.hls.tags import (
     EXT_X_GAP,
     EXT_X_MAP,
     EXT_X_MEDIA_SEQUENCE,
+    EXT_X_PART,
     EXT_X_PLAYLIST_TYPE,
     EXT_X_PROGRAM_DATE_TIME,
     EXT_X_STREAM_INF,
@@ -237,12 +240,48 @@ def map_uris(text: str, change: Callable[[str], str]) -> str:
     return "\n".join(_map_line(line, change) for line in text.split("\n"))
 
 
-def _block_duration(block: list[str]) -> float:
-    """The EXTINF duration of one entry's lines (its tags, then its URI)."""
+def split_media(text: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """A media playlist's lines (stripped, blank ones dropped): its header, one block per segment (its
+    tags, its parts, its URI), and the lines after the last URI (the parts of the segment in
+    progress, the preload hint, rendition reports, EXT-X-ENDLIST)."""
+    head: list[str] = []
+    blocks: list[list[str]] = []
+    pending: list[str] = []
+    for line in (ln.strip() for ln in text.splitlines() if ln.strip()):
+        tag = line.partition(":")[0]
+        starts_segment = tag in SEGMENT_TAGS or tag == EXT_X_PART or not line.startswith("#")
+        if not blocks and not pending and not starts_segment:
+            head.append(line)
+            continue
+        pending.append(line)
+        if not line.startswith("#"):
+            blocks.append(pending)
+            pending = []
+    return head, blocks, pending
+
+
+def block_duration(block: list[str]) -> float:
+    """The EXTINF duration of one segment's lines (its tags, then its URI)."""
     m = next((_EXTINF.match(ln[len(EXTINF) + 1 :]) for ln in block if ln.startswith(EXTINF + ":")), None)
     if m is None:
         raise PlaylistError(f"segment {block[-1]!r} has no EXTINF '<decimal seconds>,'")
     return float(m.group(1))
+
+
+def first_kept(blocks: list[list[str]], keep_from: int) -> list[str]:
+    """Block ``keep_from``'s lines, once the blocks before it are cut: the EXT-X-MAP in effect for it
+    is repeated (after its EXT-X-DISCONTINUITY) when it has none of its own."""
+    map_line = None
+    for b in blocks[:keep_from]:
+        map_line = next((ln for ln in b if ln.startswith(EXT_X_MAP)), map_line)
+    first = blocks[keep_from]
+    if map_line is None or any(ln.startswith(EXT_X_MAP) for ln in first):
+        return first
+    return (
+        [ln for ln in first if ln == EXT_X_DISCONTINUITY]
+        + [map_line]
+        + [ln for ln in first if ln != EXT_X_DISCONTINUITY]
+    )
 
 
 def trim(text: str, seconds: float) -> str:
@@ -252,37 +291,16 @@ def trim(text: str, seconds: float) -> str:
     DISCONTINUITY-SEQUENCE per discontinuity removed, and repeats the EXT-X-MAP that
     applied to the first kept entry.
     """
-    head: list[str] = []
-    blocks: list[list[str]] = []
-    pending: list[str] = []
-    tail: list[str] = []
-    for line in (ln.strip() for ln in text.splitlines() if ln.strip()):
-        tag = line.partition(":")[0]
-        if tag == EXT_X_ENDLIST:
-            tail.append(line)
-        elif not blocks and not pending and line.startswith("#") and tag not in SEGMENT_TAGS:
-            head.append(line)
-        else:
-            pending.append(line)
-            if not line.startswith("#"):
-                blocks.append(pending)
-                pending = []
-    durations = [_block_duration(b) for b in blocks]
+    head, blocks, tail = split_media(text)
+    durations = [block_duration(b) for b in blocks]
     keep_from, total = len(blocks), 0.0
     while keep_from > 0 and (total < seconds or keep_from == len(blocks)):
         keep_from -= 1
         total += durations[keep_from]
     dropped = blocks[:keep_from]
-    map_line = None
-    for b in dropped:
-        map_line = next((ln for ln in b if ln.startswith(EXT_X_MAP)), map_line)
     kept = blocks[keep_from:]
-    if kept and map_line is not None and not any(ln.startswith(EXT_X_MAP) for ln in kept[0]):
-        kept[0] = (
-            [ln for ln in kept[0] if ln == EXT_X_DISCONTINUITY]
-            + [map_line]
-            + [ln for ln in kept[0] if ln != EXT_X_DISCONTINUITY]
-        )
+    if kept:
+        kept[0] = first_kept(blocks, keep_from)
     msn_shift = len(dropped)
     dsn_shift = sum(1 for b in dropped if EXT_X_DISCONTINUITY in b)
     out = []
