@@ -43,6 +43,10 @@ class ClipSegment:
     data: bytes  # the raw segment
     parts: tuple[tuple[int, int, bool, bytes], ...]  # (start, duration, independent, data) per part
 
+    @property
+    def end(self) -> int:
+        return self.start + self.duration
+
     def raw_segment(self, stream: str, codecs: str, wall_clock: float = 0.0) -> RawSegment:
         return RawSegment(
             stream=stream,
@@ -79,14 +83,19 @@ class ClipSegment:
         ]
 
 
-def make_clip(path: Path, seconds: float, size: str, bframes: int = 0, gop: int = 60) -> Path:
-    """testsrc2 at 30 fps (libx264, an IDR every ``gop`` pictures) and a 48 kHz AAC sine."""
+def make_clip(
+    path: Path, seconds: float, size: str, bframes: int = 0, gop: int = 60, codec: str = "libx264"
+) -> Path:
+    """testsrc2 at 30 fps (``codec``, an IDR every ``gop`` pictures) and a 48 kHz AAC sine."""
     if not path.exists():
+        extra = (
+            ["-x265-params", f"bframes={bframes}:open-gop=0:log-level=error"] if codec == "libx265" else []
+        )
         subprocess.run(
             [
                 *("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30"),
                 *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"),
-                *("-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
+                *("-t", str(seconds), "-c:v", codec, *extra, "-preset", "veryfast", "-pix_fmt", "yuv420p"),
                 *("-bf", str(bframes), "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"),
                 *("-c:a", "aac", "-b:a", "64k", str(path)),
             ],
@@ -120,7 +129,9 @@ def cut(path: Path, per_part: int = 6) -> list[ClipSegment]:
                 rate = audio.codec_context.sample_rate
                 shift = BASE * rate // TIMESCALE  # the audio track's timeline starts where the video's does
                 sounds.append(
-                    _Sample(packet.pts + shift, packet.pts + shift, packet.duration or 1024, True, bytes(packet))
+                    _Sample(
+                        packet.pts + shift, packet.pts + shift, packet.duration or 1024, True, bytes(packet)
+                    )
                 )
         gops: list[list[_Sample]] = []
         for sample in pictures:
@@ -147,7 +158,9 @@ def cut(path: Path, per_part: int = 6) -> list[ClipSegment]:
                 k += 1
             first = seg[0][0].dts
             end = spans[k - 1][1]
-            out.append(ClipSegment(seq, first, end - first, _mux(video, audio, every, seg_audio), tuple(parts)))
+            out.append(
+                ClipSegment(seq, first, end - first, _mux(video, audio, every, seg_audio), tuple(parts))
+            )
         return out
 
 

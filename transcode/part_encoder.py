@@ -24,6 +24,7 @@ segment's end are dropped (counted), as no later part of that segment will come.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from collections.abc import Iterator
@@ -111,10 +112,8 @@ class PartRung:
         return RenditionMedia(self.name, self.width, self.height, self.codecs, init, media, rate, seconds)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(av.error.FFmpegError):  # an encoder that never muxed: nothing to keep
             self._out.close()
-        except av.error.FFmpegError:
-            pass  # closing an encoder that had no packet muxed: nothing to keep
 
 
 def _typical(durations: dict[int, int]) -> int:
@@ -147,7 +146,10 @@ class StreamParts:
         position = (part.seq, part.part)
         if self.last is not None and position <= self.last:
             return PartMedia((), duplicate=True)
-        follows = self.last is not None and position in ((self.last[0], self.last[1] + 1), (self.last[0] + 1, 0))
+        follows = self.last is not None and position in (
+            (self.last[0], self.last[1] + 1),
+            (self.last[0] + 1, 0),
+        )
         self.last = position
         try:
             return self._process(part, follows)
@@ -191,7 +193,9 @@ class StreamParts:
                     skipped = len(plan.encodes)
         order = [name for name, *_ in plan.encodes] + list(plan.copies)
         ranked = {r.name: i for i, r in enumerate(self.ladder)}
-        video = tuple(out[n] for n in sorted(order, key=lambda n: ranked.get(n, len(self.ladder))) if n in out)
+        video = tuple(
+            out[n] for n in sorted(order, key=lambda n: ranked.get(n, len(self.ladder))) if n in out
+        )
         audio = audio_rendition(data) if raw_format(data) != "ivf" else None
         return PartMedia(video if audio is None else (*video, audio), skipped, tail_dropped=dropped)
 
@@ -200,10 +204,8 @@ class StreamParts:
         rungs' encoders are kept unless the source changed, and force an IDR on the first picture."""
         dropped = 0
         if self._decoder is not None:
-            try:
+            with contextlib.suppress(av.error.FFmpegError):
                 dropped = sum(1 for _ in self._decoder.decode(None))
-            except av.error.FFmpegError:
-                pass
         if signature != self._signature or not self._rungs:
             self._close_rungs()
             time_base: Fraction = src.time_base or Fraction(1, 90_000)
@@ -223,7 +225,9 @@ class StreamParts:
         self.synced = True
         return dropped
 
-    def _encode(self, packets: list[av.Packet[Any]], rate: float, independent: bool) -> Iterator[RenditionMedia]:
+    def _encode(
+        self, packets: list[av.Packet[Any]], rate: float, independent: bool
+    ) -> Iterator[RenditionMedia]:
         assert self._cascade is not None
         durations = {p.pts: p.duration or 0 for p in packets if p.pts is not None}
         out: list[list[av.Packet[Any]]] = [[] for _ in self._rungs]

@@ -174,7 +174,9 @@ def copy_rendition(
     init, media = place(_copy(packets, src, tag), packets[0].dts)
     fps = float(rate if rate is not None else frame_rate(packets, src.time_base or Fraction(1, 90_000)))
     ctx = src.codec_context
-    return RenditionMedia(name, ctx.width, ctx.height, codecs, init, media, fps, time.perf_counter() - started)
+    return RenditionMedia(
+        name, ctx.width, ctx.height, codecs, init, media, fps, time.perf_counter() - started
+    )
 
 
 def _copy(packets: list[av.Packet[Any]], src: Any, tag: str | None) -> bytes:

@@ -228,6 +228,11 @@ def _add_transcode(p: argparse.ArgumentParser) -> None:
         default=3,
         help="tries per segment before it goes to the dead-letter topic camflow.segments.dead (default 3)",
     )
+    p.add_argument(
+        "--no-low-latency",
+        action="store_true",
+        help="no low-latency HLS: the part worker (raw parts -> parts of every rendition) does not run",
+    )
 
 
 def _add_package(p: argparse.ArgumentParser) -> None:
