@@ -75,6 +75,12 @@ class PartStats:
     decode_errors: int = 0
     commit_errors: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # where a part's time goes: waiting in its lane, making its renditions, the store writes, the publish
+    stages: dict[str, deque[float]] = field(
+        default_factory=lambda: {
+            k: deque(maxlen=LATENCY_SAMPLES) for k in ("wait", "media", "write", "publish")
+        }
+    )
 
     def snapshot(self) -> dict[str, Any]:
         recent = list(self.latencies)
@@ -88,6 +94,7 @@ class PartStats:
             "commit_errors": self.commit_errors,
             "part_p50_seconds": round(percentile(recent, 50), 4),
             "part_p95_seconds": round(percentile(recent, 95), 4),
+            **{f"{k}_p50_seconds": round(percentile(list(v), 50), 4) for k, v in self.stages.items()},
         }
 
 
@@ -118,6 +125,7 @@ class PartWorker:
         self._lanes: dict[str, _Lane] = {}
         self._inits: set[str] = set()  # init keys known to be in the store
         self._commits = CommitTracker()
+        self._to_commit: dict[tuple[str, int], Message] = {}  # partition -> its message to commit next
         self._consumer: Consumer | None = None
         self._generation = 0
 
@@ -141,6 +149,7 @@ class PartWorker:
                     self._rebalanced(consumer)
                     await self._dispatch(consumer, message, now)
                 await self._close_idle(now)
+                await self._commit(consumer)
                 if now - reported >= LOG_EVERY:
                     reported = now
                     if (snapshot := self.stats.snapshot()) != last:
@@ -149,6 +158,7 @@ class PartWorker:
         finally:
             for stream in list(self._lanes):
                 await self._close_lane(stream, finish=True)
+            await self._commit(consumer)
             await consumer.close()
             log.info("part_worker_stopped", **self.stats.snapshot())
 
@@ -159,6 +169,7 @@ class PartWorker:
             return
         self._generation = consumer.generation
         self._commits.clear()
+        self._to_commit.clear()
         for stream in [s for s in self._lanes if not consumer.owns(TOPIC_PARTS, s)]:
             lane = self._lanes.pop(stream)
             if lane.task is not None:
@@ -193,8 +204,11 @@ class PartWorker:
         loop = asyncio.get_running_loop()
         while True:
             message, event, token, consumed = await lane.queue.get()
+            self.stats.stages["wait"].append(time.perf_counter() - consumed)
             try:
+                started = time.perf_counter()
                 media = await loop.run_in_executor(lane.executor, lane.state.process, event)
+                self.stats.stages["media"].append(time.perf_counter() - started)
             except Exception as exc:  # BadSegment, or anything FFmpeg raised: never the worker's end
                 await self._bad(lane, message, event, exc)
             else:
@@ -224,7 +238,9 @@ class PartWorker:
             inits.append(ikey)
             writes.append(self.store.put(pkey, rendition.media, "video/iso.segment"))
             refs.append(_ref(rendition, ikey, pkey, event.duration / event.timescale))
+        started = time.perf_counter()
         await asyncio.gather(*writes)
+        self.stats.stages["write"].append(time.perf_counter() - started)
         self._inits.update(inits)
         if len(self._inits) > 10_000:
             self._inits.clear()
@@ -241,7 +257,9 @@ class PartWorker:
             renditions=tuple(refs),
             discontinuity=event.discontinuity,
         )
+        started = time.perf_counter()
         await self.bus.publish(TOPIC_READY, event.stream, encode(ready))
+        self.stats.stages["publish"].append(time.perf_counter() - started)
         self.stats.parts += 1
 
     async def _bad(self, lane: _Lane, message: Message, event: RawPart, exc: Exception) -> None:
@@ -272,14 +290,23 @@ class PartWorker:
         await self.dead_letters.segment(message, dead)
 
     async def _done(self, consumer: Consumer, token: int) -> None:
+        """The part's effects are written: its offset (with what precedes it) is committed by the main
+        loop between polls (``_commit``), never by the lane, which would wait behind the poll."""
+        del consumer
         commit = self._commits.done(token)
-        if commit is None:
-            return
-        try:
-            await consumer.commit(commit)
-        except Exception as exc:  # e.g. Kafka: the partition went to another member meanwhile
-            self.stats.commit_errors += 1
-            log.warning("commit_failed", partition=commit.partition, offset=commit.offset, error=repr(exc))
+        if commit is not None:
+            self._to_commit[(commit.topic, commit.partition)] = commit
+
+    async def _commit(self, consumer: Consumer) -> None:
+        pending, self._to_commit = self._to_commit, {}
+        for commit in pending.values():
+            try:
+                await consumer.commit(commit)
+            except Exception as exc:  # e.g. Kafka: the partition went to another member meanwhile
+                self.stats.commit_errors += 1
+                log.warning(
+                    "commit_failed", partition=commit.partition, offset=commit.offset, error=repr(exc)
+                )
 
     async def _close_idle(self, now: float) -> None:
         for stream in [s for s, lane in self._lanes.items() if now - lane.seen > self.idle_seconds]:
