@@ -50,6 +50,7 @@ from transcode.encoder import (
 from transcode.errors import BadSegment
 from transcode.ladder import Rung
 from transcode.renditions import (
+    QUICK_OPEN,
     VP8_CODECS,
     Plan,
     audio_rendition,
@@ -160,7 +161,7 @@ class StreamParts:
     def _process(self, part: RawPart, follows: bool) -> PartMedia:
         data = part.data
         try:
-            container = av.open(io.BytesIO(data), "r", format=raw_format(data))
+            container = av.open(io.BytesIO(data), "r", format=raw_format(data), options=QUICK_OPEN)
         except (av.error.FFmpegError, ValueError) as exc:
             raise BadSegment(f"raw part is not a readable fMP4: {exc}") from exc
         with container:
@@ -196,7 +197,7 @@ class StreamParts:
         video = tuple(
             out[n] for n in sorted(order, key=lambda n: ranked.get(n, len(self.ladder))) if n in out
         )
-        audio = audio_rendition(data) if raw_format(data) != "ivf" else None
+        audio = audio_rendition(data, QUICK_OPEN) if raw_format(data) != "ivf" else None
         return PartMedia(video if audio is None else (*video, audio), skipped, tail_dropped=dropped)
 
     def _restart(self, src: Any, plan: Plan, signature: Signature, packets: list[av.Packet[Any]]) -> int:

@@ -48,6 +48,9 @@ VP8_CODECS = "vp08.00.10.08"
 BROWSER_H264_PROFILES = ("avc1.42", "avc1.4d", "avc1.64")  # baseline, main, high
 BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")
 AUDIO_NAME = "audio"
+# Demuxer options for a small self-contained fMP4 (a raw part): the sample entries say all a copy
+# needs, so no packets are read ahead to probe the streams (4 ms per open instead of 20 at 720p).
+QUICK_OPEN = {"probesize": "32", "analyzeduration": "0"}
 AAC_CODECS = "mp4a.40.2"
 
 
@@ -133,11 +136,12 @@ def raw_format(data: bytes) -> str:
     return "ivf" if data[:4] == IVF_MAGIC else "mp4"
 
 
-def audio_rendition(data: bytes) -> RenditionMedia | None:
-    """The raw segment's AAC track as the ``audio`` rendition (a stream copy); None when it has none."""
+def audio_rendition(data: bytes, options: dict[str, str] | None = None) -> RenditionMedia | None:
+    """The raw segment's AAC track as the ``audio`` rendition (a stream copy); None when it has none.
+    ``options``: the demuxer's (``QUICK_OPEN`` for a raw part)."""
     started = time.perf_counter()
     try:
-        with av.open(io.BytesIO(data), "r", format=raw_format(data)) as container:
+        with av.open(io.BytesIO(data), "r", format=raw_format(data), options=options) as container:
             if not container.streams.audio:
                 return None
             src = container.streams.audio[0]
