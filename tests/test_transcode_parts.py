@@ -111,3 +111,36 @@ def test_no_low_latency_flag() -> None:
     parser = build_parser()
     assert parser.parse_args(["transcode", "--kafka", "k:1", "--no-low-latency"]).no_low_latency
     assert not parser.parse_args(["run"]).no_low_latency
+
+
+class _Reassigned:
+    """A consumer whose assignment moved on (``Rebalancing``): it now owns ``owned`` only."""
+
+    def __init__(self, owned: set[str]) -> None:
+        self.generation = 2
+        self.owned = owned
+
+    def owns(self, topic: str, key: str) -> bool:
+        return topic == TOPIC_PARTS and key in self.owned
+
+
+def test_a_rebalance_drops_the_streams_gone_elsewhere(tmp_path: Path, segments: list[ClipSegment]) -> None:
+    async def scenario() -> tuple[set[str], int]:
+        bus, store = LocalBus(), FileStore(tmp_path)
+        worker = PartWorker(bus, store, ladder=parse_ladder("source"))
+        consumer = await bus.subscribe([TOPIC_PARTS], GROUP)
+        for stream in ("cam1", "cam2"):
+            part = dataclasses.replace(segments[0].raw_parts(stream, "avc1")[0])
+            await bus.publish(TOPIC_PARTS, stream, encode(part))
+            message = await consumer.get(timeout=5)
+            assert message is not None
+            await worker._dispatch(consumer, message, 0.0)
+        await asyncio.sleep(0.5)
+        worker._rebalanced(_Reassigned({"cam2"}))  # type: ignore[arg-type]
+        lanes = set(worker._lanes)
+        for stream in list(worker._lanes):
+            await worker._close_lane(stream, finish=True)
+        return lanes, worker._commits.outstanding
+
+    lanes, outstanding = asyncio.run(scenario())
+    assert lanes == {"cam2"} and outstanding == 0

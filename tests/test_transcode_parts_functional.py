@@ -34,6 +34,7 @@ from camflow.store.s3 import S3Location, S3Store
 from tests import services
 from tests.kafka_groups import committed
 from tests.part_clips import TIMESCALE, ClipSegment, cut, make_clip
+from tests.process import camflow_run
 from tests.process import camflow_service as service
 from transcode.ladder import parse_ladder
 from transcode.parts import GROUP, PartWorker
@@ -168,6 +169,16 @@ def test_no_low_latency_runs_no_part_worker(tmp_path: Path) -> None:
         pass
     log = (tmp_path / "transcode.err").read_text()
     assert '"event": "transcoder_started"' in log and "part_worker_started" not in log
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-low-latency"]])
+def test_camflow_run_embeds_the_part_worker(tmp_path: Path, extra: list[str]) -> None:
+    with camflow_run(tmp_path, ["--processes", "1", *extra]) as cf:
+        deadline = time.monotonic() + 30
+        while '"event": "transcoder_started"' not in cf.log and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert '"event": "transcoder_started"' in cf.log
+    assert ("part_worker_started" in cf.log) == (not extra)
 
 
 # --- latency -----------------------------------------------------------------------------------
