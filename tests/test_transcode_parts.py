@@ -83,6 +83,9 @@ def test_parts_become_part_ready_events_in_order(tmp_path: Path, segments: list[
     )
     assert (first.start, first.duration, first.timescale) == (parts[0].start, parts[0].duration, 90_000)
     assert worker.stats.parts == len(parts) and worker.stats.bad_parts == 0
+    counters = {(name, labels): value for name, labels, value in worker.samples()}
+    assert counters[("camflow_transcode_parts", ("ok",))] == len(parts)
+    assert counters[("camflow_transcode_part_rungs_skipped", ())] == 0
     assert worker.stats.snapshot()["part_p50_seconds"] > 0
 
 

@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ from camflow.events import (
 )
 from camflow.keys import init_key, part_key
 from camflow.log import get_logger
+from camflow.metrics import Sample
 from camflow.store import Store
 from camflow.store.retry import RetryingStore, StoreOutage
 from transcode.encoder import RenditionMedia
@@ -132,6 +134,15 @@ class PartWorker:
     @property
     def consumer(self) -> Consumer | None:
         return self._consumer
+
+    def samples(self) -> Iterator[Sample]:
+        """The part worker's counters (a ``camflow.metrics`` source)."""
+        stats = self.stats
+        yield "camflow_transcode_parts", ("ok",), float(stats.parts)
+        yield "camflow_transcode_parts", ("duplicate",), float(stats.duplicates)
+        yield "camflow_transcode_parts", ("bad",), float(stats.bad_parts)
+        yield "camflow_transcode_part_rungs_skipped", (), float(stats.rungs_skipped)
+        yield from self.store_outage.samples()
 
     async def run(self, stop: asyncio.Event) -> None:
         self.store.stop_when(stop)
