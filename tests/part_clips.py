@@ -19,7 +19,7 @@ from typing import Any
 import av
 
 from camflow.events import RawPart, RawSegment
-from camflow.mp4 import MOVFLAGS, placed
+from camflow.mp4 import MOVFLAGS, placed, set_composition_offsets
 
 TIMESCALE = 90_000
 BASE = 1_234_567  # the epoch timeline does not start at zero
@@ -152,7 +152,8 @@ def cut(path: Path, per_part: int = 6) -> list[ClipSegment]:
             parts, every, seg_audio = [], [], []
             for i, run in enumerate(seg):
                 start, end = spans[k]
-                parts.append((start, end - start, i == 0, _mux(video, audio, run, owned[k])))
+                base = seg[0][0].pts - seg[0][0].dts
+                parts.append((start, end - start, i == 0, _mux(video, audio, run, owned[k], base)))
                 every.extend(run)
                 seg_audio.extend(owned[k])
                 k += 1
@@ -164,7 +165,12 @@ def cut(path: Path, per_part: int = 6) -> list[ClipSegment]:
         return out
 
 
-def _mux(video: Any, audio: Any, pictures: list[_Sample], sounds: list[_Sample]) -> bytes:
+def _mux(
+    video: Any, audio: Any, pictures: list[_Sample], sounds: list[_Sample], base: int | None = None
+) -> bytes:
+    """Init + one fragment of ``pictures`` and ``sounds``. ``base``: a part's composition offsets are
+    stored relative to its segment's first picture's (as ingest writes them), where FFmpeg's muxer
+    would start them from 0 at the part's own first picture."""
     buf = io.BytesIO()
     rate = audio.codec_context.sample_rate
     with av.open(buf, "w", format="mp4", options={"movflags": MOVFLAGS}) as out:
@@ -188,4 +194,9 @@ def _mux(video: Any, audio: Any, pictures: list[_Sample], sounds: list[_Sample])
         for p in packets:
             out.mux(p)
     first = pictures[0].dts
-    return b"".join(placed(buf.getvalue(), {1: first, 2: sounds[0].pts} if sounds else first))
+    init, media = placed(buf.getvalue(), {1: first, 2: sounds[0].pts} if sounds else first)
+    if base is not None:
+        offsets = [s.pts - s.dts - base for s in pictures] + [0] * len(sounds)
+        if any(offsets):
+            media = set_composition_offsets(media, offsets)
+    return init + media

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from camflow.events import RawPart
-from camflow.mp4 import base_media_decode_times
+from camflow.mp4 import base_media_decode_times, composition_offsets
 from tests.part_clips import ClipSegment, cut, make_clip
 from transcode.encoder import nominal_rate
 from transcode.errors import BadSegment
@@ -152,15 +152,29 @@ def test_close_ends_the_encoders_and_the_next_segment_opens_them(segments: list[
     assert state.process(parts[10]).rungs_skipped == 0 and state.encoding
 
 
-def test_a_source_with_b_frames_gets_rung_parts_in_order(bframe_segments: list[ClipSegment]) -> None:
+def test_a_source_with_b_frames_keeps_its_times_in_every_rendition(
+    bframe_segments: list[ClipSegment],
+) -> None:
     state = StreamParts("cam1", LADDER)
     got = [state.process(p) for p in parts_of(bframe_segments)]
-    rung = [m for media in got for m in media.renditions if m.name == "90p"]
-    times = [pts for r in rung for pts, _, _ in samples(r.init, [r.media])]
-    assert times == sorted(times) and len(set(times)) == len(times)
-    assert sum(media.tail_dropped for media in got) > 0  # what the decoder held at each segment's end
-    copies = [m for media in got for m in media.renditions if m.name == "source"]
-    assert len(copies) == len(got)
+    seg = bframe_segments[1]
+    whole = {m.name: m for m in transcode_segment(seg.data, LADDER, seg.end, 1).renditions}
+    mine = got[len(bframe_segments[0].parts) : len(bframe_segments[0].parts) + len(seg.parts)]
+    # The copy: each part's stored composition offsets are its segment's (not restarted from 0).
+    source = [m for media in mine for m in media.renditions if m.name == "source"]
+    assert composition_offsets(b"".join(s.media for s in source)) == composition_offsets(
+        whole["source"].media
+    )
+    assert any(composition_offsets(source[1].media))
+    # The rung: the segment's pictures at the segment's times, but the ones the decoder still held
+    # when the next segment began (dropped, counted).
+    rung = [m for media in mine for m in media.renditions if m.name == "90p"]
+    parts = samples(rung[0].init, [r.media for r in rung])
+    segment = samples(whole["90p"].init, [whole["90p"].media])
+    assert parts == segment[: len(parts)] and 0 < len(segment) - len(parts) <= 2
+    assert sum(media.tail_dropped for media in got) == (len(segment) - len(parts)) * (
+        len(bframe_segments) - 1
+    )
 
 
 def test_nominal_rates() -> None:
@@ -181,3 +195,16 @@ def test_an_h265_camera_gets_its_copy_and_an_encoded_h264_source(tmp_path: Path)
         assert parts[0].init == whole[name].init
         assert decoded(parts[0].init, [p.media for p in parts]) == 60
     assert got[0].renditions[0].codecs.startswith("avc1.")
+
+
+def test_a_discontinuity_restarts_the_encoders_at_its_segment(segments: list[ClipSegment]) -> None:
+    state = StreamParts("cam1", LADDER)
+    parts = parts_of(segments)
+    for part in parts[:10]:
+        state.process(part)
+    jumped = [dataclasses.replace(p, discontinuity=True) for p in parts[10:20]]  # every part of it says so
+    got = [state.process(p) for p in jumped]
+    assert all(media.rungs_skipped == 0 and names(media) == ["source", "90p", "audio"] for media in got)
+    rung = [m for media in got for m in media.renditions if m.name == "90p"]
+    keys = [k for _, _, k in samples(rung[0].init, [r.media for r in rung])]
+    assert keys[0] and not any(keys[1:])

@@ -25,6 +25,7 @@ segment's end are dropped (counted), as no later part of that segment will come.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
 from collections.abc import Iterator
@@ -36,8 +37,9 @@ import av
 import av.error
 from av.video.frame import PictureType
 
+from camflow.errors import MediaFormatError
 from camflow.events import RawPart
-from camflow.mp4 import MOVFLAGS
+from camflow.mp4 import MOVFLAGS, composition_offsets, set_composition_offsets
 from transcode.encoder import (
     RenditionMedia,
     ScalerCascade,
@@ -134,6 +136,7 @@ class StreamParts:
         self._decoder: Any = None
         self._rungs: list[PartRung] = []
         self._cascade: ScalerCascade | None = None
+        self._shift = 0  # added to each picture's stored composition offset (see ``_process``)
 
     @property
     def encoding(self) -> bool:
@@ -141,9 +144,11 @@ class StreamParts:
         return bool(self._rungs)
 
     def process(self, part: RawPart) -> PartMedia:
-        if part.epoch != self.epoch or part.discontinuity:
+        if part.epoch != self.epoch:
             self.reset()
             self.epoch = part.epoch
+        elif part.discontinuity and part.part == 0:  # the camera's clock jumped: fresh encoders
+            self.close()
         position = (part.seq, part.part)
         if self.last is not None and position <= self.last:
             return PartMedia((), duplicate=True)
@@ -180,14 +185,22 @@ class StreamParts:
             codecs = VP8_CODECS if ctx.name == "vp8" else codecs_of(ctx.extradata)
             plan = plan_ladder(self.ladder, codecs, ctx.format.name if ctx.format else None, ctx.height)
             rate = frame_rate(packets, src.time_base or Fraction(1, 90_000))
-            out = {name: copy_rendition(name, packets, src, codecs, rate) for name in plan.copies}
+            offsets = _offsets(data, src.id, len(packets))
+            out = {name: _copy(name, packets, src, codecs, rate, offsets) for name in plan.copies}
             skipped, dropped = 0, 0
             if plan.encodes:
                 signature = (ctx.name, ctx.width, ctx.height, bytes(ctx.extradata or b""))
-                if part.independent:
+                going = self.synced and follows and signature == self._signature
+                if part.independent and not (going and part.part > 0):
                     dropped = self._restart(src, plan, signature, packets)
-                elif not (self.synced and follows and signature == self._signature):
+                    # FFmpeg's shift of this part's composition offsets: every later part's
+                    # pictures get the same, so the stream's times run on across parts
+                    self._shift = (packets[0].pts or 0) - (packets[0].dts or 0) - (offsets or [0])[0]
+                elif not going:
                     self.synced = False
+                if offsets is not None:
+                    for packet, offset in zip(packets, offsets, strict=True):
+                        packet.pts = (packet.dts or 0) + offset + self._shift
                 if self.synced:
                     out.update((m.name, m) for m in self._encode(packets, float(rate), part.independent))
                 else:
@@ -201,8 +214,10 @@ class StreamParts:
         return PartMedia(video if audio is None else (*video, audio), skipped, tail_dropped=dropped)
 
     def _restart(self, src: Any, plan: Plan, signature: Signature, packets: list[av.Packet[Any]]) -> int:
-        """A segment starts: a new decoder (the old one's held pictures are dropped and counted); the
-        rungs' encoders are kept unless the source changed, and force an IDR on the first picture."""
+        """A segment starts (or the rungs start again): a new decoder (the old one's held pictures are
+        dropped and counted); the rungs' encoders are kept unless the source changed, and force an
+        IDR on the first picture. A key picture inside a segment needs none of this: the decoder
+        goes on and the first picture out of it in that part is encoded as an IDR."""
         dropped = 0
         if self._decoder is not None:
             with contextlib.suppress(av.error.FFmpegError):
@@ -251,7 +266,7 @@ class StreamParts:
             yield from self._decoder.decode(packet)
 
     def reset(self) -> None:
-        """Forget the stream's position and close its encoders (a new epoch, a discontinuity)."""
+        """Forget the stream's position and close its encoders (a new epoch)."""
         self.close()
         self.last = None
 
@@ -268,6 +283,33 @@ class StreamParts:
             rung.close()
         self._rungs = []
         self._cascade = None
+
+
+def _offsets(data: bytes, track_id: int, count: int) -> list[int] | None:
+    """The raw part's stored composition offsets of its video samples, None when unreadable.
+
+    A raw part's offsets are its segment's (relative to the segment's first sample), so a part
+    inside a segment of a B-frame source may start with a non-zero one; FFmpeg, demuxing the part
+    alone, shifts them to its own first sample, and its muxer writes a copy's from 0 again.
+    """
+    try:
+        offsets = composition_offsets(data, track_id)
+    except MediaFormatError:
+        return None
+    return offsets if len(offsets) == count else None
+
+
+def _copy(
+    name: str, packets: list[av.Packet[Any]], src: Any, codecs: str, rate: Fraction, offsets: list[int] | None
+) -> RenditionMedia:
+    """``copy_rendition``, with the raw part's composition offsets kept (see ``_offsets``)."""
+    media = copy_rendition(name, packets, src, codecs, rate)
+    if offsets is None or not any(offsets):
+        return media
+    try:
+        return dataclasses.replace(media, media=set_composition_offsets(media.media, offsets))
+    except MediaFormatError as exc:
+        raise BadSegment(f"raw part's {name} copy cannot keep its composition offsets: {exc}") from exc
 
 
 def _rate_of(packets: list[av.Packet[Any]], time_base: Fraction) -> Fraction:
