@@ -19,7 +19,7 @@ from typing import Any
 import av
 
 from camflow.events import RawPart, RawSegment
-from camflow.mp4 import MOVFLAGS, placed, set_composition_offsets
+from camflow.mp4 import MOVFLAGS, placed, shift_composition_offsets
 
 TIMESCALE = 90_000
 BASE = 1_234_567  # the epoch timeline does not start at zero
@@ -195,8 +195,6 @@ def _mux(
             out.mux(p)
     first = pictures[0].dts
     init, media = placed(buf.getvalue(), {1: first, 2: sounds[0].pts} if sounds else first)
-    if base is not None:
-        offsets = [s.pts - s.dts - base for s in pictures] + [0] * len(sounds)
-        if any(offsets):
-            media = set_composition_offsets(media, offsets)
+    if base is not None and pictures[0].pts - pictures[0].dts != base:
+        media = shift_composition_offsets(media, 1, pictures[0].pts - pictures[0].dts - base)
     return init + media

@@ -39,7 +39,7 @@ from av.video.frame import PictureType
 
 from camflow.errors import MediaFormatError
 from camflow.events import RawPart
-from camflow.mp4 import MOVFLAGS, composition_offsets, set_composition_offsets
+from camflow.mp4 import MOVFLAGS, composition_offsets, shift_composition_offsets
 from transcode.encoder import (
     RenditionMedia,
     ScalerCascade,
@@ -304,10 +304,10 @@ def _copy(
 ) -> RenditionMedia:
     """``copy_rendition``, with the raw part's composition offsets kept (see ``_offsets``)."""
     media = copy_rendition(name, packets, src, codecs, rate)
-    if offsets is None or not any(offsets):
+    if offsets is None or not offsets[0]:
         return media
-    try:
-        return dataclasses.replace(media, media=set_composition_offsets(media.media, offsets))
+    try:  # the copy's offsets start from 0: move them back by the part's first one
+        return dataclasses.replace(media, media=shift_composition_offsets(media.media, 1, offsets[0]))
     except MediaFormatError as exc:
         raise BadSegment(f"raw part's {name} copy cannot keep its composition offsets: {exc}") from exc
 
