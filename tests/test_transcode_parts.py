@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from camflow.bus import LocalBus
 from camflow.cli.args import build_parser
@@ -147,3 +149,47 @@ def test_a_rebalance_drops_the_streams_gone_elsewhere(tmp_path: Path, segments: 
 
     lanes, outstanding = asyncio.run(scenario())
     assert lanes == {"cam2"} and outstanding == 0
+
+
+class _RefusingBus(LocalBus):
+    """The bus refuses the first ``refuse`` part-ready events (a broker down past its timeout)."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    async def publish(self, topic: str, key: str, value: bytes, headers: Any = None) -> None:
+        if topic == TOPIC_READY and self.refuse:
+            self.refuse -= 1
+            raise KafkaTimeoutError("part-ready not acknowledged")
+        await super().publish(topic, key, value, headers)
+
+
+def test_a_refused_part_ready_skips_the_part_and_the_stream_goes_on(
+    tmp_path: Path, segments: list[ClipSegment]
+) -> None:
+    async def scenario() -> tuple[list[tuple[int, int]], PartWorker]:
+        bus, store = _RefusingBus(refuse=2), FileStore(tmp_path)
+        await store.start()
+        out = await bus.subscribe([TOPIC_READY], "test")
+        worker = PartWorker(bus, store, ladder=parse_ladder("source"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        parts = segments[0].raw_parts("cam1", "avc1")[:5]
+        for part in parts:
+            await bus.publish(TOPIC_PARTS, "cam1", encode(part))
+        got = []
+        for _ in range(3):
+            message = await asyncio.wait_for(out.get(timeout=30), 60)
+            assert message is not None
+            event = decode(message.value)
+            assert isinstance(event, PartReady)
+            got.append((event.seq, event.part))
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return got, worker
+
+    got, worker = asyncio.run(scenario())
+    assert got == [(0, 2), (0, 3), (0, 4)] and worker.stats.publish_failures == 2
+    assert worker._commits.outstanding == 0  # the refused parts are committed too: no stall

@@ -76,6 +76,9 @@ class PartStats:
     bad_parts: int = 0
     decode_errors: int = 0
     commit_errors: int = 0
+    publish_failures: int = (
+        0  # part-ready events the bus refused (the part is skipped, as ingest drops parts)
+    )
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     # where a part's time goes: waiting in its lane, making its renditions, the store writes, the publish
     stages: dict[str, deque[float]] = field(
@@ -94,6 +97,7 @@ class PartStats:
             "bad_parts": self.bad_parts,
             "decode_errors": self.decode_errors,
             "commit_errors": self.commit_errors,
+            "publish_failures": self.publish_failures,
             "part_p50_seconds": round(percentile(recent, 50), 4),
             "part_p95_seconds": round(percentile(recent, 95), 4),
             **{f"{k}_p50_seconds": round(percentile(list(v), 50), 4) for k, v in self.stages.items()},
@@ -227,8 +231,15 @@ class PartWorker:
                     await self._publish(event, media)
                 except StoreRetryStopped:
                     return  # stopping during a store outage: left uncommitted, for the group
-                if not media.duplicate:
-                    self.stats.latencies.append(time.perf_counter() - consumed)
+                except Exception as exc:  # the bus refused part-ready: a live part is not worth a stall
+                    self.stats.publish_failures += 1
+                    now = time.monotonic()
+                    if now - lane.logged >= LOG_EVERY:
+                        lane.logged = now
+                        log.warning("part_ready_not_published", stream_id=event.stream, error=repr(exc))
+                else:
+                    if not media.duplicate:
+                        self.stats.latencies.append(time.perf_counter() - consumed)
             await self._done(consumer, token)
             lane.queue.task_done()
 
