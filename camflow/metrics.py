@@ -171,6 +171,12 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
     ),
     "camflow_transcode_segments": CallbackMetric("counter", "Transcoded segments, by result", ("result",)),
     "camflow_transcode_in_flight": CallbackMetric("gauge", "Segments being transcoded now"),
+    "camflow_transcode_parts": CallbackMetric(
+        "counter", "Low-latency parts the part worker took, by result (ok, duplicate, bad)", ("result",)
+    ),
+    "camflow_transcode_part_rungs_skipped": CallbackMetric(
+        "counter", "Encoded rung parts not made: the rung waits for the stream's next independent part"
+    ),
     "camflow_transcode_lag_seconds": CallbackMetric(
         "gauge", "How far behind live the newest started segment was"
     ),

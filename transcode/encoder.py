@@ -10,6 +10,7 @@ every rendition of a segment has the same duration as the source.
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -61,6 +62,58 @@ def scaled_size(src_w: int, src_h: int, height: int) -> tuple[int, int]:
     return max(2, width), height
 
 
+# Frame rates x264 is told (``nominal_rate``): the rate enters the SPS (the level, and the VUI timing
+# of a constant-rate encode), so a rung's init section must not depend on one segment's measure.
+NOMINAL_RATES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 24, 25, 30, 48, 50, 60, 90, 120)
+
+
+def nominal_rate(measured: Fraction | float) -> Fraction:
+    """The standard frame rate nearest ``measured`` (by ratio): what every encoder of a stream's rung
+    is told, whether it encodes a whole segment or a part, so they write the same SPS (29.97 and
+    30.03 are both 30; the 1080p level boundary sits at exactly 30)."""
+    value = float(measured) if measured and measured > 0 else 30.0
+    return Fraction(min(NOMINAL_RATES, key=lambda r: abs(math.log(value / r))))
+
+
+def open_rung_stream(
+    container: Any,
+    rung: Rung,
+    size: tuple[int, int],
+    time_base: Fraction,
+    rate: Fraction,
+    threads: int,
+    *,
+    low_delay: bool,
+) -> Any:
+    """A libx264 stream of ``container`` for ``rung``: the one home of the rung's encoder settings.
+
+    The segment workers' encoders and the part workers' persistent ones (``low_delay``) differ only
+    in what the SPS/PPS do not carry (lookahead, threads), so one init section serves both, as
+    ``EXT-X-MAP`` wants. ``force-cfr``: x264 takes each frame's duration from ``rate``, not from the
+    next frame's time, which would hold every picture back by one (a part would end a frame short);
+    ``rate`` is a ``nominal_rate``. ``low_delay``: no lookahead and one thread, so each picture's
+    packet comes out of ``encode`` at once.
+    """
+    width, height = size
+    stream = container.add_stream("libx264", rate=rate)
+    ctx = stream.codec_context
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = time_base
+    stream.time_base = time_base
+    bitrate, maxrate = rung.target_bitrate(height), rung.target_maxrate(height)
+    ctx.bit_rate = bitrate
+    ctx.gop_size = 10_000  # IDRs where asked: a segment's start (a fresh encoder, or a forced key picture)
+    threads = 1 if low_delay else threads
+    if threads:
+        ctx.thread_count = threads
+    ctx.thread_type = "AUTO"
+    params = f"scenecut=0:bframes=0:force-cfr=1:vbv-maxrate={maxrate // 1000}:vbv-bufsize={maxrate // 500}"
+    if low_delay:
+        params += ":rc-lookahead=0:sync-lookahead=0"
+    ctx.options = {"preset": rung.preset, "profile": rung.profile, "forced-idr": "1", "x264-params": params}
+    return stream
+
+
 class RungEncoder:
     """libx264 for one rung; ``threads`` 0 lets the codec choose (frame threads), 1 is single-threaded."""
 
@@ -79,22 +132,9 @@ class RungEncoder:
         self.rate = rate
         self._buf = io.BytesIO()
         self._out = av.open(self._buf, "w", format="mp4", options={"movflags": MOVFLAGS})
-        self._stream: Any = self._out.add_stream("libx264", rate=rate)
-        ctx = self._stream.codec_context
-        ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
-        ctx.time_base = time_base
-        self._stream.time_base = time_base
-        bitrate, maxrate = rung.target_bitrate(self.height), rung.target_maxrate(self.height)
-        ctx.bit_rate = bitrate
-        ctx.gop_size = 10_000  # one IDR, at the start: every segment gets a fresh encoder
-        if threads:
-            ctx.thread_count = threads
-        ctx.thread_type = "AUTO"
-        ctx.options = {
-            "preset": rung.preset,
-            "profile": rung.profile,
-            "x264-params": f"scenecut=0:bframes=0:vbv-maxrate={maxrate // 1000}:vbv-bufsize={maxrate // 500}",
-        }
+        self._stream = open_rung_stream(
+            self._out, rung, size, time_base, nominal_rate(rate), threads, low_delay=False
+        )
         self._packets: list[av.Packet[Any]] = []
         self._seconds = 0.0
 

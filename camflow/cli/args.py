@@ -229,6 +229,14 @@ def _add_transcode(p: argparse.ArgumentParser) -> None:
         default=3,
         help="tries per segment before it goes to the dead-letter topic camflow.segments.dead (default 3)",
     )
+    if (
+        "--no-low-latency" not in p._option_string_actions
+    ):  # `run`: one flag for every service, maybe ingest's
+        p.add_argument(
+            "--no-low-latency",
+            action="store_true",
+            help="no low-latency HLS: the part worker (raw parts -> parts of every rendition) does not run",
+        )
 
 
 def _add_package(p: argparse.ArgumentParser) -> None:

@@ -152,6 +152,16 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
             tasks.append(asyncio.create_task(worker.run(workers_stop), name="transcode"))
             await _ready(worker.ready, tasks)
             observed.transcode(worker)
+            if not getattr(args, "no_low_latency", False):  # LL-HLS: the ordered part worker beside it
+                from camflow.metrics import add_source
+                from transcode.parts import PartWorker
+
+                parts = PartWorker(bus, store, ladder=worker.ladder)
+                tasks.append(asyncio.create_task(parts.run(workers_stop), name="transcode-parts"))
+                await _ready(parts.ready, tasks)
+                observed.readiness.add("transcode parts", parts.ready.is_set)
+                observed.sources.append(parts.samples)  # its counters on /metrics
+                add_source(parts.samples)
         if "package" in roles:
             from packager.service import Packager
 
