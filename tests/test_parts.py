@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ingest.media.cuts import CutPart, CutSegment
@@ -10,8 +12,10 @@ from ingest.media.segmenter import TIMESCALE, Segmenter
 from ingest.media.units import AccessUnit
 from tests.test_segmenter import FRAME, b_frame_stream, stream, unit
 
+Cuts = tuple[list[CutSegment], dict[int, list[CutPart]], list[str]]
 
-def cut(units: list[AccessUnit], part: float = 0.2) -> tuple[list[CutSegment], dict[int, list[CutPart]], list[str]]:
+
+def cut(units: list[AccessUnit], part: float = 0.2) -> Cuts:
     """Segments, their parts, and the order things came out (``p<seq>.<part>`` / ``s<seq>``)."""
     seg = Segmenter(target=2.0, part_target=part)
     segments: list[CutSegment] = []
@@ -39,7 +43,7 @@ def check(segments: list[CutSegment], parts: dict[int, list[CutPart]], target: i
         assert [p.part for p in ps] == list(range(len(ps)))
         assert [x for p in ps for x in p.samples] == list(s.samples)  # the key invariant
         assert ps[0].start == s.start and ps[0].independent
-        for a, b in zip(ps, ps[1:], strict=False):
+        for a, b in itertools.pairwise(ps):
             assert a.start + a.duration == b.start
         assert ps[-1].start + ps[-1].duration == s.start + s.duration
         for p in ps:
@@ -86,7 +90,7 @@ def test_a_part_ends_when_the_next_unit_arrives_without_b_frames() -> None:
 
 def test_a_key_picture_inside_a_segment_starts_an_independent_part() -> None:
     units = [unit(i, i in (0, 6, 60)) for i in range(121)]  # an IDR at frame 6 does not cut (< 2 s)
-    segments, parts, _ = cut(units)
+    _, parts, _ = cut(units)
     assert [p.independent for p in parts[0][:3]] == [True, True, False]
 
 

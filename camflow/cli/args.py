@@ -27,6 +27,7 @@ RTSPS_PORT = 8322
 HTTP_PORT = 8080
 PULL_ENV = "CAMFLOW_PULL"  # pull sources as NAME=URL words: passwords stay off the command line
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
+PART_SECONDS, PART_SECONDS_MIN, PART_SECONDS_MAX = 0.2, 0.1, 1.0  # --part-duration (low-latency HLS)
 
 
 DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
@@ -77,6 +78,18 @@ def _stream_duration(text: str) -> tuple[str, float]:
         return check_stream_name(stream), _duration(age)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _part_duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not PART_SECONDS_MIN <= value <= PART_SECONDS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a part duration in seconds from {PART_SECONDS_MIN} to {PART_SECONDS_MAX}"
+        )
+    return value
 
 
 def _port_or_off(text: str) -> int | None:
@@ -143,6 +156,19 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         type=_positive,
         default=SEGMENT_SECONDS,
         help="target segment duration in seconds; segments cut at the first IDR after it (default 2)",
+    )
+    p.add_argument(
+        "--part-duration",
+        type=_part_duration,
+        default=PART_SECONDS,
+        metavar="SECONDS",
+        help="low-latency HLS: target duration of the parts cut inside each segment, 0.1 to 1.0 "
+        f"(default {PART_SECONDS})",
+    )
+    p.add_argument(
+        "--no-low-latency",
+        action="store_true",
+        help="no low-latency HLS: ingest cuts no parts (segments only, as before)",
     )
     p.add_argument(
         "--spool-dir",
