@@ -148,3 +148,46 @@ def placed(fragmented: bytes, first_dts: int | Mapping[int, int]) -> tuple[bytes
     """(init, media) of one muxer run's output, each track's fragments moved to start at its first dts."""
     init, media = split_init(fragmented)
     return init, shift_base_media_decode_time(media, first_dts)
+
+
+def shift_composition_offsets(media: bytes, track_id: int, delta: int) -> bytes:
+    """Add ``delta`` to every sample's composition offset (``trun``) of track ``track_id``.
+
+    FFmpeg's mp4 muxer (with ``cmaf``'s negative offsets) writes each file's offsets relative to its first
+    sample's, so a file starting on a B-frame-reordered picture is presented shifted against one starting
+    on the IDR; this moves them back. In place: no box changes size. A ``trun`` without offsets can only
+    take ``delta`` 0; a version-0 one (unsigned offsets) no negative result.
+    """
+    out = bytearray(media)
+    for track, tfdt in _trafs(media):
+        if track != track_id or delta == 0:
+            continue
+        moof = _moof_of(media, tfdt[0])
+        traf = next(
+            (o, s)
+            for k, o, s in iter_boxes(media, moof + 8, moof + struct.unpack_from(">I", media, moof)[0])
+            if k == b"traf" and o <= tfdt[0] < o + s
+        )
+        for kind, offset, size in iter_boxes(media, traf[0] + 8, traf[0] + traf[1]):
+            if kind == b"trun":
+                _shift_trun(out, offset, size, delta)
+    return bytes(out)
+
+
+def _shift_trun(out: bytearray, offset: int, size: int, delta: int) -> None:
+    version, flags = out[offset + 8], int.from_bytes(out[offset + 9 : offset + 12], "big")
+    if not flags & 0x800:
+        raise MediaFormatError(f"trun at offset {offset} has no composition offsets to move by {delta}")
+    count = struct.unpack_from(">I", out, offset + 12)[0]
+    fields = sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+    pos = offset + 16 + 4 * bool(flags & 0x1) + 4 * bool(flags & 0x4)
+    pos += 4 * sum(1 for bit in (0x100, 0x200, 0x400) if flags & bit)  # the offset is a sample's last field
+    if count and pos + ((count - 1) * fields + 1) * 4 > offset + size:
+        raise MediaFormatError(f"trun at offset {offset} holds {count} samples, past its size {size}")
+    fmt = ">i" if version else ">I"
+    for _ in range(count):
+        value = struct.unpack_from(fmt, out, pos)[0] + delta
+        if not version and value < 0:
+            raise MediaFormatError(f"trun at offset {offset} (version 0) would get a negative offset {value}")
+        struct.pack_into(fmt, out, pos, value)
+        pos += 4 * fields

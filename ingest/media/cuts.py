@@ -53,6 +53,7 @@ class CutPart:
     duration: int
     samples: tuple[Sample, ...]
     independent: bool  # its first sample is a key picture (part 0 always: the segment's IDR)
+    lead: int = 0  # the composition offset (pts - dts) of its segment's first sample
     damaged: bool = False
     discontinuity: bool = False  # part 0 of a segment that carries discontinuity
     audio: tuple[AudioSample, ...] = ()  # the audio of its span, when the stream has audio

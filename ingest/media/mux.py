@@ -29,7 +29,7 @@ import av
 import av.container
 
 from camflow.codecs import avc1, hvc1
-from camflow.mp4 import MOVFLAGS, placed
+from camflow.mp4 import MOVFLAGS, placed, shift_composition_offsets
 from ingest.codecs import h264, h265
 from ingest.codecs.aac import AudioConfig, silent_unit
 from ingest.codecs.h264 import join_annexb
@@ -163,6 +163,11 @@ class SegmentMuxer:
             init, media = placed(buf.getvalue(), {1: first, 2: at})
         else:
             init, media = placed(buf.getvalue(), first)
+        if isinstance(segment, CutPart):
+            # FFmpeg writes composition offsets relative to the file's first sample's: a part's must be
+            # relative to its segment's first (the IDR's), as the segment's own are.
+            lead = segment.samples[0].pts - segment.samples[0].dts
+            media = shift_composition_offsets(media, 1, lead - segment.lead)
         return init + media
 
     def _has_audio(self, segment: CutSegment | CutPart) -> bool:

@@ -61,6 +61,7 @@ def make_part(
     run: tuple[int, int],
     *,
     discontinuity: bool,
+    lead: int,
 ) -> CutPart:
     """Part ``index`` of segment ``seq``: units ``run`` with their decode times ``bounds``, as ``Sample``s
     built exactly as the segment builds its own."""
@@ -76,6 +77,7 @@ def make_part(
         duration=duration,
         samples=samples,
         independent=samples[0].is_idr,
+        lead=lead,
         damaged=any(s.damaged for s in samples),
         discontinuity=discontinuity and index == 0,
     )

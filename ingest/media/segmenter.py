@@ -151,12 +151,12 @@ class Segmenter:
         else:
             pending.units.append((t, unit))
             if self.part_ticks is not None:
-                self._settle(pending, t)
+                self._settle(pending, t, self.part_ticks)
             pending.reordered = pending.reordered or t < pending.latest
             pending.latest = max(pending.latest, t)
         return out
 
-    def _settle(self, pending: _Pending, t: int) -> None:
+    def _settle(self, pending: _Pending, t: int, part_ticks: int) -> None:
         """Fix the decode times that the unit just added (presentation time ``t``) makes final, and cut
         the parts that became complete.
 
@@ -167,8 +167,8 @@ class Segmenter:
         segment (no B-pictures: each unit's decode time is its presentation time, and a part ends as
         soon as the next unit arrives); with B-pictures a part waits for the next I or P picture.
         """
-        if t <= pending.latest:
-            return
+        if t <= pending.latest or (self._last_dts is None and t - pending.start < part_ticks):
+            return  # the stream's first part: its reorder delay is learned over the whole part first
         count = len(pending.units) - 1
         if not pending.reordered and self._reorder_delay == 0 and self._seq > 0:
             count += 1
@@ -192,6 +192,7 @@ class Segmenter:
                 bounds,
                 (first, stop),
                 discontinuity=pending.discontinuity,
+                lead=pending.units[0][0] - bounds[0],
             )
             self._parts.append(part)
             pending.parted, pending.parts = stop, pending.parts + 1
