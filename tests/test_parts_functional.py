@@ -86,7 +86,9 @@ def timings(data: bytes) -> dict[str, list[Timing]]:
                 out[packet.stream.type].append((packet.pts, packet.dts, packet.duration or 0, bytes(packet)))
     offsets = composition_offsets(data)
     assert len(offsets) == len(out["video"])
-    out["video"] = [(dts + cts, dts, d, b) for (_, dts, d, b), cts in zip(out["video"], offsets, strict=True)]
+    out["video"] = [
+        ((dts or 0) + cts, dts, d, b) for (_, dts, d, b), cts in zip(out["video"], offsets, strict=True)
+    ]
     return out
 
 
@@ -157,7 +159,9 @@ def check_parts(received: Received, part_target: float) -> list[float]:
         # The key invariant: the parts in order hold exactly the segment's samples, times included.
         expected = timings(segment.data)
         for kind, samples in expected.items():
-            diff = next((i for i, (a, b) in enumerate(zip(whole[kind], samples)) if a != b), None)
+            diff = next(
+                (i for i, (a, b) in enumerate(zip(whole[kind], samples, strict=False)) if a != b), None
+            )
             assert whole[kind] == samples, (
                 seq,
                 kind,
@@ -175,7 +179,8 @@ def describe(
     got: dict[str, list[Timing]], expected: dict[str, list[Timing]], kind: str, at: int | None
 ) -> str:
     lo = max(0, (at or 0) - 2)
-    return f"parts {[t[:3] for t in got[kind][lo : lo + 5]]} segment {[t[:3] for t in expected[kind][lo : lo + 5]]}"
+    near = [[t[:3] for t in timed[kind][lo : lo + 5]] for timed in (got, expected)]
+    return f"parts {near[0]} segment {near[1]}"
 
 
 def first_is_keyframe(data: bytes) -> bool:

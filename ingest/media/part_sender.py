@@ -43,7 +43,7 @@ class PartSender:
         log: Any,
         *,
         queue: int = QUEUE_PARTS,
-        timeout: float = PUBLISH_TIMEOUT,
+        timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
@@ -54,7 +54,8 @@ class PartSender:
         self.published = 0
         self._queue: deque[RawPart] = deque()
         self._max = queue
-        self._timeout = timeout
+        self._timeout = PUBLISH_TIMEOUT if timeout is None else timeout
+        self._in_flight = False
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +90,7 @@ class PartSender:
         while True:
             while self._queue:
                 event = self._queue.popleft()
+                self._in_flight = True
                 try:
                     await asyncio.wait_for(
                         self.bus.publish(TOPIC_PARTS, self.stream, encode(event)), self._timeout
@@ -96,6 +98,8 @@ class PartSender:
                 except Exception as exc:  # TimeoutError included: the bus is down or slow
                     self._dropped(f"publish failed: {exc!r}")
                     continue
+                finally:
+                    self._in_flight = False
                 self.published += 1
             self._wake.clear()
             await self._wake.wait()
@@ -107,11 +111,12 @@ class PartSender:
         deadline = self._clock() + CLOSE_SECONDS
         while self._queue and self._clock() < deadline:
             await asyncio.sleep(0.02)
+        in_flight = self._in_flight
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        for _ in range(len(self._queue)):
+        for _ in range(len(self._queue) + in_flight):
             self._dropped("session ended")
         self._queue.clear()
 
