@@ -143,7 +143,7 @@ class AudioPath:
                 break
             self._held.pop(0)
             if isinstance(cut, CutPart):
-                audio = self.track.take(cut.start, end)
+                audio = self.track.take(cut.start, end, continuous=True)
                 if self._parts_audio is None or self._parts_audio[0] != cut.seq:
                     self._parts_audio = (cut.seq, [])
                 self._parts_audio[1].extend(audio)

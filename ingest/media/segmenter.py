@@ -302,6 +302,7 @@ class AudioTrack:
         self._max = max(1, round(max_seconds * sample_rate / frame))
         self._samples: list[AudioSample] = []
         self._taken_until: int | None = None  # audio ticks: everything before went into a segment
+        self._out_end: int | None = None  # where the audio handed out so far ends
 
     @property
     def end(self) -> int | None:
@@ -324,8 +325,11 @@ class AudioTrack:
             self.counters.audio_overflow_dropped += 1
         self._samples.append(sample)
 
-    def take(self, video_start: int, video_end: int) -> tuple[AudioSample, ...]:
-        """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence."""
+    def take(self, video_start: int, video_end: int, *, continuous: bool = False) -> tuple[AudioSample, ...]:
+        """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence.
+
+        ``continuous`` (parts, taken one after the other): a hole is filled from where the previous take's
+        audio ended, so that takes in a row hold what one take over their span would."""
         start = audio_ticks(video_start, self.sample_rate)
         # A sample goes to the segment its end falls in, so each segment's audio starts at or up to
         # a frame before its video: a player joining a live stream at a segment finds no hole there.
@@ -337,7 +341,7 @@ class AudioTrack:
         inside = [s for s in self._samples if lo <= s.time < hi]
         self._samples = [s for s in self._samples if s.time >= hi]
         out: list[AudioSample] = []
-        at = lo
+        at = self._out_end if continuous and self._out_end is not None else lo
         if first_take and inside and inside[0].time > start:
             # Silence before the first sample, in whole frames ending on it: the audio covers the
             # video's start (a player seeks over a hole there) and keeps the camera's frame grid.
@@ -358,4 +362,6 @@ class AudioTrack:
                 break
             out.append(sample)
             at = sample.time + sample.duration
+        if out:
+            self._out_end = out[-1].time + out[-1].duration
         return tuple(out)
