@@ -37,7 +37,17 @@ from tests import defaults, services
 pytestmark = pytest.mark.integration
 SECONDS = 7
 RATE = 25
-X264 = {"bframes": [], "zerolatency": ["-tune", "zerolatency"]}
+X264 = {
+    "bframes": [],  # the default preset: 3 B-frames, b-adapt, 40 frames of lookahead (1.6 s of encoder delay)
+    "zerolatency": ["-tune", "zerolatency"],  # no B-frames, no lookahead
+    # B-frames without the lookahead: the latency ingest adds with B-frames, without x264's own delay
+    "bframes-short": [
+        "-x264-params",
+        "bframes=3:b-adapt=0:rc-lookahead=0:mbtree=0:sync-lookahead=0",
+        "-threads",
+        "1",
+    ],
+}
 
 Timing = tuple[int | None, int | None, int, bytes]
 
@@ -229,7 +239,7 @@ async def ingest_session(
     return received
 
 
-@pytest.mark.parametrize("encoder", ["bframes", "zerolatency"])
+@pytest.mark.parametrize("encoder", ["bframes", "zerolatency", "bframes-short"])
 async def test_parts_hold_the_segments_samples_embedded(encoder: str) -> None:
     bus = LocalBus()
     await bus.start()

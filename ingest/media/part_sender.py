@@ -92,9 +92,10 @@ class PartSender:
                 event = self._queue.popleft()
                 self._in_flight = True
                 try:
-                    await asyncio.wait_for(
-                        self.bus.publish(TOPIC_PARTS, self.stream, encode(event)), self._timeout
-                    )
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+                    # comes as the publish completes, and this task would then never end
+                    async with asyncio.timeout(self._timeout):
+                        await self.bus.publish(TOPIC_PARTS, self.stream, encode(event))
                 except Exception as exc:  # TimeoutError included: the bus is down or slow
                     self._dropped(f"publish failed: {exc!r}")
                     continue
