@@ -4,22 +4,26 @@ logged once per interval when the bus cannot take them, while segments keep flow
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import av
 import pytest
 from structlog.testing import capture_logs
 
 from camflow.events import TOPIC_PARTS, TOPIC_RAW, TOPIC_STREAMS, RawPart, decode
 from camflow.mp4 import split_init
-from ingest.media.mux import SegmentMuxer
+from ingest.media.mux import SegmentMuxer, Vp8Muxer
 from ingest.media.publisher import Publisher
 from ingest.media.segmenter import Segmenter
 from ingest.media.spooled_bus import SpooledBus
 from ingest.media.units import AccessUnit
+from ingest.sources.whip.media import vp8_unit
 from tests.test_mux_transcode import access_units, make_clip
 from tests.test_parts_functional import timings
+from tests.test_whip_media import encoded
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +136,17 @@ async def test_parts_skip_the_spool(units: list[AccessUnit], tmp_path: Path) -> 
         assert off.parts is None and off.segmenter.part_ticks is None
     finally:
         await spooled.close()
+
+
+def test_vp8_parts_are_nut_like_their_segments() -> None:
+    frames = encoded("libvpx", 75, gop=30)  # 2.5 s at 30 fps, a key frame every second
+    segmenter, muxer = Segmenter(target=2.0, part_target=0.2), Vp8Muxer()
+    parts, segments = [], []
+    for i, data in enumerate(frames):
+        segments += segmenter.push(vp8_unit(data, 1234 + i * 3000))
+        parts += segmenter.take_parts()
+    assert len(segments) == 1 and len([p for p in parts if p.seq == 0]) == 10
+    for part in parts:
+        with av.open(io.BytesIO(muxer.mux(part)), "r", format="nut") as container:
+            pts = [p.pts for p in container.demux(video=0) if p.size]
+        assert pts == [s.pts for s in part.samples]

@@ -245,7 +245,11 @@ class Vp8Muxer(SegmentMuxer):
         return self._vp8_template
 
     def mux(self, segment: CutSegment | CutPart) -> bytes:
-        template = self._ensure_vp8_template(segment.samples[0].nalus[0])
+        first = segment.samples[0]
+        if isinstance(segment, CutPart) and not first.is_idr and self._vp8_template is not None:
+            template = self._vp8_template  # a part inside a segment: its part 0 (a key frame) set it
+        else:
+            template = self._ensure_vp8_template(first.nalus[0])
         buf = io.BytesIO()
         time_base = Fraction(1, TIMESCALE)
         with av.open(buf, "w", format="nut") as out:
