@@ -191,3 +191,51 @@ def _shift_trun(out: bytearray, offset: int, size: int, delta: int) -> None:
             raise MediaFormatError(f"trun at offset {offset} (version 0) would get a negative offset {value}")
         struct.pack_into(fmt, out, pos, value)
         pos += 4 * fields
+
+
+_TRUN_FIELDS = ((0x100, "duration"), (0x200, "size"), (0x400, "flags"), (0x800, "cts"))
+
+
+def _truns(data: bytes, track_id: int | None) -> Iterator[tuple[int, int, int, int]]:
+    """(offset of the trun's first sample record, sample count, flags, version) of every trun of
+    ``track_id``'s track fragments (every track's when None), in order."""
+    for kind, offset, size in iter_boxes(data):
+        if kind != b"moof":
+            continue
+        for k, o, s in iter_boxes(data, offset + 8, offset + size):
+            if k != b"traf":
+                continue
+            tfhd = _child(data, (o, s), b"tfhd")
+            track = struct.unpack_from(">I", data, tfhd[0] + 12)[0] if tfhd and tfhd[1] >= 16 else 0
+            if track_id is not None and track != track_id:
+                continue
+            for kk, oo, ss in iter_boxes(data, o + 8, o + s):
+                if kk != b"trun":
+                    continue
+                if ss < 16:
+                    raise MediaFormatError(f"trun at offset {oo} has size {ss}, expected 16 or more")
+                version, flags = data[oo + 8], int.from_bytes(data[oo + 9 : oo + 12], "big")
+                count = struct.unpack_from(">I", data, oo + 12)[0]
+                first = oo + 16 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+                record = 4 * sum(1 for bit, _ in _TRUN_FIELDS if flags & bit)
+                if first + count * record > oo + ss:
+                    raise MediaFormatError(f"trun at offset {oo} holds fewer than its {count} samples")
+                yield first, count, flags, version
+
+
+def composition_offsets(data: bytes, track_id: int | None = None) -> list[int]:
+    """Each sample's composition time offset (pts - dts, from ``trun``; 0 where the field is absent)
+    of ``track_id``'s fragments in ``data`` (every track's when None), in order.
+
+    A demuxer reading one fragment alone may shift them (FFmpeg moves negative offsets up so the
+    file's first picture is not before its decode time); these are the stored values, which a
+    player applies to the fragment's decode times as they are.
+    """
+    out: list[int] = []
+    for first, count, flags, version in _truns(data, track_id):
+        record = 4 * sum(1 for bit, _ in _TRUN_FIELDS if flags & bit)
+        at = 4 * sum(1 for bit, _ in _TRUN_FIELDS[:3] if flags & bit)
+        fmt = ">i" if version == 1 else ">I"
+        for i in range(count):
+            out.append(struct.unpack_from(fmt, data, first + i * record + at)[0] if flags & 0x800 else 0)
+    return out

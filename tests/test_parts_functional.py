@@ -12,7 +12,6 @@ import asyncio
 import io
 import itertools
 import statistics
-import struct
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from camflow.bus import Bus
 from camflow.bus.kafka import KafkaBus
 from camflow.bus.local import LocalBus
 from camflow.events import TOPIC_PARTS, TOPIC_RAW, RawPart, RawSegment, decode
-from camflow.mp4 import iter_boxes, split_init
+from camflow.mp4 import composition_offsets, split_init
 from camflow.tokens import Action, TokenSigner
 from ingest.media.spooled_bus import SpooledBus
 from ingest.service import build_rtsp_server
@@ -94,39 +93,11 @@ def timings(data: bytes) -> dict[str, list[Timing]]:
         for packet in container.demux():
             if packet.size:
                 out[packet.stream.type].append((packet.pts, packet.dts, packet.duration or 0, bytes(packet)))
-    offsets = composition_offsets(data)
+    offsets = composition_offsets(data, 1)
     assert len(offsets) == len(out["video"])
     out["video"] = [
         ((dts or 0) + cts, dts, d, b) for (_, dts, d, b), cts in zip(out["video"], offsets, strict=True)
     ]
-    return out
-
-
-def composition_offsets(data: bytes) -> list[int]:
-    """The video track's (track 1) composition offsets as its ``trun`` boxes hold them (0 when absent)."""
-    out: list[int] = []
-    trafs = [
-        (o, s)
-        for kind, moof, size in iter_boxes(data)
-        if kind == b"moof"
-        for k, o, s in iter_boxes(data, moof + 8, moof + size)
-        if k == b"traf"
-    ]
-    for traf, traf_size in trafs:
-        boxes = {k: o for k, o, _ in iter_boxes(data, traf + 8, traf + traf_size)}
-        if struct.unpack_from(">I", data, boxes[b"tfhd"] + 12)[0] != 1 or b"trun" not in boxes:
-            continue
-        trun = boxes[b"trun"]
-        version, flags = data[trun + 8], int.from_bytes(data[trun + 9 : trun + 12], "big")
-        fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit]
-        pos = trun + 16 + 4 * bool(flags & 0x1) + 4 * bool(flags & 0x4)
-        for _ in range(struct.unpack_from(">I", data, trun + 12)[0]):
-            cts = 0
-            for bit in fields:
-                if bit == 0x800:
-                    cts = struct.unpack_from(">i" if version else ">I", data, pos)[0]
-                pos += 4
-            out.append(cts)
     return out
 
 

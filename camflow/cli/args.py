@@ -22,12 +22,12 @@ from camflow.tokens import Action
 
 DEFAULT_TOKEN_TTL = 24 * 3600.0
 SEGMENT_SECONDS = 2.0  # --segment-duration (and what `camflow package` assumes of its ingest)
+PART_SECONDS = 0.2  # --part-duration: low-latency HLS parts (PART-TARGET)
 RTSP_PORT = 8554
 RTSPS_PORT = 8322
 HTTP_PORT = 8080
 PULL_ENV = "CAMFLOW_PULL"  # pull sources as NAME=URL words: passwords stay off the command line
 SPOOL_MAX_BYTES = "2G"  # --spool-max-bytes
-PART_SECONDS, PART_SECONDS_MIN, PART_SECONDS_MAX = 0.2, 0.1, 1.0  # --part-duration (low-latency HLS)
 
 
 DESCRIPTION = "camflow: IoT video ingest and streaming, from cameras to HLS viewers."
@@ -78,18 +78,6 @@ def _stream_duration(text: str) -> tuple[str, float]:
         return check_stream_name(stream), _duration(age)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _part_duration(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not PART_SECONDS_MIN <= value <= PART_SECONDS_MAX:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected a part duration in seconds from {PART_SECONDS_MIN} to {PART_SECONDS_MAX}"
-        )
-    return value
 
 
 def _port_or_off(text: str) -> int | None:
@@ -159,7 +147,7 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--part-duration",
-        type=_part_duration,
+        type=part_duration,
         default=PART_SECONDS,
         metavar="SECONDS",
         help="low-latency HLS: target duration of the parts cut inside each segment, 0.1 to 1.0 "
@@ -168,7 +156,8 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-low-latency",
         action="store_true",
-        help="no low-latency HLS: ingest cuts no parts (segments only, as before)",
+        help="no low-latency HLS: ingest cuts no parts (segments only, as before); on `run`, every "
+        "service runs without it",
     )
     p.add_argument(
         "--spool-dir",
@@ -299,6 +288,19 @@ def _add_package(p: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds between retention sweeps (default 60)",
     )
+
+
+def part_duration(text: str) -> float:
+    """``--part-duration``: seconds, 0.1 to 1.0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"part duration {text!r}: expected seconds from 0.1 to 1.0, e.g. 0.2"
+        )
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
