@@ -106,3 +106,15 @@ def test_plan_waits_for_the_next_frame_unless_final() -> None:
     assert plan([0, 10, 20, 30], 0, 30, 10, final=False) == [(0, 3)]
     assert plan([0, 10, 20], 0, 30, 10, final=True) == [(0, 2)]
     assert plan([0, 50, 60], 0, 30, 10, final=False) == [(0, 1)]  # one frame longer than the target
+
+
+def test_part_flags() -> None:
+    from camflow.cli.settings import part_target
+    from tests.defaults import parsed
+
+    assert part_target(parsed("ingest", "--kafka", "127.0.0.1:9")) == 0.2
+    assert part_target(parsed("run", "--part-duration", "0.5")) == 0.5
+    assert part_target(parsed("ingest", "--kafka", "127.0.0.1:9", "--no-low-latency")) is None
+    for bad in ("1.5", "0.05", "fast"):
+        with pytest.raises(SystemExit):
+            parsed("run", "--part-duration", bad)

@@ -17,6 +17,10 @@ What the source (its ``counters``: an RTP depacketizer's and jitter buffer's, a 
 assembler's, ...) and the segmenter corrected (lost, late, reordered packets, parameter sets
 re-inserted, timestamp jumps, damaged segments) is logged at most once per segment
 (``media_corrected``, the counts since the last one) and summed up in ``publish_ended``.
+
+Low-latency HLS (``part_target``): the segmenter also cuts parts inside each segment; each goes,
+with its audio, through the same muxer and then, live only, to the bus behind the spool
+(``ingest.media.part_sender``), before the segment it belongs to is even complete.
 """
 
 from __future__ import annotations

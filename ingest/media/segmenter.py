@@ -20,6 +20,10 @@ segment ended (units before it are dropped and counted: they cannot start a segm
 segment it starts carries ``discontinuity``. A segment holding a unit the depacketizer marked
 ``damaged`` (lost packets of a reference picture) is marked ``damaged`` too.
 
+Parts (low-latency HLS, ``part_target``): each segment is also cut into parts as its units arrive
+(``ingest.media.parts``; taken with ``take_parts``), whose decode times are fixed as soon as they
+are final and then kept by the segment, so a segment's parts hold exactly its samples.
+
 Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
 own timescale, its sample rate) and hands each segment the samples whose time falls in
 [segment start, next segment start), filling what is missing with silence so that the audio of
