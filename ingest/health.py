@@ -67,6 +67,8 @@ MEDIA_KINDS = (
     "audio_overflow_dropped",
     "audio_silence_inserted",
     "opus_undecodable",
+    "parts_dropped",
+    "parts_unmuxable",
 )
 CORRECTION_KINDS = (*DEPACKETIZER_KINDS, *TIMESTAMP_KINDS, *MEDIA_KINDS)  # a health sample's ``corrections``
 log = get_logger("ingest.health")

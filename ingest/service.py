@@ -200,6 +200,7 @@ def build_rtsp_server(
     tls_port: int | None = None,
     tls_context: ssl.SSLContext | None = None,
     limits: ConnectionLimits | None = None,
+    part_target: float | None = None,
 ) -> RtspServer:
     """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where and
     when each device published; ``limits`` (None: off, for benchmarks) caps connections per client
@@ -222,6 +223,7 @@ def build_rtsp_server(
         tls_port=tls_port,
         tls_context=tls_context,
         limits=limits,
+        part_target=part_target,
     )
     if devices is not None:
         devices.listen(

@@ -146,6 +146,20 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         help="target segment duration in seconds; segments cut at the first IDR after it (default 2)",
     )
     p.add_argument(
+        "--part-duration",
+        type=part_duration,
+        default=PART_SECONDS,
+        metavar="SECONDS",
+        help="low-latency HLS: target duration of the parts cut inside each segment, 0.1 to 1.0 "
+        f"(default {PART_SECONDS})",
+    )
+    p.add_argument(
+        "--no-low-latency",
+        action="store_true",
+        help="no low-latency HLS: ingest cuts no parts (segments only, as before); on `run`, every "
+        "service runs without it",
+    )
+    p.add_argument(
         "--spool-dir",
         metavar="PATH",
         default=None,

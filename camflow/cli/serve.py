@@ -23,6 +23,7 @@ from camflow.cli.settings import (
     connection_limits,
     edge_settings,
     packager_settings,
+    part_target,
     rtsp_server_settings,
     spool_settings,
     transcoder_settings,
@@ -233,6 +234,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                     ingest_bus,
                     pull_sources,
                     segment_target=args.segment_duration,
+                    part_target=part_target(args),
                     tls_context=_pull_tls(args, pull_sources),
                 )
                 await pulls.start()
@@ -395,6 +397,7 @@ def _whip_service(
     install(policy)
     limits = SessionLimits(
         segment_target=args.segment_duration,
+        part_target=part_target(args),
         connect_timeout=1.5 * args.webrtc_timeout,
         media_timeout=args.webrtc_timeout,
     )

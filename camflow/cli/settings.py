@@ -78,6 +78,7 @@ def rtsp_server_settings(args: argparse.Namespace) -> dict[str, Any]:
     udp_ports, auth_schemes = parse_rtsp_flags(args.rtsp_udp_ports, args.rtsp_auth)
     return {
         "segment_target": args.segment_duration,
+        "part_target": part_target(args),
         "session_timeout": args.rtsp_session_timeout,
         "handshake_timeout": args.rtsp_handshake_timeout,
         "max_connections": args.rtsp_max_connections,
@@ -85,6 +86,11 @@ def rtsp_server_settings(args: argparse.Namespace) -> dict[str, Any]:
         "auth_schemes": auth_schemes,
         "limits": connection_limits(args),
     }
+
+
+def part_target(args: argparse.Namespace) -> float | None:
+    """Seconds of the low-latency parts ingest cuts (``--part-duration``); None with ``--no-low-latency``."""
+    return None if args.no_low_latency else float(args.part_duration)
 
 
 def spool_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,7 +8,10 @@ import time
 from collections.abc import Callable
 
 from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit, silent_unit
-from ingest.media.segmenter import TIMESCALE, AudioSample, AudioTrack, CutSegment, Segmenter, audio_ticks
+from ingest.media.cuts import AudioSample, CutPart, CutSegment
+from ingest.media.segmenter import TIMESCALE, AudioTrack, Segmenter, audio_ticks
+
+Cut = CutSegment | CutPart
 
 
 def _signed32(value: int) -> int:
@@ -24,7 +27,9 @@ class AudioPath:
     (the latest IDR's pts plus the time since it arrived). Later units follow their own clock exactly;
     an audio timestamp jump of more than 1 s, or a video timeline rebase, places the next unit afresh.
 
-    Segments wait here (``segments``) until the audio reaches their end, or for ``HOLD_SECONDS``.
+    Segments (and parts, ``parts``) wait here until the audio reaches their end, or for
+    ``HOLD_SECONDS``, and leave in the order they came. A part takes the audio of its span; a segment
+    cut into parts gets its parts' audio, so its parts in order hold exactly its audio samples.
     """
 
     HOLD_SECONDS = 1.0
@@ -54,11 +59,12 @@ class AudioPath:
         self._idr: tuple[int, float] | None = None  # (pts, arrival) of the latest video IDR
         self._video_sr: tuple[float, int] | None = None
         self._audio_sr: tuple[float, int] | None = None
-        self._held: list[tuple[CutSegment, float]] = []
+        self._held: list[tuple[Cut, float]] = []
+        self._parts_audio: tuple[int, list[AudioSample]] | None = None  # (seq, audio its parts took)
 
     # --- in ----------------------------------------------------------------------------------------
 
-    def on_unit(self, unit: AudioUnit) -> list[CutSegment]:
+    def on_unit(self, unit: AudioUnit) -> list[Cut]:
         if self._segmenter.base is None:
             return []  # no video timeline yet
         if (
@@ -103,25 +109,47 @@ class AudioPath:
 
     # --- segments out ------------------------------------------------------------------------------
 
-    def segments(self, segment: CutSegment) -> list[CutSegment]:
-        """Hold a cut segment until its audio is in; returns the segments (with audio) now complete."""
-        if segment.discontinuity:
+    def segments(self, segment: CutSegment) -> list[Cut]:
+        """Hold a cut segment until its audio is in; returns the segments and parts (with audio) now
+        complete, in order."""
+        if segment.discontinuity and not self._parts_of(segment.seq):
             self.on_video_rebase()
         self._held.append((segment, self._clock()))
         return self._release()
 
-    def flush(self) -> list[CutSegment]:
-        """End of the session: every held segment, with whatever audio arrived."""
+    def parts(self, part: CutPart) -> list[Cut]:
+        """Hold a part until its audio is in, as ``segments``; part 0 comes before its segment."""
+        if part.discontinuity:
+            self.on_video_rebase()
+        self._held.append((part, self._clock()))
+        return self._release()
+
+    def flush(self) -> list[Cut]:
+        """End of the session: every held segment and part, with whatever audio arrived."""
         return self._release(force=True)
 
-    def _release(self, force: bool = False) -> list[CutSegment]:
-        out: list[CutSegment] = []
+    def _parts_of(self, seq: int) -> bool:
+        return any(isinstance(cut, CutPart) and cut.seq == seq for cut, _ in self._held) or (
+            self._parts_audio is not None and self._parts_audio[0] == seq
+        )
+
+    def _release(self, force: bool = False) -> list[Cut]:
+        out: list[Cut] = []
         now = self._clock()
         while self._held:
-            segment, since = self._held[0]
-            end = segment.start + segment.duration
+            cut, since = self._held[0]
+            end = cut.start + cut.duration
             if not (force or self.track.covers(end) or now - since >= self.HOLD_SECONDS):
                 break
             self._held.pop(0)
-            out.append(dataclasses.replace(segment, audio=self.track.take(segment.start, end)))
+            if isinstance(cut, CutPart):
+                audio = self.track.take(cut.start, end, continuous=True)
+                if self._parts_audio is None or self._parts_audio[0] != cut.seq:
+                    self._parts_audio = (cut.seq, [])
+                self._parts_audio[1].extend(audio)
+            elif self._parts_audio is not None and self._parts_audio[0] == cut.seq:
+                audio, self._parts_audio = tuple(self._parts_audio[1]), None
+            else:
+                audio = self.track.take(cut.start, end)
+            out.append(dataclasses.replace(cut, audio=audio))
         return out

@@ -29,12 +29,13 @@ import av
 import av.container
 
 from camflow.codecs import avc1, hvc1
-from camflow.mp4 import MOVFLAGS, placed
+from camflow.mp4 import MOVFLAGS, placed, shift_composition_offsets
 from ingest.codecs import h264, h265
-from ingest.codecs.aac import AudioConfig
+from ingest.codecs.aac import AudioConfig, silent_unit
 from ingest.codecs.h264 import join_annexb
 from ingest.codecs.vp8 import VP8, VP8_CODECS, ivf, vp8_size
-from ingest.media.segmenter import TIMESCALE, AudioSample, CutSegment
+from ingest.media.cuts import AudioSample, CutPart, CutSegment
+from ingest.media.segmenter import TIMESCALE, audio_ticks
 
 H264 = "h264"
 HEVC = "hevc"
@@ -89,12 +90,15 @@ class SegmentMuxer:
             self._audio_template[1].close()
             self._audio_template = None
 
-    def _ensure_audio_template(self, config: AudioConfig, first: AudioSample) -> av.container.InputContainer:
+    def _ensure_audio_template(
+        self, config: AudioConfig, first: AudioSample | None
+    ) -> av.container.InputContainer:
         if self._audio_template is not None and self._audio_template[0] == config:
             return self._audio_template[1]
         if self._audio_template is not None:
             self._audio_template[1].close()
-        adts = b"".join(config.adts_header(len(first.data)) + first.data for _ in range(2))
+        data = first.data if first is not None else silent_unit(config.sample_rate, config.channels)
+        adts = b"".join(config.adts_header(len(data)) + data for _ in range(2))
         template = av.open(io.BytesIO(adts), "r", format="aac")
         self._audio_template = (config, template)
         return template
@@ -102,9 +106,11 @@ class SegmentMuxer:
     def _is_key_picture(self, kind: int) -> bool:
         return h265.is_irap(kind) if self.codec == HEVC else kind == h264.NAL_IDR
 
-    def _ensure_template(self, segment: CutSegment) -> VideoParams:
+    def _ensure_template(self, segment: CutSegment | CutPart) -> VideoParams:
         first = segment.samples[0]
         found = {_kind(self.codec, n): n for n in first.nalus if len(n) >= 2}
+        if isinstance(segment, CutPart) and not first.is_idr and self._params is not None:
+            return self._params  # a part inside a segment: its part 0 set the parameters
         if any(k not in found for k in self._kinds):
             names = "VPS/SPS/PPS" if self.codec == HEVC else "SPS/PPS"
             raise ValueError(f"segment {segment.seq} starts without {names} before its first picture")
@@ -124,7 +130,9 @@ class SegmentMuxer:
             return list(nalus)
         return [n for n in nalus if n not in params.parameter_sets]
 
-    def mux(self, segment: CutSegment) -> bytes:
+    def mux(self, segment: CutSegment | CutPart) -> bytes:
+        """A cut segment, or a part of one (the same init section: same template, same tracks; a part
+        of a stream with audio has the audio track even when its span holds no audio sample)."""
         params = self._ensure_template(segment)
         assert self._template is not None
         buf = io.BytesIO()
@@ -148,15 +156,32 @@ class SegmentMuxer:
             for packet in packets + audio:
                 out.mux(packet)
         first = segment.samples[0].dts
-        init, media = placed(buf.getvalue(), {1: first, 2: segment.audio[0].time} if audio else first)
+        if self._has_audio(segment):
+            assert self.audio is not None
+            rate = self.audio.sample_rate
+            at = segment.audio[0].time if segment.audio else audio_ticks(segment.start, rate)
+            init, media = placed(buf.getvalue(), {1: first, 2: at})
+        else:
+            init, media = placed(buf.getvalue(), first)
+        if isinstance(segment, CutPart):
+            # FFmpeg writes composition offsets relative to the file's first sample's: a part's must be
+            # relative to its segment's first (the IDR's), as the segment's own are.
+            lead = segment.samples[0].pts - segment.samples[0].dts
+            media = shift_composition_offsets(media, 1, lead - segment.lead)
         return init + media
 
-    def _audio_packets(self, out: av.container.OutputContainer, segment: CutSegment) -> list[av.Packet[Any]]:
-        """The segment's AAC as packets of a new audio stream of ``out``; none without audio."""
-        audio = self.audio if segment.audio else None
-        if audio is None:
+    def _has_audio(self, segment: CutSegment | CutPart) -> bool:
+        return self.audio is not None and (bool(segment.audio) or isinstance(segment, CutPart))
+
+    def _audio_packets(
+        self, out: av.container.OutputContainer, segment: CutSegment | CutPart
+    ) -> list[av.Packet[Any]]:
+        """The segment's AAC as packets of a new audio stream of ``out``; none without audio (a part
+        of a stream with audio gets the stream even without samples, so its init is the segments')."""
+        audio = self.audio
+        if audio is None or not self._has_audio(segment):
             return []
-        template = self._ensure_audio_template(audio, segment.audio[0])
+        template = self._ensure_audio_template(audio, segment.audio[0] if segment.audio else None)
         stream = out.add_stream_from_template(template.streams.audio[0])
         # The ADTS template carries no AudioSpecificConfig; without it the esds has no
         # DecoderSpecificInfo, which FFmpeg tolerates and browsers (MSE) refuse.
@@ -219,8 +244,12 @@ class Vp8Muxer(SegmentMuxer):
         self._vp8 = Vp8Params(VP8, (), width, height)
         return self._vp8_template
 
-    def mux(self, segment: CutSegment) -> bytes:
-        template = self._ensure_vp8_template(segment.samples[0].nalus[0])
+    def mux(self, segment: CutSegment | CutPart) -> bytes:
+        first = segment.samples[0]
+        if isinstance(segment, CutPart) and not first.is_idr and self._vp8_template is not None:
+            template = self._vp8_template  # a part inside a segment: its part 0 (a key frame) set it
+        else:
+            template = self._ensure_vp8_template(first.nalus[0])
         buf = io.BytesIO()
         time_base = Fraction(1, TIMESCALE)
         with av.open(buf, "w", format="nut") as out:

@@ -17,6 +17,10 @@ What the source (its ``counters``: an RTP depacketizer's and jitter buffer's, a 
 assembler's, ...) and the segmenter corrected (lost, late, reordered packets, parameter sets
 re-inserted, timestamp jumps, damaged segments) is logged at most once per segment
 (``media_corrected``, the counts since the last one) and summed up in ``publish_ended``.
+
+Low-latency HLS (``part_target``): the segmenter also cuts parts inside each segment; each goes,
+with its audio, through the same muxer and then, live only, to the bus behind the spool
+(``ingest.media.part_sender``), before the segment it belongs to is even complete.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from camflow.bus import Bus
 from camflow.events import (
     TOPIC_RAW,
     TOPIC_STREAMS,
+    RawPart,
     RawSegment,
     StreamState,
     StreamStateKind,
@@ -41,9 +46,12 @@ from camflow.events import (
 from camflow.keys import new_epoch
 from camflow.log import get_logger
 from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit
-from ingest.media.audio_path import AudioPath
+from ingest.media.audio_path import AudioPath, Cut
+from ingest.media.cuts import CutPart, CutSegment
 from ingest.media.mux import muxer_for
-from ingest.media.segmenter import TIMELINE_ORIGIN, TIMESCALE, CutSegment, Segmenter
+from ingest.media.part_sender import PartSender
+from ingest.media.segmenter import TIMELINE_ORIGIN, TIMESCALE, Segmenter
+from ingest.media.spooled_bus import SpooledBus
 from ingest.media.units import VIDEO_CLOCK_RATE, AccessUnit
 
 if TYPE_CHECKING:
@@ -81,13 +89,17 @@ class Publisher:
         queue_segments: int = DEFAULT_QUEUE_SEGMENTS,
         epoch: str | None = None,
         counters: Sequence[DataclassInstance] = (),
+        part_target: float | None = None,
+        part_bus: Bus | None = None,
     ) -> None:
         """``codec``: ``h264``, ``hevc`` or ``vp8``; ``counters``: the source's correction counters
-        (dataclasses of counts, read into ``corrections``)."""
+        (dataclasses of counts, read into ``corrections``); ``part_target``: seconds of the parts cut
+        inside each segment (low-latency HLS; None: none), published live on ``part_bus`` (default:
+        ``bus``, or the bus behind it when ``bus`` is ingest's spool: parts are never spooled)."""
         self.bus = bus
         self.stream = stream
         self.epoch = epoch or new_epoch()
-        self.segmenter = Segmenter(target=segment_target)
+        self.segmenter = Segmenter(target=segment_target, part_target=part_target)
         self.muxer = muxer_for(codec)
         self.audio: AudioPath | None = None  # set by attach_audio when the stream has audio
         self._source_counters = tuple(counters)
@@ -102,6 +114,10 @@ class Publisher:
         self._wall_base: tuple[float, int] | None = None  # (UNIX time, pts) of the first unit
         self._sender_report: tuple[float, int] | None = None  # (camera UNIX time, RTP timestamp), RTCP SR
         self._task: asyncio.Task[None] | None = None
+        self.parts: PartSender | None = None
+        if part_target is not None:
+            live = bus.bus if isinstance(bus, SpooledBus) else bus  # parts are never spooled
+            self.parts = PartSender(part_bus or live, stream, self.log)
         # For the health feed, set once per session or per segment (never per packet):
         self.started_at = time.monotonic()
         self.last_segment: tuple[float, float, int] | None = None  # (monotonic cut time, seconds, IDRs)
@@ -112,6 +128,8 @@ class Publisher:
             TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.LIVE, "record"))
         )
         self._task = asyncio.create_task(self._drain(), name=f"publish-{self.stream}")
+        if self.parts is not None:
+            self.parts.start()
         self.log.info("publish_started")
 
     def _state(self, kind: StreamStateKind, reason: str, last_seq: int | None = None) -> StreamState:
@@ -136,14 +154,14 @@ class Publisher:
             self._wall_base = (self._camera_time(unit.pts), unit.pts)
         if unit.is_idr and self.audio is not None:
             self.audio.on_video_idr(unit.pts)
-        for segment in self.segmenter.push(unit):
-            self._on_segment(segment)
+        segments = self.segmenter.push(unit)
+        self._on_cuts(segments)
 
     def push_audio(self, unit: AudioUnit) -> None:
         """One AAC access unit, pts in the audio config's sample rate."""
         if self.audio is not None:
-            for segment in self.audio.on_unit(unit):
-                self._publish_segment(segment)
+            for cut in self.audio.on_unit(unit):
+                self._publish(cut)
 
     def audio_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
         """The audio track's clock against wall-clock time (an RTCP sender report, or the source's own)."""
@@ -170,12 +188,51 @@ class Publisher:
             diff -= 1 << 32
         return ntp_unix + diff / VIDEO_CLOCK_RATE
 
-    def _on_segment(self, segment: CutSegment) -> None:
-        if self.audio is not None:  # held until its audio is in
-            for ready in self.audio.segments(segment):
-                self._publish_segment(ready)
+    def _on_cuts(self, segments: list[CutSegment]) -> None:
+        """What the segmenter cut: its parts first (a segment's parts come before it), then segments."""
+        for part in self.segmenter.take_parts():
+            if self.audio is not None:  # held until its audio is in
+                for cut in self.audio.parts(part):
+                    self._publish(cut)
+            else:
+                self._publish_part(part)
+        for segment in segments:
+            if self.audio is not None:
+                for cut in self.audio.segments(segment):
+                    self._publish(cut)
+            else:
+                self._publish_segment(segment)
+
+    def _publish(self, cut: Cut) -> None:
+        if isinstance(cut, CutPart):
+            self._publish_part(cut)
+        else:
+            self._publish_segment(cut)
+
+    def _publish_part(self, part: CutPart) -> None:
+        if self.parts is None or self._wall_base is None:
             return
-        self._publish_segment(segment)
+        params = self.parts.mux(self.muxer, part)
+        if params is None:
+            return
+        data, codecs, width, height = params
+        event = RawPart(
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=part.seq,
+            start=part.start,
+            duration=part.duration,
+            timescale=TIMESCALE,
+            part=part.part,
+            independent=part.independent,
+            wall_clock=self._wall_base[0] + (part.start - TIMELINE_ORIGIN) / TIMESCALE,
+            codecs=codecs,
+            width=width,
+            height=height,
+            data=data,
+            discontinuity=part.discontinuity,
+        )
+        self.parts.send(event)
 
     def _publish_segment(self, segment: CutSegment) -> None:
         self.stats.segments_cut += 1
@@ -240,11 +297,10 @@ class Publisher:
         if self._closing:
             return
         self.end_reason = reason
-        for segment in self.segmenter.flush():
-            self._on_segment(segment)
+        self._on_cuts(self.segmenter.flush())
         if self.audio is not None:
-            for segment in self.audio.flush():
-                self._publish_segment(segment)
+            for cut in self.audio.flush():
+                self._publish(cut)
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -254,6 +310,8 @@ class Publisher:
                 self._task.cancel()
                 self.stats.segments_dropped += len(self._queue)
                 self.log.error("drain_timeout", left=len(self._queue))
+        if self.parts is not None:
+            await self.parts.close()
         self.muxer.close()
         last = self.segmenter.next_seq - 1
         try:
@@ -268,7 +326,8 @@ class Publisher:
         """Every correction counter of the media path (the source's, the segmenter's, audio's), by name."""
         out: dict[str, int] = {}
         audio = (self.audio.counters, self.audio.track.counters) if self.audio is not None else ()
-        for counters in (*self._source_counters, self.segmenter.counters, *audio):
+        part = (self.parts.counters,) if self.parts is not None else ()
+        for counters in (*self._source_counters, self.segmenter.counters, *audio, *part):
             out.update({k: v for k, v in dataclasses.asdict(counters).items() if isinstance(v, int)})
         return out
 

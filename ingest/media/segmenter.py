@@ -20,6 +20,10 @@ segment ended (units before it are dropped and counted: they cannot start a segm
 segment it starts carries ``discontinuity``. A segment holding a unit the depacketizer marked
 ``damaged`` (lost packets of a reference picture) is marked ``damaged`` too.
 
+Parts (low-latency HLS, ``part_target``): each segment is also cut into parts as its units arrive
+(``ingest.media.parts``; taken with ``take_parts``), whose decode times are fixed as soon as they
+are final and then kept by the segment, so a segment's parts hold exactly its samples.
+
 Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
 own timescale, its sample rate) and hands each segment the samples whose time falls in
 [segment start, next segment start), filling what is missing with silence so that the audio of
@@ -31,6 +35,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from ingest.media import parts
+from ingest.media.cuts import AudioSample as AudioSample
+from ingest.media.cuts import CutPart as CutPart
+from ingest.media.cuts import CutSegment as CutSegment
+from ingest.media.cuts import Sample as Sample
 from ingest.media.units import AccessUnit
 
 TIMESCALE = 90_000
@@ -38,38 +47,6 @@ TIMELINE_ORIGIN = TIMESCALE  # 1 s
 MAX_SEGMENT_SECONDS = 30.0  # a camera whose IDRs never come is cut anyway (the next unit is not an IDR)
 MAX_FORWARD_JUMP = 10.0  # seconds: a bigger step forward between units is a new timeline
 BACKWARD_TOLERANCE = 0.5  # seconds: a bigger step back than this (and than 2 D) is a new timeline
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One access unit placed on the epoch timeline (all times in TIMESCALE ticks)."""
-
-    pts: int
-    dts: int
-    duration: int
-    nalus: tuple[bytes, ...]
-    is_idr: bool
-    damaged: bool = False
-
-
-@dataclass(frozen=True)
-class AudioSample:
-    """One AAC access unit on the epoch timeline, in the audio track's timescale (its sample rate)."""
-
-    time: int
-    data: bytes = field(repr=False)
-    duration: int
-
-
-@dataclass(frozen=True)
-class CutSegment:
-    seq: int
-    start: int  # pts of the first IDR
-    duration: int
-    samples: tuple[Sample, ...]
-    damaged: bool = False  # a sample lost packets of a reference picture
-    discontinuity: bool = False  # first segment after the camera's clock jumped (a rebased timeline)
-    audio: tuple[AudioSample, ...] = ()  # the audio in [start, start + duration), when the stream has audio
 
 
 @dataclass
@@ -90,13 +67,24 @@ class _Pending:
     units: list[tuple[int, AccessUnit]] = field(default_factory=list)  # (timeline pts, unit)
     discontinuity: bool = False
     latest: int = 0  # the highest timeline pts in it
+    dts: list[int] = field(default_factory=list)  # the decode times fixed so far, of its first units
+    parted: int = 0  # units already cut into parts
+    parts: int = 0  # parts cut
+    part_start: int = 0  # where its next part starts (timeline ticks)
+    reordered: bool = False  # a unit came with a pts below an earlier one's
 
 
 class Segmenter:
-    def __init__(self, *, target: float, timescale: int = TIMESCALE) -> None:
+    def __init__(
+        self, *, target: float, timescale: int = TIMESCALE, part_target: float | None = None
+    ) -> None:
+        """``part_target``: cut parts of about that many seconds inside each segment (low-latency HLS,
+        taken with ``take_parts``); None: segments only."""
         if target <= 0:
             raise ValueError(f"segment target duration {target} s, expected > 0")
         self.target_ticks = round(target * timescale)
+        part = None if part_target is None else parts.check_part_target(part_target)
+        self.part_ticks = None if part is None else round(part * timescale)
         self.max_ticks = round(MAX_SEGMENT_SECONDS * timescale)
         self.timescale = timescale
         self.counters = SegmenterCounters()
@@ -109,6 +97,7 @@ class Segmenter:
         self._forward_jump = round(MAX_FORWARD_JUMP * timescale)
         self._backward_tolerance = round(BACKWARD_TOLERANCE * timescale)
         self._rebase_at: int | None = None  # after a jump: the timeline pts the next IDR is given
+        self._parts: list[CutPart] = []
 
     @property
     def base(self) -> int | None:
@@ -122,6 +111,11 @@ class Segmenter:
     def to_timeline(self, pts: int) -> int:
         assert self._base is not None
         return pts - self._base + TIMELINE_ORIGIN
+
+    def take_parts(self) -> list[CutPart]:
+        """The parts cut since the last call, in order (a segment's parts come before the segment)."""
+        out, self._parts = self._parts, []
+        return out
 
     def push(self, unit: AccessUnit) -> list[CutSegment]:
         """Add one unit (in decode order); returns the segment it completes, if any."""
@@ -148,20 +142,92 @@ class Segmenter:
             self._rebase_at = end
             return out + self.push(unit)
         if pending is None:
-            self._pending = _Pending(start=t, units=[(t, unit)], discontinuity=discontinuity, latest=t)
+            self._pending = _Pending(t, [(t, unit)], discontinuity=discontinuity, latest=t, part_start=t)
             return out
         elapsed = t - pending.start
         if unit.is_idr and elapsed >= self.target_ticks:
             out.append(self._cut(pending, end=t))
-            self._pending = _Pending(start=t, units=[(t, unit)], latest=t)
+            self._pending = _Pending(t, [(t, unit)], latest=t, part_start=t)
         elif elapsed >= self.max_ticks:  # no IDR for too long: cut anyway, memory stays bounded
             self.counters.forced_cuts += 1
             out.append(self._cut(pending, end=t))
-            self._pending = _Pending(start=t, units=[(t, unit)], latest=t)
+            self._pending = _Pending(t, [(t, unit)], latest=t, part_start=t)
         else:
             pending.units.append((t, unit))
+            if self.part_ticks is not None:
+                self._settle(pending, t, self.part_ticks)
+            pending.reordered = pending.reordered or t < pending.latest
             pending.latest = max(pending.latest, t)
         return out
+
+    def _settle(self, pending: _Pending, t: int, part_ticks: int) -> None:
+        """Fix the decode times that the unit just added (presentation time ``t``) makes final, and cut
+        the parts that became complete.
+
+        A unit presented after every earlier one of the segment (an I or P picture ending a run of
+        B-pictures) closes the run before it: the units after it are presented after all of those, so
+        the smallest presentation times, hence the decode times, of the units before it are final.
+        The unit's own decode time is final too once the stream has shown no reordering for a whole
+        segment (no B-pictures: each unit's decode time is its presentation time, and a part ends as
+        soon as the next unit arrives); with B-pictures a part waits for the next I or P picture.
+        """
+        if t <= pending.latest or (self._last_dts is None and t - pending.start < part_ticks):
+            return  # the stream's first part: its reorder delay is learned over the whole part first
+        count = len(pending.units) - 1
+        if not pending.reordered and self._reorder_delay == 0 and self._seq > 0:
+            count += 1
+        self._freeze(pending, count)
+        self._cut_parts(pending, pending.dts)
+
+    def _cut_parts(self, pending: _Pending, bounds: list[int], end: int | None = None) -> None:
+        """Cut the complete parts; ``end``: the segment was cut there, the rest is its last part."""
+        assert self.part_ticks is not None
+        runs = parts.plan(bounds, pending.parted, self.part_ticks, self._frame_ticks, final=end is not None)
+        for first, stop in runs:
+            span = bounds[stop] - bounds[first]
+            if end is not None and stop == len(pending.units):
+                span = end - pending.part_start  # the last part ends where the segment does
+            part = parts.make_part(
+                self._seq,
+                pending.parts,
+                pending.part_start,
+                max(span, 1),
+                pending.units,
+                bounds,
+                (first, stop),
+                discontinuity=pending.discontinuity,
+                lead=pending.units[0][0] - bounds[0],
+            )
+            self._parts.append(part)
+            pending.parted, pending.parts = stop, pending.parts + 1
+            pending.part_start += part.duration
+
+    def _freeze(self, pending: _Pending, count: int) -> None:
+        """Fix the decode times of the first ``count`` units of ``pending`` (those fixed before stay).
+
+        Within a closed GOP the decode time of the i-th unit in decode order is the i-th smallest
+        presentation time minus the reorder delay (the smallest that keeps every decode time at or
+        before its presentation time; it only grows); decode times strictly increase, also across
+        segments (the delay may have grown).
+        """
+        have = len(pending.dts)
+        if count <= have:
+            return
+        times = [t for t, _ in pending.units[:count]]
+        ordered = sorted(times)
+        delay = max(0, max(o - t for o, t in zip(ordered, times, strict=True)))
+        if delay > self._reorder_delay:
+            if self._seq > 0:
+                self.counters.reorder_delay_increases += 1
+            self._reorder_delay = delay
+        prev = pending.dts[-1] if pending.dts else self._last_dts
+        for i in range(have, count):
+            dts = ordered[i] - self._reorder_delay
+            if prev is not None and dts <= prev:
+                dts = prev + 1
+                self.counters.dts_nudged += 1
+            pending.dts.append(dts)
+            prev = dts
 
     def _jumped(self, t: int, latest: int) -> bool:
         if t - latest > self._forward_jump:
@@ -180,27 +246,17 @@ class Segmenter:
         return [self._cut(pending, end=pending.latest + self._frame_ticks)]
 
     def _cut(self, pending: _Pending, end: int) -> CutSegment:
-        times = [t for t, _ in pending.units]
-        ordered = sorted(times)
-        delay = max(0, max(o - t for o, t in zip(ordered, times, strict=True)))
-        if delay > self._reorder_delay:
-            if self._seq > 0:
-                self.counters.reorder_delay_increases += 1
-            self._reorder_delay = delay
-        dts = [o - self._reorder_delay for o in ordered]
-        prev = self._last_dts
-        for i in range(len(dts)):
-            # Decode times strictly increase, also across segments (the delay may have grown).
-            if prev is not None and dts[i] <= prev:
-                dts[i] = prev + 1
-                self.counters.dts_nudged += 1
-            prev = dts[i]
-        end_dts = end - self._reorder_delay
-        samples = []
-        for i, (t, unit) in enumerate(pending.units):
-            nxt = dts[i + 1] if i + 1 < len(dts) else max(end_dts, dts[i] + 1)
-            samples.append(Sample(t, dts[i], nxt - dts[i], unit.nalus, unit.is_idr, damaged=unit.damaged))
-        if len(times) > 1:
+        self._freeze(pending, len(pending.units))
+        dts = pending.dts
+        bounds = [*dts, max(end - self._reorder_delay, dts[-1] + 1)]
+        if self.part_ticks is not None:
+            self._cut_parts(pending, bounds, end)
+        samples = tuple(
+            Sample(t, bounds[i], bounds[i + 1] - bounds[i], unit.nalus, unit.is_idr, damaged=unit.damaged)
+            for i, (t, unit) in enumerate(pending.units)
+        )
+        if len(dts) > 1:
+            ordered = sorted(t for t, _ in pending.units)
             spans = sorted(b - a for a, b in itertools.pairwise(ordered) if b > a)
             if spans:
                 self._frame_ticks = spans[len(spans) // 2]
@@ -212,7 +268,7 @@ class Segmenter:
             seq=self._seq,
             start=pending.start,
             duration=end - pending.start,
-            samples=tuple(samples),
+            samples=samples,
             damaged=damaged,
             discontinuity=pending.discontinuity,
         )
@@ -250,6 +306,7 @@ class AudioTrack:
         self._max = max(1, round(max_seconds * sample_rate / frame))
         self._samples: list[AudioSample] = []
         self._taken_until: int | None = None  # audio ticks: everything before went into a segment
+        self._out_end: int | None = None  # where the audio handed out so far ends
 
     @property
     def end(self) -> int | None:
@@ -272,8 +329,11 @@ class AudioTrack:
             self.counters.audio_overflow_dropped += 1
         self._samples.append(sample)
 
-    def take(self, video_start: int, video_end: int) -> tuple[AudioSample, ...]:
-        """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence."""
+    def take(self, video_start: int, video_end: int, *, continuous: bool = False) -> tuple[AudioSample, ...]:
+        """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence.
+
+        ``continuous`` (parts, taken one after the other): a hole is filled from where the previous take's
+        audio ended, so that takes in a row hold what one take over their span would."""
         start = audio_ticks(video_start, self.sample_rate)
         # A sample goes to the segment its end falls in, so each segment's audio starts at or up to
         # a frame before its video: a player joining a live stream at a segment finds no hole there.
@@ -285,7 +345,7 @@ class AudioTrack:
         inside = [s for s in self._samples if lo <= s.time < hi]
         self._samples = [s for s in self._samples if s.time >= hi]
         out: list[AudioSample] = []
-        at = lo
+        at = self._out_end if continuous and self._out_end is not None else lo
         if first_take and inside and inside[0].time > start:
             # Silence before the first sample, in whole frames ending on it: the audio covers the
             # video's start (a player seeks over a hole there) and keeps the camera's frame grid.
@@ -306,4 +366,6 @@ class AudioTrack:
                 break
             out.append(sample)
             at = sample.time + sample.duration
+        if out:
+            self._out_end = out[-1].time + out[-1].duration
         return tuple(out)

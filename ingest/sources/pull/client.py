@@ -286,6 +286,7 @@ class PullClient:
     read_timeout: float = 5.0
     stats: PullStats = field(default_factory=PullStats)
     tls_context: ssl.SSLContext | None = None  # rtsps:// sources: how their certificate is checked
+    part_target: float | None = None  # seconds of the low-latency parts (--part-duration); None: none
 
     def __post_init__(self) -> None:
         self.log = get_logger("ingest.sources.pull.client", stream_id=self.source.name)
@@ -426,6 +427,7 @@ class PullClient:
             codec=opened.codec,
             segment_target=self.segment_target,
             counters=(opened.counters,),
+            part_target=self.part_target,
         )
         if opened.audio is not None:
             publisher.attach_audio(opened.audio, counters=opened.audio_counters)
@@ -465,9 +467,13 @@ class PullSources:
         *,
         segment_target: float,
         tls_context: ssl.SSLContext | None = None,
+        part_target: float | None = None,
     ) -> None:
         check_unique(sources)
-        self.clients = [PullClient(bus, s, segment_target, tls_context=tls_context) for s in sources]
+        self.clients = [
+            PullClient(bus, s, segment_target, tls_context=tls_context, part_target=part_target)
+            for s in sources
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

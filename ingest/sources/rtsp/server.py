@@ -60,8 +60,10 @@ class RtspServer:
         tls_port: int | None = None,
         tls_context: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
+        part_target: float | None = None,
     ) -> None:
-        """``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout``,
+        """``part_target``: seconds of the low-latency parts cut in each segment (None: none).
+        ``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout``,
         ``max_connections`` and ``limits`` have their defaults where the flags are defined (the CLI's
         args); ``limits=None``: no per-client cap and no request deadline. ``port`` None: no plain
         RTSP listener; ``tls_port`` (0: any) with ``tls_context``: RTSPS."""
@@ -71,6 +73,7 @@ class RtspServer:
         self.host = host
         self.port = port
         self.segment_target = segment_target
+        self.part_target = part_target
         self.session_timeout = session_timeout
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
@@ -277,7 +280,12 @@ class RtspServer:
             if previous is not None and previous is not owner:
                 previous.abort("replaced by a new publisher of the stream")
         publisher = Publisher(
-            self.bus, stream, codec=codec, segment_target=self.segment_target, counters=counters
+            self.bus,
+            stream,
+            codec=codec,
+            segment_target=self.segment_target,
+            counters=counters,
+            part_target=self.part_target,
         )
         await publisher.start()
         self.publishers[stream] = publisher

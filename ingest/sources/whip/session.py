@@ -44,6 +44,7 @@ class SessionLimits:
     connect_timeout: float  # offer answered → ICE and DTLS connected
     media_timeout: float  # connected: seconds without a video frame
     health_interval: float = 5.0
+    part_target: float | None = None  # seconds of the low-latency parts (--part-duration); None: none
 
 
 def _prefer(codecs: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
@@ -131,6 +132,7 @@ class WhipSession:
             codec=self.codec,
             segment_target=self.limits.segment_target,
             counters=(self.counters,),
+            part_target=self.limits.part_target,
         )
         if opus and opus[0]._codecs[0].mimeType.lower() == "audio/opus":
             self.audio = OpusToAac(opus[0]._codecs[0].channels or 2)
