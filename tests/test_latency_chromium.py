@@ -1,0 +1,62 @@
+"""Live latency in headless Chromium (camflow's player, hls.js in low-latency mode), as wall clock minus
+the program date-time of the frame on screen, sampled every 250 ms (tests/latency_probe.py) while ffmpeg
+pushes 720p30 RTSP with a 2 s GOP: embedded, through nginx (deploy/cdn/nginx.conf) and on Kafka + MinIO.
+
+The test asserts that playback runs and the latency is measured and sane, with a bound a broken
+pipeline fails; the targets of issue 15 are held by `make bench BENCH=latency` (timed assertions
+belong in benches).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.latency_probe import Latency, measure, pushing
+from tests.latency_targets import (
+    camflow_playlist,
+    camflow_publish,
+    camflow_watch,
+    cdn,
+    embedded,
+    kafka_minio,
+    via,
+    wait_playlist,
+)
+
+pytestmark = pytest.mark.integration
+SECONDS = 20.0
+# Generous: plain HLS today plays 7-8 s behind (3 target durations of 2 s segments, plus one). The lead
+# tightens this to about 3.0 once LL-HLS (issue 15) is on main; the bench holds the real targets.
+P50_BOUND_S = 15.0
+MAX_STALLS = 3
+MIN_PLAYING = 0.7  # of the sampling ticks
+
+
+def check(result: Latency) -> None:
+    print("\n" + result.summary())
+    assert result.samples, result.summary()
+    assert result.playing_share >= MIN_PLAYING, result.summary()
+    assert 0.0 < result.p50 < P50_BOUND_S, result.summary()  # > 0: the date on screen is not in the future
+    assert result.stalls <= MAX_STALLS, result.summary()
+
+
+async def test_latency_embedded_and_through_nginx(tmp_path: Path) -> None:
+    with embedded(tmp_path / "camflow", "source") as cf, pushing(camflow_publish(cf), tmp_path / "push.log"):
+        wait_playlist(camflow_playlist(cf))
+        page = camflow_watch(cf)
+        direct = await measure(page, SECONDS, tmp_path / "direct", target="embedded")
+        with cdn(tmp_path, cf.http_port) as port:
+            through = await measure(via(page, port), SECONDS, tmp_path / "nginx", target="nginx")
+    check(direct)
+    check(through)
+
+
+async def test_latency_on_kafka_and_minio(tmp_path: Path) -> None:
+    with kafka_minio(tmp_path / "services") as d, pushing(d.publish_url(), tmp_path / "push.log"):
+        wait_playlist(d.http(f"/live/{d.stream}/source.m3u8"))
+        result = await measure(
+            d.http(f"/watch/{d.stream}?rendition=source"), SECONDS, tmp_path / "kafka", target="kafka+minio"
+        )
+    check(result)
