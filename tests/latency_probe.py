@@ -60,7 +60,9 @@ def push_args(url: str) -> list[str]:
 def pushing(url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """ffmpeg pushing to ``url`` for the duration of the block; stopped by PID."""
     with log.open("wb") as err:
-        proc = subprocess.Popen(push_args(url), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            push_args(url), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         yield proc
     finally:
@@ -104,11 +106,12 @@ class Latency:
     def summary(self) -> str:
         if not self.samples:
             return f"{self.target}: no sample (never played)"
+        hold = "-" if self.hold is None else f"{self.hold:.2f}"
         return (
             f"{self.target}: p50 {self.p50:.2f} s, p95 {self.p95:.2f} s over {len(self.samples)} samples "
-            f"({self.playing_share:.0%} of ticks playing), {self.stalls} stalls, {self.seeks} live-edge seeks, "
-            f"{self.errors} hls.js errors, first frame after {self.startup:.1f} s, "
-            f"target latency {self.hold if self.hold is None else round(self.hold, 2)} s"
+            f"({self.playing_share:.0%} of ticks playing), {self.stalls} stalls, "
+            f"{self.seeks} live-edge seeks, {self.errors} hls.js errors, "
+            f"first frame after {self.startup:.1f} s, hls.js target latency {hold} s"
         )
 
 
@@ -160,7 +163,9 @@ async def _sample(tools: DevTools, seconds: float, opened: float, result: Latenc
         if last and last["playing"]:
             break
         if time.monotonic() - opened > START_TIMEOUT_S:
-            raise RuntimeError(f"{result.target}: nothing played within {START_TIMEOUT_S:.0f} s; last: {last}")
+            raise RuntimeError(
+                f"{result.target}: nothing played within {START_TIMEOUT_S:.0f} s; last: {last}"
+            )
         await asyncio.sleep(TICK_S)
     result.startup = time.monotonic() - opened
     await asyncio.sleep(WARMUP_S)

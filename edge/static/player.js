@@ -50,10 +50,13 @@
     // the target latency is then the server's PART-HOLD-BACK (plain HLS: 3 target durations).
     // liveSyncDuration is left unset on purpose: set by the page, it would override PART-HOLD-BACK.
     // maxLiveSyncPlaybackRate: play up to 1.5x to catch up when behind the target.
+    // liveSyncOnStallIncrease: each stall moves the target back by 0.5 s (hls.js: 1 s, which would
+    // more than double an LL target of 3 x 200 ms parts after one stall); capped at a target duration.
     hls = new window.Hls({
       enableWorker: true,
       lowLatencyMode: true,
       maxLiveSyncPlaybackRate: 1.5,
+      liveSyncOnStallIncrease: 0.5,
       backBufferLength: 30,
     });
     hls.on(window.Hls.Events.ERROR, function (_event, data) {
