@@ -40,7 +40,9 @@ PROBE = """(() => { const c = window.camflow; const v = document.getElementById(
   return JSON.stringify({now: Date.now(), pdt: d ? d.getTime() : null,
     playing: c.playing && !v.paused && v.readyState >= 3, t: v.currentTime, waits: c.waits,
     seeks: c.liveSeeks.length, errors: c.errors.length, fatal: c.fatal, target: c.hls.targetLatency,
-    rate: v.playbackRate}); })()"""
+    rate: v.playbackRate,
+    ahead: v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : 0,
+    last: c.errors.length ? c.errors[c.errors.length - 1].details : null}); })()"""
 
 
 def push_args(url: str) -> list[str]:
@@ -90,6 +92,8 @@ class Latency:
     ticks: int = 0  # sampling ticks (playing or not)
     startup: float = 0.0
     hold: float | None = None  # hls.js's target latency (PART-HOLD-BACK, or 3 target durations)
+    ahead: list[float] = field(default_factory=list)  # seconds buffered ahead of the playhead, per tick
+    last_error: str | None = None  # the last hls.js error's details
 
     @property
     def p50(self) -> float:
@@ -110,7 +114,8 @@ class Latency:
         return (
             f"{self.target}: p50 {self.p50:.2f} s, p95 {self.p95:.2f} s over {len(self.samples)} samples "
             f"({self.playing_share:.0%} of ticks playing), {self.stalls} stalls, "
-            f"{self.seeks} live-edge seeks, {self.errors} hls.js errors, "
+            f"{self.seeks} live-edge seeks, {self.errors} hls.js errors ({self.last_error or '-'}), "
+            f"buffered ahead p50 {percentile(self.ahead, 50):.1f} s min {min(self.ahead):.1f} s, "
             f"first frame after {self.startup:.1f} s, hls.js target latency {hold} s"
         )
 
@@ -179,6 +184,7 @@ async def _sample(tools: DevTools, seconds: float, opened: float, result: Latenc
         last = json.loads(raw)
         first = first or last
         result.ticks += 1
+        result.ahead.append(last["ahead"])
         if last["playing"] and last["pdt"] is not None:
             result.samples.append((last["now"] - last["pdt"]) / 1000)
     if first is not None and last is not None:
@@ -186,4 +192,5 @@ async def _sample(tools: DevTools, seconds: float, opened: float, result: Latenc
         result.seeks = last["seeks"] - first["seeks"]
         result.errors = last["errors"] - first["errors"]
         result.hold = last["target"]
+        result.last_error = last["last"]
     return result
