@@ -19,7 +19,7 @@ import json
 import math
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,12 +120,20 @@ class Latency:
         )
 
 
-async def measure(url: str, seconds: float, work: Path, *, target: str, playlist: bool = False) -> Latency:
+async def measure(
+    url: str,
+    seconds: float,
+    work: Path,
+    *,
+    target: str,
+    playlist: bool = False,
+    after: Callable[[DevTools], Awaitable[None]] | None = None,
+) -> Latency:
     """Open ``url`` in a fresh headless Chromium and measure for ``seconds`` after WARMUP_S of playback.
 
     ``url`` is camflow's player page, or with ``playlist=True`` a playlist on any origin (a peer's):
-    the player is then put into a page of that origin. Raises RuntimeError when nothing plays within
-    START_TIMEOUT_S.
+    the player is then put into a page of that origin. ``after`` runs on the same tab once the
+    samples are taken. Raises RuntimeError when nothing plays within START_TIMEOUT_S.
     """
     parts = urlsplit(url)
     start = f"{parts.scheme}://{parts.netloc}/" if playlist else url
@@ -135,7 +143,10 @@ async def measure(url: str, seconds: float, work: Path, *, target: str, playlist
             opened = time.monotonic()
             if playlist:
                 await _put_player(tools, url)
-            return await _sample(tools, seconds, opened, Latency(target))
+            result = await _sample(tools, seconds, opened, Latency(target))
+            if after is not None:
+                await after(tools)
+            return result
 
 
 async def _put_player(tools: DevTools, url: str) -> None:
@@ -168,8 +179,10 @@ async def _sample(tools: DevTools, seconds: float, opened: float, result: Latenc
         if last and last["playing"]:
             break
         if time.monotonic() - opened > START_TIMEOUT_S:
+            hlsjs = await tools.evaluate("typeof window.Hls")  # 'undefined': hls.js did not load
             raise RuntimeError(
-                f"{result.target}: nothing played within {START_TIMEOUT_S:.0f} s; last: {last}"
+                f"{result.target}: nothing played within {START_TIMEOUT_S:.0f} s (typeof Hls: {hlsjs}); "
+                f"last: {last}"
             )
         await asyncio.sleep(TICK_S)
     result.startup = time.monotonic() - opened
@@ -194,3 +207,64 @@ async def _sample(tools: DevTools, seconds: float, opened: float, result: Latenc
         result.hold = last["target"]
         result.last_error = last["last"]
     return result
+
+
+async def returns_to_the_live_edge(tools: DevTools, within: float = 10.0) -> dict[str, Any]:
+    """Put the playhead more than BEHIND_FACTOR (3) x the target latency behind the live edge (as a
+    long stall or a tab in the background would) and wait until the player has jumped back: returns
+    {"behind": latency before, "after": latency after, "seeks": the player's jumps}. Raises
+    AssertionError when it has not come back within ``within`` seconds."""
+    moved = await tools.evaluate(
+        """(() => { const h = window.camflow.hls; const v = document.getElementById('video');
+        const back = 3 * h.targetLatency + 2 - h.latency; if (back > 0) v.currentTime -= back;
+        return h.targetLatency; })()"""
+    )
+    state: dict[str, Any] = {}
+    for _ in range(int(within / TICK_S)):  # bounded
+        await asyncio.sleep(TICK_S)
+        raw = await tools.evaluate(
+            "JSON.stringify({latency: window.camflow.hls.latency, seeks: window.camflow.liveSeeks})"
+        )
+        state = json.loads(raw)
+        jumps = [s for s in state["seeks"] if s["reason"] == "behind"]
+        if jumps and state["latency"] < 2 * moved:
+            return {"behind": jumps[-1]["to"] - jumps[-1]["from"], "after": state["latency"], **state}
+    raise AssertionError(f"the player did not return to the live edge within {within:g} s: {state}")
+
+
+async def returns_after_a_stall(tools: DevTools, within: float = 40.0) -> dict[str, Any]:
+    """Take the tab offline (DevTools network emulation) until the video has played what it had
+    buffered, for half the target latency and 4 s (at least 3 s) more, then online again, and wait
+    until the player has jumped to the live edge and plays:
+    returns {"waited": seconds offline, "seeks": the player's jumps, "latency": hls.latency after}.
+    Raises AssertionError when any step takes more than ``within`` seconds."""
+    probe = """(() => { const c = window.camflow; const v = document.getElementById('video');
+      return JSON.stringify({seeks: c.liveSeeks, latency: c.hls.latency, target: c.hls.targetLatency,
+        playing: !v.paused && v.readyState >= 3,
+        ahead: v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : 0}); })()"""
+    before = json.loads(await tools.evaluate(probe))
+    await tools.call("Network.enable")
+    offline = time.monotonic()
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    await tools.call("Network.emulateNetworkConditions", offline=True, **conditions)
+    try:
+        state = before
+        for _ in range(int(within / TICK_S)):  # until the buffer ran dry and the video waits
+            await asyncio.sleep(TICK_S)
+            state = json.loads(await tools.evaluate(probe))
+            if not state["playing"] and state["ahead"] < 0.5:
+                break
+        else:
+            raise AssertionError(f"the video never ran out of data while offline for {within:g} s: {state}")
+        # Stalled long enough to fall more than the player's slack (half the target) behind.
+        await asyncio.sleep(max(3.0, state["target"] / 2 + 4))
+    finally:
+        await tools.call("Network.emulateNetworkConditions", offline=False, **conditions)
+    waited = time.monotonic() - offline
+    for _ in range(int(within / TICK_S)):
+        await asyncio.sleep(TICK_S)
+        state = json.loads(await tools.evaluate(probe))
+        jumps = [s for s in state["seeks"][len(before["seeks"]) :] if s["reason"] == "stall"]
+        if jumps and state["playing"] and state["latency"] < 2 * state["target"]:
+            return {"waited": waited, "seeks": jumps, "latency": state["latency"]}
+    raise AssertionError(f"the player did not jump back to the live edge after the stall: {state}")

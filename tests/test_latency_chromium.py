@@ -10,10 +10,12 @@ belong in benches).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.latency_probe import Latency, measure, pushing
+from tests.chromium import DevTools
+from tests.latency_probe import Latency, measure, pushing, returns_after_a_stall, returns_to_the_live_edge
 from tests.latency_targets import (
     camflow_playlist,
     camflow_publish,
@@ -43,14 +45,25 @@ def check(result: Latency) -> None:
 
 
 async def test_latency_embedded_and_through_nginx(tmp_path: Path) -> None:
+    returned: dict[str, Any] = {}
+
+    async def fall_behind(tools: DevTools) -> None:
+        returned.update(await returns_to_the_live_edge(tools))
+        returned["stall"] = await returns_after_a_stall(tools)
+
     with embedded(tmp_path / "camflow", "source") as cf, pushing(camflow_publish(cf), tmp_path / "push.log"):
         wait_playlist(camflow_playlist(cf))
         page = camflow_watch(cf)
-        direct = await measure(page, SECONDS, tmp_path / "direct", target="embedded")
+        direct = await measure(page, SECONDS, tmp_path / "direct", target="embedded", after=fall_behind)
         with cdn(tmp_path, cf.http_port) as port:
             through = await measure(via(page, port), SECONDS, tmp_path / "nginx", target="nginx")
     check(direct)
     check(through)
+    # Put 3x the target latency behind, or stalled for lack of data (offline), the page jumped back
+    # to the live edge by itself.
+    print("returned to the live edge:", returned)
+    assert returned["seeks"][-1]["reason"] == "behind" and returned["behind"] > 0, returned
+    assert returned["stall"]["seeks"][0]["to"] > returned["stall"]["seeks"][0]["from"], returned
 
 
 async def test_latency_on_kafka_and_minio(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@
   }
 
   let hls = null;
-  let waitingSince = null;
+  let stalledAt = null; // when the current wait for data began (after playback had started)
+  let lastJump = 0;
   // Jump to hls.liveSyncPosition (target latency behind the live edge) when more than half a second
   // (or half the target) behind it; returns whether it jumped.
   function seekToLive(reason) {
@@ -77,13 +78,14 @@
     state.hls = hls;
     video.addEventListener("playing", function () {
       if (!state.playing) seekToLive("start"); // the edge moved on while the first part loaded
+      else if (stalledAt !== null && Date.now() - stalledAt > STALL_SEEK_MS) seekToLive("stall");
       state.playing = true;
-      waitingSince = null;
+      stalledAt = null;
     });
     video.addEventListener("waiting", function () {
       if (!state.playing) return;
       state.waits += 1;
-      waitingSince = Date.now();
+      if (stalledAt === null) stalledAt = Date.now();
     });
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = src; // Safari plays (LL-)HLS natively
@@ -94,8 +96,8 @@
   function tick() {
     if (!hls) return;
     const now = Date.now();
-    if (waitingSince !== null && now - waitingSince > STALL_SEEK_MS) {
-      waitingSince = now; // at most one jump a second while the stall lasts
+    if (stalledAt !== null && now - stalledAt > STALL_SEEK_MS && now - lastJump > 1000) {
+      lastJump = now; // at most one try a second while the stall lasts (and again once it plays)
       seekToLive("stall");
     }
     const target = hls.targetLatency;
