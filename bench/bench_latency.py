@@ -151,6 +151,8 @@ class Run:
             kafka_minio(self.work / "services", start_own=True) as d,
             pushing(d.publish_url(), self.work / "push-kafka.log"),
         ):
+            b = d.backends
+            print(f"  kafka+minio: Kafka {b.bootstrap}, MinIO {b.s3_url}", flush=True)
             media = d.http(f"/live/{d.stream}/source.m3u8")
             wait_playlist(media)
             await self.one("kafka+minio source", d.http(f"/watch/{d.stream}?rendition=source"), media)
