@@ -42,6 +42,7 @@
     const slack = Math.max(0.5, (hls.targetLatency || 0) / 2);
     if (pos - video.currentTime < slack) return false;
     state.liveSeeks.push({ reason: reason, from: video.currentTime, to: pos });
+    if (state.liveSeeks.length > 100) state.liveSeeks.shift(); // a page open for days stays small
     video.currentTime = pos;
     return true;
   }
