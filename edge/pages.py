@@ -1,4 +1,5 @@
-"""Pages for people: ``/watch/{stream}?token=`` (the player) and ``/?token=`` (live streams, operator).
+"""Pages for people: ``/watch/{stream}?token=`` (the player; ``&rendition=NAME`` plays that rendition
+alone instead of the master) and ``/?token=`` (live streams, operator).
 
 The player uses hls.js, installed from npm into ``edge/web/node_modules`` by ``make install``
 and served from disk at ``/static/hls.min.js``; nothing is loaded from another origin.
@@ -16,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from camflow.errors import NotFound
-from camflow.keys import latest_thumbnail_key
+from camflow.keys import is_rendition, latest_thumbnail_key
 from edge.access import operator_refusal, request_token, stream_refusal, viewer_refusal
 from edge.http import error_response, http_date
 from edge.state import EDGE, EdgeState
@@ -69,13 +70,24 @@ async def watch(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     token = _carried_token(request)
-    config = html.escape(json.dumps({"stream": stream, "token": token}), quote=True)
+    settings: dict[str, str] = {"stream": stream, "token": token}
+    rendition = request.query.get("rendition")
+    if rendition is not None:  # one rendition's playlist instead of the master (no ABR): a pinned rung
+        if not is_rendition(rendition):
+            state.counters.bad_path += 1
+            return error_response(
+                400,
+                "bad_path",
+                f"rendition {rendition!r} is not valid: expected a rendition name such as 'source' or '360p'",
+            )
+        settings["rendition"] = rendition
+    config = html.escape(json.dumps(settings), quote=True)
     body = (
         f'<main id=player data-config="{config}">'
         f"<h1>{html.escape(stream)}</h1>"
         "<video id=video muted autoplay playsinline controls></video>"
         "<p id=health class=line>health: waiting for the first sample…</p>"
-        "<p id=latency class=line>latency to live edge: -</p>"
+        "<p id=latency class=line>latency: -</p>"
         "<p id=status class=line>loading…</p>"
         "</main>"
         '<script src="/static/hls.min.js"></script><script src="/static/player.js"></script>'

@@ -263,6 +263,10 @@ async def test_watch_page_and_hlsjs_are_served(client: Client, view: str) -> Non
     assert (await client.get("/watch/cam1")).status == 401
     assert (await client.get("/watch/cam2", params={"token": view})).status == 403
     assert (await client.get("/watch/c%2e%2e", params={"token": view})).status == 400
+    pinned = await client.get("/watch/cam1", params={"token": view, "rendition": "360p"})
+    assert pinned.status == 200 and "&quot;rendition&quot;: &quot;360p&quot;" in await pinned.text()
+    bad = await client.get("/watch/cam1", params={"token": view, "rendition": "../x"})
+    assert bad.status == 400 and "rendition '../x' is not valid" in await bad.text()
 
 
 async def test_index_lists_live_streams_with_thumbnails_for_an_operator(client: Client, admin: str) -> None:

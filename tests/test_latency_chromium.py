@@ -1,0 +1,76 @@
+"""Live latency in headless Chromium (camflow's player, hls.js in low-latency mode), as wall clock minus
+the program date-time of the frame on screen, sampled every 250 ms (tests/latency_probe.py) while ffmpeg
+pushes 720p30 RTSP with a 2 s GOP: embedded, through nginx (deploy/cdn/nginx.conf) and on Kafka + MinIO.
+
+The test asserts that playback runs and the latency is measured and sane, with a bound a broken
+pipeline fails; the targets of issue 15 are held by `make bench BENCH=latency` (timed assertions
+belong in benches).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chromium import DevTools
+from tests.latency_probe import Latency, measure, pushing, returns_after_a_stall, returns_to_the_live_edge
+from tests.latency_targets import (
+    camflow_playlist,
+    camflow_publish,
+    camflow_watch,
+    cdn,
+    embedded,
+    kafka_minio,
+    via,
+    wait_playlist,
+)
+
+pytestmark = pytest.mark.integration
+SECONDS = 20.0
+# TIGHTEN ONCE LL-HLS IS ON MAIN (issue 15): to about 3.0 (LL plays ~1 s behind; the bench holds the
+# 1.0 / 1.5 s targets). Generous until then: plain HLS plays 12.5-14 s behind here (hls.js holds
+# 3 x TARGETDURATION 4 s behind the playlist's end, plus the segment in progress).
+P50_BOUND_S = 15.0
+MAX_STALLS = 8  # in 20 s; a loaded 2-core machine (load 10+) stalls a few times even 13 s behind
+MIN_PLAYING = 0.7  # of the sampling ticks
+
+
+def check(result: Latency) -> None:
+    print("\n" + result.summary())
+    assert result.samples, result.summary()
+    assert result.playing_share >= MIN_PLAYING, result.summary()
+    assert 0.0 < result.p50 < P50_BOUND_S, result.summary()  # > 0: the date on screen is not in the future
+    assert result.stalls <= MAX_STALLS, result.summary()
+
+
+async def test_latency_embedded_and_through_nginx(tmp_path: Path) -> None:
+    returned: dict[str, Any] = {}
+
+    async def fall_behind(tools: DevTools) -> None:
+        returned.update(await returns_to_the_live_edge(tools))
+        returned["stall"] = await returns_after_a_stall(tools)
+
+    with embedded(tmp_path / "camflow", "source") as cf, pushing(camflow_publish(cf), tmp_path / "push.log"):
+        wait_playlist(camflow_playlist(cf))
+        page = camflow_watch(cf)
+        direct = await measure(page, SECONDS, tmp_path / "direct", target="embedded", after=fall_behind)
+        with cdn(tmp_path, cf.http_port) as port:
+            through = await measure(via(page, port), SECONDS, tmp_path / "nginx", target="nginx")
+    check(direct)
+    check(through)
+    # Put 3x the target latency behind, or stalled for lack of data (offline), the page jumped back
+    # to the live edge by itself.
+    print("returned to the live edge:", returned)
+    assert returned["seeks"][-1]["reason"] == "behind" and returned["behind"] > 0, returned
+    assert returned["stall"]["seeks"][0]["to"] > returned["stall"]["seeks"][0]["from"], returned
+
+
+async def test_latency_on_kafka_and_minio(tmp_path: Path) -> None:
+    with kafka_minio(tmp_path / "services") as d, pushing(d.publish_url(), tmp_path / "push.log"):
+        wait_playlist(d.http(f"/live/{d.stream}/source.m3u8"))
+        result = await measure(
+            d.http(f"/watch/{d.stream}?rendition=source"), SECONDS, tmp_path / "kafka", target="kafka+minio"
+        )
+    check(result)
