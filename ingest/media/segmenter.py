@@ -187,7 +187,7 @@ class Segmenter:
         for first, stop in runs:
             span = bounds[stop] - bounds[first]
             last = end is not None and stop == len(pending.units)
-            if last:
+            if end is not None and last:
                 span = end - pending.part_start  # the last part ends where the segment does
             part = parts.make_part(
                 self._seq,
