@@ -54,7 +54,9 @@ History:
   stream); a part ready names that part's rendition objects in the store (``camflow.segments.ready``,
   beside the segments, so the packager sees a stream's parts and segments in one order); playlists
   changed tells the edges where each live media playlist of a stream now ends
-  (``camflow.playlists``).
+  (``camflow.playlists``). ``raw-part`` v1 carries ``last`` (the segment's final part: the part
+  worker flushes its rungs' decoder there); it was added before v1 was released, with the default
+  ``False`` that a part cut without knowing it meant.
 """
 
 from __future__ import annotations
@@ -217,6 +219,9 @@ class RawPart(_PartSpan):
     height: int
     data: bytes = field(repr=False)
     discontinuity: bool = False
+    # the segment's final part (the next unit was the next segment's IDR, or the session ended):
+    # the part worker flushes its rungs' decoder there, so a rung's parts hold every picture
+    last: bool = False
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,10 @@ class ClipSegment:
             data=self.data,
         )
 
-    def raw_parts(self, stream: str, codecs: str, wall_clock: float = 0.0) -> list[RawPart]:
+    def raw_parts(
+        self, stream: str, codecs: str, wall_clock: float = 0.0, *, last: bool = True
+    ) -> list[RawPart]:
+        """The segment's raw parts; ``last``: flag its final part, as ingest does."""
         return [
             RawPart(
                 stream=stream,
@@ -78,6 +81,7 @@ class ClipSegment:
                 width=0,
                 height=0,
                 data=data,
+                last=last and i == len(self.parts) - 1,
             )
             for i, (start, duration, independent, data) in enumerate(self.parts)
         ]

@@ -46,6 +46,7 @@ def check(segments: list[CutSegment], parts: dict[int, list[CutPart]], target: i
         for a, b in itertools.pairwise(ps):
             assert a.start + a.duration == b.start
         assert ps[-1].start + ps[-1].duration == s.start + s.duration
+        assert [p.last for p in ps] == [False] * (len(ps) - 1) + [True]  # the part worker flushes there
         for p in ps:
             assert p.duration == sum(x.duration for x in p.samples) or p is ps[-1]
             assert p.independent == p.samples[0].is_idr
@@ -86,6 +87,22 @@ def test_a_part_ends_when_the_next_unit_arrives_without_b_frames() -> None:
     seg.push(unit(66, False))  # 6 frames since the segment's IDR at 60: part 0 is complete
     (part,) = seg.take_parts()
     assert (part.seq, part.part, len(part.samples), part.duration) == (1, 0, 6, 6 * FRAME)
+
+
+def test_the_last_part_leaves_with_its_segment_and_at_the_end_of_the_session() -> None:
+    seg = Segmenter(target=2.0, part_target=0.2)
+    for i in range(120):
+        cut_segment = bool(seg.push(unit(i, i % 60 == 0)))
+        assert [p.last for p in seg.take_parts() if p.last] == ([True] if cut_segment else [])
+    assert seg.push(unit(120, True))  # the next segment's IDR: segment 1 and its last part
+    *_, last = seg.take_parts()
+    assert (last.seq, last.part, last.last) == (1, 9, True)
+    for i in range(121, 130):
+        seg.push(unit(i, False))
+    assert not any(p.last for p in seg.take_parts())
+    assert seg.flush()  # the session ends: the partial segment's final part is its last
+    *_, last = seg.take_parts()
+    assert (last.seq, last.last) == (2, True)
 
 
 def test_a_key_picture_inside_a_segment_starts_an_independent_part() -> None:

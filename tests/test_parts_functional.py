@@ -2,8 +2,9 @@
 ``-tune zerolatency``: none) and AAC over RTSP into the ingest service, embedded (LocalBus) and on
 Kafka behind ingest's spool. Each raw part and raw segment is demuxed with PyAV: a segment's parts, in
 order, hold exactly its samples (pts, dts, duration, bytes; video and audio), tile its span, start on
-its IDR, stay within the part target, and share its init section. The median publishing latency
-(part end, by the camera's clock, to the part on the bus) is printed, not asserted tightly.
+its IDR, stay within the part target, share its init section, and only the final one is ``last``.
+The median publishing latency (part end, by the camera's clock, to the part on the bus) is printed,
+not asserted tightly.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def check_parts(received: Received, part_target: float) -> list[float]:
     for seq, segment in segments.items():
         parts = by_seq[seq]
         assert [p.part for p in parts] == list(range(len(parts))), seq
+        assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True], seq  # incl. the session's end
         assert parts[0].start == segment.start and parts[0].independent
         for a, b in itertools.pairwise(parts):
             assert a.start + a.duration == b.start

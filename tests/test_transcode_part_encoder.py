@@ -166,8 +166,31 @@ def test_a_source_with_b_frames_keeps_its_times_in_every_rendition(
         whole["source"].media
     )
     assert any(composition_offsets(source[1].media))
-    # The rung: the segment's pictures at the segment's times, but the ones the decoder still held
-    # when the next segment began (dropped, counted).
+    # The rung, every segment: the segment's pictures at the segment's times, the ones the decoder
+    # still held at the segment's end included (its last part drains the decoder).
+    at = 0
+    for seg in bframe_segments:
+        # the segment ends a frame after its last picture is presented (the next IDR's time, as ingest
+        # cuts it; the clip's ``end`` is the last decode time's)
+        end = max(t for t, _, _ in samples(seg.data, [])) + 3000
+        whole = {m.name: m for m in transcode_segment(seg.data, LADDER, end, 1).renditions}
+        rung = [m for media in got[at : at + len(seg.parts)] for m in media.renditions if m.name == "90p"]
+        at += len(seg.parts)
+        segment = samples(whole["90p"].init, [whole["90p"].media])
+        assert samples(rung[0].init, [r.media for r in rung]) == segment, seg.seq
+        assert decoded(rung[0].init, [r.media for r in rung]) == len(segment), seg.seq
+    assert sum(media.tail_dropped for media in got) == 0 and state.encoding
+
+
+def test_without_last_a_b_frame_sources_segment_tail_is_dropped_and_counted(
+    bframe_segments: list[ClipSegment],
+) -> None:
+    state = StreamParts("cam1", LADDER)
+    raw = [p for s in bframe_segments for p in s.raw_parts("cam1", "avc1.64000d", last=False)]
+    got = [state.process(p) for p in raw]
+    seg = bframe_segments[1]
+    whole = {m.name: m for m in transcode_segment(seg.data, LADDER, seg.end, 1).renditions}
+    mine = got[len(bframe_segments[0].parts) : len(bframe_segments[0].parts) + len(seg.parts)]
     rung = [m for media in mine for m in media.renditions if m.name == "90p"]
     parts = samples(rung[0].init, [r.media for r in rung])
     segment = samples(whole["90p"].init, [whole["90p"].media])

@@ -18,8 +18,12 @@ State is lost when the stream moves to another owner (a crash, a rebalance) or g
 starts again at the next independent part; the rungs of the parts before it are skipped (counted),
 the copies still go out. A part that is not the one after the last (a part lost on the way) does
 the same. A source with B-frames: the decoder holds back its reorder delay, so a rung's part ends
-that many pictures early and the next part starts with them; the pictures still held at a
-segment's end are dropped (counted), as no later part of that segment will come.
+that many pictures early and the next part starts with them. A segment's ``last`` part (ingest
+knows it: the next unit was the next segment's IDR) drains the decoder, so the rung's parts hold
+every picture of the segment; the encoders need no flush (no lookahead, no B-frames: each picture's
+packet comes out at once) and go on, the next segment's part 0 forcing an IDR. Without ``last``
+(a part lost, or a producer that does not set it) the pictures still held when the next segment
+starts are dropped (counted).
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ class PartMedia:
     renditions: tuple[RenditionMedia, ...]
     rungs_skipped: int = 0  # encoded rungs this part has no object of (waiting for an independent part)
     duplicate: bool = False  # already done (delivered again after a rebalance): nothing was made
-    tail_dropped: int = 0  # pictures a B-frame source's decoder still held when its segment ended
+    tail_dropped: int = 0  # pictures a B-frame source's decoder still held at the next segment (no ``last``)
 
 
 class PartRung:
@@ -137,6 +141,7 @@ class StreamParts:
         self._rungs: list[PartRung] = []
         self._cascade: ScalerCascade | None = None
         self._shift = 0  # added to each picture's stored composition offset (see ``_process``)
+        self._durations: dict[int, int] = {}  # pts -> duration of the pictures the decoder may still hold
 
     @property
     def encoding(self) -> bool:
@@ -202,7 +207,9 @@ class StreamParts:
                     for packet, offset in zip(packets, offsets, strict=True):
                         packet.pts = (packet.dts or 0) + offset + self._shift
                 if self.synced:
-                    out.update((m.name, m) for m in self._encode(packets, float(rate), part.independent))
+                    out.update(
+                        (m.name, m) for m in self._encode(packets, float(rate), part.independent, part.last)
+                    )
                 else:
                     skipped = len(plan.encodes)
         order = [name for name, *_ in plan.encodes] + list(plan.copies)
@@ -238,18 +245,20 @@ class StreamParts:
         decoder.extradata = src.codec_context.extradata
         decoder.thread_count = 1  # frame threads would hold pictures back
         self._decoder = decoder
+        self._durations = {}
         self.synced = True
         return dropped
 
     def _encode(
-        self, packets: list[av.Packet[Any]], rate: float, independent: bool
+        self, packets: list[av.Packet[Any]], rate: float, independent: bool, last: bool
     ) -> Iterator[RenditionMedia]:
         assert self._cascade is not None
-        durations = {p.pts: p.duration or 0 for p in packets if p.pts is not None}
+        durations = self._durations
+        durations.update((p.pts, p.duration or 0) for p in packets if p.pts is not None)
         out: list[list[av.Packet[Any]]] = [[] for _ in self._rungs]
         key = independent
         try:
-            for frame in self._decoded(packets):
+            for frame in self._decoded(packets, last):
                 if frame.pts is None:
                     continue
                 for rung, picture, got in zip(self._rungs, self._cascade.pictures(frame), out, strict=True):
@@ -260,10 +269,20 @@ class StreamParts:
         for rung, got in zip(self._rungs, out, strict=True):
             if got:  # a B-frame source's first part may give no picture yet
                 yield rung.part(got, durations, rate)
+        if last:  # drained: the next segment's part 0 opens a decoder (``_restart``)
+            self._decoder, self.synced, self._durations = None, False, {}
+            return
+        done = max((p.pts for got in out for p in got if p.pts is not None), default=None)
+        if done is not None:  # pictures come out in presentation order: those still held come after
+            self._durations = {t: d for t, d in durations.items() if t > done}
 
-    def _decoded(self, packets: list[av.Packet[Any]]) -> Iterator[av.VideoFrame]:
+    def _decoded(self, packets: list[av.Packet[Any]], last: bool) -> Iterator[av.VideoFrame]:
         for packet in packets:
             yield from self._decoder.decode(packet)
+        if last:  # the segment's end: the pictures the decoder holds back for reordering
+            for frame in self._decoder.decode(None):
+                frame.time_base = frame.time_base or packets[-1].time_base  # no packet gave it one
+                yield frame
 
     def reset(self) -> None:
         """Forget the stream's position and close its encoders (a new epoch)."""

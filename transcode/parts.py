@@ -72,7 +72,7 @@ class PartStats:
     parts: int = 0
     duplicates: int = 0
     rungs_skipped: int = 0  # rung objects not made: waiting for an independent part
-    tail_dropped: int = 0  # pictures a B-frame source's decoder held at a segment's end
+    tail_dropped: int = 0  # pictures a B-frame source's decoder held at a segment's end (its last part lost)
     bad_parts: int = 0
     decode_errors: int = 0
     commit_errors: int = 0

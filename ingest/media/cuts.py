@@ -57,3 +57,4 @@ class CutPart:
     damaged: bool = False
     discontinuity: bool = False  # part 0 of a segment that carries discontinuity
     audio: tuple[AudioSample, ...] = ()  # the audio of its span, when the stream has audio
+    last: bool = False  # the segment's final part (cut with the segment, or at the session's end)

@@ -62,9 +62,10 @@ def make_part(
     *,
     discontinuity: bool,
     lead: int,
+    last: bool = False,
 ) -> CutPart:
     """Part ``index`` of segment ``seq``: units ``run`` with their decode times ``bounds``, as ``Sample``s
-    built exactly as the segment builds its own."""
+    built exactly as the segment builds its own; ``last``: the segment's final part."""
     first, end = run
     samples = tuple(
         Sample(t, bounds[i], bounds[i + 1] - bounds[i], unit.nalus, unit.is_idr, damaged=unit.damaged)
@@ -80,4 +81,5 @@ def make_part(
         lead=lead,
         damaged=any(s.damaged for s in samples),
         discontinuity=discontinuity and index == 0,
+        last=last,
     )

@@ -231,6 +231,7 @@ class Publisher:
             height=height,
             data=data,
             discontinuity=part.discontinuity,
+            last=part.last,
         )
         self.parts.send(event)
 

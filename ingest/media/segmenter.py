@@ -22,7 +22,8 @@ segment it starts carries ``discontinuity``. A segment holding a unit the depack
 
 Parts (low-latency HLS, ``part_target``): each segment is also cut into parts as its units arrive
 (``ingest.media.parts``; taken with ``take_parts``), whose decode times are fixed as soon as they
-are final and then kept by the segment, so a segment's parts hold exactly its samples.
+are final and then kept by the segment, so a segment's parts hold exactly its samples. The part cut
+with its segment (the next segment's IDR came, or the session ended) is the segment's ``last``.
 
 Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
 own timescale, its sample rate) and hands each segment the samples whose time falls in
@@ -185,7 +186,8 @@ class Segmenter:
         runs = parts.plan(bounds, pending.parted, self.part_ticks, self._frame_ticks, final=end is not None)
         for first, stop in runs:
             span = bounds[stop] - bounds[first]
-            if end is not None and stop == len(pending.units):
+            last = end is not None and stop == len(pending.units)
+            if end is not None and last:
                 span = end - pending.part_start  # the last part ends where the segment does
             part = parts.make_part(
                 self._seq,
@@ -197,6 +199,7 @@ class Segmenter:
                 (first, stop),
                 discontinuity=pending.discontinuity,
                 lead=pending.units[0][0] - bounds[0],
+                last=last,
             )
             self._parts.append(part)
             pending.parted, pending.parts = stop, pending.parts + 1
