@@ -28,6 +28,7 @@ feeds it ``PartReady`` events, segment appends and ends of epochs). Policy, per 
 from __future__ import annotations
 
 import re
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ from packager.playlist import LivePlaylist, PlaylistEntry
 from packager.restore import RenditionPlaylists
 
 PENDING_PARTS = 64
+USUAL_SEGMENTS = 3  # the last listed segments of an epoch whose length predicts where the next ends
 _PART_URI_RE = re.compile(
     r"^(?P<epoch>[0-9]{8}T[0-9]{9}Z)/[a-z0-9_-]+/(?P<seq>[0-9]{8})\.[0-9]{3}\.m4s$"
 )  # per rendition: parts waiting for the playlist to reach their segment
@@ -314,7 +316,9 @@ class StreamParts:
         if cur is not None:
             parts[first + len(pl.entries)] = tuple(cur.parts)
             head = NextSegment(cur.map_uri, cur.wall_clock, cur.discontinuity)
-            if len(cur.parts) < MAX_PARTS:
+            if self._ends_now(pl, cur) or len(cur.parts) >= MAX_PARTS:
+                hint = part_key(self.stream, cur.epoch, name, cur.seq + 1, 0)
+            else:
                 hint = part_key(self.stream, cur.epoch, name, cur.seq, len(cur.parts))
         elif pl.last is not None:
             hint = part_key(self.stream, pl.last.epoch, name, pl.last.seq + 1, 0)
@@ -341,6 +345,17 @@ class StreamParts:
             preload_hint=None if hint is None or pl.ended else hint[len(self._prefix) :],
             reports=tuple(reports),
         )
+
+    def _ends_now(self, pl: LivePlaylist, cur: InProgress) -> bool:
+        """Whether the segment in progress is predicted complete, so the next part is the next segment's
+        part 0: when another part would take it past the target duration, or within half a part target
+        of the usual length of the epoch's segments (the median of its last ``USUAL_SEGMENTS`` listed)."""
+        if not cur.parts:
+            return False
+        if not pl.fits(cur.duration + self.part_target):
+            return True
+        usual = [e.duration for e in pl.entries[-USUAL_SEGMENTS:] if e.epoch == cur.epoch and not e.gap]
+        return bool(usual) and cur.duration + self.part_target / 2 >= statistics.median(usual)
 
     def end(self, name: str) -> tuple[int, int] | None:
         """``(msn, part)`` where ``name``'s live playlist ends (``PlaylistEnd``); None when it is empty."""

@@ -398,3 +398,32 @@ def test_a_segment_ready_before_the_next_segments_parts_lists_the_parent_with_it
     f.segment_parts(EPOCH_A, 2, 2)
     assert in_progress(checked(f.live())) == [f"{EPOCH_A}/720p/00000002.{i:03d}.m4s" for i in range(2)]
     assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
+
+
+def hint_of(text: str) -> str:
+    return str(m3u8.loads(text).preload_hint.uri)
+
+
+def test_the_hint_names_the_next_segments_first_part_when_the_segment_reaches_its_usual_length() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))  # 2.0 s: the epoch's usual segment
+    f.segment_parts(EPOCH_A, 1, PARTS - 1)
+    assert hint_of(checked(f.live())) == f"{EPOCH_A}/720p/00000001.009.m4s"
+    f.send(part(EPOCH_A, 1, PARTS - 1))  # 2.0 s listed: part 010 will not come
+    assert hint_of(checked(f.live())) == f"{EPOCH_A}/720p/00000002.000.m4s"
+    assert hint_of(checked(f.live("360p"))) == f"{EPOCH_A}/360p/00000002.000.m4s"
+    f.send(part(EPOCH_A, 2, 0))
+    assert hint_of(checked(f.live())) == f"{EPOCH_A}/720p/00000002.001.m4s"
+
+
+def test_a_segment_longer_than_usual_still_lists_its_extra_part() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_A, 1)
+    assert hint_of(f.live()) == f"{EPOCH_A}/720p/00000002.000.m4s"
+    f.send(part(EPOCH_A, 1, PARTS, ticks=TICKS // 5))  # the prediction was wrong: one more frame came
+    text = checked(f.live())
+    assert in_progress(text)[-1] == f"{EPOCH_A}/720p/00000001.010.m4s"
+    assert hint_of(text) == f"{EPOCH_A}/720p/00000002.000.m4s"
+    f.send(part(EPOCH_A, 2, 0))
+    assert segment_uris(checked(f.live()))[-1] == f"{EPOCH_A}/720p/00000001.m4s"
