@@ -38,7 +38,16 @@ def camera(url: str) -> subprocess.Popen[bytes]:
     """A camera: live 320x240 H.264 at 25 fps, 2 s GOP, no B-frames, and AAC."""
     return subprocess.Popen(
         [
-            *("ffmpeg", "-loglevel", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={RATE}"),
+            *(
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc2=size=320x240:rate={RATE}",
+            ),
             *("-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"),
             *("-t", str(PUSH_SECONDS), "-c:v", "libx264", "-tune", "zerolatency", "-preset", "veryfast"),
             *("-g", str(2 * RATE), "-keyint_min", str(2 * RATE), "-pix_fmt", "yuv420p"),
@@ -74,11 +83,14 @@ class Followed:
     fetches: dict[str, tuple[int, float]] = field(default_factory=dict)  # named uri -> (status, seconds)
     hints: list[tuple[str, str]] = field(default_factory=list)  # (hint, the part that came next)
     hint_answers: dict[str, tuple[int, float]] = field(default_factory=dict)
+    probes: dict[str, tuple[int, float]] = field(default_factory=dict)  # last part -> the part after it
     first_seen: float = 0.0  # seconds from the push to the first playlist
     first_parts_before_extinf: bool = False  # a playlist listed parts before any complete segment
 
 
-async def _get(session: aiohttp.ClientSession, url: str, into: dict[str, tuple[int, float]], key: str) -> None:
+async def _get(
+    session: aiohttp.ClientSession, url: str, into: dict[str, tuple[int, float]], key: str
+) -> None:
     t0 = time.monotonic()
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=20)) as resp:
@@ -125,11 +137,21 @@ async def follow(cf: Camflow, started: float) -> Followed:
             for uri in named:
                 if _path(uri) not in out.fetches and _path(uri) not in out.hint_answers:
                     out.fetches[_path(uri)] = (0, 0.0)
-                    tasks.append(asyncio.create_task(_get(session, urljoin(url, uri), out.fetches, _path(uri))))
+                    tasks.append(
+                        asyncio.create_task(_get(session, urljoin(url, uri), out.fetches, _path(uri)))
+                    )
             hint = pl.low_latency.preload_hint
             if hint is not None and _path(hint) not in out.hint_answers:
                 out.hint_answers[_path(hint)] = (0, 0.0)
-                tasks.append(asyncio.create_task(_get(session, urljoin(url, hint), out.hint_answers, _path(hint))))
+                tasks.append(
+                    asyncio.create_task(_get(session, urljoin(url, hint), out.hint_answers, _path(hint)))
+                )
+            if hint is not None and _path(hint).endswith(".000.m4s") and now and now[-1] not in out.probes:
+                # the part a hint within the segment would have named: the edge must 404 it promptly
+                head, index = now[-1].rsplit(".", 2)[0], int(now[-1].rsplit(".", 2)[1])
+                out.probes[now[-1]] = (0, 0.0)
+                probe = urljoin(url, f"{head}.{index + 1:03d}.m4s?token={token}")
+                tasks.append(asyncio.create_task(_get(session, probe, out.probes, now[-1])))
             end = playlist_end(text)
             assert end is not None
             msn, part = (end.msn + 1, 0) if end.part < 0 else (end.msn, end.part + 1)
@@ -186,3 +208,6 @@ def test_a_pushed_stream_gets_valid_ll_playlists_and_every_named_object(cf: Camf
     assert right / len(followed.hints) >= 0.9
     assert boundary and right_boundary / len(boundary) >= 0.75
     assert all(t < 0.5 for s, t in followed.hint_answers.values() if s == 404), hint_404
+    probes = sorted(followed.probes.values())
+    print(f"parts after a segment's last, asked for: {[(s, round(t, 3)) for s, t in probes]}")
+    assert len(probes) >= 5 and all(s == 404 and t < 0.6 for s, t in probes), probes
