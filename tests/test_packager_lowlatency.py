@@ -11,7 +11,7 @@ import m3u8
 import pytest
 
 from camflow.events import PartReady, PlaylistEnd, RenditionRef, SegmentReady
-from camflow.hls.lowlatency import End, LowLatencyFacts, delta, facts, playlist_end
+from camflow.hls.lowlatency import End, LowLatencyFacts, NextSegment, delta, facts, playlist_end
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.rules import check_low_latency, check_media, check_update
 from camflow.keys import dvr_playlist_key, init_key, master_playlist_key, media_playlist_key, part_key
@@ -249,21 +249,95 @@ def test_a_part_longer_than_part_target_sends_its_segment_back_to_the_segment_pa
     assert part_key(STREAM, EPOCH_A, "720p", 1, 0) in f.unlisted
 
 
-def test_a_new_epoch_starts_from_its_segment_ready_with_a_discontinuity_then_parts_follow() -> None:
+def test_a_new_epoch_lists_its_first_segments_parts_at_once_after_an_epoch_that_ended() -> None:
     f = Feed(packager(grace=30.0))
     f.send(ready(EPOCH_A, 0))
     f.segment_parts(EPOCH_A, 1)
     f.sp.on_state(offline(EPOCH_A, 1), 0, f.now)  # the epoch ended: seq 1 is complete
-    f.send(ready(EPOCH_A, 1))
-    f.segment_parts(EPOCH_B, 0)  # waits: the new epoch starts from its segment-ready
-    assert segment_uris(f.live())[-1] == f"{EPOCH_A}/720p/00000001.m4s"
-    f.send(ready(EPOCH_B, 0), part(EPOCH_B, 1, 0))
+    f.segment_parts(EPOCH_B, 0, 3)  # before A's last segment-ready: the live playlist holds all of A
     text = checked(f.live())
     parsed = m3u8.loads(text)
-    assert [s.discontinuity for s in parsed.segments if s.uri] == [False, False, True]
-    assert in_progress(text) == [f"{EPOCH_B}/720p/00000001.000.m4s"]
-    assert parsed.preload_hint.uri == f"{EPOCH_B}/720p/00000001.001.m4s"
+    assert segment_uris(text) == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
+    assert in_progress(text) == [f"{EPOCH_B}/720p/00000000.{i:03d}.m4s" for i in range(3)]
+    head = next_segment(text)  # (the m3u8 package reads no tags of a segment in progress)
+    assert head == NextSegment(f"{EPOCH_B}/720p/init.mp4", pytest.approx(T0), True)
+    assert parsed.preload_hint.uri == f"{EPOCH_B}/720p/00000000.003.m4s"
+    assert PlaylistEnd("720p", 2, 2) in (f.ends or ())
+    f.send(*(part(EPOCH_B, 0, i) for i in range(3, PARTS)), part(EPOCH_B, 1, 0))
+    f.send(ready(EPOCH_A, 1), ready(EPOCH_B, 0))
+    text = checked(f.live())
+    assert segment_uris(text)[2:] == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert [s.discontinuity for s in m3u8.loads(text).segments if s.uri] == [False, False, True]
+    assert m3u8.loads(text).discontinuity_sequence == 0
+    dvr = checked_media(f.dvr())
+    assert segment_uris(dvr)[2:] == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert [s.discontinuity for s in m3u8.loads(dvr).segments] == [False, False, True]
+    assert f.index == [0, 1, 0]  # the recording index: A 0, A 1, B 0
+
+
+def next_segment(text: str) -> NextSegment | None:
+    ll = MediaPlaylist.parse(text).low_latency
+    return None if ll is None else ll.next_segment
+
+
+def checked_media(text: str) -> str:
+    assert check_media(text) == []
+    return text
+
+
+def test_a_new_epochs_parts_wait_while_the_older_epoch_may_still_grow() -> None:
+    f = Feed(packager(grace=30.0))
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_B, 0)  # no offline for A: its seq 1 may still come
+    assert in_progress(f.live()) == [] and "EXT-X-PART:" not in f.live()
+    f.sp.on_state(offline(EPOCH_A, 0), 0, f.now)
+    f.send(ready(EPOCH_B, 0), part(EPOCH_B, 1, 0))
+    assert segment_uris(checked(f.live()))[-1] == f"{EPOCH_B}/720p/00000000.m4s"
     assert part_key(STREAM, EPOCH_B, "720p", 0, 0) in f.unlisted  # parts of a segment listed already
+
+
+def test_a_new_stream_lists_its_first_segments_parts_and_its_master_before_any_segment() -> None:
+    f = Feed(packager())
+    f.segment_parts(EPOCH_A, 0, 3)
+    text = checked(f.live())
+    parsed = m3u8.loads(text)
+    assert segment_uris(text) == [] and parsed.media_sequence == 0
+    assert in_progress(text) == [f"{EPOCH_A}/720p/00000000.{i:03d}.m4s" for i in range(3)]
+    assert next_segment(text) == NextSegment(f"{EPOCH_A}/720p/init.mp4", pytest.approx(T0), False)
+    assert "#EXT-X-DISCONTINUITY\n" not in text
+    assert parsed.preload_hint.uri == f"{EPOCH_A}/720p/00000000.003.m4s"  # no usual length known yet
+    master = m3u8.loads(f.texts[master_playlist_key(STREAM)])
+    assert sorted(p.uri for p in master.playlists) == ["360p.m3u8", "720p.m3u8"]
+    assert playlist_end(text) == End(0, 2) and PlaylistEnd("720p", 0, 2) in (f.ends or ())
+    f.send(*(part(EPOCH_A, 0, i) for i in range(3, PARTS)))
+    f.send(ready(EPOCH_A, 0))  # the segment-ready before the next segment's first part
+    text = checked(f.live())
+    assert segment_uris(text) == [f"{EPOCH_A}/720p/00000000.m4s"]
+    assert len(m3u8.loads(text).segments[0].parts) == PARTS
+    assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/00000000.m4s"]
+    f.segment_parts(EPOCH_A, 1, PARTS)  # from now the usual length predicts the boundary
+    assert m3u8.loads(checked(f.live())).preload_hint.uri == f"{EPOCH_A}/720p/00000002.000.m4s"
+
+
+def test_a_new_presentation_after_endlist_starts_with_its_parts() -> None:
+    f = Feed(packager(grace=0.0))
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_A, 1)
+    f.sp.on_state(offline(EPOCH_A, 1), 0, f.now)
+    f.send(ready(EPOCH_A, 1))
+    assert "#EXT-X-ENDLIST" in f.live()
+    f.segment_parts(EPOCH_B, 0, 2)
+    text = checked(f.live())
+    parsed = m3u8.loads(text)
+    assert "#EXT-X-ENDLIST" not in text and segment_uris(text) == []
+    assert parsed.media_sequence == 2  # sequence numbers go on past the old presentation's
+    assert next_segment(text) == NextSegment(f"{EPOCH_B}/720p/init.mp4", pytest.approx(T0), True)
+    assert in_progress(text) == [f"{EPOCH_B}/720p/00000000.{i:03d}.m4s" for i in range(2)]
+    f.send(*(part(EPOCH_B, 0, i) for i in range(2, PARTS)), part(EPOCH_B, 1, 0), ready(EPOCH_B, 0))
+    text = checked(f.live())
+    parsed = m3u8.loads(text)
+    assert segment_uris(text) == [f"{EPOCH_B}/720p/00000000.m4s"] and parsed.media_sequence == 2
+    assert parsed.segments[0].discontinuity  # as it was while in progress
 
 
 def test_without_parts_or_with_low_latency_off_the_playlists_are_as_before() -> None:
