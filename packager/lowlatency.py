@@ -393,13 +393,13 @@ class StreamParts:
     def end(self, name: str) -> tuple[int, int] | None:
         """``(msn, part)`` where ``name``'s live playlist ends (``PlaylistEnd``); None when it is empty."""
         r = self._playlists.get(name)
-        if r is None:
-            return None
+        if r is None or r.playlist.last is None:
+            return None  # not written: parts of a first segment in progress wait for it to complete
         last = r.playlist.media_sequence + len(r.playlist.entries) - 1
         rp = self.parts.get(name)
         if rp is not None and rp.current is not None and rp.current.parts:
             return last + 1, len(rp.current.parts) - 1
-        return None if r.playlist.last is None else (last, -1)
+        return last, -1
 
     def ends(self, names: list[str]) -> tuple[PlaylistEnd, ...]:
         return tuple(PlaylistEnd(n, *end) for n in names if (end := self.end(n)) is not None)

@@ -250,7 +250,8 @@ class StreamPackager:
             if self._ll is not None:
                 self._ll.prune(name, now)
                 ll = self._ll.low_latency(name, self._master.names())
-            out.writes.append((media_playlist_key(self.stream, name), r.playlist.render(ll)))
+            if r.playlist.last is not None:  # players refuse one without a complete segment (docs)
+                out.writes.append((media_playlist_key(self.stream, name), r.playlist.render(ll)))
             if r.dvr is not None and name in self._dirty:
                 out.writes.append((dvr_playlist_key(self.stream, name), r.dvr.render()))
         self._dirty.clear()
@@ -258,7 +259,7 @@ class StreamPackager:
             out.unlisted = self._ll.take_unlisted()
             if live:
                 out.ends = self._ll.ends(sorted(self._master.names()))
-        if self._master.variants:
+        if self._master.variants and any(r.playlist.last is not None for r in self._renditions.values()):
             text = self._master.render()
             if text != self._master_text:
                 out.writes.append((master_playlist_key(self.stream), text))

@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -32,6 +31,7 @@ STREAM = "llpush"
 RATE = 25
 FOLLOW_SECONDS = 20.0
 PUSH_SECONDS = 34
+RENDITIONS = ("source", "audio")
 
 
 def camera(url: str) -> subprocess.Popen[bytes]:
@@ -85,7 +85,7 @@ class Followed:
     hint_answers: dict[str, tuple[int, float]] = field(default_factory=dict)
     probes: dict[str, tuple[int, float]] = field(default_factory=dict)  # last part -> the part after it
     first_seen: float = 0.0  # seconds from the push to the first playlist
-    first_parts_before_extinf: bool = False  # a playlist listed parts before any complete segment
+    first_parts: int = -1  # parts listed of the stream's first segment in the first playlist
 
 
 async def _get(
@@ -101,9 +101,9 @@ async def _get(
         print("fetch failed", key, repr(exc))
 
 
-async def follow(cf: Camflow, started: float) -> Followed:
+async def follow(cf: Camflow, started: float, rendition: str) -> Followed:
     token = cf.token("view", STREAM)
-    url = cf.http_url(f"/live/{STREAM}/source.m3u8")
+    url = cf.http_url(f"/live/{STREAM}/{rendition}.m3u8")
     out = Followed()
     tasks: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession() as session:
@@ -118,14 +118,15 @@ async def follow(cf: Camflow, started: float) -> Followed:
             await asyncio.sleep(0.05)
         assert "#EXT-X-PART-INF" in text, f"no LL playlist within 60 s:\n{cf.log[-2000:]}"
         out.first_seen = time.monotonic() - started
+        first = MediaPlaylist.parse(text)
+        if first.media_sequence == 0 and first.low_latency is not None:
+            out.first_parts = len(first.low_latency.parts.get(0, ()))
         end_at = time.monotonic() + FOLLOW_SECONDS
         waiting: dict[str, str] = {}  # a hint -> the last part listed with it
         while time.monotonic() < end_at:
             out.playlists.append(text)
             pl = MediaPlaylist.parse(text)
             assert pl.low_latency is not None
-            if not pl.segments and ordered_parts(pl):
-                out.first_parts_before_extinf = True
             now = ordered_parts(pl)
             for hint, last in list(waiting.items()):  # every hint published, against the part that came next
                 if last in now and now.index(last) + 1 < len(now):
@@ -167,11 +168,15 @@ async def follow(cf: Camflow, started: float) -> Followed:
     return out
 
 
+async def follow_both(cf: Camflow, started: float) -> list[Followed]:
+    return list(await asyncio.gather(*(follow(cf, started, r) for r in RENDITIONS)))
+
+
 def test_a_pushed_stream_gets_valid_ll_playlists_and_every_named_object(cf: Camflow) -> None:
     started = time.monotonic()
     cam = camera(cf.rtsp_url(STREAM, cf.token("publish", STREAM)))
     try:
-        followed = asyncio.run(follow(cf, started))
+        both = asyncio.run(follow_both(cf, started))
     finally:
         cam.terminate()
         try:
@@ -179,8 +184,13 @@ def test_a_pushed_stream_gets_valid_ll_playlists_and_every_named_object(cf: Camf
         except subprocess.TimeoutExpired:
             cam.kill()
             cam.wait()
+    for rendition, followed in zip(RENDITIONS, both, strict=True):
+        print(f"\n{rendition}:", end="")
+        check(followed)
+
+
+def check(followed: Followed) -> None:
     playlists = followed.playlists
-    Path("/tmp/llhint_playlists.txt").write_text("\n=====\n".join(playlists))
     bad = [(i, v) for i, t in enumerate(playlists) for v in check_low_latency(t)]
     for text in playlists:
         m3u8.loads(text)  # the m3u8 library reads each
@@ -190,7 +200,7 @@ def test_a_pushed_stream_gets_valid_ll_playlists_and_every_named_object(cf: Camf
     hint_404 = [(u, s, round(t, 3)) for u, s in followed.hint_answers.items() for s, t in [s] if s != 200]
     print(
         f"\n{len(playlists)} playlists in {FOLLOW_SECONDS:g} s, first after {followed.first_seen:.2f} s"
-        f" (parts before the first EXTINF: {followed.first_parts_before_extinf});"
+        f" (parts of the first segment listed: {followed.first_parts});"
         f" hints right {right}/{len(followed.hints)}, at segment boundaries {right_boundary}/{len(boundary)};"
         f" hint requests not 200: {hint_404}"
     )
@@ -200,6 +210,7 @@ def test_a_pushed_stream_gets_valid_ll_playlists_and_every_named_object(cf: Camf
         f" reload statuses {sorted(set(followed.reload_statuses))}"
     )
     assert len(playlists) >= FOLLOW_SECONDS / 0.4, "fewer blocking reloads than one per two parts"
+    assert followed.first_parts >= 5  # low latency from the stream's first segment on
     assert not bad, bad[:10]
     assert all(s == 200 for s in followed.reload_statuses), followed.reload_statuses
     missing = {u: st for u, st in followed.fetches.items() if st[0] != 200}

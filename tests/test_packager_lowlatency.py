@@ -296,27 +296,39 @@ def test_a_new_epochs_parts_wait_while_the_older_epoch_may_still_grow() -> None:
     assert part_key(STREAM, EPOCH_B, "720p", 0, 0) in f.unlisted  # parts of a segment listed already
 
 
-def test_a_new_stream_lists_its_first_segments_parts_and_its_master_before_any_segment() -> None:
+def test_a_new_streams_first_segment_is_listed_with_its_parts_as_soon_as_it_is_complete() -> None:
     f = Feed(packager())
-    f.segment_parts(EPOCH_A, 0, 3)
+    f.segment_parts(EPOCH_A, 0)
+    # players (hls.js, ffmpeg) refuse a playlist without a complete segment: nothing is written yet
+    assert media_playlist_key(STREAM, "720p") not in f.texts and master_playlist_key(STREAM) not in f.texts
+    assert not f.ends  # no playlists-changed either
+    f.send(part(EPOCH_A, 1, 0))  # segment 0 is complete: listed from its parts, before its segment-ready
     text = checked(f.live())
     parsed = m3u8.loads(text)
-    assert segment_uris(text) == [] and parsed.media_sequence == 0
-    assert in_progress(text) == [f"{EPOCH_A}/720p/00000000.{i:03d}.m4s" for i in range(3)]
-    assert next_segment(text) == NextSegment(f"{EPOCH_A}/720p/init.mp4", pytest.approx(T0), False)
-    assert "#EXT-X-DISCONTINUITY\n" not in text
-    assert parsed.preload_hint.uri == f"{EPOCH_A}/720p/00000000.003.m4s"  # no usual length known yet
+    assert segment_uris(text) == [f"{EPOCH_A}/720p/00000000.m4s"] and parsed.media_sequence == 0
+    assert [p.uri for p in parsed.segments[0].parts] == [
+        f"{EPOCH_A}/720p/00000000.{i:03d}.m4s" for i in range(PARTS)
+    ]
+    assert parsed.segments[0].init_section.uri == f"{EPOCH_A}/720p/init.mp4"
+    assert not parsed.segments[0].discontinuity
+    assert in_progress(text) == [f"{EPOCH_A}/720p/00000001.000.m4s"]
     master = m3u8.loads(f.texts[master_playlist_key(STREAM)])
     assert sorted(p.uri for p in master.playlists) == ["360p.m3u8", "720p.m3u8"]
-    assert playlist_end(text) == End(0, 2) and PlaylistEnd("720p", 0, 2) in (f.ends or ())
-    f.send(*(part(EPOCH_A, 0, i) for i in range(3, PARTS)))
-    f.send(ready(EPOCH_A, 0))  # the segment-ready before the next segment's first part
-    text = checked(f.live())
-    assert segment_uris(text) == [f"{EPOCH_A}/720p/00000000.m4s"]
-    assert len(m3u8.loads(text).segments[0].parts) == PARTS
-    assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/00000000.m4s"]
-    f.segment_parts(EPOCH_A, 1, PARTS)  # from now the usual length predicts the boundary
+    assert playlist_end(text) == End(1, 0) and PlaylistEnd("720p", 1, 0) in (f.ends or ())
+    f.send(ready(EPOCH_A, 0))
+    assert f.live() == text  # listed already: the segment-ready adds it to the DVR playlist and the index
+    assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/00000000.m4s"] and f.index == [0]
+    f.send(*(part(EPOCH_A, 1, i) for i in range(1, PARTS)))  # from now the usual length predicts the boundary
     assert m3u8.loads(checked(f.live())).preload_hint.uri == f"{EPOCH_A}/720p/00000002.000.m4s"
+
+
+def test_a_first_segment_whose_segment_ready_comes_before_the_next_part_keeps_its_parts() -> None:
+    f = Feed(packager())
+    f.segment_parts(EPOCH_A, 0)
+    f.send(ready(EPOCH_A, 0))
+    text = checked(f.live())
+    assert len(m3u8.loads(text).segments[0].parts) == PARTS and in_progress(text) == []
+    assert m3u8.loads(text).preload_hint.uri == f"{EPOCH_A}/720p/00000001.000.m4s"
 
 
 def test_a_new_presentation_after_endlist_starts_with_its_parts() -> None:
@@ -325,19 +337,19 @@ def test_a_new_presentation_after_endlist_starts_with_its_parts() -> None:
     f.segment_parts(EPOCH_A, 1)
     f.sp.on_state(offline(EPOCH_A, 1), 0, f.now)
     f.send(ready(EPOCH_A, 1))
-    assert "#EXT-X-ENDLIST" in f.live()
-    f.segment_parts(EPOCH_B, 0, 2)
+    ended = f.live()
+    assert "#EXT-X-ENDLIST" in ended
+    f.segment_parts(EPOCH_B, 0)
+    assert f.live() == ended  # the old presentation stays until the new one has a complete segment
+    f.send(part(EPOCH_B, 1, 0))
     text = checked(f.live())
     parsed = m3u8.loads(text)
-    assert "#EXT-X-ENDLIST" not in text and segment_uris(text) == []
-    assert parsed.media_sequence == 2  # sequence numbers go on past the old presentation's
-    assert next_segment(text) == NextSegment(f"{EPOCH_B}/720p/init.mp4", pytest.approx(T0), True)
-    assert in_progress(text) == [f"{EPOCH_B}/720p/00000000.{i:03d}.m4s" for i in range(2)]
-    f.send(*(part(EPOCH_B, 0, i) for i in range(2, PARTS)), part(EPOCH_B, 1, 0), ready(EPOCH_B, 0))
-    text = checked(f.live())
-    parsed = m3u8.loads(text)
-    assert segment_uris(text) == [f"{EPOCH_B}/720p/00000000.m4s"] and parsed.media_sequence == 2
-    assert parsed.segments[0].discontinuity  # as it was while in progress
+    assert "#EXT-X-ENDLIST" not in text and segment_uris(text) == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert parsed.media_sequence == 2 and parsed.segments[0].discontinuity  # numbers go on past the old
+    assert len(parsed.segments[0].parts) == PARTS
+    f.send(ready(EPOCH_B, 0))
+    assert f.live() == text
+    assert [s.discontinuity for s in m3u8.loads(f.dvr()).segments] == [True]
 
 
 def test_without_parts_or_with_low_latency_off_the_playlists_are_as_before() -> None:
