@@ -8,7 +8,12 @@ feeds it ``PartReady`` events, segment appends and ends of epochs). Policy, per 
   keeps the playlist in order, and parts only ever extend it at its end. Parts of a segment
   further ahead wait (bounded, ``PENDING_PARTS``) until the playlist gets there; parts of a
   segment already listed, or of one whose part 0 was missed, are dropped (``parts_dropped``).
-  So the first segment of an epoch is listed from its ``SegmentReady``, its parts never.
+- An epoch's first segment (seq 0) starts the epoch from its parts where the live playlist can
+  take it (``_starts_epoch``): a new or empty playlist, an ended one (a new presentation,
+  ``LivePlaylist.restart``), or one ending with the whole of an older epoch that ended
+  (``offline``). ``StreamPackager`` writes a live playlist only once it has a complete segment.
+- The preload hint names the next part of the segment in progress, or the next segment's part 0
+  once the segment reaches its epoch's usual length (``_ends_now``).
 - The segment in progress is complete when a part of a later segment arrives, or when the
   epoch ends (``offline`` with ``last_seq``). Its parent (EXTINF + URI, PDT from part 0's wall
   clock) is then appended to the live playlist only, before its ``SegmentReady``; that event

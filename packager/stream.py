@@ -47,7 +47,9 @@ Policy, in the order a stream lives it:
 - Low latency (``part_target`` set): parts (``on_part``) extend the live playlists at their end
   and list a segment there before its segment-ready (``packager.lowlatency``); the segment path
   then appends it to the DVR playlist and the index only. The live and DVR playlists are
-  therefore written apart (``_dirty``: both, ``_ll.changed``: the live one).
+  therefore written apart (``_dirty``: both, ``_ll.changed``: the live one). A live playlist (and a
+  new stream's master) is written only once it holds a complete segment: players refuse a media
+  playlist of parts only (hls.js ``levelEmptyError``, ffmpeg "Empty segment").
 """
 
 from __future__ import annotations
