@@ -1,11 +1,14 @@
 """LL-HLS playlists of `camflow run` under a real camera: ffmpeg pushes libx264 (``-tune zerolatency``,
-2 s GOP) and AAC over RTSP; an aiohttp client follows ``source.m3u8`` with blocking reloads (as an LL
-player does: ``_HLS_msn``/``_HLS_part`` of the part after the last one listed) for 20 s.
+2 s GOP) and AAC over RTSP; an aiohttp client follows ``source``, a ``180p`` rung and ``audio`` with
+blocking reloads (as an LL player does: ``_HLS_msn``/``_HLS_part`` of the part after the last one
+listed) for 20 s.
 
-Every playlist must pass ``camflow.hls.rules.check_low_latency``; every part and segment a playlist names
-must be fetchable (200) within the edge's hold; each preload hint is requested as a player does, and
-compared with the part that actually came next (printed: the share of right hints, at segment boundaries
-too). The stream's first playlists show the first segment's parts while it is in progress.
+Every playlist must pass ``camflow.hls.rules.check_low_latency`` (and parse with ``m3u8``); every part
+and segment a playlist names must be fetchable (200) within the edge's hold; each preload hint is
+requested as a player does and compared with the part that actually came next (the share of right
+hints, at segment boundaries too, is printed and bounded); the part after a segment's last (what a hint
+within the segment would name) must be answered 404 promptly; the first playlist lists the first
+segment's parts.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ STREAM = "llpush"
 RATE = 25
 FOLLOW_SECONDS = 20.0
 PUSH_SECONDS = 34
-RENDITIONS = ("source", "audio")
+RENDITIONS = ("source", "180p", "audio")
 
 
 def camera(url: str) -> subprocess.Popen[bytes]:
@@ -62,7 +65,7 @@ def camera(url: str) -> subprocess.Popen[bytes]:
 
 @pytest.fixture(scope="module")
 def cf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Camflow]:
-    with camflow_run(tmp_path_factory.mktemp("llpush"), ["--ladder", "source"]) as run:
+    with camflow_run(tmp_path_factory.mktemp("llpush"), ["--ladder", "source,180p:200k"]) as run:
         yield run
 
 
