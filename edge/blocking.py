@@ -81,6 +81,7 @@ class BlockingStats:
     reloads_timed_out: int = 0  # answered 503
     holds: int = 0  # object requests that had to wait
     holds_timed_out: int = 0
+    holds_gone: int = 0  # answered 404 before the deadline: the playlist showed the object will never exist
     hold_reads: int = 0  # store reads made for held objects (one per hold and event)
     fallback_reads: int = 0  # playlist re-reads made because no event came
     undecodable: int = 0
@@ -99,11 +100,15 @@ class _Rendition:
     holds: set[str] = field(default_factory=set)
 
 
+Gone = Callable[[CachedObject], bool]  # given the rendition's playlist: the held object will never exist
+
+
 @dataclass
 class _Hold:
     key: str
     ids: tuple[str, str]
-    found: asyncio.Future[CachedObject]
+    found: asyncio.Future[CachedObject | None]  # None: it will never exist
+    gone: Gone | None = None
     waiters: int = 0
     reading: asyncio.Task[None] | None = None
 
@@ -240,16 +245,18 @@ class LiveEnds:
     # -- objects not written yet --------------------------------------------------------------
 
     async def hold(
-        self, key: str, stream: str, rendition: str, timeout: float, since: int
+        self, key: str, stream: str, rendition: str, timeout: float, since: int, gone: Gone | None = None
     ) -> CachedObject | None:
         """The object under ``key`` once it is in the store (read once per change of the rendition,
-        however many wait for it); None after ``timeout`` seconds or when too many are held."""
+        however many wait for it); None after ``timeout`` seconds, when too many are held, or as soon as
+        ``gone`` says of the rendition's playlist (read before the object, on each change) that the
+        object will never exist."""
         h = self._holds.get(key)
         r = self._rendition(stream, rendition)
         if h is None:
             if len(self._holds) >= MAX_HOLDS:
                 return None
-            h = _Hold(key, (stream, rendition), asyncio.get_running_loop().create_future())
+            h = _Hold(key, (stream, rendition), asyncio.get_running_loop().create_future(), gone)
             self._holds[key] = h
             r.holds.add(key)
             if r.generation != since:  # it changed while the first read was out
@@ -282,8 +289,17 @@ class LiveEnds:
 
     async def _read_held(self, h: _Hold) -> None:
         self.stats.hold_reads += 1
+        found: CachedObject | None = None
         try:
-            found = await self._fetch(h.key)
+            # The playlist first: an object it lists is in the store before it is listed, so once the
+            # playlist shows the object will never come, a miss that follows is final.
+            never = h.gone is not None and h.gone(await self._fetch(media_playlist_key(*h.ids)))
+            try:
+                found = await self._fetch(h.key)
+            except NotFound:
+                if not never:
+                    return
+                self.stats.holds_gone += 1
         except NotFound:
             return
         except Exception as exc:  # a store error: the next change tries again

@@ -14,6 +14,7 @@ until it is.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import cast
 
@@ -236,21 +237,57 @@ async def _hold(state: EdgeState, obj: LiveObject, since: int) -> CachedObject |
         return None
     if not newest.seq - HOLD_BEHIND <= obj.seq <= newest.seq + 1:
         return None
-    timeout = max(MIN_PART_HOLD, 3 * view.part_target) if obj.kind is Kind.PART else reload_wait(view)
-    return await state.ll.hold(obj.key, obj.stream, obj.rendition, timeout, since)
+    if obj.kind is not Kind.PART:
+        return await state.ll.hold(obj.key, obj.stream, obj.rendition, reload_wait(view), since)
+    if never_written(obj, view):  # the miss may predate the playlist read: look once more
+        try:
+            return await state.fetch(obj.key)
+        except Exception:
+            return None
+    timeout = max(MIN_PART_HOLD, 3 * view.part_target)
+    gone = functools.partial(_gone, obj)
+    return await state.ll.hold(obj.key, obj.stream, obj.rendition, timeout, since, gone)
+
+
+def never_written(obj: LiveObject, view: LowLatencyFacts | None) -> bool:
+    """Whether the playlist (``view``) shows that part ``obj``, if missing, will never exist: the playlist
+    ended, or the last thing it lists is of a later segment (a later epoch, a later segment's part, a
+    later segment) or is the part's own segment, complete (the parts of a listed segment are written
+    before it is listed). A preload hint proves nothing: the packager may guess the boundary wrong."""
+    if obj.kind is not Kind.PART or view is None:
+        return False
+    if view.endlist:
+        return True
+    last = _named(obj.stream, view.last_uri)
+    if last is None:
+        return False
+    if last.epoch != obj.epoch:
+        return last.epoch > obj.epoch
+    return last.seq > obj.seq or (last.seq == obj.seq and last.kind is Kind.SEGMENT)
+
+
+def _gone(obj: LiveObject, playlist: CachedObject) -> bool:
+    return never_written(obj, view_of(playlist))
+
+
+def _named(stream: str, uri: str | None) -> LiveObject | None:
+    """The part or segment a playlist URI names (relative to the playlist, as the packager writes them:
+    ``{epoch}/{rendition}/NNNNNNNN[.PPP].m4s``); None for anything else."""
+    if uri is None:
+        return None
+    try:
+        named = parse_live_path(f"{LIVE_PREFIX}{stream}/{uri.partition('?')[0]}")
+    except BadPath:
+        return None
+    return named if named.kind in HELD else None
 
 
 def newest_object(stream: str, view: LowLatencyFacts) -> LiveObject | None:
     """The newest part or segment the playlist names: its preload hint, else its last URI (relative
     to the playlist, as the packager writes them: ``{epoch}/{rendition}/NNNNNNNN[.PPP].m4s``)."""
     for uri in (view.preload_hint, view.last_uri):
-        if uri is None:
-            continue
-        try:
-            named = parse_live_path(f"{LIVE_PREFIX}{stream}/{uri.partition('?')[0]}")
-        except BadPath:
-            continue
-        if named.kind in HELD:
+        named = _named(stream, uri)
+        if named is not None:
             return named
     return None
 

@@ -8,7 +8,12 @@ feeds it ``PartReady`` events, segment appends and ends of epochs). Policy, per 
   keeps the playlist in order, and parts only ever extend it at its end. Parts of a segment
   further ahead wait (bounded, ``PENDING_PARTS``) until the playlist gets there; parts of a
   segment already listed, or of one whose part 0 was missed, are dropped (``parts_dropped``).
-  So the first segment of an epoch is listed from its ``SegmentReady``, its parts never.
+- An epoch's first segment (seq 0) starts the epoch from its parts where the live playlist can
+  take it (``_starts_epoch``): a new or empty playlist, an ended one (a new presentation,
+  ``LivePlaylist.restart``), or one ending with the whole of an older epoch that ended
+  (``offline``). ``StreamPackager`` writes a live playlist only once it has a complete segment.
+- The preload hint names the next part of the segment in progress, or the next segment's part 0
+  once the segment reaches its epoch's usual length (``_ends_now``).
 - The segment in progress is complete when a part of a later segment arrives, or when the
   epoch ends (``offline`` with ``last_seq``). Its parent (EXTINF + URI, PDT from part 0's wall
   clock) is then appended to the live playlist only, before its ``SegmentReady``; that event
@@ -28,7 +33,9 @@ feeds it ``PartReady`` events, segment appends and ends of epochs). Policy, per 
 from __future__ import annotations
 
 import re
+import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +58,7 @@ from packager.playlist import LivePlaylist, PlaylistEntry
 from packager.restore import RenditionPlaylists
 
 PENDING_PARTS = 64
+USUAL_SEGMENTS = 3  # the last listed segments of an epoch whose length predicts where the next ends
 _PART_URI_RE = re.compile(
     r"^(?P<epoch>[0-9]{8}T[0-9]{9}Z)/[a-z0-9_-]+/(?P<seq>[0-9]{8})\.[0-9]{3}\.m4s$"
 )  # per rendition: parts waiting for the playlist to reach their segment
@@ -65,6 +73,7 @@ class InProgress:
     map_uri: str
     wall_clock: float
     discontinuity: bool
+    after: tuple[str, int] | None  # the live playlist's last segment when it started (None: empty)
     parts: list[Part] = field(default_factory=list)
 
     @property
@@ -107,6 +116,7 @@ class StreamParts:
         target: int,
         stats: PackagerStats,
         log: Any,
+        open_rendition: Callable[[], RenditionPlaylists],
     ) -> None:
         self.stream = stream
         self.part_target = part_target
@@ -119,6 +129,8 @@ class StreamParts:
         self._unlisted: list[tuple[float, str]] = []
         self._stats = stats
         self._log = log
+        self._open = open_rendition  # a new rendition's playlists (its first segment comes as parts)
+        self._last_seqs: dict[str, int] = {}  # epoch -> its last seq (``offline``)
 
     # -- events in -----------------------------------------------------------------------------
 
@@ -151,6 +163,9 @@ class StreamParts:
 
     def end_epoch(self, epoch: str, last_seq: int, now: float) -> None:
         """``offline``: the segment in progress is complete when it is one the epoch has."""
+        self._last_seqs[epoch] = last_seq
+        for old in sorted(self._last_seqs)[:-4]:
+            del self._last_seqs[old]
         for name, rp in self.parts.items():
             cur = rp.current
             if cur is None or cur.epoch != epoch:
@@ -159,6 +174,11 @@ class StreamParts:
                 self._complete(name, rp, now)
             else:
                 self._abandon(name, rp, now, "segment after the epoch's last_seq")
+
+    def in_progress(self, name: str) -> bool:
+        """Whether ``name``'s live playlist lists parts of a segment in progress."""
+        rp = self.parts.get(name)
+        return rp is not None and rp.current is not None and bool(rp.current.parts)
 
     def listed_early(self, name: str, epoch: str, seq: int) -> bool:
         rp = self.parts.get(name)
@@ -188,26 +208,46 @@ class StreamParts:
         if here == rp.abandoned:
             self._drop(name, ref.key, now, None)
             return True
-        if r is None or r.playlist.last is None or r.playlist.ended:
-            return False  # the segment path starts (or restarts) the playlist
-        last = r.playlist.last
-        if here <= (last.epoch, last.seq):
-            if not self._listed(rp, ev):
-                self._drop(name, ref.key, now, "part of a segment listed already")
-            return True
-        if (last.epoch, last.seq + 1) != here:
-            return False  # a segment before it is not listed yet
+        starts = self._starts_epoch(r, ev)
+        if not starts:
+            if r is None or r.playlist.last is None or r.playlist.ended:
+                return False  # the segment path starts (or restarts) the playlist
+            tail = r.playlist.last
+            if here <= (tail.epoch, tail.seq):
+                if not self._listed(rp, ev):
+                    self._drop(name, ref.key, now, "part of a segment listed already")
+                return True
+            if (tail.epoch, tail.seq + 1) != here:
+                return False  # a segment before it is not listed yet
         if ev.part != 0:
             self._drop(name, ref.key, now, "the segment's first parts were missed")
             return True
+        if r is None:
+            r = self._playlists[name] = self._open()
+        elif r.playlist.ended:
+            r.playlist.restart()  # a new presentation at the same URI, starting with these parts
+        last = r.playlist.last
         rp.current = InProgress(
             ev.epoch,
             ev.seq,
             ref.init_key[len(self._prefix) :],
             ev.wall_clock,
-            ev.discontinuity or last.epoch != ev.epoch,
+            ev.discontinuity or r.playlist.fresh or (last is not None and last.epoch != ev.epoch),
+            None if last is None else (last.epoch, last.seq),
         )
         return self._extend(name, rp, rp.current, ev, ref, now)
+
+    def _starts_epoch(self, r: RenditionPlaylists | None, ev: PartReady) -> bool:
+        """Whether ``ev`` (of an epoch's first segment, seq 0) may start that epoch in the live playlist
+        before the segment path gets there: the playlist is new, empty or ended (a new presentation), or
+        ends with the whole of an older epoch that ended (``offline``). Otherwise (an older epoch may
+        still grow) its parts wait for the segment path to list the segments before."""
+        if ev.seq != 0:
+            return False
+        if r is None or r.playlist.ended or r.playlist.last is None:
+            return r is None or r.playlist.last is None or r.playlist.last.epoch < ev.epoch
+        last = r.playlist.last
+        return last.epoch < ev.epoch and self._last_seqs.get(last.epoch) == last.seq
 
     def _extend(
         self, name: str, rp: RenditionParts, cur: InProgress, ev: PartReady, ref: RenditionRef, now: float
@@ -234,7 +274,7 @@ class StreamParts:
             rp.current = None
             return
         last = r.playlist.last
-        if r.playlist.ended or last is None or (last.epoch, last.seq + 1) != (cur.epoch, cur.seq):
+        if r.playlist.ended or (None if last is None else (last.epoch, last.seq)) != cur.after:
             self._abandon(name, rp, now, "the playlist no longer ends with the segment before it")
             return
         rp.current = None
@@ -314,7 +354,9 @@ class StreamParts:
         if cur is not None:
             parts[first + len(pl.entries)] = tuple(cur.parts)
             head = NextSegment(cur.map_uri, cur.wall_clock, cur.discontinuity)
-            if len(cur.parts) < MAX_PARTS:
+            if self._ends_now(pl, cur) or len(cur.parts) >= MAX_PARTS:
+                hint = part_key(self.stream, cur.epoch, name, cur.seq + 1, 0)
+            else:
                 hint = part_key(self.stream, cur.epoch, name, cur.seq, len(cur.parts))
         elif pl.last is not None:
             hint = part_key(self.stream, pl.last.epoch, name, pl.last.seq + 1, 0)
@@ -342,11 +384,22 @@ class StreamParts:
             reports=tuple(reports),
         )
 
+    def _ends_now(self, pl: LivePlaylist, cur: InProgress) -> bool:
+        """Whether the segment in progress is predicted complete, so the next part is the next segment's
+        part 0: when another part would take it past the target duration, or within half a part target
+        of the usual length of the epoch's segments (the median of its last ``USUAL_SEGMENTS`` listed)."""
+        if not cur.parts:
+            return False
+        if not pl.fits(cur.duration + self.part_target):
+            return True
+        usual = [e.duration for e in pl.entries[-USUAL_SEGMENTS:] if e.epoch == cur.epoch and not e.gap]
+        return bool(usual) and cur.duration + self.part_target / 2 >= statistics.median(usual)
+
     def end(self, name: str) -> tuple[int, int] | None:
         """``(msn, part)`` where ``name``'s live playlist ends (``PlaylistEnd``); None when it is empty."""
         r = self._playlists.get(name)
         if r is None or r.playlist.last is None:
-            return None
+            return None  # not written: parts of a first segment in progress wait for it to complete
         last = r.playlist.media_sequence + len(r.playlist.entries) - 1
         rp = self.parts.get(name)
         if rp is not None and rp.current is not None and rp.current.parts:
@@ -391,4 +444,7 @@ class StreamParts:
                 head = ll.next_segment
                 map_uri = head.map_uri or (entries[-1].map_uri if entries else "")
                 wall_clock = head.program_date_time or 0.0
-                rp.current = InProgress(epoch, seq, map_uri, wall_clock, head.discontinuity, list(parts))
+                after = (entries[-1].epoch, entries[-1].seq) if entries else None
+                rp.current = InProgress(
+                    epoch, seq, map_uri, wall_clock, head.discontinuity, after, list(parts)
+                )

@@ -79,6 +79,7 @@ class LivePlaylist:
         self.media_sequence = 0
         self.discontinuity_sequence = 0
         self.ended = False
+        self._fresh = False  # restarted: the next entry starts a new presentation
 
     @property
     def entries(self) -> tuple[PlaylistEntry, ...]:
@@ -109,7 +110,9 @@ class LivePlaylist:
                 f"duration of {self.target_duration} s"
             )
         if self.ended:
-            self._restart()
+            self.restart()
+        if self._fresh:
+            self._fresh = False
             entry = replace(entry, discontinuity=True)
         self._entries.append(entry)
         self._total += entry.duration
@@ -123,12 +126,20 @@ class LivePlaylist:
         if gone.discontinuity:
             self.discontinuity_sequence += 1
 
-    def _restart(self) -> None:
+    def restart(self) -> None:
+        """Start the new presentation of an ended playlist now (its old entries all go): the next entry
+        carries EXT-X-DISCONTINUITY. Low-latency parts may lead the new presentation's first entry."""
         while self._entries:
             self._drop_front()
         self._total = 0.0
         self.target_duration = self._configured_target  # a new presentation may take a new target
         self.ended = False
+        self._fresh = True
+
+    @property
+    def fresh(self) -> bool:
+        """Restarted, and no entry appended since (the next one starts the new presentation)."""
+        return self._fresh
 
     def end(self) -> None:
         """No more entries will follow (EXT-X-ENDLIST); a later entry starts a new presentation."""

@@ -47,7 +47,9 @@ Policy, in the order a stream lives it:
 - Low latency (``part_target`` set): parts (``on_part``) extend the live playlists at their end
   and list a segment there before its segment-ready (``packager.lowlatency``); the segment path
   then appends it to the DVR playlist and the index only. The live and DVR playlists are
-  therefore written apart (``_dirty``: both, ``_ll.changed``: the live one).
+  therefore written apart (``_dirty``: both, ``_ll.changed``: the live one). A live playlist (and a
+  new stream's master) is written only once it holds a complete segment: players refuse a media
+  playlist of parts only (hls.js ``levelEmptyError``, ffmpeg "Empty segment").
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from camflow.events import PartReady, SegmentReady, StreamState, StreamStateKind
+from camflow.events import PartReady, RenditionRef, SegmentReady, StreamState, StreamStateKind
 from camflow.hls.master import AudioRendition, Variant
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.tags import AUDIO_GROUP
@@ -121,6 +123,7 @@ class StreamPackager:
                 target=target_duration,
                 stats=stats,
                 log=self._log,
+                open_rendition=self._new_rendition,
             )
 
     # -- events in -----------------------------------------------------------------------------
@@ -164,6 +167,8 @@ class StreamPackager:
             self._log.warning("part rejected", epoch=ev.epoch, seq=ev.seq, part=ev.part, reason=problem)
             return
         self._ll.on_part(ev, now)
+        if not self._master.variants:  # a new stream's first parts: its master names the renditions now
+            self._announce_parts(ev)
 
     def on_state(self, ev: StreamState, token: int, now: float) -> None:
         if ev.state is not StreamStateKind.OFFLINE:
@@ -247,7 +252,8 @@ class StreamPackager:
             if self._ll is not None:
                 self._ll.prune(name, now)
                 ll = self._ll.low_latency(name, self._master.names())
-            out.writes.append((media_playlist_key(self.stream, name), r.playlist.render(ll)))
+            if r.playlist.last is not None:  # players refuse one without a complete segment (docs)
+                out.writes.append((media_playlist_key(self.stream, name), r.playlist.render(ll)))
             if r.dvr is not None and name in self._dirty:
                 out.writes.append((dvr_playlist_key(self.stream, name), r.dvr.render()))
         self._dirty.clear()
@@ -255,7 +261,7 @@ class StreamPackager:
             out.unlisted = self._ll.take_unlisted()
             if live:
                 out.ends = self._ll.ends(sorted(self._master.names()))
-        if self._master.variants:
+        if self._master.variants and any(r.playlist.last is not None for r in self._renditions.values()):
             text = self._master.render()
             if text != self._master_text:
                 out.writes.append((master_playlist_key(self.stream), text))
@@ -380,10 +386,7 @@ class StreamPackager:
         for ref in ev.renditions:
             r = self._renditions.get(ref.name)
             if r is None:
-                r = self._renditions[ref.name] = RenditionPlaylists(
-                    LivePlaylist(self._window, self._target),
-                    LivePlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
-                )
+                r = self._renditions[ref.name] = self._new_rendition()
             if ep.appended == 0 or not self._master.has(ref.name):
                 r.peak, r.bits, r.seconds = 0, 0.0, 0.0
             if ref.name not in ep.renditions:
@@ -393,6 +396,8 @@ class StreamPackager:
             early = self._ll is not None and self._ll.listed_early(ref.name, ev.epoch, ev.seq)
             if not (to_live or to_dvr or early):
                 continue  # re-delivered after a restart: this rendition has it already
+            # parts may have listed it in the live playlist already: then it goes to the DVR one only
+            into = r.playlist if to_live or r.dvr is None else r.dvr
             entry = PlaylistEntry(
                 ev.epoch,
                 ev.seq,
@@ -400,7 +405,7 @@ class StreamPackager:
                 ref.key[len(self._prefix) :],
                 r.map_uri,
                 ev.wall_clock,
-                discontinuity=self._starts_epoch(r, ev.epoch) or ev.discontinuity,
+                discontinuity=self._starts_epoch(into, ev.epoch) or ev.discontinuity,
             )
             if overlong:
                 self._add_pieces(r, ref.name, entry, live=to_live, dvr=to_dvr)
@@ -409,28 +414,7 @@ class StreamPackager:
             r.peak = max(r.peak, ref.bandwidth)
             r.bits += ref.bandwidth * ev.duration_s
             r.seconds += ev.duration_s
-            average = min(r.peak, round(r.bits / r.seconds))
-            if ref.is_audio:
-                self._master.set_audio(
-                    ref.name,
-                    AudioRendition(AUDIO_GROUP, ref.name, f"{ref.name}.m3u8", channels=ref.channels),
-                )
-                continue
-            # A variant plays with the audio group: its BANDWIDTH and CODECS count the audio too.
-            extra = audio.bandwidth if audio is not None else 0
-            self._master.set(
-                ref.name,
-                Variant(
-                    f"{ref.name}.m3u8",
-                    r.peak + extra,
-                    average + extra,
-                    ref.codecs if audio is None else f"{ref.codecs},{audio.codecs}",
-                    ref.width,
-                    ref.height,
-                    ref.frame_rate,
-                    AUDIO_GROUP if audio is not None else None,
-                ),
-            )
+            self._announce(ref, audio, r.peak, min(r.peak, round(r.bits / r.seconds)))
         for name in ep.renditions:
             if name not in names:
                 self._add_gap(name, ev.epoch, ev.seq, ev.duration_s, ev.wall_clock)
@@ -452,6 +436,44 @@ class StreamPackager:
         self.stats.segments_appended += 1
         self._log.debug("segment appended", epoch=ev.epoch, seq=ev.seq)
 
+    def _announce(self, ref: RenditionRef, audio: RenditionRef | None, peak: int, average: int) -> None:
+        """Name ``ref``'s rendition in the master (a variant, or an audio rendition)."""
+        if ref.is_audio:
+            self._master.set_audio(
+                ref.name, AudioRendition(AUDIO_GROUP, ref.name, f"{ref.name}.m3u8", channels=ref.channels)
+            )
+            return
+        # A variant plays with the audio group: its BANDWIDTH and CODECS count the audio too.
+        extra = audio.bandwidth if audio is not None else 0
+        self._master.set(
+            ref.name,
+            Variant(
+                f"{ref.name}.m3u8",
+                peak + extra,
+                average + extra,
+                ref.codecs if audio is None else f"{ref.codecs},{audio.codecs}",
+                ref.width,
+                ref.height,
+                ref.frame_rate,
+                AUDIO_GROUP if audio is not None else None,
+            ),
+        )
+
+    def _announce_parts(self, ev: PartReady) -> None:
+        """The master of a stream whose first segment is still in progress, from the renditions its parts
+        listed (bandwidth: the part's; the first segment-ready sets the segments' figures)."""
+        assert self._ll is not None
+        listed = [ref for ref in ev.renditions if self._ll.in_progress(ref.name)]
+        audio = next((ref for ref in listed if ref.is_audio), None)
+        for ref in listed:
+            self._announce(ref, audio, ref.bandwidth, ref.bandwidth)
+
+    def _new_rendition(self) -> RenditionPlaylists:
+        return RenditionPlaylists(
+            LivePlaylist(self._window, self._target),
+            LivePlaylist(self._dvr_window, self._target) if self._dvr_window > 0 else None,
+        )
+
     def _append_gaps(self, ep: Epoch, missing: range, following: SegmentReady) -> None:
         span = following.duration_s * len(missing)
         if ep.end_ticks is not None and ep.timescale == following.timescale:
@@ -471,7 +493,7 @@ class StreamPackager:
             return
         uri = segment_key(self.stream, epoch, name, seq)[len(self._prefix) :]
         entry = PlaylistEntry(
-            epoch, seq, duration, uri, r.map_uri, pdt, self._starts_epoch(r, epoch), gap=True
+            epoch, seq, duration, uri, r.map_uri, pdt, self._starts_epoch(r.playlist, epoch), gap=True
         )
         if r.playlist.fits(duration):
             self._add(r, name, entry, live=live, dvr=dvr)
@@ -527,9 +549,9 @@ class StreamPackager:
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    def _starts_epoch(r: RenditionPlaylists, epoch: str) -> bool:
-        last = r.playlist.last
-        return last is not None and (last.epoch != epoch or r.playlist.ended)
+    def _starts_epoch(playlist: LivePlaylist, epoch: str) -> bool:
+        last = playlist.last
+        return last is not None and (last.epoch != epoch or playlist.ended)
 
     def _epoch(self, name: str) -> Epoch:
         ep = self._epochs.get(name)

@@ -15,10 +15,10 @@ from camflow.hls.lowlatency import End, playlist_end
 from camflow.keys import media_playlist_key, part_key
 from edge.blocking import LiveEnds, view_of
 from edge.cache import CachedObject, ObjectCache
-from edge.delivery import newest_object
+from edge.delivery import never_written, newest_object
 from edge.fastpath import query_token
 from edge.hlsquery import BadQuery, BlockingQuery
-from edge.paths import Kind, parse_live_path
+from edge.paths import Kind, LiveObject, parse_live_path
 from edge.rewrite import add_token_to_playlist
 from tests.ll_playlists import EPOCH, ll_playlist, part_uri
 
@@ -253,3 +253,61 @@ def test_the_token_is_carried_into_parts_hints_and_rendition_reports() -> None:
     text = add_token_to_playlist(ll_playlist(12, 3), "T")
     assert '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="' + part_uri(12, 4) + '?token=T"' in text
     assert 'URI="' + part_uri(12, 3) + '?token=T"' in text and 'URI="audio.m3u8?token=T"' in text
+
+
+def live_part(seq: int, part: int, epoch: str = EPOCH) -> LiveObject:
+    return parse_live_path(f"/live/cam1/{part_uri(seq, part, epoch=epoch)}")
+
+
+def test_a_missing_part_is_known_never_to_come_once_its_segment_is_complete_or_a_later_one_began() -> None:
+    older = "20261203T160000000Z"
+    at_part_9 = view_of(cached(ll_playlist(12, 9)))  # hints 13.000; whether 12.010 comes is not known yet
+    assert not never_written(live_part(12, 10), at_part_9)
+    assert not never_written(live_part(13, 0), at_part_9)
+    complete = view_of(cached(ll_playlist(12, -1)))  # segment 12 listed whole, parts 0..9
+    assert never_written(live_part(12, 10), complete)
+    assert not never_written(live_part(13, 0), complete)
+    later = view_of(cached(ll_playlist(13, 0)))
+    assert never_written(live_part(12, 10), later) and not never_written(live_part(13, 1), later)
+    assert never_written(live_part(12, 3, older), later)  # an older epoch's
+    assert never_written(live_part(14, 0), view_of(cached(ll_playlist(13, 3, endlist=True))))
+    segment = parse_live_path(f"/live/cam1/{EPOCH}/source/00000013.m4s")
+    assert not never_written(segment, later)  # segments lag their listing: never judged from it
+
+
+async def test_a_held_part_is_answered_at_once_when_the_playlist_shows_it_will_never_exist() -> None:
+    store = CountingStore()
+    obj = live_part(12, 10)  # a preload hint of a segment that ended at part 9
+    store.objects[KEY] = ll_playlist(12, 9).encode()
+    ends, _ = make_ends(store)
+    since = ends.generation("cam1", "source")
+
+    def gone(playlist: CachedObject) -> bool:
+        return never_written(obj, view_of(playlist))
+
+    waiters = [
+        asyncio.create_task(ends.hold(obj.key, "cam1", "source", 2.0, since, gone)) for _ in range(WAITERS)
+    ]
+    await asyncio.sleep(0.05)
+    ends.changed(changed(12, 9))  # nothing new: held on
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters)
+    store.objects[KEY] = ll_playlist(13, 0).encode()
+    t0 = asyncio.get_running_loop().time()
+    ends.changed(changed(13, 0))
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 2) == [None] * WAITERS
+    assert asyncio.get_running_loop().time() - t0 < 0.5
+    assert ends.stats.holds_gone == 1 and ends.stats.holds_timed_out == 0 and not ends.holding(obj.key)
+    # a part that does come is still served, the playlist read first
+    nxt = live_part(13, 1)
+    since = ends.generation("cam1", "source")
+    waiter = asyncio.create_task(
+        ends.hold(nxt.key, "cam1", "source", 2.0, since, lambda p: never_written(nxt, view_of(p)))
+    )
+    await asyncio.sleep(0.02)
+    store.objects[nxt.key] = b"part 13.1"
+    store.objects[KEY] = ll_playlist(13, 1).encode()
+    ends.changed(changed(13, 1))
+    found = await asyncio.wait_for(waiter, 2)
+    assert found is not None and found.data == b"part 13.1"
+    await ends.close()

@@ -11,7 +11,7 @@ import m3u8
 import pytest
 
 from camflow.events import PartReady, PlaylistEnd, RenditionRef, SegmentReady
-from camflow.hls.lowlatency import End, LowLatencyFacts, delta, facts, playlist_end
+from camflow.hls.lowlatency import End, LowLatencyFacts, NextSegment, delta, facts, playlist_end
 from camflow.hls.media import MediaPlaylist
 from camflow.hls.rules import check_low_latency, check_media, check_update
 from camflow.keys import dvr_playlist_key, init_key, master_playlist_key, media_playlist_key, part_key
@@ -249,21 +249,107 @@ def test_a_part_longer_than_part_target_sends_its_segment_back_to_the_segment_pa
     assert part_key(STREAM, EPOCH_A, "720p", 1, 0) in f.unlisted
 
 
-def test_a_new_epoch_starts_from_its_segment_ready_with_a_discontinuity_then_parts_follow() -> None:
+def test_a_new_epoch_lists_its_first_segments_parts_at_once_after_an_epoch_that_ended() -> None:
     f = Feed(packager(grace=30.0))
     f.send(ready(EPOCH_A, 0))
     f.segment_parts(EPOCH_A, 1)
     f.sp.on_state(offline(EPOCH_A, 1), 0, f.now)  # the epoch ended: seq 1 is complete
-    f.send(ready(EPOCH_A, 1))
-    f.segment_parts(EPOCH_B, 0)  # waits: the new epoch starts from its segment-ready
-    assert segment_uris(f.live())[-1] == f"{EPOCH_A}/720p/00000001.m4s"
-    f.send(ready(EPOCH_B, 0), part(EPOCH_B, 1, 0))
+    f.segment_parts(EPOCH_B, 0, 3)  # before A's last segment-ready: the live playlist holds all of A
     text = checked(f.live())
     parsed = m3u8.loads(text)
-    assert [s.discontinuity for s in parsed.segments if s.uri] == [False, False, True]
-    assert in_progress(text) == [f"{EPOCH_B}/720p/00000001.000.m4s"]
-    assert parsed.preload_hint.uri == f"{EPOCH_B}/720p/00000001.001.m4s"
+    assert segment_uris(text) == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
+    assert in_progress(text) == [f"{EPOCH_B}/720p/00000000.{i:03d}.m4s" for i in range(3)]
+    head = next_segment(text)  # (the m3u8 package reads no tags of a segment in progress)
+    assert head == NextSegment(f"{EPOCH_B}/720p/init.mp4", pytest.approx(T0), True)
+    assert parsed.preload_hint.uri == f"{EPOCH_B}/720p/00000000.003.m4s"
+    assert PlaylistEnd("720p", 2, 2) in (f.ends or ())
+    f.send(*(part(EPOCH_B, 0, i) for i in range(3, PARTS)), part(EPOCH_B, 1, 0))
+    f.send(ready(EPOCH_A, 1), ready(EPOCH_B, 0))
+    text = checked(f.live())
+    assert segment_uris(text)[2:] == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert [s.discontinuity for s in m3u8.loads(text).segments if s.uri] == [False, False, True]
+    assert m3u8.loads(text).discontinuity_sequence == 0
+    dvr = checked_media(f.dvr())
+    assert segment_uris(dvr)[2:] == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert [s.discontinuity for s in m3u8.loads(dvr).segments] == [False, False, True]
+    assert f.index == [0, 1, 0]  # the recording index: A 0, A 1, B 0
+
+
+def next_segment(text: str) -> NextSegment | None:
+    ll = MediaPlaylist.parse(text).low_latency
+    return None if ll is None else ll.next_segment
+
+
+def checked_media(text: str) -> str:
+    assert check_media(text) == []
+    return text
+
+
+def test_a_new_epochs_parts_wait_while_the_older_epoch_may_still_grow() -> None:
+    f = Feed(packager(grace=30.0))
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_B, 0)  # no offline for A: its seq 1 may still come
+    assert in_progress(f.live()) == [] and "EXT-X-PART:" not in f.live()
+    f.sp.on_state(offline(EPOCH_A, 0), 0, f.now)
+    f.send(ready(EPOCH_B, 0), part(EPOCH_B, 1, 0))
+    assert segment_uris(checked(f.live()))[-1] == f"{EPOCH_B}/720p/00000000.m4s"
     assert part_key(STREAM, EPOCH_B, "720p", 0, 0) in f.unlisted  # parts of a segment listed already
+
+
+def test_a_new_streams_first_segment_is_listed_with_its_parts_as_soon_as_it_is_complete() -> None:
+    f = Feed(packager())
+    f.segment_parts(EPOCH_A, 0)
+    # players (hls.js, ffmpeg) refuse a playlist without a complete segment: nothing is written yet
+    assert media_playlist_key(STREAM, "720p") not in f.texts and master_playlist_key(STREAM) not in f.texts
+    assert not f.ends  # no playlists-changed either
+    f.send(part(EPOCH_A, 1, 0))  # segment 0 is complete: listed from its parts, before its segment-ready
+    text = checked(f.live())
+    parsed = m3u8.loads(text)
+    assert segment_uris(text) == [f"{EPOCH_A}/720p/00000000.m4s"] and parsed.media_sequence == 0
+    assert [p.uri for p in parsed.segments[0].parts] == [
+        f"{EPOCH_A}/720p/00000000.{i:03d}.m4s" for i in range(PARTS)
+    ]
+    assert parsed.segments[0].init_section.uri == f"{EPOCH_A}/720p/init.mp4"
+    assert not parsed.segments[0].discontinuity
+    assert in_progress(text) == [f"{EPOCH_A}/720p/00000001.000.m4s"]
+    master = m3u8.loads(f.texts[master_playlist_key(STREAM)])
+    assert sorted(p.uri for p in master.playlists) == ["360p.m3u8", "720p.m3u8"]
+    assert playlist_end(text) == End(1, 0) and PlaylistEnd("720p", 1, 0) in (f.ends or ())
+    f.send(ready(EPOCH_A, 0))
+    assert f.live() == text  # listed already: the segment-ready adds it to the DVR playlist and the index
+    assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/00000000.m4s"] and f.index == [0]
+    f.send(*(part(EPOCH_A, 1, i) for i in range(1, PARTS)))  # from now the usual length predicts the boundary
+    assert m3u8.loads(checked(f.live())).preload_hint.uri == f"{EPOCH_A}/720p/00000002.000.m4s"
+
+
+def test_a_first_segment_whose_segment_ready_comes_before_the_next_part_keeps_its_parts() -> None:
+    f = Feed(packager())
+    f.segment_parts(EPOCH_A, 0)
+    f.send(ready(EPOCH_A, 0))
+    text = checked(f.live())
+    assert len(m3u8.loads(text).segments[0].parts) == PARTS and in_progress(text) == []
+    assert m3u8.loads(text).preload_hint.uri == f"{EPOCH_A}/720p/00000001.000.m4s"
+
+
+def test_a_new_presentation_after_endlist_starts_with_its_parts() -> None:
+    f = Feed(packager(grace=0.0))
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_A, 1)
+    f.sp.on_state(offline(EPOCH_A, 1), 0, f.now)
+    f.send(ready(EPOCH_A, 1))
+    ended = f.live()
+    assert "#EXT-X-ENDLIST" in ended
+    f.segment_parts(EPOCH_B, 0)
+    assert f.live() == ended  # the old presentation stays until the new one has a complete segment
+    f.send(part(EPOCH_B, 1, 0))
+    text = checked(f.live())
+    parsed = m3u8.loads(text)
+    assert "#EXT-X-ENDLIST" not in text and segment_uris(text) == [f"{EPOCH_B}/720p/00000000.m4s"]
+    assert parsed.media_sequence == 2 and parsed.segments[0].discontinuity  # numbers go on past the old
+    assert len(parsed.segments[0].parts) == PARTS
+    f.send(ready(EPOCH_B, 0))
+    assert f.live() == text
+    assert [s.discontinuity for s in m3u8.loads(f.dvr()).segments] == [True]
 
 
 def test_without_parts_or_with_low_latency_off_the_playlists_are_as_before() -> None:
@@ -398,3 +484,32 @@ def test_a_segment_ready_before_the_next_segments_parts_lists_the_parent_with_it
     f.segment_parts(EPOCH_A, 2, 2)
     assert in_progress(checked(f.live())) == [f"{EPOCH_A}/720p/00000002.{i:03d}.m4s" for i in range(2)]
     assert segment_uris(f.dvr()) == [f"{EPOCH_A}/720p/{n:08d}.m4s" for n in (0, 1)]
+
+
+def hint_of(text: str) -> str:
+    return str(m3u8.loads(text).preload_hint.uri)
+
+
+def test_the_hint_names_the_next_segments_first_part_when_the_segment_reaches_its_usual_length() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))  # 2.0 s: the epoch's usual segment
+    f.segment_parts(EPOCH_A, 1, PARTS - 1)
+    assert hint_of(checked(f.live())) == f"{EPOCH_A}/720p/00000001.009.m4s"
+    f.send(part(EPOCH_A, 1, PARTS - 1))  # 2.0 s listed: part 010 will not come
+    assert hint_of(checked(f.live())) == f"{EPOCH_A}/720p/00000002.000.m4s"
+    assert hint_of(checked(f.live("360p"))) == f"{EPOCH_A}/360p/00000002.000.m4s"
+    f.send(part(EPOCH_A, 2, 0))
+    assert hint_of(checked(f.live())) == f"{EPOCH_A}/720p/00000002.001.m4s"
+
+
+def test_a_segment_longer_than_usual_still_lists_its_extra_part() -> None:
+    f = Feed(packager())
+    f.send(ready(EPOCH_A, 0))
+    f.segment_parts(EPOCH_A, 1)
+    assert hint_of(f.live()) == f"{EPOCH_A}/720p/00000002.000.m4s"
+    f.send(part(EPOCH_A, 1, PARTS, ticks=TICKS // 5))  # the prediction was wrong: one more frame came
+    text = checked(f.live())
+    assert in_progress(text)[-1] == f"{EPOCH_A}/720p/00000001.010.m4s"
+    assert hint_of(text) == f"{EPOCH_A}/720p/00000002.000.m4s"
+    f.send(part(EPOCH_A, 2, 0))
+    assert segment_uris(checked(f.live()))[-1] == f"{EPOCH_A}/720p/00000001.m4s"
