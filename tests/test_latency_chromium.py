@@ -29,10 +29,10 @@ from tests.latency_targets import (
 
 pytestmark = pytest.mark.integration
 SECONDS = 20.0
-# TIGHTEN ONCE LL-HLS IS ON MAIN (issue 15): to about 3.0 (LL plays ~1 s behind; the bench holds the
-# 1.0 / 1.5 s targets). Generous until then: plain HLS plays 12.5-14 s behind here (hls.js holds
-# 3 x TARGETDURATION 4 s behind the playlist's end, plus the segment in progress).
-P50_BOUND_S = 15.0
+# LL-HLS plays ~1-1.5 s behind here; plain HLS 12.5-14 s (hls.js holds 3 x TARGETDURATION 4 s behind
+# the playlist's end), so this fails when the low-latency path breaks. The bench holds the 1.0 / 1.5 s
+# targets (timed assertions belong in benches); this bound leaves room for a loaded 2-core machine.
+P50_BOUND_S = 3.0
 MAX_STALLS = 8  # in 20 s; a loaded 2-core machine (load 10+) stalls a few times even 13 s behind
 MIN_PLAYING = 0.7  # of the sampling ticks
 
