@@ -12,7 +12,9 @@ reorder buffer, gaps, end of stream); this module owns *how* it enters the playl
   rendition missing from one segment of its epoch gets a gap entry (``append_gaps`` fills
   a skipped seq the same way). The first entry of a new epoch carries EXT-X-DISCONTINUITY.
 - Target duration: fixed per playlist (``target_duration``). A segment too long for it is
-  listed as EXT-X-GAP entries of at most the target each, counted in ``stats.overlong``.
+  listed as EXT-X-GAP entries of at most the target each, counted in ``stats.overlong`` and
+  logged with the fix; the recording keeps it (VOD playlists take the longest segment's
+  duration as their target).
 - The master names each rendition (a variant, or an audio rendition) with its peak and
   average bandwidth so far; ``end`` gives every playlist EXT-X-ENDLIST.
 - Low latency (``part_target`` set): parts (``add_part``) extend the live playlists
@@ -41,6 +43,8 @@ from packager.restore import RenditionPlaylists, Resume, restore_playlists
 
 
 class StreamPlaylists:
+    """The live and DVR playlists of every rendition of one stream, its master, and what changed."""
+
     def __init__(
         self,
         stream: str,
