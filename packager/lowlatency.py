@@ -322,13 +322,15 @@ class StreamParts:
         return out
 
     def prune(self, name: str, now: float) -> None:
-        """Drop the parts of segments that start too far from the end (and of those gone from the window)."""
+        """Drop the parts of segments that start too far from the end (and of those gone from the window;
+        all of them once the playlist ended)."""
         rp, r = self.parts.get(name), self._playlists.get(name)
         if rp is None or r is None:
             return
         keep: set[tuple[str, int]] = set()
         back = rp.current.duration if rp.current is not None else 0.0
-        for e in reversed(r.playlist.entries):
+        # An ended playlist has no live edge: its parts go (deleted after the linger, as any other).
+        for e in () if r.playlist.ended else reversed(r.playlist.entries):
             back += e.duration
             if back > PARTS_KEPT_TARGETS * r.playlist.target_duration:
                 break

@@ -85,6 +85,7 @@ CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket 
 STORE_PROBE_SECONDS = 1.0  # while a stream waits for a missing segment, how often the store is looked at
 PART_LINGER_SECONDS = 30.0  # a part object out of the live playlists is deleted this long after
 PART_DELETES = 64  # part objects deleted at once (concurrently), per pass of the loop
+STOP_DELETE_SECONDS = 5.0  # longest a stopping packager spends deleting the parts out of its playlists
 LATENCIES_KEPT = 4096  # part-ready to playlists-changed times kept for the figures
 
 
@@ -174,6 +175,7 @@ class Packager:
         except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
             self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
+            await self._delete_parts_at_stop()
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))
 
@@ -373,6 +375,22 @@ class Packager:
         if keys:
             await asyncio.gather(*(self._store.delete(k) for k in keys))
             self.stats.parts_deleted += len(keys)
+
+    async def _delete_parts_at_stop(self) -> None:
+        """Stopping: the parts already out of the playlists go now, not ``part_linger`` later (the
+        queue is in memory, so what is left in it would stay in the store until its epoch is
+        cleaned up). Bounded: a store that does not answer within ``STOP_DELETE_SECONDS`` keeps them."""
+        keys = [key for _, key in self._unlisted]
+        self._unlisted.clear()
+        if not keys:
+            return
+        try:
+            async with asyncio.timeout(STOP_DELETE_SECONDS):
+                for i in range(0, len(keys), PART_DELETES):
+                    await asyncio.gather(*(self._store.delete(k) for k in keys[i : i + PART_DELETES]))
+                    self.stats.parts_deleted += len(keys[i : i + PART_DELETES])
+        except Exception as exc:  # stopping: what is left waits for the epoch clean-up
+            self._log.warning("parts not deleted at stop", left=len(keys), error=repr(exc))
 
     async def _put_playlist(self, key: str, text: str) -> None:
         await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)
