@@ -277,7 +277,9 @@ def test_distributed_on_kafka_metrics_and_transitions_from_tail_kafka(tmp_path: 
         assert value(transcode, "camflow_store_operation_seconds_count", op="put") >= 4
         assert ("camflow_consumer_lag_messages", frozenset({("group", "camflow-transcode")})) in transcode
         assert value(package, "camflow_packager_segments_total") >= 2
-        assert value(package, "camflow_packager_live_edge_age_seconds", stream="cam1") > 0
+        # The newest media the packager listed, by the camera's clock: with low-latency parts it is
+        # within a part of now, and a camera clock a little ahead of ours reads as 0 (never negative).
+        assert 0 <= value(package, "camflow_packager_live_edge_age_seconds", stream="cam1") < 10
         assert ("camflow_packager_playlist_age_seconds", frozenset({("stream", "cam1")})) in package
         ok = sum(v for (name, labels), v in edge.items() if name == "camflow_edge_requests_total"
                  and dict(labels)["status"] in ("200", "206"))  # fmt: skip

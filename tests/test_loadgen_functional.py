@@ -16,6 +16,8 @@ import pytest
 
 from tests.process import CAMFLOW, camflow_run, make_clip
 
+SEGMENT = "????????.m4s"  # a segment's object name (low-latency parts are NNNNNNNN.PPP.m4s)
+
 pytestmark = pytest.mark.integration
 STREAMS = 20
 ROW = re.compile(r"^(lg\d{3})\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s*(.*)$")
@@ -55,7 +57,7 @@ def test_twenty_streams_into_camflow_run_lose_no_frame(tmp_path: Path) -> None:
         store = cf.data_dir / "store" / "streams"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            with_segments = {p.parts[-4] for p in store.glob("lg*/*/source/*.m4s")}
+            with_segments = {p.parts[-4] for p in store.glob(f"lg*/*/source/{SEGMENT}")}
             if len(with_segments) == STREAMS:
                 break
             time.sleep(0.5)

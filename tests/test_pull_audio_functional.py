@@ -21,6 +21,8 @@ from tests.process import camflow_run, free_port, stop_process
 from tests.test_pipeline_functional import fetch, wait_for_ended
 from tests.test_pull_functional import events, gst_rtsp_available, rtsp_server, wait_until
 
+SEGMENT = "????????.m4s"  # a segment's object name (low-latency parts are NNNNNNNN.PPP.m4s)
+
 pytestmark = pytest.mark.integration
 SEGMENTS = 4
 TONE = "audiotestsrc is-live=true wave=sine freq=440 volume=0.5 ! audioconvert ! audioresample"
@@ -67,7 +69,9 @@ def test_pulled_camera_audio_reaches_the_hls(payload: str, tmp_path: Path) -> No
     extra = ["--ladder", "source", "--segment-duration", "1", "--pull", f"cam9=rtsp://127.0.0.1:{port}/test"]
     with rtsp_server(tmp_path, port, branch) as server, camflow_run(tmp_path, extra) as cf:
         segments = cf.data_dir / "store" / "streams" / "cam9"
-        wait_until(f"{SEGMENTS} segments", lambda: len(list(segments.glob("*/source/*.m4s"))) >= SEGMENTS, 60)
+        wait_until(
+            f"{SEGMENTS} segments", lambda: len(list(segments.glob(f"*/source/{SEGMENT}"))) >= SEGMENTS, 60
+        )
         stop_process(server)  # the camera goes away: the partial segment is flushed, the playlists end
         wait_until("publish_ended", lambda: events(cf, "publish_ended"), 30)
         [connected] = events(cf, "pull_connected")
@@ -158,7 +162,7 @@ def test_transcoded_audio_tail_is_flushed_into_the_last_segment(end: str, tmp_pa
     extra = ["--ladder", "source", "--segment-duration", "1", "--pull", f"cam9=rtsp://127.0.0.1:{port}/test"]
     with rtsp_server(tmp_path, port, ALAW_20MS) as server, camflow_run(tmp_path, extra) as cf:
         segments = cf.data_dir / "store" / "streams" / "cam9"
-        wait_until("3 segments", lambda: len(list(segments.glob("*/audio/*.m4s"))) >= 3, 60)
+        wait_until("3 segments", lambda: len(list(segments.glob(f"*/audio/{SEGMENT}"))) >= 3, 60)
         if end == "source_gone":
             stop_process(server)
             wait_until("publish_ended", lambda: events(cf, "publish_ended"), 30)
@@ -171,7 +175,7 @@ def test_transcoded_audio_tail_is_flushed_into_the_last_segment(end: str, tmp_pa
             "server stopping" if end == "service_stopped" else "source failed"
         )
     [audio] = segments.glob("*/audio")
-    last = sorted(audio.glob("*.m4s"))[-1].name
+    last = sorted(audio.glob(SEGMENT))[-1].name
     assert last == f"{ended['last_seq']:08d}.m4s", (last, ended)  # the flushed partial segment
     # A segment's audio ends up to a frame before its video (each AAC frame goes to the segment its
     # end falls in). Without the encoder's tail it ended 0.16-0.25 s (1-2 frames) short, measured.

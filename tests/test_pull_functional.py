@@ -27,6 +27,7 @@ from tests.test_health_functional import first_sse_data, scrape, value
 from tests.test_pipeline_functional import fetch, wait_for_ended
 
 pytestmark = pytest.mark.integration
+SEGMENT = "????????.m4s"  # a segment's object name (low-latency parts are NNNNNNNN.PPP.m4s)
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 GST_SERVER = r"""
@@ -35,6 +36,7 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer
+
 
 Gst.init(None)
 server = GstRtspServer.RTSPServer()
@@ -136,7 +138,7 @@ def epochs_with_segments(cf: Camflow, stream: str) -> list[str]:
     root = cf.data_dir / "store" / "streams" / stream
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("source/*.m4s")))
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob(f"source/{SEGMENT}")))
 
 
 def ffprobe_video(url: str) -> dict[str, object]:
@@ -172,7 +174,7 @@ def test_pull_plays_goes_offline_and_reconnects_into_a_new_epoch(tmp_path: Path)
         view = cf.token("view", "cam7")
         wait_until(
             "first epoch has 3 segments",
-            lambda: len(list((cf.data_dir / "store" / "streams" / "cam7").glob("*/source/*.m4s"))) >= 3,
+            lambda: len(list((cf.data_dir / "store" / "streams" / "cam7").glob(f"*/source/{SEGMENT}"))) >= 3,
             60,
         )
         master = cf.http_url(f"/live/cam7/master.m3u8?token={view}")
@@ -211,7 +213,9 @@ def test_pulled_h265_camera_is_segmented_like_a_pushed_one(tmp_path: Path) -> No
         view = cf.token("view", "cam265")
         wait_until(
             "4 segments",
-            lambda: len(list((cf.data_dir / "store" / "streams" / "cam265").glob("*/source/*.m4s"))) >= 4,
+            lambda: (
+                len(list((cf.data_dir / "store" / "streams" / "cam265").glob(f"*/source/{SEGMENT}"))) >= 4
+            ),
             90,
         )
         [connected] = events(cf, "pull_connected")
@@ -309,7 +313,9 @@ def test_source_down_at_start_is_pulled_once_it_comes_up(tmp_path: Path) -> None
         with rtsp_server(tmp_path, port):
             wait_until(
                 "segments from the source",
-                lambda: len(list((cf.data_dir / "store" / "streams" / "cam8").glob("*/source/*.m4s"))) >= 2,
+                lambda: (
+                    len(list((cf.data_dir / "store" / "streams" / "cam8").glob(f"*/source/{SEGMENT}"))) >= 2
+                ),
                 90,
             )
             view = cf.token("view", "cam8")

@@ -44,6 +44,8 @@ from tests.process import CAMFLOW, Camflow, camflow_run, ffmpeg_push, free_port,
 from tests.rtsp_announce import announce
 from tests.tls_certs import TestCa
 
+SEGMENT = "????????.m4s"  # a segment's object name (low-latency parts are NNNNNNNN.PPP.m4s)
+
 pytestmark = pytest.mark.integration
 
 PLAIN_SECRET = "matrix-plain-secret-of-before-key-ids-0123456789"
@@ -288,7 +290,7 @@ def test_accepted_cells_work_over_tls(matrix: Matrix, live: str) -> None:
     assert {s.get("stream_id") for s in sessions} >= {LIVE, "tls-tok", "tls-whip"}, sessions
     for stream in (LIVE, "tls-tok", "tls-whip"):
         segments = m.cf.data_dir / "store" / "streams" / stream
-        assert list(segments.glob("*/source/*.m4s")), f"{stream}: no segment in the store"
+        assert list(segments.glob(f"*/source/{SEGMENT}")), f"{stream}: no segment in the store"
     # View: a view token and a JWT, in ?token= and as Bearer, for a playlist, a segment, the player.
     for name in ("view", "jwt"):
         token = m.cred[name]

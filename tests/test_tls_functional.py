@@ -47,6 +47,7 @@ from tests.test_whip_functional import whip_publish
 from tests.tls_certs import Issued, TestCa, served_certificate
 
 pytestmark = pytest.mark.integration
+SEGMENT = "????????.m4s"  # a segment's object name (low-latency parts are NNNNNNNN.PPP.m4s)
 
 GST_PUSH = r"""
 import sys
@@ -83,6 +84,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gio, GLib, Gst, GstRtsp, GstRtspServer
+
 
 Gst.init(None)
 server = GstRtspServer.RTSPServer()
@@ -264,7 +266,7 @@ def test_gstreamer_publishes_rtsps_and_udp_is_refused(tls_run: TlsRun) -> None:
     done = gst_push(run, run.rtsps("gcam", publish), "tcp", 4)
     assert done.returncode == 0 and "published" in done.stdout, done.stdout + done.stderr
     segments = cf.data_dir / "store" / "streams" / "gcam"
-    wait_until("gcam segments", lambda: len(list(segments.glob("*/source/*.m4s"))) >= 2, 30)
+    wait_until("gcam segments", lambda: len(list(segments.glob(f"*/source/{SEGMENT}"))) >= 2, 30)
     # RTP over UDP would leave the TLS connection: the SETUP is refused with 461, and nothing publishes.
     refused = gst_push(run, run.rtsps("gcam2", cf.token("publish", "gcam2")), "udp", 3)
     assert refused.returncode != 0, refused.stdout
@@ -298,7 +300,7 @@ def test_ffmpeg_whip_muxer_publishes_over_https(tls_run: TlsRun) -> None:
     done = whip_publish(run.https("/whip/wcam"), publish, 4)
     assert done.returncode == 0, done.stderr[-3000:]
     segments = cf.data_dir / "store" / "streams" / "wcam"
-    wait_until("wcam segments", lambda: len(list(segments.glob("*/source/*.m4s"))) >= 2, 30)
+    wait_until("wcam segments", lambda: len(list(segments.glob(f"*/source/{SEGMENT}"))) >= 2, 30)
 
 
 def fingerprint(conn: http.client.HTTPSConnection) -> str:
@@ -383,7 +385,7 @@ def test_pull_from_rtsps_verifies_the_certificate(tmp_path: Path) -> None:
         camflow_run(tmp_path, extra) as cf,
     ):
         segments = cf.data_dir / "store" / "streams" / "cam7"
-        wait_until("cam7 pulled over RTSPS", lambda: len(list(segments.glob("*/source/*.m4s"))) >= 3, 60)
+        wait_until("cam7 pulled over RTSPS", lambda: len(list(segments.glob(f"*/source/{SEGMENT}"))) >= 3, 60)
         wait_until(
             "cam8 refused", lambda: [e for e in events(cf, "pull_failed") if e.get("stream_id") == "cam8"], 30
         )
