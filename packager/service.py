@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from camflow.bus import Bus, CommitTracker, Consumer, Message
+from camflow.bus import Bus, CommitTracker, Consumer, Message, commit_or_log
 from camflow.bus.base import Rebalancing
 from camflow.bus.dead import DeadLetters
 from camflow.errors import EventDecodeError, NotFound, StoreRetryStopped
@@ -434,11 +434,5 @@ class Packager:
             if msg is not None:
                 latest[(msg.topic, msg.partition)] = msg
         for msg in latest.values():
-            try:
-                await consumer.commit(msg)
-            except Exception as exc:  # e.g. Kafka: the group rebalanced meanwhile (a hung broker)
-                # Not fatal: the work is written, and what is not committed is delivered again to
-                # whoever owns the partition now, where appending it is a no-op (idempotent keys).
+            if not await commit_or_log(consumer, msg, self._log):
                 self.stats.commit_errors += 1
-                where = {"partition": msg.partition, "offset": msg.offset}
-                self._log.warning("commit_failed", **where, error=repr(exc))

@@ -61,6 +61,7 @@ from transcode.renditions import (
     Plan,
     audio_rendition,
     copy_rendition,
+    demux_video,
     frame_rate,
     plan_ladder,
     raw_format,
@@ -175,18 +176,7 @@ class StreamParts:
         except (av.error.FFmpegError, ValueError) as exc:
             raise BadSegment(f"raw part is not a readable fMP4: {exc}") from exc
         with container:
-            if not container.streams.video:
-                raise BadSegment("raw part has no video stream")
-            src = container.streams.video[0]
-            ctx = src.codec_context
-            if ctx is None or not ctx.width or not ctx.height:
-                raise BadSegment("raw part's video stream has no codec parameters")
-            try:
-                packets = [p for p in container.demux(src) if p.dts is not None]
-            except av.error.FFmpegError as exc:
-                raise BadSegment(f"raw part does not demux: {exc}") from exc
-            if not packets:
-                raise BadSegment("raw part has no video packets")
+            src, ctx, packets = demux_video(container, "raw part")
             codecs = VP8_CODECS if ctx.name == "vp8" else codecs_of(ctx.extradata)
             plan = plan_ladder(self.ladder, codecs, ctx.format.name if ctx.format else None, ctx.height)
             rate = frame_rate(packets, src.time_base or Fraction(1, 90_000))

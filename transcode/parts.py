@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from camflow.bus import Bus, CommitTracker, Consumer, Message
+from camflow.bus import Bus, CommitTracker, Consumer, Message, commit_or_log
 from camflow.bus.base import Rebalancing
 from camflow.bus.dead import DeadLetters
 from camflow.errors import EventDecodeError, StoreRetryStopped
@@ -322,13 +322,8 @@ class PartWorker:
     async def _commit(self, consumer: Consumer) -> None:
         pending, self._to_commit = self._to_commit, {}
         for commit in pending.values():
-            try:
-                await consumer.commit(commit)
-            except Exception as exc:  # e.g. Kafka: the partition went to another member meanwhile
+            if not await commit_or_log(consumer, commit, log):
                 self.stats.commit_errors += 1
-                log.warning(
-                    "commit_failed", partition=commit.partition, offset=commit.offset, error=repr(exc)
-                )
 
     async def _close_idle(self, now: float) -> None:
         for stream in [s for s, lane in self._lanes.items() if now - lane.seen > self.idle_seconds]:

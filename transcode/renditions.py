@@ -104,18 +104,7 @@ def transcode_segment(
     except (av.error.FFmpegError, ValueError) as exc:
         raise BadSegment(f"raw segment is not a readable {raw_format(data).upper()}: {exc}") from exc
     with container:
-        if not container.streams.video:
-            raise BadSegment("raw segment has no video stream")
-        src = container.streams.video[0]
-        ctx = src.codec_context
-        if ctx is None or not ctx.width or not ctx.height:  # e.g. a moov cut short
-            raise BadSegment("raw segment's video stream has no codec parameters")
-        try:
-            packets = [p for p in container.demux(src) if p.dts is not None]
-        except av.error.FFmpegError as exc:
-            raise BadSegment(f"raw segment does not demux: {exc}") from exc
-        if not packets:
-            raise BadSegment("raw segment has no video packets")
+        src, ctx, packets = demux_video(container, "raw segment")
         codecs = VP8_CODECS if ctx.name == "vp8" else codecs_of(ctx.extradata)
         plan = plan_ladder(ladder, codecs, ctx.format.name if ctx.format else None, ctx.height)
         out: dict[str, RenditionMedia] = {}
@@ -127,6 +116,24 @@ def transcode_segment(
     video = tuple(out[n] for n in sorted(order, key=lambda n: ranked[n]))
     audio = audio_rendition(data) if raw_format(data) != "ivf" else None
     return TranscodedSegment(video if audio is None else (*video, audio), thumbnail)
+
+
+def demux_video(container: av.container.InputContainer, what: str) -> tuple[Any, Any, list[av.Packet[Any]]]:
+    """The video stream of a raw segment or part (``what``), its codec context and its packets;
+    ``BadSegment`` when it has none, no codec parameters (e.g. a moov cut short) or does not demux."""
+    if not container.streams.video:
+        raise BadSegment(f"{what} has no video stream")
+    src = container.streams.video[0]
+    ctx = src.codec_context
+    if ctx is None or not ctx.width or not ctx.height:
+        raise BadSegment(f"{what}'s video stream has no codec parameters")
+    try:
+        packets = [p for p in container.demux(src) if p.dts is not None]
+    except av.error.FFmpegError as exc:
+        raise BadSegment(f"{what} does not demux: {exc}") from exc
+    if not packets:
+        raise BadSegment(f"{what} has no video packets")
+    return src, ctx, packets
 
 
 def raw_format(data: bytes) -> str:

@@ -27,7 +27,7 @@ import os
 import time
 from concurrent.futures.process import BrokenProcessPool
 
-from camflow.bus import Bus, CommitTracker, Consumer, Message
+from camflow.bus import Bus, CommitTracker, Consumer, Message, commit_or_log
 from camflow.bus.dead import DeadLetters
 from camflow.errors import EventDecodeError, StoreRetryStopped
 from camflow.events import (
@@ -154,14 +154,8 @@ class TranscodeWorker:
             finally:
                 self.stats.in_flight -= 1
             commit = self._commits.done(token)
-            if commit is not None:
-                try:
-                    await consumer.commit(commit)
-                except Exception as exc:  # e.g. Kafka: the partition went to another member meanwhile
-                    self.stats.commit_errors += 1
-                    log.warning(
-                        "commit_failed", partition=commit.partition, offset=commit.offset, error=repr(exc)
-                    )
+            if commit is not None and not await commit_or_log(consumer, commit, log):
+                self.stats.commit_errors += 1
 
     async def _handle(self, message: Message) -> None:
         try:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
-from camflow.bus.base import Message
+from camflow.bus.base import Consumer, Message
 
 
 @dataclass
@@ -75,3 +76,15 @@ class CommitTracker:
         """Forget every delivery in hand (after a rebalance: the new owner gets them again)."""
         self._deliveries.clear()
         self._partitions.clear()
+
+
+async def commit_or_log(consumer: Consumer, message: Message, log: Any) -> bool:
+    """Commit ``message``; False, logged as ``commit_failed``, when the consumer refuses (e.g. Kafka:
+    the group rebalanced meanwhile). Not fatal: the work is written, and what is not committed is
+    delivered again to whoever owns the partition now, where repeating it is a no-op (idempotent keys)."""
+    try:
+        await consumer.commit(message)
+    except Exception as exc:
+        log.warning("commit_failed", partition=message.partition, offset=message.offset, error=repr(exc))
+        return False
+    return True
