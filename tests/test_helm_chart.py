@@ -720,3 +720,22 @@ def test_bad_backend_tls_values_are_refused(
     template = ["template", "cf", str(CHART), "--kube-version", K8S_VERSIONS[-1], "-f"]
     out = run_helm(helm, *template, str(values_file(tmp_path, values)))
     assert out.returncode != 0 and said in out.stderr, out.stderr
+
+
+def test_low_latency_is_on_by_default_and_one_value_turns_it_off(
+    helm: str, tmp_path: Path, rendered: dict[str, list[Any]]
+) -> None:
+    """`config.lowLatency` (docs/low-latency.md): ingest and the packager get `--part-duration`,
+    nobody `--no-low-latency`; false gives ingest, transcode and the packager `--no-low-latency`."""
+
+    def args(docs: list[Any]) -> dict[str, list[str]]:
+        return {c["name"]: [str(a) for a in c.get("args", [])] for _, c in containers(docs)}
+
+    on = args(rendered["default"])
+    for name in ("ingest", "packager"):
+        assert on[name][on[name].index("--part-duration") + 1] == "0.2", on[name]
+    assert not any("--no-low-latency" in a for a in on.values()), on
+    off = args(render(helm, tmp_path, {"config": {"lowLatency": False, "partDuration": 0.5}}))
+    for name in ("ingest", "transcode", "packager"):
+        assert "--no-low-latency" in off[name] and "--part-duration" not in off[name], off[name]
+    assert "--no-low-latency" not in off["edge"]  # the edge follows what the playlists say
