@@ -4,6 +4,7 @@ logged once per interval when the bus cannot take them, while segments keep flow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 from collections.abc import Mapping, Sequence
@@ -14,8 +15,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from camflow.events import TOPIC_PARTS, TOPIC_RAW, TOPIC_STREAMS, RawPart, decode
+from camflow.log import get_logger
 from camflow.mp4 import split_init
 from ingest.media.mux import SegmentMuxer, Vp8Muxer
+from ingest.media.part_sender import CLOSE_SECONDS, PartSender
 from ingest.media.publisher import Publisher
 from ingest.media.segmenter import Segmenter
 from ingest.media.spooled_bus import SpooledBus
@@ -55,6 +58,9 @@ class Bus:
                 await asyncio.Event().wait()
             if self.parts_mode == "fail":
                 raise ConnectionError("broker down")
+            if self.parts_mode == "swallow":  # completes as it is cancelled (3.11's wait_for did this)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.02)
             event = decode(value)
             assert isinstance(event, RawPart) and key == event.stream
             self.parts.append(event)
@@ -123,6 +129,24 @@ async def test_a_bus_down_drops_parts_counted_and_logged_once(
     assert publisher.corrections()["parts_dropped"] == 30
     dropped = [entry for entry in logs if entry["event"] == "parts_dropped"]
     assert len(dropped) == 1 and dropped[0]["stream_id"] == "cam"  # once per interval, not per part
+
+
+async def test_a_publish_that_swallows_the_cancel_does_not_hang_the_session_end() -> None:
+    """A publish that completes as the sender is cancelled (the cancellation swallowed on its way, as
+    3.11's wait_for did inside KafkaBus.publish) used to leave the sender waiting for parts forever,
+    and the session's end (its last segment, its offline state) behind it: the playlists never
+    ended (seen on Kafka in the suite). The sender's close is bounded whatever the publish does."""
+    bus = Bus("swallow")
+    sender = PartSender(bus, "cam", get_logger("test"))  # type: ignore[arg-type]
+    sender.start()
+    for part in range(3):
+        sender.send(RawPart("cam", "20261203T100000000Z", 0, part * 18000, 18000, 90000, part, part == 0, 1.0,
+                            "avc1.64001f", 320, 240, b"\0"))  # fmt: skip
+    await asyncio.sleep(0.03)  # the sender is in a publish
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        await sender.close()
+    assert time.monotonic() - started < CLOSE_SECONDS + 1
 
 
 async def test_parts_skip_the_spool(units: list[AccessUnit], tmp_path: Path) -> None:

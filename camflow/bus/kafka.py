@@ -474,7 +474,11 @@ class KafkaBus:
             # kafka-python should fail the future after delivery_timeout_ms, but a request in flight to
             # a hung broker is not always expired then (measured with SIGSTOP): bound the wait here
             try:
-                await asyncio.wait_for(done, self.delivery_timeout + DELIVERY_GRACE)
+                # asyncio.timeout, not wait_for: 3.11's wait_for returns the result of a future that
+                # completes as the caller is cancelled, swallowing the cancellation (a caller that
+                # cancels a publishing task then waits for it forever: ingest's part sender did)
+                async with asyncio.timeout(self.delivery_timeout + DELIVERY_GRACE):
+                    await done
             except TimeoutError:
                 waited = self.delivery_timeout + DELIVERY_GRACE
                 raise KafkaTimeoutError(

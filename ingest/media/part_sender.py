@@ -11,7 +11,6 @@ of the health sample and of ``camflow_ingest_media_corrections``) and logged at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,6 +57,7 @@ class PartSender:
         self._in_flight = False
         self._clock = clock
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._logged_at: float | None = None
         self._unlogged = 0
@@ -87,8 +87,8 @@ class PartSender:
         self._task = asyncio.create_task(self._run(), name=f"parts-{self.stream}")
 
     async def _run(self) -> None:
-        while True:
-            while self._queue:
+        while not self._closing:
+            while self._queue and not self._closing:
                 event = self._queue.popleft()
                 self._in_flight = True
                 try:
@@ -113,10 +113,15 @@ class PartSender:
         while self._queue and self._clock() < deadline:
             await asyncio.sleep(0.02)
         in_flight = self._in_flight
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        # The flag ends the loop even if a cancellation is swallowed on its way (a publish that
+        # completes as it is cancelled); the wait is bounded either way.
+        self._closing = True
+        self._wake.set()
+        task, self._task = self._task, None
+        task.cancel()
+        await asyncio.wait({task}, timeout=CLOSE_SECONDS)
+        if not task.done():
+            self.log.error("part_sender_stuck", timeout=CLOSE_SECONDS)
         for _ in range(len(self._queue) + in_flight):
             self._dropped("session ended")
         self._queue.clear()
