@@ -279,7 +279,7 @@ def live(matrix: Matrix) -> str:
         stop_process(token_push)  # type: ignore[arg-type]
         stop_process(whip)  # type: ignore[arg-type]
     media = wait_for(m.https(f"/live/{LIVE}/source.m3u8?token={m.cred['view']}"), m, b".m4s")
-    line = next(x for x in media.decode().splitlines() if ".m4s" in x)
+    line = next(x for x in media.decode().splitlines() if ".m4s" in x and not x.startswith("#"))
     return f"/live/{LIVE}/{line.split('?')[0]}"
 
 
