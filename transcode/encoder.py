@@ -22,6 +22,7 @@ from av.video.reformatter import VideoReformatter
 
 from camflow.codecs import from_extradata
 from camflow.errors import MediaFormatError
+from camflow.events import RenditionRef
 from camflow.mp4 import MOVFLAGS, placed
 from transcode.errors import BadSegment
 from transcode.ladder import Rung
@@ -41,6 +42,23 @@ class RenditionMedia:
     seconds: float = 0.0  # wall time spent producing it (scale + encode + mux, or the stream copy)
     channels: int = 0  # an audio rendition's channels (0: video)
     sample_rate: int = 0  # an audio rendition's sample rate (0: video)
+
+    def ref(self, init_key: str, key: str, seconds: float) -> RenditionRef:
+        """This rendition of ``seconds`` of media as an event names it, its bytes at ``key``."""
+        return RenditionRef(
+            name=self.name,
+            width=self.width,
+            height=self.height,
+            bandwidth=max(1, int(len(self.media) * 8 / max(seconds, 1e-3))),
+            codecs=self.codecs,
+            init_key=init_key,
+            key=key,
+            size=len(self.media),
+            frame_rate=self.frame_rate,
+            kind="audio" if self.channels else "video",
+            channels=self.channels,
+            sample_rate=self.sample_rate,
+        )
 
 
 def codecs_of(extradata: bytes | None) -> str:

@@ -43,7 +43,6 @@ from camflow.events import (
     TOPIC_READY,
     PartReady,
     RawPart,
-    RenditionRef,
     SegmentDead,
     decode,
     encode,
@@ -53,7 +52,6 @@ from camflow.log import get_logger
 from camflow.metrics import Sample
 from camflow.store import Store
 from camflow.store.retry import RetryingStore, StoreOutage
-from transcode.encoder import RenditionMedia
 from transcode.ladder import Rung
 from transcode.part_encoder import PartMedia, StreamParts
 from transcode.stats import LATENCY_SAMPLES, percentile
@@ -259,7 +257,7 @@ class PartWorker:
                 writes.append(self.store.put(ikey, rendition.init, "video/mp4"))
             inits.append(ikey)
             writes.append(self.store.put(pkey, rendition.media, "video/iso.segment"))
-            refs.append(_ref(rendition, ikey, pkey, event.duration / event.timescale))
+            refs.append(rendition.ref(ikey, pkey, event.duration / event.timescale))
         started = time.perf_counter()
         await asyncio.gather(*writes)
         self.stats.stages["write"].append(time.perf_counter() - started)
@@ -343,20 +341,3 @@ class PartWorker:
                 await lane.task
         await asyncio.get_running_loop().run_in_executor(lane.executor, lane.state.close)
         lane.executor.shutdown(wait=False)
-
-
-def _ref(media: RenditionMedia, ikey: str, key: str, seconds: float) -> RenditionRef:
-    return RenditionRef(
-        name=media.name,
-        width=media.width,
-        height=media.height,
-        bandwidth=max(1, int(len(media.media) * 8 / max(seconds, 1e-3))),
-        codecs=media.codecs,
-        init_key=ikey,
-        key=key,
-        size=len(media.media),
-        frame_rate=media.frame_rate,
-        kind="audio" if media.channels else "video",
-        channels=media.channels,
-        sample_rate=media.sample_rate,
-    )

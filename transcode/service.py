@@ -280,22 +280,7 @@ class TranscodeWorker:
                 writes.append(self.store.put(ikey, media.init, "video/mp4"))
                 inits.append(ikey)
             writes.append(self.store.put(skey, media.media, "video/iso.segment"))
-            refs.append(
-                RenditionRef(
-                    name=media.name,
-                    width=media.width,
-                    height=media.height,
-                    bandwidth=max(1, int(len(media.media) * 8 / max(event.duration_s, 1e-3))),
-                    codecs=media.codecs,
-                    init_key=ikey,
-                    key=skey,
-                    size=len(media.media),
-                    frame_rate=media.frame_rate,
-                    kind="audio" if media.channels else "video",
-                    channels=media.channels,
-                    sample_rate=media.sample_rate,
-                )
-            )
+            refs.append(media.ref(ikey, skey, event.duration_s))
         await asyncio.gather(*writes)
         # The stream's latest picture: only forward (segments finish out of order across tasks).
         latest = self._latest_thumb.get(event.stream)
