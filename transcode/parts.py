@@ -337,7 +337,6 @@ class PartWorker:
                 await asyncio.wait_for(lane.queue.join(), 5.0)
         if lane.task is not None:
             lane.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await lane.task
+            await asyncio.wait({lane.task})  # its end, whatever it raised; our own cancel still propagates
         await asyncio.get_running_loop().run_in_executor(lane.executor, lane.state.close)
         lane.executor.shutdown(wait=False)
