@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaTimeoutError
 
+import transcode.parts
 from camflow.bus import LocalBus
 from camflow.cli.args import build_parser
+from camflow.errors import StoreUnavailable
 from camflow.events import (
     TOPIC_DEAD,
     TOPIC_PARTS,
@@ -139,7 +141,7 @@ def test_a_rebalance_drops_the_streams_gone_elsewhere(tmp_path: Path, segments: 
             await bus.publish(TOPIC_PARTS, stream, encode(part))
             message = await consumer.get(timeout=5)
             assert message is not None
-            await worker._dispatch(consumer, message, 0.0)
+            await worker._dispatch(consumer, message, 0.0, asyncio.Event())
         await asyncio.sleep(0.5)
         worker._rebalanced(_Reassigned({"cam2"}))  # type: ignore[arg-type]
         lanes = set(worker._lanes)
@@ -193,3 +195,44 @@ def test_a_refused_part_ready_skips_the_part_and_the_stream_goes_on(
     got, worker = asyncio.run(scenario())
     assert got == [(0, 2), (0, 3), (0, 4)] and worker.stats.publish_failures == 2
     assert worker._commits.outstanding == 0  # the refused parts are committed too: no stall
+
+
+class _DownStore(FileStore):
+    """A store that is down for every write (MinIO stopped), as the retrying store sees it."""
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        raise StoreUnavailable(f"store down: {key}")
+
+
+@pytest.mark.timeout(60)
+def test_stopping_during_a_store_outage_with_a_full_lane_ends_the_worker(
+    tmp_path: Path, segments: list[ClipSegment], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is down, so the lane waits on its first part and its queue fills; the worker,
+    blocked handing it the next part, still ends when stopped, its parts left uncommitted."""
+    monkeypatch.setattr(transcode.parts, "QUEUE_DEPTH", 2)
+
+    async def scenario() -> tuple[bool, int]:
+        bus, store = LocalBus(), _DownStore(tmp_path)
+        await store.start()
+        worker = PartWorker(bus, store, ladder=parse_ladder("source"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        parts = [p for s in segments for p in s.raw_parts("cam1", "avc1")][:6]
+        for part in parts:
+            await bus.publish(TOPIC_PARTS, "cam1", encode(part))
+        for _ in range(200):  # bounded: 20 s
+            lane = worker._lanes.get("cam1")
+            if lane is not None and lane.queue.full():
+                break
+            await asyncio.sleep(0.1)
+        full = lane is not None and lane.queue.full()
+        await asyncio.sleep(0.5)  # the worker is now waiting to hand over the next part
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        return full, worker._commits.outstanding
+
+    full, outstanding = asyncio.run(scenario())
+    assert full
+    assert outstanding > 0  # nothing was committed: the group delivers those parts again

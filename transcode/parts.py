@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -160,7 +159,7 @@ class PartWorker:
                 now = time.monotonic()
                 if message is not None:
                     self._rebalanced(consumer)
-                    await self._dispatch(consumer, message, now)
+                    await self._dispatch(consumer, message, now, stop)
                 await self._close_idle(now)
                 await self._commit(consumer)
                 if now - reported >= LOG_EVERY:
@@ -190,7 +189,7 @@ class PartWorker:
             lane.executor.submit(lane.state.close)
             lane.executor.shutdown(wait=False)
 
-    async def _dispatch(self, consumer: Consumer, message: Message, now: float) -> None:
+    async def _dispatch(self, consumer: Consumer, message: Message, now: float, stop: asyncio.Event) -> None:
         token = self._commits.track(message)
         try:
             event = decode(message.value)
@@ -211,7 +210,25 @@ class PartWorker:
             lane.task = asyncio.create_task(self._lane(consumer, lane), name=f"parts-{event.stream}")
             self._lanes[event.stream] = lane
         lane.seen = now
-        await lane.queue.put((message, event, token, time.perf_counter()))
+        await self._enqueue(lane, (message, event, token, time.perf_counter()), stop)
+
+    @staticmethod
+    async def _enqueue(lane: _Lane, item: tuple[Message, RawPart, int, float], stop: asyncio.Event) -> None:
+        """Hand a part to its lane, waiting while the lane is full (a store outage holds it up) until
+        there is room, the worker stops, or the lane has ended (it stops that way during an outage):
+        then the part is left uncommitted, for the group."""
+        if not lane.queue.full():
+            lane.queue.put_nowait(item)
+            return
+        put = asyncio.ensure_future(lane.queue.put(item))
+        stopping = asyncio.ensure_future(stop.wait())
+        ends = {put, stopping} | ({lane.task} if lane.task is not None else set())
+        try:
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not put.done():
+                put.cancel()
 
     async def _lane(self, consumer: Consumer, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
@@ -333,8 +350,10 @@ class PartWorker:
         """Close a stream's encoders and thread, once the parts it holds are done (``finish``)."""
         lane = self._lanes.pop(stream)
         if finish and lane.task is not None and not lane.task.done():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(lane.queue.join(), 5.0)
+            # Bounded; and the lane may end first (stopped during a store outage: the rest is left).
+            joined = asyncio.ensure_future(lane.queue.join())
+            await asyncio.wait({joined, lane.task}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+            joined.cancel()
         if lane.task is not None:
             lane.task.cancel()
             await asyncio.wait({lane.task})  # its end, whatever it raised; our own cancel still propagates
