@@ -91,6 +91,53 @@ def from_extradata(extradata: bytes) -> str:
     raise MediaFormatError(f"no SPS in extradata {extradata[:8].hex()!r}...")
 
 
+def avcc_nal_units(record: bytes) -> tuple[list[bytes], int]:
+    """ISO/IEC 14496-15 AVCDecoderConfigurationRecord: SPS and PPS, and the NAL length size."""
+    if len(record) < 7:
+        return [], 4
+    nalus: list[bytes] = []
+    pos = 5
+    for count_mask in (0x1F, 0xFF):  # SPS count (5 bits), then PPS count
+        if pos >= len(record):
+            break
+        count = record[pos] & count_mask
+        pos += 1
+        for _ in range(count):
+            size = int.from_bytes(record[pos : pos + 2], "big")
+            nalus.append(record[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+    return nalus, (record[4] & 0x03) + 1
+
+
+def hvcc_nal_units(record: bytes) -> tuple[list[bytes], int]:
+    """ISO/IEC 14496-15 HEVCDecoderConfigurationRecord: the NAL units of its arrays (VPS, SPS, PPS,
+    SEI), and the NAL length size. A truncated record gives what it holds."""
+    if len(record) < 23:
+        return [], 4
+    nalus: list[bytes] = []
+    pos = 23
+    for _ in range(record[22]):  # numOfArrays: NAL_unit_type (1 byte), numNalus (2 bytes), the units
+        count = int.from_bytes(record[pos + 1 : pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            if pos + 2 > len(record):
+                return nalus, (record[21] & 0x03) + 1
+            size = int.from_bytes(record[pos : pos + 2], "big")
+            nalus.append(record[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+    return nalus, (record[21] & 0x03) + 1
+
+
+def parameter_set_nal_units(extradata: bytes) -> tuple[list[bytes], int]:
+    """The NAL units of an avcC or hvcC record (FFmpeg's extradata of an MP4 video stream) and the
+    NAL length size of its samples; none for anything else."""
+    if not extradata or extradata[0] != 1:
+        return [], 4
+    if _looks_like_hvcc(extradata):
+        return hvcc_nal_units(extradata)
+    return avcc_nal_units(extradata)
+
+
 def _looks_like_hvcc(extradata: bytes) -> bool:
     # hvcC: byte 21 low 2 bits = lengthSizeMinusOne, byte 22 = numOfArrays, then arrays of NAL types 32-34.
     if len(extradata) < 24:

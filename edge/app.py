@@ -35,6 +35,7 @@ from edge.auth import Authorizer, ViewerCounter
 from edge.blocking import LiveEnds
 from edge.cache import ObjectCache
 from edge.catalog import StreamCatalog
+from edge.clip import add_clip_routes
 from edge.delivery import live, object_fetcher
 from edge.health import CatalogHealth, HealthSource
 from edge.http import CORS_HEADERS, CORS_ORIGIN, error_response, store_unavailable_response
@@ -217,5 +218,6 @@ def build_app(
     app.router.add_route("OPTIONS", LIVE_PREFIX + "{path:.*}", preflight)
     add_api_routes(app)
     add_recording_routes(app, store)
+    add_clip_routes(app)
     add_page_routes(app)
     return app

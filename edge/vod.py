@@ -247,6 +247,19 @@ def _is_audio(codecs: str) -> bool:
     return codecs.startswith("mp4a.")
 
 
+def _video_rendition(runs: list[EpochRun], asked: str | None) -> str:
+    """``asked`` once it is a valid name (else _Refused), or the range's highest-bandwidth video."""
+    if asked is None:
+        every = list(_renditions(runs).items())
+        video = [kv for kv in every if not _is_audio(kv[1][1])] or every
+        return max(video, key=lambda kv: (kv[1][0], kv[0]))[0]
+    if not is_rendition(asked):
+        raise _Refused(
+            error_response(400, "bad_path", f"rendition {asked!r} is not valid: expected a-z 0-9 _ -")
+        )
+    return asked
+
+
 def _playlist(text: str, token: str, cache: str) -> web.Response:
     body = add_token_to_playlist(text, token) if token else text
     return web.Response(text=body, content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache})
@@ -281,14 +294,7 @@ async def vod_master(request: web.Request) -> web.Response:
 async def _vod(request: web.Request, stream: str, token: str, rendition: str | None) -> web.Response:
     start, end = _range(request)
     runs = await _recorded(request, stream, start, end)
-    if rendition is None:
-        every = list(_renditions(runs).items())
-        video = [kv for kv in every if not _is_audio(kv[1][1])] or every
-        rendition = max(video, key=lambda kv: (kv[1][0], kv[0]))[0]
-    if not is_rendition(rendition):
-        raise _Refused(
-            error_response(400, "bad_path", f"rendition {rendition!r} is not valid: expected a-z 0-9 _ -")
-        )
+    rendition = _video_rendition(runs, rendition)
     text = _vod_media(stream, runs, rendition)
     if text is None:
         raise _Refused(

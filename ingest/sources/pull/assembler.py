@@ -17,6 +17,7 @@ from typing import Any
 import av
 import av.audio.stream
 
+from camflow.codecs import avcc_nal_units, hvcc_nal_units
 from ingest.codecs import h264, h265
 from ingest.codecs.aac import AAC_FRAME, AacEncoder, AudioConfig, AudioCounters, AudioUnit
 from ingest.codecs.h264 import split_annexb
@@ -50,43 +51,6 @@ class NalSyntax:
     config_record: Callable[[bytes], tuple[list[bytes], int]]  # avcC / hvcC: NAL units, NAL length size
 
 
-def _avcc(record: bytes) -> tuple[list[bytes], int]:
-    """ISO/IEC 14496-15 AVCDecoderConfigurationRecord: SPS and PPS, and the NAL length size."""
-    if len(record) < 7:
-        return [], 4
-    nalus: list[bytes] = []
-    pos = 5
-    for count_mask in (0x1F, 0xFF):  # SPS count (5 bits), then PPS count
-        if pos >= len(record):
-            break
-        count = record[pos] & count_mask
-        pos += 1
-        for _ in range(count):
-            size = int.from_bytes(record[pos : pos + 2], "big")
-            nalus.append(record[pos + 2 : pos + 2 + size])
-            pos += 2 + size
-    return nalus, (record[4] & 0x03) + 1
-
-
-def _hvcc(record: bytes) -> tuple[list[bytes], int]:
-    """ISO/IEC 14496-15 HEVCDecoderConfigurationRecord: the NAL units of its arrays (VPS, SPS, PPS,
-    SEI), and the NAL length size. A truncated record gives what it holds."""
-    if len(record) < 23:
-        return [], 4
-    nalus: list[bytes] = []
-    pos = 23
-    for _ in range(record[22]):  # numOfArrays: NAL_unit_type (1 byte), numNalus (2 bytes), the units
-        count = int.from_bytes(record[pos + 1 : pos + 3], "big")
-        pos += 3
-        for _ in range(count):
-            if pos + 2 > len(record):
-                return nalus, (record[21] & 0x03) + 1
-            size = int.from_bytes(record[pos : pos + 2], "big")
-            nalus.append(record[pos + 2 : pos + 2 + size])
-            pos += 2 + size
-    return nalus, (record[21] & 0x03) + 1
-
-
 H264_SYNTAX = NalSyntax(
     codec="h264",
     parameter_sets=(h264.NAL_SPS, h264.NAL_PPS),
@@ -94,7 +58,7 @@ H264_SYNTAX = NalSyntax(
     kind=h264.nal_type,
     is_vcl=h264.is_vcl,
     is_random_access=lambda kind: kind == h264.NAL_IDR,
-    config_record=_avcc,
+    config_record=avcc_nal_units,
 )
 HEVC_SYNTAX = NalSyntax(
     codec="hevc",
@@ -103,7 +67,7 @@ HEVC_SYNTAX = NalSyntax(
     kind=lambda nal: (nal[0] >> 1) & 0x3F,  # h265.nal_type without its 2-byte check: any unit is typed
     is_vcl=h265.is_vcl,
     is_random_access=h265.is_irap,
-    config_record=_hvcc,
+    config_record=hvcc_nal_units,
 )
 SYNTAXES = {syntax.codec: syntax for syntax in (H264_SYNTAX, HEVC_SYNTAX)}
 
