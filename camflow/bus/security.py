@@ -294,7 +294,7 @@ def speaks_tls(bootstrap: str, timeout: float = PROBE_SECONDS) -> bool:
 
 def refused_login(security: KafkaSecurity, bootstrap: str, timeout: float = PROBE_SECONDS) -> str | None:
     """``SaslAuthenticationFailedError: <what the broker said>`` when the first of the ``bootstrap`` servers
-    refuses these settings' SASL login; None when it takes it or this cannot tell (no answer, no TLS).
+    refuses these settings' SASL login; None when it takes it or this cannot tell (no answer, TLS failed).
 
     One login the way kafka-python makes it (SaslHandshake v1, then SaslAuthenticate v1 frames), read
     with blocking calls: a broker sends the refusal and closes the connection at once, and kafka-python
