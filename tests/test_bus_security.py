@@ -4,14 +4,24 @@ and the explanation of a broker's refusal. The real broker is in test_backends_t
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
+from kafka.protocol.sasl import (
+    SaslAuthenticateRequest,
+    SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
+)
 
 from camflow.bus.kafka import KafkaBus
-from camflow.bus.security import KafkaSecurity, connecting, explain
+from camflow.bus.security import KafkaSecurity, connecting, explain, refused_login
 from camflow.errors import ConfigError
 from tests.tls_backends import make_certificates
 
@@ -190,3 +200,95 @@ def test_connecting_turns_a_logged_refusal_into_a_config_error(tmp_path: Path) -
     # A bootstrap that timed out for another reason (no broker) stays what it was.
     with pytest.raises(KafkaTimeoutError), connecting(security, "b:9093"):
         raise KafkaTimeoutError("Unable to bootstrap from b:9093")
+
+
+REFUSAL = "Authentication failed during authentication due to invalid credentials with SASL mechanism PLAIN"
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A SASL_PLAINTEXT listener that answers one login the way Kafka does: the SaslHandshake, then a
+    SaslAuthenticate refused (error 58) with the connection closed right after the answer (the shape
+    kafka-python 3.0 loses), or taken when the test asks for it (indirect parameter ``"takes"``)."""
+    takes = getattr(request, "param", "refuses") == "takes"
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as conn:
+            conn.settimeout(10)
+            for _ in range(2):  # bounded: the handshake and one SaslAuthenticate
+                size = int.from_bytes(conn.recv(4, socket.MSG_WAITALL), "big")
+                frame = conn.recv(size, socket.MSG_WAITALL)
+                answer: Any
+                if int.from_bytes(frame[:2], "big") == SaslHandshakeRequest.API_KEY:
+                    asked = SaslHandshakeRequest.decode(frame, version=1, header=True)
+                    answer = SaslHandshakeResponse(error_code=0, mechanisms=["PLAIN"])
+                else:
+                    asked = SaslAuthenticateRequest.decode(frame, version=1, header=True)
+                    answer = SaslAuthenticateResponse(
+                        error_code=0 if takes else 58,
+                        error_message=None if takes else REFUSAL,
+                        auth_bytes=b"",
+                        session_lifetime_ms=0,
+                    )
+                answer.API_VERSION = 1
+                answer.with_header(correlation_id=asked.header.correlation_id)
+                conn.sendall(answer.encode(header=True, framed=True))
+        # leaving the with blocks closes the connection right after the refusal
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    thread.join(15)
+
+
+def plain_login(tmp_path: Path) -> KafkaSecurity:
+    return KafkaSecurity.from_env(
+        sasl_env(
+            tmp_path, CAMFLOW_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", CAMFLOW_KAFKA_SASL_MECHANISM="PLAIN"
+        )
+    )
+
+
+def test_a_refusal_kafka_python_lost_is_asked_for_again(tmp_path: Path, broker: str) -> None:
+    """The bootstrap logged only bare disconnects (the records kafka-python 3.0 writes when it drops the
+    refusal read together with the close): the login of ``refused_login`` gets the broker's answer."""
+    security = plain_login(tmp_path)
+    transport, connection = (
+        logging.getLogger("kafka.net.transport"),
+        logging.getLogger("kafka.net.connection"),
+    )
+    manager = logging.getLogger("kafka.net.manager")
+    refusal = pytest.raises(ConfigError, match="refused the PLAIN login of user 'camflow'")
+    with refusal as caught, connecting(security, broker):
+        lost = KafkaConnectionError("socket disconnected")
+        transport.error("%s: socket disconnected", "<KafkaTCPTransport>")
+        transport.error("%s: Abort (%s)", "<KafkaTCPTransport>", lost)
+        connection.error("%s: Connection lost: %s", "<KafkaConnection>", lost)
+        manager.warning(
+            "Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0", lost, 0.05
+        )
+        manager.error("Bootstrap failed: %s", KafkaTimeoutError(f"Unable to bootstrap from {broker}"))
+        raise KafkaTimeoutError(f"Unable to bootstrap from {broker}")
+    assert f"(broker said: {REFUSAL})" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("broker", ["takes"], indirect=True)
+def test_a_login_the_broker_takes_is_no_refusal(tmp_path: Path, broker: str) -> None:
+    assert refused_login(plain_login(tmp_path), broker) is None
+
+
+def test_no_broker_is_no_refusal(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    assert refused_login(plain_login(tmp_path), f"127.0.0.1:{port}", timeout=1.0) is None
+
+
+def test_a_refusal_kafka_python_raises_is_a_config_error(tmp_path: Path) -> None:
+    security = KafkaSecurity.from_env(sasl_env(tmp_path))
+    raised = SaslAuthenticationFailedError("SaslAuthenticationFailedError: Authentication failed (invalid)")
+    said = r"refused the SCRAM-SHA-512 login .*said: Authentication failed \("
+    with pytest.raises(ConfigError, match=said), connecting(security, "b:9093"):
+        raise raised

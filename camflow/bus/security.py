@@ -17,7 +17,9 @@ every user of the machine), read once per ``KafkaBus``:
 Every mistake is a ``ConfigError`` naming the variable. The password is never in a repr, a log
 line or an error message. A broker that refuses the login or a certificate, which kafka-python
 only logs while it retries until its bootstrap times out, is reported as a ``ConfigError`` saying
-which (``connecting``).
+which (``connecting``); when the log does not say (kafka-python 3.0 drops a broker's answer that
+arrives together with the connection's close, which is how a broker refuses a login), a login of
+our own asks the broker (``refused_login``).
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
+from kafka.errors import KafkaError, KafkaTimeoutError, SaslAuthenticationFailedError
 
 from camflow.errors import ConfigError
 
@@ -53,7 +57,8 @@ PASSWORD = "CAMFLOW_KAFKA_PASSWORD"
 PASSWORD_FILE = "CAMFLOW_KAFKA_PASSWORD_FILE"
 _TLS_VARS = (CA_FILE, CERT_FILE, KEY_FILE, KEY_PASSWORD_FILE, CHECK_HOSTNAME)
 _SASL_VARS = (MECHANISM, USERNAME, PASSWORD, PASSWORD_FILE)
-PROBE_SECONDS = 3.0  # the TLS probe that explains a plaintext client's failed bootstrap
+PROBE_SECONDS = 3.0  # each wait of the probes that explain a failed bootstrap (TLS, SASL login)
+_KAFKA_PREFIXES = re.compile(r"^(\[Error \d+\] |\w+Error: )+")
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -233,8 +238,13 @@ class _Witness(logging.Handler):
         ]
         for exc in found:
             if not isinstance(exc, KafkaTimeoutError):  # the bootstrap's own verdict says no more
-                text, name = str(exc), type(exc).__name__
-                self.failures.append(text if text.startswith(name) else f"{name}: {text}")
+                self.failures.append(_failure(exc))
+
+
+def _failure(exc: BaseException) -> str:
+    """``Name: text`` of an exception, as ``explain`` reads it."""
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def explain(security: KafkaSecurity, bootstrap: str, failure: str) -> str | None:
@@ -242,9 +252,10 @@ def explain(security: KafkaSecurity, bootstrap: str, failure: str) -> str | None
     matter of these settings (a refused login or certificate, a protocol mismatch); None otherwise."""
     where = f"Kafka at {bootstrap} ({PROTOCOL}={security.protocol})"
     if SaslAuthenticationFailedError.__name__ in failure:
+        said = _KAFKA_PREFIXES.sub("", failure)  # kafka-python repeats "[Error 58] SaslAuth...Error: "
         return (
             f"{where} refused the {security.mechanism} login of user {security.username!r}: check "
-            f"{USERNAME} and {PASSWORD_FILE} / {PASSWORD} (broker said: {failure.split(': ', 1)[-1]})"
+            f"{USERNAME} and {PASSWORD_FILE} / {PASSWORD} (broker said: {said})"
         )
     if "CERTIFICATE_VERIFY_FAILED" in failure:
         trusted = (
@@ -281,6 +292,55 @@ def speaks_tls(bootstrap: str, timeout: float = PROBE_SECONDS) -> bool:
         return False
 
 
+def refused_login(security: KafkaSecurity, bootstrap: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """``SaslAuthenticationFailedError: <what the broker said>`` when the first of the ``bootstrap`` servers
+    refuses these settings' SASL login; None when it takes it or this cannot tell (no answer, TLS failed).
+
+    One login the way kafka-python makes it (SaslHandshake v1, then SaslAuthenticate v1 frames), read
+    with blocking calls: a broker sends the refusal and closes the connection at once, and kafka-python
+    3.0's transport drops data read together with the close, so its own attempts may all end in a bare
+    ``socket disconnected`` (on a loaded machine, every time)."""
+    try:  # kafka-python 3.0's protocol classes (2.x has none of these: nothing to tell then)
+        from kafka.net.sasl import get_sasl_mechanism
+        from kafka.protocol.parser import KafkaProtocol
+        from kafka.protocol.sasl import SaslAuthenticateRequest, SaslHandshakeRequest
+    except ImportError:
+        return None
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]")
+    parser = KafkaProtocol(client_id="camflow-login-check")
+    deadline = time.monotonic() + 3 * timeout
+    try:
+        mechanism = get_sasl_mechanism(security.mechanism)(host=host, **security.client_config())
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            sock = security.ssl_context.wrap_socket(raw, server_hostname=host) if security.tls else raw
+            with sock:
+
+                def call(request: Any) -> Any:
+                    request.API_VERSION = 1
+                    parser.send_request(request)
+                    sock.sendall(parser.send_bytes())
+                    while time.monotonic() < deadline:
+                        data = sock.recv(65536)
+                        if not data:
+                            raise ConnectionError("closed by the broker")
+                        if responses := parser.receive_bytes(data):
+                            return responses[0][1]
+                    raise TimeoutError
+
+                handshake = call(SaslHandshakeRequest(mechanism=security.mechanism))
+                if handshake.error_code != 0:
+                    return None
+                while not mechanism.is_done():
+                    response = call(SaslAuthenticateRequest(auth_bytes=mechanism.auth_bytes()))
+                    if response.error_code != 0:
+                        return f"{SaslAuthenticationFailedError.__name__}: {response.error_message}"
+                    mechanism.receive(response.auth_bytes)
+    except (OSError, ValueError, KafkaError):
+        return None
+    return None
+
+
 @contextlib.contextmanager
 def connecting(security: KafkaSecurity, bootstrap: str) -> Iterator[None]:
     """Around a kafka-python client's first contact: a bootstrap that times out because the broker
@@ -290,9 +350,13 @@ def connecting(security: KafkaSecurity, bootstrap: str) -> Iterator[None]:
     logger.addHandler(witness)
     try:
         yield
+    except SaslAuthenticationFailedError as exc:  # kafka-python kept the refusal and raised it
+        raise ConfigError(explain(security, bootstrap, _failure(exc)) or str(exc)) from exc
     except KafkaTimeoutError as exc:
         reasons = (explain(security, bootstrap, failure) for failure in reversed(witness.failures))
         reason = next((r for r in reasons if r is not None), None)
+        if reason is None and security.sasl and (refusal := refused_login(security, bootstrap)):
+            reason = explain(security, bootstrap, refusal)
         if reason is None and not security.tls and speaks_tls(bootstrap):
             # A TLS listener mostly just closes a plaintext connection: nothing in the log says why.
             reason = (
