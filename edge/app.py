@@ -37,6 +37,7 @@ from edge.cache import ObjectCache
 from edge.catalog import StreamCatalog
 from edge.clip import add_clip_routes
 from edge.delivery import live, object_fetcher
+from edge.events_api import add_event_routes
 from edge.health import CatalogHealth, HealthSource
 from edge.http import CORS_HEADERS, CORS_ORIGIN, error_response, store_unavailable_response
 from edge.idp import IdentityProvider, JwtSettings
@@ -219,5 +220,6 @@ def build_app(
     add_api_routes(app)
     add_recording_routes(app, store)
     add_clip_routes(app)
+    add_event_routes(app)
     add_page_routes(app)
     return app

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from camflow.bus import Bus
+from camflow.devices.registry import DeviceRegistry
 from camflow.errors import ConfigError
 from camflow.guard import ConnectionGuard, GuardedSite
 from camflow.limits import ConnectionLimits
@@ -25,6 +26,7 @@ from camflow.store import Store
 from camflow.tokens import TokenSigner
 from edge.api import readyz_response
 from edge.app import EDGE, build_app
+from edge.events_api import DEVICES
 from edge.fastpath import FastPath
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.idp import JwtSettings
@@ -62,6 +64,7 @@ class EdgeServer:
         health_feed: HealthFeed | None = None,
         tls_context: ssl.SSLContext | None = None,
         playlists: Bus | None = None,
+        devices: DeviceRegistry | None = None,
     ) -> None:
         self._tls_context = tls_context
         self._app = build_app(
@@ -73,6 +76,8 @@ class EdgeServer:
             identity=identity,
             playlists=playlists,
         )
+        if devices is not None:
+            self._app[DEVICES] = devices
         self._reuse_port = reuse_port
         self._limits = limits
         self._fast_path = FastPath(self._app[EDGE]) if fast_path else None

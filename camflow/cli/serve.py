@@ -117,7 +117,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
         return 0  # stopped while the store was still down: nothing else was started
 
     devices: DeviceFollower | None = None
-    if "ingest" in roles:  # read while the bus starts; ``ready`` below waits for it (bounded)
+    if roles & {"ingest", "edge"}:  # read while the bus starts; ``ready`` below waits for it (bounded)
         from camflow.cli.devices import DeviceFollower, device_backend
 
         devices = DeviceFollower.begin(device_backend(args, store, bus))
@@ -186,6 +186,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 health_feed=feed,
                 tls_context=tls_context,
                 playlists=bus,  # camflow.playlists wakes blocking reloads (every worker follows it)
+                devices=devices.registry if devices else None,  # cameras post events with their credential
                 **options,
             )
             if whip is not None:
