@@ -11,6 +11,10 @@ Layout in the store::
     streams/{stream}/recordings/{bucket}/{epoch}.json  recording index chunk (camflow.recordings)
     streams/{stream}/{epoch}/thumbs/{seq:08d}.jpg  thumbnail of one segment
     streams/{stream}/thumb.jpg                 thumbnail of the latest segment transcoded
+    streams/{stream}/events/{YYYYMMDD}/{id}.json  an event on the timeline (camflow.stream_events)
+
+The objects under an epoch (``ages_out``) are the recording's media: an S3 store tags them so the
+bucket's lifecycle backstop may expire them by age, unless retention locked them for an event.
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ def new_epoch(now: float | None = None) -> str:
     t = time.time() if now is None else now
     total_ms = int(t * 1000)
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(total_ms // 1000)) + f"{total_ms % 1000:03d}Z"
+
+
+_EPOCH_OBJECT_RE = re.compile(r"^streams/[^/]+/[0-9]{8}T[0-9]{9}Z/")
+
+
+def ages_out(key: str) -> bool:
+    """True for a recording's media (an object under an epoch: segments, parts, init sections,
+    thumbnails), which a lifecycle rule may expire by age; False for index, events, playlists."""
+    return _EPOCH_OBJECT_RE.match(key) is not None
 
 
 def stream_prefix(stream: str) -> str:

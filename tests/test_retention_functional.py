@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import m3u8
@@ -126,24 +127,28 @@ def test_retention_deletes_old_segments_never_named_ones(tmp_path: Path) -> None
             assert checked > len(seen)
         lifecycle = client.get_bucket_lifecycle(bucket)
         assert lifecycle is not None
-        [rule] = [
-            r for r in lifecycle.rules if r.rule_filter and r.rule_filter.prefix == f"{run_id}/streams/"
-        ]
+        [rule] = [r for r in lifecycle.rules if rule_prefix(r) == f"{run_id}/streams/"]
         assert rule.expiration is not None and rule.expiration.days == 2  # 8 s -> 1 day + 1 day margin
         assert rule.status == "Enabled"
+        # Only what carries the expire tag: a recording's media, as written, never an event's lock.
+        assert rule.rule_filter.and_operator.tags == {"camflow-retention": "expire"}
     finally:
         current = None
         with contextlib.suppress(S3Error):
             current = client.get_bucket_lifecycle(bucket)
         if current is not None:
-            keep = [
-                r
-                for r in current.rules
-                if not (r.rule_filter and r.rule_filter.prefix == f"{run_id}/streams/")
-            ]
+            keep = [r for r in current.rules if rule_prefix(r) != f"{run_id}/streams/"]
             if keep:
                 from minio.lifecycleconfig import LifecycleConfig
 
                 client.set_bucket_lifecycle(bucket, LifecycleConfig(keep))
             else:
                 client.delete_bucket_lifecycle(bucket)
+
+
+def rule_prefix(rule: Any) -> str | None:
+    """The prefix a lifecycle rule's filter selects (alone, or with tags)."""
+    found = rule.rule_filter
+    if found is None:
+        return None
+    return found.prefix if found.and_operator is None else found.and_operator.prefix

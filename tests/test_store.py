@@ -252,3 +252,25 @@ BAD_LOCATIONS = {
 def test_s3_location_parse_errors(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         S3Location.parse(url)
+
+
+async def test_s3_recording_media_carry_the_expire_tag_and_can_be_locked() -> None:
+    """What the lifecycle backstop may expire is tagged as written; retention's lock takes it out."""
+    async with s3_store("tenant") as s3:
+        index = "streams/cam-1/recordings/20261121T101000Z/20261121T101500123Z.json"
+        for key in (KEY, index):
+            await s3.put(key, b"x")
+        tags = await asyncio.to_thread(s3._client.get_object_tags, s3.location.bucket, f"tenant/{KEY}")
+        assert tags == {"camflow-retention": "expire"}
+        assert not await asyncio.to_thread(
+            s3._client.get_object_tags, s3.location.bucket, f"tenant/{index}"
+        )  # the index, events and playlists are retention's alone
+        assert await s3.set_locked([KEY, "streams/cam-1/20261121T101500123Z/360p/gone.m4s"], True) == 1
+        assert await asyncio.to_thread(s3.locked, KEY)
+        assert await s3.set_locked([KEY], False) == 1 and not await asyncio.to_thread(s3.locked, KEY)
+        await s3.set_expiration("streams/", 3)
+        rules = (await asyncio.to_thread(s3._client.get_bucket_lifecycle, s3.location.bucket)).rules
+        [rule] = [r for r in rules if r.rule_filter.and_operator is not None]
+        assert rule.rule_filter.and_operator.prefix == "tenant/streams/"
+        assert rule.rule_filter.and_operator.tags == {"camflow-retention": "expire"}
+        await asyncio.to_thread(s3._client.delete_bucket_lifecycle, s3.location.bucket)

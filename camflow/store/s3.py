@@ -1,9 +1,11 @@
 """S3Store: MinIO, AWS S3 or any S3-compatible server (minio client, path-style addressing).
 
-Location as a URL: ``http(s)://HOST:PORT/BUCKET[/PREFIX]``. Credentials come from the
-usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment variables and the
-region from ``AWS_REGION`` (default ``us-east-1``); never from flags. The bucket is
-created on start when it does not exist.
+Location as a URL: ``http(s)://HOST:PORT/BUCKET[/PREFIX]``. A recording's media objects
+(``camflow.keys.ages_out``) are written tagged ``camflow-retention=expire``, the tag the lifecycle
+backstop (``set_expiration``) selects; retention switches it to ``locked`` for an event's footage.
+Credentials come from the usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment
+variables and the region from ``AWS_REGION`` (default ``us-east-1``); never from flags. The
+bucket is created on start when it does not exist.
 
 TLS: an ``https://`` location is verified against the system's trust store, or against a CA bundle
 (PEM) named by ``CAMFLOW_S3_CA_FILE``, else by ``AWS_CA_BUNDLE`` (the variable the AWS CLI and SDKs
@@ -23,22 +25,25 @@ import asyncio
 import io
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import Tags
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from camflow.errors import ConfigError, NotFound, StoreUnavailable
-from camflow.keys import is_safe_key
+from camflow.keys import ages_out, is_safe_key
 from camflow.store.base import ObjectInfo, check_key
 
 T = TypeVar("T")
 CA_FILE = "CAMFLOW_S3_CA_FILE"
 AWS_CA_BUNDLE = "AWS_CA_BUNDLE"
+RETENTION_TAG = "camflow-retention"  # on recording objects: EXPIRE (the lifecycle rule may) or LOCKED
+EXPIRE, LOCKED = "expire", "locked"
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
 # Error codes that say "not now" rather than "no": the same request may succeed later.
 _NOT_NOW = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "XMinioServerNotInitialized"}
@@ -176,14 +181,35 @@ class S3Store:
         return None
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        await self._run(
-            self._client.put_object,
-            self.location.bucket,
-            self._k(key),
-            io.BytesIO(data),
-            len(data),
-            content_type,
+        await self._run(self._put, key, data, content_type)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
+        tags = _retention_tags(EXPIRE) if ages_out(key) else None
+        self._client.put_object(
+            self.location.bucket, self._k(key), io.BytesIO(data), len(data), content_type, tags=tags
         )
+
+    async def set_locked(self, keys: Iterable[str], locked: bool) -> int:
+        """Tag the recording objects ``keys`` as locked (the lifecycle rule leaves them) or as
+        expiring again; returns how many were tagged (a key that is gone is passed over)."""
+        return await self._run(self._set_locked, list(keys), locked)
+
+    def _set_locked(self, keys: list[str], locked: bool) -> int:
+        tags = _retention_tags(LOCKED if locked else EXPIRE)
+        done = 0
+        for key in keys:
+            try:
+                self._client.set_object_tags(self.location.bucket, self._k(key), tags)
+                done += 1
+            except S3Error as exc:
+                if exc.code not in _MISSING:
+                    raise
+        return done
+
+    def locked(self, key: str) -> bool:
+        """Whether the object carries the lock tag (tests and operators)."""
+        tags = self._client.get_object_tags(self.location.bucket, self._k(key))
+        return tags is not None and tags.get(RETENTION_TAG) == LOCKED
 
     def _get(self, key: str) -> bytes:
         try:
@@ -245,7 +271,7 @@ class S3Store:
         await self._run(self._client.remove_object, self.location.bucket, self._k(key))
 
     def _set_expiration(self, prefix: str, days: int) -> None:
-        from minio.commonconfig import ENABLED, Filter
+        from minio.commonconfig import ENABLED, AndOperator, Filter
         from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
         full = f"{self.location.prefix}/{prefix}" if self.location.prefix else prefix
@@ -258,11 +284,14 @@ class S3Store:
             current = None
         rules = [r for r in (current.rules if current else []) if r.rule_id != rule_id]
         expire = Expiration(days=days)
-        rules.append(Rule(ENABLED, rule_filter=Filter(prefix=full), rule_id=rule_id, expiration=expire))
+        only = Filter(and_operator=AndOperator(full, _retention_tags(EXPIRE)))  # never a locked object
+        rules.append(Rule(ENABLED, rule_filter=only, rule_id=rule_id, expiration=expire))
         self._client.set_bucket_lifecycle(self.location.bucket, LifecycleConfig(rules))
 
     async def set_expiration(self, prefix: str, days: int) -> None:
-        """A bucket lifecycle rule: objects under ``prefix`` expire ``days`` after their last write.
+        """A bucket lifecycle rule: the recording objects under ``prefix`` (``ages_out``, tagged
+        ``camflow-retention=expire`` as they are written) expire ``days`` after their last write;
+        the ones retention locked for an event (tagged ``locked``) stay.
 
         Other rules of the bucket are kept; this prefix's rule is replaced.
         """
@@ -270,3 +299,9 @@ class S3Store:
         if days < 1:
             raise ConfigError(f"lifecycle expiration of {days} days: expected a whole number >= 1")
         await self._run(self._set_expiration, prefix, days)
+
+
+def _retention_tags(value: str) -> Tags:
+    tags = Tags.new_object_tags()
+    tags[RETENTION_TAG] = value
+    return tags
