@@ -5,7 +5,8 @@ chunks it edits are the ones it appends to (one writer per stream). A sweep, per
 
 1. For each index chunk whose bucket began before the cutoff (now - retention), drop the
    segments that ended before the cutoff, except those a live or DVR playlist still names
-   (``StreamPackager.named``): they go in a later sweep, once the window moved on.
+   (``StreamPackager.named``): they go in a later sweep, once the window moved on; and except
+   those a locked event covers (``packager.locks``): they stay until the event is deleted.
 2. Write the chunk back (or delete it when empty) *before* deleting the objects: a reader
    of the index never gets a key that is gone. A crash between the two leaves orphans,
    which the S3 lifecycle rule (or the next epoch clean-up) removes.
@@ -27,6 +28,7 @@ from camflow.keys import recordings_prefix, segment_key, stream_prefix, thumbnai
 from camflow.log import get_logger
 from camflow.recordings import BUCKET_SECONDS, IndexChunk, RecordingIndexError, chunk_key, parse_chunk_key
 from camflow.store import Store
+from packager.locks import EventLocks
 
 DEFAULT_BATCH = 500
 LIFECYCLE_MARGIN_DAYS = 1  # the bucket rule is a backstop: it runs a day after the sweeper would
@@ -46,6 +48,9 @@ class RetentionStats:
     objects_deleted: int = 0
     chunks_deleted: int = 0
     kept_named: int = 0
+    kept_locked: int = 0  # segments past the retention an event's lock kept, last sweep of each stream
+    events_expired: int = 0  # unlocked events deleted with their footage
+    objects_locked: int = 0  # objects tagged for the lifecycle backstop to leave
     errors: int = 0
 
 
@@ -68,6 +73,8 @@ class Retention:
         self._wall_clock = wall_clock
         self.stats = RetentionStats()
         self._log: Any = get_logger("packager.retention")
+        self._locks = EventLocks(store, self._log)
+        self._kept_locked: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +106,8 @@ class Retention:
         self.stats.sweeps += 1
         cutoff = self._wall_clock() - retain
         deleted = 0
+        locks, expired = await self._locks.scan(stream, cutoff)
+        self.stats.events_expired += expired
         keys = await self._store.list(recordings_prefix(stream))
         epochs_left: dict[str, int] = {}
         candidates: list[tuple[str, int, str]] = []
@@ -117,7 +126,9 @@ class Retention:
             if chunk is None:
                 continue
             keep = {seq for (e, seq) in named if e == epoch}
-            gone = chunk.remove_before(cutoff, keep)
+            locked = [s for s in chunk.segments.values() if s.end <= cutoff and locks.keeps(s)]
+            self.stats.objects_locked += await self._locks.tag(stream, epoch, locked)
+            gone = chunk.remove_before(cutoff, keep | {s.seq for s in locked})
             budget = max(1, (self._batch - deleted) // max(1, len(chunk.renditions) + 1))
             if len(gone) > budget:  # put back what this batch will not delete
                 for s in gone[budget:]:
@@ -144,6 +155,9 @@ class Retention:
                     await self._store.delete(key)
                     deleted += 1
         self.stats.objects_deleted += deleted
+        self._kept_locked[stream] = locks.segments
+        self.stats.kept_locked = sum(self._kept_locked.values())
+        self._locks.report(locks)
         if deleted:
             self._log.info("retention swept", stream_id=stream, deleted=deleted, cutoff=round(cutoff, 3))
         return deleted

@@ -133,17 +133,22 @@ def test_retention_deletes_old_segments_never_named_ones(tmp_path: Path) -> None
         # Only what carries the expire tag: a recording's media, as written, never an event's lock.
         assert rule.rule_filter.and_operator.tags == {"camflow-retention": "expire"}
     finally:
-        current = None
-        with contextlib.suppress(S3Error):
-            current = client.get_bucket_lifecycle(bucket)
-        if current is not None:
-            keep = [r for r in current.rules if rule_prefix(r) != f"{run_id}/streams/"]
-            if keep:
-                from minio.lifecycleconfig import LifecycleConfig
+        drop_lifecycle_rule(client, bucket, f"{run_id}/streams/")
 
-                client.set_bucket_lifecycle(bucket, LifecycleConfig(keep))
-            else:
-                client.delete_bucket_lifecycle(bucket)
+
+def drop_lifecycle_rule(client: Minio, bucket: str, prefix: str) -> None:
+    """Remove the lifecycle rule a test's run installed on the shared bucket (for ``prefix``)."""
+    current = None
+    with contextlib.suppress(S3Error):
+        current = client.get_bucket_lifecycle(bucket)
+    if current is not None:
+        keep = [r for r in current.rules if rule_prefix(r) != prefix]
+        if keep:
+            from minio.lifecycleconfig import LifecycleConfig
+
+            client.set_bucket_lifecycle(bucket, LifecycleConfig(keep))
+        else:
+            client.delete_bucket_lifecycle(bucket)
 
 
 def rule_prefix(rule: Any) -> str | None:
