@@ -190,6 +190,14 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
     "camflow_packager_parts": CallbackMetric(
         "counter", "Low-latency parts listed in live playlists, dropped (never listed), deleted", ("result",)
     ),
+    "camflow_retention_segments": CallbackMetric(
+        "counter", "Recorded segments retention deleted (deleted) past the retention", ("result",)
+    ),
+    "camflow_retention_kept_segments": CallbackMetric(
+        "gauge",
+        "Segments past the retention kept at the last sweeps: named by a playlist, or locked by an event",
+        ("reason",),
+    ),
     "camflow_store_up": CallbackMetric(
         "gauge", "0 while the store is unavailable to the service's calls (an outage), else 1", ("service",)
     ),

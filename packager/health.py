@@ -63,6 +63,10 @@ class PackagerHealth:
         for result, count in (("listed", stats.parts_listed), ("dropped", stats.parts_dropped)):
             yield "camflow_packager_parts", (result,), float(count)
         yield "camflow_packager_parts", ("deleted",), float(stats.parts_deleted)
+        kept = self.packager.retention.stats
+        yield "camflow_retention_segments", ("deleted",), float(kept.segments_deleted)
+        yield "camflow_retention_kept_segments", ("named",), float(kept.kept_named)
+        yield "camflow_retention_kept_segments", ("locked",), float(kept.kept_locked)
         yield from self.packager.store_outage.samples()
         for stream, playlist_age, edge_age in self._recent(time.time()):
             yield "camflow_packager_playlist_age_seconds", (stream,), round(playlist_age, 3)
