@@ -50,6 +50,18 @@ def recorded(
     raise AssertionError(f"not recorded within {timeout} s: {ranges}")
 
 
+def record_with_a_gap(cf: Camflow, clips: tuple[Path, Path]) -> list[dict[str, Any]]:
+    """Push both clips, the second after a gap (a reconnect at another resolution); the ranges
+    the recordings API lists once both are in."""
+    publish, view = cf.token("publish", STREAM), cf.token("view", STREAM)
+    for n, clip in enumerate(clips):
+        pushed = ffmpeg_push(clip, cf.rtsp_url(STREAM, publish))
+        assert pushed.returncode == 0, pushed.stderr
+        if n == 0:
+            time.sleep(4)  # a gap in the recording before the camera comes back
+    return recorded(cf, view, epochs=2, segments=8)
+
+
 def curl(url: str, out: Path) -> tuple[int, dict[str, str], float]:
     """curl's status, response headers and seconds taken, the body in ``out``."""
     headers = out.with_suffix(".headers")
@@ -95,16 +107,10 @@ def decode_errors(path: Path) -> str:
 def test_a_clip_across_a_reconnect_and_a_gap_is_one_playable_mp4(
     backend: str, clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    wide, small = clips
     extra, env = backend_args(backend)
     with camflow_run(tmp_path, ["--ladder", "source", "--offline-grace", "1", *extra], env) as cf:
-        publish, view = cf.token("publish", STREAM), cf.token("view", STREAM)
-        for n, clip in enumerate((wide, small)):
-            pushed = ffmpeg_push(clip, cf.rtsp_url(STREAM, publish))
-            assert pushed.returncode == 0, pushed.stderr
-            if n == 0:
-                time.sleep(4)  # a gap in the recording before the camera comes back
-        ranges = recorded(cf, view, epochs=2, segments=8)
+        view = cf.token("view", STREAM)
+        ranges = record_with_a_gap(cf, clips)
         first, last = parse_date_time(str(ranges[0]["start"])), parse_date_time(str(ranges[-1]["end"]))
         have = sum(parse_date_time(str(r["end"])) - parse_date_time(str(r["start"])) for r in ranges)
 
