@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import io
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -192,6 +193,23 @@ def _with_parameter_sets(packet: Any, extradata: bytes) -> Any:
 
 
 # --- from the store ----------------------------------------------------------------------------
+
+
+def file_name(stream: str, start: float, end: float) -> str:
+    """``cam1_20261203T140200Z-20261203T141000Z.mp4``: the stream and the range asked for, in UTC."""
+    stamp = "%Y%m%dT%H%M%SZ"
+    return f"{stream}_{time.strftime(stamp, time.gmtime(start))}-{time.strftime(stamp, time.gmtime(end))}.mp4"
+
+
+def best_video_rendition(runs: list[EpochRun]) -> str | None:
+    """The video rendition of the highest peak bandwidth over the runs (what a clip or a VOD
+    playlist without ``rendition=`` takes); None when only audio was recorded."""
+    peaks: dict[str, int] = {}
+    for run in runs:
+        for r in run.renditions.values():
+            if not r.codecs.startswith("mp4a."):
+                peaks[r.name] = max(peaks.get(r.name, 0), r.bandwidth)
+    return max(peaks, key=lambda name: (peaks[name], name)) if peaks else None
 
 
 def planned(runs: list[EpochRun], rendition: str) -> Iterator[tuple[str, RecordedSegment, bool]]:

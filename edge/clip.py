@@ -10,11 +10,9 @@ before the first byte is 503; after it, the response is cut short (the client se
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
-from camflow.clip import MAX_SECONDS, export_clip
+from camflow.clip import MAX_SECONDS, export_clip, file_name
 from camflow.errors import MediaFormatError, StoreUnavailable
 from camflow.hls.dates import format_date_time
 from edge.http import error_response, store_unavailable_response
@@ -26,12 +24,6 @@ CLIP_TYPE = "video/mp4"
 def add_clip_routes(app: web.Application) -> None:
     """Register ``/clip/{stream}.mp4`` on an edge application that has the recording routes."""
     app.router.add_get("/clip/{stream}.mp4", clip)
-
-
-def file_name(stream: str, start: float, end: float) -> str:
-    """``cam1_20261203T140200Z-20261203T141000Z.mp4``: the stream and the range asked for, in UTC."""
-    stamp = "%Y%m%dT%H%M%SZ"
-    return f"{stream}_{time.strftime(stamp, time.gmtime(start))}-{time.strftime(stamp, time.gmtime(end))}.mp4"
 
 
 @_refusals

@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from camflow.clip import AUDIO, best_video_rendition
 from camflow.errors import NotFound
 from camflow.hls.dates import format_date_time, parse_date_time
 from camflow.hls.errors import PlaylistError
@@ -250,9 +251,7 @@ def _is_audio(codecs: str) -> bool:
 def _video_rendition(runs: list[EpochRun], asked: str | None) -> str:
     """``asked`` once it is a valid name (else _Refused), or the range's highest-bandwidth video."""
     if asked is None:
-        every = list(_renditions(runs).items())
-        video = [kv for kv in every if not _is_audio(kv[1][1])] or every
-        return max(video, key=lambda kv: (kv[1][0], kv[0]))[0]
+        return best_video_rendition(runs) or AUDIO
     if not is_rendition(asked):
         raise _Refused(
             error_response(400, "bad_path", f"rendition {asked!r} is not valid: expected a-z 0-9 _ -")
