@@ -17,7 +17,12 @@
   them at the front, with MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE advanced, as RFC 8216
   6.2.2 wants (a middleware: ``/live/`` without ``dvr`` is left to the live route);
 - ``GET /api/streams/{stream}/recordings``: ``{"stream", "ranges": [{"epoch", "start",
-  "end", "duration", "segments"}]}``, the covered time ranges (``?start=&end=`` narrow it).
+  "end", "duration", "segments"}], "start", "end", "recorded"}``, the covered time ranges
+  (``?start=&end=`` narrow them to the segments overlapping the window; default everything
+  kept), and, when there is any, where the first starts, the last ends and the seconds recorded.
+
+Time ranges are resolved by ``camflow.recording_reader.RecordingReader`` from the index's day
+summaries: the store requests per query depend on the window, not on the history kept.
 
 Same token rules as ``/live`` (``edge.access``): a ``view`` token for the stream, or an operator
 token, in ``?token=`` (401 without, 403 when wrong), carried into every URI of the playlists
@@ -48,18 +53,10 @@ from camflow.keys import (
     dvr_playlist_key,
     is_rendition,
     master_playlist_key,
-    recordings_prefix,
 )
 from camflow.log import get_logger
-from camflow.recordings import (
-    EpochRun,
-    IndexChunk,
-    RecordingIndexError,
-    buckets_between,
-    covered,
-    parse_chunk_key,
-    select,
-)
+from camflow.recording_reader import RecordingReader
+from camflow.recordings import EpochRun
 from camflow.store import Store
 from edge.access import request_token, stream_refusal, viewer_refusal
 from edge.http import error_response
@@ -79,6 +76,7 @@ class VodState:
     store: Store
     max_range: float
     log: Any
+    reader: RecordingReader
 
 
 VOD = web.AppKey("vod", VodState)
@@ -92,7 +90,8 @@ class _Refused(Exception):
 def add_recording_routes(app: web.Application, store: Store, *, max_range: float = DEFAULT_MAX_RANGE) -> None:
     """Register the recording routes (and the ``?dvr=`` middleware) on an edge application
     (``edge.app.build_app``: its ``EDGE`` state checks the tokens)."""
-    app[VOD] = VodState(store, max_range, get_logger("edge.vod"))
+    log = get_logger("edge.vod")
+    app[VOD] = VodState(store, max_range, log, RecordingReader(store, log=log))
     app.middlewares.append(dvr_middleware)
     app.router.add_get("/vod/{stream}/master.m3u8", vod_master)
     app.router.add_get("/vod/{stream}/{rendition}.m3u8", vod_rendition)
@@ -171,20 +170,7 @@ def _refusals(handler: Any) -> Any:
 
 
 async def _runs(request: web.Request, stream: str, start: float, end: float) -> list[EpochRun]:
-    state = request.app[VOD]
-    wanted = set(buckets_between(start, end)) if math.isfinite(start) and math.isfinite(end) else None
-    chunks: list[IndexChunk] = []
-    for key in await state.store.list(recordings_prefix(stream)):
-        parsed = parse_chunk_key(stream, key)
-        if parsed is None or (wanted is not None and parsed[0] not in wanted):
-            continue
-        try:
-            chunks.append(IndexChunk.parse(await state.store.get(key)))
-        except NotFound:
-            continue  # deleted by retention since the listing
-        except RecordingIndexError as exc:
-            state.log.warning("index chunk unreadable", stream_id=stream, key=key, error=str(exc))
-    return select(chunks, start, end)
+    return await request.app[VOD].reader.runs(stream, start, end)
 
 
 async def _recorded(request: web.Request, stream: str, start: float, end: float) -> list[EpochRun]:
@@ -315,11 +301,13 @@ async def vod_best(request: web.Request) -> web.Response:
 async def recordings(request: web.Request) -> web.Response:
     stream, _ = await _stream(request, request.match_info["stream"])
     start, end = _range(request, required=False)
-    runs = await _runs(request, stream, start, end)
-    chunks = [
-        IndexChunk(stream, run.epoch, 0, run.renditions, {s.seq: s for s in run.segments}) for run in runs
-    ]
-    return web.json_response({"stream": stream, "ranges": [r.to_json() for r in covered(chunks)]})
+    ranges = await request.app[VOD].reader.covered(stream, start, end)
+    body: dict[str, Any] = {"stream": stream, "ranges": [r.to_json() for r in ranges]}
+    if ranges:
+        body["start"] = format_date_time(ranges[0].start)
+        body["end"] = format_date_time(max(r.end for r in ranges))
+        body["recorded"] = round(sum(r.end - r.start for r in ranges), 3)
+    return web.json_response(body)
 
 
 # --- DVR ---------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ chunks it edits are the ones it appends to (one writer per stream). A sweep, per
 1. For each index chunk whose bucket began before the cutoff (now - retention), drop the
    segments that ended before the cutoff, except those a live or DVR playlist still names
    (``StreamPackager.named``): they go in a later sweep, once the window moved on.
-2. Write the chunk back (or delete it when empty) *before* deleting the objects: a reader
-   of the index never gets a key that is gone. A crash between the two leaves orphans,
+2. Write the chunk back (or delete it when empty), then its day summary
+   (``packager.index.IndexWriter.save``), *before* deleting the objects: a reader of the index
+   never gets a key that is gone. A crash between the two leaves orphans,
    which the S3 lifecycle rule (or the next epoch clean-up) removes.
 3. Delete the segment objects, and once no chunk of an epoch is left and no playlist names
    it, everything else under the epoch (init sections, thumbnails, skipped seqs).
@@ -25,8 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 from camflow.errors import NotFound
 from camflow.keys import recordings_prefix, segment_key, stream_prefix, thumbnail_key
 from camflow.log import get_logger
-from camflow.recordings import BUCKET_SECONDS, IndexChunk, RecordingIndexError, chunk_key, parse_chunk_key
+from camflow.recordings import BUCKET_SECONDS, IndexChunk, RecordingIndexError, parse_chunk_key
 from camflow.store import Store
+from packager.index import IndexWriter
 
 DEFAULT_BATCH = 500
 LIFECYCLE_MARGIN_DAYS = 1  # the bucket rule is a backstop: it runs a day after the sweeper would
@@ -90,7 +92,7 @@ class Retention:
         self,
         stream: str,
         named: set[tuple[str, int]],
-        cached: Callable[[str, int], IndexChunk | None],
+        index: IndexWriter,
     ) -> int:
         """One pass over ``stream``; returns the number of objects deleted."""
         retain = self.retention_of(stream)
@@ -113,7 +115,7 @@ class Retention:
         for key, bucket, epoch in sorted(candidates, key=lambda c: c[1]):
             if deleted >= self._batch:
                 break
-            chunk = cached(epoch, bucket) or await self._load(key)
+            chunk = index.cached_chunk(stream, epoch, bucket) or await self._load(key)
             if chunk is None:
                 continue
             keep = {seq for (e, seq) in named if e == epoch}
@@ -126,10 +128,7 @@ class Retention:
             self.stats.kept_named += sum(1 for s in chunk.segments.values() if s.end <= cutoff)
             if not gone:
                 continue
-            if chunk.segments:
-                await self._store.put(chunk_key(chunk), chunk.render(), "application/json")
-            else:
-                await self._store.delete(key)
+            if await index.save(chunk):  # the chunk and its day summary, before the objects
                 self.stats.chunks_deleted += 1
                 epochs_left[epoch] -= 1
             for s in gone:
