@@ -3,7 +3,7 @@
 Beside the index chunks (``camflow.recordings``), the packager keeps one small summary per
 stream and UTC day (``camflow.keys.recording_day_key``)::
 
-    streams/{stream}/recordings/days/{YYYYMMDD}.json
+    streams/{stream}/recording-days/{YYYYMMDD}.json
 
 It holds, for every chunk of that day (epoch, bucket), the chunk's covered spans (its
 contiguous segments merged: start, end, segment count). A reader gets a day's coverage, and

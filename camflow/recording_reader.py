@@ -11,7 +11,7 @@ playlists, clip export and the timeline.
 Both read the day summaries (``camflow.recording_days``), so the store requests per query are
 bounded by the window, not by the history kept:
 
-- one LIST of the stream's ``recordings/days/`` folder (one page: up to 1000 days);
+- one LIST of the stream's ``recording-days/`` folder (one page: up to 1000 days);
 - one GET per day summary in the window (``days_between``), ``concurrency`` at once;
 - ``runs``: one GET per chunk with a span in the window (per epoch: window / 600 s + 2);
 - ``covered``: one GET per chunk with a span across ``start`` or ``end`` (its segments are cut

@@ -52,9 +52,9 @@ def test_summary_round_trip_and_set_chunk() -> None:
     )
     back = DaySummary.parse(summary.render())
     assert back == summary
-    assert back.key == "streams/cam1/recordings/days/20261121.json"
+    assert back.key == "streams/cam1/recording-days/20261121.json"
     assert parse_day_key("cam1", back.key) == DAY
-    assert parse_day_key("cam1", "streams/cam1/recordings/days/v1.json") is None
+    assert parse_day_key("cam1", "streams/cam1/recording-days/v1.json") is None
     a.remove_before(DAY + 37_000.0)
     assert summary.set_chunk(a) and summary.chunks == {}  # an emptied chunk is forgotten
     with pytest.raises(ValueError, match="is not of day"):
