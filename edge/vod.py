@@ -60,7 +60,7 @@ from camflow.recordings import EpochRun
 from camflow.store import Store
 from edge.access import request_token, stream_refusal, viewer_refusal
 from edge.http import error_response
-from edge.rewrite import add_token_to_playlist
+from edge.rewrite import TOKEN_PARAM, add_token_to_playlist
 from edge.state import EDGE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -191,7 +191,10 @@ def _query(start: float, end: float) -> str:
     return f"start={quote(format_date_time(start))}&end={quote(format_date_time(end))}"
 
 
-def _vod_media(stream: str, runs: list[EpochRun], rendition: str) -> str | None:
+def _vod_media(stream: str, runs: list[EpochRun], rendition: str, token: str = "") -> str | None:
+    """The VOD media playlist; with ``token``, carried into every URI as it is written (what
+    ``add_token_to_playlist`` would do, without a second pass over thousands of lines)."""
+    query = f"?{TOKEN_PARAM}={quote(token, safe='')}" if token else ""
     segments: list[Segment] = []
     previous: tuple[str, int] | None = None
     for run in runs:
@@ -203,7 +206,11 @@ def _vod_media(stream: str, runs: list[EpochRun], rendition: str) -> str | None:
             gap = previous is not None and (previous[0] != run.epoch or s.seq != previous[1] + 1)
             segments.append(
                 Segment(
-                    f"{base}/{s.seq:08d}.m4s", s.duration, f"{base}/init.mp4", s.wall_clock, discontinuity=gap
+                    f"{base}/{s.seq:08d}.m4s{query}",
+                    s.duration,
+                    f"{base}/init.mp4{query}",
+                    s.wall_clock,
+                    discontinuity=gap,
                 )
             )
             previous = (run.epoch, s.seq)
@@ -275,14 +282,14 @@ async def _vod(request: web.Request, stream: str, token: str, rendition: str | N
         raise _Refused(
             error_response(400, "bad_path", f"rendition {rendition!r} is not valid: expected a-z 0-9 _ -")
         )
-    text = _vod_media(stream, runs, rendition)
+    text = _vod_media(stream, runs, rendition, token)
     if text is None:
         raise _Refused(
             error_response(
                 404, "not_recorded", f"stream {stream!r} has no {rendition!r} rendition in that range"
             )
         )
-    return _playlist(text, token, VOD_CACHE)
+    return _playlist(text, "", VOD_CACHE)  # the token is in its URIs already
 
 
 @_refusals
