@@ -11,7 +11,9 @@ playlists, clip export and the timeline.
 Both read the day summaries (``camflow.recording_days``), so the store requests per query are
 bounded by the window, not by the history kept:
 
-- one LIST of the stream's ``recording-days/`` folder (one page: up to 1000 days);
+- one LIST of the stream's ``recording-days/`` folder (one page: up to 1000 days), which also
+  tells whether the index has its summaries (the marker); for a window of at most three days of
+  a stream whose marker was listed in the last ``MARKER_TTL`` seconds, no LIST;
 - one GET per day summary in the window (``days_between``), ``concurrency`` at once;
 - ``runs``: one GET per chunk with a span in the window (per epoch: window / 600 s + 2);
 - ``covered``: one GET per chunk with a span across ``start`` or ``end`` (its segments are cut
@@ -26,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 from camflow.errors import NotFound
 from camflow.keys import (
+    recording_day_key,
     recording_days_marker_key,
     recording_days_prefix,
     recording_index_key,
@@ -38,6 +42,7 @@ from camflow.keys import (
 )
 from camflow.log import get_logger
 from camflow.recording_days import (
+    DAY_SECONDS,
     DaySummary,
     Span,
     day_of,
@@ -60,6 +65,8 @@ from camflow.recordings import (
 from camflow.store.base import Store
 
 DEFAULT_CONCURRENCY = 16
+MARKER_TTL = 60.0  # seconds a stream's marker, once listed, is taken to be there without listing again
+DIRECT_DAYS = 2  # a window of at most this many days (plus one) reads its days without a listing
 T = TypeVar("T")
 
 
@@ -67,6 +74,7 @@ class RecordingReader:
     def __init__(self, store: Store, *, concurrency: int = DEFAULT_CONCURRENCY, log: Any = None) -> None:
         self._store = store
         self._concurrency = concurrency
+        self._marked: dict[str, float] = {}  # stream -> when its marker was last listed (monotonic)
         self._log: Any = log if log is not None else get_logger("camflow.recording_reader")
 
     async def covered(
@@ -100,13 +108,24 @@ class RecordingReader:
 
     async def _days(self, stream: str, start: float, end: float) -> list[DaySummary] | None:
         """The day summaries of the window; None when the stream's index has no marker (not backfilled)."""
-        keys = await self._store.list(recording_days_prefix(stream))
-        if recording_days_marker_key(stream) not in keys:
-            return None
         first = day_of(start - BUCKET_SECONDS) if math.isfinite(start) else -math.inf
         last = day_of(end) if math.isfinite(end) else math.inf
-        days = [(day, key) for key in keys if (day := parse_day_key(stream, key)) is not None]
-        wanted = [(day, key) for day, key in days if first <= day <= last]
+        now = time.monotonic()
+        if (
+            last - first <= DIRECT_DAYS * DAY_SECONDS
+            and now - self._marked.get(stream, -math.inf) < MARKER_TTL
+        ):
+            # a short window of a stream known to have its summaries: each day read, no listing
+            days = [int(first) + n * DAY_SECONDS for n in range(int(last - first) // DAY_SECONDS + 1)]
+            wanted = [(day, recording_day_key(stream, format_day(day))) for day in days]
+        else:
+            keys = await self._store.list(recording_days_prefix(stream))
+            if recording_days_marker_key(stream) not in keys:
+                self._marked.pop(stream, None)
+                return None
+            self._marked[stream] = now
+            found = [(day, key) for key in keys if (day := parse_day_key(stream, key)) is not None]
+            wanted = [(day, key) for day, key in found if first <= day <= last]
         return await gather_limited((self._day(stream, day, key) for day, key in wanted), self._concurrency)
 
     async def _day(self, stream: str, day: int, key: str) -> DaySummary:

@@ -11,7 +11,9 @@ summaries beside them (``camflow.recording_days``), one writer per stream.
   made from its chunks, then the marker is written; from then on readers trust the summaries.
 
 A day summary is read from the store the first time this process needs it, or, missing (a new
-day) or unreadable, made from that day's chunks.
+day) or unreadable, made from that day's chunks. The marker is written again with the first summary
+of each new day, so a bucket lifecycle rule (which expires objects by age) never takes it from a
+stream that records.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ class IndexWriter:
                 await self._store.put(summary.key, summary.render(), INDEX_CONTENT_TYPE)
             else:
                 await self._store.delete(summary.key)
+            if (stream, summary.day) in self._unwritten and summary.chunks:
+                # a new day: the marker written again, so an S3 lifecycle rule (expiry by age) never
+                # takes it while the stream records
+                await self._store.put(recording_days_marker_key(stream), render_marker(), INDEX_CONTENT_TYPE)
             self._unwritten.discard((stream, summary.day))
 
     async def _day(self, stream: str, day: int) -> DaySummary:
