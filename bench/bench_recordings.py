@@ -1,6 +1,7 @@
 """The recording index at scale: the recordings listing and a one-hour VOD playlist over 30 days of a camera.
 
-``python -m bench recordings [-- --days 30 --repeats 20 --legacy-repeats 3 --no-s3 --no-peer --peer-days 1]``
+``python -m bench recordings [-- --days 30 --repeats 20 --legacy-repeats 3 --no-s3 --no-peer --peer-days 1
+--peer-repeats 3]``
 
 1. 30 days of one camera (2 s segments, ~1.3 million, three renditions, a new epoch every
    7 days, one segment in 5000 missing) are synthesised straight into the index through the
@@ -16,7 +17,8 @@
    chunks, as before they existed): ``--legacy-repeats`` times, and the ratio before/after.
 4. Peer (``../shared/peers/mediamtx``): its playback server's ``/list`` over a recording
    directory of ``--peer-days`` days of 2 s fMP4 segments it recorded itself (one real segment
-   copied under each 2 s file name), against camflow's listing of the same span.
+   copied under each 2 s file name, ``bench.recordings_peer``), against camflow's listing of one
+   day of its 30-day index.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import median, print_table
+from bench.recordings_peer import compare_mediamtx
 from camflow.errors import CamflowError
 from camflow.hls.dates import format_date_time
 from camflow.keys import recording_days_prefix, stream_prefix
@@ -211,11 +214,10 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-recordings-") as tmp:
         store = FileStore(Path(tmp))
         await store.start()
-        await bench_store("FileStore", store, args)
+        rows = await bench_store("FileStore", store, args)
         if not args.no_peer:
-            from bench.recordings_peer import compare_mediamtx
-
-            await compare_mediamtx(Path(tmp), args.peer_days)
+            day = next((r[2] for r in rows if r[0] == "listing one day" and r[1] == "summaries"), None)
+            await compare_mediamtx(Path(tmp), args.peer_days, day, args.peer_repeats)
     if not args.no_s3:
         s3 = await s3_store()
         if s3 is not None:
@@ -236,5 +238,6 @@ def run(args: argparse.Namespace) -> None:
     parser.add_argument("--no-s3", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--peer-days", type=float, default=1.0)
+    parser.add_argument("--peer-repeats", type=int, default=3)
     opts = parser.parse_args(args.rest)
     asyncio.run(main(opts))
