@@ -155,3 +155,22 @@ async def test_a_broken_summary_is_read_around_and_a_stale_one_repaired(store: F
     assert ranges(list(await RecordingReader(store).covered(STREAM))) != await truth(store)
     await writer.append(STREAM, [IndexAppend(last.epoch, extra, LADDER)])  # delivered again
     assert ranges(list(await RecordingReader(store).covered(STREAM))) == await truth(store)
+
+
+async def test_the_marker_is_written_again_each_new_day(tmp_path: Path) -> None:
+    """An S3 lifecycle rule expires objects by age: a stream that records keeps its marker young."""
+    store = FileStore(tmp_path)
+    marker = recording_days_marker_key(STREAM)
+    puts: list[str] = []
+
+    class Recording(StoreWrapper):
+        async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+            puts.append(key)
+            await self.inner.put(key, data, content_type)
+
+    writer = IndexWriter(Recording(store))
+    for n, t in enumerate([START, START + 2, START + 86400, START + 86402, START + 2 * 86400]):
+        await writer.append(
+            STREAM, [IndexAppend("20261101T000000250Z", RecordedSegment(n, t, 2.0, NAMES), LADDER)]
+        )
+    assert puts.count(marker) == 1 + 3  # the backfill of an empty index, then each day's first summary
