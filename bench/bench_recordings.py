@@ -122,21 +122,32 @@ def queries(days: float) -> dict[str, str]:
     }
 
 
-async def measure(
-    store: CountingStore, days: float, repeats: int, legacy_repeats: int
-) -> list[tuple[str, str, float, float, str, int, float]]:
-    """(query, mode, median ms, p95 ms, requests per query, body bytes, median legacy/summaries)."""
-    app = build_app(store, TokenSigner(SECRET), **defaults.edge_app())
-    runner = web.AppRunner(app, access_log=None)
+async def serve(store: Store) -> tuple[web.AppRunner, int]:
+    """The edge application over ``store`` on a free port."""
+    runner = web.AppRunner(build_app(store, TokenSigner(SECRET), **defaults.edge_app()), access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def measure(
+    inner: Store, days: float, repeats: int, legacy_repeats: int
+) -> list[tuple[str, str, float, float, str, int, float]]:
+    """(query, mode, median ms, p95 ms, requests per query, body bytes, median legacy/summaries).
+
+    Two edges over the same store: one reads the day summaries, the other cannot see them (so its
+    reader reads the chunks, as before they existed)."""
+    stores = {"summaries": CountingStore(inner), "chunks (before)": CountingStore(inner)}
+    stores["chunks (before)"].hide_summaries = True
+    servers = {mode: await serve(store) for mode, store in stores.items()}
     token = TokenSigner(SECRET).issue(STREAM, Action.VIEW, 86_400)
     rows: list[tuple[str, str, float, float, str, int, float]] = []
     try:
         async with aiohttp.ClientSession() as http:
 
-            async def once(path: str) -> tuple[float, Counter[str], int]:
+            async def once(mode: str, path: str) -> tuple[float, Counter[str], int]:
+                port, store = servers[mode][1], stores[mode]
                 url = f"http://127.0.0.1:{port}{path}{'&' if '?' in path else '?'}token={token}"
                 store.take()
                 began = time.perf_counter()
@@ -149,23 +160,20 @@ async def measure(
             for name, path in queries(days).items():
                 results: dict[str, list[float]] = {}
                 for mode, n in (("summaries", repeats), ("chunks (before)", legacy_repeats)):
-                    store.hide_summaries = mode != "summaries"
                     if n <= 0:
                         continue
-                    await once(path)  # warm up (connection, imports)
+                    await once(mode, path)  # warm up (connection, imports)
                     times, calls, size = [], Counter[str](), 0
                     for _ in range(n):
-                        took, calls, size = await once(path)
+                        took, calls, size = await once(mode, path)
                         times.append(took * 1000)
                     results[mode] = times
                     per_query = " ".join(f"{op} {count}" for op, count in sorted(calls.items()))
-                    ratio = (
-                        median(results[mode]) / median(results["summaries"]) if mode != "summaries" else 1.0
-                    )
+                    ratio = median(times) / median(results["summaries"]) if mode != "summaries" else 1.0
                     rows.append((name, mode, median(times), p95(times), per_query, size, ratio))
-                store.hide_summaries = False
     finally:
-        await runner.cleanup()
+        for runner, _ in servers.values():
+            await runner.cleanup()
     return rows
 
 
@@ -200,7 +208,7 @@ async def bench_store(label: str, store: Store, args: argparse.Namespace) -> lis
         f"store calls {dict(writes)}",
         flush=True,
     )
-    rows = await measure(counting, args.days, args.repeats, args.legacy_repeats)
+    rows = await measure(store, args.days, args.repeats, args.legacy_repeats)
     print_table(
         ["query", "index read", "median ms", "p95 ms", "store requests per query", "bytes", "x slower"],
         rows,

@@ -6,9 +6,11 @@ summaries beside them (``camflow.recording_days``), one writer per stream.
   crash left behind its chunk is repaired by the next append to that chunk, a duplicate included).
 - ``save(chunk)``: retention's edit: the chunk written (deleted once empty), then its day's summary
   (deleted once empty).
-- ``ensure(stream)``: once per stream and process, before the first write: without the marker
-  (an index from before summaries existed) every day that has chunks and no summary gets one
-  made from its chunks, then the marker is written; from then on readers trust the summaries.
+- ``begin(stream)`` (on the first append, and for every stream retention sweeps): once per stream
+  and process, in a task of its own so that the playlists of every stream go on meanwhile: without
+  the marker (an index from before summaries existed) every day that has chunks and no summary
+  gets one made from its chunks, then the marker is written; from then on readers trust the
+  summaries. ``ensure(stream)`` does the same and waits for it; ``close()`` cancels what runs.
 
 A day summary is read from the store the first time this process needs it, or, missing (a new
 day) or unreadable, made from that day's chunks. The marker is written again with the first summary
@@ -18,6 +20,8 @@ stream that records.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 from camflow.errors import NotFound
@@ -41,21 +45,44 @@ class IndexWriter:
         self._chunks: dict[str, dict[tuple[str, int], IndexChunk]] = {}
         self._days: dict[str, dict[int, DaySummary]] = {}
         self._ensured: set[str] = set()
+        self._backfills: dict[str, asyncio.Task[None]] = {}
         self._unwritten: set[tuple[str, int]] = set()  # summaries made from chunks, not yet in the store
         self.backfilled_days = 0
         self._log: Any = get_logger("packager.index")
 
     def clear(self) -> None:
-        """Forget every stream (a rebalance: another packager may have written them meanwhile)."""
+        """Forget every stream (a rebalance: another packager may have written them meanwhile). A
+        backfill under way goes on: it only adds what is missing, whoever owns the stream."""
         self._chunks.clear()
         self._days.clear()
         self._ensured.clear()
         self._unwritten.clear()
 
+    def begin(self, stream: str) -> None:
+        """Backfill the stream's day summaries in the background, once per process (see above)."""
+        if stream in self._ensured or stream in self._backfills:
+            return
+        task = asyncio.create_task(self.ensure(stream), name=f"index-backfill-{stream}")
+        self._backfills[stream] = task
+        task.add_done_callback(functools.partial(self._backfilled, stream))
+
+    def _backfilled(self, stream: str, task: asyncio.Task[None]) -> None:
+        self._backfills.pop(stream, None)
+        if not task.cancelled() and task.exception() is not None:  # tried again by the next begin()
+            self._log.warning(
+                "recording index backfill failed", stream_id=stream, error=repr(task.exception())
+            )
+
+    async def close(self) -> None:
+        tasks = list(self._backfills.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def append(self, stream: str, appends: list[IndexAppend]) -> None:
         if not appends:
             return
-        await self.ensure(stream)
+        self.begin(stream)
         touched: dict[str, IndexChunk] = {}
         changed: set[str] = set()
         for a in appends:
@@ -71,7 +98,6 @@ class IndexWriter:
     async def save(self, chunk: IndexChunk) -> bool:
         """Write a chunk retention edited (delete it when it has no segment left), then its day's
         summary; True when the chunk was deleted."""
-        await self.ensure(chunk.stream)
         if chunk.segments:
             await self._store.put(chunk_key(chunk), chunk.render(), INDEX_CONTENT_TYPE)
         else:
@@ -99,6 +125,8 @@ class IndexWriter:
             if parsed is not None and day_of(parsed[0]) not in have:
                 days.add(day_of(parsed[0]))
         for day in sorted(days):
+            if day in self._days.get(stream, {}):
+                continue  # the appends write this one (from its chunks, the first time)
             summary = await rebuild_day(self._store, stream, day)
             if summary.chunks:
                 await self._store.put(summary.key, summary.render(), INDEX_CONTENT_TYPE)

@@ -99,6 +99,7 @@ class Retention:
         if retain is None:
             return 0
         self.stats.sweeps += 1
+        index.begin(stream)  # a stream recorded before day summaries existed gets them
         cutoff = self._wall_clock() - retain
         deleted = 0
         keys = await self._store.list(recordings_prefix(stream))

@@ -173,6 +173,7 @@ class Packager:
         except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
             self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
+            await self.index.close()
             await self._delete_parts_at_stop()
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))

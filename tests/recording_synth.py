@@ -50,6 +50,7 @@ async def synthesise(
     """``days`` of recording from ``start``, written an hour (1800 segments) per ``append``."""
     began = time.perf_counter()
     writer = IndexWriter(store)
+    await writer.ensure(stream)  # the marker, before the first append (which would start it in a task)
     end = start + days * 86400
     out = Synthesised(stream, start, end)
     t, seq, epoch_start = start, 0, start
