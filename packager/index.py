@@ -124,16 +124,18 @@ class IndexWriter:
             parsed = parse_chunk_key(stream, key)
             if parsed is not None and day_of(parsed[0]) not in have:
                 days.add(day_of(parsed[0]))
+        made = 0
         for day in sorted(days):
             if day in self._days.get(stream, {}):
                 continue  # the appends write this one (from its chunks, the first time)
             summary = await rebuild_day(self._store, stream, day)
             if summary.chunks:
                 await self._store.put(summary.key, summary.render(), INDEX_CONTENT_TYPE)
+                made += 1
         await self._store.put(recording_days_marker_key(stream), render_marker(), INDEX_CONTENT_TYPE)
-        self.backfilled_days += len(days)
-        if days:
-            self._log.info("recording index backfilled", stream_id=stream, days=len(days))
+        self.backfilled_days += made
+        if made:
+            self._log.info("recording index backfilled", stream_id=stream, days=made)
 
     async def _summarise(self, stream: str, chunks: Any) -> None:
         dirty: dict[int, DaySummary] = {}
@@ -146,9 +148,9 @@ class IndexWriter:
                 await self._store.put(summary.key, summary.render(), INDEX_CONTENT_TYPE)
             else:
                 await self._store.delete(summary.key)
-            if (stream, summary.day) in self._unwritten and summary.chunks:
-                # a new day: the marker written again, so an S3 lifecycle rule (expiry by age) never
-                # takes it while the stream records
+            if (stream, summary.day) in self._unwritten and summary.chunks and stream in self._ensured:
+                # a new day of a stream whose summaries are complete: the marker written again, so an
+                # S3 lifecycle rule (expiry by age) never takes it while the stream records
                 await self._store.put(recording_days_marker_key(stream), render_marker(), INDEX_CONTENT_TYPE)
             self._unwritten.discard((stream, summary.day))
 

@@ -5,6 +5,7 @@ backfilled once; retention keeps the summaries right; a broken summary is read a
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -109,15 +110,26 @@ async def test_an_index_from_before_summaries_reads_right_and_is_backfilled_once
     assert ranges(list(await reader.covered(STREAM))) == want  # read from every chunk
     assert counting.take()["get"] > 100
 
+    # the packager's first append to the stream starts the backfill in a task, and does not wait for it
     writer = IndexWriter(counting)
-    await writer.ensure(STREAM)
+    last = max(await every_chunk(store, STREAM), key=lambda c: c.bucket)
+    seg = max(last.segments.values(), key=lambda s: s.seq)
+    extra = RecordedSegment(seg.seq + 1, seg.end, 2.0, NAMES)
+    await writer.append(STREAM, [IndexAppend(last.epoch, extra, LADDER)])
+    assert await store.head(recording_days_marker_key(STREAM)) is None  # not yet
+    for _ in range(200):
+        if await store.head(recording_days_marker_key(STREAM)) is not None:
+            break
+        await asyncio.sleep(0.05)
+    await writer.close()
     assert writer.backfilled_days == 2
     assert await store.head(recording_days_marker_key(STREAM)) is not None
+    want = await truth(store)
     counting.take()
     await IndexWriter(counting).ensure(STREAM)  # done once: the marker is there
     assert counting.take() == {"head": 1}
     assert ranges(list(await reader.covered(STREAM))) == want
-    assert counting.take() == {"list": 1, "get": 2}
+    assert counting.take() == {"list": 1, "get": 3}  # 3 days now
 
 
 async def test_retention_keeps_the_summaries_right(tmp_path: Path) -> None:
