@@ -181,6 +181,7 @@ async def test_the_marker_is_written_again_each_new_day(tmp_path: Path) -> None:
             await self.inner.put(key, data, content_type)
 
     writer = IndexWriter(Recording(store))
+    await writer.ensure(STREAM)  # an empty index: nothing to backfill, the marker written
     for n, t in enumerate([START, START + 2, START + 86400, START + 86402, START + 2 * 86400]):
         await writer.append(
             STREAM, [IndexAppend("20261101T000000250Z", RecordedSegment(n, t, 2.0, NAMES), LADDER)]
