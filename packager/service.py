@@ -6,9 +6,8 @@ the service writes what changed, media playlists before the master, and then com
 every message whose effects are now written (``camflow.bus.CommitTracker``).
 
 Write order per flush: recording index chunks (``camflow.recordings``) and their day summaries
-(``packager.index``), then media (and
-DVR) playlists, then the master; then the commits. So an object named by a playlist is
-always in the index, and a crash at any point only repeats work.
+(``packager.index``), then media (and DVR) playlists, then the master; then the commits. So an
+object named by a playlist is always in the index, and a crash at any point only repeats work.
 
 Restart and rebalance: the first event of a stream this process does not know yet
 (at start, or when a rebalance hands it a partition) rebuilds the stream's state from
