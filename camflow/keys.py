@@ -9,6 +9,8 @@ Layout in the store::
     streams/{stream}/master.m3u8               live master playlist
     streams/{stream}/dvr/{rendition}.m3u8      live playlist with the longest DVR window
     streams/{stream}/recordings/{bucket}/{epoch}.json  recording index chunk (camflow.recordings)
+    streams/{stream}/recording-days/{YYYYMMDD}.json  day summary of the index (camflow.recording_days)
+    streams/{stream}/recording-days/v1.json   marker: every day has its summary
     streams/{stream}/{epoch}/thumbs/{seq:08d}.jpg  thumbnail of one segment
     streams/{stream}/thumb.jpg                 thumbnail of the latest segment transcoded
     streams/{stream}/events/{YYYYMMDD}/{id}.json  an event on the timeline (camflow.stream_events)
@@ -126,3 +128,17 @@ def recordings_prefix(stream: str) -> str:
 def recording_index_key(stream: str, bucket: str, epoch: str) -> str:
     """``bucket`` as ``camflow.recordings.format_bucket`` writes it (YYYYMMDDTHHMMSSZ)."""
     return f"streams/{stream}/recordings/{bucket}/{epoch}.json"
+
+
+def recording_days_prefix(stream: str) -> str:
+    return f"streams/{stream}/recording-days/"
+
+
+def recording_day_key(stream: str, day: str) -> str:
+    """``day`` as ``camflow.recording_days.format_day`` writes it (YYYYMMDD)."""
+    return f"streams/{stream}/recording-days/{day}.json"
+
+
+def recording_days_marker_key(stream: str) -> str:
+    """Written once every day of the stream's index has its summary (``camflow.recording_days``)."""
+    return f"streams/{stream}/recording-days/v1.json"

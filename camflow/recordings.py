@@ -251,7 +251,11 @@ class CoveredRange:
 
 def covered(chunks: Iterable[IndexChunk]) -> list[CoveredRange]:
     """Covered time ranges: contiguous segments of one epoch merged, oldest first."""
-    runs = select(chunks, -math.inf, math.inf)
+    return covered_runs(select(chunks, -math.inf, math.inf))
+
+
+def covered_runs(runs: Iterable[EpochRun]) -> list[CoveredRange]:
+    """The covered time ranges of runs (``select``'s): contiguous segments merged, oldest first."""
     out: list[CoveredRange] = []
     for run in runs:
         current: CoveredRange | None = None

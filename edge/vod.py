@@ -17,7 +17,12 @@
   them at the front, with MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE advanced, as RFC 8216
   6.2.2 wants (a middleware: ``/live/`` without ``dvr`` is left to the live route);
 - ``GET /api/streams/{stream}/recordings``: ``{"stream", "ranges": [{"epoch", "start",
-  "end", "duration", "segments"}]}``, the covered time ranges (``?start=&end=`` narrow it).
+  "end", "duration", "segments"}], "start", "end", "recorded"}``, the covered time ranges
+  (``?start=&end=`` narrow them to the segments overlapping the window; default everything
+  kept), and, when there is any, where the first starts, the last ends and the seconds recorded.
+
+Time ranges are resolved by ``camflow.recording_reader.RecordingReader`` from the index's day
+summaries: the store requests per query depend on the window, not on the history kept.
 
 Same token rules as ``/live`` (``edge.access``): a ``view`` token for the stream, or an operator
 token, in ``?token=`` (401 without, 403 when wrong), carried into every URI of the playlists
@@ -49,22 +54,14 @@ from camflow.keys import (
     dvr_playlist_key,
     is_rendition,
     master_playlist_key,
-    recordings_prefix,
 )
 from camflow.log import get_logger
-from camflow.recordings import (
-    EpochRun,
-    IndexChunk,
-    RecordingIndexError,
-    buckets_between,
-    covered,
-    parse_chunk_key,
-    select,
-)
+from camflow.recording_reader import RecordingReader
+from camflow.recordings import EpochRun
 from camflow.store import Store
 from edge.access import request_token, stream_refusal, viewer_refusal
 from edge.http import error_response
-from edge.rewrite import add_token_to_playlist
+from edge.rewrite import TOKEN_PARAM, add_token_to_playlist
 from edge.state import EDGE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -80,6 +77,7 @@ class VodState:
     store: Store
     max_range: float
     log: Any
+    reader: RecordingReader
 
 
 VOD = web.AppKey("vod", VodState)
@@ -93,7 +91,8 @@ class _Refused(Exception):
 def add_recording_routes(app: web.Application, store: Store, *, max_range: float = DEFAULT_MAX_RANGE) -> None:
     """Register the recording routes (and the ``?dvr=`` middleware) on an edge application
     (``edge.app.build_app``: its ``EDGE`` state checks the tokens)."""
-    app[VOD] = VodState(store, max_range, get_logger("edge.vod"))
+    log = get_logger("edge.vod")
+    app[VOD] = VodState(store, max_range, log, RecordingReader(store, log=log))
     app.middlewares.append(dvr_middleware)
     app.router.add_get("/vod/{stream}/master.m3u8", vod_master)
     app.router.add_get("/vod/{stream}/{rendition}.m3u8", vod_rendition)
@@ -172,20 +171,7 @@ def _refusals(handler: Any) -> Any:
 
 
 async def _runs(request: web.Request, stream: str, start: float, end: float) -> list[EpochRun]:
-    state = request.app[VOD]
-    wanted = set(buckets_between(start, end)) if math.isfinite(start) and math.isfinite(end) else None
-    chunks: list[IndexChunk] = []
-    for key in await state.store.list(recordings_prefix(stream)):
-        parsed = parse_chunk_key(stream, key)
-        if parsed is None or (wanted is not None and parsed[0] not in wanted):
-            continue
-        try:
-            chunks.append(IndexChunk.parse(await state.store.get(key)))
-        except NotFound:
-            continue  # deleted by retention since the listing
-        except RecordingIndexError as exc:
-            state.log.warning("index chunk unreadable", stream_id=stream, key=key, error=str(exc))
-    return select(chunks, start, end)
+    return await request.app[VOD].reader.runs(stream, start, end)
 
 
 async def _recorded(request: web.Request, stream: str, start: float, end: float) -> list[EpochRun]:
@@ -206,7 +192,10 @@ def _query(start: float, end: float) -> str:
     return f"start={quote(format_date_time(start))}&end={quote(format_date_time(end))}"
 
 
-def _vod_media(stream: str, runs: list[EpochRun], rendition: str) -> str | None:
+def _vod_media(stream: str, runs: list[EpochRun], rendition: str, token: str = "") -> str | None:
+    """The VOD media playlist; with ``token``, carried into every URI as it is written (what
+    ``add_token_to_playlist`` would do, without a second pass over thousands of lines)."""
+    query = f"?{TOKEN_PARAM}={quote(token, safe='')}" if token else ""
     segments: list[Segment] = []
     previous: tuple[str, int] | None = None
     for run in runs:
@@ -218,7 +207,11 @@ def _vod_media(stream: str, runs: list[EpochRun], rendition: str) -> str | None:
             gap = previous is not None and (previous[0] != run.epoch or s.seq != previous[1] + 1)
             segments.append(
                 Segment(
-                    f"{base}/{s.seq:08d}.m4s", s.duration, f"{base}/init.mp4", s.wall_clock, discontinuity=gap
+                    f"{base}/{s.seq:08d}.m4s{query}",
+                    s.duration,
+                    f"{base}/init.mp4{query}",
+                    s.wall_clock,
+                    discontinuity=gap,
                 )
             )
             previous = (run.epoch, s.seq)
@@ -294,14 +287,14 @@ async def _vod(request: web.Request, stream: str, token: str, rendition: str | N
     start, end = _range(request)
     runs = await _recorded(request, stream, start, end)
     rendition = _video_rendition(runs, rendition)
-    text = _vod_media(stream, runs, rendition)
+    text = _vod_media(stream, runs, rendition, token)
     if text is None:
         raise _Refused(
             error_response(
                 404, "not_recorded", f"stream {stream!r} has no {rendition!r} rendition in that range"
             )
         )
-    return _playlist(text, token, VOD_CACHE)
+    return _playlist(text, "", VOD_CACHE)  # the token is in its URIs already
 
 
 @_refusals
@@ -320,11 +313,13 @@ async def vod_best(request: web.Request) -> web.Response:
 async def recordings(request: web.Request) -> web.Response:
     stream, _ = await _stream(request, request.match_info["stream"])
     start, end = _range(request, required=False)
-    runs = await _runs(request, stream, start, end)
-    chunks = [
-        IndexChunk(stream, run.epoch, 0, run.renditions, {s.seq: s for s in run.segments}) for run in runs
-    ]
-    return web.json_response({"stream": stream, "ranges": [r.to_json() for r in covered(chunks)]})
+    ranges = await request.app[VOD].reader.covered(stream, start, end)
+    body: dict[str, Any] = {"stream": stream, "ranges": [r.to_json() for r in ranges]}
+    if ranges:
+        body["start"] = format_date_time(ranges[0].start)
+        body["end"] = format_date_time(max(r.end for r in ranges))
+        body["recorded"] = round(sum(r.end - r.start for r in ranges), 3)
+    return web.json_response(body)
 
 
 # --- DVR ---------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ chunks it edits are the ones it appends to (one writer per stream). A sweep, per
    segments that ended before the cutoff, except those a live or DVR playlist still names
    (``StreamPackager.named``): they go in a later sweep, once the window moved on; and except
    those a locked event covers (``packager.locks``): they stay until the event is deleted.
-2. Write the chunk back (or delete it when empty) *before* deleting the objects: a reader
-   of the index never gets a key that is gone. A crash between the two leaves orphans,
+2. Write the chunk back (or delete it when empty), then its day summary
+   (``packager.index.IndexWriter.save``), *before* deleting the objects: a reader of the index
+   never gets a key that is gone. A crash between the two leaves orphans,
    which the S3 lifecycle rule (or the next epoch clean-up) removes.
 3. Delete the segment objects, and once no chunk of an epoch is left and no playlist names
    it, everything else under the epoch (init sections, thumbnails, skipped seqs).
@@ -26,8 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 from camflow.errors import NotFound
 from camflow.keys import recordings_prefix, segment_key, stream_prefix, thumbnail_key
 from camflow.log import get_logger
-from camflow.recordings import BUCKET_SECONDS, IndexChunk, RecordingIndexError, chunk_key, parse_chunk_key
+from camflow.recordings import BUCKET_SECONDS, IndexChunk, RecordingIndexError, parse_chunk_key
 from camflow.store import Store
+from packager.index import IndexWriter
 from packager.locks import EventLocks
 
 DEFAULT_BATCH = 500
@@ -97,13 +99,14 @@ class Retention:
         self,
         stream: str,
         named: set[tuple[str, int]],
-        cached: Callable[[str, int], IndexChunk | None],
+        index: IndexWriter,
     ) -> int:
         """One pass over ``stream``; returns the number of objects deleted."""
         retain = self.retention_of(stream)
         if retain is None:
             return 0
         self.stats.sweeps += 1
+        index.begin(stream)  # a stream recorded before day summaries existed gets them
         cutoff = self._wall_clock() - retain
         deleted = 0
         locks, expired = await self._locks.scan(stream, cutoff)
@@ -122,7 +125,7 @@ class Retention:
         for key, bucket, epoch in sorted(candidates, key=lambda c: c[1]):
             if deleted >= self._batch:
                 break
-            chunk = cached(epoch, bucket) or await self._load(key)
+            chunk = index.cached_chunk(stream, epoch, bucket) or await self._load(key)
             if chunk is None:
                 continue
             keep = {seq for (e, seq) in named if e == epoch}
@@ -137,10 +140,7 @@ class Retention:
             self.stats.kept_named += sum(1 for s in chunk.segments.values() if s.end <= cutoff)
             if not gone:
                 continue
-            if chunk.segments:
-                await self._store.put(chunk_key(chunk), chunk.render(), "application/json")
-            else:
-                await self._store.delete(key)
+            if await index.save(chunk):  # the chunk and its day summary, before the objects
                 self.stats.chunks_deleted += 1
                 epochs_left[epoch] -= 1
             for s in gone:

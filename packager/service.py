@@ -5,9 +5,9 @@ One ``StreamPackager`` per stream holds that stream's playlists and reorder buff
 the service writes what changed, media playlists before the master, and then commits
 every message whose effects are now written (``camflow.bus.CommitTracker``).
 
-Write order per flush: recording index chunks (``camflow.recordings``), then media (and
-DVR) playlists, then the master; then the commits. So an object named by a playlist is
-always in the index, and a crash at any point only repeats work.
+Write order per flush: recording index chunks (``camflow.recordings``) and their day summaries
+(``packager.index``), then media (and DVR) playlists, then the master; then the commits. So an
+object named by a playlist is always in the index, and a crash at any point only repeats work.
 
 Restart and rebalance: the first event of a stream this process does not know yet
 (at start, or when a rebalance hands it a partition) rebuilds the stream's state from
@@ -38,7 +38,6 @@ them); recorded segments are untouched (retention's business).
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import time
 from collections import deque
@@ -66,22 +65,20 @@ from camflow.hls.errors import PlaylistError
 from camflow.hls.master import parse_master, parse_master_audio
 from camflow.keys import dvr_playlist_key, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.log import get_logger
-from camflow.recordings import IndexChunk, RecordingIndexError, bucket_of, chunk_key
 from camflow.store import Store
 from camflow.store.base import Browsable
 from camflow.store.retry import POLICY, RetryingStore, StoreOutage
+from packager.index import IndexWriter
 from packager.retention import Retention
-from packager.stream import IndexAppend, PackagerStats, StreamPackager
+from packager.stream import PackagerStats, StreamPackager
 
 GROUP = "camflow-packager"
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
-INDEX_CONTENT_TYPE = "application/json"
 POLL_SECONDS = 0.5
 # A master playlist changes only when renditions come or go, so a stream live for days would leave it
 # unwritten for longer than the store's lifecycle rule keeps an object (expiry by age; a day past the
 # retention at the least): it is written again, unchanged, once this long has passed since the last write.
 MASTER_REFRESH_SECONDS = 3600.0
-CHUNKS_CACHED = 4  # index chunks kept in memory per stream (the current bucket and a late one)
 STORE_PROBE_SECONDS = 1.0  # while a stream waits for a missing segment, how often the store is looked at
 PART_LINGER_SECONDS = 30.0  # a part object out of the live playlists is deleted this long after
 PART_DELETES = 64  # part objects deleted at once (concurrently), per pass of the loop
@@ -124,7 +121,7 @@ class Packager:
         self.part_linger = PART_LINGER_SECONDS
         self._unlisted: deque[tuple[float, str]] = deque()  # part keys to delete, oldest first
         self.part_latency: deque[float] = deque(maxlen=LATENCIES_KEPT)
-        self._chunks: dict[str, dict[tuple[str, int], IndexChunk]] = {}
+        self.index = IndexWriter(self._store)
         self.retention = Retention(self._store, retain=retain, per_stream=retain_streams or {})
         self._retention_interval = retention_interval
         self._next_sweep = 0.0
@@ -175,6 +172,7 @@ class Packager:
         except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
             self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
+            await self.index.close()
             await self._delete_parts_at_stop()
             await consumer.close()
             self._log.info("packager stopped", **asdict(self.stats))
@@ -190,7 +188,7 @@ class Packager:
             self._log.info("partitions reassigned; streams dropped", streams=len(self._streams))
         self._generation = consumer.generation
         self._streams.clear()
-        self._chunks.clear()
+        self.index.clear()
         self._written.clear()
         self._written_at.clear()
         self._tracker.clear()
@@ -290,7 +288,7 @@ class Packager:
                     await self._open(name)
         for name, stream in list(self._streams.items()):
             try:
-                await self.retention.sweep(name, stream.named(), functools.partial(self.cached_chunk, name))
+                await self.retention.sweep(name, stream.named(), self.index)
             except StoreRetryStopped:
                 raise
             except Exception as exc:
@@ -329,7 +327,7 @@ class Packager:
     async def _flush(self, consumer: Consumer, stream: StreamPackager) -> float | None:
         """Write what changed; when a ``playlists-changed`` went out, then (``time.perf_counter``)."""
         out = stream.take_output(self._clock())
-        await self._write_index(stream.stream, out.index)
+        await self.index.append(stream.stream, out.index)
         master = master_playlist_key(stream.stream)
         changed = [(k, t) for k, t in out.writes if k != master and self._written.get(k) != t]
         if changed:  # the renditions' playlists at once, then the master that names them
@@ -396,36 +394,6 @@ class Packager:
         await self._store.put(key, text.encode(), PLAYLIST_CONTENT_TYPE)
         self._written[key] = text
         self._written_at[key] = self._clock()
-
-    async def _write_index(self, stream: str, appends: list[IndexAppend]) -> None:
-        changed: dict[str, IndexChunk] = {}
-        for a in appends:
-            chunk = await self._chunk(stream, a.epoch, bucket_of(a.segment.wall_clock))
-            if chunk.add(a.segment, a.renditions):
-                changed[chunk_key(chunk)] = chunk
-        for key, chunk in changed.items():
-            await self._store.put(key, chunk.render(), INDEX_CONTENT_TYPE)
-
-    async def _chunk(self, stream: str, epoch: str, bucket: int) -> IndexChunk:
-        cache = self._chunks.setdefault(stream, {})
-        chunk = cache.get((epoch, bucket))
-        if chunk is not None:
-            return chunk
-        chunk = IndexChunk(stream, epoch, bucket)
-        try:
-            chunk = IndexChunk.parse(await self._store.get(chunk_key(chunk)))
-        except NotFound:
-            pass
-        except RecordingIndexError as exc:
-            self._log.warning("index chunk unreadable; rewritten", stream_id=stream, error=str(exc))
-        cache[(epoch, bucket)] = chunk
-        while len(cache) > CHUNKS_CACHED:
-            del cache[min(cache, key=lambda k: k[1])]
-        return chunk
-
-    def cached_chunk(self, stream: str, epoch: str, bucket: int) -> IndexChunk | None:
-        """The in-memory index chunk (retention edits it there, so the next append keeps the edit)."""
-        return self._chunks.get(stream, {}).get((epoch, bucket))
 
     async def _commit(self, consumer: Consumer, tokens: Iterable[int]) -> None:
         latest: dict[tuple[str, int], Message] = {}

@@ -12,6 +12,7 @@ from camflow.keys import init_key, segment_key, thumbnail_key
 from camflow.recordings import BUCKET_SECONDS, IndexChunk, RecordedRendition, RecordedSegment, chunk_key
 from camflow.store import FileStore
 from camflow.stream_events import new_event
+from packager.index import IndexWriter
 from packager.retention import Retention
 
 STREAM, EPOCH = "cam1", "20261201T100000000Z"
@@ -45,8 +46,8 @@ async def recorded(store: FileStore, segments: int) -> None:
     await store.put(chunk_key(chunk), chunk.render(), "application/json")
 
 
-async def sweep(retention: Retention) -> int:
-    return await retention.sweep(STREAM, set(), lambda epoch, bucket: None)
+async def sweep(retention: Retention, store: FileStore) -> int:
+    return await retention.sweep(STREAM, set(), IndexWriter(store))
 
 
 async def segments_left(store: FileStore) -> set[int]:
@@ -72,7 +73,7 @@ def test_a_locked_event_keeps_its_footage_until_it_is_deleted(tmp_path: Path) ->
             await store.put(event.key, event.render(), "application/json")
         retention = Retention(store, retain=RETAIN, per_stream={}, wall_clock=lambda: NOW)
 
-        await sweep(retention)
+        await sweep(retention, store)
         assert await segments_left(store) == {8, 9, 10, 11}
         assert retention.stats.kept_locked == 4 and retention.stats.events_expired == 1
         assert await store.head(bookmark.key) is None and await store.head(locked.key) is not None
@@ -84,11 +85,11 @@ def test_a_locked_event_keeps_its_footage_until_it_is_deleted(tmp_path: Path) ->
         assert init_key(STREAM, EPOCH, "source") in store.locked
         assert await store.head(init_key(STREAM, EPOCH, "source")) is not None
 
-        await sweep(retention)  # a second sweep keeps them (and tags nothing new but the init sections)
+        await sweep(retention, store)  # a second sweep keeps them (tags nothing new but init sections)
         assert await segments_left(store) == {8, 9, 10, 11}
 
         await store.delete(locked.key)  # DELETE /api/streams/cam1/events/{id}
-        await sweep(retention)
+        await sweep(retention, store)
         assert await segments_left(store) == set()
         assert retention.stats.kept_locked == 0
         assert await store.list(f"streams/{STREAM}/recordings/") == []

@@ -1,4 +1,5 @@
-"""Fuzz targets of what services read back from the store: recording index chunks and fMP4 segments."""
+"""Fuzz targets of what services read back from the store: recording index chunks, their day summaries and
+fMP4 segments."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import av
 
 from camflow.errors import MediaFormatError
 from camflow.mp4 import MOVFLAGS, base_media_decode_times, placed, shift_base_media_decode_time, split_init
+from camflow.recording_days import DaySummary, merge_spans
 from camflow.recordings import IndexChunk, RecordedRendition, RecordedSegment, RecordingIndexError, select
 from tests.fuzz.harness import target
 
@@ -38,6 +40,33 @@ def recording_index(data: bytes) -> None:
     chunk = IndexChunk.parse(data)
     select([chunk], chunk.bucket, chunk.bucket + 3600.0)
     IndexChunk.parse(chunk.render())
+
+
+def _day_seeds() -> list[bytes]:
+    chunk = IndexChunk.parse(_index_seeds()[0])
+    summary = DaySummary("cam1", chunk.bucket - chunk.bucket % 86400)
+    summary.set_chunk(chunk)
+    chunk.segments.pop(2)  # two spans
+    summary.set_chunk(
+        IndexChunk("cam1", "20261121T101500123Z", chunk.bucket + 600, chunk.renditions, chunk.segments)
+    )
+    return [summary.render()]
+
+
+@target(
+    "recording-days",
+    allowed=(RecordingIndexError,),
+    seeds=_day_seeds,
+    dictionary=(b"Infinity", b"NaN", b"-1", b"1e999", b"null", b"[]", b"{}", b'"v"', b'"chunks"', b'"day"'),
+)
+def recording_days(data: bytes) -> None:
+    """A day summary of the recording index from the store (``DaySummary.parse``, what the edge reads for
+    every listing and VOD request), the chunk refs of a window and the merged ranges over it. Only
+    RecordingIndexError may come out."""
+    summary = DaySummary.parse(data)
+    summary.refs(summary.day, summary.day + 3600.0)
+    merge_spans((epoch, span) for (epoch, _), spans in summary.chunks.items() for span in spans)
+    assert DaySummary.parse(summary.render()) == summary
 
 
 @functools.cache
