@@ -3,8 +3,7 @@ alone instead of the master) and ``/?token=`` (live streams, operator).
 
 The player uses hls.js, installed from npm into ``edge/web/node_modules`` by ``make install``
 and served from disk at ``/static/hls.min.js``; nothing is loaded from another origin.
-Thumbnails (``streams/{stream}/thumb.jpg``, written by the transcoder) are served at
-``/thumb/{stream}.jpg?token=`` through the cache, fresh for ``THUMB_TTL`` seconds.
+The stream list shows each live stream's latest thumbnail (``edge.thumbs``), refreshed by the page.
 """
 
 from __future__ import annotations
@@ -16,15 +15,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from camflow.errors import NotFound
-from camflow.keys import is_rendition, latest_thumbnail_key
+from camflow.keys import is_rendition
 from edge.access import operator_refusal, request_token, stream_refusal, viewer_refusal
-from edge.http import error_response, http_date
+from edge.http import error_response
 from edge.state import EDGE, EdgeState
 
 HLSJS_ENV = "CAMFLOW_HLSJS_DIR"
 HERE = Path(__file__).resolve().parent
-THUMB_TTL = 2.0
 
 
 def default_static_dir() -> Path:
@@ -133,29 +130,6 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-async def thumb(request: web.Request) -> web.Response:
-    state = request.app[EDGE]
-    stream = request.match_info["stream"]
-    refused = await _viewer_refusal(request, state, stream)
-    if refused is not None:
-        return refused
-    key = latest_thumbnail_key(stream)
-    try:
-        cached = await state.cache.get(key, state.store.get, lambda _: THUMB_TTL)
-    except NotFound:
-        return error_response(404, "not_found", f"stream {stream!r} has no thumbnail yet")
-    except Exception as exc:
-        state.counters.store_failed += 1
-        state.log.error("store_failed", stream_id=stream, key=key, error=repr(exc))
-        return error_response(502, "store_unavailable", f"the store could not serve {key!r}; try again")
-    headers = {
-        "Cache-Control": f"private, max-age={int(THUMB_TTL)}",
-        "ETag": cached.etag,
-        "Last-Modified": http_date(cached.last_modified),
-    }
-    return web.Response(body=cached.data, content_type="image/jpeg", headers=headers)
-
-
 async def hlsjs(request: web.Request) -> web.StreamResponse:
     path = hlsjs_path()
     if not path.is_file():
@@ -170,6 +144,5 @@ async def hlsjs(request: web.Request) -> web.StreamResponse:
 def add_page_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/watch/{stream}", watch)
-    app.router.add_get("/thumb/{stream}.jpg", thumb)
     app.router.add_get("/static/hls.min.js", hlsjs)
     app.router.add_static("/static/", app[EDGE].static_dir, append_version=False)
