@@ -4,7 +4,8 @@ ffmpeg pushes a 30 s clip into `camflow run`, then, after a pause, a second one 
 while the test runs: the recording has two ranges and a gap. Chromium opens /watch/cam1; over
 the DevTools protocol the test moves and clicks a real mouse and presses real keys:
 
-- the timeline (zoomed to 10 min) shows both ranges and the gap between them;
+- the timeline (zoomed to 10 min, then in with the mouse wheel; 7 d at the end) shows both ranges
+  and the gap between them;
 - hovering over the first range shows that moment's thumbnail (/api/streams/cam1/thumb?at=);
 - a click there plays the recording from that moment (hls.js's program date-time near it);
 - + + sets 4x, and the video then advances about 4 s a second; the left arrow seeks back 5 s;
@@ -47,6 +48,7 @@ PROBE = """(() => { try { const v = document.getElementById('video'); const c = 
     ranges: [...document.querySelectorAll('#track .range')].map(r => [Date.parse(r.dataset.start),
       Date.parse(r.dataset.end)]),
     events: document.querySelectorAll('#track .event').length, eventsStatus: tl.eventsStatus,
+    span: tl.view.span,
     thumbs: tl.thumbs, preview: !document.getElementById('preview').hidden,
     previewImg: document.querySelector('#preview img').naturalWidth,
     summary: document.getElementById('summary').textContent,
@@ -220,6 +222,15 @@ async def drive(page: Page, cf: Camflow, tmp: Path) -> None:
     assert "2 ranges, 1 gap" in shown["summary"], shown["summary"]
     event_status = post_event(cf, (a0 + 10_000) / 1000)
     await page.screenshot("ranges.png")
+    # The mouse wheel zooms in around the pointer (the gap): both ranges still shown, wider.
+    for _ in range(7):
+        x, y = await page.x_of((a1 + b0) / 2)
+        await page.tools.call("Input.dispatchMouseEvent", type="mouseWheel", x=x, y=y, deltaX=0, deltaY=-100)
+        await asyncio.sleep(0.1)
+    zoomed = await page.until("zoomed in", lambda s: s["span"] < 150_000 and len(s["ranges"]) == 2, 10)
+    print("wheel: span", zoomed["span"] / 1000, "s, ranges", zoomed["ranges"])
+    assert zoomed["ranges"][0] == [a0, a1], zoomed["ranges"]
+    await page.screenshot("zoomed.png")
 
     # Hover over the first range: its thumbnail.
     await page.mouse("mouseMoved", a0 + 6_000)
@@ -304,6 +315,10 @@ async def drive(page: Page, cf: Camflow, tmp: Path) -> None:
     else:
         assert final["eventsStatus"] == 404 and final["events"] == 0, final
     assert live["errors"] == [] or all(not e["fatal"] for e in final["errors"]), final["errors"]
+    # 7 days: everything recorded is one range at this scale (the gap is under a pixel).
+    await page.tools.evaluate("document.querySelector('[data-span=\"604800\"]').click()")
+    week = await page.until("the 7 d view", lambda s: s["span"] == 604_800_000 and len(s["ranges"]) == 1, 15)
+    assert "1 range, 0 gaps" in week["summary"], week["summary"]
 
     # The stream list: the live stream's thumbnail in the grid, reloaded by the page.
     await page.tools.call("Page.navigate", url=cf.http_url(f"/?token={cf.token('admin', '*')}"))

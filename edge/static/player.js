@@ -27,7 +27,8 @@
   const STALL_SEEK_MS = 1000; // waiting longer than this jumps to the live edge
   const BEHIND_FACTOR = 3; // ... as does a latency above 3x the target latency (and 1 s beyond it)
   const VOD_SPAN_MS = 3 * 3600 * 1000; // one recording playlist covers at most this much
-  const NEAR_LIVE_MS = 10 * 1000; // a recording asked from this close to now plays live instead
+  const LIVE_MS = 3 * 1000; // a recording asked from this close to now plays live instead
+  const CATCH_UP_MS = 10 * 1000; // a recording that ended this close to now goes on live
   const SPEEDS = [0.5, 1, 2, 4, 8];
   const state = {
     errors: [], stalls: 0, fatal: null, latency: null, samples: 0,
@@ -100,7 +101,7 @@
       if (!data.fatal) return;
       state.fatal = data.details;
       if (!live && data.details === window.Hls.ErrorDetails.MANIFEST_LOAD_ERROR) {
-        show("nothing recorded from " + new Date(state.recording.from).toLocaleString() + ": back to live", true);
+        show("nothing recorded from " + when(state.recording.from) + ": back to live", true);
         playLive();
         return;
       }
@@ -127,6 +128,9 @@
   function iso(ms) {
     return new Date(ms).toISOString();
   }
+  function when(ms) {
+    return new Date(ms).toLocaleString([], { hourCycle: "h23" });
+  }
   function playLive() {
     state.mode = "live";
     state.recording = null;
@@ -142,7 +146,7 @@
   // new VOD playlist from there; a moment near now plays live.
   function playRecording(ms) {
     const now = Date.now();
-    if (ms >= now - NEAR_LIVE_MS) {
+    if (ms >= now - LIVE_MS) {
       if (state.mode !== "live") playLive();
       return;
     }
@@ -161,7 +165,7 @@
     pendingSeek = null;
     video.defaultPlaybackRate = state.speed;
     attach(vodBase + "?start=" + encodeURIComponent(iso(ms)) + "&end=" + encodeURIComponent(iso(end)) + "&" + token, false);
-    show("recording from " + new Date(ms).toLocaleString());
+    show("recording from " + when(ms));
     changed();
   }
   function position() {
@@ -215,7 +219,7 @@
     video.addEventListener("ended", function () { // the end of a recording's span: the next, or live
       if (state.mode !== "recording") return;
       const end = state.recording.end;
-      if (end >= Date.now() - NEAR_LIVE_MS) playLive();
+      if (end >= Date.now() - CATCH_UP_MS) playLive();
       else playRecording(end);
     });
     video.addEventListener("loadedmetadata", function () {
@@ -236,7 +240,7 @@
     state.position = position();
     if (state.mode === "recording") {
       const at = state.position;
-      latencyLine.textContent = "recording: " + (at === null ? "–" : new Date(at).toLocaleString()) +
+      latencyLine.textContent = "recording: " + (at === null ? "–" : when(at)) +
         " · " + state.speed + "x";
       return;
     }
