@@ -399,7 +399,7 @@
     ticks += 1;
     if (view.end === null && ticks % 4 === 0) { renderRanges(); renderEvents(); renderAxis(); renderSelection(); }
   }, 250);
-  setInterval(load, REFRESH_MS);
+  setInterval(function () { if (!document.hidden) load(); }, REFRESH_MS); // a background tab asks nothing
   render();
   load();
 })();
