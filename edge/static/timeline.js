@@ -81,7 +81,7 @@
   let generation = 0;
   async function load() {
     const mine = ++generation;
-    const margin = view.span / 10;
+    const margin = Math.min(view.span / 10, 6 * 3600e3); // 30 d + 12 h: under the events API's 31 d
     const q = "?start=" + encodeURIComponent(iso(viewStart() - margin)) + "&end=" +
       encodeURIComponent(iso(viewEnd() + margin)) + "&" + token;
     const base = "/api/streams/" + stream;
