@@ -6,6 +6,7 @@ Routes:
 - ``/watch/{stream}?token=``: the player page (hls.js served from disk); ``/``: live streams for an
   operator (``edge.pages``); ``/static/...``: the page's scripts
 - ``/api/streams`` and ``/api/streams/{stream}/health`` (Server-Sent Events) (``edge.api``)
+- ``/thumb/{stream}.jpg`` and ``/api/streams/{stream}/thumb?at=`` (a recorded moment) (``edge.thumbs``)
 - ``/healthz``
 
 Every response carries CORS headers (added by the ``json_errors`` middleware); every error
@@ -46,6 +47,7 @@ from edge.pages import add_page_routes, default_static_dir
 from edge.paths import LIVE_PREFIX
 from edge.policy import PlaylistPolicy, TokenCheck
 from edge.state import CLOSING, EDGE, EdgeCounters, EdgeState
+from edge.thumbs import add_thumbnail_routes
 from edge.vod import add_recording_routes
 
 __all__ = ["EDGE", "build_app", "error_response"]
@@ -221,5 +223,6 @@ def build_app(
     add_recording_routes(app, store)
     add_clip_routes(app)
     add_event_routes(app)
+    add_thumbnail_routes(app)
     add_page_routes(app)
     return app

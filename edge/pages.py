@@ -1,10 +1,11 @@
-"""Pages for people: ``/watch/{stream}?token=`` (the player; ``&rendition=NAME`` plays that rendition
-alone instead of the master) and ``/?token=`` (live streams, operator).
+"""Pages for people: ``/watch/{stream}?token=`` (the player and the recordings' timeline;
+``&rendition=NAME`` plays that rendition alone instead of the master) and ``/?token=`` (live
+streams, operator: a grid of their latest thumbnails, refreshed by ``static/streams.js``).
 
 The player uses hls.js, installed from npm into ``edge/web/node_modules`` by ``make install``
 and served from disk at ``/static/hls.min.js``; nothing is loaded from another origin.
-Thumbnails (``streams/{stream}/thumb.jpg``, written by the transcoder) are served at
-``/thumb/{stream}.jpg?token=`` through the cache, fresh for ``THUMB_TTL`` seconds.
+The player page's scripts: ``static/player.js`` (live and recorded playback, speed) and
+``static/timeline.js`` (recorded ranges, events, thumbnails of ``edge.thumbs``, clip selection).
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from camflow.errors import NotFound
-from camflow.keys import is_rendition, latest_thumbnail_key
+from camflow.clip import MAX_SECONDS as CLIP_MAX_SECONDS
+from camflow.keys import is_rendition
 from edge.access import operator_refusal, request_token, stream_refusal, viewer_refusal
-from edge.http import error_response, http_date
+from edge.http import error_response
 from edge.state import EDGE, EdgeState
 
 HLSJS_ENV = "CAMFLOW_HLSJS_DIR"
 HERE = Path(__file__).resolve().parent
-THUMB_TTL = 2.0
 
 
 def default_static_dir() -> Path:
@@ -34,6 +34,44 @@ def default_static_dir() -> Path:
 def hlsjs_path() -> Path:
     base = Path(os.environ.get(HLSJS_ENV) or HERE / "web" / "node_modules" / "hls.js" / "dist")
     return base / "hls.min.js"
+
+
+def _buttons(label: str, attr: str, items: tuple[tuple[str, str], ...]) -> str:
+    """A labelled group of toggle buttons, each with ``attr`` = value and its text."""
+    buttons = "".join(f"<button type=button {attr}={v} aria-pressed=false>{t}</button>" for v, t in items)
+    return f'<span class=group role=group aria-label="{label}">{buttons}</span>'
+
+
+# The player's controls and timeline (edge/static/timeline.js fills the track and drives them).
+SPEEDS = tuple((v, f"{v}x") for v in ("0.5", "1", "2", "4", "8"))
+ZOOMS = (("600", "10 min"), ("3600", "1 h"), ("21600", "6 h"), ("86400", "24 h"), ("604800", "7 d"))
+TIMELINE = (
+    '<div id=controls class=controls role=toolbar aria-label="playback">'
+    '<button type=button id=play aria-label="play or pause (space)">Pause</button>'
+    '<button type=button id=live aria-pressed=true aria-label="back to live (L)">Live</button>'
+    + _buttons("playback speed of recordings (+ and -)", "data-speed", SPEEDS)
+    + _buttons("timeline zoom (mouse wheel)", "data-span", ZOOMS)
+    + '<button type=button id=earlier aria-label="earlier on the timeline">◀</button>'
+    '<button type=button id=later aria-label="later on the timeline">▶</button>'
+    '<button type=button id=now aria-label="timeline up to now">Now</button>'
+    "</div>"
+    "<div id=timeline class=timeline>"
+    "<div id=track class=track role=slider tabindex=0 aria-valuemin=0 aria-valuemax=0 aria-valuenow=0 "
+    'aria-label="recordings: click or drag to play from a moment, shift-drag or two shift-clicks to '
+    'select a clip, arrows seek">'
+    "<div class=ranges></div><div class=events></div><div class=selection hidden></div>"
+    "<div class=playhead></div><div class=cursor hidden></div></div>"
+    "<div class=axis aria-hidden=true></div>"
+    '<div id=preview class=preview hidden><img alt=""><span></span></div>'
+    "</div>"
+    "<p id=summary class=line aria-live=polite>recordings: loading…</p>"
+    "<p id=clip class=line><span id=clip-text>Select a clip: shift-drag on the timeline, or [ and ] "
+    "at the playhead.</span> "
+    '<button type=button id=clip-start aria-label="clip starts at the playhead ([)">Clip start</button>'
+    '<button type=button id=clip-end aria-label="clip ends at the playhead (])">Clip end</button>'
+    "<a id=clip-link class=button download hidden>Download clip</a>"
+    '<button type=button id=clip-clear hidden aria-label="clear the selection (Esc)">Clear</button></p>'
+)
 
 
 def _page(title: str, body: str) -> str:
@@ -70,7 +108,7 @@ async def watch(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     token = _carried_token(request)
-    settings: dict[str, str] = {"stream": stream, "token": token}
+    settings: dict[str, str | int] = {"stream": stream, "token": token, "clip_max": CLIP_MAX_SECONDS}
     rendition = request.query.get("rendition")
     if rendition is not None:  # one rendition's playlist instead of the master (no ABR): a pinned rung
         if not is_rendition(rendition):
@@ -86,11 +124,13 @@ async def watch(request: web.Request) -> web.Response:
         f'<main id=player data-config="{config}">'
         f"<h1>{html.escape(stream)}</h1>"
         "<video id=video muted autoplay playsinline controls></video>"
+        f"{TIMELINE}"
         "<p id=health class=line>health: waiting for the first sample…</p>"
         "<p id=latency class=line>latency: -</p>"
         "<p id=status class=line>loading…</p>"
         "</main>"
         '<script src="/static/hls.min.js"></script><script src="/static/player.js"></script>'
+        '<script src="/static/timeline.js"></script>'
     )
     return web.Response(text=_page(f"{stream} · camflow", body), content_type="text/html")
 
@@ -127,33 +167,13 @@ async def index(request: web.Request) -> web.Response:
         )
     listing = "<ul class=streams>" + "".join(cards) + "</ul>" if cards else "<p>No live streams.</p>"
     return web.Response(
-        text=_page("live streams · camflow", f"<main><h1>Live streams</h1>{listing}</main>"),
+        text=_page(
+            "live streams · camflow",
+            f'<main><h1>Live streams</h1>{listing}</main><script src="/static/streams.js"></script>',
+        ),
         content_type="text/html",
         headers={"Cache-Control": "no-store"},
     )
-
-
-async def thumb(request: web.Request) -> web.Response:
-    state = request.app[EDGE]
-    stream = request.match_info["stream"]
-    refused = await _viewer_refusal(request, state, stream)
-    if refused is not None:
-        return refused
-    key = latest_thumbnail_key(stream)
-    try:
-        cached = await state.cache.get(key, state.store.get, lambda _: THUMB_TTL)
-    except NotFound:
-        return error_response(404, "not_found", f"stream {stream!r} has no thumbnail yet")
-    except Exception as exc:
-        state.counters.store_failed += 1
-        state.log.error("store_failed", stream_id=stream, key=key, error=repr(exc))
-        return error_response(502, "store_unavailable", f"the store could not serve {key!r}; try again")
-    headers = {
-        "Cache-Control": f"private, max-age={int(THUMB_TTL)}",
-        "ETag": cached.etag,
-        "Last-Modified": http_date(cached.last_modified),
-    }
-    return web.Response(body=cached.data, content_type="image/jpeg", headers=headers)
 
 
 async def hlsjs(request: web.Request) -> web.StreamResponse:
@@ -170,6 +190,5 @@ async def hlsjs(request: web.Request) -> web.StreamResponse:
 def add_page_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/watch/{stream}", watch)
-    app.router.add_get("/thumb/{stream}.jpg", thumb)
     app.router.add_get("/static/hls.min.js", hlsjs)
     app.router.add_static("/static/", app[EDGE].static_dir, append_version=False)

@@ -269,6 +269,24 @@ async def test_watch_page_and_hlsjs_are_served(client: Client, view: str) -> Non
     assert bad.status == 400 and "rendition '../x' is not valid" in await bad.text()
 
 
+async def test_watch_page_has_the_timeline_and_its_controls(client: Client, view: str) -> None:
+    text = await (await client.get("/watch/cam1", params={"token": view})).text()
+    assert text.index("/static/player.js") < text.index('<script src="/static/timeline.js"></script>')
+    assert "<div id=track class=track role=slider tabindex=0 " in text and 'aria-label="recordings: ' in text
+    for control in (
+        "id=play ",
+        "id=live aria-pressed=true",
+        "data-speed=0.5 ",
+        "data-speed=8 ",
+        "data-span=604800 ",
+    ):
+        assert control in text, control
+    assert "&quot;clip_max&quot;: 21600" in text  # camflow.clip.MAX_SECONDS: the page refuses longer clips
+    for script in ("timeline.js", "streams.js"):
+        resp = await client.get(f"/static/{script}")
+        assert resp.status == 200 and b'"use strict"' in await resp.read(), script
+
+
 async def test_index_lists_live_streams_with_thumbnails_for_an_operator(client: Client, admin: str) -> None:
     await wait_for_catalog(client, 3)
     resp = await client.get("/", params={"token": admin})
@@ -276,6 +294,7 @@ async def test_index_lists_live_streams_with_thumbnails_for_an_operator(client: 
     text = await resp.text()
     assert f'href="/watch/cam1?token={admin}"' in text
     assert f'src="/thumb/cam1.jpg?token={admin}"' in text
+    assert '<script src="/static/streams.js"></script>' in text  # reloads the thumbnails
     assert "/watch/old" not in text  # offline
     thumb = await client.get("/thumb/cam1.jpg", params={"token": admin})
     assert thumb.status == 200 and thumb.content_type == "image/jpeg"
