@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from camflow.cli.devices import device_command
 
             return device_command(args)
+        if args.command == "clip":
+            from camflow.cli.clip import clip_command
+
+            return asyncio.run(clip_command(args))
         if args.command == "loadgen":
             return _loadgen(args)
         if args.command == "edge":

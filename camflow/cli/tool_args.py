@@ -103,3 +103,20 @@ def add_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     streams.add_argument("streams", nargs="+", type=check_stream_name, metavar="STREAM")
     for parser in (add, listing, revoke, remove, streams):
         add_backends(parser)
+
+
+def add_clip(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    clip = sub.add_parser(
+        "clip", help="export a recorded time range as one MP4 (stream copy), like the edge's /clip"
+    )
+    clip.add_argument("stream", type=check_stream_name)
+    clip.add_argument("--start", required=True, metavar="ISO8601", help="e.g. 2026-12-03T14:02:00Z")
+    clip.add_argument("--end", required=True, metavar="ISO8601", help="e.g. 2026-12-03T14:10:00Z")
+    clip.add_argument("--rendition", help="the video rendition (default: the range's best)")
+    clip.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write the MP4, - for stdout (default STREAM_START-END.mp4 here)",
+    )
+    add_backends(clip)
