@@ -16,7 +16,7 @@ import pytest
 
 from camflow.hls.dates import format_date_time, parse_date_time
 from tests.part_clips import make_clip
-from tests.process import Camflow, camflow_run, ffmpeg_push
+from tests.process import CAMFLOW, Camflow, camflow_run, ffmpeg_push
 from tests.test_pipeline_functional import backend_args, fetch
 
 pytestmark = pytest.mark.integration
@@ -153,6 +153,26 @@ def test_a_clip_across_a_reconnect_and_a_gap_is_one_playable_mp4(
         )
         assert inside - 0.1 <= part <= inside + GOP + 0.1, (part, inside)
         assert decode_errors(tmp_path / "part.mp4") == ""
+
+        # `camflow clip` makes the same MP4 from the store, without the edge.
+        store = extra[extra.index("--s3") : extra.index("--s3") + 2] if "--s3" in extra else []
+        store += ["--data-dir", str(cf.data_dir)]
+        times = ["--start", format_date_time(start), "--end", format_date_time(end)]
+        made = subprocess.run(
+            [*CAMFLOW, "clip", STREAM, *times, "-o", str(tmp_path / "cli.mp4"), *store],
+            capture_output=True, text=True, timeout=120, env=cf.env,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert (tmp_path / "cli.mp4").read_bytes() == (tmp_path / "part.mp4").read_bytes()
+        for args, code, says in (
+            (["--start", format_date_time(end), "--end", format_date_time(start)], 2, "is not after --start"),
+            (["--start", format_date_time(last + 60), "--end", format_date_time(last + 90)], 1, "has no"),
+        ):
+            refused = subprocess.run(
+                [*CAMFLOW, "clip", STREAM, *args, "-o", str(tmp_path / "no.mp4"), *store],
+                capture_output=True, text=True, timeout=60, env=cf.env,
+            )  # fmt: skip
+            assert refused.returncode == code and says in refused.stderr, refused.stderr
 
         # Refusals: the same JSON errors as VOD, and the export limit.
         bodies: dict[str, dict[str, str]] = {}
