@@ -66,7 +66,8 @@ def mediamtx(work: Path, root: Path, *, record: bool) -> object:
     conf = work / f"mediamtx-{'rec' if record else 'play'}.yml"
     conf.write_text(config(root, rtsp, playback, record))
     log = (work / f"{conf.stem}.log").open("wb")
-    proc = subprocess.Popen([str(PEER), str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    # cwd: mediamtx writes a self-signed auto.crt / auto.key where it runs
+    proc = subprocess.Popen([str(PEER), str(conf)], cwd=work, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while True:
