@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.chromium import advanced, chromium, devtools, sample
+from tests.chromium import advanced, chromium, devtools, sample, unexpected_errors
 from tests.process import camflow_run, make_clip, stop_process
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,8 @@ async def test_chromium_plays_the_watch_page_during_a_live_push(tmp_path: Path) 
     last = samples[-1]
     print("\nfirst", first, "\nlast", last)
     assert last["t"] - first["t"] > 10.0, samples
-    assert last["cf"]["errors"] == [] and last["cf"]["stalls"] == 0, last["cf"]
+    # No stall and no error but the one jump a live join may make (tests.chromium.unexpected_errors).
+    assert unexpected_errors(last["cf"]["errors"]) == [] and last["cf"]["stalls"] == 0, last["cf"]
     assert last["health"].startswith("health: live · 640x360"), last["health"]
     assert " · 25.0 fps · " in last["health"] or " · 25 fps · " in last["health"], last["health"]
     assert re.search(r" · \d+ media fix(es)?$", last["health"]), last["health"]  # SPS/PPS put in-band

@@ -25,6 +25,7 @@
   const latencyLine = document.getElementById("latency");
   const TICK_MS = 250; // latency display and live-edge checks
   const STALL_SEEK_MS = 1000; // waiting longer than this jumps to the live edge
+  const AFTER_STALL_MS = 5000; // ... and, resumed before the playlist had moved on, in the next 5 s
   const BEHIND_FACTOR = 3; // ... as does a latency above 3x the target latency (and 1 s beyond it)
   const VOD_SPAN_MS = 3 * 3600 * 1000; // one recording playlist covers at most this much
   const LIVE_MS = 3 * 1000; // a recording asked from this close to now plays live instead
@@ -49,6 +50,7 @@
   let hls = null;
   let stalledAt = null; // when the current wait for data began (after playback had started)
   let lastJump = 0;
+  let afterStallUntil = 0; // a stall's jump not made yet: tried again until then (ms)
   let startAt = null; // a recording's first moment (ms), sought once its playlist is known
   let pendingSeek = null; // ... at this media time, once the video has its metadata
   // Jump to hls.liveSyncPosition (target latency behind the live edge) when more than half a second
@@ -204,7 +206,9 @@
     video.addEventListener("playing", function () {
       if (state.mode === "live") {
         if (!state.playing) seekToLive("start"); // the edge moved on while the first part loaded
-        else if (stalledAt !== null && Date.now() - stalledAt > STALL_SEEK_MS) seekToLive("stall");
+        else if (stalledAt !== null && Date.now() - stalledAt > STALL_SEEK_MS && !seekToLive("stall")) {
+          afterStallUntil = Date.now() + AFTER_STALL_MS; // the playlist had not moved on yet (offline)
+        }
       } else if (video.playbackRate !== state.speed) {
         video.playbackRate = state.speed;
       }
@@ -247,6 +251,8 @@
     if (stalledAt !== null && now - stalledAt > STALL_SEEK_MS && now - lastJump > 1000) {
       lastJump = now; // at most one try a second while the stall lasts (and again once it plays)
       seekToLive("stall");
+    } else if (stalledAt === null && now < afterStallUntil && seekToLive("stall")) {
+      afterStallUntil = 0;
     }
     const target = hls.targetLatency;
     const behind = hls.latency;
