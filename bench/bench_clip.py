@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench import cache_dir, median, print_table
 from bench.bench_recordings import serve
-from bench.recordings_peer import PEER, SEGMENT, START, copies, mediamtx
+from bench.recordings_peer import PEER, SEGMENT, START, copies, mediamtx, recorded_segment
 from camflow.hls.dates import format_date_time
 from camflow.keys import init_key, segment_key
 from camflow.recordings import IndexChunk, RecordedRendition, RecordedSegment, bucket_of, chunk_key
@@ -113,18 +113,7 @@ def peer_segment(clip: Path, work: Path) -> bytes:
     subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(clip), "-t", "9", "-c", "copy", str(short)], check=True
     )
-    recorded = work / "recorded"
-    with mediamtx(work, recorded, record=True) as (rtsp, _):  # type: ignore[misc]
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-re", "-i", str(short), "-c", "copy", "-f", "rtsp",
-             "-rtsp_transport", "tcp", f"rtsp://127.0.0.1:{rtsp}/cam1"],
-            check=True, timeout=60,
-        )  # fmt: skip
-        time.sleep(1)
-    files = sorted((recorded / "cam1").glob("*.mp4"))
-    if len(files) < 3:
-        raise RuntimeError(f"mediamtx recorded {len(files)} segments, expected 3 or more")
-    return files[1].read_bytes()
+    return recorded_segment(short, work)
 
 
 async def main(opts: argparse.Namespace) -> None:

@@ -99,6 +99,12 @@ def one_segment(work: Path) -> bytes:
          "-b:v", "40k", str(clip)],
         check=True, timeout=60,
     )  # fmt: skip
+    return recorded_segment(clip, work)
+
+
+def recorded_segment(clip: Path, work: Path) -> bytes:
+    """The second 2 s segment mediamtx records of ``clip`` (9 s or so) pushed to it over RTSP: a
+    complete one (the first may start late)."""
     recorded = work / "recorded"
     with mediamtx(work, recorded, record=True) as (rtsp, _):
         subprocess.run(

@@ -38,6 +38,7 @@ from camflow.recordings import (
     IndexChunk,
     RecordingIndexError,
     covered,
+    index_document,
 )
 
 DAY_VERSION = 1
@@ -114,13 +115,7 @@ class DaySummary:
 
     @classmethod
     def parse(cls, data: bytes) -> DaySummary:
-        try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise RecordingIndexError(f"day summary is not JSON: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("v") != DAY_VERSION:
-            version = doc.get("v") if isinstance(doc, dict) else None
-            raise RecordingIndexError(f"day summary version {version!r} is not {DAY_VERSION}")
+        doc = index_document(data, DAY_VERSION, "day summary")
         try:
             summary = cls(str(doc["stream"]), parse_day(str(doc["day"])))
             for epoch, buckets in dict(doc["chunks"]).items():

@@ -48,6 +48,19 @@ class RecordingIndexError(CamflowError):
     """An index chunk that is not one this code writes (bad JSON, version or field)."""
 
 
+def index_document(data: bytes, version: int, what: str) -> dict[str, Any]:
+    """The JSON object of an index document (``what``: "index chunk", "day summary") of ``version``;
+    RecordingIndexError when it is not JSON, not an object, or of another version."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RecordingIndexError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("v") != version:
+        found = doc.get("v") if isinstance(doc, dict) else None
+        raise RecordingIndexError(f"{what} version {found!r} is not {version}")
+    return doc
+
+
 def bucket_of(wall_clock: float) -> int:
     """The bucket (UNIX seconds, a multiple of BUCKET_SECONDS) a segment starting then belongs to."""
     return int(wall_clock // BUCKET_SECONDS) * BUCKET_SECONDS
@@ -145,13 +158,7 @@ class IndexChunk:
 
     @classmethod
     def parse(cls, data: bytes) -> IndexChunk:
-        try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise RecordingIndexError(f"index chunk is not JSON: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("v") != INDEX_VERSION:
-            version = doc.get("v") if isinstance(doc, dict) else None
-            raise RecordingIndexError(f"index chunk version {version!r} is not {INDEX_VERSION}")
+        doc = index_document(data, INDEX_VERSION, "index chunk")
         try:
             chunk = cls(str(doc["stream"]), str(doc["epoch"]), int(doc["bucket"]))
             for name, r in dict(doc["renditions"]).items():

@@ -1,8 +1,8 @@
 """Who may see what at the edge: the one viewer check and the one operator check, with their refusals.
 
 Every route that serves a stream (``/live``, ``/vod``, ``?dvr=``, recordings, the player page,
-thumbnails, a stream's health) asks ``viewer_refusal`` (after ``stream_refusal`` where the name
-comes from the route, not from ``edge.paths``); every operator route (``/``,
+thumbnails, a stream's health) asks ``viewer_refusal`` (which refuses a bad stream name first, as
+``stream_refusal`` does for the routes that need no viewer); every operator route (``/``,
 ``/api/streams``, ``/api/health``) asks ``operator_refusal``. A view token for the stream or an
 operator (admin) token passes (``edge.auth.Authorizer``, memoised). Refusals are counted and
 answered alike everywhere: 401 ``token_missing`` (with ``WWW-Authenticate``), 403
@@ -82,8 +82,11 @@ def stream_refusal(state: EdgeState, stream: str) -> web.Response | None:
 
 
 async def viewer_refusal(state: EdgeState, request: web.Request, stream: str) -> web.Response | None:
-    """The 401/403 for a request without a good view (or operator) token or JWT for ``stream``;
-    None when allowed. Only a JWT of a key id not seen yet waits (for the JWKS to be fetched again)."""
+    """The 400 for a bad stream name (``stream_refusal``), else the 401/403 for a request without a
+    good view (or operator) token or JWT for ``stream``; None when allowed. Only a JWT of a key id
+    not seen yet waits (for the JWKS to be fetched again)."""
+    if (refused := stream_refusal(state, stream)) is not None:
+        return refused
     token, _ = request_token(request)
     if not token:
         return token_missing(state, request.path, stream)

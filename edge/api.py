@@ -33,7 +33,7 @@ from aiohttp import web
 from camflow.events import HealthSample, StreamStateKind
 from camflow.keys import is_stream_name
 from camflow.metrics import add_source, remove_source
-from edge.access import operator_refusal, stream_refusal, viewer_refusal
+from edge.access import operator_refusal, viewer_refusal
 from edge.health import HEALTH_FEED, HealthFeed
 from edge.http import CORS_HEADERS, error_response
 from edge.metrics import edge_metrics_response, edge_samples
@@ -87,7 +87,7 @@ def _unknown(stream: str) -> dict[str, object]:
 async def health(request: web.Request) -> web.StreamResponse:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
+    refused = await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     resp = web.StreamResponse(headers=SSE_HEADERS)

@@ -157,7 +157,7 @@ def _range(request: web.Request) -> tuple[float, float]:
 async def list_events(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
+    refused = await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     try:
@@ -192,7 +192,7 @@ async def _one(request: web.Request, state: EdgeState, stream: str) -> StreamEve
 async def get_event(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
+    refused = await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     found = await _one(request, state, stream)

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from camflow.clip import MAX_SECONDS as CLIP_MAX_SECONDS
 from camflow.keys import is_rendition
-from edge.access import operator_refusal, request_token, stream_refusal, viewer_refusal
+from edge.access import operator_refusal, request_token, viewer_refusal
 from edge.http import error_response
-from edge.state import EDGE, EdgeState
+from edge.state import EDGE
 
 HLSJS_ENV = "CAMFLOW_HLSJS_DIR"
 HERE = Path(__file__).resolve().parent
@@ -96,15 +96,10 @@ def _carried_token(request: web.Request) -> str:
     return token if in_query else ""
 
 
-async def _viewer_refusal(request: web.Request, state: EdgeState, stream: str) -> web.Response | None:
-    """The error response for a bad stream name or a missing/invalid view token; None when allowed."""
-    return stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
-
-
 async def watch(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = await _viewer_refusal(request, state, stream)
+    refused = await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     token = _carried_token(request)

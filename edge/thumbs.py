@@ -23,7 +23,7 @@ from camflow.errors import NotFound, StoreUnavailable
 from camflow.hls.dates import format_date_time, parse_date_time
 from camflow.keys import latest_thumbnail_key, thumbnail_key
 from camflow.recordings import EpochRun
-from edge.access import stream_refusal, viewer_refusal
+from edge.access import viewer_refusal
 from edge.cache import CachedObject
 from edge.http import error_response, http_date, store_unavailable_response
 from edge.state import EDGE, EdgeState
@@ -90,7 +90,7 @@ def _image(cached: CachedObject, cache_control: str, extra: dict[str, str] | Non
 async def latest(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
-    refused = stream_refusal(state, stream) or await viewer_refusal(state, request, stream)
+    refused = await viewer_refusal(state, request, stream)
     if refused is not None:
         return refused
     cached = await _jpeg(

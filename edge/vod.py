@@ -59,7 +59,7 @@ from camflow.log import get_logger
 from camflow.recording_reader import RecordingReader
 from camflow.recordings import EpochRun
 from camflow.store import Store
-from edge.access import request_token, stream_refusal, viewer_refusal
+from edge.access import request_token, viewer_refusal
 from edge.http import error_response
 from edge.rewrite import TOKEN_PARAM, add_token_to_playlist
 from edge.state import EDGE
@@ -107,7 +107,7 @@ async def _stream(request: web.Request, name: str) -> tuple[str, str]:
     """``(stream, token)`` once the name is valid and the view token is good; else _Refused. The token
     is "" when it came in ``Authorization: Bearer`` (the client sends it again; URIs do not carry it)."""
     state = request.app[EDGE]
-    refused = stream_refusal(state, name) or await viewer_refusal(state, request, name)
+    refused = await viewer_refusal(state, request, name)
     if refused is not None:
         raise _Refused(refused)
     token, carried = request_token(request)
