@@ -26,6 +26,7 @@ from pathlib import Path
 from bench import cache_dir, median, print_table
 from bench.bench_recordings import serve
 from bench.recordings_peer import PEER, SEGMENT, START, copies, mediamtx, recorded_segment
+from bench.results import record
 from camflow.hls.dates import format_date_time
 from camflow.keys import init_key, segment_key
 from camflow.recordings import IndexChunk, RecordedRendition, RecordedSegment, bucket_of, chunk_key
@@ -149,6 +150,10 @@ async def main(opts: argparse.Namespace) -> None:
         rows,
         title=f"clip export, curl, {opts.repeats} downloads each (load {os.getloadavg()[0]:.1f})",
     )
+    measured = {"media_s_per_wall_s": rates[0]}
+    if len(rates) == 2:
+        measured["mediamtx_media_s_per_wall_s"] = rates[1]
+    record("clip", measured)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench.results import record
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
@@ -484,3 +485,13 @@ def run(args: argparse.Namespace) -> None:
             tls_table(results, cpu, tls_floor(cert, key, *exchange))
         reads, ok_count = asyncio.run(coalescing(data / "store"))
         print(f"500 concurrent cold requests: {ok_count} x 200, {reads} store read(s) (expected 1)")
+        figures: dict[str, float | int] = {"workers": opts.workers, "coalesced_store_reads": reads}
+        for kind in ("segment", "playlist"):
+            figures[f"{kind}_rps"] = statistics.median(results[("edge", kind)])
+            figures[f"{kind}_cpu_us"] = statistics.median(cpu[("edge", kind)])  # with wrk's own
+            figures[f"nginx_{kind}_rps"] = statistics.median(results[("nginx", kind)])
+            if opts.tls:
+                figures[f"{kind}_https_rps"] = statistics.median(results[("edge-tls", kind)])
+        figures["segment_bytes"] = len((data / "store" / SEGMENT_KEY).read_bytes())
+        figures["playlist_bytes"] = len(rewritten)
+        record("edge", figures)

@@ -40,6 +40,7 @@ from pathlib import Path
 import av
 
 from bench import cache_dir, median, print_table
+from bench.results import record
 from camflow.mp4 import MOVFLAGS
 from ingest.loadgen import Recording, record_clip
 
@@ -275,7 +276,7 @@ def run(args: argparse.Namespace) -> None:
         flush=True,
     )
     rows = []
-    best = 0
+    best, at_best = 0, None
     with tempfile.TemporaryDirectory(prefix="camflow-bench-") as tmp:
         for streams in steps:
             runs = [
@@ -303,7 +304,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"  N={streams}: {rows[-1]} {step.first_error}", flush=True)
             if not step.sustained:
                 break
-            best = streams
+            best, at_best = streams, step
     print_table(
         ["N", "sustained", "frames lost (units)", "failed", "max lag s", "ingest core", "ingest waited",
          "loadgen core",
@@ -326,6 +327,17 @@ def run(args: argparse.Namespace) -> None:
         f"{SATURATED * 100:.0f}%. Targets: <= 2 MB RSS per stream, <= 3x floor.",
         flush=True,
     )
+    if at_best is not None:
+        record(
+            "ingest",
+            {
+                "streams_per_core": best,
+                "stream_mbps": recording.bitrate / 1e6,
+                "steady_cpu_ms_per_stream_s": at_best.steady_per_stream * 1000,
+                "whole_cpu_ms_per_stream_s": at_best.cpu_per_stream * 1000,
+                "rss_mb_per_stream": at_best.rss_per_stream / 1e6,
+            },
+        )
 
 
 def platform_cpu() -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -33,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import print_table
+from bench.results import record
 from tests.latency_probe import TICK_S, WARMUP_S, Latency, measure, pushing
 from tests.latency_targets import (
     PREROLL_S,
@@ -212,6 +214,12 @@ async def _main(opts: argparse.Namespace, work: Path) -> None:
         title=f"latency behind the camera clock, {opts.seconds:g} s per target",
     )
     print(f"load average before {_load(before)}, after {_load(after)}")
+    figures: dict[str, float | int] = {}
+    for r, _kind in run.results:
+        slug = re.sub(r"[^a-z0-9]+", "_", r.target.lower()).strip("_")
+        figures |= {f"{slug}_p50_s": r.p50, f"{slug}_p95_s": r.p95, f"{slug}_stalls": r.stalls}
+    if figures:
+        record("latency", figures)
 
 
 def _load(avg: tuple[float, float, float]) -> str:

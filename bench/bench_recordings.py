@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import tempfile
 import time
@@ -40,6 +41,7 @@ from aiohttp import web
 
 from bench import median, print_table
 from bench.recordings_peer import compare_mediamtx
+from bench.results import record
 from camflow.errors import CamflowError
 from camflow.hls.dates import format_date_time
 from camflow.keys import recording_days_prefix, stream_prefix
@@ -219,12 +221,23 @@ async def bench_store(label: str, store: Store, args: argparse.Namespace) -> lis
     return rows
 
 
+def figures(label: str, rows: list[Any]) -> dict[str, float | int]:
+    """The summaries' median and p95 per query, as ``{label}_{query}_ms`` / ``..._p95_ms``."""
+    found: dict[str, float | int] = {}
+    for name, mode, mid, high, *_ in rows:
+        if mode == "summaries":
+            slug = re.sub(r"[^a-z0-9]+", "_", f"{label} {name}".lower()).strip("_")
+            found |= {f"{slug}_ms": mid, f"{slug}_p95_ms": high}
+    return found
+
+
 async def main(args: argparse.Namespace) -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-recordings-") as tmp:
         store = FileStore(Path(tmp))
         await store.start()
         rows = await bench_store("FileStore", store, args)
+        measured = figures("filestore", rows)
         if not args.no_peer:
             day = next((r[2] for r in rows if r[0] == "listing one day" and r[1] == "summaries"), None)
             try:
@@ -235,12 +248,13 @@ async def main(args: argparse.Namespace) -> None:
         s3 = await s3_store()
         if s3 is not None:
             try:
-                await bench_store("MinIO (S3Store)", s3, args)
+                measured |= figures("minio", await bench_store("MinIO (S3Store)", s3, args))
             finally:
                 took = await empty(s3)
                 print(f"MinIO: bench objects deleted in {took:.1f} s")
                 await s3.close()
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    record("recordings", {"days": args.days, **measured})
 
 
 def run(args: argparse.Namespace) -> None:

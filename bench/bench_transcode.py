@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.results import record
 from camflow.bus import LocalBus
 from camflow.events import TOPIC_RAW, TOPIC_READY, RawSegment, encode
 from camflow.log import configure_logging
@@ -252,3 +253,19 @@ def run(args: argparse.Namespace) -> None:
         lat = paced[0]
         print(f"4. latency raw published -> ready, 2 workers, real-time: p50 {percentile(lat, 50):.2f} s, "
               f"p95 {percentile(lat, 95):.2f} s over {len(lat)} segments")  # fmt: skip
+
+        def rate(name: str) -> float:
+            return media / statistics.median(cpu[name])
+
+        record(
+            "transcode",
+            {
+                "source_height": 1080,
+                "default_ladder_media_s_per_cpu_s": rate("camflow default ladder, 1 thread"),
+                "three_rungs_media_s_per_cpu_s": rate("camflow 3 rungs, 1 thread"),
+                "cli_three_rungs_media_s_per_cpu_s": rate("ffmpeg CLI 3 rungs, best"),
+                "two_worker_scaling": t2 / t1,
+                "ready_p50_s": percentile(lat, 50),
+                "ready_p95_s": percentile(lat, 95),
+            },
+        )

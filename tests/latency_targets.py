@@ -92,10 +92,13 @@ def shared_backends(run_dir: Path) -> Backends | None:
 
 
 @contextmanager
-def kafka_minio(work: Path, ladder: str = "source", start_own: bool = False) -> Iterator[Deployment]:
+def kafka_minio(
+    work: Path, ladder: str = "source", start_own: bool = False, metrics: bool = False
+) -> Iterator[Deployment]:
     """`camflow ingest`, `transcode`, `package` and `edge` as processes on Kafka + MinIO: the shared
     ones from the environment, else (``start_own``) a Kafka and a MinIO of their own started with
-    scripts/kafka.sh and scripts/minio.sh (ports 39092/39093/39000) and stopped after."""
+    scripts/kafka.sh and scripts/minio.sh (ports 39092/39093/39000) and stopped after; with
+    ``metrics``, each serves /metrics on a port of its own (``Deployment.metrics_ports``)."""
     work.mkdir(parents=True, exist_ok=True)
     backends = shared_backends(work / "backends")
     own = backends is None
@@ -111,7 +114,7 @@ def kafka_minio(work: Path, ladder: str = "source", start_own: bool = False) -> 
             bucket="camflow-bench",
         )
         backends.start()
-    deployment = Deployment(backends, work, stream=STREAM, ladder=ladder)
+    deployment = Deployment(backends, work, stream=STREAM, ladder=ladder, metrics=metrics)
     try:
         deployment.start_all()
         yield deployment

@@ -195,20 +195,27 @@ def check_prometheus_rule(doc: dict[str, Any]) -> None:
     assert groups and set(doc["spec"]) == {"groups"}
     names = [g["name"] for g in groups]
     assert len(set(names)) == len(names), f"duplicate group names: {names}"
+    recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
     for group in groups:
         assert set(group) <= {"name", "interval", "rules"} and group["rules"], group.get("name")
         for rule in group["rules"]:
-            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
-            assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rule["alert"]), rule["alert"]
-            assert isinstance(rule["expr"], str) and rule["expr"].strip(), rule["alert"]
+            assert isinstance(rule["expr"], str) and rule["expr"].strip(), rule
             assert rule["expr"].count("(") == rule["expr"].count(")"), rule["expr"]
             assert rule["expr"].count("{") == rule["expr"].count("}"), rule["expr"]
-            assert "{{" not in rule["expr"], f"unrendered template in {rule['alert']}"
+            assert "{{" not in rule["expr"], f"unrendered template in {rule}"
+            if "record" in rule:  # a recording rule: level:metric:operations (Prometheus' naming)
+                assert set(rule) <= {"record", "expr", "labels"}, rule
+                assert re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", rule["record"]), rule["record"]
+                assert PROMQL_METRIC.search(rule["expr"]), f"{rule['record']} names no camflow metric"
+                continue
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rule["alert"]), rule["alert"]
             if "for" in rule:
                 assert DURATION.match(rule["for"]), rule["for"]
             assert rule["labels"]["severity"] in {"info", "warning", "critical"}
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
-            assert PROMQL_METRIC.search(rule["expr"]), f"{rule['alert']} names no camflow metric"
+            uses = PROMQL_METRIC.search(rule["expr"]) or any(r in rule["expr"] for r in recorded)
+            assert uses, f"{rule['alert']} names no camflow metric nor a rule recorded here"
 
 
 def check_service_monitor(doc: dict[str, Any], docs: list[Any]) -> None:
@@ -299,7 +306,7 @@ def test_tls_secret_is_mounted_and_served_by_ingest_and_edge(
 def test_alerts_use_metrics_the_code_exports(rendered: dict[str, list[Any]]) -> None:
     """Every camflow_* name in an alert is defined in the services' code (counters without _total)."""
     (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
-    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert {
         "CamflowStreamStalled",
         "CamflowLiveEdgeLatencyHigh",
@@ -454,11 +461,45 @@ def test_edge_has_hpa_pdb_and_prestop(rendered: dict[str, list[Any]]) -> None:
     assert set(hpas) == {edge["metadata"]["name"], edge["metadata"]["name"].replace("-edge", "-transcode")}
     for hpa in hpas.values():
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    (pdb,) = of_kind(docs, "PodDisruptionBudget")
-    assert (
-        pdb["spec"]["selector"]["matchLabels"].items()
-        <= edge["spec"]["template"]["metadata"]["labels"].items()
-    )
+
+
+def test_every_service_has_a_pdb_that_selects_its_pods_only(rendered: dict[str, list[Any]]) -> None:
+    docs = rendered["default"]
+    deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(docs, "PodDisruptionBudget")}
+    assert set(pdbs) == set(deployments) and len(pdbs) == 4, sorted(pdbs)
+    for name, pdb in pdbs.items():
+        assert pdb["spec"]["maxUnavailable"] == 1
+        selected = pdb["spec"]["selector"]["matchLabels"].items()
+        chosen = [
+            n
+            for n, d in deployments.items()
+            if selected <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert chosen == [name], (name, chosen)
+
+
+def test_the_edge_error_budget_burn_alerts(rendered: dict[str, list[Any]]) -> None:
+    """Multi-window, multi-burn-rate: 14.4x over 1 h and 5 min pages, 6x over 6 h and 30 min does
+    not; both windows must burn, over the recorded 5xx ratios of the release's namespace."""
+    (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
+    (group,) = [g for g in rule["spec"]["groups"] if g["name"] == "camflow.slo"]
+    records = {r["record"]: r["expr"] for r in group["rules"] if "record" in r}
+    assert set(records) == {f"camflow:edge_5xx_ratio:rate{w}" for w in ("5m", "30m", "1h", "6h")}
+    for window, expr in ((w, records[f"camflow:edge_5xx_ratio:rate{w}"]) for w in ("5m", "6h")):
+        assert f'status=~"5.."}}[{window}]' in expr and 'namespace="' in expr, expr
+    alerts = {r["alert"]: r for r in group["rules"] if "alert" in r}
+    fast, slow = alerts["CamflowEdgeErrorBudgetBurnFast"], alerts["CamflowEdgeErrorBudgetBurnSlow"]
+    budget = 1 - 0.999
+
+    def thresholds(expr: str) -> list[float]:
+        return [float(x) for x in re.findall(r"> ([0-9.e-]+)", expr)]
+
+    assert "rate1h >" in fast["expr"] and "and camflow:edge_5xx_ratio:rate5m >" in fast["expr"]
+    assert thresholds(fast["expr"]) == [pytest.approx(14.4 * budget)] * 2
+    assert "rate6h >" in slow["expr"] and "and camflow:edge_5xx_ratio:rate30m >" in slow["expr"]
+    assert thresholds(slow["expr"]) == [pytest.approx(6 * budget)] * 2
+    assert fast["labels"]["severity"] == "critical" and slow["labels"]["severity"] == "warning"
 
 
 def test_secret_and_existing_secret(helm: str, rendered: dict[str, list[Any]], tmp_path: Path) -> None:

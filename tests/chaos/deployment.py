@@ -36,6 +36,8 @@ class Deployment:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
     exits: dict[str, int] = field(default_factory=dict)  # "name#n" (its n-th start): its exit code
+    metrics: bool = False  # each service serves /metrics on a port of its own (metrics_ports)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def signer(self) -> TokenSigner:
@@ -46,6 +48,8 @@ class Deployment:
         common = ["--host", "127.0.0.1", "--kafka", b.bootstrap, "--kafka-prefix", f"c{self.run_id}."]
         common += ["--kafka-replication", str(b.brokers), "--data-dir", str(self.work / "data")]
         store = ["--s3", f"{b.s3_url}/{self.run_id}"]
+        if self.metrics:
+            common += ["--metrics-port", str(self.metrics_ports.setdefault(name, free_port()))]
         return {
             "ingest": [*common, "--rtsp-port", str(self.rtsp_port), "--http-port", str(free_port())],
             "transcode": [*common, *store, "--ladder", self.ladder, "--processes", "1"],

@@ -235,3 +235,23 @@ checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .r
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* A PodDisruptionBudget for a service's pods, when its podDisruptionBudget.enabled; call with
+(dict "root" $ "component" "edge" "svc" .Values.edge). Node drains then take at most
+maxUnavailable of its pods at a time. */}}
+{{- define "camflow.pdb" -}}
+{{- if .svc.podDisruptionBudget.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "camflow.fullname" .root }}-{{ .component }}
+  labels:
+    {{- include "camflow.labels" (dict "root" .root "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: {{ .svc.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "camflow.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+{{- end }}
+{{- end -}}
