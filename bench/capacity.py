@@ -25,6 +25,7 @@ from bench.results import figure, load
 
 PROFILES = {"720p1m": "720p camera, 1 Mb/s", "1080p4m": "1080p camera, 4 Mb/s"}
 DAY = 86_400
+BEGIN, END = "<!-- capacity:begin (python bench/capacity.py --write DESIGN.md) -->", "<!-- capacity:end -->"
 MEDIA_TOPICS = ("camflow_segments_raw", "camflow_parts_raw")
 
 
@@ -143,18 +144,28 @@ def measured_on(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     defaults = Fleet()
     parser = argparse.ArgumentParser(prog="python bench/capacity.py", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--results", type=Path, default=None, help="a results file (default bench/results.json)"
-    )
+    parser.add_argument("--results", type=Path, default=None, help="default: bench/results.json")
+    parser.add_argument("--write", type=Path, default=None, help="also put the table into this page")
     for name, value in vars(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     fleet = Fleet(**{k: getattr(args, k) for k in vars(defaults)})
     doc = load(args.results)
-    print(f"fleet: {fleet}")
-    print(f"figures: {measured_on(doc)}\n")
-    print(table(doc, fleet))
+    conditions = f"fleet: {fleet}\nfigures: {measured_on(doc)}"
+    rendered = table(doc, fleet)
+    print(f"{conditions}\n\n{rendered}")
+    if args.write:
+        write_into(args.write, f"```text\n{conditions}\n```\n\n{rendered}")
     return 0
+
+
+def write_into(path: Path, text: str) -> None:
+    """Replace what stands between the capacity markers of ``path`` (DESIGN.md) with ``text``."""
+    head, begun, rest = path.read_text().partition(BEGIN)
+    _, ended, tail = rest.partition(END)
+    if not (begun and ended):
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} block to write the table into")
+    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,17 @@ def test_a_run_replaces_its_own_entry_only(results: Path) -> None:
     assert doc["benches"]["edge"]["figures"] == {"playlist_cpu_us": 30.0}
     assert doc["benches"]["pipeline"]["figures"]["720p1m_cpu_ingest"] == 0.05
     assert set(doc["benches"]["edge"]) == {"figures", "measured", "cores", "load", "commit"}
+
+
+def test_the_table_is_written_between_the_markers_of_a_page(results: Path, tmp_path: Path) -> None:
+    page = tmp_path / "DESIGN.md"
+    page.write_text(f"# before\n{capacity.BEGIN}\nold table\n{capacity.END}\nafter\n")
+    assert capacity.main(["--results", str(results), "--write", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith(f"# before\n{capacity.BEGIN}\n```text\nfleet: Fleet(") and text.endswith(
+        f"{capacity.END}\nafter\n"
+    )
+    assert "old table" not in text and "| ingest cores |" in text
+    page.write_text("no markers")
+    with pytest.raises(SystemExit, match="no <!-- capacity:begin"):
+        capacity.main(["--results", str(results), "--write", str(page)])
