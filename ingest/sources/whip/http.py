@@ -37,6 +37,7 @@ from camflow.keys import is_stream_name
 from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
+from ingest.media.live import LiveFeeds
 from ingest.sources.whip.errors import WhipError
 from ingest.sources.whip.ice import IcePolicy
 from ingest.sources.whip.session import SessionLimits, WhipSession
@@ -91,11 +92,13 @@ class WhipService:
         devices: DeviceRegistry | None = None,
         seen: SeenWriter | None = None,
         connection_limits: ConnectionLimits | None = None,
+        live: LiveFeeds | None = None,
     ) -> None:
         """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where
         and when each device published; ``connection_limits``: the offer's body deadline (None: only
         the listener's)."""
         self.bus = bus
+        self.live = live
         self.devices = devices
         self.seen = seen
         self.connection_limits = connection_limits
@@ -204,7 +207,7 @@ class WhipService:
             raise WhipError(
                 503, "too_many_sessions", f"{len(self.sessions)} WHIP sessions: the limit; retry later"
             )
-        session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget)
+        session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget, self.live)
         session.device = device
         try:
             answer = await session.answer(offer)

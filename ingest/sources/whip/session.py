@@ -24,6 +24,7 @@ from camflow.bus import Bus
 from camflow.log import get_logger
 from ingest.codecs.vp8 import VP8
 from ingest.errors import ParseError
+from ingest.media.live import LiveFeeds
 from ingest.media.mux import H264
 from ingest.media.publisher import Publisher
 from ingest.media.units import VIDEO_CLOCK_RATE
@@ -63,8 +64,10 @@ class WhipSession:
         policy: IcePolicy,
         limits: SessionLimits,
         on_closed: Callable[[WhipSession], None],
+        live: LiveFeeds | None = None,
     ) -> None:
         self.bus = bus
+        self.live = live
         self.stream = stream
         self.id = secrets.token_hex(12)
         self.policy = policy
@@ -133,11 +136,14 @@ class WhipSession:
             segment_target=self.limits.segment_target,
             counters=(self.counters,),
             part_target=self.limits.part_target,
+            live=self.live,
         )
         if opus and opus[0]._codecs[0].mimeType.lower() == "audio/opus":
             self.audio = OpusToAac(opus[0]._codecs[0].channels or 2)
             self.publisher.attach_audio(self.audio.encoder.config)
         await self.publisher.start()
+        if self.publisher.live_feed is not None:  # a WHEP viewer without a cached IDR asks for one
+            self.publisher.live_feed.request_keyframe = self.request_keyframe
         self._watchdog = asyncio.create_task(self._watch(), name=f"whip-{self.stream}")
         self.answer_sdp = announce(self._pc.localDescription.sdp, self.policy)
         self.log.info("whip_session_started", codec=self.codec)
