@@ -137,3 +137,12 @@ def test_a_closed_viewer_gets_nothing_more() -> None:
     viewer.close()
     feed.push(idr(0), generation)
     assert viewer.take() is None and viewer.ended and viewer not in feed.viewers
+
+
+def test_viewers_keyframe_requests_reach_the_source_at_most_once_per_interval() -> None:
+    feed = LiveFeed("cam", "h264")
+    assert not feed.want_keyframe(0.0, 1.0)  # a source that cannot be asked (RTSP)
+    asked: list[int] = []
+    feed.request_keyframe = lambda: asked.append(1)
+    assert feed.want_keyframe(10.0, 1.0) and not feed.want_keyframe(10.5, 1.0)
+    assert feed.want_keyframe(11.0, 1.0) and asked == [1, 1] and feed.keyframe_requests == 2

@@ -186,6 +186,8 @@ class LiveFeed:
         self._cache: list[LiveFrame] = []
         self._cache_bytes = 0
         self._caching = False  # False until an IDR, and after an overflow until the next IDR
+        self._keyframe_asked: float | None = None  # when the source was last asked (want_keyframe)
+        self.keyframe_requests = 0
 
     def push(self, unit: AccessUnit, generation: int) -> None:
         """A unit of publisher ``generation`` (``begin``'s number; another one's units are ignored)."""
@@ -206,6 +208,18 @@ class LiveFeed:
                 self._cache_bytes += len(frame.data)
         for viewer in list(self.viewers):
             viewer.offer(frame)
+
+    def want_keyframe(self, now: float, interval: float) -> bool:
+        """A viewer lost a picture (its PLI): ask the source for an IDR, at most once per ``interval``
+        seconds (``now``: a monotonic clock); True when it was asked."""
+        if self.request_keyframe is None:
+            return False
+        if self._keyframe_asked is not None and now - self._keyframe_asked < interval:
+            return False
+        self._keyframe_asked = now
+        self.keyframe_requests += 1
+        self.request_keyframe()
+        return True
 
     @property
     def cached(self) -> int:
@@ -257,7 +271,7 @@ class LiveFeeds:
         return feed, feed.begin(codec)
 
     def ended(self, feed: LiveFeed, generation: int) -> None:
-        """Publisher ``generation`` of ``feed`` ended; the feed goes when its last viewer does (``forget``)."""
+        """Publisher ``generation`` of ``feed`` ended; the feed goes with its last viewer (``forget``)."""
         feed.end(generation)
         self.forget(feed)
 

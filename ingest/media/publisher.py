@@ -120,8 +120,8 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self.parts: PartSender | None = None
         if part_target is not None:
-            live = bus.bus if isinstance(bus, SpooledBus) else bus  # parts are never spooled
-            self.parts = PartSender(part_bus or live, stream, self.log)
+            unspooled = bus.bus if isinstance(bus, SpooledBus) else bus  # parts are never spooled
+            self.parts = PartSender(part_bus or unspooled, stream, self.log)
         # For the health feed, set once per session or per segment (never per packet):
         self.started_at = time.monotonic()
         self.last_segment: tuple[float, float, int] | None = None  # (monotonic cut time, seconds, IDRs)

@@ -30,7 +30,7 @@ from ingest.media.publisher import Publisher
 from ingest.media.units import VIDEO_CLOCK_RATE
 from ingest.sources.whip.audio import OpusToAac
 from ingest.sources.whip.errors import WhipError
-from ingest.sources.whip.ice import IcePolicy, announce
+from ingest.sources.whip.ice import IcePolicy, announce, check_candidates
 from ingest.sources.whip.media import WhipCounters, WhipStats, h264_unit, tap, vp8_unit
 
 VIDEO_CODECS = {"H264": H264, "VP8": VP8}
@@ -129,6 +129,7 @@ class WhipSession:
         for extra in opus[1:]:
             extra.direction = "inactive"
         await self._pc.setLocalDescription(await self._pc.createAnswer())
+        check_candidates(self._pc.localDescription.sdp, self.policy)
         self.publisher = Publisher(
             self.bus,
             self.stream,
