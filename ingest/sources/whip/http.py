@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -146,6 +147,10 @@ def check_sdp_body(request: web.Request) -> None:
             "offer_too_large",
             f"offer of {request.content_length} bytes: expected at most {MAX_OFFER}",
         )
+
+
+class Mountable(Protocol):
+    def app(self) -> web.Application: ...
 
 
 class WhipService:
@@ -308,11 +313,14 @@ async def serve_whip(
     port: int,
     limits: ConnectionLimits,
     tls_context: ssl.SSLContext | None = None,
+    whep: Mountable | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """``camflow ingest``: /whip on its own HTTP listener (HTTPS with ``tls_context``), guarded by
-    ``limits``; returns the coroutine function that stops it."""
+    """``camflow ingest``: /whip (and /whep, ``whep``'s) on its own HTTP listener (HTTPS with
+    ``tls_context``), guarded by ``limits``; returns the coroutine function that stops it."""
     root = web.Application(client_max_size=MAX_OFFER + 1024)
     root.add_subapp(PREFIX, service.app())
+    if whep is not None:
+        root.add_subapp("/whep", whep.app())
     runner = web.AppRunner(root, access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
     try:
