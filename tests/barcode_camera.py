@@ -25,7 +25,8 @@ function readStamp(ctx) {{
   const data = ctx.getImageData(0, 0, {WIDTH}, {2 * BLOCK}).data;
   let value = 0, check = 0;
   for (let i = 0; i < {BITS}; i++) {{
-    const x = (i % {PER_ROW}) * {BLOCK} + {BLOCK // 2}, y = Math.floor(i / {PER_ROW}) * {BLOCK} + {BLOCK // 2};
+    const x = (i % {PER_ROW}) * {BLOCK} + {BLOCK // 2};
+    const y = Math.floor(i / {PER_ROW}) * {BLOCK} + {BLOCK // 2};
     const bit = data[(y * {WIDTH} + x) * 4] > 128 ? 1 : 0;
     if (i < {TIME_BITS}) value = value * 2 + bit; else check = check * 2 + bit;
   }}
