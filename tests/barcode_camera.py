@@ -95,4 +95,7 @@ class BarcodeCamera:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-        return self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+        if self.proc.stderr is None:
+            return ""
+        with self.proc.stderr:
+            return self.proc.stderr.read().decode(errors="replace")
