@@ -59,12 +59,15 @@ def picture(index: int, millis: int) -> bytes:
 
 class BarcodeCamera:
     """ffmpeg pushing the stamped pictures to ``url`` in real time (a thread paints and pipes them),
-    until ``stop``; stopped by PID."""
+    with ``audio`` a 440 Hz tone as AAC beside them, until ``stop``; stopped by PID."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, audio: bool = False) -> None:
         args = ["ffmpeg", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray"]
-        args += ["-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "-", "-c:v", "libx264"]
-        args += ["-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
+        args += ["-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "-"]
+        if audio:
+            args += ["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+            args += ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "64k"]
+        args += ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
         args += ["-g", str(GOP), "-keyint_min", str(GOP), "-f", "rtsp", "-rtsp_transport", "tcp", url]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self._stop = threading.Event()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.media.live import FRAME_TICKS, LiveFeed, LiveFeeds, LiveFrame, LiveViewer, annexb
+from ingest.media.live import AUDIO_QUEUE, FRAME_TICKS, LiveFeed, LiveFeeds, LiveFrame, LiveViewer, annexb
 from ingest.media.units import AccessUnit
 
 SPS, PPS = b"\x67\x42\xc0\x1f", b"\x68\xce\x3c\x80"
@@ -146,3 +146,25 @@ def test_viewers_keyframe_requests_reach_the_source_at_most_once_per_interval() 
     feed.request_keyframe = lambda: asked.append(1)
     assert feed.want_keyframe(10.0, 1.0) and not feed.want_keyframe(10.5, 1.0)
     assert feed.want_keyframe(11.0, 1.0) and asked == [1, 1] and feed.keyframe_requests == 2
+
+
+def test_opus_reaches_a_viewer_once_its_video_started_with_a_continuous_bounded_queue() -> None:
+    feed = LiveFeed("cam", "h264")
+    generation = feed.begin("h264")
+    viewer = feed.subscribe()
+    woken: list[int] = []
+    viewer.on_audio = lambda: woken.append(1)
+    feed.push_opus(b"early", 0, generation)  # before its first IDR: nothing to sync to
+    assert viewer.take_audio() is None and not woken
+    feed.push(idr(0), generation)
+    feed.push_opus(b"a", 48_000, generation)
+    feed.push_opus(b"b", 48_960, generation)
+    assert [viewer.take_audio(), viewer.take_audio(), viewer.take_audio()] == [(b"a", 0), (b"b", 960), None]
+    for i in range(AUDIO_QUEUE + 5):
+        feed.push_opus(bytes([i]), 50_000 + 960 * i, generation)
+    # the source's spacing (its pts - 48 000), the 5 oldest dropped
+    assert viewer.counters.audio_dropped == 5 and viewer.take_audio() == (bytes([5]), 2000 + 5 * 960)
+    second = feed.begin("h264")  # a new publisher: audio waits for its IDR, its clock continues
+    feed.push(idr(0), second)
+    feed.push_opus(b"new", 7, second)
+    assert viewer.take_audio() == (b"new", 2000 + (AUDIO_QUEUE + 4) * 960 + 960)

@@ -71,5 +71,8 @@ def test_chromium_plays_its_own_whip_publish_over_whep(tmp_path: Path) -> None:
     assert (page["width"], page["height"]) == (640, 480), page
     stats = page["stats"]
     assert stats["framesDecoded"] > 5 * SECONDS and stats["keyFramesDecoded"] >= 1, stats
+    # Its Opus, sent back as it came (no re-encoding): about 50 packets a second.
+    audio = page["audio"]
+    assert audio["packetsReceived"] > 25 * (SECONDS - 2) and audio["totalSamplesReceived"] > 0, audio
     started = [json.loads(line) for line in result["log"] if '"whep_session_started"' in line]
     assert len(started) == 1, result["log"]

@@ -1,7 +1,7 @@
 """WHEP from the running services, with aiortc as the viewer (on 127.0.0.1: this process's ICE offers
 loopback): a camera pulled by `camflow run --pull` (gst-rtsp-server, SPS/PPS only in its SDP), and
-an ffmpeg RTSP push into a distributed `camflow ingest` on Kafka, played from ingest's own HTTP
-listener. Each decodes at the camera's size.
+an ffmpeg RTSP push with AAC into a distributed `camflow ingest` on Kafka, played from ingest's own
+HTTP listener. Each decodes at the camera's size; the AAC arrives as Opus.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,14 +28,22 @@ FRAMES = 40
 SECRET = "w" * 43
 
 
-async def play(url: str, token: str, frames: int = FRAMES) -> tuple[list[tuple[int, int]], int]:
-    """Decoded sizes of the first ``frames`` frames a WHEP viewer of ``url`` gets, and the DELETE's
-    status (the POST retried while the stream is not live yet: 404, at most 30 s)."""
+@dataclass
+class Played:
+    sizes: list[tuple[int, int]]  # of the decoded video frames
+    audio: list[int]  # sample rates of the decoded audio frames
+    deleted: int  # the DELETE's status
+
+
+async def play(url: str, token: str, frames: int = FRAMES, audio: bool = False) -> Played:
+    """The first ``frames`` video frames (and with ``audio`` audio frames) a WHEP viewer of ``url``
+    decodes, and the DELETE's status (the POST retried while the stream is not live: 404, 30 s)."""
     install(IcePolicy(("127.0.0.1",)))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", direction="recvonly")
-    tracks: asyncio.Queue[object] = asyncio.Queue()
-    pc.on("track", tracks.put_nowait)
+    pc.addTransceiver("audio", direction="recvonly")
+    tracks: dict[str, asyncio.Queue[Any]] = {"video": asyncio.Queue(), "audio": asyncio.Queue()}
+    pc.on("track", lambda track: tracks[track.kind].put_nowait(track))
     await pc.setLocalDescription(await pc.createOffer())
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
     try:
@@ -46,13 +56,18 @@ async def play(url: str, token: str, frames: int = FRAMES) -> tuple[list[tuple[i
                 await asyncio.sleep(0.5)
             assert status == 201, (status, answer)
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-            track = await asyncio.wait_for(tracks.get(), 10)
+            video = await asyncio.wait_for(tracks["video"].get(), 10)
             sizes = []
             for _ in range(frames):
-                frame = await asyncio.wait_for(track.recv(), 10)  # type: ignore[attr-defined]
+                frame = await asyncio.wait_for(video.recv(), 10)
                 sizes.append((frame.width, frame.height))
+            rates = []
+            if audio:
+                sound = await asyncio.wait_for(tracks["audio"].get(), 10)
+                for _ in range(frames):
+                    rates.append((await asyncio.wait_for(sound.recv(), 10)).sample_rate)
             async with http.delete(url.rsplit("/whep/", 1)[0] + location) as r:
-                return sizes, r.status
+                return Played(sizes, rates, r.status)
     finally:
         await pc.close()
 
@@ -62,8 +77,8 @@ async def test_a_pulled_camera_plays_over_whep(tmp_path: Path) -> None:
     with rtsp_server(tmp_path, port, video=H264):
         extra = ["--ladder", "source", "--pull", f"cam7=rtsp://127.0.0.1:{port}/test"]
         with camflow_run(tmp_path, extra) as cf:
-            sizes, deleted = await play(cf.http_url("/whep/cam7"), cf.token("view", "cam7"))
-    assert set(sizes) == {(320, 240)} and deleted == 200
+            played = await play(cf.http_url("/whep/cam7"), cf.token("view", "cam7"))
+    assert set(played.sizes) == {(320, 240)} and played.deleted == 200
 
 
 async def test_distributed_ingest_serves_whep_of_an_rtsp_push(tmp_path: Path) -> None:
@@ -78,12 +93,13 @@ async def test_distributed_ingest_serves_whep_of_an_rtsp_push(tmp_path: Path) ->
     full_env = {**os.environ, **env}
     publish, view = await token("publish", full_env), await token("view", full_env)
     with camflow_service(tmp_path, "ingest", args, env):
-        camera = BarcodeCamera(f"rtsp://127.0.0.1:{rtsp}/cam?token={publish}")
+        camera = BarcodeCamera(f"rtsp://127.0.0.1:{rtsp}/cam?token={publish}", audio=True)
         try:
-            sizes, deleted = await play(f"http://127.0.0.1:{http}/whep/cam", view)
+            played = await play(f"http://127.0.0.1:{http}/whep/cam", view, audio=True)
         finally:
             errors = camera.stop()
-    assert set(sizes) == {(WIDTH, HEIGHT)} and deleted == 200, errors
+    assert set(played.sizes) == {(WIDTH, HEIGHT)} and played.deleted == 200, errors
+    assert set(played.audio) == {48_000}, played.audio  # the camera's AAC as Opus
     log = (tmp_path / "ingest.err").read_text()
     assert '"whep_session_ended"' in log and '"reason": "deleted"' in log
 

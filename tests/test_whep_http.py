@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import aiohttp
 import av
@@ -22,6 +23,7 @@ from camflow.bus import LocalBus
 from camflow.tokens import Action, TokenSigner
 from ingest.codecs import h264
 from ingest.media.live import LiveFeed, LiveFeeds
+from ingest.media.live_audio import AacToOpus
 from ingest.media.units import AccessUnit
 from ingest.sources.whip.http import WhipService
 from ingest.sources.whip.ice import IcePolicy, install
@@ -30,6 +32,7 @@ from ingest.sources.whip.whep import WhepLimits
 from ingest.sources.whip.whep_http import PREFIX, WhepService
 from tests import defaults
 from tests.process import free_port
+from tests.test_live_audio import aac_tone
 
 POLICY = IcePolicy(("127.0.0.1",), (41100, 41199))
 WIDTH, HEIGHT, FPS, GOP = 320, 240, 30, 60
@@ -104,6 +107,19 @@ async def camera(feed: LiveFeed, generation: int, units: list[AccessUnit], start
         await asyncio.sleep(1 / FPS)
 
 
+async def microphone(feed: LiveFeed, generation: int) -> None:
+    """Push 20 ms Opus packets of a tone (the stream's AAC as viewers get it) at their rate."""
+    encoder, units = aac_tone()
+    opus = AacToOpus(encoder.config)
+    packets = [p for unit in units for p in opus.push(unit)]
+    i = 0
+    while True:
+        data, pts = packets[i % len(packets)]
+        feed.push_opus(data, pts + (i // len(packets)) * len(packets) * 960, generation)
+        i += 1
+        await asyncio.sleep(0.02)
+
+
 async def error_of(response: aiohttp.ClientResponse) -> str:
     body = await response.json()
     assert set(body) == {"error", "detail"} and body["detail"], body
@@ -119,19 +135,22 @@ async def test_an_aiortc_viewer_plays_the_live_h264_starting_on_the_cached_idr(w
     assert feed.cached == GOP // 2
     pc, offer = await viewer_offer()
     decoded: list[av.VideoFrame] = []
-    got = asyncio.Event()
+    heard: list[av.AudioFrame] = []
+    got, got_audio = asyncio.Event(), asyncio.Event()
     readers: list[asyncio.Task[None]] = []
 
     @pc.on("track")
-    def on_track(track: object) -> None:
+    def on_track(track: Any) -> None:
         async def read() -> None:
-            while len(decoded) < 45:
-                decoded.append(await track.recv())  # type: ignore[attr-defined]
-            got.set()
+            frames, done = (heard, got_audio) if track.kind == "audio" else (decoded, got)
+            while len(frames) < 45:
+                frames.append(await track.recv())
+            done.set()
 
         readers.append(asyncio.create_task(read()))
 
     pusher = asyncio.create_task(camera(feed, generation, units, GOP // 2))
+    speaker = asyncio.create_task(microphone(feed, generation))
     try:
         async with whep.http.post(f"{whep.url}/cam", data=offer, headers=whep.headers("cam")) as r:
             assert r.status == 201, await r.text()
@@ -141,6 +160,8 @@ async def test_an_aiortc_viewer_plays_the_live_h264_starting_on_the_cached_idr(w
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         await asyncio.wait_for(got.wait(), 20)
         assert {(f.width, f.height) for f in decoded} == {(WIDTH, HEIGHT)}
+        await asyncio.wait_for(got_audio.wait(), 20)  # the Opus, decoded by aiortc
+        assert {f.sample_rate for f in heard} == {48_000} and "opus" in answer.lower()
         session = whep.service.sessions[location.rsplit("/")[-1]]
         assert session.viewer is not None and session.viewer.counters.dropped == 0  # started on the cache
         base = whep.url.removesuffix(PREFIX)
@@ -150,7 +171,7 @@ async def test_an_aiortc_viewer_plays_the_live_h264_starting_on_the_cached_idr(w
         async with whep.http.delete(base + location) as r:
             assert r.status == 404 and await error_of(r) == "not_found"
     finally:
-        for task in (pusher, *readers):
+        for task in (pusher, speaker, *readers):
             task.cancel()
         await pc.close()
 

@@ -42,9 +42,10 @@ async function gathered(pc) {
   });
 }
 async function publish() {  // Chromium's fake camera over WHIP (SOURCE whip)
-  const media = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: false});
+  const media = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: true});
   const pc = new RTCPeerConnection({iceServers: []});
   const t = pc.addTransceiver(media.getVideoTracks()[0], {direction: 'sendonly'});
+  pc.addTransceiver(media.getAudioTracks()[0], {direction: 'sendonly'});
   const caps = RTCRtpSender.getCapabilities('video').codecs;
   t.setCodecPreferences(caps.filter(c => c.mimeType.toLowerCase() === 'video/h264'));
   await pc.setLocalDescription(await pc.createOffer());
@@ -64,7 +65,10 @@ async function publish() {  // Chromium's fake camera over WHIP (SOURCE whip)
     const states = [];
     pc.onconnectionstatechange = () => states.push(pc.connectionState);
     pc.addTransceiver('video', {direction: 'recvonly'});
-    pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
+    pc.addTransceiver('audio', {direction: 'recvonly'});
+    const media = new MediaStream();
+    video.srcObject = media;
+    pc.ontrack = (e) => { media.addTrack(e.track); };
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
     const url = params.get('whep') + '?token=' + params.get('view');  // the token as ?token=
@@ -93,7 +97,10 @@ async function publish() {  // Chromium's fake camera over WHIP (SOURCE whip)
     };
     video.requestVideoFrameCallback(onFrame);
     await sleep(Number(params.get('seconds')) * 1000);
-    let stats = {};
+    let stats = {}, audio = {};
+    (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') audio = {
+      packetsReceived: s.packetsReceived, totalSamplesReceived: s.totalSamplesReceived,
+      concealedSamples: s.concealedSamples, totalAudioEnergy: s.totalAudioEnergy}; });
     (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') stats = {
       framesDecoded: s.framesDecoded, framesDropped: s.framesDropped, keyFramesDecoded: s.keyFramesDecoded,
       packetsLost: s.packetsLost, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
@@ -101,7 +108,7 @@ async function publish() {  // Chromium's fake camera over WHIP (SOURCE whip)
     const del = await fetch(session, {method: 'DELETE'});
     pc.close();
     if (publisher) publisher.close();
-    await report({ok: true, status: r.status, delete: del.status, states, stats, firstFrame, latencies,
+    await report({ok: true, status: r.status, delete: del.status, states, stats, audio, firstFrame, latencies,
                   width: video.videoWidth, height: video.videoHeight, location: r.headers.get('Location')});
   } catch (e) {
     await report({ok: false, error: String(e)});
@@ -138,6 +145,8 @@ async def run(workdir: Path, source: str, seconds: float) -> dict[str, Any]:
             stream = "cam"
             publish, view = cf.token("publish", stream), cf.token("view", stream)
             if source == "rtsp":
+                # Video only: ffmpeg pacing a -re audio input holds the piped pictures back (hundreds
+                # of ms, measured), which would be the test camera's latency, not camflow's.
                 camera = BarcodeCamera(cf.rtsp_url(stream, publish))
             url = (
                 f"http://127.0.0.1:{page_port}/?source={source}&seconds={seconds}&warmup={WARMUP_S}"

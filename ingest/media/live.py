@@ -14,6 +14,10 @@ counted, and resumes on the next IDR (never on a picture whose references it lac
 publisher of the stream (a camera that reconnects) keeps the feed and its viewers: they wait for
 the new publisher's first IDR and their clock continues from where it was (``ViewerClock.resync``).
 
+Audio goes beside the video as Opus packets (``push_opus``: a WHIP publisher's own, or the stream's
+AAC encoded once by ``ingest.media.live_audio``), to each viewer once its video has started, in a
+queue of ``AUDIO_QUEUE`` that drops its oldest packet when the viewer is behind.
+
 ``LiveFeeds`` is one ingest process's feeds, by stream name; the WHEP endpoint
 (``ingest.sources.whip.whep``) subscribes to them.
 """
@@ -31,6 +35,8 @@ MAX_CACHED_UNITS = 600  # 20 s at 30 fps: longer GOPs are not cached (viewers wa
 MAX_CACHED_BYTES = 16 * 1024 * 1024
 VIEWER_QUEUE = 90  # units a viewer may be behind (3 s at 30 fps) before it drops to the next IDR
 FRAME_TICKS = 3000  # 90 kHz ticks between a resumed viewer's last unit and its next (one 30 fps frame)
+AUDIO_QUEUE = 50  # Opus packets a viewer may be behind (1 s of 20 ms packets); older ones are dropped
+OPUS_TICKS = 960  # 48 kHz ticks of one 20 ms Opus packet
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class ViewerCounters:
     dropped: int = 0  # units lost because the viewer was behind, or before its first IDR
     overflows: int = 0  # times its queue overflowed
     resyncs: int = 0  # times it waited for an IDR (start without a cache, overflow, new publisher)
+    audio_packets: int = 0  # Opus packets handed to the viewer
+    audio_dropped: int = 0  # Opus packets lost because the viewer was behind
 
 
 class ViewerClock:
@@ -99,8 +107,12 @@ class LiveViewer:
         self.clock = ViewerClock()
         self.ended = False
         self.on_ready: Callable[[], None] | None = None
+        self.on_audio: Callable[[], None] | None = None
         self._queue: deque[tuple[LiveFrame, int]] = deque()
         self._wants_idr = True
+        self._audio: deque[tuple[bytes, int]] = deque()
+        self._audio_offset: int | None = None
+        self._audio_last: int | None = None
 
     def _start(self, cached: list[LiveFrame]) -> None:
         if cached:
@@ -131,10 +143,39 @@ class LiveViewer:
         self._queue.append((frame, self.clock.stamp(frame)))
         self._wake()
 
+    def offer_audio(self, data: bytes, pts: int) -> None:
+        """One Opus packet (``pts``: 48 kHz, the source's): queued once the viewer's video has started,
+        the oldest dropped when it is ``AUDIO_QUEUE`` behind."""
+        if self.ended or self._wants_idr:
+            return
+        if self._audio_offset is None:
+            start = 0 if self._audio_last is None else self._audio_last + OPUS_TICKS
+            self._audio_offset = start - pts
+        stamp = pts + self._audio_offset
+        if self._audio_last is not None and stamp <= self._audio_last:  # the source's clock went back
+            self._audio_offset = self._audio_last + OPUS_TICKS - pts
+            stamp = self._audio_last + OPUS_TICKS
+        self._audio_last = stamp
+        if len(self._audio) >= AUDIO_QUEUE:
+            self._audio.popleft()
+            self.counters.audio_dropped += 1
+        self._audio.append((data, stamp))
+        if self.on_audio is not None:
+            self.on_audio()
+
+    def take_audio(self) -> tuple[bytes, int] | None:
+        """The next Opus packet and its output timestamp (48 kHz); None when none is queued."""
+        if not self._audio:
+            return None
+        self.counters.audio_packets += 1
+        return self._audio.popleft()
+
     def restart(self) -> None:
         """A new publisher of the stream: what is queued belongs to the old one; wait for the new IDR."""
         self.counters.dropped += len(self._queue)
         self._queue.clear()
+        self._audio.clear()
+        self._audio_offset = None
         self.clock.resync()
         self._wants_idr = True
         self.counters.resyncs += 1
@@ -155,8 +196,11 @@ class LiveViewer:
         if not self.ended:
             self.ended = True
             self._queue.clear()
+            self._audio.clear()
             self.feed.viewers.discard(self)
             self._wake()
+            if self.on_audio is not None:
+                self.on_audio()
 
     def _wake(self) -> None:
         if self.on_ready is not None:
@@ -220,6 +264,13 @@ class LiveFeed:
         self.keyframe_requests += 1
         self.request_keyframe()
         return True
+
+    def push_opus(self, data: bytes, pts: int, generation: int) -> None:
+        """An Opus packet (20 ms, ``pts`` on 48 kHz) of publisher ``generation``, to every viewer."""
+        if generation != self.generation or not self.live:
+            return
+        for viewer in list(self.viewers):
+            viewer.offer_audio(data, pts)
 
     @property
     def cached(self) -> int:

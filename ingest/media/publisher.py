@@ -49,6 +49,7 @@ from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit
 from ingest.media.audio_path import AudioPath, Cut
 from ingest.media.cuts import CutPart, CutSegment
 from ingest.media.live import LiveFeed, LiveFeeds
+from ingest.media.live_audio import AacToOpus
 from ingest.media.mux import muxer_for
 from ingest.media.part_sender import PartSender
 from ingest.media.segmenter import TIMELINE_ORIGIN, TIMESCALE, Segmenter
@@ -129,6 +130,9 @@ class Publisher:
         self._live = live
         self.live_feed: LiveFeed | None = None  # set by start when there are live feeds
         self._live_generation = 0
+        self.opus_native = False  # the source sends its Opus with push_opus (WHIP): AAC is not re-encoded
+        self._opus: AacToOpus | None = None  # the stream's AAC as Opus, while it has WebRTC viewers
+        self._audio_config: AudioConfig | None = None
 
     async def start(self) -> None:
         await self.bus.publish(
@@ -151,6 +155,7 @@ class Publisher:
         audio. ``clock_rate``: the clock of the audio sender reports' timestamps (an RTP track's; default
         the sample rate); ``counters``: where the source counts its audio corrections."""
         self.audio = AudioPath(config, self.segmenter, clock_rate=clock_rate, counters=counters)
+        self._audio_config = config
         self.muxer.audio = config
         self.log.info(
             "audio_attached", codecs=config.codecs, rate=config.sample_rate, channels=config.channels
@@ -170,9 +175,21 @@ class Publisher:
 
     def push_audio(self, unit: AudioUnit) -> None:
         """One AAC access unit, pts in the audio config's sample rate."""
+        feed = self.live_feed
+        if feed is not None and feed.viewers and not self.opus_native and self._audio_config is not None:
+            if self._opus is None:
+                self._opus = AacToOpus(self._audio_config)
+            for data, pts in self._opus.push(unit):
+                feed.push_opus(data, pts, self._live_generation)
         if self.audio is not None:
             for cut in self.audio.on_unit(unit):
                 self._publish(cut)
+
+    def push_opus(self, data: bytes, pts: int) -> None:
+        """The source's own Opus packet (``pts`` on 48 kHz), for WebRTC viewers as it is (WHIP)."""
+        self.opus_native = True
+        if self.live_feed is not None:
+            self.live_feed.push_opus(data, pts, self._live_generation)
 
     def audio_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
         """The audio track's clock against wall-clock time (an RTCP sender report, or the source's own)."""

@@ -182,6 +182,7 @@ class WhipSession:
         self.stats.audio_frames += 1
         if self.audio is None or self.publisher is None or self.closed or codec != "OPUS":
             return
+        self.publisher.push_opus(data, timestamp)  # WebRTC viewers get it as it came
         for unit in self.audio.push(data, timestamp):
             self.publisher.push_audio(unit)
 

@@ -5,7 +5,9 @@ The viewer's units come from the stream's live feed (``ingest.media.live``): the
 decoded or encoded: ``LiveVideoTrack`` returns each unit as an ``av.Packet`` (Annex B, 90 kHz
 ``pts``), which aiortc's H.264 packetizer (``H264Encoder.pack``) splits into RTP (STAP-A, FU-A).
 aiortc answers the viewer's NACKs from its send history. A viewer's PLI (or FIR) is passed on to the
-source when it can be asked (a WHIP publisher), at most once a second per stream.
+source when it can be asked (a WHIP publisher), at most once a second per stream. Audio goes as Opus
+(``LiveAudioTrack``): a WHIP publisher's as it came, an AAC stream's encoded once per stream
+(``ingest.media.live_audio``), once the viewer's video has started.
 
 Lifecycle: ``answer(offer)`` → (ICE, DTLS, media) → ``close(reason)``: DELETE, ICE or DTLS failure,
 no connection within ``connect_timeout``, or no unit for ``media_timeout`` seconds once connected
@@ -35,6 +37,7 @@ from ingest.sources.whip.errors import WhipError
 from ingest.sources.whip.ice import IcePolicy, announce, check_candidates
 
 TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+OPUS_TIME_BASE = Fraction(1, 48_000)
 KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between the source's keyframe requests for one stream
 
 
@@ -74,6 +77,40 @@ class LiveVideoTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._ready.set()
+
+
+class LiveAudioTrack(MediaStreamTrack):
+    """A viewer's Opus packets as an aiortc audio track of pre-encoded frames (none: it waits)."""
+
+    kind = "audio"
+
+    def __init__(self, viewer: LiveViewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self._ready = asyncio.Event()
+        viewer.on_audio = self._ready.set
+
+    async def recv(self) -> av.Packet[Any]:
+        while True:
+            self._ready.clear()
+            item = self.viewer.take_audio()
+            if item is not None:
+                data, stamp = item
+                packet = av.Packet(data)
+                packet.pts = stamp
+                packet.time_base = OPUS_TIME_BASE
+                return packet
+            if self.viewer.ended or self.readyState != "live":
+                raise MediaStreamError
+            await self._ready.wait()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+def _opus_only(codecs: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
+    return [c for c in codecs if c.mimeType.lower() == "audio/opus"]
 
 
 def _h264_only(codecs: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
@@ -141,14 +178,19 @@ class WhepSession:
             )
         first = video[0]
         first._codecs = _h264_only(first._codecs)
+        opus = [t for t in transceivers if t.kind == "audio" and _opus_only(t._codecs)][:1]
         for other in transceivers:
-            if other is not first:
-                other.direction = "inactive"  # one video track; audio is not sent yet
+            if other is not first and other not in opus:
+                other.direction = "inactive"  # one video and one audio track
         self.viewer = self.feed.subscribe()
         self._track = LiveVideoTrack(self.viewer)
         first.sender.replaceTrack(self._track)
         first.direction = "sendonly"
         first.sender._send_keyframe = self._keyframe_wanted  # type: ignore[method-assign]  # its PLI / FIR
+        for audio in opus:  # Opus as the source sent it (WHIP), or the stream's AAC encoded once
+            audio._codecs = _opus_only(audio._codecs)
+            audio.sender.replaceTrack(LiveAudioTrack(self.viewer))
+            audio.direction = "sendonly"
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         check_candidates(self._pc.localDescription.sdp, self.policy)
         self._watchdog = asyncio.create_task(self._watch(), name=f"whep-{self.stream}-{self.id}")
