@@ -76,3 +76,26 @@ def test_chromium_plays_its_own_whip_publish_over_whep(tmp_path: Path) -> None:
     assert audio["packetsReceived"] > 25 * (SECONDS - 2) and audio["totalSamplesReceived"] > 0, audio
     started = [json.loads(line) for line in result["log"] if '"whep_session_started"' in line]
     assert len(started) == 1, result["log"]
+
+
+def test_the_player_falls_back_to_hls_and_switches_between_webrtc_and_hls(tmp_path: Path) -> None:
+    """`/watch/cam?transport=webrtc` with the stream's one WebRTC slot taken: LL-HLS, saying why; the
+    slot freed, WebRTC on request (with its latency), then HLS again (tests/whep_player_chromium.py)."""
+    proc = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-m", "tests.whep_player_chromium", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "error" not in result, (result, proc.stderr[-3000:])
+    fallback, webrtc, hls = result["fallback"], result["webrtc"], result["hls"]
+    assert fallback["transport"] == "hls" and fallback["error"].startswith("too_many_viewers"), fallback
+    assert "LL-HLS" in fallback["latency"] and fallback["button"] == "Switch to WebRTC", fallback
+    assert result["released"] == 200
+    assert webrtc["status"] == "playing over WebRTC (WHEP)" and webrtc["button"] == "Switch to HLS", webrtc
+    assert (webrtc["width"], webrtc["height"]) == (640, 360) and "latency (WebRTC): " in webrtc["latency"]
+    assert hls["transport"] == "hls" and hls["playing"], hls
+    ended = [json.loads(line) for line in result["log"] if '"whep_session_ended"' in line]
+    assert [e["reason"] for e in ended] == ["deleted", "deleted"], result["log"]  # the player's DELETE too
