@@ -99,7 +99,9 @@ async def run(workdir: Path) -> dict[str, Any]:
             with chromium(workdir / "profile", url, workdir / "chromium.log", flags) as port:
                 async with devtools(port) as tools:
                     result["fallback"] = await until(
-                        tools, "fell back to HLS", lambda s: s["transport"] == "hls" and s["playing"]
+                        tools,
+                        "fell back to LL-HLS",
+                        lambda s: s["transport"] == "hls" and s["playing"] and "LL-HLS" in s["latency"],
                     )
                     async with aiohttp.ClientSession() as http, http.delete(cf.http_url(location)) as r:
                         result["released"] = r.status
@@ -119,7 +121,9 @@ async def run(workdir: Path) -> dict[str, Any]:
                     )
         finally:
             result["camera_errors"] = camera.stop()[-2000:]
-        await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 10  # the player's DELETE (sent as it switched to HLS) is logged
+        while cf.log.count('"whep_session_ended"') < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         result["log"] = [line for line in cf.log.splitlines() if '"whep_' in line]
     return result
 
