@@ -4,7 +4,8 @@ streams, operator: a grid of their latest thumbnails, refreshed by ``static/stre
 
 The player uses hls.js, installed from npm into ``edge/web/node_modules`` by ``make install``
 and served from disk at ``/static/hls.min.js``; nothing is loaded from another origin.
-The player page's scripts: ``static/player.js`` (live and recorded playback, speed) and
+The player page's scripts: ``static/player.js`` (live and recorded playback, speed; live over WebRTC
+with ``&transport=webrtc`` or its button, through ``static/webrtc.js``, falling back to HLS) and
 ``static/timeline.js`` (recorded ranges, events, thumbnails of ``edge.thumbs``, clip selection).
 """
 
@@ -104,6 +105,8 @@ async def watch(request: web.Request) -> web.Response:
         return refused
     token = _carried_token(request)
     settings: dict[str, str | int] = {"stream": stream, "token": token, "clip_max": CLIP_MAX_SECONDS}
+    if request.query.get("transport") == "webrtc":  # live over WebRTC (WHEP), HLS as the fallback
+        settings["transport"] = "webrtc"
     rendition = request.query.get("rendition")
     if rendition is not None:  # one rendition's playlist instead of the master (no ABR): a pinned rung
         if not is_rendition(rendition):
@@ -122,9 +125,12 @@ async def watch(request: web.Request) -> web.Response:
         f"{TIMELINE}"
         "<p id=health class=line>health: waiting for the first sample…</p>"
         "<p id=latency class=line>latency: -</p>"
+        '<p class=line><button type=button id=transport aria-label="play live over WebRTC or HLS">'
+        "Switch to WebRTC</button></p>"
         "<p id=status class=line>loading…</p>"
         "</main>"
-        '<script src="/static/hls.min.js"></script><script src="/static/player.js"></script>'
+        '<script src="/static/hls.min.js"></script><script src="/static/webrtc.js"></script>'
+        '<script src="/static/player.js"></script>'
         '<script src="/static/timeline.js"></script>'
     )
     return web.Response(text=_page(f"{stream} · camflow", body), content_type="text/html")

@@ -30,6 +30,7 @@ from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
 from ingest.errors import ParseError
+from ingest.media.live import LiveFeeds
 from ingest.sources.rtsp.auth import REALM, AuthScheme, Challenger, DigestNonces, parse_schemes
 from ingest.sources.rtsp.headers import DigestCredentials
 from ingest.sources.rtsp.server import RtspServer
@@ -201,6 +202,7 @@ def build_rtsp_server(
     tls_context: ssl.SSLContext | None = None,
     limits: ConnectionLimits | None = None,
     part_target: float | None = None,
+    live: LiveFeeds | None = None,
 ) -> RtspServer:
     """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where and
     when each device published; ``limits`` (None: off, for benchmarks) caps connections per client
@@ -224,6 +226,7 @@ def build_rtsp_server(
         tls_context=tls_context,
         limits=limits,
         part_target=part_target,
+        live=live,
     )
     if devices is not None:
         devices.listen(

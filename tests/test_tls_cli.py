@@ -42,6 +42,7 @@ def test_banner_prints_https_and_rtsps_urls() -> None:
     signer = TokenSigner(b"b" * 32)
     plain = operator_view(build_parser().parse_args(["run"]), signer, camflow="camflow")
     assert "http://127.0.0.1:8080/live/cam1/" in plain and "rtsps://" not in plain
+    assert "&transport=webrtc (WHEP: POST http://127.0.0.1:8080/whep/cam1)" in plain
     tls = build_parser().parse_args(["run", "--tls-cert", "c.pem", "--tls-key", "c.key"])
     text = operator_view(tls, signer, camflow="camflow")
     assert "https://127.0.0.1:8080/live/cam1/master.m3u8?token=" in text

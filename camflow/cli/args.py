@@ -216,7 +216,14 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         "--webrtc-timeout",
         type=float,
         default=10.0,
-        help="seconds without video before a WHIP session ends; 1.5x that to connect (default 10)",
+        help="seconds without video before a WHIP or WHEP session ends; 1.5x that to connect (default 10)",
+    )
+    p.add_argument(
+        "--webrtc-max-viewers",
+        type=at_least_one("viewer"),
+        default=200,
+        metavar="N",
+        help="WHEP (WebRTC playback) sessions of one stream at most; more are refused with 503 (default 200)",
     )
 
 

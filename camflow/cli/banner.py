@@ -67,6 +67,7 @@ def operator_view(args: argparse.Namespace, signer: TokenSigner, camflow: str | 
         f"  watch at: {edge}/live/{stream}/master.m3u8?token={view}\n"
         f"            e.g. ffplay or VLC with that URL; tokens valid 24 h.\n"
         f"  player:   {edge}/watch/{stream}?token={view}\n"
+        f"  WebRTC:   {edge}/watch/{stream}?token={view}&transport=webrtc (WHEP: POST {edge}/whep/{stream})\n"
         f"  streams:  curl -s '{edge}/api/streams?token={admin}'\n"
         f"  health:   CAMFLOW_TOKEN={admin} {camflow} tail --edge {edge}\n"
         f"  other streams: {camflow} token publish|view STREAM --data-dir {shlex.quote(args.data_dir)}\n"

@@ -37,9 +37,11 @@ from camflow.tokens import TokenSigner, load_keys
 if TYPE_CHECKING:
     from camflow.cli.devices import DeviceFollower
     from camflow.tls import ServerTls
+    from ingest.media.live import LiveFeeds
     from ingest.media.spooled_bus import SpooledBus
     from ingest.sources.pull.client import PullSource
     from ingest.sources.whip.http import WhipService
+    from ingest.sources.whip.whep_http import WhepService
 
 log = get_logger("cli")
 SPOOL_DRAIN_SECONDS = 10.0  # on shutdown, how long ingest's spool gets to deliver what it holds
@@ -139,7 +141,9 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
         if devices is not None:
             stoppers.append(devices.stop)
             await devices.ready()
-        whip = _whip_service(args, ingest_bus, signer, devices) if "ingest" in roles else None
+        live = _live_feeds() if "ingest" in roles else None
+        whip = _whip_service(args, ingest_bus, signer, devices, live) if "ingest" in roles else None
+        whep = _whep_service(args, whip, live, signer) if whip is not None else None
         tls = _server_tls(args) if roles & {"ingest", "edge"} else None  # after WHIP: cryptography
         tls_context = tls.context if tls is not None else None
         if tls is not None:
@@ -193,6 +197,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 from ingest.sources.whip.http import PREFIX
 
                 edge.mount(PREFIX, whip.app())  # WHIP on the edge's HTTP port
+            if whep is not None:
+                from ingest.sources.whip.whep_http import PREFIX as WHEP_PREFIX
+
+                edge.mount(WHEP_PREFIX, whep.app())  # and WHEP (WebRTC playback) beside it
             await edge.start()
             stoppers.append(edge.stop)
             # --metrics-port: the edge's /metrics (every worker's, merged); workers do not listen on it
@@ -217,6 +225,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 seen=devices.seen if devices else None,
                 tls_port=args.rtsps_port,
                 tls_context=tls_context,
+                live=live,
                 **rtsp_server_settings(args),
             )
             await rtsp.start()
@@ -226,8 +235,12 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                     from ingest.sources.whip.http import serve_whip
 
                     limits = connection_limits(args)
-                    stoppers.insert(0, await serve_whip(whip, args.host, args.http_port, limits, tls_context))
+                    stoppers.insert(
+                        0, await serve_whip(whip, args.host, args.http_port, limits, tls_context, whep)
+                    )
                 stoppers.insert(0, whip.stop)
+                if whep is not None:
+                    stoppers.insert(0, whep.stop)
             if pull_sources:
                 from ingest.sources.pull.client import PullSources
 
@@ -237,6 +250,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                     segment_target=args.segment_duration,
                     part_target=part_target(args),
                     tls_context=_pull_tls(args, pull_sources),
+                    live=live,
                 )
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
@@ -382,8 +396,18 @@ class _Observed:
             await self.server.stop()
 
 
+def _live_feeds() -> LiveFeeds:
+    from ingest.media.live import LiveFeeds
+
+    return LiveFeeds()
+
+
 def _whip_service(
-    args: argparse.Namespace, bus: Bus | None, signer: TokenSigner | None, devices: DeviceFollower | None
+    args: argparse.Namespace,
+    bus: Bus | None,
+    signer: TokenSigner | None,
+    devices: DeviceFollower | None,
+    live: LiveFeeds | None,
 ) -> WhipService:
     """The WHIP endpoint of ingest; imported before any other service (it prepares aiortc's OpenSSL)."""
     import ingest.sources.whip  # noqa: F401  (first: it sets up OpenSSL before anything imports cryptography)
@@ -409,6 +433,26 @@ def _whip_service(
         limits=limits,
         devices=devices.registry if devices else None,
         seen=devices.seen if devices else None,
+        connection_limits=connection_limits(args),
+        live=live,
+    )
+
+
+def _whep_service(
+    args: argparse.Namespace, whip: WhipService, live: LiveFeeds | None, signer: TokenSigner | None
+) -> WhepService:
+    """WebRTC playback of the streams of this ingest (their live feeds), with WHIP's ICE policy."""
+    from ingest.sources.whip.whep import WhepLimits
+    from ingest.sources.whip.whep_http import WhepService
+
+    assert live is not None and signer is not None
+    limits = WhepLimits(connect_timeout=1.5 * args.webrtc_timeout, media_timeout=args.webrtc_timeout)
+    return WhepService(
+        live,
+        signer,
+        policy=whip.policy,
+        limits=limits,
+        max_viewers=args.webrtc_max_viewers,
         connection_limits=connection_limits(args),
     )
 

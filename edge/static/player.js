@@ -5,6 +5,10 @@
 // Live, it starts at the live edge and jumps back to it after a stall or when it fell far behind.
 // It also plays recordings: recording(ms) loads /vod/{stream}/master.m3u8 from that moment (up to
 // VOD_SPAN_MS, then the next span, then live again) at the chosen speed; live() returns to the edge.
+// Live, it can play over WebRTC instead (WHEP, edge/static/webrtc.js: /whep/{stream}, tens of ms behind
+// the camera): with ?transport=webrtc on the page or the transport button. When WebRTC is refused or
+// cannot start (no WHEP on this server, a limit, an H.265 stream, no UDP path), or fails while it
+// plays, the player falls back to (LL-)HLS and says why; the button switches either way.
 // window.camflow exposes the state for tests (tests/latency_probe.py reads it); window.camflowPlayer
 // the controls (edge/static/timeline.js drives them).
 (function () {
@@ -19,6 +23,7 @@
   // LL-HLS with this same player; the edge's page never sets it.
   const liveSrc = config.src || "/live/" + stream + "/" + (pinned || "master") + ".m3u8" + q;
   const vodBase = "/vod/" + stream + "/" + (pinned || "master") + ".m3u8";
+  const whepSrc = "/whep/" + stream + q;
   const video = document.getElementById("video");
   const statusLine = document.getElementById("status");
   const healthLine = document.getElementById("health");
@@ -35,9 +40,13 @@
     errors: [], stalls: 0, fatal: null, latency: null, samples: 0,
     clockLatency: null, waits: 0, liveSeeks: [], playing: false,
     mode: "live", speed: 1, recording: null, position: null,
+    transport: "hls", preferred: config.transport === "webrtc" ? "webrtc" : "hls", webrtcError: null,
   };
   window.camflow = state;
   const listeners = [];
+  const transportButton = document.getElementById("transport");
+  const rtc = window.RTCPeerConnection && window.camflowWebRTC ? window.camflowWebRTC(video, whepSrc) : null;
+  state.rtc = rtc;
 
   function show(text, isError) {
     statusLine.textContent = text;
@@ -81,6 +90,8 @@
   }
 
   function attach(src, live) {
+    if (rtc) rtc.stop();
+    state.transport = "hls";
     if (hls) hls.destroy();
     // lowLatencyMode: parts, blocking playlist reload and preload hints when the playlist has them;
     // the target latency is then the server's PART-HOLD-BACK (plain HLS: 3 target durations).
@@ -112,7 +123,10 @@
       else if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
     hls.on(window.Hls.Events.MANIFEST_PARSED, function (_event, data) {
-      if (live) show("playing " + data.levels.length + " rendition(s)");
+      if (live) {
+        const why = state.webrtcError ? " (WebRTC unavailable: " + state.webrtcError + ")" : "";
+        show("playing " + data.levels.length + " rendition(s) over HLS" + why, Boolean(why));
+      }
       video.play().catch(function (err) { show("press play (" + err.name + ")"); });
     });
     hls.on(window.Hls.Events.LEVEL_LOADED, function (_event, data) {
@@ -133,7 +147,7 @@
   function when(ms) {
     return new Date(ms).toLocaleString([], { hourCycle: "h23" });
   }
-  function playLive() {
+  function playLive(note, isError) {
     state.mode = "live";
     state.recording = null;
     state.playing = false; // the first "playing" seeks to the live edge again
@@ -141,15 +155,65 @@
     pendingSeek = null;
     video.defaultPlaybackRate = 1;
     attach(liveSrc, true);
-    show("back to live");
+    show(note || "back to live", isError);
     changed();
+  }
+  // Live over WebRTC (WHEP); back to (LL-)HLS, saying why, when it cannot start or later fails.
+  function fallBack(reason) {
+    state.webrtcError = reason;
+    state.preferred = "hls"; // until the viewer asks for WebRTC again
+    playLive("WebRTC unavailable (" + reason + "): playing HLS", true);
+  }
+  function playWebRTC() {
+    if (!rtc) {
+      fallBack("this browser has no WebRTC");
+      return;
+    }
+    if (hls) hls.destroy();
+    hls = null;
+    state.hls = null;
+    state.mode = "live";
+    state.recording = null;
+    state.transport = "webrtc";
+    state.playing = false;
+    state.webrtcError = null;
+    startAt = null;
+    pendingSeek = null;
+    video.defaultPlaybackRate = 1;
+    show("connecting over WebRTC (WHEP)…");
+    changed();
+    rtc.start().then(function () {
+      if (state.transport !== "webrtc") return;
+      state.playing = true;
+      show("playing over WebRTC (WHEP)");
+      changed();
+    }).catch(function (err) {
+      if (state.transport === "webrtc") fallBack(err.message);
+    });
+  }
+  if (rtc) rtc.onfail = function (reason) { if (state.transport === "webrtc") fallBack(reason); };
+  function live() {
+    if (state.preferred === "webrtc") playWebRTC();
+    else playLive();
+  }
+  function setTransport(name) {
+    state.preferred = name === "webrtc" ? "webrtc" : "hls";
+    live();
+  }
+  if (transportButton) {
+    transportButton.addEventListener("click", function () {
+      setTransport(state.transport === "webrtc" ? "hls" : "webrtc");
+    });
+    listeners.push(function () {
+      transportButton.textContent = state.transport === "webrtc" ? "Switch to HLS" : "Switch to WebRTC";
+    });
   }
   // Play the recording from ``ms`` (UNIX milliseconds): a seek inside the loaded recording, else a
   // new VOD playlist from there; a moment near now plays live.
   function playRecording(ms) {
     const now = Date.now();
     if (ms >= now - LIVE_MS) {
-      if (state.mode !== "live") playLive();
+      if (state.mode !== "live") live();
       return;
     }
     if (state.mode === "recording" && ms >= state.recording.from && ms < state.recording.end) {
@@ -171,6 +235,7 @@
     changed();
   }
   function position() {
+    if (state.transport === "webrtc") return Date.now() - Math.max(0, rtc.latency || 0) * 1000;
     const date = hls ? hls.playingDate : null;
     return date ? date.getTime() : null;
   }
@@ -196,13 +261,14 @@
     else video.pause();
   }
   window.camflowPlayer = {
-    live: playLive, recording: playRecording, seekBy: seekBy, setSpeed: setSpeed, stepSpeed: stepSpeed,
+    live: live, transport: setTransport, recording: playRecording, seekBy: seekBy, setSpeed: setSpeed, stepSpeed: stepSpeed,
     togglePlay: togglePlay, position: position, speeds: SPEEDS, video: video,
     onChange: function (fn) { listeners.push(fn); },
   };
 
   if (window.Hls && window.Hls.isSupported()) {
-    attach(liveSrc, true);
+    if (state.preferred === "webrtc") playWebRTC();
+    else attach(liveSrc, true);
     video.addEventListener("playing", function () {
       if (state.mode === "live") {
         if (!state.playing) seekToLive("start"); // the edge moved on while the first part loaded
@@ -223,7 +289,7 @@
     video.addEventListener("ended", function () { // the end of a recording's span: the next, or live
       if (state.mode !== "recording") return;
       const end = state.recording.end;
-      if (end >= Date.now() - CATCH_UP_MS) playLive();
+      if (end >= Date.now() - CATCH_UP_MS) live();
       else playRecording(end);
     });
     video.addEventListener("loadedmetadata", function () {
@@ -239,6 +305,16 @@
   }
 
   function tick() {
+    if (state.transport === "webrtc") {
+      state.position = position();
+      if (state.playing) rtc.check().catch(function () { /* closed meanwhile */ });
+      state.latency = typeof rtc.latency === "number" ? rtc.latency : rtc.delay;
+      let behind = "–";
+      if (typeof rtc.latency === "number") behind = rtc.latency.toFixed(2) + " s behind ingest";
+      else if (typeof rtc.delay === "number") behind = rtc.delay.toFixed(3) + " s in network, buffer and decoder";
+      latencyLine.textContent = "latency (WebRTC): " + behind;
+      return;
+    }
     if (!hls) return;
     const now = Date.now();
     state.position = position();
@@ -269,7 +345,9 @@
       state.latency = behind;
       parts.push(behind.toFixed(1) + " s behind the live edge" + (target ? " (target " + target.toFixed(1) + " s)" : ""));
     }
-    latencyLine.textContent = "latency: " + (parts.join(" · ") || "–");
+    const details = hls.latestLevelDetails;
+    const kind = details && details.partList && details.partList.length ? "LL-HLS" : "HLS";
+    latencyLine.textContent = "latency (" + kind + "): " + (parts.join(" · ") || "–");
   }
   setInterval(tick, TICK_MS);
 

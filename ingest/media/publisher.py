@@ -48,6 +48,8 @@ from camflow.log import get_logger
 from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit
 from ingest.media.audio_path import AudioPath, Cut
 from ingest.media.cuts import CutPart, CutSegment
+from ingest.media.live import LiveFeed, LiveFeeds
+from ingest.media.live_audio import AacToOpus
 from ingest.media.mux import muxer_for
 from ingest.media.part_sender import PartSender
 from ingest.media.segmenter import TIMELINE_ORIGIN, TIMESCALE, Segmenter
@@ -91,15 +93,18 @@ class Publisher:
         counters: Sequence[DataclassInstance] = (),
         part_target: float | None = None,
         part_bus: Bus | None = None,
+        live: LiveFeeds | None = None,
     ) -> None:
         """``codec``: ``h264``, ``hevc`` or ``vp8``; ``counters``: the source's correction counters
         (dataclasses of counts, read into ``corrections``); ``part_target``: seconds of the parts cut
         inside each segment (low-latency HLS; None: none), published live on ``part_bus`` (default:
-        ``bus``, or the bus behind it when ``bus`` is ingest's spool: parts are never spooled)."""
+        ``bus``, or the bus behind it when ``bus`` is ingest's spool: parts are never spooled); ``live``:
+        the process's live feeds (``ingest.media.live``), which get every video unit as it arrives."""
         self.bus = bus
         self.stream = stream
         self.epoch = epoch or new_epoch()
         self.segmenter = Segmenter(target=segment_target, part_target=part_target)
+        self.codec = codec
         self.muxer = muxer_for(codec)
         self.audio: AudioPath | None = None  # set by attach_audio when the stream has audio
         self._source_counters = tuple(counters)
@@ -116,18 +121,26 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self.parts: PartSender | None = None
         if part_target is not None:
-            live = bus.bus if isinstance(bus, SpooledBus) else bus  # parts are never spooled
-            self.parts = PartSender(part_bus or live, stream, self.log)
+            unspooled = bus.bus if isinstance(bus, SpooledBus) else bus  # parts are never spooled
+            self.parts = PartSender(part_bus or unspooled, stream, self.log)
         # For the health feed, set once per session or per segment (never per packet):
         self.started_at = time.monotonic()
         self.last_segment: tuple[float, float, int] | None = None  # (monotonic cut time, seconds, IDRs)
         self.end_reason: str | None = None
+        self._live = live
+        self.live_feed: LiveFeed | None = None  # set by start when there are live feeds
+        self._live_generation = 0
+        self.opus_native = False  # the source sends its Opus with push_opus (WHIP): AAC is not re-encoded
+        self._opus: AacToOpus | None = None  # the stream's AAC as Opus, while it has WebRTC viewers
+        self._audio_config: AudioConfig | None = None
 
     async def start(self) -> None:
         await self.bus.publish(
             TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.LIVE, "record"))
         )
         self._task = asyncio.create_task(self._drain(), name=f"publish-{self.stream}")
+        if self._live is not None:
+            self.live_feed, self._live_generation = self._live.publishing(self.stream, self.codec)
         if self.parts is not None:
             self.parts.start()
         self.log.info("publish_started")
@@ -142,6 +155,7 @@ class Publisher:
         audio. ``clock_rate``: the clock of the audio sender reports' timestamps (an RTP track's; default
         the sample rate); ``counters``: where the source counts its audio corrections."""
         self.audio = AudioPath(config, self.segmenter, clock_rate=clock_rate, counters=counters)
+        self._audio_config = config
         self.muxer.audio = config
         self.log.info(
             "audio_attached", codecs=config.codecs, rate=config.sample_rate, channels=config.channels
@@ -150,6 +164,8 @@ class Publisher:
     def push_video(self, unit: AccessUnit) -> None:
         """One video access unit, pts on the 90 kHz video clock (sync: called on the source's path)."""
         self.stats.units += 1
+        if self.live_feed is not None:
+            self.live_feed.push(unit, self._live_generation)
         if self._wall_base is None and unit.is_idr:
             self._wall_base = (self._camera_time(unit.pts), unit.pts)
         if unit.is_idr and self.audio is not None:
@@ -159,9 +175,21 @@ class Publisher:
 
     def push_audio(self, unit: AudioUnit) -> None:
         """One AAC access unit, pts in the audio config's sample rate."""
+        feed = self.live_feed
+        if feed is not None and feed.viewers and not self.opus_native and self._audio_config is not None:
+            if self._opus is None:
+                self._opus = AacToOpus(self._audio_config)
+            for data, pts in self._opus.push(unit):
+                feed.push_opus(data, pts, self._live_generation)
         if self.audio is not None:
             for cut in self.audio.on_unit(unit):
                 self._publish(cut)
+
+    def push_opus(self, data: bytes, pts: int) -> None:
+        """The source's own Opus packet (``pts`` on 48 kHz), for WebRTC viewers as it is (WHIP)."""
+        self.opus_native = True
+        if self.live_feed is not None:
+            self.live_feed.push_opus(data, pts, self._live_generation)
 
     def audio_sender_report(self, ntp_unix: float, rtp_timestamp: int) -> None:
         """The audio track's clock against wall-clock time (an RTCP sender report, or the source's own)."""
@@ -298,6 +326,8 @@ class Publisher:
         if self._closing:
             return
         self.end_reason = reason
+        if self._live is not None and self.live_feed is not None:
+            self._live.ended(self.live_feed, self._live_generation)
         self._on_cuts(self.segmenter.flush())
         if self.audio is not None:
             for cut in self.audio.flush():

@@ -34,6 +34,7 @@ from camflow.log import get_logger
 from camflow.tls import client_context
 from ingest.codecs.aac import AudioConfig, AudioCounters, AudioUnit
 from ingest.errors import ParseError
+from ingest.media.live import LiveFeeds
 from ingest.media.publisher import Publisher
 from ingest.media.segmenter import TIMESCALE
 from ingest.media.units import AccessUnit
@@ -287,6 +288,7 @@ class PullClient:
     stats: PullStats = field(default_factory=PullStats)
     tls_context: ssl.SSLContext | None = None  # rtsps:// sources: how their certificate is checked
     part_target: float | None = None  # seconds of the low-latency parts (--part-duration); None: none
+    live: LiveFeeds | None = None  # where its video also goes as it arrives (WHEP viewers)
 
     def __post_init__(self) -> None:
         self.log = get_logger("ingest.sources.pull.client", stream_id=self.source.name)
@@ -428,6 +430,7 @@ class PullClient:
             segment_target=self.segment_target,
             counters=(opened.counters,),
             part_target=self.part_target,
+            live=self.live,
         )
         if opened.audio is not None:
             publisher.attach_audio(opened.audio, counters=opened.audio_counters)
@@ -468,10 +471,11 @@ class PullSources:
         segment_target: float,
         tls_context: ssl.SSLContext | None = None,
         part_target: float | None = None,
+        live: LiveFeeds | None = None,
     ) -> None:
         check_unique(sources)
         self.clients = [
-            PullClient(bus, s, segment_target, tls_context=tls_context, part_target=part_target)
+            PullClient(bus, s, segment_target, tls_context=tls_context, part_target=part_target, live=live)
             for s in sources
         ]
         self._tasks: list[asyncio.Task[None]] = []

@@ -28,6 +28,7 @@ from camflow.bus import Bus
 from camflow.limits import ClientCap, ConnectionLimits, Refusal, RefusalLog
 from camflow.log import get_logger
 from camflow.metrics import CONNECTIONS_REFUSED
+from ingest.media.live import LiveFeeds
 from ingest.media.publisher import Publisher
 from ingest.sources.rtsp.auth import basic_only
 from ingest.sources.rtsp.connection import READ_SIZE, RtspConnection
@@ -61,8 +62,10 @@ class RtspServer:
         tls_context: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
         part_target: float | None = None,
+        live: LiveFeeds | None = None,
     ) -> None:
-        """``part_target``: seconds of the low-latency parts cut in each segment (None: none).
+        """``part_target``: seconds of the low-latency parts cut in each segment (None: none);
+        ``live``: the live feeds every publisher's video also goes to (WHEP viewers).
         ``port`` (0: any), ``segment_target``, ``session_timeout``, ``handshake_timeout``,
         ``max_connections`` and ``limits`` have their defaults where the flags are defined (the CLI's
         args); ``limits=None``: no per-client cap and no request deadline. ``port`` None: no plain
@@ -74,6 +77,7 @@ class RtspServer:
         self.port = port
         self.segment_target = segment_target
         self.part_target = part_target
+        self.live = live
         self.session_timeout = session_timeout
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
@@ -286,6 +290,7 @@ class RtspServer:
             segment_target=self.segment_target,
             counters=counters,
             part_target=self.part_target,
+            live=self.live,
         )
         await publisher.start()
         self.publishers[stream] = publisher

@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from camflow.bus import Bus
 from camflow.devices import DeviceChange, DeviceRefused, DeviceRegistry, SeenWriter, is_device_credential
@@ -37,6 +39,7 @@ from camflow.keys import is_stream_name
 from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
 from camflow.tokens import Action, TokenSigner
+from ingest.media.live import LiveFeeds
 from ingest.sources.whip.errors import WhipError
 from ingest.sources.whip.ice import IcePolicy
 from ingest.sources.whip.session import SessionLimits, WhipSession
@@ -54,13 +57,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = get_logger("ingest")
 
 
-def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+def json_error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(
         {"error": error, "detail": detail}, status=status, headers={**CORS, **(headers or {})}
     )
 
 
-def _preflight(methods: str) -> Handler:
+def preflight(methods: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(
             status=204,
@@ -77,6 +80,79 @@ def _preflight(methods: str) -> Handler:
     return handler
 
 
+def error_middleware(
+    endpoint: str, refused: dict[int, int], challenge: Callable[[int], dict[str, str] | None]
+) -> Middleware:
+    """Every refusal of ``endpoint`` (``whip``, ``whep``) as JSON ``{"error", "detail"}`` with CORS,
+    counted by status in ``refused`` and logged (``<endpoint>_refused``); ``challenge`` adds the
+    headers of a status (``WWW-Authenticate`` on 401, ``Allow`` on 405)."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        stream = request.match_info.get("stream")
+        try:
+            return await handler(request)
+        except WhipError as exc:
+            response = json_error(exc.status, exc.error, exc.reason, challenge(exc.status))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            detail = exc.text or exc.reason
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                allowed = ", ".join(sorted(exc.allowed_methods))
+                detail = f"{request.method} is not allowed on {request.path!r}; use {allowed}"
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = json_error(exc.status, exc.reason.lower().replace(" ", "_"), detail, headers)
+        except Exception:
+            log.exception(f"{endpoint}_request_failed", method=request.method, path=request.path)
+            response = json_error(
+                500, "internal_error", f"the {endpoint.upper()} endpoint failed to handle this request"
+            )
+        refused[response.status] = refused.get(response.status, 0) + 1
+        log.info(f"{endpoint}_refused", stream_id=stream, method=request.method, status=response.status)
+        return response
+
+    return errors
+
+
+async def read_offer(request: web.Request, limits: ConnectionLimits | None) -> str:
+    """The SDP offer in the body, within the body deadline of ``limits`` (a chunked one too, which
+    the listener cannot frame); a WhipError 408 or 413 when it does not arrive in time or is too big."""
+    if limits is None:
+        return await request.text()
+    seconds = limits.body_deadline(0.0, request.content_length or MAX_OFFER)
+    try:
+        async with asyncio.timeout(seconds):
+            body = await request.content.read(MAX_OFFER + 1)
+            while len(body) <= MAX_OFFER and not request.content.at_eof():
+                body += await request.content.read(MAX_OFFER + 1 - len(body))
+    except TimeoutError:
+        raise WhipError(408, "request_timeout", f"the offer was not received within {seconds:g} s") from None
+    if len(body) > MAX_OFFER:
+        raise WhipError(413, "offer_too_large", f"offer over {MAX_OFFER} bytes")
+    return body.decode(request.charset or "utf-8", errors="replace")
+
+
+def check_sdp_body(request: web.Request) -> None:
+    """A WhipError 415 or 413 for a body that is not an SDP offer of at most MAX_OFFER bytes."""
+    if request.content_type != "application/sdp":
+        raise WhipError(
+            415,
+            "unsupported_media_type",
+            f"body of type {request.content_type!r}: expected application/sdp",
+        )
+    if (request.content_length or 0) > MAX_OFFER:
+        raise WhipError(
+            413,
+            "offer_too_large",
+            f"offer of {request.content_length} bytes: expected at most {MAX_OFFER}",
+        )
+
+
+class Mountable(Protocol):
+    def app(self) -> web.Application: ...
+
+
 class WhipService:
     """The WHIP sessions of this ingest process, one per stream, and their HTTP application."""
 
@@ -91,11 +167,13 @@ class WhipService:
         devices: DeviceRegistry | None = None,
         seen: SeenWriter | None = None,
         connection_limits: ConnectionLimits | None = None,
+        live: LiveFeeds | None = None,
     ) -> None:
         """``devices``: the device registry (None: HMAC publish tokens only); ``seen`` records where
         and when each device published; ``connection_limits``: the offer's body deadline (None: only
         the listener's)."""
         self.bus = bus
+        self.live = live
         self.devices = devices
         self.seen = seen
         self.connection_limits = connection_limits
@@ -111,41 +189,18 @@ class WhipService:
 
     def app(self) -> web.Application:
         """The routes, to mount at ``/whip`` (``parent.add_subapp(PREFIX, service.app())``)."""
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[error_middleware("whip", self.refused, self._challenge)])
         app.router.add_post("/{stream}", self._post)
-        app.router.add_route("OPTIONS", "/{stream}", _preflight(POST_METHODS))
+        app.router.add_route("OPTIONS", "/{stream}", preflight(POST_METHODS))
         app.router.add_delete("/{stream}/{session}", self._delete)
         app.router.add_patch("/{stream}/{session}", self._patch)
-        app.router.add_route("OPTIONS", "/{stream}/{session}", _preflight(SESSION_METHODS))
+        app.router.add_route("OPTIONS", "/{stream}/{session}", preflight(SESSION_METHODS))
         return app
 
     async def stop(self) -> None:
         """End every session (each flushes its segments and marks its stream offline)."""
         await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())))
         await asyncio.gather(*self._closing, return_exceptions=True)
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        stream = request.match_info.get("stream")
-        try:
-            return await handler(request)
-        except WhipError as exc:
-            response = _error(exc.status, exc.error, exc.reason, self._challenge(exc.status))
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            detail = exc.text or exc.reason
-            if isinstance(exc, web.HTTPMethodNotAllowed):
-                allowed = ", ".join(sorted(exc.allowed_methods))
-                detail = f"{request.method} is not allowed on {request.path!r}; use {allowed}"
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), detail, headers)
-        except Exception:
-            log.exception("whip_request_failed", method=request.method, path=request.path)
-            response = _error(500, "internal_error", "the WHIP endpoint failed to handle this request")
-        self.refused[response.status] = self.refused.get(response.status, 0) + 1
-        log.info("whip_refused", stream_id=stream, method=request.method, status=response.status)
-        return response
 
     @staticmethod
     def _challenge(status: int) -> dict[str, str] | None:
@@ -185,26 +240,15 @@ class WhipService:
                 400, "bad_stream", f"stream name {stream[:80]!r}: expected 1-64 characters of A-Z a-z 0-9 _ -"
             )
         device = self._authorize(request, stream)
-        if request.content_type != "application/sdp":
-            raise WhipError(
-                415,
-                "unsupported_media_type",
-                f"body of type {request.content_type!r}: expected application/sdp",
-            )
-        if (request.content_length or 0) > MAX_OFFER:
-            raise WhipError(
-                413,
-                "offer_too_large",
-                f"offer of {request.content_length} bytes: expected at most {MAX_OFFER}",
-            )
-        offer = await self._offer(request)
+        check_sdp_body(request)
+        offer = await read_offer(request, self.connection_limits)
         if not offer.strip():
             raise WhipError(400, "bad_sdp", "empty body: expected an SDP offer")
         if stream not in self.sessions and len(self.sessions) >= self.max_sessions:
             raise WhipError(
                 503, "too_many_sessions", f"{len(self.sessions)} WHIP sessions: the limit; retry later"
             )
-        session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget)
+        session = WhipSession(self.bus, stream, self.policy, self.limits, self._forget, self.live)
         session.device = device
         try:
             answer = await session.answer(offer)
@@ -221,25 +265,6 @@ class WhipService:
             content_type="application/sdp",
             headers={**CORS, "Location": f"{PREFIX}/{stream}/{session.id}", "ETag": f'"{session.id}"'},
         )
-
-    async def _offer(self, request: web.Request) -> str:
-        """The body, within the body deadline (a chunked one too, which the listener cannot frame)."""
-        limits = self.connection_limits
-        if limits is None:
-            return await request.text()
-        seconds = limits.body_deadline(0.0, request.content_length or MAX_OFFER)
-        try:
-            async with asyncio.timeout(seconds):
-                body = await request.content.read(MAX_OFFER + 1)
-                while len(body) <= MAX_OFFER and not request.content.at_eof():
-                    body += await request.content.read(MAX_OFFER + 1 - len(body))
-        except TimeoutError:
-            raise WhipError(
-                408, "request_timeout", f"the offer was not received within {seconds:g} s"
-            ) from None
-        if len(body) > MAX_OFFER:
-            raise WhipError(413, "offer_too_large", f"offer over {MAX_OFFER} bytes")
-        return body.decode(request.charset or "utf-8", errors="replace")
 
     def _session(self, request: web.Request) -> WhipSession:
         stream, sid = request.match_info["stream"], request.match_info["session"]
@@ -288,11 +313,14 @@ async def serve_whip(
     port: int,
     limits: ConnectionLimits,
     tls_context: ssl.SSLContext | None = None,
+    whep: Mountable | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """``camflow ingest``: /whip on its own HTTP listener (HTTPS with ``tls_context``), guarded by
-    ``limits``; returns the coroutine function that stops it."""
+    """``camflow ingest``: /whip (and /whep, ``whep``'s) on its own HTTP listener (HTTPS with
+    ``tls_context``), guarded by ``limits``; returns the coroutine function that stops it."""
     root = web.Application(client_max_size=MAX_OFFER + 1024)
     root.add_subapp(PREFIX, service.app())
+    if whep is not None:
+        root.add_subapp("/whep", whep.app())
     runner = web.AppRunner(root, access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
     try:

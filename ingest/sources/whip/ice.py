@@ -22,6 +22,7 @@ import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
 from camflow.errors import ConfigError
+from ingest.sources.whip.errors import WhipError
 
 _PORTS_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
 
@@ -119,6 +120,22 @@ def install(policy: IcePolicy) -> None:
 
     aioice.ice.get_host_addresses = host_addresses
     aioice.ice.Connection.get_component_candidates = host_candidates  # type: ignore[method-assign]
+
+
+def check_candidates(sdp: str, policy: IcePolicy) -> None:
+    """A WhipError 503 (``no_usable_candidate``) when the answer ``sdp`` has no ICE candidate: no
+    address could be bound (``--host`` a wildcard on a machine whose only address is loopback, which
+    aioice leaves out, or a ``--host`` not on this machine), so no peer could ever reach it."""
+    if any(line.startswith("a=candidate:") for line in sdp.splitlines()):
+        return
+    where = ", ".join(policy.addresses) or "every interface but loopback (--host is a wildcard)"
+    raise WhipError(
+        503,
+        "no_usable_candidate",
+        f"no ICE candidate could be gathered on {where}: the answer would be unreachable; start camflow"
+        " with --host set to an address peers can reach (127.0.0.1 for peers on this machine) or on a"
+        " machine with a non-loopback address",
+    )
 
 
 def announce(sdp: str, policy: IcePolicy) -> str:

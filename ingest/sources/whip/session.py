@@ -24,12 +24,13 @@ from camflow.bus import Bus
 from camflow.log import get_logger
 from ingest.codecs.vp8 import VP8
 from ingest.errors import ParseError
+from ingest.media.live import LiveFeeds
 from ingest.media.mux import H264
 from ingest.media.publisher import Publisher
 from ingest.media.units import VIDEO_CLOCK_RATE
 from ingest.sources.whip.audio import OpusToAac
 from ingest.sources.whip.errors import WhipError
-from ingest.sources.whip.ice import IcePolicy, announce
+from ingest.sources.whip.ice import IcePolicy, announce, check_candidates
 from ingest.sources.whip.media import WhipCounters, WhipStats, h264_unit, tap, vp8_unit
 
 VIDEO_CODECS = {"H264": H264, "VP8": VP8}
@@ -63,8 +64,10 @@ class WhipSession:
         policy: IcePolicy,
         limits: SessionLimits,
         on_closed: Callable[[WhipSession], None],
+        live: LiveFeeds | None = None,
     ) -> None:
         self.bus = bus
+        self.live = live
         self.stream = stream
         self.id = secrets.token_hex(12)
         self.policy = policy
@@ -126,6 +129,7 @@ class WhipSession:
         for extra in opus[1:]:
             extra.direction = "inactive"
         await self._pc.setLocalDescription(await self._pc.createAnswer())
+        check_candidates(self._pc.localDescription.sdp, self.policy)
         self.publisher = Publisher(
             self.bus,
             self.stream,
@@ -133,11 +137,14 @@ class WhipSession:
             segment_target=self.limits.segment_target,
             counters=(self.counters,),
             part_target=self.limits.part_target,
+            live=self.live,
         )
         if opus and opus[0]._codecs[0].mimeType.lower() == "audio/opus":
             self.audio = OpusToAac(opus[0]._codecs[0].channels or 2)
             self.publisher.attach_audio(self.audio.encoder.config)
         await self.publisher.start()
+        if self.publisher.live_feed is not None:  # a WHEP viewer without a cached IDR asks for one
+            self.publisher.live_feed.request_keyframe = self.request_keyframe
         self._watchdog = asyncio.create_task(self._watch(), name=f"whip-{self.stream}")
         self.answer_sdp = announce(self._pc.localDescription.sdp, self.policy)
         self.log.info("whip_session_started", codec=self.codec)
@@ -175,6 +182,7 @@ class WhipSession:
         self.stats.audio_frames += 1
         if self.audio is None or self.publisher is None or self.closed or codec != "OPUS":
             return
+        self.publisher.push_opus(data, timestamp)  # WebRTC viewers get it as it came
         for unit in self.audio.push(data, timestamp):
             self.publisher.push_audio(unit)
 
