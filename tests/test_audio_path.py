@@ -147,7 +147,8 @@ def test_a_part_leaves_after_the_hold_with_the_audio_that_arrived() -> None:
     for frame in range(26, 31):  # part 1.0 (frames 25-29) is cut when frame 30 arrives, at 1.2 s
         camera.advance(frame / FPS)
         camera.video(frame)
-    camera.audio(46), camera.audio(47)  # 2 of the 9 AAC frames ending in (1 s, 1.2 s] arrived
+    for frame in (46, 47):  # 2 of the 10 AAC frames ending in (1 s, 1.2 s] arrived
+        camera.audio(frame)
     assert camera.out.order[-1] == "s0" and camera.path.due() == pytest.approx(1.2 + 0.05)
     camera.advance(1.249)
     assert camera.out.order[-1] == "s0"  # held...
