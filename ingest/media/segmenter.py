@@ -28,7 +28,10 @@ with its segment (the next segment's IDR came, or the session ended) is the segm
 Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
 own timescale, its sample rate) and hands each segment the samples whose time falls in
 [segment start, next segment start), filling what is missing with silence so that the audio of
-every segment covers it exactly.
+every segment covers it exactly. Parts (low-latency HLS) that could not wait for their audio take
+what has arrived (``take(..., lost=)``, see ``ingest.media.audio_path``): the rest goes to the next
+part, so a segment cut into parts holds its parts' audio, which may start or end up to a packet of
+audio away from its span.
 """
 
 from __future__ import annotations
