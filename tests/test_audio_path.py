@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -95,21 +96,30 @@ class Camera:
         self._left(self.path.flush())
 
 
-def arrivals(seconds: float, per_packet: int, delay: float = 0.005) -> Iterator[tuple[float, str, int]]:
+def arrivals(
+    seconds: float, per_packet: int, delay: float = 0.005, audio_delay: float = 0.0
+) -> Iterator[tuple[float, str, int]]:
     """(arrival time, kind, index), in arrival order: a video frame arrives ``delay`` after its capture;
-    an audio packet of ``per_packet`` AAC frames ``delay`` after its last frame was captured."""
+    an audio packet of ``per_packet`` AAC frames ``delay`` (and ``audio_delay``) after its last frame
+    was captured."""
     video = ((i / FPS + delay, "v", i) for i in range(int(seconds * FPS)))
     frames = int(seconds * RATE / AAC_FRAME)
     audio = (
-        ((f - f % per_packet + per_packet) * AAC_FRAME / RATE + delay, "a", f)
+        ((f - f % per_packet + per_packet) * AAC_FRAME / RATE + delay + audio_delay, "a", f)
         for f in range(frames - frames % per_packet)
     )
     return heapq.merge(video, audio)
 
 
-def play(camera: Camera, seconds: float, per_packet: int, skip_audio: range = range(0)) -> Camera:
-    for at, kind, index in arrivals(seconds, per_packet):
-        camera.advance(at)
+def play(
+    camera: Camera, seconds: float, per_packet: int, skip_audio: range = range(0), audio_delay: float = 0.0
+) -> Camera:
+    """The camera's arrivals; the timer runs between them, not between the units of one packet."""
+    last = -1.0
+    for at, kind, index in arrivals(seconds, per_packet, audio_delay=audio_delay):
+        if at > last:
+            camera.advance(at)
+            last = at
         if kind == "v":
             camera.video(index)
         elif index not in skip_audio:
@@ -187,7 +197,9 @@ def test_late_audio_costs_parts_at_most_the_hold_and_segments_keep_their_samples
     parts = camera.out.parts
     assert len(parts) == 30
     waits = [left - cut for _, cut, left in parts]
-    assert max(waits) <= camera.path.part_hold + 1e-9
+    # the stream's first part waits for its audio (a stream starts with audio), the others the hold
+    assert parts[0][0].audio[0].data == b"a" and waits[0] > camera.path.part_hold
+    assert max(waits[1:]) <= camera.path.part_hold + 1e-9
     assert sum(w > 0.04 for w in waits) >= 10  # many did wait the whole hold: audio is late
     by_seq = {
         seq: [p for p, _, _ in group] for seq, group in itertools.groupby(parts, key=lambda p: p[0].seq)
@@ -216,28 +228,47 @@ def test_late_audio_costs_parts_at_most_the_hold_and_segments_keep_their_samples
             assert start - 9 * AAC_FRAME < part.audio[0].time <= start
 
 
+def test_parts_wait_for_audio_more_than_a_part_late() -> None:
+    """A slow audio path (G.711 re-encoded to AAC: 128 ms frames, ~0.3 s late): a part does not leave
+    after the hold with audio ending more than a part target before it, it waits for it, so its audio
+    never lags its video by more than a part (a player would stall on the audio)."""
+    camera = play(Camera(), 4.0, per_packet=8, audio_delay=0.3)
+    parts = camera.out.parts
+    for part, cut, left in parts[:-1]:
+        end = audio_of([part])[-1][0] + AAC_FRAME if part.audio else None
+        part_end = (part.start + part.duration - TIMELINE_ORIGIN) * RATE // 90_000 + RATE
+        assert end is not None and part_end - end < 0.2 * RATE + AAC_FRAME, (part.seq, part.part)
+        assert left - cut <= AudioPath.HOLD_SECONDS
+    assert statistics.median(left - cut for _, cut, left in parts) > 0.1  # they waited
+    audio = audio_of([p for p, _, _ in parts])
+    assert [t for t, _ in audio] == [RATE + AAC_FRAME * i for i in range(len(audio))]
+
+
 def test_audio_in_time_leaves_parts_at_once() -> None:
     camera = play(Camera(), 3.0, per_packet=1)  # one AAC frame a packet, 5 ms after it was captured
     assert all(left == cut for _, cut, left in camera.out.parts[:-1])
 
 
 def test_lost_audio_is_silence_once_it_is_a_second_late() -> None:
-    """The camera stops sending audio for 2 s: parts keep leaving after the hold, the audio they lack
-    is given up as silence once it is more than HOLD_SECONDS behind, and the audio that comes back
-    goes on from there."""
-    gone = range(47, 47 + 94)  # AAC frames of about [1 s, 3 s)
-    camera = play(Camera(), 5.0, per_packet=1, skip_audio=gone)
+    """The camera stops sending audio for 3 s: parts wait for it at most HOLD_SECONDS, the audio they
+    lack is given up as silence once it is more than HOLD_SECONDS behind, and the audio that comes
+    back goes on from there."""
+    gone = range(47, 47 + 141)  # AAC frames of about [1 s, 4 s)
+    camera = play(Camera(), 6.0, per_packet=1, skip_audio=gone)
     parts = camera.out.parts
-    assert max(left - cut for _, cut, left in parts) <= camera.path.part_hold + 1e-9
+    waits = [left - cut for _, cut, left in parts]
+    assert max(waits) <= AudioPath.HOLD_SECONDS + 1e-9 and max(waits) > 0.5
     audio = audio_of([p for p, _, _ in parts])
     assert [t for t, _ in audio] == [RATE + AAC_FRAME * i for i in range(len(audio))]  # no gap, no overlap
     silent = {t for t, d in audio if d == silent_unit(RATE, 1)}
     assert silent == {RATE + AAC_FRAME * i for i in gone}
-    # while none comes, a part ending at t s (leaving at t + 50 ms) holds silence up to about t - 1 s
+    # a part ending at t s whose audio stopped more than a part before t waits for it; at t + 1 s
+    # (before it comes back, at 4 s) it leaves with silence up to about t - 1 s; the later ones get
+    # the audio that came back
     checked = 0
     for part, _, _ in parts:
         end = (part.start + part.duration - TIMELINE_ORIGIN) / 90_000
-        if 2.1 < end < 3.0:
+        if 2.1 < end < 2.95:
             last = (part.audio[-1].time + AAC_FRAME) / RATE - 1  # seconds since the first frame
             assert end - 1.0 - 2 * AAC_FRAME / RATE < last <= end - 1.0, (end, last)
             checked += 1

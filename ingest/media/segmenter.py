@@ -316,6 +316,16 @@ class AudioTrack:
         self._origin: int | None = None  # audio ticks: where the first take started
 
     @property
+    def started(self) -> bool:
+        """Whether any audio (samples or silence) has been handed out."""
+        return self._out_end is not None
+
+    @property
+    def reach(self) -> int | None:
+        """Where the audio received so far ends (audio ticks), handed out or not; None before any."""
+        return self.end if self._samples else self._out_end
+
+    @property
     def end(self) -> int | None:
         """Where the audio received so far ends (audio ticks), None before the first sample."""
         return self._samples[-1].time + self._samples[-1].duration if self._samples else None
