@@ -48,7 +48,12 @@ class BlockingQuery:
 
     def reached(self, end: End | None) -> bool:
         """True when a playlist ending at ``end`` holds segment ``msn`` whole, or part ``part`` of it
-        (or a later segment); False when it lists nothing (``end`` None)."""
+        (or a later segment); False when it lists nothing (``end`` None).
+
+        A complete segment ``msn`` answers any ``part`` of it: ``End`` does not say how many parts it
+        has, and a part index past its last is, by RFC 8216bis 6.2.5.2, one for the next segment's
+        part 0, which the player then asks for with the playlist it gets (one more request, never a
+        400)."""
         assert self.msn is not None
         if end is None:
             return False
@@ -64,7 +69,11 @@ class BlockingQuery:
                 f"{MSN_PARAM}={self.msn} is more than {ADVANCE_MSN_LIMIT} beyond the playlist's last "
                 f"media sequence number {end.msn}"
             )
-        if self.part is not None and self.msn == end.msn and self.part > end.part + ADVANCE_PART_LIMIT:
+        # Only a segment in progress limits the part: once segment ``msn`` is complete (``end.part``
+        # -1), a part index past its last part is a request for the next segment's part 0 (RFC 8216bis
+        # 6.2.5.2), and ``reached`` answers it with the playlist.
+        in_progress = self.msn == end.msn and end.part >= 0
+        if self.part is not None and in_progress and self.part > end.part + ADVANCE_PART_LIMIT:
             return (
                 f"{PART_PARAM}={self.part} is more than {ADVANCE_PART_LIMIT} beyond the last part "
                 f"{end.part} of segment {end.msn}"

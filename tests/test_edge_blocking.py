@@ -116,6 +116,15 @@ def test_queries_and_what_they_wait_for() -> None:
     assert ahead is not None and "more than 3 beyond the last part 3" in (ahead.too_far(End(12, 3)) or "")
 
 
+def test_a_part_past_a_complete_segments_last_is_answered_not_refused() -> None:
+    """Segment 12 is complete (with fewer than 10 parts): _HLS_part=9 of it is, by RFC 8216bis
+    6.2.5.2, a request for segment 13's part 0, never a 400; the playlist answers it at once."""
+    past = BlockingQuery.parse({"_HLS_msn": "12", "_HLS_part": "9"})
+    assert past is not None and past.too_far(End(12, -1)) is None and past.reached(End(12, -1))
+    assert past.too_far(End(13, 0)) is None and past.reached(End(13, 0))
+    assert past.too_far(End(12, 5)) is not None  # segment 12 in progress: 9 is more than 3 beyond
+
+
 def test_part_paths_and_the_fast_path_leaving_ll_queries_alone() -> None:
     obj = parse_live_path(f"/live/cam1/{EPOCH}/source/00000012.004.m4s")
     assert obj.kind is Kind.PART and obj.key == part_key("cam1", EPOCH, "source", 12, 4)

@@ -266,6 +266,21 @@ async def test_refusals_timeouts_and_delta_updates(edge: Edge, pipeline: Pipelin
     assert plain.status == 200 and "#EXT-X-SKIP" not in plain.body.decode() and "max-age=1" in plain.headers
 
 
+async def test_a_part_past_a_complete_segment_gets_the_playlist(edge: Edge, pipeline: Pipeline) -> None:
+    """Segment 75 complete with 10 parts: _HLS_part=10 of it (RFC 8216bis 6.2.5.2: the next segment's
+    part 0) and part 12 (more than 3 past its last listed part) get the playlist, not a 400."""
+    await pipeline.playlist(75, -1)
+    await pipeline.changed(75, -1)
+    started = time.time()
+    answers = await curl(
+        [playlist_url(edge, "_HLS_msn=75&_HLS_part=10"), playlist_url(edge, "_HLS_msn=75&_HLS_part=12")],
+        edge.tmp / "past",
+    )
+    assert [a.status for a in answers] == [200, 200], [a.body for a in answers]
+    assert all(playlist_end(a.body.decode()) == (75, -1) for a in answers)
+    assert max(a.at for a in answers) - started < 1.0
+
+
 async def test_a_future_part_is_held_until_it_exists(edge: Edge, pipeline: Pipeline) -> None:
     await pipeline.playlist(80, 2)
     await pipeline.changed(80, 2)

@@ -30,7 +30,13 @@ from camflow.bus.local import LocalBus
 from camflow.events import TOPIC_PARTS, TOPIC_RAW, RawPart, RawSegment, decode
 from camflow.mp4 import composition_offsets, split_init
 from camflow.tokens import Action, TokenSigner
+from ingest.media.audio_path import AudioPath
+from ingest.media.cuts import CutPart
+from ingest.media.part_sender import PartSender
+from ingest.media.publisher import Publisher
+from ingest.media.segmenter import Segmenter
 from ingest.media.spooled_bus import SpooledBus
+from ingest.media.units import AccessUnit
 from ingest.service import build_rtsp_server
 from tests import defaults, services
 
@@ -281,3 +287,58 @@ async def test_parts_on_kafka_skip_the_spool(tmp_path: Path, encoder: str) -> No
     median = statistics.median(latencies) * 1000
     print(f"\nkafka {encoder}: {len(received.parts)} parts, publishing latency median {median:.0f} ms")
     assert statistics.median(latencies) < 3.0
+
+
+async def test_a_part_waits_for_its_audio_at_most_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per part, on the camera's path: from the arrival of the frame that completes it (no B-frames: the
+    frame after its last) to the part queued for the bus. ffmpeg's RTP muxer sends AAC in packets of
+    several frames, so the audio of a part's end is often late (by less than a part): the part waits
+    for it at most the hold (50 ms at 0.2 s parts), then leaves with what arrived."""
+    arrived: dict[int, float] = {}  # timeline pts of a video unit -> when it reached the publisher
+    cut: dict[tuple[int, int], float] = {}  # (seq, part) -> when the segmenter cut it
+    sent: dict[tuple[int, int], tuple[float, RawPart]] = {}
+    push_video, take_parts, send = Publisher.push_video, Segmenter.take_parts, PartSender.send
+
+    def timed_push(self: Publisher, unit: AccessUnit) -> None:
+        at = time.monotonic()
+        push_video(self, unit)
+        if self.segmenter.base is not None:
+            arrived[self.segmenter.to_timeline(unit.pts)] = at
+
+    def timed_take(self: Segmenter) -> list[CutPart]:
+        parts = take_parts(self)
+        for part in parts:
+            cut[(part.seq, part.part)] = time.monotonic()
+        return parts
+
+    def timed_send(self: PartSender, event: RawPart) -> None:
+        sent[(event.seq, event.part)] = (time.monotonic(), event)
+        send(self, event)
+
+    monkeypatch.setattr(Publisher, "push_video", timed_push)
+    monkeypatch.setattr(Segmenter, "take_parts", timed_take)
+    monkeypatch.setattr(PartSender, "send", timed_send)
+    bus = LocalBus()
+    await bus.start()
+    try:
+        received = await ingest_session(bus, X264["zerolatency"], 0.2, bus)
+    finally:
+        await bus.close()
+    check_parts(received, 0.2)  # the contract holds
+    waits, since_last = [], []
+    # not the stream's first part (it waits for the stream's first audio), nor the session's end
+    for key, (at, event) in sorted(sent.items())[1:-1]:
+        waits.append(at - cut[key])
+        ends = [t for t in arrived if event.start <= t < event.start + event.duration]
+        since_last.append(at - arrived[max(ends)])
+    waits.sort()
+    p50, p95 = statistics.median(waits), waits[int(0.95 * len(waits))]
+    print(
+        f"\nparts {len(waits)}: cut -> queued p50 {p50 * 1000:.1f} ms p95 {p95 * 1000:.1f} ms "
+        f"max {waits[-1] * 1000:.1f} ms; last frame -> queued p50 "
+        f"{statistics.median(since_last) * 1000:.1f} ms (a frame is 40 ms)"
+    )
+    hold = min(AudioPath.PART_HOLD_SECONDS, 0.2 / 4)
+    assert hold == pytest.approx(0.05)
+    assert sum(w > 0.02 for w in waits) >= 3, waits  # audio was late for some parts: they were held
+    assert p95 <= hold + 0.015 and waits[-1] <= hold + 0.1, waits

@@ -27,12 +27,20 @@ class AudioPath:
     (the latest IDR's pts plus the time since it arrived). Later units follow their own clock exactly;
     an audio timestamp jump of more than 1 s, or a video timeline rebase, places the next unit afresh.
 
-    Segments (and parts, ``parts``) wait here until the audio reaches their end, or for
-    ``HOLD_SECONDS``, and leave in the order they came. A part takes the audio of its span; a segment
-    cut into parts gets its parts' audio, so its parts in order hold exactly its audio samples.
+    Segments wait here until the audio reaches their end, or for ``HOLD_SECONDS``; parts (``parts``)
+    for at most ``part_hold`` seconds (``PART_HOLD_SECONDS``, at most a quarter of the part target;
+    ``HOLD_SECONDS`` until the stream's first audio has gone out): then a part leaves with the audio
+    that has arrived, if it reaches within a part target of the part's end (else the part waits for
+    it, at most ``HOLD_SECONDS``), and what comes later goes into the next part (audio that should
+    have come more than ``HOLD_SECONDS`` before a part's end is given up: silence).
+    Everything leaves in the order it came; ``due`` says when the first held cut leaves whatever the
+    audio does, so that the publisher's timer can ``release`` it. A part takes the audio of its span
+    (or what arrived of it, and what the part before it left); a segment cut into parts gets its
+    parts' audio and leaves with its last part, so its parts in order hold exactly its audio samples.
     """
 
     HOLD_SECONDS = 1.0
+    PART_HOLD_SECONDS = 0.05
     JUMP_SECONDS = 1.0
 
     def __init__(
@@ -59,7 +67,16 @@ class AudioPath:
         self._idr: tuple[int, float] | None = None  # (pts, arrival) of the latest video IDR
         self._video_sr: tuple[float, int] | None = None
         self._audio_sr: tuple[float, int] | None = None
-        self._held: list[tuple[Cut, float]] = []
+        self._held: list[tuple[Cut, float]] = []  # (cut, when it came)
+        part_ticks = segmenter.part_ticks
+        self.part_hold = (
+            self.PART_HOLD_SECONDS
+            if part_ticks is None
+            else min(self.PART_HOLD_SECONDS, part_ticks / TIMESCALE / 4)
+        )
+        self._lost = round(self.HOLD_SECONDS * config.sample_rate)
+        part_seconds = self.PART_HOLD_SECONDS * 4 if part_ticks is None else part_ticks / TIMESCALE
+        self._behind = round(part_seconds * config.sample_rate)  # audio ticks a part may leave without
         self._parts_audio: tuple[int, list[AudioSample]] | None = None  # (seq, audio its parts took)
 
     # --- in ----------------------------------------------------------------------------------------
@@ -76,7 +93,9 @@ class AudioPath:
         self._next_pts = unit.pts + unit.duration
         time_ = self._anchor[1] + unit.pts - self._anchor[0]
         self.track.push(AudioSample(time_, unit.data, unit.duration))
-        return self._release()
+        # only what the audio completes: a part that may leave without the rest of its audio goes at
+        # ``due`` (the publisher's timer), after the other units of the same packet are in
+        return self._release(settle=False)
 
     def on_video_idr(self, pts: int) -> None:
         self._idr = (pts, self._clock())
@@ -118,10 +137,46 @@ class AudioPath:
         return self._release()
 
     def parts(self, part: CutPart) -> list[Cut]:
-        """Hold a part until its audio is in, as ``segments``; part 0 comes before its segment."""
+        """Hold a part until its audio is in, at most ``part_hold`` seconds; part 0 comes before its
+        segment."""
         if part.discontinuity:
             self.on_video_rebase()
         self._held.append((part, self._clock()))
+        return self._release()
+
+    def due(self) -> float | None:
+        """When (by the path's clock) the first held segment or part leaves without more audio; None
+        when nothing is held."""
+        if not self._held:
+            return None
+        cut, since = self._held[0]
+        if isinstance(cut, CutPart):
+            now, hold = self._clock(), since + self._part_hold()
+            if now < hold:
+                return hold
+            return now if self._part_goes(cut, since, now) else since + self.HOLD_SECONDS
+        return self._clock() if self._parts_of(cut.seq) else since + self.HOLD_SECONDS
+
+    def _part_goes(self, part: CutPart, since: float, now: float) -> bool:
+        """Whether a part whose audio is not all in leaves now: held for ``part_hold`` (as ``due``
+        reckons it), and then only if the audio that arrived reaches within a part target of its end;
+        audio later than that (a slow audio path: G.711 re-encoded to AAC, say) is waited for, at most
+        ``HOLD_SECONDS``, so a part's audio never lags its video by more than a part."""
+        if now >= since + self.HOLD_SECONDS:
+            return True
+        if now < since + self._part_hold():
+            return False
+        reach = self.track.reach
+        need = audio_ticks(part.start + part.duration, self.config.sample_rate) - self.track.frame + 1
+        return reach is not None and reach >= need - self._behind
+
+    def _part_hold(self) -> float:
+        """``part_hold``; until the stream's first audio has gone out, ``HOLD_SECONDS``: a stream starts
+        with its audio (a player joining at its start finds no hole in the audio to stall on)."""
+        return self.part_hold if self.track.started else self.HOLD_SECONDS
+
+    def release(self) -> list[Cut]:
+        """What leaves now (at ``due``): the segments and parts complete, or held long enough."""
         return self._release()
 
     def flush(self) -> list[Cut]:
@@ -133,23 +188,30 @@ class AudioPath:
             self._parts_audio is not None and self._parts_audio[0] == seq
         )
 
-    def _release(self, force: bool = False) -> list[Cut]:
+    def _release(self, force: bool = False, settle: bool = True) -> list[Cut]:
+        """What leaves now, in order; ``settle`` False: only the cuts whose audio is all in (or whose
+        time is up), not the parts that could leave with part of it (``_part_goes``)."""
         out: list[Cut] = []
         now = self._clock()
         while self._held:
             cut, since = self._held[0]
             end = cut.start + cut.duration
-            if not (force or self.track.covers(end) or now - since >= self.HOLD_SECONDS):
-                break
-            self._held.pop(0)
+            complete = force or self.track.covers(end)
             if isinstance(cut, CutPart):
-                audio = self.track.take(cut.start, end, continuous=True)
+                expired = now >= since + self.HOLD_SECONDS
+                if not (complete or expired or (settle and self._part_goes(cut, since, now))):
+                    break
+                lost = None if complete else self._lost
+                audio = self.track.take(cut.start, end, continuous=True, lost=lost)
                 if self._parts_audio is None or self._parts_audio[0] != cut.seq:
                     self._parts_audio = (cut.seq, [])
                 self._parts_audio[1].extend(audio)
             elif self._parts_audio is not None and self._parts_audio[0] == cut.seq:
-                audio, self._parts_audio = tuple(self._parts_audio[1]), None
-            else:
+                audio, self._parts_audio = tuple(self._parts_audio[1]), None  # leaves with its last part
+            elif complete or now >= since + self.HOLD_SECONDS:
                 audio = self.track.take(cut.start, end)
+            else:
+                break
+            self._held.pop(0)
             out.append(dataclasses.replace(cut, audio=audio))
         return out

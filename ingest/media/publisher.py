@@ -19,8 +19,9 @@ re-inserted, timestamp jumps, damaged segments) is logged at most once per segme
 (``media_corrected``, the counts since the last one) and summed up in ``publish_ended``.
 
 Low-latency HLS (``part_target``): the segmenter also cuts parts inside each segment; each goes,
-with its audio, through the same muxer and then, live only, to the bus behind the spool
-(``ingest.media.part_sender``), before the segment it belongs to is even complete.
+with its audio (waited for at most ``AudioPath.part_hold``: a timer lets it go then), through the
+same muxer and then, live only, to the bus behind the spool (``ingest.media.part_sender``), before
+the segment it belongs to is even complete.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class Publisher:
         self._wall_base: tuple[float, int] | None = None  # (UNIX time, pts) of the first unit
         self._sender_report: tuple[float, int] | None = None  # (camera UNIX time, RTP timestamp), RTCP SR
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._audio_timer: asyncio.TimerHandle | None = None  # releases held parts and segments (``due``)
+        self._audio_due: float | None = None
         self.parts: PartSender | None = None
         if part_target is not None:
             unspooled = bus.bus if isinstance(bus, SpooledBus) else bus  # parts are never spooled
@@ -138,6 +142,7 @@ class Publisher:
         await self.bus.publish(
             TOPIC_STREAMS, self.stream, encode(self._state(StreamStateKind.LIVE, "record"))
         )
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._drain(), name=f"publish-{self.stream}")
         if self._live is not None:
             self.live_feed, self._live_generation = self._live.publishing(self.stream, self.codec)
@@ -184,6 +189,7 @@ class Publisher:
         if self.audio is not None:
             for cut in self.audio.on_unit(unit):
                 self._publish(cut)
+            self._schedule_audio()
 
     def push_opus(self, data: bytes, pts: int) -> None:
         """The source's own Opus packet (``pts`` on 48 kHz), for WebRTC viewers as it is (WHIP)."""
@@ -230,6 +236,27 @@ class Publisher:
                     self._publish(cut)
             else:
                 self._publish_segment(segment)
+        self._schedule_audio()
+
+    def _schedule_audio(self) -> None:
+        """Arm the timer that lets held parts (and segments) go when their audio is late
+        (``AudioPath.due``)."""
+        due = None if self.audio is None or self._loop is None or self._closing else self.audio.due()
+        if due == self._audio_due:
+            return
+        if self._audio_timer is not None:
+            self._audio_timer.cancel()
+            self._audio_timer = None
+        self._audio_due = due
+        if due is not None and self._loop is not None:
+            self._audio_timer = self._loop.call_later(max(0.0, due - time.monotonic()), self._audio_timeout)
+
+    def _audio_timeout(self) -> None:
+        self._audio_timer = self._audio_due = None
+        if self.audio is not None and not self._closing:
+            for cut in self.audio.release():
+                self._publish(cut)
+        self._schedule_audio()
 
     def _publish(self, cut: Cut) -> None:
         if isinstance(cut, CutPart):
@@ -333,6 +360,7 @@ class Publisher:
             for cut in self.audio.flush():
                 self._publish(cut)
         self._closing = True
+        self._schedule_audio()  # disarms the timer
         self._wake.set()
         if self._task is not None:
             try:

@@ -28,7 +28,10 @@ with its segment (the next segment's IDR came, or the session ended) is the segm
 Audio does not cut: ``AudioTrack`` holds audio samples placed on the same timeline (in the audio's
 own timescale, its sample rate) and hands each segment the samples whose time falls in
 [segment start, next segment start), filling what is missing with silence so that the audio of
-every segment covers it exactly.
+every segment covers it exactly. Parts (low-latency HLS) that could not wait for their audio take
+what has arrived (``take(..., lost=)``, see ``ingest.media.audio_path``): the rest goes to the next
+part, so a segment cut into parts holds its parts' audio, which may start or end up to a packet of
+audio away from its span.
 """
 
 from __future__ import annotations
@@ -310,6 +313,17 @@ class AudioTrack:
         self._samples: list[AudioSample] = []
         self._taken_until: int | None = None  # audio ticks: everything before went into a segment
         self._out_end: int | None = None  # where the audio handed out so far ends
+        self._origin: int | None = None  # audio ticks: where the first take started
+
+    @property
+    def started(self) -> bool:
+        """Whether any audio (samples or silence) has been handed out."""
+        return self._out_end is not None
+
+    @property
+    def reach(self) -> int | None:
+        """Where the audio received so far ends (audio ticks), handed out or not; None before any."""
+        return self.end if self._samples else self._out_end
 
     @property
     def end(self) -> int | None:
@@ -317,8 +331,10 @@ class AudioTrack:
         return self._samples[-1].time + self._samples[-1].duration if self._samples else None
 
     def covers(self, video_end: int) -> bool:
+        """Whether every sample that goes before ``video_end`` (video ticks) has arrived: the audio
+        received ends where the next sample would go after it (a sample goes where its end falls)."""
         end = self.end
-        return end is not None and end >= audio_ticks(video_end, self.sample_rate)
+        return end is not None and end >= audio_ticks(video_end, self.sample_rate) - self.frame + 1
 
     def push(self, sample: AudioSample) -> None:
         self.counters.audio_units += 1
@@ -332,27 +348,38 @@ class AudioTrack:
             self.counters.audio_overflow_dropped += 1
         self._samples.append(sample)
 
-    def take(self, video_start: int, video_end: int, *, continuous: bool = False) -> tuple[AudioSample, ...]:
+    def take(
+        self, video_start: int, video_end: int, *, continuous: bool = False, lost: int | None = None
+    ) -> tuple[AudioSample, ...]:
         """The samples of the segment [video_start, video_end) (video ticks), holes filled with silence.
 
-        ``continuous`` (parts, taken one after the other): a hole is filled from where the previous take's
-        audio ended, so that takes in a row hold what one take over their span would."""
+        ``continuous`` (parts, taken one after the other): the take starts where the previous one ended,
+        and a hole is filled from where the previous take's audio ended, so that takes in a row hold what
+        one take over their span would. ``lost`` (audio ticks; a part that could wait no longer for its
+        audio): only the audio that has arrived is taken, up to where it ends; what has not arrived is
+        left to the next take, except what should have come more than ``lost`` before the span's end,
+        which is given up (silence)."""
         start = audio_ticks(video_start, self.sample_rate)
         # A sample goes to the segment its end falls in, so each segment's audio starts at or up to
         # a frame before its video: a player joining a live stream at a segment finds no hole there.
         lo, hi = start - self.frame + 1, audio_ticks(video_end, self.sample_rate) - self.frame + 1
-        first_take = self._taken_until is None
-        if self._taken_until is not None and self._taken_until > lo:
+        if self._origin is None:
+            self._origin = start
+        if self._taken_until is not None and (continuous or self._taken_until > lo):
             lo = self._taken_until
+        if lost is not None:
+            arrived = self.end if self._samples else lo
+            assert arrived is not None
+            hi = max(lo, min(hi, max(arrived, hi - lost)))
         self._taken_until = hi
         inside = [s for s in self._samples if lo <= s.time < hi]
         self._samples = [s for s in self._samples if s.time >= hi]
         out: list[AudioSample] = []
         at = self._out_end if continuous and self._out_end is not None else lo
-        if first_take and inside and inside[0].time > start:
+        if self._out_end is None and inside and inside[0].time > self._origin:
             # Silence before the first sample, in whole frames ending on it: the audio covers the
             # video's start (a player seeks over a hole there) and keeps the camera's frame grid.
-            count = -(-(inside[0].time - start) // self.frame)
+            count = -(-(inside[0].time - self._origin) // self.frame)
             out = [
                 AudioSample(inside[0].time - i * self.frame, self.silence, self.frame)
                 for i in range(count, 0, -1)
