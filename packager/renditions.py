@@ -71,6 +71,7 @@ class StreamPlaylists:
         self.ended = False  # every playlist carries EXT-X-ENDLIST
         self.now = 0.0  # of the event in hand, for the low-latency state
         self._ll: StreamParts | None = None
+        self._part_audio: RenditionRef | None = None  # the audio of the latest part that had one
         if part_target is not None:
             self._ll = StreamParts(
                 stream,
@@ -90,8 +91,7 @@ class StreamPlaylists:
         """A checked part: into the live playlists (low latency on)."""
         assert self._ll is not None
         self._ll.on_part(ev, now)
-        if not self._master.variants:  # a new stream's first parts: its master names the renditions now
-            self._announce_parts(ev)
+        self._announce_parts(ev)
 
     def end_epoch(self, epoch: str, last_seq: int, now: float) -> None:
         """The epoch ends at ``last_seq``: its parts past it are dropped (low latency)."""
@@ -261,13 +261,25 @@ class StreamPlaylists:
         )
 
     def _announce_parts(self, ev: PartReady) -> None:
-        """The master of a stream whose first segment is still in progress, from the renditions its parts
-        listed (bandwidth: the part's; the first segment-ready sets the segments' figures)."""
+        """Name in the master each rendition of ``ev`` that it lacks once its live playlist is written
+        (a complete segment) and lists parts after it: a new stream's renditions, before their first
+        segment-ready, each as its own parts complete its first segment (a part's renditions come in
+        more than one event: the copies first, the encoded rungs later). Bandwidth: the part's; the
+        segment-readys set the segments' figures."""
         assert self._ll is not None
-        listed = [ref for ref in ev.renditions if self._ll.in_progress(ref.name)]
-        audio = next((ref for ref in listed if ref.is_audio), None)
-        for ref in listed:
-            self._announce(ref, audio, ref.bandwidth, ref.bandwidth)
+        fresh = []
+        for ref in ev.renditions:
+            if ref.is_audio:
+                self._part_audio = ref
+            r = self._renditions.get(ref.name)
+            written = r is not None and r.playlist.last is not None and not r.playlist.ended
+            if written and not self._master.has(ref.name) and self._ll.in_progress(ref.name):
+                fresh.append(ref)
+        # audio first: a variant names the audio group only once the master has its rendition
+        for ref in sorted(fresh, key=lambda ref: not ref.is_audio):
+            audio = self._part_audio
+            named = audio is not None and audio.name in self._master.audio
+            self._announce(ref, audio if named else None, ref.bandwidth, ref.bandwidth)
 
     def _new_rendition(self) -> RenditionPlaylists:
         return RenditionPlaylists(

@@ -1,12 +1,14 @@
 """The part worker (``transcode.parts.PartWorker``) on the in-process bus and a file store: raw
 parts in, part objects and init sections in the store, part-ready events out in order, each after
-its objects; a broken part and a foreign event go to the dead-letter topic and the stream goes on;
-an idle stream's encoders close; ``--no-low-latency`` parses."""
+its objects, a part's copies announced before its encoded rungs are done; a broken part and a
+foreign event go to the dead-letter topic and the stream goes on; an idle stream's encoders close;
+``--no-low-latency`` parses."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from camflow.events import StreamStateKind as Kind
 from camflow.keys import init_key, part_key
 from camflow.store import FileStore
 from tests.part_clips import EPOCH, ClipSegment, cut, make_clip
+from transcode.encoder import RenditionMedia
 from transcode.ladder import parse_ladder
 from transcode.parts import GROUP, PartWorker
 
@@ -74,23 +77,78 @@ async def run_worker(
 
 def test_parts_become_part_ready_events_in_order(tmp_path: Path, segments: list[ClipSegment]) -> None:
     parts = [p for seg in segments for p in seg.raw_parts("cam1", "avc1.64000d")]
-    got, worker, _ = asyncio.run(run_worker(tmp_path, [encode(p) for p in parts], len(parts), idle=0.5))
+    got, worker, _ = asyncio.run(run_worker(tmp_path, [encode(p) for p in parts], 2 * len(parts), idle=0.5))
     ready = [e for e in got if isinstance(e, PartReady)]
-    assert [(e.seq, e.part) for e in ready] == [(p.seq, p.part) for p in parts]
-    assert [e.independent for e in ready] == [p.independent for p in parts]
+    # each part: its copies and audio first, then its encoded rung; the parts in order
+    assert [(e.seq, e.part) for e in ready] == [(p.seq, p.part) for p in parts for _ in range(2)]
+    assert [[r.name for r in e.renditions] for e in ready] == [["source", "audio"], ["90p"]] * len(parts)
+    assert [e.independent for e in ready[::2]] == [p.independent for p in parts]
     first = ready[0]
-    assert [r.name for r in first.renditions] == ["source", "90p", "audio"]
-    assert [r.kind for r in first.renditions] == ["video", "video", "audio"]
+    assert [r.kind for r in first.renditions] == ["video", "audio"]
+    assert [r.kind for r in ready[1].renditions] == ["video"]
     source = first.renditions[0]
     assert source.key == part_key("cam1", EPOCH, "source", 0, 0) and source.init_key == init_key(
         "cam1", EPOCH, "source"
     )
     assert (first.start, first.duration, first.timescale) == (parts[0].start, parts[0].duration, 90_000)
+    assert ready[1].renditions[0].key == part_key("cam1", EPOCH, "90p", 0, 0)
     assert worker.stats.parts == len(parts) and worker.stats.bad_parts == 0
     counters = {(name, labels): value for name, labels, value in worker.samples()}
     assert counters[("camflow_transcode_parts", ("ok",))] == len(parts)
     assert counters[("camflow_transcode_part_rungs_skipped", ())] == 0
-    assert worker.stats.snapshot()["part_p50_seconds"] > 0
+    snapshot = worker.stats.snapshot()
+    assert 0 < snapshot["first_p50_seconds"] <= snapshot["part_p50_seconds"]
+
+
+class _HeldRungs(transcode.parts.StreamParts):
+    """A stream's part state whose rungs are encoded only once ``release`` is set."""
+
+    release = threading.Event()
+
+    def finish(self) -> tuple[RenditionMedia, ...]:
+        assert self.release.wait(30)
+        return super().finish()
+
+
+def test_the_copies_are_announced_before_the_rungs_are_encoded(
+    tmp_path: Path, segments: list[ClipSegment], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies' part-ready does not wait for the encoded rungs: while the rung of part 0 is
+    held, its source and audio are already in the store and announced."""
+    monkeypatch.setattr(transcode.parts, "StreamParts", _HeldRungs)
+    _HeldRungs.release.clear()
+
+    async def scenario() -> list[list[str]]:
+        bus, store = LocalBus(), FileStore(tmp_path)
+        await store.start()
+        out = await bus.subscribe([TOPIC_READY], "test")
+        worker = PartWorker(bus, store, ladder=parse_ladder("source,90p:100k"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        for part in segments[0].raw_parts("cam1", "avc1.64000d")[:2]:
+            await bus.publish(TOPIC_PARTS, "cam1", encode(part))
+        got = []
+        try:
+            for _ in range(4):
+                message = await asyncio.wait_for(out.get(timeout=30), 60)
+                assert message is not None
+                event = decode(message.value)
+                assert isinstance(event, PartReady)
+                got.append([f"{r.name}@{event.part}" for r in event.renditions])
+                if len(got) == 1:
+                    await asyncio.sleep(0.3)  # nothing more comes while the rung is held
+                    assert await out.get(timeout=0.01) is None
+                    assert worker.stats.parts == 0  # the part is not done yet
+                    _HeldRungs.release.set()
+        finally:
+            _HeldRungs.release.set()
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return got
+
+    got = asyncio.run(scenario())
+    assert got == [["source@0", "audio@0"], ["90p@0"], ["source@1", "audio@1"], ["90p@1"]]
 
 
 def test_a_broken_part_is_dead_lettered_and_the_stream_goes_on(
@@ -102,14 +160,17 @@ def test_a_broken_part_is_dead_lettered_and_the_stream_goes_on(
     values = [encode(p) for p in parts]
     values[2] = encode(broken)
     values.insert(5, encode(foreign))
-    got, worker, _ = asyncio.run(run_worker(tmp_path, values, len(values)))
+    # 2 dead; parts 0, 1, 10 and 11 a part-ready for their copies and one for the rung, parts 3-9 one
+    got, worker, _ = asyncio.run(run_worker(tmp_path, values, 2 + 4 * 2 + 7))
     dead = [e for e in got if isinstance(e, SegmentDead)]
     assert [(d.seq, d.raw) for d in dead] == [(0, encode(broken))] and "part 2" in dead[0].reason
     ready = [e for e in got if isinstance(e, PartReady)]
-    assert [(e.seq, e.part) for e in ready] == [(p.seq, p.part) for p in parts if p is not parts[2]]
-    after = {(e.seq, e.part): [r.name for r in e.renditions] for e in ready}
+    after: dict[tuple[int, int], list[str]] = {}
+    for e in ready:
+        after.setdefault((e.seq, e.part), []).extend(r.name for r in e.renditions)
+    assert list(after) == [(p.seq, p.part) for p in parts if p is not parts[2]]
     assert after[(0, 3)] == ["source", "audio"]  # the rung waits for the next segment's IDR
-    assert after[(1, 0)] == ["source", "90p", "audio"]
+    assert after[(1, 0)] == ["source", "audio", "90p"]
     assert worker.stats.bad_parts == 1 and worker.stats.decode_errors == 1 and worker.stats.rungs_skipped == 7
     assert worker.dead_letters.sent == 2 and GROUP == "camflow-transcode-parts"
 

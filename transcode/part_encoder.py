@@ -143,6 +143,7 @@ class StreamParts:
         self._cascade: ScalerCascade | None = None
         self._shift = 0  # added to each picture's stored composition offset (see ``_process``)
         self._durations: dict[int, int] = {}  # pts -> duration of the pictures the decoder may still hold
+        self._pending: tuple[list[av.Packet[Any]], float, bool, bool] | None = None  # ``finish``'s part
 
     @property
     def encoding(self) -> bool:
@@ -150,6 +151,16 @@ class StreamParts:
         return bool(self._rungs)
 
     def process(self, part: RawPart) -> PartMedia:
+        """All of ``part``'s renditions at once (``begin``, then ``finish``)."""
+        first = self.begin(part)
+        rungs = self.finish()
+        return dataclasses.replace(first, renditions=self._ranked((*first.renditions, *rungs)))
+
+    def begin(self, part: RawPart) -> PartMedia:
+        """``part``'s copies and audio (quick: no encoding), ready to announce; the encoded rungs
+        follow from ``finish``, which must be called next, before the next part's ``begin``."""
+        if self._pending is not None:  # the last part's rungs were never encoded: start again
+            self._pending, self.synced = None, False
         if part.epoch != self.epoch:
             self.reset()
             self.epoch = part.epoch
@@ -164,12 +175,23 @@ class StreamParts:
         )
         self.last = position
         try:
-            return self._process(part, follows)
+            return self._begin(part, follows)
         except BadSegment:
             self.synced = False  # the encoders may be mid-part: start again at an independent part
             raise
 
-    def _process(self, part: RawPart, follows: bool) -> PartMedia:
+    def finish(self) -> tuple[RenditionMedia, ...]:
+        """The encoded rungs of the part ``begin`` took (none when it skipped them), in ladder order."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return ()
+        try:
+            return self._ranked(tuple(self._encode(*pending)))
+        except BadSegment:
+            self.synced = False
+            raise
+
+    def _begin(self, part: RawPart, follows: bool) -> PartMedia:
         data = part.data
         try:
             container = av.open(io.BytesIO(data), "r", format=raw_format(data), options=QUICK_OPEN)
@@ -181,7 +203,7 @@ class StreamParts:
             plan = plan_ladder(self.ladder, codecs, ctx.format.name if ctx.format else None, ctx.height)
             rate = frame_rate(packets, src.time_base or Fraction(1, 90_000))
             offsets = _offsets(data, src.id, len(packets))
-            out = {name: _copy(name, packets, src, codecs, rate, offsets) for name in plan.copies}
+            copies = [_copy(name, packets, src, codecs, rate, offsets) for name in plan.copies]
             skipped, dropped = 0, 0
             if plan.encodes:
                 signature = (ctx.name, ctx.width, ctx.height, bytes(ctx.extradata or b""))
@@ -196,19 +218,18 @@ class StreamParts:
                 if offsets is not None:
                     for packet, offset in zip(packets, offsets, strict=True):
                         packet.pts = (packet.dts or 0) + offset + self._shift
-                if self.synced:
-                    out.update(
-                        (m.name, m) for m in self._encode(packets, float(rate), part.independent, part.last)
-                    )
+                if self.synced:  # the packets outlive their container: ``finish`` decodes them
+                    self._pending = (packets, float(rate), part.independent, part.last)
                 else:
                     skipped = len(plan.encodes)
-        order = [name for name, *_ in plan.encodes] + list(plan.copies)
-        ranked = {r.name: i for i, r in enumerate(self.ladder)}
-        video = tuple(
-            out[n] for n in sorted(order, key=lambda n: ranked.get(n, len(self.ladder))) if n in out
-        )
         audio = audio_rendition(data, QUICK_OPEN) if raw_format(data) != "ivf" else None
+        video = self._ranked(tuple(copies))
         return PartMedia(video if audio is None else (*video, audio), skipped, tail_dropped=dropped)
+
+    def _ranked(self, renditions: tuple[RenditionMedia, ...]) -> tuple[RenditionMedia, ...]:
+        """Video renditions in ladder order (``source`` where the ladder has it), audio last."""
+        ranked = {r.name: i for i, r in enumerate(self.ladder)}
+        return tuple(sorted(renditions, key=lambda m: (m.channels > 0, ranked.get(m.name, len(self.ladder)))))
 
     def _restart(self, src: Any, plan: Plan, signature: Signature, packets: list[av.Packet[Any]]) -> int:
         """A segment starts (or the rungs start again): a new decoder (the old one's held pictures are

@@ -51,8 +51,9 @@ from camflow.log import get_logger
 from camflow.metrics import Sample
 from camflow.store import Store
 from camflow.store.retry import RetryingStore, StoreOutage
+from transcode.encoder import RenditionMedia
 from transcode.ladder import Rung
-from transcode.part_encoder import PartMedia, StreamParts
+from transcode.part_encoder import StreamParts
 from transcode.stats import LATENCY_SAMPLES, percentile
 
 GROUP = "camflow-transcode-parts"
@@ -64,7 +65,8 @@ log = get_logger("transcode.parts")
 
 @dataclass
 class PartStats:
-    """``part_seconds``: part consumed → its part-ready published."""
+    """``part_seconds``: part consumed → its last part-ready published (every rendition out);
+    ``first_seconds``: → its first (the copies and audio)."""
 
     parts: int = 0
     duplicates: int = 0
@@ -77,10 +79,12 @@ class PartStats:
         0  # part-ready events the bus refused (the part is skipped, as ingest drops parts)
     )
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-    # where a part's time goes: waiting in its lane, making its renditions, the store writes, the publish
+    first: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # where a part's time goes: waiting in its lane, making its copies and audio, encoding its rungs
+    # (beside the copies' writes), each group's store writes and publish
     stages: dict[str, deque[float]] = field(
         default_factory=lambda: {
-            k: deque(maxlen=LATENCY_SAMPLES) for k in ("wait", "media", "write", "publish")
+            k: deque(maxlen=LATENCY_SAMPLES) for k in ("wait", "media", "encode", "write", "publish")
         }
     )
 
@@ -97,6 +101,8 @@ class PartStats:
             "publish_failures": self.publish_failures,
             "part_p50_seconds": round(percentile(recent, 50), 4),
             "part_p95_seconds": round(percentile(recent, 95), 4),
+            "first_p50_seconds": round(percentile(list(self.first), 50), 4),
+            "first_p95_seconds": round(percentile(list(self.first), 95), 4),
             **{f"{k}_p50_seconds": round(percentile(list(v), 50), 4) for k, v in self.stages.items()},
         }
 
@@ -231,43 +237,73 @@ class PartWorker:
                 put.cancel()
 
     async def _lane(self, consumer: Consumer, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             message, event, token, consumed = await lane.queue.get()
             self.stats.stages["wait"].append(time.perf_counter() - consumed)
             try:
-                started = time.perf_counter()
-                media = await loop.run_in_executor(lane.executor, lane.state.process, event)
-                self.stats.stages["media"].append(time.perf_counter() - started)
+                await self._part(lane, event, consumed)
+            except StoreRetryStopped:
+                return  # stopping during a store outage: left uncommitted, for the group
             except Exception as exc:  # BadSegment, or anything FFmpeg raised: never the worker's end
                 await self._bad(lane, message, event, exc)
-            else:
-                try:
-                    await self._publish(event, media)
-                except StoreRetryStopped:
-                    return  # stopping during a store outage: left uncommitted, for the group
-                except Exception as exc:  # the bus refused part-ready: a live part is not worth a stall
-                    self.stats.publish_failures += 1
-                    now = time.monotonic()
-                    if now - lane.logged >= LOG_EVERY:
-                        lane.logged = now
-                        log.warning("part_ready_not_published", stream_id=event.stream, error=repr(exc))
-                else:
-                    if not media.duplicate:
-                        self.stats.latencies.append(time.perf_counter() - consumed)
             await self._done(consumer, token)
             lane.queue.task_done()
 
-    async def _publish(self, event: RawPart, media: PartMedia) -> None:
+    async def _part(self, lane: _Lane, event: RawPart, consumed: float) -> None:
+        """The part's copies (and audio) announced as soon as they are written, its encoded rungs
+        once they are: two ``part-ready`` events, the rungs encoding while the copies are written."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        media = await loop.run_in_executor(lane.executor, lane.state.begin, event)
+        self.stats.stages["media"].append(time.perf_counter() - started)
         if media.duplicate:
             self.stats.duplicates += 1
             return
         self.stats.rungs_skipped += media.rungs_skipped
         self.stats.tail_dropped += media.tail_dropped
-        if not media.renditions:
-            return
+        encoding = loop.run_in_executor(lane.executor, self._timed_finish, lane.state)
+        try:
+            announced = await self._announce(lane, event, media.renditions)
+        except BaseException:
+            encoding.cancel()  # the thread finishes it; nobody waits for it
+            raise
+        if announced:
+            self.stats.first.append(time.perf_counter() - consumed)
+        rungs = await encoding
+        if await self._announce(lane, event, rungs):
+            announced = True
+        if announced:
+            self.stats.parts += 1
+            self.stats.latencies.append(time.perf_counter() - consumed)
+
+    def _timed_finish(self, state: StreamParts) -> tuple[RenditionMedia, ...]:
+        started = time.perf_counter()
+        try:
+            return state.finish()
+        finally:
+            self.stats.stages["encode"].append(time.perf_counter() - started)
+
+    async def _announce(self, lane: _Lane, event: RawPart, renditions: tuple[RenditionMedia, ...]) -> bool:
+        """Write ``renditions`` of the part and publish their ``part-ready``: whether it went out (the
+        bus may refuse it: a live part is not worth a stall, it is counted and skipped)."""
+        if not renditions:
+            return False
+        try:
+            await self._publish(event, renditions)
+        except StoreRetryStopped:
+            raise
+        except Exception as exc:
+            self.stats.publish_failures += 1
+            now = time.monotonic()
+            if now - lane.logged >= LOG_EVERY:
+                lane.logged = now
+                log.warning("part_ready_not_published", stream_id=event.stream, error=repr(exc))
+            return False
+        return True
+
+    async def _publish(self, event: RawPart, renditions: tuple[RenditionMedia, ...]) -> None:
         writes, refs, inits = [], [], []
-        for rendition in media.renditions:
+        for rendition in renditions:
             ikey = init_key(event.stream, event.epoch, rendition.name)
             pkey = part_key(event.stream, event.epoch, rendition.name, event.seq, event.part)
             if ikey not in self._inits and await self.store.head(ikey) is None:
@@ -297,7 +333,6 @@ class PartWorker:
         started = time.perf_counter()
         await self.bus.publish(TOPIC_READY, event.stream, encode(ready))
         self.stats.stages["publish"].append(time.perf_counter() - started)
-        self.stats.parts += 1
 
     async def _bad(self, lane: _Lane, message: Message, event: RawPart, exc: Exception) -> None:
         self.stats.bad_parts += 1
