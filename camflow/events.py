@@ -226,7 +226,12 @@ class RawPart(_PartSpan):
 
 @dataclass(frozen=True)
 class PartReady(_PartSpan):
-    """Every low-latency rendition of one part is in the store (written before this event).
+    """Low-latency renditions of one part are in the store (written before this event).
+
+    A part's renditions may come in more than one part-ready, each rendition in one: the part
+    worker announces its copies and audio as soon as they are written and its encoded rungs once
+    they are (a rung may have no part: skipped until an independent part). Per rendition the
+    parts come in order; readers take each rendition's parts on their own.
 
     Each ``RenditionRef.key`` names the part's object (``camflow.keys.part_key``) and ``size`` its
     bytes; ``init_key`` is the rendition's init section, the same one its segments use.

@@ -1,7 +1,9 @@
 """One stream's low-latency parts in, every low-latency rendition's part out: the ordered, stateful
 half of the part worker (``transcode.parts`` feeds it, one thread per stream).
 
-Per raw part (``camflow.events.RawPart``: an init section and one fragment):
+Per raw part (``camflow.events.RawPart``: an init section and one fragment), in two calls from
+the stream's thread, so the quick copies are announced while the rungs encode: ``begin`` gives the
+copies and audio, ``finish`` the encoded rungs (``process``: both at once):
 
 - the copies (``source`` of a browser-playable H.264 camera, ``source-hevc`` of an H.265 one) and
   ``audio`` are stream copies of the part's samples, through the segment workers' own functions

@@ -2,12 +2,15 @@
 every low-latency rendition's part object in the store, a ``part-ready`` out (``camflow.segments.ready``,
 keyed by stream, beside the segments' ready events, so the packager sees one order per stream).
 
-Parts are keyed by stream, so one member owns a stream's parts and gets them in order. Per part:
-its renditions (``transcode.part_encoder.StreamParts``), then each rendition's object at
-``camflow.keys.part_key`` and its init section at ``init_key`` when the store does not hold it yet
-(byte for byte the segment workers' init of that rendition and epoch: one ``EXT-X-MAP`` serves a
-rendition's parts and segments), then ``PartReady``, then the commit (``CommitTracker``: streams
-sharing a partition finish out of order).
+Parts are keyed by stream, so one member owns a stream's parts and gets them in order. Per part, in
+two groups: its copies and audio (``transcode.part_encoder.StreamParts.begin``: stream copies, a
+few ms), then its encoded rungs (``finish``, encoding in the stream's thread while the copies are
+written and announced). Per group: each rendition's object at ``camflow.keys.part_key`` and its
+init section at ``init_key`` when the store does not hold it yet (byte for byte the segment
+workers' init of that rendition and epoch: one ``EXT-X-MAP`` serves a rendition's parts and
+segments), then a ``PartReady`` naming that group (none for an empty one: rungs skipped). So the
+source's part is announced without waiting for the rungs' encode; per rendition the parts still
+come in order. Then the commit (``CommitTracker``: streams sharing a partition finish out of order).
 
 CPU: each stream has its own lane, a task and ONE thread (``ThreadPoolExecutor(1)``) that holds
 the stream's decoder and encoders: its parts are encoded in order, off the event loop, and
