@@ -97,15 +97,15 @@ def test_parts_through_kafka_and_minio(tmp_path: Path) -> None:
         await bus.start()
         await store.start()
         try:
-            reader = asyncio.create_task(collect(bus, len(parts), (PartReady,)))
+            # a part's copies and audio in one part-ready, its rung in a second
+            reader = asyncio.create_task(collect(bus, 2 * len(parts), (PartReady,)))
             await asyncio.sleep(3)  # the reader's group joined: it reads from the start anyway
             for part in parts:
                 await bus.publish(TOPIC_PARTS, part.stream, encode(part))
             ready = await reader
-            assert len(ready) == len(parts), ready
-            first = ready[0]
-            assert isinstance(first, PartReady)
-            inits = {r.name: await store.get(r.init_key) for r in first.renditions}
+            assert len(ready) == 2 * len(parts), ready
+            first = [r for e in ready[:2] if isinstance(e, PartReady) for r in e.renditions]
+            inits = {r.name: await store.get(r.init_key) for r in first}
             objects = {}
             for event in ready:
                 assert isinstance(event, PartReady)
@@ -120,7 +120,7 @@ def test_parts_through_kafka_and_minio(tmp_path: Path) -> None:
                 )
             done = await reader
             assert len(done) == len(segs), done
-            after = {r.name: await store.get(r.init_key) for r in first.renditions}
+            after = {r.name: await store.get(r.init_key) for r in first}
             return ready, done, inits, after, objects
         finally:
             await store.close()
@@ -140,7 +140,8 @@ def test_parts_through_kafka_and_minio(tmp_path: Path) -> None:
     for name in inits:  # one EXT-X-MAP for a rendition's parts and segments
         assert inits[name] == after[name], name
     events = [e for e in ready if isinstance(e, PartReady)]
-    assert [(e.seq, e.part) for e in events] == [(p.seq, p.part) for p in parts]
+    assert [(e.seq, e.part) for e in events] == [(p.seq, p.part) for p in parts for _ in range(2)]
+    assert [[r.name for r in e.renditions] for e in events] == [["source", "audio"], ["180p"]] * len(parts)
     seg = segs[1]
     for name in ("source", "180p", "audio"):
         refs = [r for e in events if e.seq == seg.seq for r in e.renditions if r.name == name]
