@@ -20,8 +20,10 @@ reorder buffer, gaps, end of stream); this module owns *how* it enters the playl
 - Low latency (``part_target`` set): parts (``add_part``) extend the live playlists
   (``packager.lowlatency``); a segment they listed early goes to the DVR playlist only. The
   live and DVR playlists are therefore written apart (``_dirty``: both, ``_ll.changed``: the
-  live one). A live playlist (and a new stream's master) is written only once it holds a
-  complete segment: players refuse a media playlist of parts only.
+  live one). A live playlist is written only once it holds a complete segment: players refuse a
+  media playlist of parts only. A part's renditions may come in several part-readys (copies
+  first, encoded rungs later): the master names each once its own parts made its playlist
+  written (``_announce_parts``), so it never names a playlist not written yet.
 """
 
 from __future__ import annotations
