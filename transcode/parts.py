@@ -281,10 +281,10 @@ class PartWorker:
 
     def _timed_finish(self, state: StreamParts) -> tuple[RenditionMedia, ...]:
         started = time.perf_counter()
-        try:
-            return state.finish()
-        finally:
+        rungs = state.finish()
+        if rungs:  # a part whose rungs were skipped would count as an encode of no time
             self.stats.stages["encode"].append(time.perf_counter() - started)
+        return rungs
 
     async def _announce(self, lane: _Lane, event: RawPart, renditions: tuple[RenditionMedia, ...]) -> bool:
         """Write ``renditions`` of the part and publish their ``part-ready``: whether it went out (the
