@@ -225,6 +225,14 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="WHEP (WebRTC playback) sessions of one stream at most; more are refused with 503 (default 200)",
     )
+    p.add_argument(
+        "--webrtc-max-client-sessions",
+        type=at_least_one("session"),
+        default=20,
+        metavar="N",
+        help="WHEP sessions from one client address at most; more are refused with 429 (default 20; raise it "
+        "for viewers behind one NAT or proxy address)",
+    )
 
 
 def _add_transcode(p: argparse.ArgumentParser) -> None:

@@ -453,6 +453,7 @@ def _whep_service(
         policy=whip.policy,
         limits=limits,
         max_viewers=args.webrtc_max_viewers,
+        max_client_sessions=args.webrtc_max_client_sessions,
         connection_limits=connection_limits(args),
     )
 
