@@ -38,7 +38,7 @@ from typing import Any
 from bench import cache_dir, print_table
 from bench.results import record
 from tests.latency_targets import mediamtx_path, mediamtx_whep
-from tests.process import camflow_run, stop_process
+from tests.process import Camflow, camflow_run, stop_process
 
 STREAM = "cam1"
 P50_TARGET_S, VIEWERS_TARGET = 0.5, 100
@@ -130,6 +130,14 @@ def cpu_seconds(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def udp_drops() -> int:
+    """Datagrams this machine's kernel dropped for want of socket buffer (/proc/net/snmp RcvbufErrors)."""
+    lines = [
+        line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")
+    ]
+    return int(dict(zip(lines[0], lines[1], strict=True))["RcvbufErrors"])
+
+
 def clip() -> Path:
     """The 60 s 720p30 2 Mb/s camera-like clip (made once, cached)."""
     path = cache_dir() / "whep-testsrc2-720p30-2M.mp4"
@@ -196,6 +204,7 @@ async def step(url: str, token: str, n: int, opts: argparse.Namespace, server: i
             out["connected"] += int(line.split()[1]) if line.startswith("ready ") else 0
         await asyncio.sleep(2.0)  # past the IDR burst of the last viewer
         cpu0, t0, load0 = cpu_seconds(server), time.monotonic(), os.getloadavg()[0]
+        viewers0, drops0 = sum(cpu_seconds(p.pid) for p in procs), udp_drops()
         for p in procs:
             assert p.stdin is not None
             p.stdin.write(b"go\n")
@@ -205,7 +214,10 @@ async def step(url: str, token: str, n: int, opts: argparse.Namespace, server: i
             assert p.stdin is not None
             p.stdin.write(b"stop\n")
             await p.stdin.drain()
-        out["cpu"] = (cpu_seconds(server) - cpu0) / (time.monotonic() - t0)
+        span = time.monotonic() - t0
+        out["cpu"] = (cpu_seconds(server) - cpu0) / span
+        out["viewers_cpu"] = (sum(cpu_seconds(p.pid) for p in procs) - viewers0) / span
+        out["udp_drops"] = udp_drops() - drops0
         out["load"] = (load0, os.getloadavg()[0])
         for p in procs:
             assert p.stdout is not None
@@ -213,7 +225,7 @@ async def step(url: str, token: str, n: int, opts: argparse.Namespace, server: i
             out["frames"] += got["frames"]
             out["missing"] += got["missing"]
             out["errors"] += got["errors"]
-            out["before"] = out.get("before", []) + got["before"]
+            out["missing_packets"] = out.get("missing_packets", []) + got["missing_packets"]
             out["window"] = got["window_s"]
     finally:
         for p in procs:
@@ -234,15 +246,30 @@ def _ok(r: dict[str, Any], hold: float) -> bool:
         r["connected"] == r["n"]
         and len(r["frames"]) == r["n"]
         and sum(r["missing"]) == 0
+        and sum(r["missing_packets"]) == 0
         and min(r["frames"], default=0) >= floor
     )
 
 
+def ended_sessions(log: str) -> dict[str, int]:
+    """camflow's own account of its WHEP sessions that ended (``whep_session_ended`` lines of ``log``)."""
+    total = {"sessions": 0, "dropped": 0, "overflows": 0, "resyncs": 0}
+    for line in log.splitlines():
+        if '"whep_session_ended"' in line:
+            event = json.loads(line[line.index("{") :])
+            total["sessions"] += 1
+            for key in ("dropped", "overflows", "resyncs"):
+                total[key] += int(event.get(key, 0))
+    return total
+
+
 async def ladder(
-    name: str, url: str, token: str, server: int, opts: argparse.Namespace
+    name: str, url: str, token: str, server: int, opts: argparse.Namespace, camflow: Camflow | None
 ) -> list[dict[str, Any]]:
+    """The steps of N viewers until one loses; with ``camflow``, its own account of each step's sessions."""
     results = []
     for n in opts.steps:
+        ended0 = ended_sessions(camflow.log) if camflow else None
         print(f"  {name}: {n} viewers ...", flush=True)
         try:
             r = await step(url, token, n, opts, server)
@@ -254,11 +281,17 @@ async def ladder(
         results.append(r)
         print(
             f"  {name}: {n}: connected {r['connected']}, frames min {min(r['frames'], default=0)} "
-            f"max {max(r['frames'], default=0)}, missing {sum(r['missing'])}, CPU {r['cpu'] * 100:.0f}%, "
-            f"load {r['load'][1]:.2f}, errors {r['errors'][:2]}",
+            f"max {max(r['frames'], default=0)}, missing frames {sum(r['missing'])} packets "
+            f"{sum(r['missing_packets'])}, CPU {r['cpu'] * 100:.0f}% "
+            f"(viewers {r['viewers_cpu'] * 100:.0f}%), "
+            f"UDP drops {r['udp_drops']}, load {r['load'][1]:.2f}, errors {r['errors'][:2]}",
             flush=True,
         )
         await asyncio.sleep(12)  # the sessions end (DELETE; the slow ones by their timeout)
+        if camflow and ended0:
+            ended = ended_sessions(camflow.log)
+            r["server"] = {k: ended[k] - ended0[k] for k in ended}
+            print(f"  {name}: {n}: camflow's sessions: {r['server']}", flush=True)
         if not r["ok"]:
             break
     return results
@@ -281,6 +314,7 @@ async def capacity(opts: argparse.Namespace, work: Path, figures: dict[str, floa
                         )
                     )  # fmt: skip
                 server, publish = cf.proc.pid, cf.rtsp_url(STREAM, cf.token("publish", STREAM))
+                camflow: Camflow | None = cf
                 url, token = cf.http_url(f"/whep/{STREAM}"), cf.token("view", STREAM)
             else:
                 exe = mediamtx_path()
@@ -289,18 +323,19 @@ async def capacity(opts: argparse.Namespace, work: Path, figures: dict[str, floa
                     continue
                 with pinned({0}):
                     publish, url = stack.enter_context(mediamtx_whep(w, exe))
-                server, token = _pid_on(url), ""
+                server, token, camflow = _pid_on(url), "", None
             stack.enter_context(pushing(publish, w / "push.log", (os.sched_getaffinity(0) - {0}) or {0}))
             await asyncio.sleep(5)
-            results = await ladder(target, url, token, server, opts)
+            results = await ladder(target, url, token, server, opts, camflow)
         best = max((r["n"] for r in results if r.get("ok")), default=0)
         for r in results:
             if "failed" in r:
-                table.append([target, r["n"], "-", "-", "-", "-", "-", r["failed"][:50]])
+                table.append([target, r["n"], "-", "-", "-", "-", "-", "-", "-", r["failed"][:50]])
                 continue
             table.append(
                 [target, r["n"], r["connected"], min(r["frames"], default=0), sum(r["missing"]),
-                 round(r["cpu"] * 100), f"{r['load'][0]:.2f}/{r['load'][1]:.2f}", "yes" if r["ok"] else "NO"]
+                 sum(r["missing_packets"]), round(r["cpu"] * 100), round(r["viewers_cpu"] * 100),
+                 f"{r['load'][0]:.2f}/{r['load'][1]:.2f}", "yes" if r["ok"] else "NO"]
             )  # fmt: skip
         figures[f"{target}_viewers_no_loss"] = best
         at_best = next((r for r in results if r.get("ok") and r["n"] == best), None)
@@ -308,7 +343,18 @@ async def capacity(opts: argparse.Namespace, work: Path, figures: dict[str, floa
             figures[f"{target}_cpu_pct_at_best"] = at_best["cpu"] * 100
         print(f"  {target}: largest N without loss {best} (target >= {VIEWERS_TARGET})", flush=True)
     print_table(
-        ["server", "viewers", "connected", "min frames", "missing", "server CPU %", "load 1m", "no loss"],
+        [
+            "server",
+            "viewers",
+            "connected",
+            "min frames",
+            "missing frames",
+            "missing packets",
+            "server CPU %",
+            "viewers CPU %",
+            "load 1m",
+            "no loss",
+        ],
         table,
         title=f"WHEP viewers of one 720p30 2 Mb/s stream, server on core 0, {opts.hold:g} s a step",
     )

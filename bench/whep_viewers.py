@@ -2,81 +2,90 @@
 
     python -m bench.whep_viewers WHEP_URL TOKEN COUNT       # then "go" and "stop" lines on stdin
 
-Each viewer offers recvonly video from 127.0.0.1 and counts the frames its jitter buffer completes,
-without decoding them (the H.264 decoder is replaced by one that hands the encoded frame on: the
-bench measures the server, not this process's decoder). Between ``go`` and ``stop`` every viewer
-counts its frames and the frames missing between them, from the RTP timestamps (30 fps: 3000 ticks a
-frame); a gap means a frame lost on the way (or dropped by the server). Prints ``ready N`` when N
-viewers connected (bounded: 60 s), and one JSON line after ``stop``; every viewer DELETEs its session.
-Holds no tests.
+Each viewer offers recvonly video from 127.0.0.1 and connects with aiortc (ICE, DTLS, SRTP), but
+reads the RTP packets it decrypts itself instead of handing them to aiortc's receiver: their
+sequence numbers, timestamps and marker bits, with no parsing, jitter buffer, NACK or decoding
+(the bench measures the server: aiortc's full receiver costs about what its sender does, and
+the viewers would saturate their core first). Between ``go`` and ``stop`` every viewer counts
+its frames (RTP timestamps), its packets missing (sequence gaps) and its frames missing
+(timestamp gaps, 30 fps: 3000 ticks a frame). Prints ``ready N`` when N viewers receive media
+(bounded: 60 s), and one JSON line after ``stop``; every viewer DELETEs its session. Holds no tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import sys
 import time
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver
-from aiortc.jitterbuffer import JitterFrame
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from ingest.sources.whip.ice import IcePolicy, install
 
 TICKS_PER_FRAME = 3000  # 90 kHz at 30 fps
 CONNECT_S = 60.0
+HEADER = struct.Struct("!BBHI")
 
 
-class _PassThrough:
-    """A "decoder" that hands the encoded frame on: the track yields JitterFrames."""
+class Counter:
+    """What one viewer's transport received (decrypted RTP, read in place)."""
 
-    def decode(self, encoded_frame: JitterFrame) -> list[JitterFrame]:
-        return [encoded_frame]
+    def __init__(self) -> None:
+        self.packets = self.frames = self.missing_packets = self.missing_frames = 0
+        self.last_seq: int | None = None
+        self.last_ts: int | None = None
+
+    def packet(self, data: bytes) -> None:
+        if len(data) < HEADER.size:
+            return
+        _, _, seq, ts = HEADER.unpack_from(data)
+        self.packets += 1
+        if self.last_seq is not None:
+            gap = (seq - self.last_seq) & 0xFFFF
+            if gap == 0 or gap >= 0x8000:  # a duplicate or an older (reordered) packet
+                return
+            self.missing_packets += gap - 1
+        self.last_seq = seq
+        if ts != self.last_ts:
+            self.frames += 1
+            if self.last_ts is not None:
+                delta = (ts - self.last_ts) & 0xFFFFFFFF
+                if delta < 5 * 90_000:  # a jump (the camera's clip looping) is not a loss
+                    self.missing_frames += max(0, round(delta / TICKS_PER_FRAME) - 1)
+            self.last_ts = ts
+
+
+async def _count_rtp(self: RTCDtlsTransport, data: bytes, arrival_time_ms: int) -> None:
+    counter = getattr(self, "bench_counter", None)
+    if counter is not None:
+        counter.packet(data)
 
 
 class Viewer:
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTransceiver("video", direction="recvonly")
+        self.counter = Counter()
         self.session = ""
-        self.counting = False
-        self.frames = self.missing = self.total = 0
-        self.last_ts: int | None = None
-        self.status = 0
-        self.before = 0  # frames before the window (the IDR burst and the live ones after it)
 
     async def start(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        transport = self.pc.getTransceivers()[0].receiver.transport
+        transport.bench_counter = self.counter  # type: ignore[attr-defined]
         headers = {"Content-Type": "application/sdp"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         async with http.post(url, data=self.pc.localDescription.sdp, headers=headers) as resp:
-            self.status = resp.status
             answer = await resp.text()
             if resp.status != 201:
                 raise RuntimeError(f"WHEP POST {resp.status}: {answer[:200]}")
             self.session = str(resp.url.join(aiohttp.client.URL(resp.headers["Location"])))
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-    async def count(self) -> None:
-        track = next(t.receiver.track for t in self.pc.getTransceivers() if t.kind == "video")
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self.total += 1
-            ts = int(getattr(frame, "timestamp", 0))
-            if self.counting:
-                self.frames += 1
-                if self.last_ts is not None:
-                    delta = ts - self.last_ts
-                    if 0 < delta < 5 * 90_000:  # a jump (the camera's clip looping) is not a loss
-                        self.missing += max(0, round(delta / TICKS_PER_FRAME) - 1)
-            self.last_ts = ts
 
     async def stop(self, http: aiohttp.ClientSession) -> None:
         if self.session:
@@ -94,44 +103,43 @@ async def _line(reader: asyncio.StreamReader) -> str:
 
 async def main(url: str, token: str, count: int) -> dict[str, Any]:
     install(IcePolicy(("127.0.0.1",)))
-    rtcrtpreceiver.get_decoder = lambda codec: _PassThrough()  # type: ignore[assignment,return-value]
+    RTCDtlsTransport._handle_rtp_data = _count_rtp  # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     viewers = [Viewer() for _ in range(count)]
     errors: list[str] = []
-    tasks: list[asyncio.Task[None]] = []
+    window = 0.0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         try:
             deadline = time.monotonic() + CONNECT_S
             for v in viewers:  # one after the other: a burst of offers would measure the burst
                 try:
                     await asyncio.wait_for(v.start(http, url, token), max(1.0, deadline - time.monotonic()))
-                    tasks.append(asyncio.create_task(v.count()))
                 except Exception as exc:
                     errors.append(repr(exc)[:200])
-            while time.monotonic() < deadline and any(v.total == 0 for v in viewers if v.session):
+            while time.monotonic() < deadline and any(v.counter.packets == 0 for v in viewers if v.session):
                 await asyncio.sleep(0.2)
-            print(f"ready {sum(1 for v in viewers if v.total > 0)}", flush=True)
+            print(f"ready {sum(1 for v in viewers if v.counter.packets > 0)}", flush=True)
             if await _line(stdin) == "go":
-                for v in viewers:
-                    v.counting, v.last_ts, v.before = True, None, v.total
+                before = [
+                    (v.counter.frames, v.counter.missing_packets, v.counter.missing_frames) for v in viewers
+                ]
                 started = time.monotonic()
                 await _line(stdin)  # "stop" (or EOF)
                 window = time.monotonic() - started
-                for v in viewers:
-                    v.counting = False
+                after = [
+                    (v.counter.frames, v.counter.missing_packets, v.counter.missing_frames) for v in viewers
+                ]
             else:
-                window = 0.0
+                before = after = [(0, 0, 0)] * count
         finally:
             await asyncio.gather(*(v.stop(http) for v in viewers), return_exceptions=True)
-            for t in tasks:
-                t.cancel()
     return {
         "window_s": round(window, 2),
-        "frames": [v.frames for v in viewers],
-        "missing": [v.missing for v in viewers],
-        "before": [v.before for v in viewers],
+        "frames": [a[0] - b[0] for a, b in zip(after, before, strict=True)],
+        "missing_packets": [a[1] - b[1] for a, b in zip(after, before, strict=True)],
+        "missing": [a[2] - b[2] for a, b in zip(after, before, strict=True)],
         "errors": errors,
     }
 

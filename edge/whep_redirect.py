@@ -5,8 +5,8 @@ Every ingest process announces where its WHEP is served (``--whep-public-url``) 
 on ``camflow.health``; the edge follows that topic (``edge.health.HealthFeed``) and sends a viewer to
 the node whose sample of the stream is live and fresh (``camflow.health.HealthBoard.whep_url``). The
 query string (``?token=``) goes along; the body is not read (a 307 makes the client send it again to
-the new URL). WHIP (RFC 9725, section 4.2) and WHEP allow the endpoint to redirect this way. No such
-node: ``404 stream_not_live`` (the player plays HLS). The session's ``Location`` then comes from the
+the new URL): WHIP (RFC 9725) lets its endpoint redirect this way for load balancing, and the WHEP
+draft (draft-ietf-wish-whep) follows WHIP. No such node: ``404 stream_not_live`` (the player plays HLS). The session's ``Location`` then comes from the
 ingest node, relative to the URL the viewer was redirected to, so its ``DELETE`` goes there.
 """
 
