@@ -1,7 +1,7 @@
 """WebRTC playback (WHEP, issue 17): glass-to-glass latency in a browser, and viewers per core, camflow
 against mediamtx in one run.
 
-``python -m bench whep [-- --seconds 30 --steps 25,50,100,150 --hold 20 --only latency,capacity]``
+``python -m bench whep [-- --seconds 30 --steps 25,50,100,150,200,250,300 --hold 20 --only latency,capacity]``
 
 - **latency**: headless Chromium in a loopback-only network namespace plays WHEP of the barcode camera
   (tests/barcode_camera.py: 640x360 30 fps libx264 zerolatency, pushed over RTSP by ffmpeg) for
@@ -49,7 +49,7 @@ PARTS = ("latency", "capacity")
 def parse(rest: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench whep --")
     parser.add_argument("--seconds", type=float, default=30.0, help="latency sampling per target (>= 30)")
-    parser.add_argument("--steps", default="25,50,100,150", help="viewer counts to try, ascending")
+    parser.add_argument("--steps", default="25,50,100,150,200,250,300", help="viewer counts, ascending")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds each step counts frames")
     parser.add_argument("--per-process", type=int, default=25, help="aiortc viewers per process")
     parser.add_argument("--only", default=",".join(PARTS), help=f"some of {PARTS}")
