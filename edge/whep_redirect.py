@@ -6,8 +6,9 @@ on ``camflow.health``; the edge follows that topic (``edge.health.HealthFeed``) 
 the node whose sample of the stream is live and fresh (``camflow.health.HealthBoard.whep_url``). The
 query string (``?token=``) goes along; the body is not read (a 307 makes the client send it again to
 the new URL): WHIP (RFC 9725) lets its endpoint redirect this way for load balancing, and the WHEP
-draft (draft-ietf-wish-whep) follows WHIP. No such node: ``404 stream_not_live`` (the player plays HLS). The session's ``Location`` then comes from the
-ingest node, relative to the URL the viewer was redirected to, so its ``DELETE`` goes there.
+draft (draft-ietf-wish-whep) follows WHIP. No such node: ``404 stream_not_live`` (the player plays
+HLS). The session's ``Location`` then comes from the ingest node, relative to the URL the viewer was
+redirected to, so its ``DELETE`` goes there.
 """
 
 from __future__ import annotations

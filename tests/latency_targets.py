@@ -62,7 +62,9 @@ def embedded(work: Path, ladder: str) -> Iterator[Camflow]:
 
 
 def camflow_watch(cf: Camflow, rendition: str = "source") -> str:
-    return cf.http_url(f"/watch/{STREAM}?token={cf.token('view', STREAM)}&rendition={rendition}")
+    return cf.http_url(
+        f"/watch/{STREAM}?token={cf.token('view', STREAM)}&rendition={rendition}&transport=hls"
+    )
 
 
 def camflow_publish(cf: Camflow) -> str:
