@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from yarl import URL
 
 from ingest.sources.whip.ice import IcePolicy, install
 
@@ -84,7 +85,7 @@ class Viewer:
             answer = await resp.text()
             if resp.status != 201:
                 raise RuntimeError(f"WHEP POST {resp.status}: {answer[:200]}")
-            self.session = str(resp.url.join(aiohttp.client.URL(resp.headers["Location"])))
+            self.session = str(resp.url.join(URL(resp.headers["Location"])))
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def stop(self, http: aiohttp.ClientSession) -> None:

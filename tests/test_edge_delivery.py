@@ -375,7 +375,7 @@ async def test_the_player_tries_webrtc_by_default_only_where_whep_is_mounted(
 
     assert transport(await page(client)) is None  # no WHEP here: HLS
     assert transport(await page(client, transport="webrtc")) == "webrtc"  # asked for
-    app = build_app(store, signer, **defaults.edge_app())  # type: ignore[arg-type]
+    app = build_app(store, signer, **defaults.edge_app())
     app.add_subapp("/whep", whep_redirects(HealthFeed(None, interval=1.0)))  # a distributed edge's
     whep: Client = TestClient(TestServer(app, host="127.0.0.1"))
     await whep.start_server()
