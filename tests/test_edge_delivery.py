@@ -383,5 +383,11 @@ async def test_the_player_tries_webrtc_by_default_only_where_whep_is_mounted(
         assert transport(await page(whep)) == "webrtc"
         assert transport(await page(whep, transport="hls")) is None
         assert transport(await page(whep, rendition="360p")) is None  # a pinned rung: WHEP sends source
+        # The redirect checks the view token as the edge's playlists do, before telling anything.
+        assert (await whep.post("/whep/cam1", data="v=0", allow_redirects=False)).status == 401
+        other = {"token": view}
+        assert (await whep.post("/whep/cam2", params=other, data="v=0", allow_redirects=False)).status == 403
+        refused = await whep.post("/whep/cam1", params=other, data="v=0", allow_redirects=False)
+        assert refused.status == 404 and (await refused.json())["error"] == "stream_not_live"  # no node
     finally:
         await whep.close()
