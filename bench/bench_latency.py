@@ -157,7 +157,8 @@ class Run:
             print(f"  kafka+minio: Kafka {b.bootstrap}, MinIO {b.s3_url}", flush=True)
             media = d.http(f"/live/{d.stream}/source.m3u8")
             wait_playlist(media)
-            await self.one("kafka+minio source", d.http(f"/watch/{d.stream}?rendition=source"), media)
+            page = d.http(f"/watch/{d.stream}?rendition=source&transport=hls")
+            await self.one("kafka+minio source", page, media)
 
 
 async def _main(opts: argparse.Namespace, work: Path) -> None:

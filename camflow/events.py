@@ -340,7 +340,7 @@ class HealthSample:
 
     TYPE: ClassVar[str] = "health-sample"
     VERSION: ClassVar[int] = 2
-    MINOR: ClassVar[int] = 2  # 2.1: store_outage; 2.2: spool_dropped
+    MINOR: ClassVar[int] = 3  # 2.1: store_outage; 2.2: spool_dropped; 2.3: whep
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -365,6 +365,7 @@ class HealthSample:
     corrections: dict[str, int] | None = field(default=None, metadata=jsonform.read_with(_counts))
     store_outage: float | None = None  # transcode/package: seconds the store has been unavailable, else 0
     spool_dropped: int | None = None  # ingest: segments its spool dropped (full) since the process started
+    whep: str = ""  # ingest: the base URL its WHEP is served at (``--whep-public-url``), "" without WHEP
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",

@@ -29,6 +29,7 @@ STALL_TARGETS = 2.0  # no segment for this many target durations: stalled
 FIRST_SEGMENT_TARGETS = 3.0  # a new session has this many target durations to cut its first segment
 KEEP_OFFLINE = 600.0  # seconds a board remembers a stream after its last sample
 VIEWERS_FRESH = 30.0  # seconds an edge instance's viewers count after its newest sample
+WHEP_FRESH = 10.0  # seconds an ingest instance's WHEP counts after its newest live sample of a stream
 log = get_logger("health")
 
 
@@ -185,6 +186,18 @@ class HealthBoard:
             return None
         horizon = self._clock() - min(self._keep, self._viewers_fresh)
         return sum(s.viewers for s in measured if s.viewers is not None and s.at >= horizon)
+
+    def whep_url(self, stream: str, fresh: float = WHEP_FRESH) -> str | None:
+        """The WHEP base URL of the ingest instance that holds ``stream``: the newest of the ingest
+        samples that are ``live``, announce a URL and are at most ``fresh`` seconds old (a node that
+        stopped publishing samples, or whose session ended, no longer counts); None when there is none."""
+        horizon = self._clock() - fresh
+        live = [
+            s
+            for s in self._samples.get(stream, {}).values()
+            if s.service == "ingest" and s.whep and s.state is StreamStateKind.LIVE and s.at >= horizon
+        ]
+        return max(live, key=lambda s: s.at).whep if live else None
 
     def latest(self) -> list[HealthSample]:
         """The latest sample of every stream, service and instance, by stream then time."""

@@ -5,7 +5,8 @@ streams, operator: a grid of their latest thumbnails, refreshed by ``static/stre
 The player uses hls.js, installed from npm into ``edge/web/node_modules`` by ``make install``
 and served from disk at ``/static/hls.min.js``; nothing is loaded from another origin.
 The player page's scripts: ``static/player.js`` (live and recorded playback, speed; live over WebRTC
-with ``&transport=webrtc`` or its button, through ``static/webrtc.js``, falling back to HLS) and
+by default where WHEP is mounted (else with ``&transport=webrtc``; ``&transport=hls`` for HLS) or its
+button, through ``static/webrtc.js``, falling back to HLS) and
 ``static/timeline.js`` (recorded ranges, events, thumbnails of ``edge.thumbs``, clip selection).
 """
 
@@ -97,6 +98,11 @@ def _carried_token(request: web.Request) -> str:
     return token if in_query else ""
 
 
+def serves_whep(app: web.Application) -> bool:
+    """Whether WHEP is mounted on this server (``/whep``: WebRTC playback, or its redirect)."""
+    return any(getattr(r, "canonical", "") == "/whep" for r in app.router.resources())
+
+
 async def watch(request: web.Request) -> web.Response:
     state = request.app[EDGE]
     stream = request.match_info["stream"]
@@ -105,9 +111,12 @@ async def watch(request: web.Request) -> web.Response:
         return refused
     token = _carried_token(request)
     settings: dict[str, str | int] = {"stream": stream, "token": token, "clip_max": CLIP_MAX_SECONDS}
-    if request.query.get("transport") == "webrtc":  # live over WebRTC (WHEP), HLS as the fallback
-        settings["transport"] = "webrtc"
     rendition = request.query.get("rendition")
+    asked = request.query.get("transport")
+    # Live over WebRTC (WHEP), HLS as the fallback: asked for, or by default where this server has
+    # WHEP (its own, or the redirect of a distributed edge) and no rung is pinned (WHEP sends source).
+    if asked == "webrtc" or (asked != "hls" and rendition is None and serves_whep(request.app)):
+        settings["transport"] = "webrtc"
     if rendition is not None:  # one rendition's playlist instead of the master (no ABR): a pinned rung
         if not is_rendition(rendition):
             state.counters.bad_path += 1

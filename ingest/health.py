@@ -102,11 +102,15 @@ class IngestHealth:
         whip: Callable[[], Iterable[Publisher]] | None = None,
         pull_clients: Callable[[], Iterable[PullClient]] | None = None,
         spool_dropped: Callable[[str], int] | None = None,
+        whep: str = "",
         segment_target: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``spool_dropped(stream)``: segments of the stream the spool dropped (``SpooledBus``)."""
+        """``spool_dropped(stream)``: segments of the stream the spool dropped (``SpooledBus``);
+        ``whep``: the base URL this process serves WHEP at, in every live sample (edges redirect
+        WHEP viewers of the stream there)."""
         self.bus = bus
+        self.whep = whep
         self.spool_dropped = spool_dropped
         self.rtsp = rtsp
         self.whip = whip
@@ -243,6 +247,7 @@ class IngestHealth:
             segment_age=None if last is None else round(now - last[0], 3),
             corrections={k: n for k in CORRECTION_KINDS if (n := corrections.get(k, 0))},
             spool_dropped=None if self.spool_dropped is None else self.spool_dropped(publisher.stream),
+            whep=self.whep if state is not StreamStateKind.OFFLINE else "",
         )
 
     def _pull_sample(self, client: PullClient, now: float) -> HealthSample:

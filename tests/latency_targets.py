@@ -62,7 +62,9 @@ def embedded(work: Path, ladder: str) -> Iterator[Camflow]:
 
 
 def camflow_watch(cf: Camflow, rendition: str = "source") -> str:
-    return cf.http_url(f"/watch/{STREAM}?token={cf.token('view', STREAM)}&rendition={rendition}")
+    return cf.http_url(
+        f"/watch/{STREAM}?token={cf.token('view', STREAM)}&rendition={rendition}&transport=hls"
+    )
 
 
 def camflow_publish(cf: Camflow) -> str:
@@ -175,13 +177,43 @@ paths:
 """
 
 
+# Its WebRTC server (WHEP at http://127.0.0.1:PORT/STREAM/whep), on loopback only: one UDP socket
+# for every session (webrtcLocalUDPAddress), 127.0.0.1 as its only ICE host candidate.
+MEDIAMTX_WEBRTC = """\
+webrtc: yes
+webrtcAddress: 127.0.0.1:{webrtc}
+webrtcLocalUDPAddress: 127.0.0.1:{webrtc_udp}
+webrtcLocalTCPAddress: ''
+webrtcIPsFromInterfaces: no
+webrtcAdditionalHosts: [127.0.0.1]
+webrtcAllowOrigins: ['*']
+"""
+
+
 @contextmanager
 def mediamtx(work: Path, exe: Path) -> Iterator[tuple[str, str]]:
     """mediamtx on free ports with its default LL-HLS; yields (RTSP publish URL, LL-HLS playlist URL)."""
+    with _mediamtx(work, exe, webrtc=False) as (publish, play, _whep):
+        yield publish, play
+
+
+@contextmanager
+def mediamtx_whep(work: Path, exe: Path) -> Iterator[tuple[str, str]]:
+    """mediamtx with its WebRTC server on loopback too; yields (RTSP publish URL, WHEP URL)."""
+    with _mediamtx(work, exe, webrtc=True) as (publish, _play, whep):
+        yield publish, whep
+
+
+@contextmanager
+def _mediamtx(work: Path, exe: Path, webrtc: bool) -> Iterator[tuple[str, str, str]]:
     work.mkdir(parents=True, exist_ok=True)
-    rtsp, hls = free_port(), free_port()
+    rtsp, hls, webrtc_port = free_port(), free_port(), free_port()
     conf = work / "mediamtx.yml"
-    conf.write_text(MEDIAMTX_CONF.format(rtsp=rtsp, rtp=free_port(), rtcp=free_port(), hls=hls))
+    text = MEDIAMTX_CONF.format(rtsp=rtsp, rtp=free_port(), rtcp=free_port(), hls=hls)
+    if webrtc:
+        udp = free_port()  # a TCP port free now: its UDP twin is almost surely free too
+        text = text.replace("webrtc: no\n", MEDIAMTX_WEBRTC.format(webrtc=webrtc_port, webrtc_udp=udp))
+    conf.write_text(text)
     with (work / "mediamtx.log").open("wb") as log:
         proc = subprocess.Popen([str(exe), str(conf)], cwd=work, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -199,6 +231,10 @@ def mediamtx(work: Path, exe: Path) -> Iterator[tuple[str, str]]:
                 time.sleep(0.1)
             else:
                 break
-        yield f"rtsp://127.0.0.1:{rtsp}/{STREAM}", f"http://127.0.0.1:{hls}/{STREAM}/index.m3u8"
+        yield (
+            f"rtsp://127.0.0.1:{rtsp}/{STREAM}",
+            f"http://127.0.0.1:{hls}/{STREAM}/index.m3u8",
+            f"http://127.0.0.1:{webrtc_port}/{STREAM}/whep",
+        )
     finally:
         stop_process(proc, timeout=10)

@@ -55,7 +55,7 @@ async def test_chromium_plays_the_audio_track(codec: str, tmp_path: Path) -> Non
         )
         try:
             wait_for_master(cf.http_url(f"/live/camaud/master.m3u8?token={view}"))
-            page = cf.http_url(f"/watch/camaud?token={view}")
+            page = cf.http_url(f"/watch/camaud?token={view}&transport=hls")
             with chromium(tmp_path / "profile", page, tmp_path / "chromium.log") as port:
                 samples = await play(port)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from email.utils import formatdate
@@ -19,8 +20,10 @@ from camflow.hls.lowlatency import delta
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
+from edge.health import HealthFeed
 from edge.policy import TokenCheck
 from edge.state import EDGE
+from edge.whep_redirect import whep_redirects
 from tests import defaults
 from tests.ll_playlists import EPOCH as LL_EPOCH
 from tests.ll_playlists import ll_playlist
@@ -356,3 +359,35 @@ async def test_ll_playlists_the_edge_cannot_read_or_cut_are_served_whole(
     resp = await client.get("/live/llcam/audio.m3u8", params={"token": token, "_HLS_msn": "13"})
     body = await resp.text()  # at once, not held: the playlist is served as it is
     assert resp.status == 200 and "TARGETDURATION:x" in body and time.monotonic() - started < 1.0
+
+
+async def test_the_player_tries_webrtc_by_default_only_where_whep_is_mounted(
+    store: RecordingStore, signer: TokenSigner, client: Client, view: str
+) -> None:
+    def transport(text: str) -> str | None:
+        match = re.search(r"&quot;transport&quot;: &quot;(\w+)&quot;", text)
+        return match.group(1) if match else None
+
+    async def page(c: Client, **params: str) -> str:
+        resp = await c.get("/watch/cam1", params={"token": view, **params})
+        assert resp.status == 200
+        return await resp.text()
+
+    assert transport(await page(client)) is None  # no WHEP here: HLS
+    assert transport(await page(client, transport="webrtc")) == "webrtc"  # asked for
+    app = build_app(store, signer, **defaults.edge_app())
+    app.add_subapp("/whep", whep_redirects(HealthFeed(None, interval=1.0)))  # a distributed edge's
+    whep: Client = TestClient(TestServer(app, host="127.0.0.1"))
+    await whep.start_server()
+    try:
+        assert transport(await page(whep)) == "webrtc"
+        assert transport(await page(whep, transport="hls")) is None
+        assert transport(await page(whep, rendition="360p")) is None  # a pinned rung: WHEP sends source
+        # The redirect checks the view token as the edge's playlists do, before telling anything.
+        assert (await whep.post("/whep/cam1", data="v=0", allow_redirects=False)).status == 401
+        other = {"token": view}
+        assert (await whep.post("/whep/cam2", params=other, data="v=0", allow_redirects=False)).status == 403
+        refused = await whep.post("/whep/cam1", params=other, data="v=0", allow_redirects=False)
+        assert refused.status == 404 and (await refused.json())["error"] == "stream_not_live"  # no node
+    finally:
+        await whep.close()

@@ -78,7 +78,7 @@ async def test_chromium_plays_over_https_with_a_jwt(tmp_path: Path) -> None:
                 jwt = issuer.token(f"camflow:view:{STREAM}", kid="ed1")
                 https = f"https://127.0.0.1:{cf.http_port}"
                 wait_for_master(f"{https}/live/{STREAM}/master.m3u8?token={jwt}", ca.path)
-                samples = await play(f"{https}/watch/{STREAM}?token={jwt}", served, tmp_path)
+                samples = await play(f"{https}/watch/{STREAM}?token={jwt}&transport=hls", served, tmp_path)
             finally:
                 stop_process(push, timeout=10)
             log = cf.log

@@ -71,6 +71,9 @@ async def test_latency_on_kafka_and_minio(tmp_path: Path) -> None:
     with kafka_minio(tmp_path / "services") as d, pushing(d.publish_url(), tmp_path / "push.log"):
         wait_playlist(d.http(f"/live/{d.stream}/source.m3u8"))
         result = await measure(
-            d.http(f"/watch/{d.stream}?rendition=source"), SECONDS, tmp_path / "kafka", target="kafka+minio"
+            d.http(f"/watch/{d.stream}?rendition=source&transport=hls"),
+            SECONDS,
+            tmp_path / "kafka",
+            target="kafka+minio",
         )
     check(result)

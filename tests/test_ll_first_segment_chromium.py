@@ -54,7 +54,7 @@ async def test_a_viewer_of_a_new_stream_gets_parts_from_the_first_segment_and_pl
                 text=True,
                 timeout=60,
             )
-            page = cf.http_url(f"/watch/{STREAM}?token={view}")
+            page = cf.http_url(f"/watch/{STREAM}?token={view}&transport=hls")
             with chromium(tmp_path / "profile", page, tmp_path / "chromium.log") as port:
                 async with devtools(port) as tools:
                     samples = await sample(tools, PROBE, 30, lambda s: advanced(s) > 6.0)

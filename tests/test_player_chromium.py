@@ -76,7 +76,7 @@ async def test_chromium_plays_the_watch_page_during_a_live_push(tmp_path: Path) 
         )
         try:
             wait_for_master(cf.http_url(f"/live/cam1/master.m3u8?token={view}"))
-            page = cf.http_url(f"/watch/cam1?token={view}")
+            page = cf.http_url(f"/watch/cam1?token={view}&transport=hls")
             with chromium(tmp_path / "profile", page, tmp_path / "chromium.log") as port:
                 samples = await watch(port, tmp_path / "player.png")
                 listing = await operator_page(

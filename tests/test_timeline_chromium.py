@@ -217,7 +217,9 @@ async def test_the_timeline_shows_gaps_previews_seeks_speeds_goes_live_and_expor
         try:
             wait_for_master(cf.http_url(f"/live/cam1/master.m3u8?token={view}"))
             with chromium(
-                tmp_path / "profile", cf.http_url(f"/watch/cam1?token={view}"), tmp_path / "chromium.log"
+                tmp_path / "profile",
+                cf.http_url(f"/watch/cam1?token={view}&transport=hls"),
+                tmp_path / "chromium.log",
             ) as port:
                 async with devtools(port) as tools:
                     await drive(Page(tools, tmp_path), cf, tmp_path)

@@ -218,7 +218,7 @@ def test_ffmpeg_pushes_rtsps_and_viewers_watch_over_https(tls_run: TlsRun) -> No
         codecs = sorted(s["codec_name"] for s in json.loads(probe.stdout)["streams"])
         assert codecs == ["aac", "h264"], probe.stdout
         # Chromium (hls.js on the watch page) plays it over HTTPS, trusting the certificate's key.
-        samples = asyncio.run(chromium_watch(run, run.https(f"/watch/{cam}?token={view}")))
+        samples = asyncio.run(chromium_watch(run, run.https(f"/watch/{cam}?token={view}&transport=hls")))
         played = [s for s in samples if s["t"] > 0]
         assert played and played[-1]["t"] - played[0]["t"] >= 3.0, samples
         assert not [e for e in played[-1]["cf"]["errors"] if e["fatal"]], played[

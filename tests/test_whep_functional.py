@@ -1,13 +1,18 @@
 """WHEP from the running services, with aiortc as the viewer (on 127.0.0.1: this process's ICE offers
 loopback): a camera pulled by `camflow run --pull` (gst-rtsp-server, SPS/PPS only in its SDP), and
 an ffmpeg RTSP push with AAC into a distributed `camflow ingest` on Kafka, played from ingest's own
-HTTP listener. Each decodes at the camera's size; the AAC arrives as Opus.
+HTTP listener. Each decodes at the camera's size; the AAC arrives as Opus. And the four services on
+Kafka + MinIO: a viewer that POSTs to the edge is redirected (307) to the ingest node holding the
+stream and plays from it; once that node is killed, the edge answers 404 ``stream_not_live``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from yarl import URL
 
 from ingest.sources.whip.ice import IcePolicy, install
 from tests import services
 from tests.barcode_camera import HEIGHT, WIDTH, BarcodeCamera
+from tests.latency_targets import STREAM, kafka_minio
 from tests.process import CAMFLOW, camflow_run, camflow_service, free_port
 from tests.test_pull_functional import H264, rtsp_server
 
@@ -33,6 +40,7 @@ class Played:
     sizes: list[tuple[int, int]]  # of the decoded video frames
     audio: list[int]  # sample rates of the decoded audio frames
     deleted: int  # the DELETE's status
+    session: str  # the session's URL (on the node that answered)
 
 
 async def play(url: str, token: str, frames: int = FRAMES, audio: bool = False) -> Played:
@@ -51,6 +59,7 @@ async def play(url: str, token: str, frames: int = FRAMES, audio: bool = False) 
             for _ in range(60):
                 async with http.post(url, data=pc.localDescription.sdp, headers=headers) as r:
                     status, answer, location = r.status, await r.text(), r.headers.get("Location", "")
+                    session = r.url.join(URL(location))  # from where a redirect sent the offer
                 if status != 404:
                     break
                 await asyncio.sleep(0.5)
@@ -66,8 +75,8 @@ async def play(url: str, token: str, frames: int = FRAMES, audio: bool = False) 
                 sound = await asyncio.wait_for(tracks["audio"].get(), 10)
                 for _ in range(frames):
                     rates.append((await asyncio.wait_for(sound.recv(), 10)).sample_rate)
-            async with http.delete(url.rsplit("/whep/", 1)[0] + location) as r:
-                return Played(sizes, rates, r.status)
+            async with http.delete(session) as r:
+                return Played(sizes, rates, r.status, str(session))
     finally:
         await pc.close()
 
@@ -102,6 +111,38 @@ async def test_distributed_ingest_serves_whep_of_an_rtsp_push(tmp_path: Path) ->
     assert set(played.audio) == {48_000}, played.audio  # the camera's AAC as Opus
     log = (tmp_path / "ingest.err").read_text()
     assert '"whep_session_ended"' in log and '"reason": "deleted"' in log
+
+
+async def test_the_edge_redirects_whep_to_the_ingest_node_and_refuses_once_it_died(tmp_path: Path) -> None:
+    with kafka_minio(tmp_path) as d:
+        camera = BarcodeCamera(d.publish_url())
+        try:
+            edge_url = d.http(f"/whep/{STREAM}")  # the view token as ?token=, carried by the redirect
+            played = await play(edge_url, "", frames=20)
+            assert set(played.sizes) == {(WIDTH, HEIGHT)} and played.deleted == 200
+            node = URL(played.session)  # the session lives on the ingest node, not on the edge
+            assert node.host == "127.0.0.1" and node.port != d.http_port, played
+            assert node.path.startswith(f"/whep/{STREAM}/"), played
+            ingest_http = node.port
+            async with aiohttp.ClientSession() as http:
+                async with http.post(edge_url, data="v=0", allow_redirects=False) as r:
+                    assert r.status == 307 and r.headers["Access-Control-Allow-Origin"] == "*"
+                    assert r.headers["Location"].startswith(
+                        f"http://127.0.0.1:{ingest_http}/whep/{STREAM}?token="
+                    )
+                d.send("ingest", signal.SIGKILL)
+                killed = time.monotonic()
+                for _ in range(60):  # its samples stop: after WHEP_FRESH (10 s) the edge sends nobody there
+                    async with http.post(edge_url, data="v=0", allow_redirects=False) as r:
+                        status, body = r.status, await r.text()
+                    if status != 307:
+                        break
+                    await asyncio.sleep(0.5)
+                waited = time.monotonic() - killed
+        finally:
+            camera.stop()
+    assert status == 404 and json.loads(body)["error"] == "stream_not_live", (status, body)
+    assert waited < 15, waited
 
 
 async def token(action: str, env: dict[str, str]) -> str:

@@ -121,61 +121,82 @@ async function publish() {  // Chromium's fake camera over WHIP (SOURCE whip)
 WARMUP_S = 2.0  # playback before latency samples count
 
 
+class PageServer:
+    """The page above on a free 127.0.0.1 port (another origin than the WHEP server's) and a headless
+    Chromium opening it: ``play(query, timeout)`` returns the page's report (stopped by PID)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=4)
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> PageServer:
+        async def page(request: web.Request) -> web.Response:
+            return web.Response(text=PAGE, content_type="text/html")
+
+        async def report(request: web.Request) -> web.Response:
+            self.reports.put_nowait(json.loads(await request.text()))
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_get("/", page)
+        app.router.add_post("/report", report)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def play(self, query: str, timeout: float, name: str = "chromium") -> dict[str, Any]:
+        """Chromium on ``/?QUERY`` until the page reports (``timeout`` seconds at most)."""
+        flags = [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            f"--user-data-dir={self.workdir / (name + '-profile')}",
+        ]
+        url = f"http://127.0.0.1:{self.port}/?{query}"
+        with (self.workdir / f"{name}.log").open("wb") as err:
+            browser = subprocess.Popen(
+                [chromium_path(), *CHROMIUM_FLAGS, *flags, url], stdout=subprocess.DEVNULL, stderr=err
+            )
+        try:
+            return await asyncio.wait_for(self.reports.get(), timeout=timeout)
+        finally:
+            stop_process(browser, timeout=10)
+
+
 async def run(workdir: Path, source: str, seconds: float) -> dict[str, Any]:
-    reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=4)
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    async def report(request: web.Request) -> web.Response:
-        reports.put_nowait(json.loads(await request.text()))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    app.router.add_post("/report", report)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    page_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", page_port).start()
     result: dict[str, Any] = {}
     camera: BarcodeCamera | None = None
     try:
-        with camflow_run(workdir, ["--offline-grace", "1", "--ladder", "source"]) as cf:
-            stream = "cam"
-            publish, view = cf.token("publish", stream), cf.token("view", stream)
-            if source == "rtsp":
-                # Video only: ffmpeg pacing a -re audio input holds the piped pictures back (hundreds
-                # of ms, measured), which would be the test camera's latency, not camflow's.
-                camera = BarcodeCamera(cf.rtsp_url(stream, publish))
-            url = (
-                f"http://127.0.0.1:{page_port}/?source={source}&seconds={seconds}&warmup={WARMUP_S}"
-                f"&view={view}&publish={publish}&whep={cf.http_url('/whep/' + stream)}"
-                f"&whip={cf.http_url('/whip/' + stream)}"
-            )
-            flags = [
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--allow-loopback-in-peer-connection",
-                f"--user-data-dir={workdir / 'chromium-profile'}",
-            ]
-            with (workdir / "chromium.log").open("wb") as err:
-                browser = subprocess.Popen(
-                    [chromium_path(), *CHROMIUM_FLAGS, *flags, url], stdout=subprocess.DEVNULL, stderr=err
+        async with PageServer(workdir) as pages:
+            with camflow_run(workdir, ["--offline-grace", "1", "--ladder", "source"]) as cf:
+                stream = "cam"
+                publish, view = cf.token("publish", stream), cf.token("view", stream)
+                if source == "rtsp":
+                    # Video only: ffmpeg pacing a -re audio input holds the piped pictures back (hundreds
+                    # of ms, measured), which would be the test camera's latency, not camflow's.
+                    camera = BarcodeCamera(cf.rtsp_url(stream, publish))
+                query = (
+                    f"source={source}&seconds={seconds}&warmup={WARMUP_S}"
+                    f"&view={view}&publish={publish}&whep={cf.http_url('/whep/' + stream)}"
+                    f"&whip={cf.http_url('/whip/' + stream)}"
                 )
-            try:
-                result["page"] = await asyncio.wait_for(reports.get(), timeout=seconds + 90)
-            finally:
-                stop_process(browser, timeout=10)
-            if camera is not None:
-                result["camera_errors"] = camera.stop()[-2000:]
-                camera = None
-            await asyncio.sleep(0.5)  # the DELETE's session end is logged
-            result["log"] = [line for line in cf.log.splitlines() if '"whep_' in line]
+                result["page"] = await pages.play(query, timeout=seconds + 90)
+                if camera is not None:
+                    result["camera_errors"] = camera.stop()[-2000:]
+                    camera = None
+                await asyncio.sleep(0.5)  # the DELETE's session end is logged
+                result["log"] = [line for line in cf.log.splitlines() if '"whep_' in line]
     finally:
         if camera is not None:
             camera.stop()
-        await runner.cleanup()
     return result
 
 

@@ -1,4 +1,4 @@
-"""The player page over WebRTC: headless Chromium on `/watch/cam?transport=webrtc` of `camflow run`
+"""The player page over WebRTC: headless Chromium on `/watch/cam` of `camflow run` (WebRTC by default there)
 with ``--webrtc-max-viewers 1`` while an ffmpeg RTSP push plays.
 
     unshare -rn python -m tests.whep_player_chromium WORKDIR   # prints one JSON line
@@ -92,7 +92,7 @@ async def run(workdir: Path) -> dict[str, Any]:
         try:
             pc, location = await hold_the_slot(cf.http_url("/whep/cam"), view)
             await asyncio.to_thread(wait_for_playlist, cf.http_url(f"/live/cam/master.m3u8?token={view}"))
-            url = cf.http_url(f"/watch/cam?token={view}&transport=webrtc")
+            url = cf.http_url(f"/watch/cam?token={view}")  # no transport: WebRTC, the default here
             # Without media permission Chromium hides its host addresses behind mDNS names, which
             # nothing resolves in a loopback-only namespace; the fake UI grants it (as whip_chromium).
             flags = ["--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream"]

@@ -225,6 +225,21 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="WHEP (WebRTC playback) sessions of one stream at most; more are refused with 503 (default 200)",
     )
+    p.add_argument(
+        "--whep-public-url",
+        metavar="URL",
+        help="where viewers reach this process's WHEP, e.g. https://ingest-3.example.com:8443 (announced "
+        "in its health samples: edges redirect WHEP viewers of its streams there; default "
+        "http(s)://HOST:HTTP_PORT, the machine's name for a wildcard --host)",
+    )
+    p.add_argument(
+        "--webrtc-max-client-sessions",
+        type=at_least_one("session"),
+        default=20,
+        metavar="N",
+        help="WHEP sessions from one client address at most; more are refused with 429 (default 20; raise it "
+        "for viewers behind one NAT or proxy address)",
+    )
 
 
 def _add_transcode(p: argparse.ArgumentParser) -> None:

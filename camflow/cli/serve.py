@@ -27,6 +27,7 @@ from camflow.cli.settings import (
     rtsp_server_settings,
     spool_settings,
     transcoder_settings,
+    whep_public_url,
 )
 from camflow.errors import CamflowError, ConfigError, StoreRetryStopped
 from camflow.log import get_logger
@@ -201,6 +202,10 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 from ingest.sources.whip.whep_http import PREFIX as WHEP_PREFIX
 
                 edge.mount(WHEP_PREFIX, whep.app())  # and WHEP (WebRTC playback) beside it
+            elif feed is not None:  # no live media here: WHEP viewers go to the ingest node (307)
+                from edge.whep_redirect import whep_redirects
+
+                edge.mount("/whep", whep_redirects(feed))
             await edge.start()
             stoppers.append(edge.stop)
             # --metrics-port: the edge's /metrics (every worker's, merged); workers do not listen on it
@@ -254,7 +259,7 @@ async def serve(args: argparse.Namespace, roles: set[str]) -> int:
                 )
                 await pulls.start()
                 stoppers.insert(0, pulls.stop)
-            observed.ingest(rtsp, pulls if pull_sources else None, whip, spooled)
+            observed.ingest(rtsp, pulls if pull_sources else None, whip, spooled, whep is not None)
         await observed.start()
         if args.command == "run":
             assert signer is not None
@@ -322,7 +327,7 @@ class _Observed:
         if bus is not None:
             self.reporters.append(HealthReporter(bus, service, collect, self.args.health_interval))
 
-    def ingest(self, rtsp: Any, pulls: Any, whip: Any, spooled: SpooledBus | None) -> None:
+    def ingest(self, rtsp: Any, pulls: Any, whip: Any, spooled: SpooledBus | None, whep: bool) -> None:
         from camflow.metrics import add_source
         from ingest.health import IngestHealth
 
@@ -338,6 +343,7 @@ class _Observed:
             whip=whipped,
             pull_clients=lambda: list(pulls.clients) if pulls else [],
             spool_dropped=spooled.spool_dropped if spooled is not None else None,
+            whep=whep_public_url(self.args) if whep else "",
             segment_target=target,
         )
         self._report("ingest", health.collect, health.samples, self.ingest_bus)
@@ -453,6 +459,7 @@ def _whep_service(
         policy=whip.policy,
         limits=limits,
         max_viewers=args.webrtc_max_viewers,
+        max_client_sessions=args.webrtc_max_client_sessions,
         connection_limits=connection_limits(args),
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,22 @@ def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
 def edge_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``EdgeServer``'s keywords: the application's, whether the fast path serves, and the limits."""
     return {**edge_app_settings(args), "fast_path": not args.no_fast_path, "limits": connection_limits(args)}
+
+
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def whep_public_url(args: argparse.Namespace) -> str:
+    """The base URL viewers reach this process's WHEP at (no trailing slash): ``--whep-public-url``,
+    else the scheme (https with ``--tls-cert``), ``--host`` (the machine's name for a wildcard) and
+    ``--http-port``."""
+    given = getattr(args, "whep_public_url", None)
+    if given:
+        return str(given).rstrip("/")
+    host = str(getattr(args, "host", "") or "")
+    if host in WILDCARDS:
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if getattr(args, "tls_cert", None) else "http"
+    return f"{scheme}://{host}:{args.http_port}"

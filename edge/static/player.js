@@ -6,7 +6,8 @@
 // It also plays recordings: recording(ms) loads /vod/{stream}/master.m3u8 from that moment (up to
 // VOD_SPAN_MS, then the next span, then live again) at the chosen speed; live() returns to the edge.
 // Live, it can play over WebRTC instead (WHEP, edge/static/webrtc.js: /whep/{stream}, tens of ms behind
-// the camera): with ?transport=webrtc on the page or the transport button. When WebRTC is refused or
+// the camera): by default where the server has WHEP (the page's config says so), with ?transport=webrtc,
+// or the transport button; ?transport=hls asks for HLS. When WebRTC is refused or
 // cannot start (no WHEP on this server, a limit, an H.265 stream, no UDP path), or fails while it
 // plays, the player falls back to (LL-)HLS and says why; the button switches either way.
 // window.camflow exposes the state for tests (tests/latency_probe.py reads it); window.camflowPlayer

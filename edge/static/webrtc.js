@@ -62,7 +62,7 @@
         try { const body = JSON.parse(text); reason = body.error + ": " + body.detail; } catch (_e) { /* not JSON */ }
         throw new Error(reason);
       }
-      session = new URL(res.headers.get("Location"), location.href);
+      session = new URL(res.headers.get("Location"), res.url);  // res.url: where a 307 sent the offer
       if (pc !== peer) throw new Error("stopped");
       await peer.setRemoteDescription({ type: "answer", sdp: text });
       video.srcObject = media;
