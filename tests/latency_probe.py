@@ -164,6 +164,11 @@ async def _put_player(tools: DevTools, url: str) -> None:
     tree = await tools.call("Page.getFrameTree")
     page = f"<!doctype html><html><head><meta charset=utf-8></head><body>{body}</body></html>"
     await tools.call("Page.setDocumentContent", frameId=tree["frameTree"]["frame"]["id"], html=page)
+    for _ in range(50):  # the new document is in place (a navigation still landing can replace it): 5 s
+        if await tools.evaluate("document.getElementById('player') !== null"):
+            break
+        await asyncio.sleep(0.1)
+        await tools.call("Page.setDocumentContent", frameId=tree["frameTree"]["frame"]["id"], html=page)
     for script in (hlsjs_path(), default_static_dir() / "player.js"):
         result = await tools.call("Runtime.evaluate", expression=script.read_text(), returnByValue=True)
         if "exceptionDetails" in result:

@@ -30,6 +30,7 @@
   const healthLine = document.getElementById("health");
   const latencyLine = document.getElementById("latency");
   const TICK_MS = 250; // latency display and live-edge checks
+  const START_SLACK_S = 0.1; // on the first frame, a jump of more than this to the live position
   const STALL_SEEK_MS = 1000; // waiting longer than this jumps to the live edge
   const AFTER_STALL_MS = 5000; // ... and, resumed before the playlist had moved on, in the next 5 s
   const BEHIND_FACTOR = 3; // ... as does a latency above 3x the target latency (and 1 s beyond it)
@@ -64,16 +65,27 @@
   let startAt = null; // a recording's first moment (ms), sought once its playlist is known
   let pendingSeek = null; // ... at this media time, once the video has its metadata
   // Jump to hls.liveSyncPosition (target latency behind the live edge) when more than half a second
-  // (or half the target) behind it; returns whether it jumped.
+  // (or half the target) behind it; on the first frame, when more than START_SLACK_S behind it and
+  // it is buffered already (an unseen jump: hls.js itself catches up only with over 1 s buffered,
+  // which a low-latency player never has, so where it starts is where it stays); returns whether it
+  // jumped.
   function seekToLive(reason) {
     const pos = hls && state.mode === "live" ? hls.liveSyncPosition : null;
     if (typeof pos !== "number" || !isFinite(pos)) return false;
-    const slack = Math.max(0.5, (hls.targetLatency || 0) / 2);
+    const slack = reason === "start" && isBuffered(pos) ? START_SLACK_S :
+      Math.max(0.5, (hls.targetLatency || 0) / 2);
     if (pos - video.currentTime < slack) return false;
     state.liveSeeks.push({ reason: reason, from: video.currentTime, to: pos });
     if (state.liveSeeks.length > 100) state.liveSeeks.shift(); // a page open for days stays small
     video.currentTime = pos;
     return true;
+  }
+
+  function isBuffered(at) {
+    for (let i = 0; i < video.buffered.length; i++) {
+      if (video.buffered.start(i) <= at && at < video.buffered.end(i)) return true;
+    }
+    return false;
   }
 
   // The fragments of the loaded playlist; a recording's media time <-> wall clock (ms) through them.
