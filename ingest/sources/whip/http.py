@@ -149,6 +149,22 @@ def check_sdp_body(request: web.Request) -> None:
         )
 
 
+def created(prefix: str, stream: str, session_id: str, answer: str) -> web.Response:
+    """The ``201 Created`` of a WHIP or WHEP session: its SDP answer, ``Location`` and ``ETag``."""
+    return web.Response(
+        status=201,
+        body=answer.encode(),
+        content_type="application/sdp",
+        headers={**CORS, "Location": f"{prefix}/{stream}/{session_id}", "ETag": f'"{session_id}"'},
+    )
+
+
+def no_patch() -> WhipError:
+    """The 405 of a PATCH to a WHIP or WHEP session (trickle ICE, ICE restart)."""
+    detail = "trickle ICE and ICE restarts are not supported: send every candidate in the offer"
+    return WhipError(405, "method_not_allowed", detail)
+
+
 class Mountable(Protocol):
     def app(self) -> web.Application: ...
 
@@ -259,12 +275,7 @@ class WhipService:
         self.sessions[stream] = session
         if old is not None:
             self._end(old, "replaced")
-        return web.Response(
-            status=201,
-            body=answer.encode(),
-            content_type="application/sdp",
-            headers={**CORS, "Location": f"{PREFIX}/{stream}/{session.id}", "ETag": f'"{session.id}"'},
-        )
+        return created(PREFIX, stream, session.id, answer)
 
     def _session(self, request: web.Request) -> WhipSession:
         stream, sid = request.match_info["stream"], request.match_info["session"]
@@ -279,11 +290,7 @@ class WhipService:
 
     async def _patch(self, request: web.Request) -> web.Response:
         self._session(request)
-        raise WhipError(
-            405,
-            "method_not_allowed",
-            "trickle ICE and ICE restarts are not supported: send every candidate in the offer",
-        )
+        raise no_patch()
 
     def _forget(self, session: WhipSession) -> None:
         if self.sessions.get(session.stream) is session:

@@ -37,6 +37,18 @@ VIDEO_CODECS = {"H264": H264, "VP8": VP8}
 PREFERENCE = ("H264", "VP8")  # H.264 first: it is segmented as is, VP8 has to be transcoded
 
 
+async def take_offer(pc: RTCPeerConnection, offer: str) -> None:
+    """``offer`` as ``pc``'s remote description (WHIP's and WHEP's alike); WhipError(400) on a body
+    that is not an SDP offer or one aiortc cannot take."""
+    lines = offer.strip().splitlines()
+    if lines[:1] != ["v=0"] or not any(line.startswith("m=") for line in lines):
+        raise WhipError(400, "bad_sdp", f"body starts {offer[:40]!r}: expected an SDP offer (v=0 ... m=...)")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    except Exception as exc:  # aiortc raises ValueError, OperationError, ... on offers it cannot take
+        raise WhipError(400, "bad_sdp", f"SDP offer refused: {exc or type(exc).__name__}") from None
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     """Defaults where the flags are defined (``--segment-duration``, ``--webrtc-timeout``)."""
@@ -99,15 +111,7 @@ class WhipSession:
 
     async def answer(self, offer: str) -> str:
         """The SDP answer to ``offer``, the media path ready; WhipError(400) on an offer we cannot take."""
-        lines = offer.strip().splitlines()
-        if lines[:1] != ["v=0"] or not any(line.startswith("m=") for line in lines):
-            raise WhipError(
-                400, "bad_sdp", f"body starts {offer[:40]!r}: expected an SDP offer (v=0 ... m=...)"
-            )
-        try:
-            await self._pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        except Exception as exc:  # aiortc raises ValueError, OperationError, ... on offers it cannot take
-            raise WhipError(400, "bad_sdp", f"SDP offer refused: {exc or type(exc).__name__}") from None
+        await take_offer(self._pc, offer)
         video = [t for t in self._pc.getTransceivers() if t.kind == "video" and t._codecs]
         if not video:
             raise WhipError(

@@ -26,7 +26,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -35,6 +35,7 @@ from ingest.media.live import LiveFeed, LiveFeeds, LiveViewer
 from ingest.media.units import VIDEO_CLOCK_RATE
 from ingest.sources.whip.errors import WhipError
 from ingest.sources.whip.ice import IcePolicy, announce, check_candidates
+from ingest.sources.whip.session import take_offer
 
 TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 OPUS_TIME_BASE = Fraction(1, 48_000)
@@ -159,15 +160,7 @@ class WhepSession:
 
     async def answer(self, offer: str) -> str:
         """The SDP answer to ``offer``; WhipError(400) on an offer that cannot receive the stream's H.264."""
-        lines = offer.strip().splitlines()
-        if lines[:1] != ["v=0"] or not any(line.startswith("m=") for line in lines):
-            raise WhipError(
-                400, "bad_sdp", f"body starts {offer[:40]!r}: expected an SDP offer (v=0 ... m=...)"
-            )
-        try:
-            await self._pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        except Exception as exc:  # aiortc raises ValueError, OperationError, ... on offers it cannot take
-            raise WhipError(400, "bad_sdp", f"SDP offer refused: {exc or type(exc).__name__}") from None
+        await take_offer(self._pc, offer)
         transceivers = self._pc.getTransceivers()
         video = [t for t in transceivers if t.kind == "video" and _h264_only(t._codecs)]
         if not video:

@@ -36,7 +36,9 @@ from ingest.sources.whip.http import (
     POST_METHODS,
     SESSION_METHODS,
     check_sdp_body,
+    created,
     error_middleware,
+    no_patch,
     preflight,
     read_offer,
 )
@@ -167,12 +169,7 @@ class WhepService:
         except BaseException:
             await session.close("refused")
             raise
-        return web.Response(
-            status=201,
-            body=answer.encode(),
-            content_type="application/sdp",
-            headers={**CORS, "Location": f"{PREFIX}/{stream}/{session.id}", "ETag": f'"{session.id}"'},
-        )
+        return created(PREFIX, stream, session.id, answer)
 
     def _session(self, request: web.Request) -> WhepSession:
         stream, sid = request.match_info["stream"], request.match_info["session"]
@@ -187,11 +184,7 @@ class WhepService:
 
     async def _patch(self, request: web.Request) -> web.Response:
         self._session(request)
-        raise WhipError(
-            405,
-            "method_not_allowed",
-            "trickle ICE and ICE restarts are not supported: send every candidate in the offer",
-        )
+        raise no_patch()
 
     def _forget(self, session: WhepSession) -> None:
         if self.sessions.pop(session.id, None) is not None:
