@@ -340,7 +340,8 @@ class HealthSample:
 
     TYPE: ClassVar[str] = "health-sample"
     VERSION: ClassVar[int] = 2
-    MINOR: ClassVar[int] = 3  # 2.1: store_outage; 2.2: spool_dropped; 2.3: whep
+    # 2.1: store_outage; 2.2: spool_dropped; 2.3: whep; 2.4: region, owner, replication_lag
+    MINOR: ClassVar[int] = 4
     PAYLOAD: ClassVar[str | None] = None
 
     stream: str
@@ -366,6 +367,10 @@ class HealthSample:
     store_outage: float | None = None  # transcode/package: seconds the store has been unavailable, else 0
     spool_dropped: int | None = None  # ingest: segments its spool dropped (full) since the process started
     whep: str = ""  # ingest: the base URL its WHEP is served at (``--whep-public-url``), "" without WHEP
+    region: str = ""  # package: the region it is in (``--region``), "" with one region
+    owner: str = ""  # package: the region that owns the stream (the directory), "" with one region
+    # package: seconds the newest heartbeat of the slowest peer region took to replicate here
+    replication_lag: float | None = None
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "bitrate",
@@ -380,6 +385,7 @@ class HealthSample:
         "viewers",
         "store_outage",
         "spool_dropped",
+        "replication_lag",
     )
 
     def to_json(self) -> dict[str, Any]:

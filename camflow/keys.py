@@ -14,6 +14,8 @@ Layout in the store::
     streams/{stream}/{epoch}/thumbs/{seq:08d}.jpg  thumbnail of one segment
     streams/{stream}/thumb.jpg                 thumbnail of the latest segment transcoded
     streams/{stream}/events/{YYYYMMDD}/{id}.json  an event on the timeline (camflow.stream_events)
+    directory/{stream}.json                    where the stream is live: its owner region (camflow.regions)
+    regions/{region}/heartbeat.json            a region's clock, for replication lag (camflow.regions)
 
 The objects under an epoch (``ages_out``) are the recording's media: an S3 store tags them so the
 bucket's lifecycle backstop may expire them by age, unless retention locked them for an event.
@@ -142,3 +144,31 @@ def recording_day_key(stream: str, day: str) -> str:
 def recording_days_marker_key(stream: str) -> str:
     """Written once every day of the stream's index has its summary (``camflow.recording_days``)."""
     return f"streams/{stream}/recording-days/v1.json"
+
+
+REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+
+
+def is_region(name: str) -> bool:
+    return REGION_RE.fullmatch(name) is not None
+
+
+def check_region(name: str) -> str:
+    if not is_region(name):
+        raise ConfigError(
+            f"region name {name!r} is not valid: expected 1-32 characters of A-Z a-z 0-9 -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def directory_key(stream: str) -> str:
+    """Where ``stream`` is live: the region that owns it (``camflow.regions``)."""
+    return f"directory/{stream}.json"
+
+
+REGIONS_PREFIX = "regions/"
+
+
+def heartbeat_key(region: str) -> str:
+    return f"{REGIONS_PREFIX}{region}/heartbeat.json"

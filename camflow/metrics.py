@@ -198,6 +198,21 @@ CALLBACK_METRICS: dict[str, CallbackMetric] = {
         "Segments past the retention kept at the last sweeps: named by a playlist, or locked by an event",
         ("reason",),
     ),
+    "camflow_region_replication_lag_seconds": CallbackMetric(
+        "gauge",
+        "How long the peer region's newest heartbeat took to reach this region's store replica",
+        ("peer",),
+    ),
+    "camflow_region_heartbeat_age_seconds": CallbackMetric(
+        "gauge",
+        "Age of the peer region's newest heartbeat in this region's replica (its writes older than "
+        "this have replicated here)",
+        ("peer",),
+    ),
+    "camflow_region_claims": CallbackMetric("counter", "Stream directory entries this packager wrote"),
+    "camflow_region_foreign_flushes": CallbackMetric(
+        "counter", "Packager flushes whose playlists were left to the owner region of their stream"
+    ),
     "camflow_store_up": CallbackMetric(
         "gauge", "0 while the store is unavailable to the service's calls (an outage), else 1", ("service",)
     ),

@@ -29,6 +29,7 @@ from aiohttp import web
 from camflow.bus import Bus
 from camflow.errors import StoreUnavailable
 from camflow.log import get_logger
+from camflow.regions import RegionConfig, RegionWatch
 from camflow.store import Store
 from camflow.tokens import TokenSigner
 from edge.api import add_api_routes
@@ -176,6 +177,7 @@ def build_app(
     catalog_interval: float = 5.0,
     static_dir: Path | None = None,
     playlists: Bus | None = None,
+    region: RegionConfig | None = None,
 ) -> web.Application:
     """The edge application; the caller owns the store's lifecycle (start/close).
 
@@ -183,7 +185,9 @@ def build_app(
     duration); ``cache_bytes`` bounds the in-memory cache; ``identity``: JWT view tokens of an
     identity provider (``edge.idp``), or None. ``playlists``: the bus whose ``camflow.playlists`` the
     edge follows to answer blocking playlist reloads as soon as a playlist changes (``edge.blocking``);
-    without it, requests waiting for a playlist re-read it once per part target.
+    without it, requests waiting for a playlist re-read it once per part target. ``region``: this
+    edge's region; live playlists of a stream live in another region redirect there
+    (``edge.region_redirect``).
     """
     app = web.Application(middlewares=[count_requests, json_errors])
     viewers = ViewerCounter()
@@ -206,6 +210,7 @@ def build_app(
         static_dir=static_dir or default_static_dir(),
         counters=EdgeCounters(),
         log=get_logger("edge"),
+        regions=None if region is None else RegionWatch(store, region),
     )
     app[EDGE] = state
     closing = asyncio.Event()

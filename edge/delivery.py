@@ -42,6 +42,7 @@ from edge.http import (
 )
 from edge.paths import LIVE_PREFIX, Kind, LiveObject, parse_live_path
 from edge.policy import IMMUTABLE, NO_STORE, PlaylistPolicy
+from edge.region_redirect import owner_elsewhere, region_redirect
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE, EdgeState
 
@@ -157,6 +158,8 @@ async def live(request: web.Request) -> web.StreamResponse:
         refused = await viewer_refusal(state, request, obj.stream)
         if refused is not None:
             return refused
+    if obj.is_playlist and (owner := await owner_elsewhere(state, obj.stream)) is not None:
+        return region_redirect(state, request, owner)
     query: BlockingQuery | None = None
     if obj.kind is Kind.MEDIA:
         try:

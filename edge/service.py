@@ -22,6 +22,7 @@ from camflow.errors import ConfigError
 from camflow.guard import ConnectionGuard, GuardedSite
 from camflow.limits import ConnectionLimits
 from camflow.log import get_logger
+from camflow.regions import RegionConfig
 from camflow.store import Store
 from camflow.tokens import TokenSigner
 from edge.api import readyz_response
@@ -65,6 +66,7 @@ class EdgeServer:
         tls_context: ssl.SSLContext | None = None,
         playlists: Bus | None = None,
         devices: DeviceRegistry | None = None,
+        region: RegionConfig | None = None,
     ) -> None:
         self._tls_context = tls_context
         self._app = build_app(
@@ -75,6 +77,7 @@ class EdgeServer:
             token_check=token_check,
             identity=identity,
             playlists=playlists,
+            region=region,
         )
         if devices is not None:
             self._app[DEVICES] = devices
@@ -195,6 +198,7 @@ async def run_edge(
     identity: JwtSettings | None,
     fast_path: bool,
     limits: ConnectionLimits,
+    region: RegionConfig | None = None,
 ) -> None:
     """Serve the edge until ``stop`` is set (or this task is cancelled), then shut it down."""
     server = EdgeServer(
@@ -208,6 +212,7 @@ async def run_edge(
         identity=identity,
         fast_path=fast_path,
         limits=limits,
+        region=region,
     )
     await server.start()
     try:

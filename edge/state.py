@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from camflow.regions import RegionWatch
 from camflow.store import Store
 from edge.auth import Authorizer, ViewerCounter
 from edge.blocking import LiveEnds
@@ -28,6 +29,7 @@ class EdgeCounters:
     not_found: int = 0
     bad_query: int = 0  # malformed or too far _HLS_* parameters (400)
     store_failed: int = 0
+    region_redirects: int = 0  # live playlists of a stream live in another region: 307 there (not an error)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class EdgeState:
     static_dir: Path
     counters: EdgeCounters
     log: Any
+    regions: RegionWatch | None = None  # with --region: where streams are live (live playlists redirect)
 
 
 EDGE = web.AppKey("edge", EdgeState)

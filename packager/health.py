@@ -6,6 +6,13 @@ interval: ``playlist_age`` (seconds since its playlists were written) and ``segm
 with the group's consumer lag and ``store_outage`` (how long the store has been unavailable to
 the packager, 0 while it answers; the streams stay in the feed while an outage lasts). The same
 ages are Prometheus gauges, computed at scrape time.
+
+With ``--region`` (``camflow.regions``): the samples name the region and the stream's owner (from
+the directory, as last read) and the slowest peer region's ``replication_lag``; per peer,
+``camflow_region_replication_lag_seconds`` (how long its newest heartbeat took to replicate here)
+and ``camflow_region_heartbeat_age_seconds`` (how old the newest heartbeat here is: what would be
+lost of that region's writes were it lost now), with the claims and the flushes left to an owner
+elsewhere as counters.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ class PackagerHealth:
         self.lag = await report_lag(self.packager.consumer, GROUP)
         now = time.time()
         outage = round(self.packager.store_outage.seconds(), 3)
+        regions = self.packager.regions
+        region = "" if regions is None else regions.config.name
+        lag = None if regions is None else regions.worst_lag()
         return [
             HealthSample(
                 stream=stream,
@@ -52,6 +62,9 @@ class PackagerHealth:
                 segment_age=None if edge_age is None else round(edge_age, 3),
                 consumer_lag=self.lag,
                 store_outage=outage,
+                region=region,
+                owner=self.packager.ownership.owner(stream),
+                replication_lag=None if lag is None else round(lag, 3),
             )
             for stream, playlist_age, edge_age in self._recent(now)
         ]
@@ -68,6 +81,16 @@ class PackagerHealth:
         yield "camflow_retention_kept_segments", ("named",), float(kept.kept_named)
         yield "camflow_retention_kept_segments", ("locked",), float(kept.kept_locked)
         yield from self.packager.store_outage.samples()
+        regions = self.packager.regions
+        if regions is not None:
+            now = time.time()
+            for name, peer in sorted(regions.peers.items()):
+                if peer.lag is not None:
+                    yield "camflow_region_replication_lag_seconds", (name,), round(peer.lag, 3)
+                if (age := peer.age(now)) is not None:
+                    yield "camflow_region_heartbeat_age_seconds", (name,), round(age, 3)
+            yield "camflow_region_claims", (), float(self.packager.ownership.claims)
+            yield "camflow_region_foreign_flushes", (), float(self.packager.ownership.foreign_flushes)
         for stream, playlist_age, edge_age in self._recent(time.time()):
             yield "camflow_packager_playlist_age_seconds", (stream,), round(playlist_age, 3)
             if edge_age is not None:

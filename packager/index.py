@@ -79,10 +79,13 @@ class IndexWriter:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def append(self, stream: str, appends: list[IndexAppend]) -> None:
+    async def append(self, stream: str, appends: list[IndexAppend], *, summarise: bool = True) -> None:
+        """``summarise``: False where another region owns the stream (``packager.ownership``): the
+        chunks (under this region's epoch) are written, the day summaries left to the owner."""
         if not appends:
             return
-        self.begin(stream)
+        if summarise:
+            self.begin(stream)
         touched: dict[str, IndexChunk] = {}
         changed: set[str] = set()
         for a in appends:
@@ -93,7 +96,8 @@ class IndexWriter:
                 changed.add(key)
         puts = (self._store.put(key, touched[key].render(), INDEX_CONTENT_TYPE) for key in sorted(changed))
         await gather_limited(puts, WRITES_AT_ONCE)
-        await self._summarise(stream, touched.values())
+        if summarise:
+            await self._summarise(stream, touched.values())
 
     async def save(self, chunk: IndexChunk) -> bool:
         """Write a chunk retention edited (delete it when it has no segment left), then its day's

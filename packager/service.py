@@ -33,6 +33,11 @@ ends, so edges wake the players blocked on them; ``part_latency`` keeps the seco
 part-ready taken off the bus to that event. Part objects that left the live playlists are
 deleted ``PART_LINGER_SECONDS`` later (a player that loaded the playlist before may still fetch
 them); recorded segments are untouched (retention's business).
+
+Regions (``region`` set, ``camflow.regions``): a ``RegionWatch`` task writes the region's heartbeat
+and reads its peers'; a flush of a stream this region does not own (``packager.ownership``) writes
+only what is under its epoch (media is the transcoder's, index chunks here) and leaves the stream's
+playlists, day summaries and retention to the owner region.
 """
 
 from __future__ import annotations
@@ -65,10 +70,12 @@ from camflow.hls.errors import PlaylistError
 from camflow.hls.master import parse_master, parse_master_audio
 from camflow.keys import dvr_playlist_key, is_stream_name, master_playlist_key, media_playlist_key
 from camflow.log import get_logger
+from camflow.regions import RegionConfig, RegionWatch
 from camflow.store import Store
 from camflow.store.base import Browsable
 from camflow.store.retry import POLICY, RetryingStore, StoreOutage
 from packager.index import IndexWriter
+from packager.ownership import Ownership
 from packager.retention import Retention
 from packager.stream import PackagerStats, StreamPackager
 
@@ -107,6 +114,7 @@ class Packager:
         retention_interval: float,
         part_target: float | None,
         gap_timeout: float = 10.0,
+        region: RegionConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
@@ -122,6 +130,8 @@ class Packager:
         self._unlisted: deque[tuple[float, str]] = deque()  # part keys to delete, oldest first
         self.part_latency: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self.index = IndexWriter(self._store)
+        self.regions = None if region is None else RegionWatch(self._store, region)
+        self.ownership = Ownership(self.regions, clock)
         self.retention = Retention(self._store, retain=retain, per_stream=retain_streams or {})
         self._retention_interval = retention_interval
         self._next_sweep = 0.0
@@ -150,6 +160,8 @@ class Packager:
                 await self.retention.install_lifecycle()
             except Exception as exc:  # a store that refuses lifecycle rules still gets swept
                 self._log.warning("lifecycle rule not installed", error=repr(exc))
+        if self.regions is not None:
+            beating = asyncio.create_task(self.regions.run(stop), name="packager-regions")
         self.ready.set()
         self._log.info(
             "packager started",
@@ -159,6 +171,7 @@ class Packager:
             offline_grace=self._grace,
             dvr_window=self._dvr_window,
             part_target=self._part_target,
+            region=None if self.regions is None else self.regions.config.name,
         )
         try:
             while not stop.is_set():
@@ -172,6 +185,9 @@ class Packager:
         except StoreRetryStopped as exc:  # what did not land is not committed: delivered again
             self._log.warning("packager stopped during a store outage", error=str(exc))
         finally:
+            if self.regions is not None:
+                beating.cancel()
+                await asyncio.gather(beating, return_exceptions=True)
             await self.index.close()
             await self._delete_parts_at_stop()
             await consumer.close()
@@ -189,6 +205,7 @@ class Packager:
         self._generation = consumer.generation
         self._streams.clear()
         self.index.clear()
+        self.ownership.forget()
         self._written.clear()
         self._written_at.clear()
         self._tracker.clear()
@@ -208,6 +225,7 @@ class Packager:
             await self.dead_letters.rejected(msg, f"a {event.TYPE} event of stream {event.stream!r}")
             await self._commit(consumer, [token])
             return
+        self.ownership.saw(event)
         stream = self._streams.get(event.stream) or await self._open(event.stream)
         if isinstance(event, SegmentReady):
             end = event.wall_clock + event.duration_s
@@ -259,7 +277,7 @@ class Packager:
                     except NotFound:
                         continue
                     self._written[key] = text
-            stream.restore(master, media, dvr)
+            stream.restore(master, media, dvr, sealed=await self.ownership.elsewhere(name))
             self._written[master_playlist_key(name)] = master
         except (PlaylistError, UnicodeDecodeError) as exc:
             self._log.warning("stored playlists unreadable; starting afresh", stream_id=name, error=str(exc))
@@ -288,6 +306,8 @@ class Packager:
                     await self._open(name)
         for name, stream in list(self._streams.items()):
             try:
+                if not await self.ownership.sweeps(name):
+                    continue
                 await self.retention.sweep(name, stream.named(), self.index)
             except StoreRetryStopped:
                 raise
@@ -327,7 +347,12 @@ class Packager:
     async def _flush(self, consumer: Consumer, stream: StreamPackager) -> float | None:
         """Write what changed; when a ``playlists-changed`` went out, then (``time.perf_counter``)."""
         out = stream.take_output(self._clock())
-        await self.index.append(stream.stream, out.index)
+        owned = await self.ownership.owns(stream.stream)
+        await self.index.append(stream.stream, out.index, summarise=owned)
+        if not owned:  # another region's now: what is under this epoch only (the index chunks)
+            self.ownership.foreign_flushes += 1
+            await self._commit(consumer, out.done)
+            return None
         master = master_playlist_key(stream.stream)
         changed = [(k, t) for k, t in out.writes if k != master and self._written.get(k) != t]
         if changed:  # the renditions' playlists at once, then the master that names them

@@ -205,11 +205,15 @@ class StreamPackager:
 
     # -- restart -------------------------------------------------------------------------------
 
-    def restore(self, master: str, media: dict[str, str], dvr: dict[str, str]) -> None:
+    def restore(
+        self, master: str, media: dict[str, str], dvr: dict[str, str], *, sealed: bool = False
+    ) -> None:
         """Continue from the playlists this stream's previous owner wrote (before any event).
 
         ``media``/``dvr`` are the stored playlists of the renditions the master names
-        (``packager.restore``); older epochs than the one resumed are stale.
+        (``packager.restore``); older epochs than the one resumed are stale. ``sealed``: the
+        playlists are another region's (``packager.ownership``), so no more of the epoch resumed
+        comes here: it is taken as finished, and a new epoch follows it at once.
         """
         resume = self._out.restore(master, media, dvr)
         if resume is None:
@@ -218,7 +222,7 @@ class StreamPackager:
         ep.renditions.extend(resume.renditions)
         ep.next_seq = resume.next_seq
         ep.appended = 1
-        if resume.ended:
+        if resume.ended or sealed:
             ep.last_seq = ep.next_seq - 1
         self.stats.restored += 1
         self._log.info("stream restored", epoch=resume.epoch, next_seq=ep.next_seq, ended=resume.ended)

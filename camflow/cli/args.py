@@ -11,6 +11,7 @@ from camflow.cli.argtypes import count0 as _count0
 from camflow.cli.argtypes import positive as _positive
 from camflow.cli.argtypes import size as _size
 from camflow.cli.backend_args import add_backends as _add_backends
+from camflow.cli.backend_args import add_region
 from camflow.cli.backend_args import data_dir as _data_dir
 from camflow.cli.limit_args import add_limits
 from camflow.cli.signing import add_jwt_flags, add_keys_parser
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(run)
     _add_transcode(run)
     _add_package(run)
+    add_region(run)
     add_limits(run)
     run.add_argument(
         "--http-port",
@@ -472,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(package)
     _add_package(package)
     _add_package_low_latency(package)
+    add_region(package)
 
     edge = sub.add_parser("edge", help="the HLS edge alone")
     _add_common(edge)
@@ -483,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"HTTP port, HTTPS with --tls-cert (default {HTTP_PORT})",
     )
     _add_edge(edge)
+    add_region(edge)
     add_limits(edge)
     edge.add_argument(
         "--workers",

@@ -1,4 +1,5 @@
-"""The backend flags every service and operator command shares: Kafka, the store, the data directory."""
+"""The backend flags every service and operator command shares: Kafka, the store, the data directory;
+and the region flags of the services that write or serve per-stream objects (run, package, edge)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import os
 
 from camflow.cli.argtypes import at_least_one
+from camflow.keys import check_region
 
 
 def data_dir() -> str:
@@ -48,4 +50,23 @@ def add_backends(p: argparse.ArgumentParser, *, store: bool = True) -> None:
         "--data-dir",
         default=data_dir(),
         help="local store and token secret (default ./data)",
+    )
+
+
+def add_region(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--region",
+        type=check_region,
+        default=os.environ.get("CAMFLOW_REGION") or None,
+        help="the region this process is in, with its own Kafka and a store replicated to the other "
+        "regions' (DESIGN.md#multi-region): the packager claims the streams it owns in the stream "
+        "directory and writes the region's heartbeat, the edge redirects live playlists of a stream "
+        "live in another region there (default: one region; env CAMFLOW_REGION)",
+    )
+    p.add_argument(
+        "--region-edge-url",
+        metavar="URL",
+        default=os.environ.get("CAMFLOW_REGION_EDGE_URL") or None,
+        help="the base URL of this region's edge, where other regions send viewers of its streams "
+        "(default: this process's --http-port, as --whep-public-url; env CAMFLOW_REGION_EDGE_URL)",
     )

@@ -16,6 +16,7 @@ from typing import Any
 from camflow.cli.args import PART_SECONDS, SEGMENT_SECONDS
 from camflow.errors import ConfigError
 from camflow.limits import ConnectionLimits
+from camflow.regions import RegionConfig
 
 
 def transcoder_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def packager_settings(args: argparse.Namespace) -> dict[str, Any]:
         "retain_streams": dict(args.retain_stream or []),
         "retention_interval": args.retention_interval,
         "part_target": getattr(args, "part_duration", PART_SECONDS) if low_latency else None,
+        "region": region_config(args),
     }
 
 
@@ -112,6 +114,7 @@ def edge_app_settings(args: argparse.Namespace) -> dict[str, Any]:
         "playlist_max_age": args.playlist_max_age,
         "token_check": TokenCheck(args.token_check),
         "identity": identity_settings(args),
+        "region": region_config(args),
     }
 
 
@@ -123,13 +126,9 @@ def edge_settings(args: argparse.Namespace) -> dict[str, Any]:
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
-def whep_public_url(args: argparse.Namespace) -> str:
-    """The base URL viewers reach this process's WHEP at (no trailing slash): ``--whep-public-url``,
-    else the scheme (https with ``--tls-cert``), ``--host`` (the machine's name for a wildcard) and
-    ``--http-port``."""
-    given = getattr(args, "whep_public_url", None)
-    if given:
-        return str(given).rstrip("/")
+def public_url(args: argparse.Namespace) -> str:
+    """This process's HTTP base URL as viewers reach it: the scheme (https with ``--tls-cert``),
+    ``--host`` (the machine's name for a wildcard) and ``--http-port``."""
     host = str(getattr(args, "host", "") or "")
     if host in WILDCARDS:
         host = socket.getfqdn()
@@ -137,3 +136,23 @@ def whep_public_url(args: argparse.Namespace) -> str:
         host = f"[{host}]"
     scheme = "https" if getattr(args, "tls_cert", None) else "http"
     return f"{scheme}://{host}:{args.http_port}"
+
+
+def whep_public_url(args: argparse.Namespace) -> str:
+    """The base URL viewers reach this process's WHEP at (no trailing slash): ``--whep-public-url``,
+    else ``public_url``."""
+    given = getattr(args, "whep_public_url", None)
+    return str(given).rstrip("/") if given else public_url(args)
+
+
+def region_config(args: argparse.Namespace) -> RegionConfig | None:
+    """``--region`` and the base URL of its edge (``--region-edge-url``, else ``public_url``), or None."""
+    name = getattr(args, "region", None)
+    if not name:
+        return None
+    url = getattr(args, "region_edge_url", None)
+    if not url:
+        if getattr(args, "http_port", None) is None:
+            raise ConfigError("--region needs --region-edge-url here: the URL of the region's edge")
+        url = public_url(args)
+    return RegionConfig(name, str(url).rstrip("/"))

@@ -99,6 +99,9 @@ def figures(sample: HealthSample) -> list[str]:
         ("viewers", None if sample.viewers is None else str(sample.viewers)),
         ("fixed", _fixes(sample.corrections)),
         ("store_down", _secs(sample.store_outage) if sample.store_outage else None),
+        ("region", sample.region or None),
+        ("owner", sample.owner if sample.owner and sample.owner != sample.region else None),
+        ("replication_lag", _secs(sample.replication_lag)),
     ]
     return [f"{name}={value}" for name, value in parts if value is not None]
 
