@@ -63,6 +63,7 @@ ALL_ON: dict[str, Any] = {
     "commonLabels": {"team": "video"},
     "imagePullSecrets": [{"name": "regcred"}],
     "tls": {"secretName": "camflow-tls", "rtspsPort": 8443},
+    "region": {"name": "eu-west", "edgeUrl": "https://live.eu-west.example.com"},
 }
 
 
@@ -500,6 +501,27 @@ def test_the_edge_error_budget_burn_alerts(rendered: dict[str, list[Any]]) -> No
     assert "rate6h >" in slow["expr"] and "and camflow:edge_5xx_ratio:rate30m >" in slow["expr"]
     assert thresholds(slow["expr"]) == [pytest.approx(6 * budget)] * 2
     assert fast["labels"]["severity"] == "critical" and slow["labels"]["severity"] == "warning"
+
+
+def test_a_region_reaches_the_packager_and_edge_and_alerts_on_replication(
+    rendered: dict[str, list[Any]], helm: str, tmp_path: Path
+) -> None:
+    """region.name and edgeUrl become CAMFLOW_REGION(_EDGE_URL) of the packager and the edge (their
+    --region flags' environment), with an alert on a peer's heartbeat age; nothing without them."""
+    for case, want in (("all_on", ("eu-west", "https://live.eu-west.example.com")), ("default", None)):
+        for deployment, container in containers(rendered[case]):
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            got = (env["CAMFLOW_REGION"], env["CAMFLOW_REGION_EDGE_URL"]) if "CAMFLOW_REGION" in env else None
+            if deployment["metadata"]["name"].endswith(("-packager", "-edge")):
+                assert got == want, (case, deployment["metadata"]["name"], env)
+    (rule,) = of_kind(rendered["all_on"], "PrometheusRule")
+    (group,) = [g for g in rule["spec"]["groups"] if g["name"] == "camflow.regions"]
+    (alert,) = group["rules"]
+    assert alert["alert"] == "CamflowRegionReplicationBehind"
+    assert "camflow_region_heartbeat_age_seconds" in alert["expr"] and alert["expr"].endswith("> 60")
+    template = ["template", "cf", str(CHART), "--kube-version", K8S_VERSIONS[-1], "-f"]
+    out = run_helm(helm, *template, str(values_file(tmp_path, {"region": {"name": "eu-west"}})))
+    assert out.returncode != 0 and "region.edgeUrl" in out.stderr
 
 
 def test_secret_and_existing_secret(helm: str, rendered: dict[str, list[Any]], tmp_path: Path) -> None:

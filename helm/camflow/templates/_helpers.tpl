@@ -146,7 +146,8 @@ it within 2 s: rotation needs no restart). CAMFLOW_SECRET_FILE names it (camflow
         path: keys
 {{- end -}}
 
-{{/* Environment: the token keys file, S3 credentials and region. Call with (dict "root" $ "s3" true). */}}
+{{/* Environment: the token keys file, S3 credentials and region (AWS_REGION; CAMFLOW_REGION with
+region.name, read by the packager and the edge). Call with (dict "root" $ "s3" true). */}}
 {{- define "camflow.env" -}}
 - name: CAMFLOW_SECRET_FILE
   value: {{ include "camflow.keysFile" .root | quote }}
@@ -165,6 +166,14 @@ it within 2 s: rotation needs no restart). CAMFLOW_SECRET_FILE names it (camflow
       optional: true
 - name: AWS_REGION
   value: {{ .root.Values.s3.region | quote }}
+{{- end }}
+{{- with .root.Values.region }}
+{{- if .name }}
+- name: CAMFLOW_REGION
+  value: {{ .name | quote }}
+- name: CAMFLOW_REGION_EDGE_URL
+  value: {{ required "region.edgeUrl: the URL of this region's edge is required with region.name" .edgeUrl | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
