@@ -46,6 +46,12 @@ HEARTBEAT_SECONDS = 0.5  # a packager writes its region's heartbeat, and reads i
 PEERS_SECONDS = 10.0  # the regions under regions/ listed again this often
 DIRECTORY_SECONDS = 2.0  # a directory entry or a peer's heartbeat read is trusted this long
 STALE_SECONDS = 10.0  # a region whose heartbeat is older than this here is taken as gone
+# A packager that starts trusts its replica's directory once every peer's heartbeat has advanced here
+# (replication from it flows) and this long has passed since (owners rewrite their entries every
+# packager.ownership.CHECK_SECONDS), or once GONE_SECONDS have passed (the peers that never advanced
+# are gone): a region coming back reads its peers' newer claims before it writes anything per stream.
+SETTLE_SECONDS = 12.0
+GONE_SECONDS = 60.0
 
 
 class RegionError(CamflowError):
@@ -162,6 +168,7 @@ class Peer:
     edge: str = ""
     written_at: float | None = None  # the newest heartbeat seen (the peer's clock)
     lag: float | None = None  # when that heartbeat was first seen here, minus when it was written
+    advanced_at: float | None = None  # when a heartbeat newer than the first seen arrived (here)
 
     def age(self, now: float) -> float | None:
         """Seconds since the newest heartbeat seen was written: everything the peer wrote before
@@ -193,7 +200,11 @@ class RegionWatch:
     _entries: dict[str, _Read] = field(default_factory=dict)
     _beats: dict[str, _Read] = field(default_factory=dict)
     _here: dict[str, float] = field(default_factory=dict)  # stream -> when elsewhere() found it at home
+    settle_seconds: float = SETTLE_SECONDS
+    gone_seconds: float = GONE_SECONDS
     _listed_at: float = -PEERS_SECONDS
+    _started: float | None = None
+    _settled: bool = False
 
     async def run(self, stop: asyncio.Event) -> None:
         log: Any = get_logger("regions", region=self.config.name)
@@ -221,6 +232,8 @@ class RegionWatch:
                 name = key[len(REGIONS_PREFIX) :].split("/", 1)[0]
                 if is_region(name) and name != self.config.name:
                     self.peers.setdefault(name, Peer(name))
+            if self._started is None:  # the peers are known: settling starts
+                self._started = now
         for peer in self.peers.values():
             beat = await self._read_beat(peer.region)
             if beat is None:
@@ -229,8 +242,19 @@ class RegionWatch:
             if peer.written_at is None or beat.at > peer.written_at:
                 if peer.written_at is not None:  # the first one seen may be from long ago
                     peer.lag = max(0.0, seen - beat.at)
+                    peer.advanced_at = peer.advanced_at or seen
                 peer.written_at, peer.edge = beat.at, beat.edge
             self._beats[peer.region] = _Read(beat, seen)
+
+    def settled(self) -> bool:
+        """Whether this replica's directory can be trusted (see ``SETTLE_SECONDS``); once true, stays."""
+        if self._settled or self._started is None:
+            return self._settled
+        now = self.clock()
+        settle, peers = self.settle_seconds, self.peers.values()
+        flowing = all(p.advanced_at is not None and now - p.advanced_at >= settle for p in peers)
+        self._settled = flowing or now - self._started >= self.gone_seconds
+        return self._settled
 
     def worst_lag(self) -> float | None:
         """The largest replication lag seen from any peer (None without peers or samples)."""

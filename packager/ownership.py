@@ -5,10 +5,13 @@ is under its own epochs. Without a region (one region, the default), every strea
 The owner is the region of the stream's newest epoch. The packager knows its own newest epoch of
 each stream (from the events) and whether that session is live (from its stream states); the
 directory entry (``directory/{stream}.json``, replicated from wherever it was written) is read
-when either changes and every ``CHECK_SECONDS`` besides, and written (claimed) whenever this region
-owns the stream and the entry does not say so. A region that is no longer the owner (it came back
-after its cameras moved to another region, or a camera published to two regions at once) learns it
-within ``CHECK_SECONDS`` plus the replication lag, and leaves the stream alone from then on.
+when either changes and every ``CHECK_SECONDS`` besides, and written (claimed) each time this
+region finds it owns the stream, so an owner's entry is never older than that in any replica that
+keeps up. A region that is no longer the owner (it came back after its cameras moved to another
+region, or a camera published to two regions at once) learns it within ``CHECK_SECONDS`` plus the
+replication lag, and leaves the stream alone from then on. A packager that has just started owns
+nothing until its replica has settled (``RegionWatch.settled``): a region coming back must not
+write from a directory its peers' newer claims have not reached yet.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class Ownership:
         self._live: dict[str, bool] = {}  # stream -> whether that epoch is live (its stream states)
         self._decided: dict[str, _Decision] = {}
         self.claims = 0  # directory entries written
-        self.foreign_flushes = 0  # flushes whose playlists and summaries were left to another region
+        self.foreign_flushes = 0  # flushes whose playlists and summaries were left unwritten here
+        self.unsettled_flushes = 0  # ... of them while the replica settled after a start
         self._log: Any = get_logger("packager.ownership")
 
     def saw(self, event: SegmentReady | PartReady | StreamState) -> None:
@@ -58,9 +62,19 @@ class Ownership:
         self._decided.clear()
 
     async def owns(self, stream: str) -> bool:
+        """Whether this region writes the stream's playlists and summaries now (counted when not)."""
+        owned = await self._decide(stream)
+        if not owned:
+            self.foreign_flushes += 1
+        return owned
+
+    async def _decide(self, stream: str) -> bool:
         regions, epoch = self.regions, self._newest.get(stream)
         if regions is None or epoch is None:
             return True
+        if not regions.settled():
+            self.unsettled_flushes += 1
+            return False
         live = self._live.get(stream, True)
         now = self._clock()
         known = self._decided.get(stream)
@@ -69,9 +83,7 @@ class Ownership:
             return known.owned
         entry = await regions.entry(stream, fresh=True)
         owned = owns(regions.config.name, epoch, entry)
-        mine = (regions.config.name, epoch, live)
-        claimed = entry is not None and (entry.region, entry.epoch, entry.live) == mine
-        if owned and not claimed:
+        if owned:
             await regions.claim(stream, epoch, live)
             self.claims += 1
         if known is None or known.owned != owned:

@@ -350,7 +350,6 @@ class Packager:
         owned = await self.ownership.owns(stream.stream)
         await self.index.append(stream.stream, out.index, summarise=owned)
         if not owned:  # another region's now: what is under this epoch only (the index chunks)
-            self.ownership.foreign_flushes += 1
             await self._commit(consumer, out.done)
             return None
         master = master_playlist_key(stream.stream)

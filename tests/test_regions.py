@@ -22,7 +22,17 @@ from camflow.keys import (
     recording_index_key,
 )
 from camflow.recordings import bucket_of, format_bucket
-from camflow.regions import DirectoryEntry, Heartbeat, RegionConfig, RegionError, RegionWatch, owns
+from camflow.regions import (
+    GONE_SECONDS,
+    SETTLE_SECONDS,
+    DirectoryEntry,
+    Heartbeat,
+    Peer,
+    RegionConfig,
+    RegionError,
+    RegionWatch,
+    owns,
+)
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
@@ -84,8 +94,18 @@ class Region:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        assert self.packager.regions is not None
+        self.packager.regions.settle_seconds = 0.0  # trusted once each peer's heartbeat advanced
         self.task = asyncio.create_task(self.packager.run(self.stop))
         await asyncio.wait_for(self.packager.ready.wait(), 2)
+
+    async def settled(self) -> None:
+        assert self.packager.regions is not None
+        for _ in range(100):  # bounded: 5 s
+            if self.packager.regions.settled():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the region never settled")
 
     async def send(self, *events: SegmentReady | StreamState) -> None:
         for ev in events:
@@ -120,6 +140,8 @@ async def test_a_region_coming_back_leaves_the_stream_to_the_new_owner(store: Fi
     await a.start()
     await b.start()
     try:
+        await a.settled()
+        await b.settled()
         await a.send(ready(EPOCH_A, 0), ready(EPOCH_A, 1))
         claimed = DirectoryEntry.parse(await store.get(directory_key(STREAM)))
         assert (claimed.region, claimed.epoch, claimed.live, claimed.edge) == ("a", EPOCH_A, True, A.edge_url)
@@ -162,13 +184,22 @@ async def test_heartbeats_give_each_region_its_peers_lag(store: FileStore) -> No
     await a.beat()
     await b.look()  # the first heartbeat seen may be from long ago: no lag from it
     assert b.peers["a"].lag is None and b.peers["a"].edge == A.edge_url
+    assert not b.settled()  # a's heartbeat may be an old one: the replica may be behind
     now[0] += 1.0
     await a.beat()
     now[0] += 0.25  # the replica had it 0.25 s after it was written
     await b.look()
     assert b.peers["a"].lag == pytest.approx(0.25) and b.worst_lag() == pytest.approx(0.25)
-    now[0] += 30
-    assert b.peers["a"].age(now[0]) == pytest.approx(30.25)
+    assert not b.settled()
+    now[0] += SETTLE_SECONDS  # replication from a flows, and a's claims were rewritten since
+    assert b.settled()
+    lone = RegionWatch(store, RegionConfig("c", "http://edge-c.example"), clock=lambda: now[0])
+    lone.peers["gone"] = Peer("gone")
+    await lone.look()  # lists a and b too: neither advances
+    assert not lone.settled()
+    now[0] += GONE_SECONDS
+    assert lone.settled()  # peers that never advanced in a minute are gone
+    assert b.peers["a"].age(now[0]) == pytest.approx(0.25 + SETTLE_SECONDS + GONE_SECONDS)
     assert "b" not in a.peers and not await store.list(heartbeat_key("c"))
 
 
