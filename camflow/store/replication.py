@@ -189,11 +189,10 @@ class Sites:
             done = f"already linked: {names}"
         if bucket:
             first = self.sites[0]
-            client = self._s3[first.name]
-            if self._call(first, f"bucket {bucket}", client.bucket_exists, bucket):
+            if self.has_bucket(first, bucket):
                 done += f"; bucket {bucket} exists"
             else:
-                self._call(first, f"make bucket {bucket}", client.make_bucket, bucket)
+                self._call(first, f"make bucket {bucket}", self._s3[first.name].make_bucket, bucket)
                 done += f"; bucket {bucket} made on {first.name}, replicated to the others"
         return done
 
@@ -208,6 +207,9 @@ class Sites:
         except ValueError:
             raise ConfigError(f"site {site.name}: replication status not JSON: {text[:200]!r}") from None
         return data
+
+    def has_bucket(self, site: Site, bucket: str) -> bool:
+        return self._call(site, f"bucket {bucket}", self._s3[site.name].bucket_exists, bucket)
 
     def replica(self, site: Site, bucket: str, key: str) -> bool:
         """Whether ``site`` holds ``key`` as a replica of a peer's write (not a read it would proxy)."""
