@@ -15,6 +15,7 @@ from camflow.cli.backend_args import add_region
 from camflow.cli.backend_args import data_dir as _data_dir
 from camflow.cli.limit_args import add_limits
 from camflow.cli.signing import add_jwt_flags, add_keys_parser
+from camflow.cli.sites import add_regions
 from camflow.cli.tool_args import add_clip, add_dead, add_device, add_tail
 from camflow.errors import ConfigError
 from camflow.keys import check_stream_name
@@ -519,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dead(sub)
     add_device(sub)
     add_clip(sub)
+    add_regions(sub)
     load = sub.add_parser("loadgen", help="replay one H.264 RTP stream to N concurrent RTSP publish sessions")
     load.add_argument(
         "--url", default=f"rtsp://127.0.0.1:{RTSP_PORT}", help=f"ingest to load (default :{RTSP_PORT} here)"

@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             from camflow.cli.clip import clip_command
 
             return asyncio.run(clip_command(args))
+        if args.command == "regions":
+            from camflow.cli.sites import regions_command
+
+            return regions_command(args)
         if args.command == "loadgen":
             return _loadgen(args)
         if args.command == "edge":
