@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import time
 import urllib.error
@@ -23,11 +24,14 @@ from typing import Any, TypeVar
 
 from camflow.keys import directory_key, media_playlist_key
 from camflow.regions import DirectoryEntry
+from camflow.signing import KeySet, SigningKey, create_file, new_kid
 from tests.process import Camflow, camflow_run, make_clip, stop_process
-from tests.regions import Regions, regions_running
+from tests.regions import Ports, Regions, regions_running
 
 STREAM = "cam1"
 RENDITION = "source"
+# Ports of this test's own (tests/regions.py's TEST_PORTS are its replication test's)
+PORTS = {"A": Ports(33092, 33093, 33100), "B": Ports(33192, 33193, 33200)}
 T = TypeVar("T")
 
 
@@ -121,9 +125,10 @@ def metric(cf: Camflow, name: str) -> list[tuple[str, float]]:
 
 def test_a_region_lost_and_back(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", 10, size="640x360", rate=25, gop=25)
+    create_file(tmp_path / "keys", KeySet((SigningKey(new_kid(), secrets.token_urlsafe(32).encode()),)))
     keys = {"CAMFLOW_SECRET_FILE": str(tmp_path / "keys")}  # every region: the same token keys
     with (
-        regions_running(tmp_path / "backends") as regions,
+        regions_running(tmp_path / "backends", PORTS) as regions,
         region_run(tmp_path / "a", regions, "a", keys) as a,
         region_run(tmp_path / "b", regions, "b", keys) as b,
     ):
