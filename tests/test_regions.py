@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from camflow.bus import LocalBus
+from camflow.cli.tail import figures
 from camflow.errors import NotFound
 from camflow.events import TOPIC_READY, TOPIC_STREAMS, SegmentReady, StreamState, StreamStateKind, encode
 from camflow.keys import (
@@ -36,6 +37,7 @@ from camflow.regions import (
 from camflow.store import FileStore
 from camflow.tokens import Action, TokenSigner
 from edge.app import build_app
+from packager.health import PackagerHealth
 from packager.service import Packager
 from tests import defaults
 from tests.test_packager import EPOCH_A, EPOCH_B, STREAM, T0, ready
@@ -172,6 +174,12 @@ async def test_a_region_coming_back_leaves_the_stream_to_the_new_owner(store: Fi
         # b goes on as the owner.
         await b.send(ready(EPOCH_B, 1))
         assert f"{EPOCH_B}/720p/00000001.m4s" in (await text(store, media_playlist_key(STREAM, "720p")) or "")
+        # The health feed (camflow tail) says where each region stands.
+        (from_a,) = [s for s in await PackagerHealth(a.packager).collect() if s.stream == STREAM]
+        (from_b,) = [s for s in await PackagerHealth(b.packager).collect() if s.stream == STREAM]
+        assert (from_a.region, from_a.owner, from_b.region, from_b.owner) == ("a", "b", "b", "b")
+        assert from_b.replication_lag is not None and from_b.replication_lag < 2.0
+        assert {"region=a", "owner=b"} <= set(figures(from_a)) and "owner=b" not in figures(from_b)
     finally:
         await a.close()
         await b.close()
