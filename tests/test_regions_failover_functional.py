@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from camflow.regions import DirectoryEntry
 from camflow.signing import KeySet, SigningKey, create_file, new_kid
 from tests.process import Camflow, camflow_run, make_clip, stop_process
 from tests.regions import Ports, Regions, regions_running
+from tests.test_pipeline_functional import ffprobe
 
 STREAM = "cam1"
 RENDITION = "source"
@@ -135,19 +137,22 @@ def test_a_region_lost_and_back(tmp_path: Path) -> None:
         view = a.token("view", STREAM)
         camera = push(clip, a.rtsp_url(STREAM, a.token("publish", STREAM)))
         try:
-            run_failover(regions, a, b, view, tmp_path, camera)
+            run_failover(Drill(regions, a, b, view, tmp_path), camera)
         finally:
             stop_process(camera, timeout=10)
 
 
-def run_failover(
-    regions: Regions,
-    a: Camflow,
-    b: Camflow,
-    view: str,
-    tmp: Path,
-    camera: subprocess.Popen[bytes],
-) -> None:
+@dataclass(frozen=True)
+class Drill:
+    regions: Regions
+    a: Camflow
+    b: Camflow
+    view: str
+    tmp: Path
+
+
+def run_failover(drill: Drill, camera: subprocess.Popen[bytes]) -> None:
+    regions, a, b, view = drill.regions, drill.a, drill.b, drill.view
     live = f"/live/{STREAM}/master.m3u8?token={view}"
     until("region a records 6 s", lambda: recordings(a, view).get("recorded", 0) >= 6.0 or None, 60)
     # Region b: the directory (replicated) sends live viewers to a's edge; recordings from b's replica.
@@ -167,23 +172,15 @@ def run_failover(
     stop_process(camera, timeout=10)
     # The camera's second ingest URL: region b.
     reconnect = time.monotonic()
-    camera_b = push(tmp / "clip.mp4", b.rtsp_url(STREAM, b.token("publish", STREAM)))
+    camera_b = push(drill.tmp / "clip.mp4", b.rtsp_url(STREAM, b.token("publish", STREAM)))
     try:
-        finish(regions, a, b, view, tmp, lost, reconnect, camera_b)
+        finish(drill, lost, reconnect, camera_b)
     finally:
         stop_process(camera_b, timeout=10)
 
 
-def finish(
-    regions: Regions,
-    a: Camflow,
-    b: Camflow,
-    view: str,
-    tmp: Path,
-    lost: float,
-    reconnect: float,
-    camera_b: subprocess.Popen[bytes],
-) -> None:
+def finish(drill: Drill, lost: float, reconnect: float, camera_b: subprocess.Popen[bytes]) -> None:
+    regions, a, b, view, tmp = drill.regions, drill.a, drill.b, drill.view, drill.tmp
     media = f"/live/{STREAM}/{RENDITION}.m3u8?token={view}"
 
     def b_serves_its_session() -> str | None:
@@ -196,13 +193,8 @@ def finish(
     old, new = epochs_in(text)
     assert "#EXT-X-DISCONTINUITY" in text.split(new, 1)[0], text  # a's session, then b's
     # A real client plays it from b's edge.
-    probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", b.http_url(media)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "h264" in probe.stdout, probe.stderr
+    streams = ffprobe(b.http_url(media))["streams"]
+    assert isinstance(streams, list) and streams[0]["codec_name"] == "h264", streams
     # RPO: what of a's recording b's replica has, against the moment a was lost.
     ranges = [r for r in recordings(b, view)["ranges"] if r["epoch"] == old]
     assert ranges, "a's recording is not in b's replica"
@@ -213,22 +205,9 @@ def finish(
         f"RPO {rpo:.2f} s (footage of region a lost with it), RTO {rto:.2f} s (camera reconnect -> live at b)"
     )
     assert 0 <= rpo < 10, rpo
-    vod = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-            b.http_url(f"/vod/{STREAM}.m3u8?start={ranges[0]['start']}&end={ranges[-1]['end']}&token={view}"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert float(vod.stdout.strip() or 0) >= 4.0, (vod.stdout, vod.stderr)
+    window = f"start={ranges[0]['start']}&end={ranges[-1]['end']}&token={view}"
+    vod = ffprobe(b.http_url(f"/vod/{STREAM}.m3u8?{window}"))["format"]
+    assert isinstance(vod, dict) and float(vod["duration"]) >= 4.0, vod
 
     # Region a comes back, as it was: its store catches up with b's writes (site replication), its
     # packager finds b owning the stream and leaves it alone; its edge sends live viewers to b.
