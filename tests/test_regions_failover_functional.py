@@ -157,6 +157,9 @@ def run_failover(drill: Drill, camera: subprocess.Popen[bytes]) -> None:
     until("region a records 6 s", lambda: recordings(a, view).get("recorded", 0) >= 6.0 or None, 60)
     # Region b: the directory (replicated) sends live viewers to a's edge; recordings from b's replica.
     assert until("b redirects live to a", lambda: redirect(b.http_url(live)), 20) == a.http_url(live)
+    # A real client given region b's URL plays the stream from region a's edge.
+    through_b = ffprobe(b.http_url(live))["streams"]
+    assert isinstance(through_b, list) and through_b[0]["codec_name"] == "h264", through_b
     assert recordings(b, view).get("recorded", 0) >= 4.0
     lags = until(
         "b measures the replication lag", lambda: metric(b, "camflow_region_replication_lag_seconds"), 20
