@@ -46,8 +46,10 @@ HEARTBEAT_SECONDS = 0.5  # a packager writes its region's heartbeat, and reads i
 PEERS_SECONDS = 10.0  # the regions under regions/ listed again this often
 DIRECTORY_SECONDS = 2.0  # a directory entry or a peer's heartbeat read is trusted this long
 STALE_SECONDS = 10.0  # a region whose heartbeat is older than this here is taken as gone
-# A packager that starts trusts its replica's directory once every peer's heartbeat has advanced here
-# (replication from it flows) and this long has passed since (owners rewrite their entries every
+# A packager that starts trusts its replica's directory at once when its own region's heartbeat there
+# is fresh or absent (the region was not away: a restart, a new pod, a new region) and every peer's is
+# fresh (replication flows). Otherwise (the region was away, or a peer is) once every peer's heartbeat
+# has advanced here and SETTLE_SECONDS have passed since (owners rewrite their entries every
 # packager.ownership.CHECK_SECONDS), or once GONE_SECONDS have passed (the peers that never advanced
 # are gone): a region coming back reads its peers' newer claims before it writes anything per stream.
 SETTLE_SECONDS = 12.0
@@ -205,9 +207,15 @@ class RegionWatch:
     _listed_at: float = -PEERS_SECONDS
     _started: float | None = None
     _settled: bool = False
+    _away: bool = True  # this region's heartbeat was stale when this process started (or unread)
 
     async def run(self, stop: asyncio.Event) -> None:
         log: Any = get_logger("regions", region=self.config.name)
+        try:  # before this process's first beat: how long ago did its region last beat?
+            own = await self._read_beat(self.config.name)
+            self._away = own is not None and self.clock() - own.at > STALE_SECONDS
+        except Exception as exc:  # taken as away: the settling rule decides
+            log.warning("own heartbeat unreadable", error=repr(exc))
         while not stop.is_set():
             try:
                 await self.beat()
@@ -232,8 +240,6 @@ class RegionWatch:
                 name = key[len(REGIONS_PREFIX) :].split("/", 1)[0]
                 if is_region(name) and name != self.config.name:
                     self.peers.setdefault(name, Peer(name))
-            if self._started is None:  # the peers are known: settling starts
-                self._started = now
         for peer in self.peers.values():
             beat = await self._read_beat(peer.region)
             if beat is None:
@@ -245,6 +251,12 @@ class RegionWatch:
                     peer.advanced_at = peer.advanced_at or seen
                 peer.written_at, peer.edge = beat.at, beat.edge
             self._beats[peer.region] = _Read(beat, seen)
+        if self._started is None:  # the peers are known: settling starts (done at once if none was away)
+            self._started = now
+            fresh = all(
+                p.written_at is not None and now - p.written_at <= STALE_SECONDS for p in self.peers.values()
+            )
+            self._settled = fresh and not self._away
 
     def settled(self) -> bool:
         """Whether this replica's directory can be trusted (see ``SETTLE_SECONDS``); once true, stays."""

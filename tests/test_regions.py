@@ -96,8 +96,6 @@ class Region:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        assert self.packager.regions is not None
-        self.packager.regions.settle_seconds = 0.0  # trusted once each peer's heartbeat advanced
         self.task = asyncio.create_task(self.packager.run(self.stop))
         await asyncio.wait_for(self.packager.ready.wait(), 2)
 
@@ -189,6 +187,7 @@ async def test_heartbeats_give_each_region_its_peers_lag(store: FileStore) -> No
     now = [T0]
     a = RegionWatch(store, A, clock=lambda: now[0])
     b = RegionWatch(store, B, clock=lambda: now[0])
+    await b.beat()
     await a.beat()
     await b.look()  # the first heartbeat seen may be from long ago: no lag from it
     assert b.peers["a"].lag is None and b.peers["a"].edge == A.edge_url
@@ -201,6 +200,29 @@ async def test_heartbeats_give_each_region_its_peers_lag(store: FileStore) -> No
     assert not b.settled()
     now[0] += SETTLE_SECONDS  # replication from a flows, and a's claims were rewritten since
     assert b.settled()
+    # A region coming back (its own heartbeat here is old) waits for its peers' newer writes.
+    back = RegionWatch(store, A, clock=lambda: now[0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(back.run(stop))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    assert back.peers["b"].written_at is not None and not back.settled()
+    restarted = RegionWatch(store, A, clock=lambda: now[0])  # a restart: its heartbeat is fresh
+    stop = asyncio.Event()
+    task = asyncio.create_task(restarted.run(stop))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    assert not restarted.settled()  # ... but b's is old: b may be away, or this replica behind
+    await b.beat()
+    fresh = RegionWatch(store, A, clock=lambda: now[0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(fresh.run(stop))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    assert fresh.settled()  # both fresh: a restart trusts its replica at once
     lone = RegionWatch(store, RegionConfig("c", "http://edge-c.example"), clock=lambda: now[0])
     lone.peers["gone"] = Peer("gone")
     await lone.look()  # lists a and b too: neither advances
