@@ -60,20 +60,14 @@ eval "$(bash "$ROOT/scripts/regions.sh" env)"
 "$PY" -m camflow.cli token view "$STREAM" --data-dir "$TOP" >/dev/null
 export AWS_ACCESS_KEY_ID="$MINIO_ROOT_USER" AWS_SECRET_ACCESS_KEY="$MINIO_ROOT_PASSWORD"
 
-region_flags=1
-if ! "$PY" -m camflow.cli run --help | grep -q -- '--region-edge-url'; then
-  region_flags=0
-  echo "regions demo: this camflow has no --region / --region-edge-url yet: each region runs without them" >&2
-fi
-
 for r in A B; do
   http="$(setting "$r" HTTP_PORT 8080 8180)"
   kafka_var="REGION_${r}_KAFKA"; s3_var="REGION_${r}_S3"
   args=(run --kafka "${!kafka_var}" --s3 "${!s3_var}" --data-dir "$TOP/$r/camflow"
         --http-port "$http" --rtsp-port "$(setting "$r" RTSP_PORT 8554 8654)"
         --rtsp-udp-ports "$(setting "$r" UDP_PORTS 20000-20499 20500-20999)"
-        --webrtc-ports "$(setting "$r" WEBRTC_PORTS 40000-40499 40500-40999)" --stream "$STREAM")
-  [ "$region_flags" = 0 ] || args+=(--region "$r" --region-edge-url "http://127.0.0.1:$http")
+        --webrtc-ports "$(setting "$r" WEBRTC_PORTS 40000-40499 40500-40999)" --stream "$STREAM"
+        --region "$r" --region-edge-url "http://127.0.0.1:$http")
   # shellcheck disable=SC2206  # CAMFLOW_RUN_ARGS is words by design
   args+=(${CAMFLOW_RUN_ARGS:-})
   mkdir -p "$TOP/$r/camflow"
