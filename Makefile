@@ -5,6 +5,9 @@
 #   make test          install, helm (chart checks), services-up, pytest against them, services-down (always)
 #                      (its trimmed chaos set, tests/test_chaos_functional.py, runs a Kafka + MinIO of its own: 31092, 31000)
 #   make run           install, then `camflow run` (embedded default: no Kafka/MinIO needed)
+#   make regions       install, then two regions on this machine (scripts/regions_demo.sh): each a Kafka, a MinIO
+#                      and a `camflow run` of its own (A: edge 8080, RTSP 8554; B: 8180, 8654), the MinIOs linked
+#                      by site replication (docs/regions.md); prints where to push and watch; Ctrl-C stops all
 #   make image         the container image (scripts/image.sh): build/image/camflow-<version>.oci.tar + its digest
 #   make lint          ruff check + mypy --strict + lint-imports (the architecture rules; config in pyproject.toml)
 #   make bench         every bench/bench_*.py (BENCH='ingest' for one; BENCH_ARGS='-- --steps 25,50')
@@ -35,7 +38,7 @@ TEST_BUCKET ?= camflow-test
 PYTEST_ARGS ?=
 export KAFKA_PORT KAFKA_CONTROLLER_PORT MINIO_PORT MINIO_ROOT_USER MINIO_ROOT_PASSWORD TEST_BUCKET
 
-.PHONY: install system-packages helm image services-up services-down test run lint bench chaos fuzz
+.PHONY: install system-packages helm image services-up services-down test run regions lint bench chaos fuzz
 
 install: system-packages $(VENV_STAMP) $(HLSJS)
 
@@ -81,6 +84,11 @@ test: install helm
 
 run: install
 	$(VENV)/bin/camflow run
+
+# Backends on 28092/28093 + 28100 (A) and 28192/28193 + 28200 (B), clear of the test and chaos services;
+# every port can be moved by env (scripts/regions.sh and scripts/regions_demo.sh list them).
+regions: install
+	bash scripts/regions_demo.sh
 
 lint: install
 	$(VENV)/bin/ruff check .
