@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +43,11 @@ from camflow.store import Store
 
 VERSION = 1
 CONTENT_TYPE = "application/json"
-HEARTBEAT_SECONDS = 0.5  # a packager writes its region's heartbeat, and reads its peers', this often
+HEARTBEAT_SECONDS = 0.5  # a packager writes its region's heartbeat this often
+POLL_SECONDS = 0.1  # ... and reads its peers' this often (a lag sample is late by at most this)
 PEERS_SECONDS = 10.0  # the regions under regions/ listed again this often
 DIRECTORY_SECONDS = 2.0  # a directory entry or a peer's heartbeat read is trusted this long
+LAG_SAMPLES = 20  # the replication lag is the smallest of this many samples (10 s of heartbeats)
 STALE_SECONDS = 10.0  # a region whose heartbeat is older than this here is taken as gone
 # A packager that starts trusts its replica's directory at once when its own region's heartbeat there
 # is fresh or absent (the region was not away: a restart, a new pod, a new region) and every peer's is
@@ -169,8 +172,16 @@ class Peer:
     region: str
     edge: str = ""
     written_at: float | None = None  # the newest heartbeat seen (the peer's clock)
-    lag: float | None = None  # when that heartbeat was first seen here, minus when it was written
+    # Each heartbeat is seen up to a poll (POLL_SECONDS) after it arrived; the smallest of the
+    # last LAG_SAMPLES (when each was first seen here minus when it was written) is the lag: the
+    # polls' phase drifts over the beats', so some sample is taken just after its beat arrived.
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
     advanced_at: float | None = None  # when a heartbeat newer than the first seen arrived (here)
+
+    @property
+    def lag(self) -> float | None:
+        """Seconds a heartbeat takes to replicate here (None before two were seen)."""
+        return min(self.samples) if self.samples else None
 
     def age(self, now: float) -> float | None:
         """Seconds since the newest heartbeat seen was written: everything the peer wrote before
@@ -216,16 +227,19 @@ class RegionWatch:
             self._away = own is not None and self.clock() - own.at > STALE_SECONDS
         except Exception as exc:  # taken as away: the settling rule decides
             log.warning("own heartbeat unreadable", error=repr(exc))
+        beaten = -HEARTBEAT_SECONDS
         while not stop.is_set():
             try:
-                await self.beat()
+                if self.clock() - beaten >= HEARTBEAT_SECONDS:
+                    beaten = self.clock()
+                    await self.beat()
                 await self.look()
             except Exception as exc:  # the store is out: tried again next beat
                 self.errors += 1
                 if self.errors == 1 or self.errors % 100 == 0:
                     log.warning("region heartbeat failed", error=repr(exc), errors=self.errors)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+                await asyncio.wait_for(stop.wait(), POLL_SECONDS)
 
     async def beat(self) -> None:
         beat = Heartbeat(self.config.name, self.config.edge_url, self.clock())
@@ -247,7 +261,7 @@ class RegionWatch:
             seen = self.clock()
             if peer.written_at is None or beat.at > peer.written_at:
                 if peer.written_at is not None:  # the first one seen may be from long ago
-                    peer.lag = max(0.0, seen - beat.at)
+                    peer.samples.append(max(0.0, seen - beat.at))
                     peer.advanced_at = peer.advanced_at or seen
                 peer.written_at, peer.edge = beat.at, beat.edge
             self._beats[peer.region] = _Read(beat, seen)
