@@ -48,6 +48,7 @@ POLL_SECONDS = 0.1  # ... and reads its peers' this often (a lag sample is late 
 PEERS_SECONDS = 10.0  # the regions under regions/ listed again this often
 DIRECTORY_SECONDS = 2.0  # a directory entry or a peer's heartbeat read is trusted this long
 LAG_SAMPLES = 20  # the replication lag is the smallest of this many samples (10 s of heartbeats)
+STREAMS_CACHED = 10_000  # directory answers kept in memory (an edge's per-stream cache)
 STALE_SECONDS = 10.0  # a region whose heartbeat is older than this here is taken as gone
 # A packager that starts trusts its replica's directory at once when its own region's heartbeat there
 # is fresh or absent (the region was not away: a restart, a new pod, a new region) and every peer's is
@@ -319,6 +320,9 @@ class RegionWatch:
             except RegionError:
                 self.errors += 1
                 value = None
+            if len(self._entries) >= STREAMS_CACHED:  # bounded: forget everything, read again
+                self._entries.clear()
+                self._here.clear()
             read = self._entries[stream] = _Read(value, now)
         entry: DirectoryEntry | None = read.value
         return entry
