@@ -183,6 +183,16 @@ async def test_a_region_coming_back_leaves_the_stream_to_the_new_owner(store: Fi
         await b.close()
 
 
+async def started(watch: RegionWatch) -> RegionWatch:
+    """``watch`` as a packager starts it: its first beats and looks (0.2 s), then stopped."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.run(stop))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    return watch
+
+
 async def test_heartbeats_give_each_region_its_peers_lag(store: FileStore) -> None:
     now = [T0]
     a = RegionWatch(store, A, clock=lambda: now[0])
@@ -201,27 +211,12 @@ async def test_heartbeats_give_each_region_its_peers_lag(store: FileStore) -> No
     now[0] += SETTLE_SECONDS  # replication from a flows, and a's claims were rewritten since
     assert b.settled()
     # A region coming back (its own heartbeat here is old) waits for its peers' newer writes.
-    back = RegionWatch(store, A, clock=lambda: now[0])
-    stop = asyncio.Event()
-    task = asyncio.create_task(back.run(stop))
-    await asyncio.sleep(0.2)
-    stop.set()
-    await task
+    back = await started(RegionWatch(store, A, clock=lambda: now[0]))
     assert back.peers["b"].written_at is not None and not back.settled()
-    restarted = RegionWatch(store, A, clock=lambda: now[0])  # a restart: its heartbeat is fresh
-    stop = asyncio.Event()
-    task = asyncio.create_task(restarted.run(stop))
-    await asyncio.sleep(0.2)
-    stop.set()
-    await task
+    restarted = await started(RegionWatch(store, A, clock=lambda: now[0]))  # its heartbeat is fresh now
     assert not restarted.settled()  # ... but b's is old: b may be away, or this replica behind
     await b.beat()
-    fresh = RegionWatch(store, A, clock=lambda: now[0])
-    stop = asyncio.Event()
-    task = asyncio.create_task(fresh.run(stop))
-    await asyncio.sleep(0.2)
-    stop.set()
-    await task
+    fresh = await started(RegionWatch(store, A, clock=lambda: now[0]))
     assert fresh.settled()  # both fresh: a restart trusts its replica at once
     lone = RegionWatch(store, RegionConfig("c", "http://edge-c.example"), clock=lambda: now[0])
     lone.peers["gone"] = Peer("gone")
