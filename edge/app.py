@@ -7,6 +7,7 @@ Routes:
   operator (``edge.pages``); ``/static/...``: the page's scripts
 - ``/api/streams`` and ``/api/streams/{stream}/health`` (Server-Sent Events) (``edge.api``)
 - ``/thumb/{stream}.jpg`` and ``/api/streams/{stream}/thumb?at=`` (a recorded moment) (``edge.thumbs``)
+- ``/api/streams/{stream}/region``: where the stream is live, with ``--region`` (``edge.regions``)
 - ``/healthz``
 
 Every response carries CORS headers (added by the ``json_errors`` middleware); every error
@@ -47,6 +48,7 @@ from edge.metrics import count_requests
 from edge.pages import add_page_routes, default_static_dir
 from edge.paths import LIVE_PREFIX
 from edge.policy import PlaylistPolicy, TokenCheck
+from edge.regions import add_region_routes
 from edge.state import CLOSING, EDGE, EdgeCounters, EdgeState
 from edge.thumbs import add_thumbnail_routes
 from edge.vod import add_recording_routes
@@ -187,7 +189,7 @@ def build_app(
     edge follows to answer blocking playlist reloads as soon as a playlist changes (``edge.blocking``);
     without it, requests waiting for a playlist re-read it once per part target. ``region``: this
     edge's region; live playlists of a stream live in another region redirect there
-    (``edge.region_redirect``).
+    (``edge.regions``).
     """
     app = web.Application(middlewares=[count_requests, json_errors])
     viewers = ViewerCounter()
@@ -228,6 +230,7 @@ def build_app(
     add_recording_routes(app, store)
     add_clip_routes(app)
     add_event_routes(app)
+    add_region_routes(app)
     add_thumbnail_routes(app)
     add_page_routes(app)
     return app

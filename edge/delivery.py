@@ -42,7 +42,7 @@ from edge.http import (
 )
 from edge.paths import LIVE_PREFIX, Kind, LiveObject, parse_live_path
 from edge.policy import IMMUTABLE, NO_STORE, PlaylistPolicy
-from edge.region_redirect import owner_elsewhere, region_redirect
+from edge.regions import owner_elsewhere, region_redirect
 from edge.rewrite import add_token_to_playlist
 from edge.state import EDGE, EdgeState
 

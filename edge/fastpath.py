@@ -190,7 +190,7 @@ class FastPath:
             return None
         obj = plan.obj
         if obj.is_playlist and state.regions is not None and not state.regions.found_here(obj.stream):
-            return None  # where the stream is live is looked up (edge.region_redirect) by the application
+            return None  # where the stream is live is looked up (edge.regions) by the application
         cached = loaded if loaded is not None and loaded.key == obj.key else state.cache.fresh(obj.key)
         if cached is None:
             # an object requests already wait for (a part not written yet): join them there

@@ -237,6 +237,9 @@ async def test_the_edge_redirects_live_playlists_of_a_stream_live_elsewhere(stor
         master = f"/live/{STREAM}/master.m3u8?token={token}"
         resp = await client.get(master, allow_redirects=False)
         assert resp.status == 404  # not live anywhere: served here (and not found)
+        where = f"/api/streams/{STREAM}/region?token={token}"
+        resp = await client.get(where)
+        assert resp.status == 404 and (await resp.json())["error"] == "not_in_directory"
         await watch_a.claim(STREAM, EPOCH_A, live=True)
         await watch_a.beat()
         await asyncio.sleep(2.1)  # the edge's cached answer expires
@@ -244,9 +247,23 @@ async def test_the_edge_redirects_live_playlists_of_a_stream_live_elsewhere(stor
         assert resp.status == 307, await resp.text()
         assert resp.headers["Location"] == A.edge_url + master
         assert resp.headers["Cache-Control"] == "no-store"
+        answer = await (await client.get(where)).json()
+        assert {k: answer[k] for k in ("region", "epoch", "live", "edge", "served_here")} == {
+            "region": "a",
+            "epoch": EPOCH_A,
+            "live": True,
+            "edge": A.edge_url,
+            "served_here": False,
+        }
+        assert 0 <= answer["heartbeat_age"] < 10
+        assert (await client.get(f"/api/streams/{STREAM}/region")).status == 401
         no_token = await client.get(f"/live/{STREAM}/master.m3u8", allow_redirects=False)
         assert no_token.status == 401  # no token, no knowing where streams are live
         await watch_a.claim(STREAM, EPOCH_A, live=False)  # it ended: recordings and the rest are here
         await asyncio.sleep(2.1)
         resp = await client.get(master, allow_redirects=False)
         assert resp.status == 404
+        assert (await (await client.get(where)).json())["served_here"] is True
+    async with TestClient(TestServer(build_app(store, signer, **defaults.edge_app()))) as one_region:
+        resp = await one_region.get(f"/api/streams/{STREAM}/region?token={token}")
+        assert resp.status == 404 and (await resp.json())["error"] == "no_regions"

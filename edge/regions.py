@@ -1,4 +1,5 @@
-"""Live playlists of a stream live in another region: ``307`` to that region's edge (``--region``).
+"""The edge in a region (``--region``): live playlists of a stream live in another region get a ``307``
+to that region's edge, and ``GET /api/streams/{stream}/region`` says where the stream is live.
 
 The stream directory (``camflow.regions``) in this region's replica names the region a stream is
 live in; while that region's heartbeat is fresh here, a request for one of the stream's live
@@ -12,15 +13,24 @@ replica. A stream live here, not live, unknown, or whose region is gone is serve
 
 The answer is cached per stream for ``camflow.regions.DIRECTORY_SECONDS``; the fast path
 (``edge.fastpath``) serves a playlist only once this module has found the stream at home.
+
+``/api/streams/{stream}/region`` (a view token for the stream, or an operator token): the stream's
+directory entry as this region's replica has it, read now, with how old its region's heartbeat is
+here and whether live requests for it are served here: ``{"stream", "region", "epoch", "live",
+"edge", "at", "heartbeat_age", "served_here"}``. 404 ``not_in_directory`` when no region claimed the
+stream, 404 ``no_regions`` on an edge without ``--region``.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from camflow.hls.dates import format_date_time
 from camflow.regions import DirectoryEntry
+from edge.access import viewer_refusal
+from edge.http import error_response
 from edge.policy import NO_STORE
-from edge.state import EdgeState
+from edge.state import EDGE, EdgeState
 
 
 async def owner_elsewhere(state: EdgeState, stream: str) -> DirectoryEntry | None:
@@ -45,3 +55,34 @@ def region_redirect(state: EdgeState, request: web.Request, owner: DirectoryEntr
         headers={"Location": target, "Cache-Control": NO_STORE},
         text=f"stream {owner.stream!r} is live in region {owner.region!r}: {target}\n",
     )
+
+
+async def where(request: web.Request) -> web.Response:
+    state = request.app[EDGE]
+    stream = request.match_info["stream"]
+    refused = await viewer_refusal(state, request, stream)
+    if refused is not None:
+        return refused
+    regions = state.regions
+    if regions is None:
+        return error_response(404, "no_regions", "this edge runs in one region (no --region)")
+    entry = await regions.entry(stream, fresh=True)
+    if entry is None:
+        return error_response(404, "not_in_directory", f"no region has claimed stream {stream!r}")
+    beat = await regions.heartbeat(entry.region)
+    age = None if beat is None else round(max(0.0, regions.clock() - beat.at), 3)
+    body = {
+        "stream": stream,
+        "region": entry.region,
+        "epoch": entry.epoch,
+        "live": entry.live,
+        "edge": entry.edge,
+        "at": format_date_time(entry.at),
+        "heartbeat_age": age,
+        "served_here": await owner_elsewhere(state, stream) is None,
+    }
+    return web.json_response(body, headers={"Cache-Control": NO_STORE})
+
+
+def add_region_routes(app: web.Application) -> None:
+    app.router.add_get("/api/streams/{stream}/region", where)
