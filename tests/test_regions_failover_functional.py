@@ -74,8 +74,11 @@ def redirect(url: str) -> str | None:
     return headers.get("Location") if status == 307 else None
 
 
-def store_object(url: str, key: str) -> bytes | None:
-    """An object of a region's bucket (its S3 URL), read with the minio client, or None."""
+def store_object(url: str, key: str, *, replica: bool = False) -> bytes | None:
+    """An object of a region's bucket (its S3 URL), read with the minio client, or None; ``replica``:
+    only a copy that replication brought (``x-amz-replication-status: REPLICA``). A site-replicated
+    MinIO answers a read of an object it lacks from its peer, so a plain read proves nothing about
+    what this region's store holds, or wrote itself."""
     from minio import Minio
     from minio.error import S3Error
 
@@ -86,6 +89,8 @@ def store_object(url: str, key: str) -> bytes | None:
     except S3Error:
         return None
     try:
+        if replica and resp.headers.get("x-amz-replication-status") != "REPLICA":
+            return None
         return bytes(resp.read())
     finally:
         resp.close()
@@ -232,9 +237,13 @@ def finish(drill: Drill, lost: float, reconnect: float, camera_b: subprocess.Pop
             lambda: (p := store_object(regions.b.s3, key)) is not None and b"#EXT-X-ENDLIST" in p and p,
             60,
         )
-        until("a's store has b's playlist", lambda: store_object(regions.a.s3, key) == ended or None, 30)
-        for s3 in (regions.a.s3, regions.b.s3):
-            raw = store_object(s3, directory_key(STREAM))
+        # a's copy is b's, replicated: a wrote no playlist of its own.
+        a_s3 = regions.a.s3
+        until("a's store has b's playlist", lambda: store_object(a_s3, key, replica=True) == ended, 30)
+        for raw in (
+            store_object(a_s3, directory_key(STREAM), replica=True),
+            store_object(regions.b.s3, directory_key(STREAM)),
+        ):
             assert raw is not None and DirectoryEntry.parse(raw).region == "b", raw
         assert metric(again, "camflow_region_claims_total") in ([], [("", 0.0)])
         both = until(
