@@ -259,6 +259,12 @@ async def test_endlist_after_grace(rig: Rig) -> None:
     assert "#EXT-X-ENDLIST" not in (await rig.text(media()) or "")
     text = await rig.until(media(), lambda t: "#EXT-X-ENDLIST" in t, timeout=4)
     assert len(uris(text)) == 1
+    # the offline state is committed once the playlist it ended is written (just after: a moment
+    # after the ENDLIST is readable, on a loaded machine)
+    for _ in range(200):  # bounded: 2 s
+        if any(m.topic == TOPIC_STREAMS for m in rig.bus.consumer.committed):
+            break
+        await asyncio.sleep(0.01)
     assert any(m.topic == TOPIC_STREAMS for m in rig.bus.consumer.committed)
 
 
