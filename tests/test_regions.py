@@ -107,6 +107,15 @@ class Region:
             await asyncio.sleep(0.05)
         raise AssertionError("the region never settled")
 
+    async def lag_known(self, peer: str) -> None:
+        assert self.packager.regions is not None
+        for _ in range(100):  # bounded: 5 s
+            seen = self.packager.regions.peers.get(peer)
+            if seen is not None and seen.lag is not None:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no replication lag of region {peer} was ever measured")
+
     async def send(self, *events: SegmentReady | StreamState) -> None:
         for ev in events:
             topic = TOPIC_READY if isinstance(ev, SegmentReady) else TOPIC_STREAMS
@@ -172,7 +181,9 @@ async def test_a_region_coming_back_leaves_the_stream_to_the_new_owner(store: Fi
         # b goes on as the owner.
         await b.send(ready(EPOCH_B, 1))
         assert f"{EPOCH_B}/720p/00000001.m4s" in (await text(store, media_playlist_key(STREAM, "720p")) or "")
-        # The health feed (camflow tail) says where each region stands.
+        # The health feed (camflow tail) says where each region stands; b's lag needs two of a's
+        # heartbeats (0.5 s apart) seen, which a loaded machine may not have reached yet.
+        await b.lag_known("a")
         (from_a,) = [s for s in await PackagerHealth(a.packager).collect() if s.stream == STREAM]
         (from_b,) = [s for s in await PackagerHealth(b.packager).collect() if s.stream == STREAM]
         assert (from_a.region, from_a.owner, from_b.region, from_b.owner) == ("a", "b", "b", "b")
@@ -184,10 +195,14 @@ async def test_a_region_coming_back_leaves_the_stream_to_the_new_owner(store: Fi
 
 
 async def started(watch: RegionWatch) -> RegionWatch:
-    """``watch`` as a packager starts it: its first beats and looks (0.2 s), then stopped."""
+    """``watch`` as a packager starts it: its first beat and look (every peer's heartbeat read),
+    then stopped."""
     stop = asyncio.Event()
     task = asyncio.create_task(watch.run(stop))
-    await asyncio.sleep(0.2)
+    for _ in range(100):  # bounded: 5 s (a loaded machine may take a while over the first look)
+        await asyncio.sleep(0.05)
+        if watch.peers and all(p.written_at is not None for p in watch.peers.values()):
+            break
     stop.set()
     await task
     return watch
