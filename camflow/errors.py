@@ -32,6 +32,11 @@ class StoreRetryStopped(CamflowError):
     """The service stopped while a store call was waiting for the store to come back: it did not land."""
 
 
+class BusRetryStopped(CamflowError):
+    """The service stopped while a publish was being repeated until the bus acknowledged it
+    (``camflow.bus.retry``): it was not acknowledged, and what caused it is not committed."""
+
+
 class TokenError(CamflowError):
     """A token that is malformed, forged, expired, or scoped to another stream or action."""
 

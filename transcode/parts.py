@@ -39,6 +39,7 @@ from typing import Any
 from camflow.bus import Bus, CommitTracker, Consumer, Message, commit_or_log
 from camflow.bus.base import Rebalancing
 from camflow.bus.dead import DeadLetters
+from camflow.bus.retry import Polls
 from camflow.errors import EventDecodeError, StoreRetryStopped
 from camflow.events import (
     TOPIC_PARTS,
@@ -162,9 +163,10 @@ class PartWorker:
         log.info("part_worker_started", ladder=[r.name for r in self.ladder])
         last = self.stats.snapshot()
         reported = time.monotonic()
+        polls = Polls(consumer, log)  # a failed poll (the bus away) is repeated, never the worker's end
         try:
             while not stop.is_set():
-                message = await consumer.get(timeout=0.5)
+                message = await polls.get(0.5, stop)
                 now = time.monotonic()
                 if message is not None:
                     self._rebalanced(consumer)

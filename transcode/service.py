@@ -16,6 +16,11 @@ is committed only once it is there (``camflow.bus.dead``).
 A store outage is not the segment's failure: its writes wait for the store
 (``camflow.store.retry``), however long it takes, and count no attempt; its offset is not
 committed meanwhile. A stop during the outage leaves the segment uncommitted, for the group.
+
+Nor is a bus outage (Kafka stopped, or back but without the topic's metadata yet): the ready
+event is published again until acknowledged (``camflow.bus.retry``), the offset uncommitted
+meanwhile; a poll that fails is repeated after a pause. Neither ends the worker; a stop while the
+ready event waits leaves the segment uncommitted, for the group (its writes are idempotent).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from camflow.bus import Bus, CommitTracker, Consumer, Message, commit_or_log
 from camflow.bus.dead import DeadLetters
-from camflow.errors import EventDecodeError, StoreRetryStopped
+from camflow.bus.retry import Polls, publish_until_acknowledged
+from camflow.errors import BusRetryStopped, EventDecodeError, StoreRetryStopped
 from camflow.events import (
     TOPIC_RAW,
     TOPIC_READY,
@@ -92,6 +98,7 @@ class TranscodeWorker:
         # stream -> (seconds its newest finished segment took, None before the first; when last seen)
         self.recent: dict[str, tuple[float | None, float]] = {}
         self.ready = asyncio.Event()  # set once subscribed (a LocalBus drops what comes before)
+        self._stop = asyncio.Event()  # run's: ends a ready event's wait for the bus
 
     @property
     def consumer(self) -> Consumer | None:
@@ -103,6 +110,7 @@ class TranscodeWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._pool = self._new_pool()
+        self._stop = stop
         self.store.stop_when(stop)
         await self._warm()
         consumer = await self.bus.subscribe([TOPIC_RAW], GROUP)
@@ -117,7 +125,10 @@ class TranscodeWorker:
         )
         reporter = asyncio.create_task(self._report(stop))
         try:
-            workers = [asyncio.create_task(self._loop(consumer, stop)) for _ in range(self.concurrency)]
+            polls = Polls(consumer, log)  # a failed poll (the bus away) is repeated, never the end
+            workers = [
+                asyncio.create_task(self._loop(consumer, polls, stop)) for _ in range(self.concurrency)
+            ]
             await asyncio.gather(*workers)
         finally:
             reporter.cancel()
@@ -137,16 +148,17 @@ class TranscodeWorker:
                 log.info("transcode_stats", **now)
                 last = now
 
-    async def _loop(self, consumer: Consumer, stop: asyncio.Event) -> None:
+    async def _loop(self, consumer: Consumer, polls: Polls, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            message = await consumer.get(timeout=0.5)
+            message = await polls.get(0.5, stop)
+            self.stats.poll_errors = polls.errors
             if message is None:
                 continue
             token = self._commits.track(message)
             self.stats.in_flight += 1
             try:
                 await self._handle(message)
-            except StoreRetryStopped as exc:  # its writes did not land: not committed, for the group
+            except (StoreRetryStopped, BusRetryStopped) as exc:  # not landed: not committed, for the group
                 log.warning(
                     "segment_left_at_stop", partition=message.partition, offset=message.offset, error=str(exc)
                 )
@@ -206,7 +218,10 @@ class TranscodeWorker:
             damaged=event.damaged,
             discontinuity=event.discontinuity,
         )
-        await self.bus.publish(TOPIC_READY, event.stream, encode(ready))
+        # Retried until acknowledged (a bus outage is not the segment's failure); the offset waits.
+        self.stats.publish_retries += await publish_until_acknowledged(
+            self.bus, TOPIC_READY, event.stream, encode(ready), stop=self._stop, log=slog
+        )
         elapsed = time.perf_counter() - started
         self.stats.segments += 1
         self.stats.media_seconds += event.duration_s

@@ -34,6 +34,8 @@ class TranscodeStats:
     decode_errors: int = 0
     commit_errors: int = 0
     pool_restarts: int = 0
+    publish_retries: int = 0  # ready events the bus refused, published again (camflow.bus.retry)
+    poll_errors: int = 0  # polls of the raw topic that failed (the bus away), repeated after a pause
     media_seconds: float = 0.0
     lag_seconds: float = 0.0
     max_lag_seconds: float = 0.0
@@ -54,6 +56,8 @@ class TranscodeStats:
             "decode_errors": self.decode_errors,
             "commit_errors": self.commit_errors,
             "pool_restarts": self.pool_restarts,
+            "publish_retries": self.publish_retries,
+            "poll_errors": self.poll_errors,
             "media_seconds": round(self.media_seconds, 3),
             "in_flight": self.in_flight,
             "lag_seconds": round(self.lag_seconds, 3),

@@ -214,13 +214,23 @@ class KafkaConsumerAdapter:
         return len(partitions or ())
 
     def _count_partitions(self) -> None:
-        """On the poll thread: the counts the rebalance listener could not take from the cache."""
+        """On the poll thread: the counts the rebalance listener could not take from the cache (a
+        metadata request: while the brokers are away it fails, and is made again after the next poll)."""
         if not self.recount:
             return
         self.recount = False
         for topic, _ in self.assigned:
             if topic not in self.partitions:
-                self.partitions[topic] = len(self._consumer.partitions_for_topic(self._prefix + topic) or ())
+                try:
+                    count = len(self._consumer.partitions_for_topic(self._prefix + topic) or ())
+                except KafkaError as exc:
+                    self.recount = True
+                    log.warning("kafka_partitions_not_counted", topic=topic, error=repr(exc))
+                    continue
+                if count:
+                    self.partitions[topic] = count
+                else:  # no metadata for it yet: asked again after the next poll
+                    self.recount = True
 
     def owns(self, topic: str, key: str) -> bool:
         """Whether messages keyed ``key`` on ``topic`` come to this member now (the producer's
