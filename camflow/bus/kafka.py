@@ -19,6 +19,7 @@ import concurrent.futures
 import contextlib
 import functools
 import time
+import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -61,7 +62,7 @@ REQUEST_TIMEOUT_MS = 10_000  # one produce request without an answer (a hung bro
 DELIVERY_TIMEOUT = 120.0
 RECONNECT_BACKOFF_MAX_MS = 2_000
 DELIVERY_GRACE = 2.0  # seconds past the delivery timeout a publish still waits for kafka-python's verdict
-SEND_THREADS = 4
+SEND_THREADS = 4  # one thread per slot; a key always goes through the same one (see ``publish``)
 
 # name -> (partitions, topic configs)
 TOPICS: dict[str, tuple[int, dict[str, str]]] = {
@@ -336,7 +337,14 @@ class KafkaBus:
         self._broken: Any = None  # the producer a publish timed out on, replaced by the next publish
         self._replacing = asyncio.Lock()
         self._retired: list[asyncio.Task[None]] = []  # closing producers that were replaced
-        self._sender = concurrent.futures.ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="kafka-send")
+        # send() can block (metadata, up to max_block_ms): it runs on threads, never on the loop. One
+        # single-thread executor per slot, a key always on the same slot: publishes of one key that a
+        # caller keeps in flight together (ingest's part sender) reach the producer in the order they
+        # were called, and the idempotent producer keeps that order on the partition.
+        self._senders = [
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"kafka-send-{i}")
+            for i in range(SEND_THREADS)
+        ]
 
     def _ensure_topics(self) -> None:
         log.info("kafka_connecting", bootstrap=self.bootstrap, **self.security.describe())
@@ -438,7 +446,8 @@ class KafkaBus:
         for retired in self._retired:
             with contextlib.suppress(Exception):
                 await retired
-        self._sender.shutdown(wait=False)
+        for sender in self._senders:
+            sender.shutdown(wait=False)
 
     async def publish(
         self, topic: str, key: str, value: bytes | None, headers: Mapping[str, bytes] | None = None
@@ -476,7 +485,8 @@ class KafkaBus:
             # send() may wait for metadata (up to max_block_ms): on a producer thread, not the loop.
             # Its failure (no metadata: the broker is away) says nothing against the producer.
             try:
-                fut = await loop.run_in_executor(self._sender, send)
+                slot = self._senders[zlib.crc32(key.encode()) % SEND_THREADS]
+                fut = await loop.run_in_executor(slot, send)
             except KafkaTimeoutError as exc:
                 raise KafkaError(f"no metadata for {topic!r}: {exc}") from None
             fut.add_callback(ok)
