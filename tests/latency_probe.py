@@ -3,8 +3,10 @@ low-latency mode) and, every 250 ms while the video plays, samples the wall cloc
 date-time of the frame on screen (``Date.now() - hls.playingDate``). Used by tests/test_latency_chromium.py
 and bench/bench_latency.py (one measurement, two callers). This module holds no tests.
 
-The camera is ``ffmpeg`` pushing RTSP (TCP): 1280x720 testsrc2 at 30 fps with a 2 s GOP (libx264
-``-tune zerolatency``) and a 440 Hz sine as AAC, read with ``-re`` from lavfi, running until stopped.
+The camera is ``ffmpeg`` pushing RTSP (TCP): testsrc2 at 30 fps, 1280x720 unless told (``size``), with a
+2 s GOP (libx264 ``-tune zerolatency``) and a 440 Hz sine as AAC, read with ``-re`` from lavfi, running
+until stopped. The camera's RTCP sender reports put its wall clock on the media, so a camera that cannot
+encode in real time (a starved machine) shows as latency: tests push a smaller picture than the bench.
 
 A camflow target is measured on its own page (``/watch/{stream}?token=``); a peer's LL-HLS (mediamtx)
 by opening its HTTP origin and putting the same page (hls.min.js and edge/static/player.js, given
@@ -34,6 +36,7 @@ TICK_S = 0.25  # one sample every 250 ms
 WARMUP_S = 5.0  # playback before sampling starts (the start-up seek and catch-up settle)
 START_TIMEOUT_S = 60.0  # from opening the page to the first frame playing
 FPS, GOP = 30, 60
+SIZE = "1280x720"  # the bench's camera; tests/test_latency_chromium.py pushes 640x360 (see there)
 
 PROBE = """(() => { const c = window.camflow; const v = document.getElementById('video');
   if (!c || !c.hls || !v) return null; const d = c.hls.playingDate;
@@ -45,11 +48,11 @@ PROBE = """(() => { const c = window.camflow; const v = document.getElementById(
     last: c.errors.length ? c.errors[c.errors.length - 1].details : null}); })()"""
 
 
-def push_args(url: str) -> list[str]:
+def push_args(url: str, size: str = SIZE) -> list[str]:
     """The camera: the same ffmpeg RTSP push for every target (runs until stopped)."""
     return [
         *("ffmpeg", "-loglevel", "error", "-nostdin"),
-        *("-re", "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={FPS}"),
+        *("-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={FPS}"),
         *("-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"),
         *("-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"),
         *("-g", str(GOP), "-keyint_min", str(GOP), "-sc_threshold", "0"),
@@ -59,11 +62,11 @@ def push_args(url: str) -> list[str]:
 
 
 @contextmanager
-def pushing(url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def pushing(url: str, log: Path, size: str = SIZE) -> Iterator[subprocess.Popen[bytes]]:
     """ffmpeg pushing to ``url`` for the duration of the block; stopped by PID."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            push_args(url), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            push_args(url, size), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
         )
     try:
         yield proc
