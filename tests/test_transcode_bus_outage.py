@@ -26,6 +26,7 @@ from tests import defaults
 from tests.test_packager import RecordingBus, RecordingConsumer
 from tests.test_transcode_service import raw_event
 from tests.transcode_clips import RawClipSegment, cut, make_clip
+from tests.waits import until
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
 
@@ -92,14 +93,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, asyncio.Event]]:
     bus.down = False
     stop.set()
     await asyncio.wait_for(task, 30)
-
-
-async def until(what: str, check: object, timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 async def test_a_ready_event_the_bus_refuses_is_published_again_and_committed_after(

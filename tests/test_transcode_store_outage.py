@@ -19,6 +19,7 @@ from tests.test_packager import RecordingBus
 from tests.test_store_retry import FlakyStore
 from tests.test_transcode_service import EPOCH, raw_event
 from tests.transcode_clips import RawClipSegment, cut, make_clip
+from tests.waits import until
 from transcode.ladder import parse_ladder
 from transcode.service import TranscodeWorker
 
@@ -58,14 +59,6 @@ async def in_outage(r: Rig, segment: RawClipSegment) -> Consumer:
     await r.bus.publish(TOPIC_RAW, "cam1", encode(raw_event(segment)))
     await until("the worker meets the outage", lambda: not r.worker.store_outage.up)
     return published
-
-
-async def until(what: str, check: object, timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 async def test_a_segment_waits_out_the_outage_and_is_committed_after_its_writes(
