@@ -80,7 +80,7 @@ services-down:
 # scripts/test.sh starts the services, traps EXIT/INT/TERM to stop them, and exits with
 # pytest's code (5, "no tests collected", counts as failure).
 test: install helm
-	bash scripts/test.sh $(PYTEST_ARGS)
+	bash scripts/test.sh --durations=30 $(PYTEST_ARGS)
 
 run: install
 	$(VENV)/bin/camflow run

@@ -27,6 +27,7 @@ class PackagerStats:
     parts_ignored: int = 0  # part-ready events while low latency is off
     parts_deleted: int = 0  # part objects deleted once out of the live playlists
     publish_errors: int = 0  # playlists-changed events the bus did not take
+    poll_errors: int = 0  # polls that failed (the bus away), repeated after a pause
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from typing import Any
 from camflow.bus import Bus, CommitTracker, Consumer, Message, commit_or_log
 from camflow.bus.base import Rebalancing
 from camflow.bus.dead import DeadLetters
+from camflow.bus.retry import Polls
 from camflow.errors import EventDecodeError, NotFound, StoreRetryStopped
 from camflow.events import (
     TOPIC_PLAYLISTS,
@@ -173,9 +174,11 @@ class Packager:
             part_target=self._part_target,
             region=None if self.regions is None else self.regions.config.name,
         )
+        polls = Polls(consumer, self._log)  # a failed poll (the bus away) is repeated, never the end
         try:
             while not stop.is_set():
-                msg = await consumer.get(self._poll_timeout())
+                msg = await polls.get(self._poll_timeout(), stop)
+                self.stats.poll_errors = polls.errors
                 self._check_assignment(consumer)
                 if msg is not None:
                     await self._handle(consumer, msg)
