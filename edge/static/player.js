@@ -32,8 +32,8 @@
   const TICK_MS = 250; // latency display and live-edge checks
   const START_SLACK_S = 0.1; // on the first frame, a jump of more than this to the live position
   const STALL_SEEK_MS = 1000; // waiting longer than this jumps to the live edge
-  const AFTER_STALL_MS = 15000; // ... and, resumed before the playlist had moved on, on its next
-  // update (or a tick) in the next 15 s: after an outage hls.js may take seconds to reload it
+  const AFTER_STALL_MS = 15000; // ... and, resumed before the playlist had moved on, once it has (on
+  // a playlist update or a tick) in the next 15 s: after an outage hls.js may take seconds to reload it
   const BEHIND_FACTOR = 3; // ... as does a latency above 3x the target latency (and 1 s beyond it)
   const VOD_SPAN_MS = 3 * 3600 * 1000; // one recording playlist covers at most this much
   const LIVE_MS = 3 * 1000; // a recording asked from this close to now plays live instead
@@ -144,9 +144,8 @@
       video.play().catch(function (err) { show("press play (" + err.name + ")"); });
     });
     hls.on(window.Hls.Events.LEVEL_UPDATED, function () {
-      // The first playlist since playback resumed after a stall: jump now, or no jump is owed.
-      if (live && stalledAt === null && Date.now() < afterStallUntil) {
-        seekToLive("stall");
+      // A playlist since playback resumed after a stall, whose jump is still owed: jump now.
+      if (live && stalledAt === null && Date.now() < afterStallUntil && seekToLive("stall")) {
         afterStallUntil = 0;
       }
     });
@@ -353,7 +352,9 @@
     }
     const target = hls.targetLatency;
     const behind = hls.latency;
-    if (state.playing && !video.paused && target && behind > BEHIND_FACTOR * target && behind > target + 1) {
+    // Not while waiting for data: the stall's jump above is made once the playlist has moved on.
+    if (state.playing && stalledAt === null && !video.paused && target &&
+        behind > BEHIND_FACTOR * target && behind > target + 1) {
       seekToLive("behind");
     }
     const parts = [];
